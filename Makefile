@@ -1,0 +1,75 @@
+# Wiretide — every target sets itself up first; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+PROTO_SRC := $(wildcard protos/wiretide/proto/v1/*.proto)
+APT_PACKAGES := iproute2 tcpdump tshark libpcap0.8 curl openssl procps redis-server
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: help setup system run test lint bench protos clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMPS)/system: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else echo "warning: system packages missing (run as root to install):$$missing"; fi; \
+	fi
+	@touch $@
+
+system: $(STAMPS)/system ## install the system packages (apt-get, as root)
+
+$(STAMPS)/venv: $(UV) uv.lock pyproject.toml protos/pyproject.toml $(wildcard services/*/pyproject.toml)
+	@mkdir -p $(STAMPS)
+	$(UV) sync --frozen --all-packages --quiet
+	@touch $@
+
+$(STAMPS)/protos: $(STAMPS)/venv $(PROTO_SRC) protos/generate.py
+	$(BIN)/python protos/generate.py
+	@touch $@
+
+protos: $(STAMPS)/protos ## generate the gRPC/protobuf stubs from protos/
+
+uv.lock: pyproject.toml protos/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
+	$(UV) lock --quiet
+
+setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos ## virtualenv, dependencies, stubs, system packages
+
+run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
+	$(BIN)/wiretide up $(ARGS)
+
+test: setup ## run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy --strict, import-linter, buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services/common/src/wiretide/common protos/wiretide
+	$(BIN)/lint-imports --no-cache
+	cd protos && ../$(BIN)/buf lint
+
+bench: setup ## run the benchmarks (they print figures)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## remove the virtualenv, generated stubs and caches
+	rm -rf $(VENV) .uv $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
+	find protos -name '*_pb2*.py*' -delete
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Wiretide contracts."""

@@ -1,0 +1,1 @@
+"""Wiretide agents: user JavaScript network agents run on the traffic."""

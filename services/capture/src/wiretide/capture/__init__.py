@@ -1,0 +1,1 @@
+"""Wiretide capture: packets from NICs (AF_PACKET), eBPF and pcap files, sharded by flow to dissectors."""

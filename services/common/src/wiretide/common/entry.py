@@ -1,0 +1,100 @@
+"""The Entry (DESIGN.md section 3): one API call, as a plain dict in its canonical JSON shape.
+
+Rule: the canonical JSON document is the Entry; the protobuf `Entry` only lifts a few routing
+fields out of it. `validate_entry` is what every consumer runs on a document from the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+from wiretide.proto.v1 import entries_pb2
+
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+PROTOCOLS: Final = frozenset(
+    {
+        "http", "http2", "grpc", "ws", "graphql", "kafka", "amqp", "redis", "dns", "ldap", "radius",
+        "diameter", "icmp", "tls", "tcp", "udp", "sctp",
+    }
+)  # fmt: skip
+
+REQUIRED: Final = ("id", "timestamp", "protocol")
+
+
+class InvalidEntry(ValueError):
+    """A document that is not an Entry."""
+
+
+class UlidGenerator:
+    """ULIDs (48-bit ms time + 80 random bits, Crockford base32), monotonic within one generator."""
+
+    __slots__ = ("_last_ms", "_last_rand")
+
+    def __init__(self) -> None:
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, ts_ns: int | None = None) -> str:
+        ms = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000
+        if ms <= self._last_ms:
+            ms = self._last_ms
+            rand = (self._last_rand + 1) & ((1 << 80) - 1)
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        self._last_ms, self._last_rand = ms, rand
+        value = (ms << 80) | rand
+        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def ulid_time_ns(ulid: str) -> int:
+    """The millisecond timestamp encoded in a ULID, in ns."""
+    value = 0
+    for ch in ulid[:10]:
+        value = value * 32 + _CROCKFORD.index(ch)
+    return value * 1_000_000
+
+
+def validate_entry(doc: Any) -> dict[str, Any]:
+    """Check the minimum every consumer relies on; raise InvalidEntry otherwise."""
+    if not isinstance(doc, dict):
+        raise InvalidEntry("entry is not a JSON object")
+    for key in REQUIRED:
+        if key not in doc:
+            raise InvalidEntry(f"entry lacks {key!r}")
+    if not isinstance(doc["id"], str) or not 1 <= len(doc["id"]) <= 64:
+        raise InvalidEntry("entry id must be a non-empty string of at most 64 characters")
+    if not isinstance(doc["timestamp"], int) or isinstance(doc["timestamp"], bool) or doc["timestamp"] < 0:
+        raise InvalidEntry("entry timestamp must be a non-negative integer (ns since epoch)")
+    if not isinstance(doc["protocol"], str) or not doc["protocol"]:
+        raise InvalidEntry("entry protocol must be a non-empty string")
+    return doc
+
+
+def to_proto(doc: dict[str, Any]) -> entries_pb2.Entry:
+    return entries_pb2.Entry(
+        id=doc["id"],
+        timestamp_ns=doc["timestamp"],
+        protocol=doc["protocol"],
+        node=doc.get("node") or "",
+        json=orjson.dumps(doc),
+    )
+
+
+def from_proto(msg: entries_pb2.Entry) -> dict[str, Any]:
+    """Decode and validate; raises InvalidEntry for a document that is not an Entry."""
+    try:
+        doc = orjson.loads(msg.json)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEntry(f"entry JSON does not parse: {exc}") from None
+    return validate_entry(doc)
+
+
+def encode_batch(docs: Sequence[dict[str, Any]], node: str, producer: str, seq: int) -> bytes:
+    batch = entries_pb2.EntryBatch(node=node, producer=producer, seq=seq)
+    batch.entries.extend(to_proto(d) for d in docs)
+    return batch.SerializeToString()

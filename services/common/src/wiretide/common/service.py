@@ -1,0 +1,140 @@
+"""The shell every service runs in: settings → logging → telemetry → metrics → gRPC (health,
+reflection) → NATS (with retry) → the service's own start → SERVING; SIGTERM → ordered stop.
+
+Rule: health is NOT_SERVING until NATS is connected and the service says it is ready, and goes
+back to NOT_SERVING whenever either stops being true.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import ClassVar
+
+import grpc
+from wiretide.common.bus import Bus, connect_with_retry
+from wiretide.common.lifecycle import Lifecycle
+from wiretide.common.logging import setup_logging
+from wiretide.common.metrics import UP, serve_metrics
+from wiretide.common.rpc import Health, create_server
+from wiretide.common.settings import CommonSettings, SettingsError, load_settings
+from wiretide.common.telemetry import setup_telemetry
+from wiretide.common.types import GRPC_SERVICE
+
+log = logging.getLogger(__name__)
+
+HEALTH_POLL_S = 0.25
+
+
+class Service(abc.ABC):
+    """One deployable. Subclasses name themselves, register servicers and start their work."""
+
+    name: ClassVar[str]
+    settings_cls: ClassVar[type[CommonSettings]] = CommonSettings
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.settings = settings
+        self.bus: Bus | None = None
+        self.lifecycle: Lifecycle | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:  # noqa: B027 - optional hook
+        """Add this service's gRPC servicers (before the server starts)."""
+
+    @abc.abstractmethod
+    async def start(self, bus: Bus) -> None:
+        """Start the work once NATS is up. Raising here stops the process."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Stop the work; called once, before NATS is drained."""
+
+    def ready(self) -> bool:
+        """Extra readiness beyond NATS (a store opened, a peer reachable)."""
+        return True
+
+    def listen_address(self) -> str:
+        return self.settings.grpc_address(self.name)
+
+
+async def _watch_health(service: Service, health: Health, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        serving = service.bus is not None and service.bus.connected and service.ready()
+        if serving != health.serving:
+            await health.set(serving)
+            UP.labels(service.name).set(1 if serving else 0)
+            log.info("health changed", extra={"status": "SERVING" if serving else "NOT_SERVING"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=HEALTH_POLL_S)
+
+
+async def serve(service: Service) -> None:
+    settings = service.settings
+    lifecycle = Lifecycle(grace_s=settings.shutdown_grace_s)
+    service.lifecycle = lifecycle
+    lifecycle.install_signal_handlers()
+
+    serve_metrics(settings.metrics_address(service.name))
+    server, health, port = create_server(service.listen_address(), [GRPC_SERVICE[service.name]])
+    service.register(server)
+    await server.start()
+    await health.set(False)
+    log.info("gRPC listening", extra={"address": service.listen_address(), "port": port})
+
+    async def stop_server() -> None:
+        await server.stop(grace=1.0)
+
+    lifecycle.on_stop("grpc", stop_server)
+    watcher = asyncio.create_task(_watch_health(service, health, lifecycle.stop_event))
+
+    async def stop_watcher() -> None:
+        await health.set(False)
+        watcher.cancel()
+
+    lifecycle.on_stop("health", stop_watcher)
+
+    connect = asyncio.create_task(
+        connect_with_retry(
+            settings.nats_url, f"wiretide-{service.name}-{settings.node_name}", lifecycle.stop_event
+        )
+    )
+    stop_wait = asyncio.create_task(lifecycle.wait())
+    await asyncio.wait({connect, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if connect.done() and not connect.cancelled() and connect.exception() is None:
+        bus = connect.result()
+        service.bus = bus
+        lifecycle.on_stop("nats", bus.close)
+        try:
+            await service.start(bus)
+        except Exception:
+            log.exception("service failed to start")
+            await lifecycle.shutdown()
+            raise SystemExit(1) from None
+        lifecycle.on_stop(service.name, service.stop)
+        log.info("started", extra={"node": settings.node_name})
+        await lifecycle.wait()
+    else:
+        connect.cancel()
+    stop_wait.cancel()
+    await lifecycle.shutdown()
+    log.info("stopped")
+
+
+def main(service_cls: type[Service]) -> None:
+    """Entry point of `python -m wiretide.<service>`."""
+    try:
+        settings = load_settings(service_cls.settings_cls, service_cls.name)
+    except SettingsError as exc:
+        print(f"wiretide-{service_cls.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(service_cls.name, settings.log_level, settings.log_format)
+    setup_telemetry(service_cls.name, settings.node_name)
+    service = service_cls(settings)
+    try:
+        asyncio.run(serve(service))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        raise SystemExit(1) from None

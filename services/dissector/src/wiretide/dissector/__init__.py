@@ -1,0 +1,1 @@
+"""Wiretide dissector: flows into API calls (entries)."""

@@ -1,0 +1,1 @@
+"""Wiretide resolver: who is who — Kubernetes and local identities for every address, over time."""

@@ -1,0 +1,1 @@
+"""The `wiretide` command: the local supervisor and the user's tools (capture, analyze, query…)."""

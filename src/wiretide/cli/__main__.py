@@ -1,0 +1,3 @@
+from wiretide.cli.main import main
+
+raise SystemExit(main())

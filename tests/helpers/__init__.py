@@ -1,0 +1,1 @@
+"""Test helpers shared across suites (network namespaces, real peers)."""

@@ -1,0 +1,54 @@
+"""Entries: ULIDs sort by time, documents are validated, batches round-trip through protobuf."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wiretide.common.entry import (
+    InvalidEntry,
+    UlidGenerator,
+    encode_batch,
+    from_proto,
+    ulid_time_ns,
+    validate_entry,
+)
+from wiretide.proto.v1 import entries_pb2
+
+
+def test_ulids_are_26_chars_monotonic_and_carry_their_time() -> None:
+    gen = UlidGenerator()
+    ts = 1_700_000_000_123_000_000
+    ids = [gen.new(ts) for _ in range(1000)]
+    assert all(len(i) == 26 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1000
+    assert ulid_time_ns(ids[0]) == ts
+    assert gen.new(ts + 1_000_000) > ids[-1]
+
+
+def test_a_batch_round_trips_through_protobuf() -> None:
+    docs = [{"id": f"e{i}", "timestamp": i, "protocol": "http", "node": "n", "status": 200} for i in range(3)]
+    batch = entries_pb2.EntryBatch.FromString(encode_batch(docs, "n", "p", 7))
+    assert batch.seq == 7
+    assert [from_proto(e) for e in batch.entries] == docs
+    assert batch.entries[1].protocol == "http"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [[], "x", {}, {"id": "", "timestamp": 1, "protocol": "http"}, {"id": "a", "timestamp": -1, "protocol": "x"},
+     {"id": "a", "timestamp": True, "protocol": "x"}, {"id": "a", "timestamp": 1, "protocol": ""}],
+)  # fmt: skip
+def test_documents_that_are_not_entries_are_refused(doc: object) -> None:
+    with pytest.raises(InvalidEntry):
+        validate_entry(doc)
+
+
+@given(st.binary(max_size=200))
+def test_garbage_json_never_raises_anything_but_invalid_entry(data: bytes) -> None:
+    try:
+        from_proto(entries_pb2.Entry(json=data))
+    except InvalidEntry:
+        pass
