@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import nats
-
-from tests.helpers.nats import NatsServer, free_port
 from wiretide.common.bus import entries_subject
 from wiretide.common.bus.connection import ensure_stream
 from wiretide.common.bus.subjects import ENTRIES_STREAM
 from wiretide.common.entry import UlidGenerator, encode_batch
 from wiretide.proto.v1 import entries_pb2
+
+from tests.helpers.nats import NatsServer, free_port
 
 
 def make_entries(n: int, gen: UlidGenerator, start: int = 0) -> list[dict[str, Any]]:
@@ -75,7 +75,9 @@ def metric(url: str, name: str) -> float:
     return total
 
 
-def test_a_published_batch_is_stored_and_served_over_rest(nats_server: NatsServer, spawn: Any, tmp_path: Path) -> None:
+def test_a_published_batch_is_stored_and_served_over_rest(
+    nats_server: NatsServer, spawn: Any, tmp_path: Path
+) -> None:
     http_port, metrics_port = free_port(), free_port()
     gw = spawn(
         "gateway",
@@ -118,7 +120,12 @@ def test_bad_query_strings_get_4xx_never_500(nats_server: NatsServer, spawn: Any
 def test_a_gateway_killed_mid_stream_resumes_without_loss_or_duplicates(
     nats_server: NatsServer, spawn: Any, tmp_path: Path
 ) -> None:
-    gw = spawn("gateway", nats_server.url, WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{free_port()}", WIRETIDE_GATEWAY_ACK_WAIT_S="2")
+    gw = spawn(
+        "gateway",
+        nats_server.url,
+        WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{free_port()}",
+        WIRETIDE_GATEWAY_ACK_WAIT_S="2",
+    )
     gw.wait_health("SERVING")
     gen = UlidGenerator()
     batches = [make_entries(50, gen, start=i * 50) for i in range(200)]  # 10,000 entries
@@ -134,7 +141,12 @@ def test_a_gateway_killed_mid_stream_resumes_without_loss_or_duplicates(
     with sqlite3.connect(db) as c:
         before = c.execute("SELECT count(*) FROM entries").fetchone()[0]
     assert before < 10_000, "the kill should have happened mid-stream"
-    gw2 = spawn("gateway", nats_server.url, WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{free_port()}", WIRETIDE_GATEWAY_ACK_WAIT_S="2")
+    gw2 = spawn(
+        "gateway",
+        nats_server.url,
+        WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{free_port()}",
+        WIRETIDE_GATEWAY_ACK_WAIT_S="2",
+    )
     gw2.wait_health("SERVING")
     assert wait_rows(db, 10_000) == 10_000
     time.sleep(3)  # past the ack wait: any redelivery would have landed by now
@@ -161,7 +173,9 @@ def test_health_is_not_serving_until_nats_is_up(tmp_path: Path, spawn: Any) -> N
 
 
 def test_every_service_stops_cleanly_on_sigterm(nats_server: NatsServer, spawn: Any) -> None:
-    procs = [spawn(name, nats_server.url) for name in ("capture", "dissector", "resolver", "tracer", "agents")]
+    procs = [
+        spawn(name, nats_server.url) for name in ("capture", "dissector", "resolver", "tracer", "agents")
+    ]
     procs.append(spawn("gateway", nats_server.url, WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{free_port()}"))
     for p in procs:
         p.wait_health("SERVING")

@@ -78,7 +78,9 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]
         if "Press Ctrl-C" in line:
             break
     else:
-        raise AssertionError("wiretide up did not come up:\n" + "".join(lines) + (proc.stderr.read() if proc.stderr else ""))
+        raise AssertionError(
+            "wiretide up did not come up:\n" + "".join(lines) + (proc.stderr.read() if proc.stderr else "")
+        )
     assert "6/6 services SERVING" in "".join(lines)
     yield proc, data, port
     if proc.poll() is None:
@@ -95,7 +97,9 @@ def test_up_serves_six_services_and_nats_and_ctrl_c_leaves_nothing_behind(
     assert all(s["status"] == "SERVING" for s in doc["services"].values())
     assert doc["nats"]["connected"] is True
     status = subprocess.run(
-        [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(data)], capture_output=True, text=True
+        [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
     )
     assert status.returncode == 0, status.stderr
     for name in SERVICES:
@@ -110,7 +114,9 @@ def test_up_serves_six_services_and_nats_and_ctrl_c_leaves_nothing_behind(
     assert not (data / "run.json").exists()
 
 
-def test_a_killed_service_is_restarted_and_serving_again(running: tuple[subprocess.Popen[str], Path, int]) -> None:
+def test_a_killed_service_is_restarted_and_serving_again(
+    running: tuple[subprocess.Popen[str], Path, int],
+) -> None:
     proc, data, port = running
     wait_serving(port)
     run = orjson.loads((data / "run.json").read_bytes())
@@ -127,7 +133,9 @@ def test_a_killed_service_is_restarted_and_serving_again(running: tuple[subproce
     assert {p.name for p in log} >= {f"{s}.log" for s in SERVICES}
 
 
-def test_a_second_instance_on_the_same_data_dir_is_refused(running: tuple[subprocess.Popen[str], Path, int]) -> None:
+def test_a_second_instance_on_the_same_data_dir_is_refused(
+    running: tuple[subprocess.Popen[str], Path, int],
+) -> None:
     _proc, data, _port = running
     other = wiretide("up", "--data-dir", str(data), "--ui-port", str(free_port()))
     _out, err = other.communicate(timeout=60)
@@ -169,7 +177,9 @@ def test_unknown_and_malformed_settings_stop_up_before_anything_starts(tmp_path:
 
 def test_status_says_when_nothing_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert "not running" in proc.stderr

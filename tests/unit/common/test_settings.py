@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from wiretide.common.settings import CommonSettings, SettingsError, load_settings, parse_hostport
 
 
@@ -21,12 +20,16 @@ def test_known_variables_are_read_and_frozen() -> None:
 
 
 def test_an_unknown_variable_is_named_with_a_suggestion() -> None:
-    with pytest.raises(SettingsError, match=r"unknown setting WIRETIDE_NODE_NAMEE \(did you mean WIRETIDE_NODE_NAME\?\)"):
+    with pytest.raises(
+        SettingsError, match=r"unknown setting WIRETIDE_NODE_NAMEE \(did you mean WIRETIDE_NODE_NAME\?\)"
+    ):
         load_settings(CommonSettings, "capture", {"WIRETIDE_NODE_NAMEE": "x"})
 
 
 def test_variables_of_other_services_are_left_to_them() -> None:
-    s = load_settings(CommonSettings, "capture", {"WIRETIDE_GATEWAY_TOKEN": "t", "WIRETIDE_TRACES_OTLP_ENDPOINT": "x"})
+    s = load_settings(
+        CommonSettings, "capture", {"WIRETIDE_GATEWAY_TOKEN": "t", "WIRETIDE_TRACES_OTLP_ENDPOINT": "x"}
+    )
     assert s.node_name
 
 

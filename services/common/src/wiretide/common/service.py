@@ -39,6 +39,7 @@ class Service(abc.ABC):
         self.settings = settings
         self.bus: Bus | None = None
         self.lifecycle: Lifecycle | None = None
+        self.grpc_port = 0  # the bound port, once serving
 
     def register(self, server: grpc.aio.Server) -> None:  # noqa: B027 - optional hook
         """Add this service's gRPC servicers (before the server starts)."""
@@ -69,14 +70,17 @@ async def _watch_health(service: Service, health: Health, stop: asyncio.Event) -
             await asyncio.wait_for(stop.wait(), timeout=HEALTH_POLL_S)
 
 
-async def serve(service: Service) -> None:
+async def serve(service: Service, *, handle_signals: bool = True) -> None:
+    """Run `service` until SIGTERM/SIGINT (or `service.lifecycle.request_stop()` when embedded)."""
     settings = service.settings
     lifecycle = Lifecycle(grace_s=settings.shutdown_grace_s)
     service.lifecycle = lifecycle
-    lifecycle.install_signal_handlers()
+    if handle_signals:
+        lifecycle.install_signal_handlers()
 
     serve_metrics(settings.metrics_address(service.name))
     server, health, port = create_server(service.listen_address(), [GRPC_SERVICE[service.name]])
+    service.grpc_port = port
     service.register(server)
     await server.start()
     await health.set(False)

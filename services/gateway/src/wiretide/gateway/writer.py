@@ -15,10 +15,12 @@ from prometheus_client import Counter
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, decode_or_count, durable_pull
 from wiretide.common.entry import InvalidEntry, from_proto
 from wiretide.common.metrics import BUS_INVALID
+from wiretide.common.telemetry import tracer
 from wiretide.gateway.store import SqliteStore, StoreError
 from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
+TRACER = tracer(__name__)
 
 STORED = Counter("wiretide_gateway_entries_stored_total", "Entries written to the store (new rows)")
 INVALID_ENTRIES = Counter(
@@ -80,7 +82,11 @@ class StoreWriter:
             while not self._stop.is_set():
                 try:
                     if docs:
-                        new = await asyncio.to_thread(self.store.insert_many, docs)
+                        with TRACER.start_as_current_span(
+                            "store.write",
+                            attributes={"wiretide.entries": len(docs), "wiretide.messages": len(msgs)},
+                        ):
+                            new = await asyncio.to_thread(self.store.insert_many, docs)
                         self.stored += new
                         STORED.inc(new)
                     break

@@ -1,0 +1,75 @@
+"""The bus: batched publishing survives NATS going away within its bound and counts what it drops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import nats
+from wiretide.common.bus import BatchPublisher, connect_with_retry, entries_subject
+from wiretide.common.bus.subjects import ENTRIES_ALL, ENTRIES_STREAM
+
+from tests.helpers.nats import NatsServer
+
+
+def encode(items: Sequence[int], seq: int) -> tuple[bytes, str]:
+    return b",".join(str(i).encode() for i in items), f"test-{seq}-{items[0]}"
+
+
+async def stored_items(url: str) -> list[int]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(ENTRIES_ALL, durable="reader", stream=ENTRIES_STREAM.name)
+    out: list[int] = []
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except nats.errors.TimeoutError:
+            break
+        for m in msgs:
+            out.extend(int(x) for x in m.data.split(b","))
+            await m.ack()
+    await nc.close()
+    return out
+
+
+async def test_items_are_batched_many_per_message(nats_server: NatsServer) -> None:
+    bus = await connect_with_retry(nats_server.url, "t")
+    pub: BatchPublisher[int] = BatchPublisher(bus, entries_subject("n1"), encode, max_items=100)
+    pub.start()
+    pub.extend(list(range(1000)))
+    await pub.close()
+    assert pub.seq == 10  # 1,000 items in 10 messages
+    assert pub.published_items == 1000
+    await bus.close()
+    assert await stored_items(nats_server.url) == list(range(1000))
+
+
+async def test_while_nats_is_away_items_buffer_to_the_bound_then_the_oldest_are_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        bus = await connect_with_retry(server.url, "t")
+        pub: BatchPublisher[int] = BatchPublisher(
+            bus, entries_subject("n1"), encode, max_items=50, max_buffered=300, max_delay_s=0.01
+        )
+        pub.start()
+        server.stop()
+        await asyncio.sleep(0.3)
+        pub.extend(list(range(1000)))  # 700 more than the bound
+        await asyncio.sleep(0.3)
+        assert pub.dropped == 700
+        server.start()
+        for _ in range(200):
+            if not pub.buffer:
+                break
+            await asyncio.sleep(0.05)
+        await pub.close()
+        await bus.close()
+        got = await stored_items(server.url)
+        assert got == list(range(700, 1000))  # the newest survived, in order, none twice
+    finally:
+        server.stop()
