@@ -73,3 +73,41 @@ async def test_while_nats_is_away_items_buffer_to_the_bound_then_the_oldest_are_
         assert got == list(range(700, 1000))  # the newest survived, in order, none twice
     finally:
         server.stop()
+
+
+async def test_a_batch_larger_than_the_servers_max_payload_is_split_and_an_oversized_item_dropped(
+    nats_server: NatsServer,
+) -> None:
+    bus = await connect_with_retry(nats_server.url, "t")
+
+    def encode_big(items: Sequence[int], seq: int) -> tuple[bytes, str]:
+        # item 13 alone is larger than a message may be; the others are 100 KB each
+        body = b"".join((b"%d," % i).ljust(2_000_000 if i == 13 else 100_000, b" ") for i in items)
+        return body, f"big-{seq}-{items[0]}"
+
+    pub: BatchPublisher[int] = BatchPublisher(bus, entries_subject("n1"), encode_big, max_items=50)
+    pub.start()
+    pub.extend(list(range(30)))
+    await pub.close()
+    await bus.close()
+    assert pub.dropped == 1
+    assert pub.published_items == 29
+    assert pub.seq >= 3  # 29 × 100 KB cannot travel in fewer than three 1 MB messages
+    got = await stored_items_raw(nats_server.url)
+    assert got == [i for i in range(30) if i != 13]
+
+
+async def stored_items_raw(url: str) -> list[int]:
+    nc = await nats.connect(url)
+    sub = await nc.jetstream().pull_subscribe(ENTRIES_ALL, durable="raw", stream=ENTRIES_STREAM.name)
+    out: list[int] = []
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except nats.errors.TimeoutError:
+            break
+        for m in msgs:
+            out.extend(int(x) for x in m.data.replace(b" ", b"").split(b",") if x)
+            await m.ack()
+    await nc.close()
+    return out

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "capture": "capture_cmd",
     "analyze": "analyze_cmd",
+    "query": "query_cmd",
 }
 
 

@@ -1,4 +1,5 @@
-"""The gateway service process: the store writer, the REST API (and UI) and the gateway gRPC API."""
+"""The gateway service process: the store writer, the live hub, retention, the REST/WebSocket API (and
+UI) and the gateway gRPC API — all on one application layer (`QueryService`)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,59 @@ from typing import Any
 
 import grpc
 import uvicorn
+from pydantic import field_validator
+
 from wiretide.common.bus import ENTRIES_STREAM, STORE_WRITER_DURABLE, Bus
+from wiretide.common.rpc import channel
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.gateway.api.grpc_api import GatewayApi
 from wiretide.gateway.api.rest import build_app
-from wiretide.gateway.store import SqliteStore, StoreError
+from wiretide.gateway.live import LiveHub
+from wiretide.gateway.query import Completeness, QueryService
+from wiretide.gateway.retention import Retention
+from wiretide.gateway.store import EntryStore, SqliteStore
+from wiretide.gateway.upstream import UpstreamPoller
 from wiretide.gateway.writer import StoreWriter
-from wiretide.proto.v1 import gateway_pb2_grpc
+from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+PCAP_MARGIN_NS = 2_000_000_000  # widen an entry's time window when asking the recorder for its flow
+SNAPSHOT_TIMEOUT_S = 30.0
 
 
 class GatewaySettings(CommonSettings):
     gateway_http: str = "127.0.0.1:8899"
     # SQLite file; empty = <data_dir>/entries.sqlite3
     gateway_db: str = ""
+    # mongodb://… — when set, entries go to MongoDB instead of SQLite.
+    gateway_mongo_url: str = ""
+    gateway_mongo_database: str = "wiretide"
     gateway_durable: str = STORE_WRITER_DURABLE
     # Seconds before JetStream redelivers an entry batch the writer did not acknowledge.
     gateway_ack_wait_s: float = 10.0
+    # Retention: entries older than this (0 = keep forever) and beyond this many bytes (0 = no bound).
+    gateway_retention_age_s: float = 7 * 24 * 3600.0
+    gateway_retention_bytes: int = 10 * 1024**3
+    gateway_retention_interval_s: float = 10.0
+    # Bearer token required on every route when set.
+    gateway_token: str = ""
+    # Comma-separated origins allowed by CORS (off when empty).
+    gateway_cors_origins: str = ""
+
+    @field_validator("gateway_http")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("gateway_mongo_url")
+    @classmethod
+    def _mongo(cls, value: str) -> str:
+        if value and not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError(f"must be a mongodb:// URL, got {value[:60]!r}")
+        return value
 
 
 class GatewayService(Service):
@@ -38,26 +74,37 @@ class GatewayService(Service):
         super().__init__(settings)
         assert isinstance(settings, GatewaySettings)
         self.gs = settings
-        self.store: SqliteStore | None = None
+        self.store: EntryStore | None = None
         self.writer: StoreWriter | None = None
+        self.retention: Retention | None = None
+        self.completeness = Completeness()
+        self.live = LiveHub()
+        self.upstream = UpstreamPoller(settings, self.completeness)
+        self._queries: QueryService | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
+    @property
+    def queries(self) -> QueryService:
+        if self._queries is None:
+            raise RuntimeError("store not open yet")
+        return self._queries
+
     def register(self, server: grpc.aio.Server) -> None:
-        # Query/Get/Stream/Stats answer UNIMPLEMENTED until the query layer lands.
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            gateway_pb2_grpc.GatewayServiceServicer(), server
-        )
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayApi(self), server)
 
     def db_path(self) -> Path:
         return Path(self.gs.gateway_db) if self.gs.gateway_db else self.settings.data_dir / "entries.sqlite3"
 
+    def open_store(self) -> EntryStore:
+        if self.gs.gateway_mongo_url:
+            from wiretide.gateway.store.mongo import MongoStore
+
+            return MongoStore(self.gs.gateway_mongo_url, self.gs.gateway_mongo_database)
+        return SqliteStore(self.db_path())
+
     async def start(self, bus: Bus) -> None:
         host, port = parse_hostport(self.gs.gateway_http, "WIRETIDE_GATEWAY_HTTP")
-        config = uvicorn.Config(
-            build_app(self), host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
-        self._http = uvicorn.Server(config)
         # Bind here so that "port in use" is an OSError at start-up, not uvicorn's sys.exit.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -67,26 +114,43 @@ class GatewayService(Service):
         except OSError as exc:
             sock.close()
             raise OSError(f"cannot serve HTTP on {self.gs.gateway_http}: {exc.strerror}") from None
-        sock.set_inheritable(True)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
-        try:
-            self.store = await asyncio.to_thread(SqliteStore, self.db_path())
-        except StoreError:
-            await self._stop_http()
-            raise
-        self.writer = StoreWriter(bus, self.store, self.gs.gateway_durable, self.gs.gateway_ack_wait_s)
+        self.store = await asyncio.to_thread(self.open_store)
+        self._queries = QueryService(self.store, self.completeness)
+        self.writer = StoreWriter(
+            bus, self.store, self.gs.gateway_durable, self.gs.gateway_ack_wait_s, self.completeness
+        )
         await self.writer.start()
-        log.info("HTTP listening", extra={"address": self.gs.gateway_http})
-
-    async def _stop_http(self) -> None:
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
+        await self.live.start(bus)
+        self.retention = Retention(
+            self.store,
+            self.gs.gateway_retention_age_s,
+            self.gs.gateway_retention_bytes,
+            self.gs.gateway_retention_interval_s,
+        )
+        self.completeness.retention_deleted = self.retention.deleted
+        self.retention.start()
+        self.upstream.start()
+        config = uvicorn.Config(
+            build_app(self),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ws="websockets-sansio",
+        )
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
+        log.info("HTTP listening", extra={"address": self.gs.gateway_http, "store": self.store.kind})
 
     async def stop(self) -> None:
-        if self.writer is not None:
-            await self.writer.stop()
-        await self._stop_http()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self.live.stop()
+            await self._http_task
+        for part in (self.upstream, self.retention, self.writer):
+            if part is not None:
+                await part.stop()
         if self.store is not None:
             self.store.close()
 
@@ -95,20 +159,22 @@ class GatewayService(Service):
 
     def store_status(self) -> dict[str, Any]:
         return {
-            "path": str(self.db_path()),
+            "kind": self.store.kind if self.store else None,
+            "location": self.gs.gateway_mongo_url.split("@")[-1]
+            if self.gs.gateway_mongo_url
+            else str(self.db_path()),
             "writing": bool(self.writer and self.writer.healthy),
             "last_error": self.writer.last_error if self.writer else None,
             "stored": self.writer.stored if self.writer else 0,
+            "retention_deleted": dict(self.completeness.retention_deleted),
         }
 
     async def nats_status(self) -> dict[str, Any]:
         bus = self.bus
         if bus is None:
             return {"connected": False}
-        doc: dict[str, Any] = {
-            "connected": bus.connected,
-            "url": bus.nc.connected_url.netloc if bus.nc.connected_url else None,
-        }
+        url = bus.nc.connected_url
+        doc: dict[str, Any] = {"connected": bus.connected, "url": url.netloc if url else None}
         try:
             info = await bus.js.stream_info(ENTRIES_STREAM.name)
             doc["entries_stream"] = {"messages": info.state.messages, "bytes": info.state.bytes}
@@ -117,3 +183,23 @@ class GatewayService(Service):
         except Exception as exc:  # report, never fail the health page
             doc["error"] = str(exc)
         return doc
+
+    async def flow_pcap(self, doc: dict[str, Any]) -> bytes | None:
+        """The packets of an entry's flow from the capture recorder (None when it has none)."""
+        flow = doc.get("flow_id")
+        if not isinstance(flow, str) or not flow:
+            return None
+        start = int(doc["timestamp"]) - PCAP_MARGIN_NS
+        end = start + 2 * PCAP_MARGIN_NS + int(doc.get("elapsed_us") or 0) * 1000
+        request = capture_pb2.CaptureServiceSnapshotRequest(
+            start_ns=start, end_ns=end, flow_id=flow, inline=True
+        )
+        async with channel(self.settings.capture_grpc) as ch:
+            try:
+                resp = await capture_pb2_grpc.CaptureServiceStub(ch).Snapshot(
+                    request, timeout=SNAPSHOT_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.warning("capture snapshot failed", extra={"error": exc.details()})
+                return None
+        return resp.data if resp.packets else None

@@ -12,11 +12,13 @@ from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
+
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, decode_or_count, durable_pull
 from wiretide.common.entry import InvalidEntry, from_proto
 from wiretide.common.metrics import BUS_INVALID
 from wiretide.common.telemetry import tracer
-from wiretide.gateway.store import SqliteStore, StoreError
+from wiretide.gateway.query import Completeness
+from wiretide.gateway.store import EntryStore, StoreError
 from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,16 @@ RETRY_MAX_S = 5.0
 
 
 class StoreWriter:
-    def __init__(self, bus: Bus, store: SqliteStore, durable: str, ack_wait_s: float) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: EntryStore,
+        durable: str,
+        ack_wait_s: float,
+        completeness: Completeness | None = None,
+    ) -> None:
         self.bus = bus
+        self.completeness = completeness or Completeness()
         self.store = store
         self.durable = durable
         self.ack_wait_s = ack_wait_s
@@ -77,6 +87,7 @@ class StoreWriter:
                         docs.append(from_proto(entry))
                     except InvalidEntry as exc:
                         INVALID_ENTRIES.inc()
+                        self.completeness.invalid_skipped += 1
                         BUS_INVALID.labels(msg.subject).inc()
                         log.warning("invalid entry skipped", extra={"error": str(exc)})
             while not self._stop.is_set():

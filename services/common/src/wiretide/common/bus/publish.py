@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, used until the server's INFO says otherwise
+
 
 class BatchPublisher(Generic[T]):
     def __init__(
@@ -96,8 +98,18 @@ class BatchPublisher(Generic[T]):
 
     async def _send_one(self) -> None:
         n = min(self.max_items, len(self.buffer))
-        items = [self.buffer[i] for i in range(n)]
-        payload, msg_id = self.encode(items, self.seq + 1)
+        limit = self.bus.nc.max_payload or DEFAULT_MAX_PAYLOAD
+        while True:
+            items = [self.buffer[i] for i in range(n)]
+            payload, msg_id = self.encode(items, self.seq + 1)
+            if len(payload) <= limit:
+                break
+            if n == 1:  # one item larger than a NATS message can carry: drop it, counted
+                self.buffer.popleft()
+                self.dropped += 1
+                BUS_DROPPED.labels(self.subject, "too_large").inc()
+                return
+            n //= 2  # halve until the message fits the server's max_payload
         if self.jetstream:
             await self.bus.js.publish(self.subject, payload, headers={"Nats-Msg-Id": msg_id})
         else:

@@ -1,26 +1,59 @@
-"""REST routes (Starlette). Handlers translate HTTP to the application layer and back; no logic here."""
+"""REST and WebSocket routes (Starlette). Handlers translate HTTP to the application layer
+(`QueryService`) and back; they hold no logic of their own. Bad input is a 4xx, never a 500.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from wiretide.common.kfl import KflError, compile_predicate
+from wiretide.gateway.api.auth import BearerAuth
 from wiretide.gateway.api.health import service_health
+from wiretide.gateway.api.openapi import document
+from wiretide.gateway.query import QueryError
 from wiretide.gateway.store import StoreError
 
 if TYPE_CHECKING:
     from wiretide.gateway.service import GatewayService
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000  # a page larger than this is capped, not refused
+MAX_QUERY_CHARS = 8_192  # longer filters are refused, not parsed
+MAX_BODY_BYTES = 64 * 1024
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    return OrjsonResponse({"error": message, **extra}, status_code=status)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise QueryError(f"{name} must be a non-negative integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _query_param(request: Request) -> str:
+    q = request.query_params.get("q", "")
+    if len(q) > MAX_QUERY_CHARS:
+        raise QueryError(f"query longer than {MAX_QUERY_CHARS} characters")
+    return q
 
 
 def build_app(gw: GatewayService) -> Starlette:
@@ -34,31 +67,144 @@ def build_app(gw: GatewayService) -> Starlette:
             "nats": nats,
             "store": gw.store_status(),
         }
-        return JSONResponse(body)
+        return OrjsonResponse(body)
 
     async def entries(request: Request) -> Response:
-        raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
-        if not raw.isdigit():
-            return _error(400, f"limit must be a non-negative integer, got {raw!r}")
-        limit = min(int(raw), MAX_LIMIT)
-        if gw.store is None:
-            return _error(503, "store not open yet")
-        try:
-            docs = await asyncio.to_thread(gw.store.latest, limit)
-        except StoreError as exc:
-            return _error(503, str(exc))
-        return JSONResponse(
-            {
-                "entries": docs,
-                "next": None,
-                "completeness": {"returned": len(docs), "limit": limit, "capped": int(raw) > MAX_LIMIT},
-            }
+        result = await gw.queries.query(
+            _query_param(request),
+            _int_param(request, "limit"),
+            request.query_params.get("before"),
+            request.query_params.get("after"),
+        )
+        return OrjsonResponse(
+            {"entries": result.entries, "next": result.next, "completeness": result.completeness}
         )
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, f"no route {request.url.path}")
+    async def entry(request: Request) -> Response:
+        doc = await gw.queries.get(request.path_params["id"])
+        if doc is None:
+            return _error(404, "no such entry")
+        return OrjsonResponse(doc)
 
+    async def entry_pcap(request: Request) -> Response:
+        doc = await gw.queries.get(request.path_params["id"])
+        if doc is None:
+            return _error(404, "no such entry")
+        data = await gw.flow_pcap(doc)
+        if data is None:
+            return _error(
+                503,
+                "the capture recorder has no packets for this entry's flow (recording off or rotated out)",
+            )
+        name = f"wiretide-{doc['id']}.pcapng"
+        return Response(
+            data,
+            media_type="application/vnd.tcpdump.pcap",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def export_har(request: Request) -> Response:
+        doc = await gw.queries.har(_query_param(request), _int_param(request, "limit"))
+        return OrjsonResponse(doc, headers={"content-disposition": 'attachment; filename="wiretide.har"'})
+
+    async def stats(request: Request) -> Response:
+        return OrjsonResponse(
+            await gw.queries.stats(_query_param(request), request.query_params.get("by", "protocol"))
+        )
+
+    async def kfl_validate(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, "body too large")
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error(400, 'body must be JSON: {"query": "..."}')
+        if not isinstance(doc, dict) or not isinstance(doc.get("query"), str):
+            return _error(400, 'body must be JSON: {"query": "..."}')
+        if len(doc["query"]) > MAX_QUERY_CHARS:
+            return _error(400, f"query longer than {MAX_QUERY_CHARS} characters")
+        return OrjsonResponse(gw.queries.validate(doc["query"]))
+
+    async def openapi(request: Request) -> Response:
+        return OrjsonResponse(document())
+
+    async def stream(ws: WebSocket) -> None:
+        q = ws.query_params.get("q", "")
+        await ws.accept()
+        try:
+            if len(q) > MAX_QUERY_CHARS:
+                raise QueryError(f"query longer than {MAX_QUERY_CHARS} characters")
+            gw.queries.check(q)
+            predicate = compile_predicate(q) if q.strip() else (lambda _e: True)
+        except (QueryError, KflError) as exc:
+            err = exc.to_dict() if isinstance(exc, QueryError) else {"error": str(exc)}
+            await ws.send_bytes(orjson.dumps({"type": "error", **err}))
+            await ws.close(code=4400, reason="invalid query")
+            return
+        sub = gw.live.subscribe(predicate)
+        await ws.send_bytes(orjson.dumps({"type": "hello", "query": q}))
+
+        async def drain_client() -> None:
+            with contextlib.suppress(WebSocketDisconnect):
+                while True:
+                    await ws.receive_bytes()
+
+        reader = asyncio.create_task(drain_client())
+        try:
+            while True:
+                getter = asyncio.create_task(sub.queue.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    getter.cancel()
+                    return
+                doc = getter.result()
+                if doc is None:
+                    await ws.close(code=4408, reason=(sub.closed_reason or "closed")[:120])
+                    return
+                await ws.send_bytes(orjson.dumps({"type": "entry", "entry": doc}))
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            reader.cancel()
+            gw.live.close(sub, "client gone")
+
+    async def on_query_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, QueryError)
+        return OrjsonResponse(exc.to_dict(), status_code=400)
+
+    async def on_store_error(request: Request, exc: Exception) -> Response:
+        return _error(503, f"store unavailable: {exc}")
+
+    async def on_not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, f"no route {request.url.path[:200]}")
+
+    async def on_method(request: Request, exc: Exception) -> Response:
+        return _error(405, "method not allowed")
+
+    middleware = []
+    if gw.gs.gateway_cors_origins:
+        origins = [o.strip() for o in gw.gs.gateway_cors_origins.split(",") if o.strip()]
+        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"]))
+    if gw.gs.gateway_token:
+        middleware.append(Middleware(BearerAuth, token=gw.gs.gateway_token))
     return Starlette(
-        routes=[Route("/api/health", health), Route("/api/entries", entries)],
-        exception_handlers={404: not_found},
+        routes=[
+            Route("/api/health", health),
+            Route("/api/entries", entries),
+            Route("/api/entries/{id}", entry),
+            Route("/api/entries/{id}/pcap", entry_pcap),
+            Route("/api/export.har", export_har),
+            Route("/api/stats", stats),
+            Route("/api/kfl/validate", kfl_validate, methods=["POST"]),
+            Route("/api/openapi.json", openapi),
+            WebSocketRoute("/api/stream", stream),
+        ],
+        middleware=middleware,
+        exception_handlers={
+            QueryError: on_query_error,
+            StoreError: on_store_error,
+            404: on_not_found,
+            405: on_method,
+        },
     )

@@ -1,0 +1,178 @@
+"""The MongoDB entry store (clusters): one document per entry, `_id` = entry id, the same indexes and
+the same KFL pushdown (as a MongoDB filter, with a residual evaluated in Python).
+
+Rule: the same interface and the same answers as the SQLite store — the shared store test suite
+runs against both. Verified against a MongoDB-wire-protocol server (nx-27017) on these machines,
+not against a real mongod (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from wiretide.common.kfl import compile_mongo
+from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, SCAN_CHUNK, Cursor, Page, StoreError
+
+INDEXES: list[list[tuple[str, int]]] = [
+    [("timestamp", DESCENDING)],
+    [("protocol", ASCENDING), ("timestamp", DESCENDING)],
+    [("status", ASCENDING), ("timestamp", DESCENDING)],
+    [("method", ASCENDING), ("timestamp", DESCENDING)],
+    [("node", ASCENDING), ("timestamp", DESCENDING)],
+    [("src.namespace", ASCENDING), ("src.name", ASCENDING), ("timestamp", DESCENDING)],
+    [("dst.namespace", ASCENDING), ("dst.name", ASCENDING), ("timestamp", DESCENDING)],
+]
+SORT = [("timestamp", DESCENDING), ("_id", DESCENDING)]
+DUPLICATE_KEY = 11000
+# Approximate stored bytes per entry when the server cannot report collection sizes.
+FALLBACK_BYTES_PER_ENTRY = 2048
+
+
+def _before(c: Cursor) -> dict[str, Any]:
+    return {"$or": [{"timestamp": {"$lt": c.ts}}, {"timestamp": c.ts, "_id": {"$lt": c.id}}]}
+
+
+def _after(c: Cursor) -> dict[str, Any]:
+    return {"$or": [{"timestamp": {"$gt": c.ts}}, {"timestamp": c.ts, "_id": {"$gt": c.id}}]}
+
+
+def _out(doc: dict[str, Any]) -> dict[str, Any]:
+    doc.pop("_id", None)
+    return doc
+
+
+class MongoStore:
+    kind = "mongodb"
+
+    def __init__(self, url: str, database: str = "wiretide", collection: str = "entries") -> None:
+        try:
+            self._client: MongoClient[dict[str, Any]] = MongoClient(
+                url, serverSelectionTimeoutMS=5000, tz_aware=False
+            )
+            self._coll = self._client[database][collection]
+            for keys in INDEXES:
+                self._coll.create_index(keys)
+        except PyMongoError as exc:
+            raise StoreError(f"cannot open MongoDB store at {url}: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def insert_many(self, docs: Sequence[dict[str, Any]]) -> int:
+        if not docs:
+            return 0
+        try:
+            # Skip ids already stored (a redelivered batch); a concurrent replica's race is caught below.
+            ids = [d["id"] for d in docs]
+            present = {r["_id"] for r in self._coll.find({"_id": {"$in": ids}}, {"_id": 1})}
+            rows = [{"_id": d["id"], **d} for d in docs if d["id"] not in present]
+            if not rows:
+                return 0
+            return len(self._coll.insert_many(rows, ordered=False).inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if all(e.get("code") == DUPLICATE_KEY for e in errors):
+                return int(exc.details.get("nInserted", 0))
+            raise StoreError(f"insert failed: {errors[:1]}") from exc
+        except PyMongoError as exc:
+            raise StoreError(f"insert failed: {exc}") from exc
+
+    def get(self, entry_id: str) -> dict[str, Any] | None:
+        try:
+            doc = self._coll.find_one({"_id": entry_id})
+        except PyMongoError as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+        return _out(doc) if doc is not None else None
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        return self.scan("", limit=limit).docs
+
+    def scan(
+        self,
+        query: str,
+        *,
+        limit: int,
+        before: Cursor | None = None,
+        after: Cursor | None = None,
+        max_scan: int = DEFAULT_MAX_SCAN,
+    ) -> Page:
+        base: list[dict[str, Any]] = []
+        residual = None
+        if query.strip():
+            plan = compile_mongo(query)
+            if plan.filter:
+                base.append(plan.filter)
+            residual = None if plan.exact else plan.residual
+        if after is not None:
+            base.append(_after(after))
+        docs: list[dict[str, Any]] = []
+        scanned = 0
+        position = before
+        try:
+            while True:
+                conds = list(base)
+                if position is not None:
+                    conds.append(_before(position))
+                flt = {"$and": conds} if len(conds) > 1 else (conds[0] if conds else {})
+                chunk = limit - len(docs) if residual is None else min(SCAN_CHUNK, max_scan - scanned)
+                rows = list(self._coll.find(flt).sort(SORT).limit(chunk))
+                last: dict[str, Any] | None = None
+                for row in rows:
+                    scanned += 1
+                    doc = _out(row)
+                    last = doc
+                    if residual is not None and not residual(doc):
+                        continue
+                    docs.append(doc)
+                    if len(docs) == limit:
+                        break
+                if len(docs) == limit:
+                    return Page(docs, scanned, exhausted=False, next=Cursor.of(docs[-1]) if docs else None)
+                if len(rows) < chunk or last is None:
+                    return Page(docs, scanned, exhausted=True)
+                position = Cursor.of(last)
+                if scanned >= max_scan:
+                    return Page(docs, scanned, exhausted=False, next=position)
+        except PyMongoError as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+    def count(self) -> int:
+        try:
+            return int(self._coll.count_documents({}))
+        except PyMongoError as exc:
+            raise StoreError(f"count failed: {exc}") from exc
+
+    def used_bytes(self) -> int:
+        try:
+            stats = self._coll.database.command("collStats", self._coll.name)
+            size = stats.get("size")
+            if isinstance(size, int | float) and size > 0:
+                return int(size)
+        except PyMongoError:
+            pass  # servers without collStats: estimate from the count
+        return self.count() * FALLBACK_BYTES_PER_ENTRY
+
+    def maintain(self) -> None:
+        """Nothing to do: MongoDB keeps its own planner statistics."""
+
+    def delete_older_than(self, ts_ns: int) -> int:
+        try:
+            return int(self._coll.delete_many({"timestamp": {"$lt": ts_ns}}).deleted_count)
+        except PyMongoError as exc:
+            raise StoreError(f"delete failed: {exc}") from exc
+
+    def delete_oldest(self, n: int) -> int:
+        try:
+            ids = [
+                d["_id"]
+                for d in self._coll.find({}, {"_id": 1}).sort([("timestamp", 1), ("_id", 1)]).limit(n)
+            ]
+            if not ids:
+                return 0
+            return int(self._coll.delete_many({"_id": {"$in": ids}}).deleted_count)
+        except PyMongoError as exc:
+            raise StoreError(f"delete failed: {exc}") from exc

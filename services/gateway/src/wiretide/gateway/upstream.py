@@ -1,0 +1,63 @@
+"""What was lost before entries reached the store: drop counters polled from capture and the dissectors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from wiretide.common.rpc import channel
+from wiretide.common.settings import CommonSettings
+from wiretide.gateway.query import Completeness
+from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, dissector_pb2, dissector_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0
+CALL_TIMEOUT_S = 1.0
+
+
+class UpstreamPoller:
+    def __init__(self, settings: CommonSettings, completeness: Completeness) -> None:
+        self.settings = settings
+        self.completeness = completeness
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def poll_once(self) -> dict[str, int]:
+        drops: dict[str, int] = {}
+        async with channel(self.settings.capture_grpc) as ch:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                st = await capture_pb2_grpc.CaptureServiceStub(ch).GetStatus(
+                    capture_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT_S
+                )
+                for reason, n in st.drops.items():
+                    drops[f"capture.{reason}"] = drops.get(f"capture.{reason}", 0) + n
+        for address in self.settings.dissector_endpoints:
+            async with channel(address) as ch:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    ds = await dissector_pb2_grpc.DissectorServiceStub(ch).GetStats(
+                        dissector_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT_S
+                    )
+                    for reason, n in ds.drops.items():
+                        drops[f"dissector.{reason}"] = drops.get(f"dissector.{reason}", 0) + n
+        return drops
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="upstream-poller")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.completeness.upstream_drops = await self.poll_once()
+            except Exception as exc:  # never let bookkeeping take the gateway down
+                log.debug("upstream poll failed", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=POLL_S)
