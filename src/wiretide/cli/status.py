@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from wiretide.common.settings import default_data_dir
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
 from wiretide.common.rpc import check_health
 from wiretide.common.types import GRPC_SERVICE, SERVICES
 

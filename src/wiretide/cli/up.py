@@ -17,6 +17,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="state, logs and the store")
     p.add_argument("--ui-port", type=int, default=8899, help="port of the UI and REST API (default 8899)")
     p.add_argument("--ui-host", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
+    p.add_argument(
+        "--pcap", type=Path, help="replay this pcap/pcapng through the whole stack instead of capturing"
+    )
+    p.add_argument(
+        "--pace", action="store_true", help="with --pcap: replay at the recorded pace, not full speed"
+    )
 
 
 def print_table(states: dict[str, str], pids: dict[str, int | None], out: object = sys.stdout) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 
+from wiretide.cli.supervisor import SupervisorError
 from wiretide.common.settings import ENV_PREFIX, CommonSettings, SettingsError, load_settings
 from wiretide.common.types import SERVICES
-
-from wiretide.cli.supervisor import SupervisorError
 
 # Variables the supervisor itself sets for its children.
 SUPERVISOR_OWNED = {"NATS_URL", "DATA_DIR", "GATEWAY_HTTP"} | {

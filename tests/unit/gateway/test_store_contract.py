@@ -27,7 +27,7 @@ QUERIES = [
     "!http && !dns",
     'src.name == "web" && dst.name.startsWith("ca")',
     'request.headers["user-agent"] == "curl/8"',
-    "elapsed_time > duration(\"250ms\")",
+    'elapsed_time > duration("250ms")',
     "grpc && grpc_status != 0",
 ]
 
@@ -67,7 +67,9 @@ def test_inserts_are_idempotent_by_id(store: EntryStore) -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_a_scan_returns_exactly_what_the_predicate_accepts_newest_first(store: EntryStore, query: str) -> None:
+def test_a_scan_returns_exactly_what_the_predicate_accepts_newest_first(
+    store: EntryStore, query: str
+) -> None:
     store.insert_many(DOCS)
     expected = newest_first([d for d in DOCS if compile_predicate(query)(d)]) if query else newest_first(DOCS)
     page = store.scan(query, limit=10_000)
