@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -10,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from tests.helpers.nats import free_port
-from wiretide.common.rpc import check_health
 from wiretide.common.types import GRPC_SERVICE, SERVICES
 
 
@@ -46,7 +47,15 @@ class ServiceProcess:
         log.close()
 
     def health(self) -> str:
-        return asyncio.run(check_health(self.grpc, GRPC_SERVICE[self.name], timeout=1.0))
+        """grpc.health.v1 status, asked synchronously (callers may run inside someone else's event loop)."""
+        with grpc.insecure_channel(self.grpc) as ch:
+            try:
+                resp = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=GRPC_SERVICE[self.name]), timeout=1.0
+                )
+            except grpc.RpcError:
+                return "UNREACHABLE"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
     def wait_health(self, want: str = "SERVING", timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

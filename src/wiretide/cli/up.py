@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,8 +43,23 @@ def run(args: argparse.Namespace) -> int:
     except SupervisorError as exc:
         print(f"wiretide up: {exc}", file=sys.stderr)
         return 2
+    extra: dict[str, str] = {}
+    if args.pcap is not None:
+        pcap = args.pcap.expanduser().resolve()
+        if not pcap.is_file():
+            print(f"wiretide up: --pcap {args.pcap}: no such file", file=sys.stderr)
+            return 2
+        extra["WIRETIDE_CAPTURE_PCAP"] = str(pcap)
+        if args.pace:
+            extra["WIRETIDE_CAPTURE_PACE"] = "true"
+        # A recording is explored after the fact: its entries are as old as its packets, so only the
+        # size bound applies unless the user set an age bound explicitly.
+        extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
     sup = Supervisor(
-        data_dir=args.data_dir.expanduser().resolve(), ui_host=args.ui_host, ui_port=args.ui_port
+        data_dir=args.data_dir.expanduser().resolve(),
+        ui_host=args.ui_host,
+        ui_port=args.ui_port,
+        extra_env=extra,
     )
 
     async def main() -> int:

@@ -190,6 +190,12 @@ class QueryService:
                     "first": e["timestamp"],
                     "last": 0,
                 }
+                if by == "edge":
+                    g["edge"] = {
+                        "source": _end_name(e.get("src")),
+                        "destination": _end_name(e.get("dst")),
+                        "protocol": e.get("protocol"),
+                    }
                 latencies[k] = []
             g["count"] += 1
             g["errors"] += is_error(e)
@@ -205,6 +211,7 @@ class QueryService:
             span_s = max((g["last"] - g["first"]) / 1e9, 1.0)
             out.append(
                 {
+                    **g.get("edge", {}),
                     "key": k,
                     "count": g["count"],
                     "errors": g["errors"],

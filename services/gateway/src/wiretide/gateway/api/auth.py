@@ -1,5 +1,5 @@
-"""Optional bearer-token auth on every route (WIRETIDE_GATEWAY_TOKEN); WebSockets may pass `?token=`
-since browsers cannot set headers on them."""
+"""Optional bearer-token auth on every route (WIRETIDE_GATEWAY_TOKEN). WebSockets and GET requests may
+pass `?token=` instead, since browsers cannot set headers on them or on download links."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class BearerAuth:
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 return hmac.compare_digest(value[7:].strip(), self.token)
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" or scope.get("method") == "GET":
             qs = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
             return any(hmac.compare_digest(t.encode(), self.token) for t in qs.get("token", []))
         return False

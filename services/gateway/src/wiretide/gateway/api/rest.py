@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,11 +14,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from wiretide.common.kfl import KflError, compile_predicate
+from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
 from wiretide.gateway.api.auth import BearerAuth
 from wiretide.gateway.api.health import service_health
 from wiretide.gateway.api.openapi import document
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 MAX_QUERY_CHARS = 8_192  # longer filters are refused, not parsed
 MAX_BODY_BYTES = 64 * 1024
+UI_DIR = Path(__file__).resolve().parents[1] / "ui"
 
 
 class OrjsonResponse(JSONResponse):
@@ -129,6 +132,19 @@ def build_app(gw: GatewayService) -> Starlette:
     async def openapi(request: Request) -> Response:
         return OrjsonResponse(document())
 
+    variables_doc = {
+        "variables": [
+            {"name": v.name, "kind": v.kind, "description": v.description, "example": v.example}
+            for v in sorted(VARIABLES.values(), key=lambda v: v.name)
+        ]
+    }
+
+    async def kfl_variables(request: Request) -> Response:
+        return OrjsonResponse(variables_doc)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(UI_DIR / "index.html", headers={"cache-control": "no-cache"})
+
     async def stream(ws: WebSocket) -> None:
         q = ws.query_params.get("q", "")
         await ws.accept()
@@ -139,11 +155,11 @@ def build_app(gw: GatewayService) -> Starlette:
             predicate = compile_predicate(q) if q.strip() else (lambda _e: True)
         except (QueryError, KflError) as exc:
             err = exc.to_dict() if isinstance(exc, QueryError) else {"error": str(exc)}
-            await ws.send_bytes(orjson.dumps({"type": "error", **err}))
+            await ws.send_text(orjson.dumps({"type": "error", **err}).decode())
             await ws.close(code=4400, reason="invalid query")
             return
         sub = gw.live.subscribe(predicate)
-        await ws.send_bytes(orjson.dumps({"type": "hello", "query": q}))
+        await ws.send_text(orjson.dumps({"type": "hello", "query": q}).decode())
 
         async def drain_client() -> None:
             with contextlib.suppress(WebSocketDisconnect):
@@ -162,7 +178,7 @@ def build_app(gw: GatewayService) -> Starlette:
                 if doc is None:
                     await ws.close(code=4408, reason=(sub.closed_reason or "closed")[:120])
                     return
-                await ws.send_bytes(orjson.dumps({"type": "entry", "entry": doc}))
+                await ws.send_text(orjson.dumps({"type": "entry", "entry": doc}).decode())
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
@@ -197,8 +213,11 @@ def build_app(gw: GatewayService) -> Starlette:
             Route("/api/export.har", export_har),
             Route("/api/stats", stats),
             Route("/api/kfl/validate", kfl_validate, methods=["POST"]),
+            Route("/api/kfl/variables", kfl_variables),
             Route("/api/openapi.json", openapi),
             WebSocketRoute("/api/stream", stream),
+            Route("/", index),
+            Mount("/ui", StaticFiles(directory=UI_DIR), name="ui"),
         ],
         middleware=middleware,
         exception_handlers={

@@ -1,0 +1,157 @@
+// Wiretide's UI: wires the filter bar, the live table, the detail pane, the service map and the trace
+// view together; keyboard: j/k move, Enter opens, / filters, Esc closes, Space pauses.
+import { getJSON } from "./api.js";
+import { LiveStream } from "./stream.js";
+import { TrafficTable, MAX_ENTRIES } from "./table.js";
+import { FilterBar } from "./filter.js";
+import { StatusBar } from "./status.js";
+import { showDetail } from "./detail.js";
+import { renderMap } from "./servicemap.js";
+import { renderTrace } from "./traces.js";
+import { esc, kflString } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+const FLUSH_MS = 100; // live entries join the table at most this often (render budget)
+const HISTORY_PAGE = 1000; // entries loaded from the store when a filter is applied
+
+const theme = localStorage.getItem("wiretide.theme") || "dark";
+document.documentElement.dataset.theme = theme;
+$("theme").onclick = () => {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  document.documentElement.dataset.theme = next;
+  localStorage.setItem("wiretide.theme", next);
+};
+
+let toastTimer = null;
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text; t.hidden = false;
+  clearTimeout(toastTimer); toastTimer = setTimeout(() => { t.hidden = true; }, 2500);
+}
+
+const state = { paused: false, pending: [], buffer: [], received: 0, rate: 0, query: "", view: "traffic" };
+
+const table = new TrafficTable({
+  viewport: $("viewport"), rows: $("rows"), spacer: $("spacer"),
+  onSelect: (e) => showDetail($("detail"), e, { onFilter: (c) => filter.append(c), onTrace: openTrace, toast }),
+  onFilter: (clause) => filter.append(clause),
+});
+
+const filter = new FilterBar({
+  input: $("kfl"), error: $("kfl-error"), suggest: $("kfl-suggest"), historyList: $("history"),
+  historyBtn: $("history-btn"), applyBtn: $("apply"), onApply: (q) => applyQuery(q),
+});
+
+new StatusBar($("status"));
+
+const stream = new LiveStream({
+  onEntry: (e) => {
+    state.received += 1;
+    if (state.paused) {
+      state.pending.push(e);
+      if (state.pending.length > MAX_ENTRIES) state.pending.shift();
+      updatePending();
+    } else state.buffer.push(e);
+  },
+  onState: (s) => {
+    const c = $("conn");
+    c.className = "conn " + (s.state === "live" ? "up" : "down");
+    c.textContent = s.state === "live" ? "● live"
+      : s.state === "reconnecting" ? `○ ${s.reason}; reconnecting in ${(s.inMs / 1000).toFixed(1)} s`
+      : s.state === "stopped" ? `○ stream stopped: ${s.reason}` : "○ connecting…";
+  },
+  onError: (msg) => toast(`stream refused: ${msg.error}`),
+});
+
+setInterval(() => {
+  if (state.buffer.length) { table.add(state.buffer); state.buffer = []; refreshEmpty(); }
+  $("count").textContent = `${table.length.toLocaleString()} entries`;
+}, FLUSH_MS);
+let lastCount = 0;
+setInterval(() => {
+  state.rate = state.received - lastCount; lastCount = state.received;
+  $("rate").textContent = `${state.rate.toLocaleString()} /s`;
+}, 1000);
+
+function updatePending() {
+  const p = $("pending");
+  p.hidden = !state.pending.length;
+  p.textContent = `${state.pending.length.toLocaleString()} new`;
+}
+
+function setPaused(paused) {
+  state.paused = paused;
+  $("pause").textContent = paused ? "Resume" : "Pause";
+  if (!paused && state.pending.length) { table.add(state.pending); state.pending = []; }
+  updatePending();
+}
+$("pause").onclick = () => setPaused(!state.paused);
+$("pending").onclick = () => setPaused(false);
+$("follow").onchange = (ev) => table.setOrder(ev.target.checked);
+$("clear").onclick = () => { table.clear(); refreshEmpty(); };
+
+function refreshEmpty() {
+  const empty = $("empty");
+  if (table.length) { empty.hidden = true; return; }
+  const overall = $("status").dataset.overall;
+  empty.hidden = false;
+  empty.innerHTML = state.query
+    ? `<h3>Nothing matches</h3><code>${esc(state.query)}</code><br>New matching entries appear here live.`
+    : `<h3>No traffic seen yet</h3>Wiretide shows every API call it captures, live.<br>
+       If you expected traffic: the capture service may be on the wrong interface
+       (<code>WIRETIDE_CAPTURE_INTERFACES</code>), may lack privileges (it needs root or CAP_NET_RAW),
+       or a BPF filter (<code>WIRETIDE_CAPTURE_BPF</code>) may exclude it.<br>
+       ${overall && overall !== "SERVING" ? `<b class="s5">Some services are not healthy — see the status bar.</b><br>` : ""}
+       Try <code>wiretide up --pcap FILE</code> to explore a capture, or <code>make demo</code> for a live mini-cluster.`;
+}
+
+async function applyQuery(q) {
+  state.query = q;
+  state.pending = []; state.buffer = [];
+  updatePending();
+  try {
+    const page = await getJSON("/api/entries", { q, limit: HISTORY_PAGE });
+    table.replace(page.entries.slice().reverse());
+    $("count").title = `scanned ${page.completeness.scanned}${page.completeness.exhausted ? "" : " (more in the store)"}`;
+  } catch (e) { toast(e.message); table.clear(); }
+  refreshEmpty();
+  stream.open(q);
+  if (state.view === "map") drawMap();
+}
+
+function drawMap() {
+  renderMap($("map"), $("map-note"), state.query, Number($("map-window").value), (edge) => {
+    const src = edge.source.split("/").pop(), dst = edge.destination.split("/").pop();
+    filter.input.value = `src.name == ${kflString(src)} && dst.name == ${kflString(dst)}`;
+    switchView("traffic");
+    filter.apply();
+  });
+}
+$("map-refresh").onclick = drawMap;
+$("map-window").onchange = drawMap;
+
+function openTrace(id) { $("trace-id").value = id; switchView("trace"); renderTrace($("trace"), $("trace-note"), id); }
+$("trace-open").onclick = () => openTrace($("trace-id").value.trim());
+
+function switchView(view) {
+  state.view = view;
+  document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
+  document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.id === `view-${view}`));
+  if (view === "map") drawMap();
+  if (view === "trace" && !$("trace").innerHTML) renderTrace($("trace"), $("trace-note"), $("trace-id").value.trim());
+}
+document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => switchView(b.dataset.view); });
+
+document.addEventListener("keydown", (ev) => {
+  const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName);
+  if (ev.key === "Escape") { $("detail").hidden = true; if (typing) document.activeElement.blur(); return; }
+  if (typing) return;
+  if (ev.key === "/") { ev.preventDefault(); $("kfl").focus(); }
+  else if (state.view !== "traffic") return;
+  else if (ev.key === "j") table.move(1);
+  else if (ev.key === "k") table.move(-1);
+  else if (ev.key === "Enter" && table.selectedId) table.select(table.indexOf(table.selectedId));
+  else if (ev.key === " ") { ev.preventDefault(); setPaused(!state.paused); }
+});
+
+applyQuery(filter.query);

@@ -1,0 +1,165 @@
+"""The web UI in headless Chromium against a running gateway: what the table shows is what the API
+answers for the same KFL; the detail pane shows the entry; the live stream, the filter bar's
+validation, click-to-filter, the service map and keyboard navigation work."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import shot
+from tests.helpers.entries import entries
+from tests.helpers.nats import NatsServer, free_port
+from tests.helpers.services import ServiceProcess, service_env
+from tests.integration.test_store_writer import publish
+
+DOCS = entries(400, seed=12)
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion on its own thread (the browser driver owns this thread's loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    tmp: Path = tmp_path_factory.mktemp("ui")
+    nats = NatsServer(tmp / "nats")
+    nats.start()
+    port = free_port()
+    gw = ServiceProcess(
+        "gateway",
+        service_env(nats.url, tmp / "data", WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{port}"),
+        tmp / "gw.log",
+    )
+    gw.start()
+    try:
+        gw.wait_health("SERVING")
+        run_async(publish(nats.url, [DOCS[i : i + 100] for i in range(0, 400, 100)]))
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if len(httpx.get(f"{base}/api/entries", params={"limit": 1000}).json()["entries"]) == 400:
+                break
+            time.sleep(0.1)
+        yield base, nats.url
+    finally:
+        gw.kill()
+        nats.stop()
+
+
+def api_ids(base: str, q: str) -> list[str]:
+    return [
+        e["id"] for e in httpx.get(f"{base}/api/entries", params={"q": q, "limit": 1000}).json()["entries"]
+    ]
+
+
+def table_ids(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#rows .row", "rows => rows.map(r => r.dataset.id)")
+
+
+def test_a_typed_filter_shows_the_rows_the_api_answers(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/")
+    page.wait_for_selector("#rows .row")
+    page.fill("#kfl", 'http && status_code >= 500 && dst.namespace == "payments"')
+    page.press("#kfl", "Enter")
+    want = api_ids(base, 'http && status_code >= 500 && dst.namespace == "payments"')
+    assert want, "the data set should contain such entries"
+    page.wait_for_function(
+        "n => document.querySelectorAll('#rows .row').length === n", arg=min(len(want), 40)
+    )
+    shown = table_ids(page)
+    assert shown == want[: len(shown)]
+    assert "q=http" in page.url  # the query is in the URL, to share it
+    statuses = page.eval_on_selector_all("#rows .row span:nth-child(7)", "c => c.map(x => x.textContent)")
+    assert all(int(s) >= 500 for s in statuses)
+
+
+def test_an_invalid_filter_is_highlighted_where_it_breaks(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/")
+    page.fill("#kfl", "http && status_code >= ")
+    page.wait_for_selector("#kfl-error:not([hidden])")
+    text = page.inner_text("#kfl-error")
+    assert "^" in text and "expected" in text
+    assert "invalid" in (page.get_attribute("#kfl", "class") or "")
+    shot(page, "ui-invalid-filter")
+
+
+def test_clicking_a_row_shows_its_headers_and_body_and_a_value_refines_the_filter(
+    page: Any, ui: tuple[str, str]
+) -> None:
+    base, _ = ui
+    page.goto(base + "/?q=" + "http%20%26%26%20method%20%3D%3D%20%22GET%22")
+    page.wait_for_selector("#rows .row")
+    first = table_ids(page)[0]
+    entry = httpx.get(f"{base}/api/entries/{first}").json()
+    page.click("#rows .row >> nth=0 >> span >> nth=0")
+    page.wait_for_selector("#detail h2")
+    detail = page.inner_text("#detail")
+    assert entry["request"]["headers"]["user-agent"] in detail
+    assert entry["path"] in detail
+    shot(page, "ui-detail")
+    page.click("#detail td.clickable >> text=curl/8")
+    page.wait_for_function("() => document.querySelector('#kfl').value.includes('user-agent')")
+    assert page.input_value("#kfl").endswith('request.headers["user-agent"] == "curl/8"')
+
+
+def test_the_live_stream_adds_new_matching_entries(page: Any, ui: tuple[str, str]) -> None:
+    base, nats_url = ui
+    page.goto(base + "/?q=dns")
+    page.wait_for_selector("#conn.up")
+    before = len(api_ids(base, "dns"))
+    fresh = [d for d in entries(60, seed=77) if d["protocol"] == "dns"]
+    run_async(publish(nats_url, [fresh]))
+    page.wait_for_function(
+        "id => [...document.querySelectorAll('#rows .row')].some(r => r.dataset.id === id)",
+        arg=fresh[-1]["id"],
+    )
+    assert len(api_ids(base, "dns")) == before + len(fresh)
+
+
+def test_keyboard_moves_the_selection_and_escape_closes_the_detail(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/")
+    page.wait_for_selector("#rows .row")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.wait_for_selector("#detail h2")
+    assert page.eval_on_selector("#rows .row.selected", "r => r.dataset.i") == "1"
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#detail")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "kfl"
+
+
+def test_the_service_map_shows_the_edges_of_the_traffic(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/?q=" + "src.name%20%3D%3D%20%22web%22%20%26%26%20dst.namespace%20%3D%3D%20%22shop%22")
+    page.click("[data-view=map]")
+    page.wait_for_selector("#map svg")
+    names = set(page.eval_on_selector_all("#map .node text", "t => t.map(x => x.textContent)"))
+    want = {
+        d["dst"]["name"] for d in DOCS if d["src"]["name"] == "web" and d["dst"]["namespace"] == "shop"
+    } | {"web"}
+    assert names == want
+    edges = page.eval_on_selector_all("#map [data-edge]", "e => e.length")
+    assert edges >= len(want) - 1
+    shot(page, "ui-service-map")
+
+
+def test_the_light_theme_and_the_empty_state(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/?q=" + "path%20%3D%3D%20%22%2Fnothing%22")
+    page.wait_for_selector("#empty:not([hidden])")
+    assert "Nothing matches" in page.inner_text("#empty")
+    page.click("#theme")
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
