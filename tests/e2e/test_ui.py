@@ -163,3 +163,69 @@ def test_the_light_theme_and_the_empty_state(page: Any, ui: tuple[str, str]) -> 
     assert "Nothing matches" in page.inner_text("#empty")
     page.click("#theme")
     assert page.evaluate("document.documentElement.dataset.theme") == "light"
+
+
+def test_the_page_keeps_at_most_its_cap_of_entries(page: Any, ui: tuple[str, str]) -> None:
+    base, _ = ui
+    page.goto(base + "/")
+    page.wait_for_selector("#rows .row")
+    cap = page.evaluate(
+        """() => {
+            const t = window.wiretide.table;
+            const now = Date.now() * 1e6;
+            const batch = [];
+            for (let i = 0; i < 120000; i++)
+                batch.push({id: 'x' + i, timestamp: now + i, protocol: 'tcp', src: {}, dst: {}});
+            t.add(batch);
+            return t.length;
+        }"""
+    )
+    assert cap == 100_000
+    page.wait_for_function("() => document.querySelector('#rows .row').dataset.id === 'x119999'")
+    assert page.eval_on_selector_all("#rows .row", "r => r.length") < 200  # only the visible rows exist
+
+
+def test_a_binary_body_is_shown_as_bounded_hex(page: Any, ui: tuple[str, str]) -> None:
+    base, nats_url = ui
+    import base64
+
+    blob = bytes(range(256)) * 64  # 16 KiB of binary
+    doc = entries(1, seed=5)[0]
+    doc.update(protocol="http", method="POST", path="/upload", status=200)
+    body = {"size": len(blob), "mime": "application/octet-stream", "encoding": "base64",
+            "content": base64.b64encode(blob).decode(), "truncated": False}  # fmt: skip
+    doc["request"] = {"method": "POST", "path": "/upload", "headers": {"content-type": "x/y"}, "body": body}
+    run_async(publish(nats_url, [[doc]]))
+    page.goto(base + "/?q=" + "path%20%3D%3D%20%22%2Fupload%22")
+    page.wait_for_selector("#rows .row")
+    page.click("#rows .row >> nth=0 >> span >> nth=0")
+    page.wait_for_selector("#detail pre.body")
+    text = page.inner_text("#detail pre.body")
+    assert text.startswith("000000  00 01 02 03")
+    assert "more bytes" in text and text.count("\n") < 300
+
+
+def test_the_stream_reconnects_after_the_gateway_restarts(page: Any, tmp_path: Path) -> None:
+    nats = NatsServer(tmp_path / "nats")
+    nats.start()
+    port = free_port()
+    env = service_env(nats.url, tmp_path / "data", WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{port}")
+    gw = ServiceProcess("gateway", env, tmp_path / "gw.log")
+    gw.start()
+    try:
+        gw.wait_health("SERVING")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#conn.up")
+        gw.kill()
+        page.wait_for_function("() => document.querySelector('#conn').textContent.includes('reconnecting')")
+        shot(page, "ui-reconnecting")
+        gw = ServiceProcess("gateway", env, tmp_path / "gw2.log")
+        gw.start()
+        gw.wait_health("SERVING")
+        page.wait_for_selector("#conn.up", timeout=30_000)
+        fresh = entries(5, seed=31)
+        run_async(publish(nats.url, [fresh]))
+        page.wait_for_function("n => document.querySelectorAll('#rows .row').length >= n", arg=5)
+    finally:
+        gw.kill()
+        nats.stop()

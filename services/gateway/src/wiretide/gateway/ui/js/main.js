@@ -154,4 +154,7 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === " ") { ev.preventDefault(); setPaused(!state.paused); }
 });
 
+// A handle for scripts and the browser tests: the table's contents and the stream's state.
+window.wiretide = { table, stream, state };
+
 applyQuery(filter.query);
