@@ -15,10 +15,14 @@ HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc", "graphql"})
 CREATOR = {"name": "wiretide", "version": "0.1.0"}
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _pairs(mapping: Any) -> list[dict[str, str]]:
     if not isinstance(mapping, dict):
         return []
-    out = []
+    out: list[dict[str, str]] = []
     for name, value in mapping.items():
         values = value if isinstance(value, list) else [value]
         out.extend({"name": str(name), "value": str(v)} for v in values)
@@ -31,7 +35,7 @@ def _iso(ts_ns: int) -> str:
 
 
 def _content(body: Any, headers: dict[str, Any]) -> dict[str, Any]:
-    body = body if isinstance(body, dict) else {}
+    body = _dict(body)
     content: dict[str, Any] = {
         "size": int(body.get("size") or 0),
         "mimeType": str(body.get("mime") or headers.get("content-type") or ""),
@@ -56,7 +60,7 @@ def _url(entry: dict[str, Any], req: dict[str, Any], headers: dict[str, Any]) ->
     url = req.get("url")
     if isinstance(url, str) and "://" in url:
         return url
-    dst = entry.get("dst") if isinstance(entry.get("dst"), dict) else {}
+    dst = _dict(entry.get("dst"))
     host = headers.get("host") or headers.get(":authority") or f"{dst.get('ip', '')}:{dst.get('port', '')}"
     scheme = "https" if entry.get("tls") else "http"
     path = url if isinstance(url, str) and url else (entry.get("path") or "/")
@@ -64,13 +68,13 @@ def _url(entry: dict[str, Any], req: dict[str, Any], headers: dict[str, Any]) ->
 
 
 def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    req = entry.get("request") if isinstance(entry.get("request"), dict) else {}
-    resp = entry.get("response") if isinstance(entry.get("response"), dict) else {}
-    req_headers = req.get("headers") if isinstance(req.get("headers"), dict) else {}
-    resp_headers = resp.get("headers") if isinstance(resp.get("headers"), dict) else {}
+    req = _dict(entry.get("request"))
+    resp = _dict(entry.get("response"))
+    req_headers = _dict(req.get("headers"))
+    resp_headers = _dict(resp.get("headers"))
     protocol = str(entry.get("protocol", "http"))
     elapsed_ms = float(entry.get("elapsed_us") or 0) / 1000.0
-    size = entry.get("size") if isinstance(entry.get("size"), dict) else {}
+    size = _dict(entry.get("size"))
     request: dict[str, Any] = {
         "method": str(entry.get("method") or req.get("method") or ""),
         "url": _url(entry, req, req_headers),
@@ -98,7 +102,7 @@ def har_entry(entry: dict[str, Any]) -> dict[str, Any]:
         "headersSize": -1,
         "bodySize": int(size.get("response") or -1) if size else -1,
     }
-    dst = entry.get("dst") if isinstance(entry.get("dst"), dict) else {}
+    dst = _dict(entry.get("dst"))
     out: dict[str, Any] = {
         "startedDateTime": _iso(int(entry.get("timestamp") or 0)),
         "time": elapsed_ms,
