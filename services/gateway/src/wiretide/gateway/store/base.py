@@ -64,6 +64,42 @@ class RetentionResult:
 Residual = Callable[[dict[str, Any]], bool]
 
 
+def paged_scan(
+    fetch: Callable[[Cursor | None, int], list[dict[str, Any]]],
+    residual: Residual | None,
+    limit: int,
+    before: Cursor | None,
+    max_scan: int,
+) -> Page:
+    """Newest-first scan shared by every store.
+
+    `fetch(position, n)` returns up to `n` entries strictly older than `position` (all when None)
+    that pass what the store could push down. Without a residual one fetch of `limit` suffices; with
+    one, chunks are filtered in Python until `limit` match or `max_scan` rows were looked at.
+    """
+    if limit <= 0:
+        return Page([], 0, exhausted=False)
+    docs: list[dict[str, Any]] = []
+    scanned = 0
+    position = before
+    while True:
+        chunk = limit - len(docs) if residual is None else min(SCAN_CHUNK, max_scan - scanned)
+        rows = fetch(position, chunk)
+        for doc in rows:
+            scanned += 1
+            if residual is not None and not residual(doc):
+                continue
+            docs.append(doc)
+            if len(docs) == limit:
+                # More may follow; continue after the last entry handed out.
+                return Page(docs, scanned, exhausted=False, next=Cursor.of(doc))
+        if len(rows) < chunk or not rows:
+            return Page(docs, scanned, exhausted=True)
+        position = Cursor.of(rows[-1])
+        if scanned >= max_scan:
+            return Page(docs, scanned, exhausted=False, next=position)
+
+
 class EntryStore(Protocol):
     kind: str
 

@@ -15,7 +15,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from wiretide.common.kfl import compile_mongo
-from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, SCAN_CHUNK, Cursor, Page, StoreError
+from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreError, paged_scan
 
 INDEXES: list[list[tuple[str, int]]] = [
     [("timestamp", DESCENDING)],
@@ -109,34 +109,14 @@ class MongoStore:
             residual = None if plan.exact else plan.residual
         if after is not None:
             base.append(_after(after))
-        docs: list[dict[str, Any]] = []
-        scanned = 0
-        position = before
+
+        def fetch(position: Cursor | None, n: int) -> list[dict[str, Any]]:
+            conds = [*base, _before(position)] if position is not None else list(base)
+            flt = {"$and": conds} if len(conds) > 1 else (conds[0] if conds else {})
+            return [_out(row) for row in self._coll.find(flt).sort(SORT).limit(n)]
+
         try:
-            while True:
-                conds = list(base)
-                if position is not None:
-                    conds.append(_before(position))
-                flt = {"$and": conds} if len(conds) > 1 else (conds[0] if conds else {})
-                chunk = limit - len(docs) if residual is None else min(SCAN_CHUNK, max_scan - scanned)
-                rows = list(self._coll.find(flt).sort(SORT).limit(chunk))
-                last: dict[str, Any] | None = None
-                for row in rows:
-                    scanned += 1
-                    doc = _out(row)
-                    last = doc
-                    if residual is not None and not residual(doc):
-                        continue
-                    docs.append(doc)
-                    if len(docs) == limit:
-                        break
-                if len(docs) == limit:
-                    return Page(docs, scanned, exhausted=False, next=Cursor.of(docs[-1]) if docs else None)
-                if len(rows) < chunk or last is None:
-                    return Page(docs, scanned, exhausted=True)
-                position = Cursor.of(last)
-                if scanned >= max_scan:
-                    return Page(docs, scanned, exhausted=False, next=position)
+            return paged_scan(fetch, residual, limit, before, max_scan)
         except PyMongoError as exc:
             raise StoreError(f"query failed: {exc}") from exc
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from wiretide.common.kfl import compile_sql
-from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, SCAN_CHUNK, Cursor, Page, StoreError
+from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreError, paged_scan
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -216,39 +216,19 @@ class SqliteStore:
         if after is not None:
             where.append("(ts, id) > (?, ?)")
             params.extend((after.ts, after.id))
-        docs: list[dict[str, Any]] = []
-        scanned = 0
-        position = before
-        while True:
-            conds = list(where)
-            args = list(params)
+
+        def fetch(position: Cursor | None, n: int) -> list[dict[str, Any]]:
+            conds, args = list(where), list(params)
             if position is not None:
                 conds.append("(ts, id) < (?, ?)")
                 args.extend((position.ts, position.id))
-            chunk = limit - len(docs) if residual is None else min(SCAN_CHUNK, max_scan - scanned)
             sql = "SELECT doc FROM entries"
             if conds:
                 sql += " WHERE " + " AND ".join(conds)
             sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-            rows = self._fetch(sql, [*args, chunk])
-            last: dict[str, Any] | None = None
-            for (blob,) in rows:
-                scanned += 1
-                doc = decode_doc(blob)
-                last = doc
-                if residual is not None and not residual(doc):
-                    continue
-                docs.append(doc)
-                if len(docs) == limit:
-                    break
-            if len(docs) == limit:
-                # More may follow; continue after the last entry handed out.
-                return Page(docs, scanned, exhausted=False, next=Cursor.of(docs[-1]) if docs else None)
-            if len(rows) < chunk or last is None:
-                return Page(docs, scanned, exhausted=True)
-            position = Cursor.of(last)
-            if scanned >= max_scan:
-                return Page(docs, scanned, exhausted=False, next=position)
+            return [decode_doc(blob) for (blob,) in self._fetch(sql, [*args, n])]
+
+        return paged_scan(fetch, residual, limit, before, max_scan)
 
     def count(self) -> int:
         return int(self._fetch("SELECT count(*) FROM entries", ())[0][0])
