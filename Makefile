@@ -14,7 +14,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup system run test lint bench protos clean
+.PHONY: help setup system run demo test lint bench protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ $(STAMPS)/venv: $(UV) uv.lock pyproject.toml protos/pyproject.toml $(wildcard se
 	@touch $@
 
 $(STAMPS)/protos: $(STAMPS)/venv $(PROTO_SRC) protos/generate.py
-	$(BIN)/python protos/generate.py
+	$(BIN)/python protos/generate.py 2> >(grep -v '^Writing mypy' >&2)
 	@touch $@
 
 protos: $(STAMPS)/protos ## generate the gRPC/protobuf stubs from protos/
@@ -55,6 +55,9 @@ setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos ## virtualenv, dependenc
 
 run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
 	$(BIN)/wiretide up $(ARGS)
+
+demo: setup ## a mini-cluster of network namespaces with live traffic, captured by Wiretide (root)
+	$(BIN)/wiretide demo $(ARGS)
 
 test: setup ## run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
