@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers.entries import entries  # noqa: E402
-from wiretide.gateway.store import SqliteStore  # noqa: E402
+from tests.helpers.entries import entries
+from wiretide.gateway.store import SqliteStore
 
 QUERIES = {
     "latest 100": ("", 100),

@@ -55,9 +55,8 @@ async def main(n: int, batch: int) -> None:
                 elapsed = time.perf_counter() - t0
                 await nc.close()
             print(f"entries: {n:,} in batches of {batch}")
-            print(
-                f"published in {t_pub:.2f}s; stored in {elapsed:.2f}s → {n / elapsed:,.0f} entries/s end to end"
-            )
+            rate = n / elapsed
+            print(f"published in {t_pub:.2f}s; stored in {elapsed:.2f}s → {rate:,.0f} entries/s end to end")
         finally:
             server.stop()
 
