@@ -1,7 +1,7 @@
 """The SQLite entry store (the embedded default): WAL, batched idempotent inserts, indexed columns for
 the fields queries filter on, and the whole entry as zlib-compressed JSON.
 
-Rule: an entry id is stored at most once (INSERT OR IGNORE on its unique key), so a batch that is
+Rule: an entry id is stored at most once (INSERT OR IGNORE on the primary key), so a batch that is
 delivered again after a crash between commit and ack never duplicates rows; KFL is pushed down to
 the indexed columns as far as it goes and the rest runs in Python on the decoded entry.
 """
@@ -22,8 +22,7 @@ from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreErr
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
-    rid       INTEGER PRIMARY KEY,
-    id        TEXT NOT NULL UNIQUE,
+    id        TEXT PRIMARY KEY,
     ts        INTEGER NOT NULL,
     protocol  TEXT NOT NULL,
     node      TEXT,
@@ -36,7 +35,7 @@ CREATE TABLE IF NOT EXISTS entries (
     dst_name  TEXT,
     elapsed   INTEGER,
     doc       BLOB NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
 CREATE INDEX IF NOT EXISTS entries_protocol_ts ON entries (protocol, ts);
 CREATE INDEX IF NOT EXISTS entries_status_ts ON entries (status, ts);
@@ -52,6 +51,9 @@ INSERT = (
     "INSERT OR IGNORE INTO entries (id, ts, protocol, node, status, method, path, src_ns, src_name,"
     " dst_ns, dst_name, elapsed, doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+
+# WITHOUT ROWID keyed by id: every secondary index (col, ts) then ends in id, so "newest first"
+# (ORDER BY ts DESC, id DESC) is read straight off an index instead of sorted.
 
 # KFL variables that live in indexed (or at least uncompressed) columns.
 COLUMNS: Final[dict[str, str]] = {
@@ -74,6 +76,11 @@ COMPRESS_FROM = 1024
 RAW, ZLIB = b"j", b"z"
 BUSY_TIMEOUT_S = 5.0
 CACHE_KIB = 64 * 1024  # page cache: keeps the upper levels of ten indexes in memory at millions of rows
+WINDOWS = (1_024, 16_384)  # newest rows tried in time order before a plan that sorts every match
+PLAN_CACHE = 256  # plan shapes remembered (per WHERE clause)
+WINDOW_DOC = "(SELECT doc FROM entries AS e WHERE e.id = w.id)"  # the blob, read only for a match
+WINDOW_COLUMNS = "id, ts, protocol, node, status, method, path, src_ns, src_name, dst_ns, dst_name, elapsed"
+REANALYZE_MIN_ROWS = 10_000  # re-sample statistics whenever the table has doubled past this
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE: enough for the planner, milliseconds to run
 
 
@@ -135,6 +142,9 @@ class SqliteStore:
     def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._rows_at_analyze = 0
+        self._sorting_plans: dict[str, bool] = {}
+        self._since_analyze = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -149,6 +159,9 @@ class SqliteStore:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
 
     def _analyze(self) -> None:
+        self._sorting_plans = {}
+        self._rows_at_analyze += self._since_analyze
+        self._since_analyze = 0
         # Sampled statistics let the planner choose between "walk the time index" and "use the
         # filter's index", which decides whether "latest N matching" costs 1 ms or 100 ms.
         self._db.execute(f"PRAGMA analysis_limit={ANALYSIS_ROWS}")
@@ -173,6 +186,18 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"query failed: {exc}") from exc
 
+    def _plan_sorts(self, sql: str, args: list[Any]) -> bool:
+        """Whether SQLite would sort the matches rather than read them in time order off an index."""
+        key = sql.rsplit(" LIMIT ", 1)[0]
+        sorts = self._sorting_plans.get(key)
+        if sorts is None:
+            plan = self._fetch("EXPLAIN QUERY PLAN " + sql, args)
+            sorts = any("TEMP B-TREE FOR ORDER BY" in str(row[-1]) for row in plan)
+            if len(self._sorting_plans) >= PLAN_CACHE:
+                self._sorting_plans.clear()
+            self._sorting_plans[key] = sorts
+        return sorts
+
     def insert_many(self, docs: Sequence[dict[str, Any]]) -> int:
         """Insert in one transaction; returns how many were new. Raises StoreError, storing nothing."""
         rows = [_row(d) for d in docs]
@@ -182,7 +207,11 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(INSERT, rows)
                 self._db.execute("COMMIT")
-                return self._db.total_changes - before
+                new = self._db.total_changes - before
+                self._since_analyze += new
+                if self._since_analyze > max(REANALYZE_MIN_ROWS, self._rows_at_analyze):
+                    self._analyze()  # the table doubled: the planner's statistics are stale
+                return new
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -218,15 +247,24 @@ class SqliteStore:
             params.extend((after.ts, after.id))
 
         def fetch(position: Cursor | None, n: int) -> list[dict[str, Any]]:
-            conds, args = list(where), list(params)
-            if position is not None:
-                conds.append("(ts, id) < (?, ?)")
-                args.extend((position.ts, position.id))
-            sql = "SELECT doc FROM entries"
-            if conds:
-                sql += " WHERE " + " AND ".join(conds)
-            sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-            return [decode_doc(blob) for (blob,) in self._fetch(sql, [*args, n])]
+            older, older_args = ("(ts, id) < (?, ?)", [position.ts, position.id]) if position else ("1", [])
+            cond = " AND ".join([*where, older])
+            sql = f"SELECT doc FROM entries WHERE {cond} ORDER BY ts DESC, id DESC LIMIT ?"
+            args = [*params, *older_args, n]
+            if where and self._plan_sorts(sql, args):
+                # The planner would collect and sort every match. Newest first over a dense match,
+                # the newest rows by time usually hold enough: read growing windows of them in order.
+                match = " AND ".join(where)
+                for rows_back in WINDOWS:
+                    window = (
+                        f"SELECT {WINDOW_DOC} FROM (SELECT {WINDOW_COLUMNS}"
+                        f" FROM entries INDEXED BY entries_ts WHERE {older} ORDER BY ts DESC, id DESC"
+                        f" LIMIT {rows_back}) AS w WHERE {match} ORDER BY ts DESC, id DESC LIMIT ?"
+                    )
+                    rows = self._fetch(window, [*older_args, *params, n])
+                    if len(rows) >= n:
+                        return [decode_doc(blob) for (blob,) in rows]
+            return [decode_doc(blob) for (blob,) in self._fetch(sql, args)]
 
         return paged_scan(fetch, residual, limit, before, max_scan)
 
