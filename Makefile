@@ -62,10 +62,11 @@ demo: setup ## a mini-cluster of network namespaces with live traffic, captured 
 test: setup ## run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy --strict, import-linter, buf lint
+lint: setup ## ruff, mypy --strict (common, protos, capture, dissector, gateway), import-linter, buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services/common/src/wiretide/common protos/wiretide
+	$(BIN)/mypy -p wiretide.capture -p wiretide.dissector -p wiretide.gateway
 	$(BIN)/lint-imports --no-cache
 	cd protos && ../$(BIN)/buf lint
 

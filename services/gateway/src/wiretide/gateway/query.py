@@ -199,7 +199,7 @@ class QueryService:
                 latencies[k] = []
             g["count"] += 1
             g["errors"] += is_error(e)
-            size = e.get("size") if isinstance(e.get("size"), dict) else {}
+            size: dict[str, Any] = e["size"] if isinstance(e.get("size"), dict) else {}
             g["bytes"] += int(size.get("request") or 0) + int(size.get("response") or 0)
             g["first"] = min(g["first"], e["timestamp"])
             g["last"] = max(g["last"], e["timestamp"])
