@@ -1,0 +1,299 @@
+"""Streams of `PacketBatch`es to dissector endpoints over `DissectorService.Ingest`, with credits.
+
+Rule: a sender never holds more than its bound. Batches wait in a bounded queue until the endpoint's
+credits allow them out; when the queue is full, when the endpoint is gone, or when a stream breaks
+with batches unacknowledged, those packets are dropped and counted by reason — never silently.
+A broken stream is reopened with exponential backoff; the pool tells its listener whenever the set
+of reachable endpoints changes so the shard ring can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import grpc
+
+from wiretide.capture import metrics
+from wiretide.common.packets import PacketColumns
+from wiretide.common.rpc import channel
+from wiretide.common.settings import parse_hostport
+from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_BATCHES: Final = 64  # ~64k packets per endpoint at the default batch size
+DEFAULT_QUEUE_BYTES: Final = 64 << 20  # and never more than this much frame data
+CONNECT_TIMEOUT_S: Final = 2.0
+BACKOFF_MIN_S: Final = 0.2
+BACKOFF_MAX_S: Final = 5.0
+INITIAL_CREDITS: Final = 1  # until the server's first answer says how many it grants
+
+# Drop reasons (also the keys of PacketBatch.dropped and GetStatusResponse.drops).
+QUEUE_FULL: Final = "queue_full"
+UNAVAILABLE: Final = "dissector_unavailable"
+UNACKED: Final = "unacknowledged"
+
+
+@dataclass(slots=True)
+class Drops:
+    """Packets dropped by reason, shared by every sender of a process."""
+
+    counts: dict[str, int]
+
+    def add(self, reason: str, packets: int) -> None:
+        if packets:
+            self.counts[reason] = self.counts.get(reason, 0) + packets
+            metrics.DROPPED.labels(reason).inc(packets)
+
+
+class EndpointSender:
+    """One endpoint: a bounded queue and a task that keeps an Ingest stream open and feeds it."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        node: str,
+        source: int,
+        drops: Drops,
+        on_change: Callable[[], None],
+        *,
+        max_batches: int = DEFAULT_QUEUE_BATCHES,
+        max_bytes: int = DEFAULT_QUEUE_BYTES,
+    ) -> None:
+        parse_hostport(endpoint, "dissector endpoint")
+        self.endpoint = endpoint
+        self.node = node
+        self.source = source
+        self.drops = drops
+        self.on_change = on_change
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
+        self.queue: deque[PacketColumns] = deque()
+        self.queued_bytes = 0
+        self.up = False
+        self.sent_batches = 0
+        self.sent_packets = 0
+        self.acked_packets = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"ingest {self.endpoint}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._drop_queue(UNAVAILABLE)
+
+    def offer(self, cols: PacketColumns) -> bool:
+        """Queue a batch; False (and counted) when the endpoint is down or the queue is full."""
+        if not self.up:
+            self.drops.add(UNAVAILABLE, len(cols))
+            return False
+        size = len(cols.data)
+        if len(self.queue) >= self.max_batches or self.queued_bytes + size > self.max_bytes:
+            self.drops.add(QUEUE_FULL, len(cols))
+            return False
+        self.queue.append(cols)
+        self.queued_bytes += size
+        metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
+        self._wake.set()
+        return True
+
+    def _drop_queue(self, reason: str) -> None:
+        lost = sum(len(c) for c in self.queue)
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.drops.add(reason, lost)
+        metrics.QUEUED.labels(self.endpoint).set(0)
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            metrics.ENDPOINT_UP.labels(self.endpoint).set(1 if up else 0)
+            log.info("dissector stream", extra={"endpoint": self.endpoint, "up": up})
+            self.on_change()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self._stopping:
+            opened = False
+            in_flight: deque[tuple[int, int]] = deque()  # (seq, packets) not yet acknowledged
+            try:
+                async with channel(self.endpoint) as ch:
+                    await asyncio.wait_for(ch.channel_ready(), CONNECT_TIMEOUT_S)
+                    stub = dissector_pb2_grpc.DissectorServiceStub(ch)
+                    call = stub.Ingest()
+                    opened = True
+                    backoff = BACKOFF_MIN_S
+                    self._set_up(True)
+                    await self._pump(call, in_flight)
+            except asyncio.CancelledError:
+                self._set_up(False)
+                self.drops.add(UNACKED, sum(n for _s, n in in_flight))
+                raise
+            except (
+                grpc.aio.AioRpcError,
+                asyncio.InvalidStateError,
+                TimeoutError,
+                OSError,
+                _StreamEnded,
+            ) as exc:
+                if opened:
+                    log.warning(
+                        "dissector stream broke", extra={"endpoint": self.endpoint, "error": str(exc)}
+                    )
+            self.drops.add(UNACKED, sum(n for _s, n in in_flight))
+            self._drop_queue(UNAVAILABLE)
+            self._set_up(False)
+            if self._stopping:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _pump(self, call: grpc.aio.StreamStreamCall, in_flight: deque[tuple[int, int]]) -> None:
+        credits = INITIAL_CREDITS
+        seq = 0
+        acked = 0
+        changed = asyncio.Event()
+        ended: list[BaseException] = []
+
+        async def read_acks() -> None:
+            nonlocal credits, acked
+            try:
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        ended.append(_StreamEnded("server closed the stream"))
+                        break
+                    credits = resp.credits
+                    acked = max(acked, resp.acked_seq)
+                    while in_flight and in_flight[0][0] <= acked:
+                        self.acked_packets += in_flight.popleft()[1]
+                    changed.set()
+            except grpc.aio.AioRpcError as exc:
+                ended.append(exc)
+            finally:
+                changed.set()
+                self._wake.set()
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            while not ended and not self._stopping:
+                if self.queue and len(in_flight) < credits:
+                    cols = self.queue.popleft()
+                    self.queued_bytes -= len(cols.data)
+                    metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
+                    seq += 1
+                    batch = cols.to_proto(self.node, self.source, seq, self.drops.counts)
+                    in_flight.append((seq, len(cols)))
+                    await call.write(dissector_pb2.IngestRequest(batch=batch))
+                    self.sent_batches += 1
+                    self.sent_packets += len(cols)
+                    metrics.SENT_BATCHES.labels(self.endpoint).inc()
+                    metrics.SENT_PACKETS.labels(self.endpoint).inc(len(cols))
+                    metrics.SENT_BYTES.labels(self.endpoint).inc(len(cols.data))
+                    continue
+                self._wake.clear()
+                changed.clear()
+                waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(changed.wait())}
+                _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for fut in pending:
+                    fut.cancel()
+            if ended:
+                raise ended[0]
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+            call.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued has been acknowledged (or `timeout`); True when it was."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if not self.queue and self.acked_packets >= self.sent_packets:
+                return True
+            if not self.up and not self.queue:
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+
+class _StreamEnded(Exception):
+    """The server ended an Ingest stream."""
+
+
+class SenderPool:
+    """The senders for the current endpoint set; reports the reachable set on every change."""
+
+    def __init__(
+        self,
+        node: str,
+        source: int = packets_pb2.CAPTURE_SOURCE_AF_PACKET,
+        on_change: Callable[[list[str]], None] | None = None,
+        *,
+        max_batches: int = DEFAULT_QUEUE_BATCHES,
+        max_bytes: int = DEFAULT_QUEUE_BYTES,
+    ) -> None:
+        self.node = node
+        self.source = source
+        self.drops = Drops({})
+        self.senders: dict[str, EndpointSender] = {}
+        self._listener = on_change
+        self._max_batches = max_batches
+        self._max_bytes = max_bytes
+
+    def healthy(self) -> list[str]:
+        return sorted(ep for ep, s in self.senders.items() if s.up)
+
+    def _changed(self) -> None:
+        if self._listener is not None:
+            self._listener(self.healthy())
+
+    async def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        wanted = set(endpoints)
+        for ep in sorted(set(self.senders) - wanted):
+            sender = self.senders.pop(ep)
+            await sender.stop()
+        for ep in sorted(wanted - set(self.senders)):
+            sender = EndpointSender(
+                ep,
+                self.node,
+                self.source,
+                self.drops,
+                self._changed,
+                max_batches=self._max_batches,
+                max_bytes=self._max_bytes,
+            )
+            self.senders[ep] = sender
+            sender.start()
+        self._changed()
+
+    def offer(self, endpoint: str, cols: PacketColumns) -> bool:
+        sender = self.senders.get(endpoint)
+        if sender is None:
+            self.drops.add(UNAVAILABLE, len(cols))
+            return False
+        return sender.offer(cols)
+
+    async def drain(self, timeout: float) -> bool:
+        results = await asyncio.gather(*(s.drain(timeout) for s in self.senders.values()))
+        return all(results)
+
+    async def close(self) -> None:
+        for sender in list(self.senders.values()):
+            await sender.stop()
+        self.senders.clear()

@@ -1,0 +1,459 @@
+"""The capture service process: sources → flow sharding → dissector streams, a pcapng recorder of
+everything captured, and control (status, snapshots) over gRPC.
+
+Rule: the service stays up and SERVING whatever its surroundings lack — capture privileges,
+interfaces, reachable dissectors — and counts and reports what it therefore cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from pathlib import Path
+from typing import Final
+
+import grpc
+from pydantic import field_validator
+
+from wiretide.capture import metrics
+from wiretide.capture.bpf import FilterError, combine, compile_bpf, structured_expression
+from wiretide.capture.interfaces import Selection
+from wiretide.capture.live import LiveCapture
+from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLimits
+from wiretide.capture.sender import UNAVAILABLE, SenderPool
+from wiretide.capture.shard import HashRing, Sharder
+from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
+from wiretide.capture.sources.pcapfile import PcapError, read_batches
+from wiretide.common.bus import Bus
+from wiretide.common.packets import PacketColumns
+from wiretide.common.service import Service
+from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, packets_pb2
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S: Final = 1.0
+MIB: Final = 1 << 20
+
+
+class CaptureSettings(CommonSettings):
+    """`WIRETIDE_CAPTURE_*`: what to capture, how, where to send it and what to keep."""
+
+    capture_interfaces: str = "auto"  # auto | any | comma-separated names/globs
+    capture_include_loopback: bool = False
+    capture_bpf: str = ""
+    capture_ports: str = ""  # comma-separated; compiled into the BPF filter
+    capture_cidrs: str = ""  # comma-separated; compiled into the BPF filter
+    capture_snaplen: int = DEFAULT_SNAPLEN
+    capture_ring_mb: int = 16
+    capture_block_kb: int = 1024
+    capture_promisc: bool = False
+    capture_fanout_group: int = 0
+    capture_fanout_mode: str = "hash"
+    capture_pcap: Path | None = None  # replay this file instead of capturing live
+    capture_pace: bool = False
+    capture_replay_wait_s: float = 10.0  # a replay waits this long for its dissectors before starting
+    capture_flush_ms: int = 100  # batches leave at least this often
+    capture_batch_packets: int = 2048  # or when this many packets wait for one endpoint
+    capture_queue_batches: int = 64
+    capture_queue_mb: int = 64
+    capture_dns_refresh_s: float = 0.0  # > 0: resolve endpoint host names (headless Service) this often
+    capture_rescan_s: float = 2.0
+    capture_record: bool = True
+    capture_recorder_dir: Path | None = None  # default: <data_dir>/capture/recordings
+    capture_recorder_file_mb: int = 64
+    capture_recorder_max_mb: int = 1024
+    capture_recorder_file_age_s: float = 300.0
+    capture_recorder_max_age_s: float = 3600.0
+
+    @field_validator("capture_bpf")
+    @classmethod
+    def _bpf(cls, value: str) -> str:
+        if value:
+            compile_bpf(value)
+        return value
+
+    @field_validator("capture_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        structured_expression(_ints(value))
+        return value
+
+    @field_validator("capture_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for part in _items(value):
+            ipaddress.ip_network(part, strict=False)
+        return value
+
+    @field_validator("capture_interfaces")
+    @classmethod
+    def _interfaces(cls, value: str) -> str:
+        Selection.parse(value)
+        return value
+
+    @field_validator("capture_fanout_mode")
+    @classmethod
+    def _fanout(cls, value: str) -> str:
+        if value not in FANOUT_MODES:
+            raise ValueError(f"must be one of {sorted(FANOUT_MODES)}")
+        return value
+
+    def filter_expression(self) -> str:
+        return combine(
+            self.capture_bpf, structured_expression(_ints(self.capture_ports), _items(self.capture_cidrs))
+        )
+
+    def ring_config(self) -> RingConfig:
+        config = RingConfig(
+            ring_bytes=self.capture_ring_mb * MIB,
+            block_size=self.capture_block_kb * 1024,
+            snaplen=self.capture_snaplen,
+            promisc=self.capture_promisc,
+            fanout_group=self.capture_fanout_group,
+            fanout_mode=self.capture_fanout_mode,
+            bpf=self.filter_expression(),
+        )
+        config.check()
+        return config
+
+    def recorder_limits(self) -> RecorderLimits:
+        limits = RecorderLimits(
+            file_bytes=self.capture_recorder_file_mb * MIB,
+            file_age_s=self.capture_recorder_file_age_s,
+            max_bytes=self.capture_recorder_max_mb * MIB,
+            max_age_s=self.capture_recorder_max_age_s,
+        )
+        limits.check()
+        return limits
+
+    def recorder_path(self) -> Path:
+        return self.capture_recorder_dir or self.data_dir / "capture" / "recordings"
+
+    def snapshot_dir(self) -> Path:
+        return self.data_dir / "capture" / "snapshots"
+
+
+def _items(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(p) for p in _items(text)]
+
+
+async def resolve_endpoints(endpoints: list[str], dns: bool) -> list[str]:
+    """host:port endpoints; with `dns`, names become one endpoint per address they resolve to."""
+    if not dns:
+        return list(endpoints)
+    loop = asyncio.get_running_loop()
+    out: set[str] = set()
+    for ep in endpoints:
+        host, port = parse_hostport(ep)
+        try:
+            ipaddress.ip_address(host)
+            out.add(ep)
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = await loop.getaddrinfo(host, port, type=0, proto=6)
+        except OSError as exc:
+            log.warning("cannot resolve dissector endpoint", extra={"endpoint": ep, "error": str(exc)})
+            continue
+        for info in infos:
+            addr = str(info[4][0])
+            out.add(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
+    return sorted(out)
+
+
+class CaptureControl(capture_pb2_grpc.CaptureServiceServicer):
+    def __init__(self, service: CaptureService) -> None:
+        self.service = service
+
+    async def GetStatus(
+        self, request: capture_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> capture_pb2.GetStatusResponse:
+        return self.service.status()
+
+    async def Snapshot(
+        self, request: capture_pb2.CaptureServiceSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> capture_pb2.CaptureServiceSnapshotResponse:
+        recorder = self.service.recorder
+        if recorder is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "the recorder is off (WIRETIDE_CAPTURE_RECORD)"
+            )
+        assert recorder is not None
+        if request.bpf:
+            try:
+                compile_bpf(request.bpf)
+            except FilterError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        out = self.service.settings_c.snapshot_dir() / f"snapshot-{time.time_ns()}.pcapng"
+        snap = await asyncio.to_thread(
+            recorder.snapshot, out, request.start_ns, request.end_ns, request.bpf, request.flow_id
+        )
+        data = b""
+        if request.inline:
+            size = snap.path.stat().st_size
+            if size > SNAPSHOT_INLINE_MAX:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"snapshot is {size} bytes, more than {SNAPSHOT_INLINE_MAX} inline; fetch {snap.path}",
+                )
+            data = snap.path.read_bytes()
+        return capture_pb2.CaptureServiceSnapshotResponse(
+            path=str(snap.path), packets=snap.packets, data=data
+        )
+
+
+class CaptureService(Service):
+    name = "capture"
+    settings_cls = CaptureSettings
+
+    def __init__(self, settings: CommonSettings) -> None:
+        super().__init__(settings)
+        assert isinstance(settings, CaptureSettings)
+        self.settings_c = settings
+        self.interfaces: list[tuple[str, int]] = []
+        self.sharder = Sharder(HashRing.of([]), self.interfaces)
+        self.pool: SenderPool | None = None
+        self.live: LiveCapture | None = None
+        self.recorder: Recorder | None = None
+        self.drops: dict[str, int] = {}
+        self.captured_packets = 0
+        self.captured_bytes = 0
+        self.replay_error = ""
+        self.replay_done = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._readers: set[int] = set()
+
+    def register(self, server: grpc.aio.Server) -> None:
+        capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, bus: Bus) -> None:
+        s = self.settings_c
+        source = packets_pb2.CAPTURE_SOURCE_PCAP if s.capture_pcap else packets_pb2.CAPTURE_SOURCE_AF_PACKET
+        self.pool = SenderPool(
+            s.node_name,
+            source,
+            self._on_endpoints,
+            max_batches=s.capture_queue_batches,
+            max_bytes=s.capture_queue_mb * MIB,
+        )
+        if s.capture_record:
+            self.recorder = Recorder(s.recorder_path(), s.node_name, s.recorder_limits())
+        await self.pool.set_endpoints(
+            await resolve_endpoints(s.dissector_endpoints, s.capture_dns_refresh_s > 0)
+        )
+        if s.capture_dns_refresh_s > 0:
+            self._spawn(self._refresh_dns(), "dns refresh")
+        if s.capture_pcap is not None:
+            self._spawn(self._replay(s.capture_pcap), "replay")
+        else:
+            self.live = LiveCapture(
+                Selection.parse(s.capture_interfaces, s.capture_include_loopback),
+                s.ring_config(),
+                self.interfaces,
+            )
+            self._rescan()
+            self._spawn(self._rescan_loop(), "rescan")
+            self._spawn(self._stats_loop(), "stats")
+        self._spawn(self._flush_loop(), "flush")
+
+    def _spawn(self, coro: object, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._remove_readers()
+        if self.live is not None:
+            self.live.close()
+        self._flush()
+        if self.pool is not None:
+            await self.pool.drain(1.0)
+            await self.pool.close()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _on_endpoints(self, healthy: list[str]) -> None:
+        if list(self.sharder.ring.endpoints) != sorted(healthy):
+            log.info("rebalancing", extra={"endpoints": healthy})
+            self.sharder.set_ring(HashRing.of(healthy))
+
+    async def _refresh_dns(self) -> None:
+        s = self.settings_c
+        while True:
+            await asyncio.sleep(s.capture_dns_refresh_s)
+            endpoints = await resolve_endpoints(s.dissector_endpoints, True)
+            if endpoints and self.pool is not None and set(endpoints) != set(self.pool.senders):
+                await self.pool.set_endpoints(endpoints)
+
+    def _count_drop(self, reason: str, packets: int) -> None:
+        if packets:
+            self.drops[reason] = self.drops.get(reason, 0) + packets
+            metrics.DROPPED.labels(reason).inc(packets)
+
+    def _flush(self) -> None:
+        """Hand every built batch to its endpoint and to the recorder."""
+        for cols in self.sharder.orphaned():
+            self._record(cols)
+            self._count_drop(UNAVAILABLE, len(cols))
+        for endpoint, cols in self.sharder.take():
+            self._record(cols)
+            if not endpoint or self.pool is None:
+                self._count_drop(UNAVAILABLE, len(cols))
+            else:
+                self.pool.offer(endpoint, cols)
+
+    def _record(self, cols: PacketColumns) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.write(cols)
+            except OSError as exc:
+                self._count_drop("recorder_error", len(cols))
+                log.warning("recorder write failed", extra={"error": str(exc)})
+
+    async def _flush_loop(self) -> None:
+        interval = self.settings_c.capture_flush_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._flush()
+
+    # -- live --------------------------------------------------------------------------------
+
+    def _remove_readers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in self._readers:
+            loop.remove_reader(fd)
+        self._readers.clear()
+
+    def _rescan(self) -> None:
+        assert self.live is not None
+        self._remove_readers()
+        self.live.rescan()
+        loop = asyncio.get_running_loop()
+        for fd in self.live.fds():
+            loop.add_reader(fd, self._on_readable, fd)
+            self._readers.add(fd)
+
+    def _on_readable(self, fd: int) -> None:
+        live = self.live
+        if live is None:
+            return
+        before = len(self.sharder.ring.endpoints)
+        n = live.drain_fd(fd, self.sharder)
+        if n == 0:
+            # Readable with nothing to read: an error is pending (POLLERR); a device that went down or
+            # away is released, and its reader with it.
+            if live.check_error(fd):
+                asyncio.get_running_loop().remove_reader(fd)
+                self._readers.discard(fd)
+            return
+        self.captured_packets += n
+        if before and self.sharder.buffered >= self.settings_c.capture_batch_packets:
+            self._flush()
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings_c.capture_rescan_s)
+            self._rescan()
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            if self.live is not None:
+                self.live.refresh_stats()
+
+    # -- replay ------------------------------------------------------------------------------
+
+    async def _replay(self, path: Path) -> None:
+        s = self.settings_c
+        await self._wait_for_endpoints(s.capture_replay_wait_s)
+        it = iter(read_batches(path, s.capture_batch_packets, pace=s.capture_pace))
+        try:
+            while True:
+                cols = await asyncio.to_thread(next, it, None)
+                if cols is None:
+                    break
+                await self._wait_for_room()
+                for name, link in cols.interfaces:
+                    if (name, link) not in self.interfaces:
+                        self.interfaces.append((name, link))
+                remap = [self.interfaces.index(key) for key in cols.interfaces]
+                buf = memoryview(cols.data)
+                add = self.sharder.add
+                for off, caplen, origlen, ts, ifid in cols.iter_packets():
+                    add(buf, off, off + caplen, origlen, ts, remap[ifid] if ifid < len(remap) else -1)
+                buf.release()
+                self.captured_packets += len(cols)
+                self.captured_bytes += len(cols.data)
+                self._flush()
+        except PcapError as exc:
+            self.replay_error = str(exc)
+            log.error("replay stopped", extra={"error": str(exc)})
+        self.replay_done = True
+        log.info("replay finished", extra={"packets": self.captured_packets})
+
+    async def _wait_for_endpoints(self, timeout: float) -> None:
+        """A file need not start before its dissectors are there: wait (within `timeout`) for all of them."""
+        pool = self.pool
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pool is not None and loop.time() < deadline and len(pool.healthy()) < len(pool.senders):  # noqa: ASYNC110 - polls sender state owned by other tasks
+            await asyncio.sleep(0.02)
+
+    async def _wait_for_room(self) -> None:
+        """A file can wait for the dissectors (unlike a NIC): hold back while their queues are half full."""
+        pool = self.pool
+        while pool is not None and any(  # noqa: ASYNC110 - polls sender queues drained by other tasks
+            len(sender.queue) * 2 >= sender.max_batches for sender in pool.senders.values() if sender.up
+        ):
+            await asyncio.sleep(0.01)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> capture_pb2.GetStatusResponse:
+        resp = capture_pb2.GetStatusResponse(node=self.settings.node_name)
+        drops: dict[str, int] = dict(self.drops)
+        packets = self.captured_packets
+        nbytes = self.captured_bytes
+        if self.live is not None:
+            packets = 0
+            nbytes = 0
+            kernel = 0
+            for t in self.live.totals.values():
+                resp.interfaces.add(
+                    name=t.name, packets=t.packets, bytes=t.bytes, kernel_drops=t.kernel_drops, up=t.up
+                )
+                packets += t.packets
+                nbytes += t.bytes
+                kernel += t.kernel_drops
+            drops["kernel"] = kernel
+            for name, error in self.live.errors.items():
+                drops[f"interface_error:{name}"] = 0
+                log.debug("interface error", extra={"interface": name, "error": error})
+        if self.pool is not None:
+            for reason, count in self.pool.drops.counts.items():
+                drops[reason] = drops.get(reason, 0) + count
+            resp.dissectors.extend(sorted(self.pool.senders))
+        counters = self.sharder.counters
+        drops["undecodable_forwarded"] = counters.undecodable
+        drops["fragments_orphaned"] = counters.fragments_orphaned
+        resp.packets = packets
+        resp.bytes = nbytes
+        for reason, count in drops.items():
+            resp.drops[reason] = count
+        return resp

@@ -1,0 +1,1 @@
+"""Packet sources: AF_PACKET rings (`afpacket`) and capture files (`pcapfile`)."""

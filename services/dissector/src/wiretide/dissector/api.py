@@ -1,0 +1,126 @@
+"""The plugin contract: what a protocol module declares and the events its parsers emit.
+
+Rule: parsers are sans-I/O. A session gets bytes (or datagrams) plus the capture timestamp and
+returns events; it never touches a socket, a clock or a logger, and it never raises — a problem is a
+`Violation` event. "Need more bytes" (`Verdict.MAYBE`) and "not my protocol" (`Verdict.NO`) differ.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Transport = Literal["tcp", "udp", "sctp"]
+
+
+class Verdict(enum.IntEnum):
+    """A probe's answer on the first bytes of both directions."""
+
+    NO = 0  # not this protocol
+    MAYBE = 1  # need more bytes to decide
+    YES = 2  # this protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One protocol message from one direction (an HTTP request, a DNS response, a WS frame...)."""
+
+    is_request: bool
+    ts_first: int  # capture time of the first byte, ns
+    ts_last: int  # capture time of the last byte, ns
+    size: int  # bytes on the wire
+    fields: dict[str, Any]  # protocol object: becomes the Entry's request/response
+    key: Hashable = None  # match key (DNS id, Kafka correlation id); None = FIFO order
+    standalone: bool = False  # an entry on its own, never paired (WebSocket message)
+    truncated: bool = False  # a gap or a cap cut this message short
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """The bytes broke the protocol: the flow falls back to a raw TCP/UDP entry."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """The connection switches protocol (HTTP 101 → WebSocket); leftovers go to the new session."""
+
+    protocol: str
+    client_rest: bytes = b""
+    server_rest: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowMark:
+    """Facts a session learned about its flow (TLS metadata) for every later entry of it."""
+
+    key: str
+    value: Any
+
+
+Event = Message | Violation | Upgrade | FlowMark
+
+
+class Session(Protocol):
+    """Both directions of one flow for one protocol; each direction keeps its own state."""
+
+    def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
+        """Stream bytes (TCP, in order) or one datagram (UDP)."""
+        ...
+
+    def gap(self, from_client: bool, size: int, ts: int) -> list[Event]:
+        """`size` bytes of this direction were never captured."""
+        ...
+
+    def close(self, ts: int) -> list[Event]:
+        """The flow ended (FIN/RST, timeout, eviction, end of capture)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """The normalised top-level fields of an Entry for one request/response pair."""
+
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    summary: str = ""
+    version: str | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Limits a session is built with (from settings, passed explicitly)."""
+
+    body_cap: int = 64 * 1024  # bytes of body kept per message and direction (DESIGN.md §3)
+
+
+Probe = Callable[[bytes, bytes], Verdict]
+Present = Callable[[Message | None, Message | None], Presented]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """One protocol, declared once at the bottom of its module.
+
+    `probe(client_first_bytes, server_first_bytes)` must never raise; `session()` builds the
+    per-flow parser; `matcher` says how requests and responses pair ("fifo" or "key").
+    """
+
+    name: str
+    transports: tuple[Transport, ...]
+    ports: tuple[int, ...]
+    probe: Probe
+    session: Callable[[SessionConfig], Session]
+    present: Present
+    matcher: Literal["fifo", "key", "none"] = "fifo"
+    kfl_fields: tuple[str, ...] = ()
+    # Reached only through an Upgrade (WebSocket), never by detection.
+    detect: bool = True
+    # A pending request left unanswered at flow end is a `timeout` (DNS) rather than `unmatched`.
+    unanswered_error: str = "unmatched"
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,98 @@
+"""Per-flow state: who talks, what was seen, which protocol owns it.
+
+Rule: a Flow is mutable state owned by the pipeline's bounded tables; it holds no parser logic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from wiretide.dissector.api import ProtocolSpec, Session
+from wiretide.dissector.flows.tcp import TcpStream
+from wiretide.dissector.matching import Matcher
+
+# Flow states: probing the first bytes, owned by a protocol, or only counted (nobody claimed it).
+DETECT: Final = 0
+PINNED: Final = 1
+RAW: Final = 2
+
+
+class Flow:
+    """One L4 flow. Side 0 ("a") is whichever end sent the first packet we saw."""
+
+    __slots__ = (
+        "a_ip",
+        "a_port",
+        "b_ip",
+        "b_port",
+        "bytes_a",
+        "bytes_b",
+        "client",
+        "closed",
+        "early",
+        "early_bytes",
+        "endpoints",
+        "error",
+        "first_ts",
+        "interface",
+        "key",
+        "last_entry_id",
+        "last_ts",
+        "link_id",
+        "matcher",
+        "pkts_a",
+        "pkts_b",
+        "resets",
+        "rtt_ns",
+        "seen",
+        "session",
+        "spec",
+        "state",
+        "streams",
+        "syn_ts",
+        "tls",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        transport: str,
+        a_ip: bytes,
+        a_port: int,
+        b_ip: bytes,
+        b_port: int,
+        ts: int,
+    ) -> None:
+        self.key = key
+        self.transport = transport
+        self.a_ip = a_ip
+        self.a_port = a_port
+        self.b_ip = b_ip
+        self.b_port = b_port
+        self.client: int | None = None  # 0 = a is the client, 1 = b is, None = not known yet
+        self.first_ts = ts
+        self.last_ts = ts
+        self.pkts_a = self.pkts_b = 0
+        self.bytes_a = self.bytes_b = 0
+        self.streams: tuple[TcpStream, TcpStream] | None = (
+            (TcpStream(), TcpStream()) if transport == "tcp" else None
+        )
+        self.state = DETECT
+        self.spec: ProtocolSpec | None = None
+        self.session: Session | None = None
+        self.matcher: Matcher | None = None
+        self.early: list[tuple[int, bytes | int, int]] | None = None
+        self.early_bytes = 0
+        self.seen: list[bytes] | None = None
+        self.syn_ts = 0
+        self.rtt_ns: int | None = None
+        self.resets = 0
+        self.closed = False
+        self.error: str | None = None
+        self.tls: dict[str, Any] | None = None
+        self.link_id: str | None = None
+        self.last_entry_id: str | None = None
+        self.interface = ""
+        # (src ip, src port, dst ip, dst port, flow id) rendered once, for every entry of the flow.
+        self.endpoints: tuple[str, int, str, int, str] | None = None

@@ -1,0 +1,788 @@
+"""The pipeline: PacketColumns in → Entry documents (DESIGN.md §3) out.
+
+Rule: the per-packet path touches only memoryview slices, the decode tuple and the flow's slots —
+no per-packet objects beyond a tuple, no logging, no clocks; every timeout runs on capture time, and
+every table is bounded with what it evicts counted by reason in `stats`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wiretide.common.entry import UlidGenerator
+from wiretide.common.packets import IPPROTO_TCP, IPPROTO_UDP, PacketColumns, decode_headers, flow_id
+from wiretide.dissector.api import (
+    FlowMark,
+    Message,
+    Presented,
+    ProtocolSpec,
+    SessionConfig,
+    Upgrade,
+    Violation,
+)
+from wiretide.dissector.flows.defrag import Defragmenter
+from wiretide.dissector.flows.table import DETECT, PINNED, RAW, Flow
+from wiretide.dissector.flows.tcp import SEQ_MASK
+from wiretide.dissector.matching import Matcher
+from wiretide.dissector.registry import Registry
+
+# TCP flag bits (RFC 9293 §3.1).
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+ACK: Final = 0x10
+_SYN_RST_FIN: Final = SYN | RST | FIN
+
+# Bytes of each direction the probes may look at before a flow is given up as unknown.
+PROBE_BYTES: Final = 4096
+# Bytes held per flow while detection is still undecided (replayed to the parser once it is).
+MAX_EARLY_BYTES: Final = 64 * 1024
+# How often (capture time) idle flows are swept.
+SWEEP_INTERVAL_NS: Final = 1_000_000_000
+# Flows whose ports were claimed by another --jobs worker, remembered to skip their packets cheaply.
+MAX_FOREIGN: Final = 1 << 18
+_U32_SEQ: Final = SEQ_MASK
+# Ethernet type through the IPv4 ports of an option-less header: enough to shard without decoding.
+_ETH_IP4_PORTS = struct.Struct("!HBBHHHBBH4s4sHH")
+_ETH_IP4_MIN: Final = 12 + _ETH_IP4_PORTS.size
+_LINKTYPE_ETHERNET: Final = 1
+# The common frame — Ethernet, option-less IPv4, TCP — in one unpack: EtherType, version/IHL, total
+# length, flags/fragment offset, protocol, addresses, ports, seq, ack, data offset/flags. Anything
+# else (VLAN, IPv6, options, fragments, truncation, UDP) takes `decode_headers`.
+_ETH_IP4_TCP = struct.Struct("!12xHBxH2xH1xB2x4s4sHHIIH")
+_ETH_IP4_TCP_MIN: Final = 14 + 20 + 20
+_ETH_LEN: Final = 14
+_IP4_LEN: Final = 20
+_TCP_MIN: Final = 20
+
+
+def shard_of(src: bytes, sport: int, dst: bytes, dport: int, count: int) -> int:
+    """Which of `count` workers owns a flow: symmetric in the two ends, cheap, spread by a multiply."""
+    x = int.from_bytes(src, "big") ^ int.from_bytes(dst, "big") ^ sport ^ dport
+    return ((x * 0x9E3779B1) >> 11) % count
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds and timeouts of the flow layer (all from settings)."""
+
+    max_flows: int = 100_000  # per transport; beyond it the least recently active flow is evicted
+    tcp_idle_ns: int = 300_000_000_000  # a TCP flow silent this long is closed
+    udp_idle_ns: int = 30_000_000_000  # a UDP flow silent this long is closed (DNS timeouts surface here)
+    max_age_ns: int = 3_600_000_000_000  # absolute lifetime: long connections are cut into pieces
+    closed_linger_ns: int = 5_000_000_000  # a closed TCP flow absorbs stragglers (late ACKs) this long
+    body_cap: int = 64 * 1024
+
+
+def _ip(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class Pipeline:
+    """One dissector's flow tables and protocol sessions. Not thread-safe; one per CPU."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        node: str = "",
+        source: str = "pcap",
+        limits: Limits | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.node = node
+        self.source = source
+        self.limits = limits or Limits()
+        self.config = SessionConfig(body_cap=self.limits.body_cap)
+        self.shard = shard  # (index, count): keep only flows whose hash lands on this index
+        self.tcp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
+        self.udp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
+        self._foreign: set[tuple[bytes, int, bytes, int, int]] = set()
+        self.defrag = Defragmenter()
+        self.ulid = UlidGenerator()
+        self.stats: Counter[str] = Counter()
+        self.entries_by_protocol: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self._out: list[dict[str, Any]] = []
+        self._next_sweep = 0
+        self._now = 0
+
+    # ---- packets in -------------------------------------------------------------------------
+
+    def feed(self, cols: PacketColumns) -> list[dict[str, Any]]:
+        """Dissect one batch; return the entries it completed."""
+        out: list[dict[str, Any]] = []
+        self._out = out
+        buf = memoryview(cols.data)
+        links = [lt for _, lt in cols.interfaces]
+        names = [name for name, _ in cols.interfaces]
+        nlinks = len(links)
+        decode = decode_headers
+        tcp = self._tcp
+        udp = self._udp
+        off = 0
+        npk = 0
+        nbytes = 0
+        undecodable = 0
+        ts = self._now
+        shard_index, shard_count = self.shard if self.shard is not None else (0, 0)
+        quick = _ETH_IP4_PORTS.unpack_from
+        fast = _ETH_IP4_TCP.unpack_from
+        for caplen, ts, ifid in zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False):
+            end = off + caplen
+            npk += 1
+            nbytes += caplen
+            if caplen >= _ETH_IP4_TCP_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET:
+                et, vihl, total, frag, l4, s4, d4, sp, dp, seq, ack, word = fast(buf, off)
+                if et == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                    if shard_count and l4 in {6, 17} and shard_of(s4, sp, d4, dp, shard_count) != shard_index:
+                        # --jobs: another worker's flow, skipped before any further decoding.
+                        off = end
+                        continue
+                    doff = (word >> 12) * 4
+                    if (
+                        l4 == IPPROTO_TCP
+                        and doff >= _TCP_MIN
+                        and _IP4_LEN + doff <= total <= caplen - _ETH_LEN
+                    ):
+                        tcp(
+                            s4,
+                            sp,
+                            d4,
+                            dp,
+                            seq,
+                            ack,
+                            word & 0x01FF,
+                            4,
+                            buf,
+                            off + _ETH_LEN + _IP4_LEN + doff,
+                            off + _ETH_LEN + total,
+                            ts,
+                            names[ifid],
+                        )
+                        off = end
+                        if ts >= self._next_sweep:
+                            self._sweep(ts)
+                        continue
+            elif shard_count and caplen >= _ETH_IP4_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET:
+                # --jobs: skip another worker's packets before paying for a full decode.
+                et, vihl, _, _, _, frag, _, l4, _, s4, d4, sp, dp = quick(buf, off + 12)
+                if (
+                    et == 0x0800
+                    and vihl == 0x45
+                    and (l4 in {6, 17})
+                    and not frag & 0x3FFF
+                    and shard_of(s4, sp, d4, dp, shard_count) != shard_index
+                ):
+                    off = end
+                    continue
+            h = decode(buf, off, end, links[ifid]) if ifid < nlinks else None
+            off = end
+            if h is None:
+                undecodable += 1
+                continue
+            proto = h[3]
+            if h[7] or h[8]:  # a fragment: reassemble first
+                h2 = self._fragment(h, buf, ts)
+                if h2 is None:
+                    continue
+                if proto == IPPROTO_TCP:
+                    tcp(
+                        h2[0],
+                        h2[1],
+                        h2[2],
+                        h2[3],
+                        h2[4],
+                        h2[5],
+                        h2[6],
+                        h2[7],
+                        memoryview(h2[8]),
+                        0,
+                        len(h2[8]),
+                        ts,
+                        names[ifid],
+                    )
+                elif proto == IPPROTO_UDP:
+                    udp(h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid])
+            elif proto == IPPROTO_TCP:
+                tcp(h[1], h[4], h[2], h[5], h[12], h[13], h[14], h[0], buf, h[10], h[11], ts, names[ifid])
+            elif proto == IPPROTO_UDP:
+                udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
+            else:
+                self.stats["packets_other_l4"] += 1
+            if ts >= self._next_sweep:
+                self._sweep(ts)
+        self._now = ts
+        st = self.stats
+        st["packets"] += npk
+        st["bytes"] += nbytes
+        if undecodable:
+            st["packets_not_ip"] += undecodable
+        self._out = []
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """End of input: close every flow (pending requests become entries with errors)."""
+        out: list[dict[str, Any]] = []
+        self._out = out
+        for table, reason in ((self.tcp, "end"), (self.udp, "end")):
+            while table:
+                _, flow = table.popitem(last=False)
+                self._close(flow, flow.last_ts, reason)
+        self._out = []
+        return out
+
+    def flush_idle(self, now_ns: int) -> list[dict[str, Any]]:
+        """Live capture: run the timeouts against wall-clock-derived capture time."""
+        out: list[dict[str, Any]] = []
+        self._out = out
+        self._sweep(now_ns)
+        self._out = []
+        return out
+
+    @property
+    def now(self) -> int:
+        """Capture time of the last packet seen (ns)."""
+        return self._now
+
+    @property
+    def active_flows(self) -> int:
+        return len(self.tcp) + len(self.udp)
+
+    # ---- L4 ---------------------------------------------------------------------------------
+
+    def _fragment(self, h: tuple[Any, ...], buf: memoryview, ts: int) -> tuple[Any, ...] | None:
+        self.stats["fragments"] += 1
+        whole = self.defrag.add(h[1], h[2], h[3], h[6], h[7], h[8], bytes(buf[h[9] : h[11]]), ts)
+        if whole is None:
+            return None
+        proto = h[3]
+        if proto == IPPROTO_UDP and len(whole) >= 8:
+            sport = (whole[0] << 8) | whole[1]
+            dport = (whole[2] << 8) | whole[3]
+            return (h[1], sport, h[2], dport, 0, 0, 0, h[0], whole[8:])
+        if proto == IPPROTO_TCP and len(whole) >= 20:
+            sport = (whole[0] << 8) | whole[1]
+            dport = (whole[2] << 8) | whole[3]
+            seq = int.from_bytes(whole[4:8], "big")
+            ack = int.from_bytes(whole[8:12], "big")
+            doff = (whole[12] >> 4) * 4
+            flags = ((whole[12] & 1) << 8) | whole[13]
+            if doff < 20 or doff > len(whole):
+                self.drops["fragment_bad_l4"] += 1
+                return None
+            return (h[1], sport, h[2], dport, seq, ack, flags, h[0], whole[doff:])
+        self.drops["fragment_bad_l4"] += 1
+        return None
+
+    def _lookup(
+        self,
+        table: OrderedDict[tuple[bytes, int, bytes, int], Flow],
+        transport: str,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        ts: int,
+        iface: str,
+    ) -> Flow | None:
+        if sport > dport or (sport == dport and src >= dst):
+            key = (src, sport, dst, dport)
+        else:
+            key = (dst, dport, src, sport)
+        flow = table.get(key)
+        if flow is not None:
+            table.move_to_end(key)
+            return flow
+        if self.shard is not None:
+            fkey = (*key, 6 if transport == "tcp" else 17)
+            if fkey in self._foreign:
+                return None
+            index, count = self.shard
+            if shard_of(src, sport, dst, dport, count) != index:
+                if len(self._foreign) >= MAX_FOREIGN:
+                    self._foreign.clear()
+                self._foreign.add(fkey)
+                return None
+        if len(table) >= self.limits.max_flows:
+            _, old = table.popitem(last=False)
+            self.drops["flow_table_full"] += 1
+            self._close(old, ts, "evicted")
+        flow = table[key] = Flow(key, transport, src, sport, dst, dport, ts)
+        flow.interface = iface
+        self.stats[f"flows_{transport}"] += 1
+        return flow
+
+    def _tcp(
+        self,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        version: int,
+        buf: memoryview,
+        po: int,
+        pe: int,
+        ts: int,
+        iface: str,
+    ) -> None:
+        table = self.tcp
+        key = (src, sport, dst, dport) if sport > dport or (sport == dport and src >= dst) else (dst, dport, src, sport)
+        flow = table.get(key)
+        if flow is not None:
+            table.move_to_end(key)
+        else:
+            flow = self._lookup(table, "tcp", src, sport, dst, dport, ts, iface)
+            if flow is None:
+                return
+        d = 0 if (sport == flow.a_port and src == flow.a_ip) else 1
+        plen = pe - po
+        if d == 0:
+            flow.pkts_a += 1
+            flow.bytes_a += plen
+        else:
+            flow.pkts_b += 1
+            flow.bytes_b += plen
+        flow.last_ts = ts
+        if ts - flow.first_ts > self.limits.max_age_ns and not flow.closed:
+            self._close(flow, ts, "max_age")
+        if flags & _SYN_RST_FIN:
+            if flags & SYN and flow.closed:  # port reuse after a close: a new connection
+                self.tcp.pop(flow.key, None)
+                flow = self._lookup(self.tcp, "tcp", src, sport, dst, dport, ts, iface)
+                if flow is None:
+                    return
+                d = 0
+                flow.pkts_a = 1
+                flow.bytes_a = plen
+            if flags & SYN:
+                self._syn(flow, d, flags, seq, ts)
+            if flags & RST:
+                flow.resets += 1
+                if not flow.closed:
+                    self._close(flow, ts, "rst")
+                return
+        if flow.closed:
+            return
+        streams = flow.streams
+        assert streams is not None
+        if flags & ACK:
+            other = streams[1 - d]
+            if other.pending:
+                for chunk in other.acked(ack, ts):
+                    self._deliver(flow, 1 - d, chunk, ts)
+        stream = streams[d]
+        if plen:
+            if flags & SYN:
+                seq = (seq + 1) & _U32_SEQ
+            if seq == stream.next_seq and not stream.pending:
+                # In order with nothing held: the segment is the next bytes (TcpStream.segment's
+                # first case, without building its result tuple).
+                stream.next_seq = (seq + plen) & _U32_SEQ
+                self._deliver(flow, d, bytes(buf[po:pe]), ts)
+            else:
+                for chunk in stream.segment(seq, bytes(buf[po:pe])):
+                    self._deliver(flow, d, chunk, ts)
+        if flags & FIN:
+            stream.fin((seq + 1) & _U32_SEQ if flags & SYN else seq, plen)
+            if streams[0].fin_seq is not None and streams[1].fin_seq is not None:
+                if not flow.closed:
+                    self._close(flow, ts, "fin")
+            elif stream.finished and flow.state == PINNED:
+                self._half_close(flow, d, ts)
+
+    def _syn(self, flow: Flow, d: int, flags: int, seq: int, ts: int) -> None:
+        streams = flow.streams
+        assert streams is not None
+        if flags & ACK:
+            if flow.client is None:
+                flow.client = 1 - d
+            if flow.syn_ts and flow.rtt_ns is None:
+                flow.rtt_ns = ts - flow.syn_ts
+        else:
+            if flow.client is None:
+                flow.client = d
+            if not flow.syn_ts:
+                flow.syn_ts = ts
+            else:
+                self.stats["syn_retransmissions"] += 1
+        streams[d].syn(seq)
+
+    def _half_close(self, flow: Flow, d: int, ts: int) -> None:
+        """One side sent FIN: a body delimited by close is complete now."""
+        session = flow.session
+        if session is None or flow.client is None:
+            return
+        close_dir = getattr(session, "end_of_direction", None)
+        if close_dir is not None:
+            try:
+                events = close_dir(d == flow.client, ts)
+            except Exception as exc:
+                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
+                return
+            if events:
+                self._events(flow, events, ts)
+
+    def _udp(
+        self,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        buf: memoryview,
+        po: int,
+        pe: int,
+        ts: int,
+        iface: str,
+    ) -> None:
+        flow = self._lookup(self.udp, "udp", src, sport, dst, dport, ts, iface)
+        if flow is None:
+            return
+        d = 0 if (sport == flow.a_port and src == flow.a_ip) else 1
+        plen = pe - po
+        if d == 0:
+            flow.pkts_a += 1
+            flow.bytes_a += plen
+        else:
+            flow.pkts_b += 1
+            flow.bytes_b += plen
+        flow.last_ts = ts
+        if plen and flow.state != RAW:
+            self._deliver(flow, d, bytes(buf[po:pe]), ts)
+
+    # ---- protocol sessions -------------------------------------------------------------------
+
+    def _deliver(self, flow: Flow, d: int, chunk: bytes | int, ts: int) -> None:
+        state = flow.state
+        if state == PINNED:
+            session = flow.session
+            assert session is not None
+            from_client = d == flow.client
+            try:
+                if isinstance(chunk, int):
+                    self.stats["gaps"] += 1
+                    events = session.gap(from_client, chunk, ts)
+                else:
+                    events = session.feed(from_client, chunk, ts)
+            except Exception as exc:  # a parser bug must not take the flow table down
+                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
+                return
+            if events:
+                self._events(flow, events, ts)
+        elif state == DETECT:
+            self._detect(flow, d, chunk, ts)
+        elif type(chunk) is int:
+            self.stats["gaps"] += 1
+
+    def _detect(self, flow: Flow, d: int, chunk: bytes | int, ts: int) -> None:
+        early = flow.early
+        if early is None:
+            early = flow.early = []
+            flow.seen = [b"", b""]
+        seen = flow.seen
+        assert seen is not None
+        early.append((d, chunk, ts))
+        if type(chunk) is int:
+            self.stats["gaps"] += 1
+            return
+        data: bytes = chunk  # type: ignore[assignment]
+        flow.early_bytes += len(data)
+        if len(seen[d]) < PROBE_BYTES:
+            seen[d] = (seen[d] + data)[:PROBE_BYTES]
+        client = flow.client
+        if flow.transport == "udp":
+            first, second = (data, b"") if d == (client or 0) else (b"", data)
+            oriented = client is not None
+        elif client is None:
+            first, second, oriented = seen[0], seen[1], False
+        else:
+            first, second, oriented = seen[client], seen[1 - client], True
+        forced = self.registry.forced(flow.a_port, flow.b_port)
+        spec: ProtocolSpec | None
+        if forced is not None:
+            spec, first_is_client, undecided = forced, True, False
+            if client is None:
+                first_is_client = flow.a_port > flow.b_port if flow.a_port != flow.b_port else True
+        else:
+            spec, first_is_client, undecided = self.registry.detect(
+                flow.transport, flow.a_port, flow.b_port, first, second, oriented
+            )
+        if spec is None:
+            if not undecided or flow.early_bytes > MAX_EARLY_BYTES:
+                if flow.transport == "udp" and flow.early_bytes <= MAX_EARLY_BYTES:
+                    early.clear()  # a datagram nobody claims; the next one may still be claimed
+                    return
+                flow.state = RAW
+                flow.early = None
+                flow.seen = None
+            return
+        if client is None:
+            if flow.transport == "udp":
+                flow.client = (
+                    (d if first_is_client else 1 - d) if first else (1 - d if first_is_client else d)
+                )
+            else:
+                flow.client = 0 if first_is_client else 1
+        flow.state = PINNED
+        flow.spec = spec
+        flow.session = spec.session(self.config)
+        flow.matcher = Matcher(spec.matcher)
+        flow.early = None
+        flow.seen = None
+        for dd, c, t in early:
+            if flow.state != PINNED:
+                break
+            self._deliver(flow, dd, c, t)
+
+    def _events(self, flow: Flow, events: list[Any], ts: int) -> None:
+        for ev in events:
+            if type(ev) is Message:
+                matcher = flow.matcher
+                assert matcher is not None
+                if ev.standalone and flow.link_id is not None:
+                    ev.fields["upgrade_id"] = flow.link_id
+                for req, resp in matcher.add(ev):
+                    self._emit(flow, req, resp, None)
+            elif type(ev) is Violation:
+                self._violation(flow, ev.reason, ts)
+                return
+            elif type(ev) is Upgrade:
+                spec = self.registry.by_name.get(ev.protocol)
+                if spec is None:
+                    self._violation(flow, f"upgrade to unsupported protocol {ev.protocol}", ts)
+                    return
+                self.stats[f"upgrades_{ev.protocol}"] += 1
+                if flow.matcher is not None:
+                    for req, resp in flow.matcher.drain():
+                        self._emit(flow, req, resp, None)
+                flow.link_id = flow.last_entry_id
+                flow.spec = spec
+                flow.session = session = spec.session(self.config)
+                flow.matcher = Matcher(spec.matcher)
+                if ev.client_rest:
+                    self._events(flow, session.feed(True, ev.client_rest, ts), ts)
+                if ev.server_rest and flow.state == PINNED:
+                    self._events(flow, session.feed(False, ev.server_rest, ts), ts)
+                return
+            elif type(ev) is FlowMark and ev.key == "tls":
+                flow.tls = ev.value
+
+    def _violation(self, flow: Flow, reason: str, ts: int) -> None:
+        spec = flow.spec
+        self.stats["violations"] += 1
+        self.drops[f"violation_{spec.name if spec else 'unknown'}"] += 1
+        if flow.matcher is not None:
+            for req, resp in flow.matcher.drain():
+                self._emit(flow, req, resp, {"type": "dissection", "message": reason})
+        flow.state = RAW
+        flow.error = reason
+        flow.session = None
+        flow.matcher = None
+
+    # ---- closing -----------------------------------------------------------------------------
+
+    def _close(self, flow: Flow, ts: int, reason: str) -> None:
+        if flow.closed:
+            return
+        flow.closed = True
+        self.stats[f"closed_{reason}"] += 1
+        if flow.streams is not None:
+            for d in (0, 1):
+                for chunk in flow.streams[d].flush():
+                    self._deliver(flow, d, chunk, ts)
+        if flow.state == DETECT and flow.early:
+            self.stats["flows_undecided"] += 1
+        if flow.state == PINNED:
+            session = flow.session
+            assert session is not None and flow.spec is not None and flow.matcher is not None
+            try:
+                events = session.close(ts)
+            except Exception as exc:
+                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
+                events = []
+            if events:
+                self._events(flow, events, ts)
+            if flow.state == PINNED and flow.matcher is not None and flow.spec is not None:
+                unanswered = flow.spec.unanswered_error
+                for req, resp in flow.matcher.drain():
+                    err = (
+                        {"type": unanswered, "message": "no response seen"}
+                        if resp is None
+                        else {"type": "unmatched", "message": "response without a captured request"}
+                    )
+                    self._emit(flow, req, resp, err)
+        if flow.state != PINNED:
+            self._connection_entry(flow, reason)
+        elif flow.last_entry_id is None:
+            # Claimed but never completed a message (cut by gaps, oversized): still visible, as a flow.
+            flow.error = f"{flow.spec.name if flow.spec else 'protocol'}: no complete message"
+            self._connection_entry(flow, reason)
+        flow.early = None
+        flow.seen = None
+        flow.session = None
+
+    def _sweep(self, ts: int) -> None:
+        self._next_sweep = ts + SWEEP_INTERVAL_NS
+        lim = self.limits
+        for table, idle in ((self.tcp, lim.tcp_idle_ns), (self.udp, lim.udp_idle_ns)):
+            while table:
+                key = next(iter(table))
+                flow = table[key]
+                limit = lim.closed_linger_ns if flow.closed else idle
+                if ts - flow.last_ts < limit:
+                    break
+                del table[key]
+                self._close(flow, flow.last_ts, "idle")
+        self.defrag.expire(ts)
+
+    # ---- entries out -------------------------------------------------------------------------
+
+    def _endpoints(self, flow: Flow) -> tuple[str, int, str, int, str]:
+        ends: tuple[str, int, str, int, str] | None = flow.endpoints
+        if ends is None or (
+            flow.client is not None and ends[1] != (flow.a_port if flow.client == 0 else flow.b_port)
+        ):
+            client = flow.client
+            if client is None:  # nobody told us: the higher (ephemeral) port is the client's
+                client = 0 if flow.a_port >= flow.b_port else 1
+            a_ip, b_ip = _ip(flow.a_ip), _ip(flow.b_ip)
+            fid = flow_id(
+                flow.a_ip, flow.a_port, flow.b_ip, flow.b_port, 6 if flow.transport == "tcp" else 17
+            )
+            if client == 0:
+                ends = (a_ip, flow.a_port, b_ip, flow.b_port, fid)
+            else:
+                ends = (b_ip, flow.b_port, a_ip, flow.a_port, fid)
+            flow.endpoints = ends
+        return ends
+
+    def _base(self, flow: Flow, ts: int) -> dict[str, Any]:
+        src_ip, src_port, dst_ip, dst_port, fid = self._endpoints(flow)
+        return {
+            "id": self.ulid.new(ts),
+            "node": self.node,
+            "timestamp": ts,
+            "elapsed_us": 0,
+            "protocol": flow.transport,
+            "version": None,
+            "transport": flow.transport,
+            "src": {"ip": src_ip, "port": src_port},
+            "dst": {"ip": dst_ip, "port": dst_port},
+            "method": None,
+            "path": None,
+            "status": None,
+            "summary": "",
+            "request": None,
+            "response": None,
+            "error": None,
+            "size": {"request": 0, "response": 0},
+            "tls": flow.tls,
+            "capture": {"source": self.source, "interface": flow.interface},
+            "flow_id": fid,
+            "stream": None,
+            "trace": None,
+        }
+
+    def _emit(
+        self, flow: Flow, req: Message | None, resp: Message | None, error: dict[str, str] | None
+    ) -> None:
+        spec = flow.spec
+        assert spec is not None
+        first = req if req is not None else resp
+        assert first is not None
+        ts = first.ts_first
+        end = resp.ts_last if resp is not None else first.ts_last
+        try:
+            shown: Presented | None = spec.present(req, resp)
+        except Exception as exc:
+            self.stats["present_errors"] += 1
+            error = {"type": "dissection", "message": f"cannot present: {type(exc).__name__}"}
+            shown = None
+        name = spec.extra.get("protocol", spec.name)
+        if error is None:
+            if req is not None and resp is None and not req.standalone:
+                error = {"type": spec.unanswered_error, "message": "no response seen"}
+            elif req is None and resp is not None and not resp.standalone:
+                error = {"type": "unmatched", "message": "response without a captured request"}
+            elif (req is not None and req.truncated) or (resp is not None and resp.truncated):
+                error = {"type": "dissection", "message": "message cut by a capture gap"}
+        ends = flow.endpoints
+        if ends is None or flow.client is None or ends[1] != (flow.a_port if flow.client == 0 else flow.b_port):
+            ends = self._endpoints(flow)
+        entry_id = self.ulid.new(ts)
+        # The canonical key order of `_base`, built in one literal on the per-entry path.
+        doc = {
+            "id": entry_id,
+            "node": self.node,
+            "timestamp": ts,
+            "elapsed_us": max(0, end - ts) // 1000,
+            "protocol": name,
+            "version": shown.version if shown is not None else None,
+            "transport": flow.transport,
+            "src": {"ip": ends[0], "port": ends[1]},
+            "dst": {"ip": ends[2], "port": ends[3]},
+            "method": shown.method if shown is not None else None,
+            "path": shown.path if shown is not None else None,
+            "status": shown.status if shown is not None else None,
+            "summary": shown.summary if shown is not None else "",
+            "request": req.fields if req is not None else None,
+            "response": resp.fields if resp is not None else None,
+            "error": error,
+            "size": {"request": req.size if req else 0, "response": resp.size if resp else 0},
+            "tls": flow.tls,
+            "capture": {"source": self.source, "interface": flow.interface},
+            "flow_id": ends[4],
+            "stream": shown.stream if shown is not None else None,
+            "trace": None,
+        }
+        flow.last_entry_id = entry_id
+        self.entries_by_protocol[name] += 1
+        self._out.append(doc)
+
+    def _connection_entry(self, flow: Flow, reason: str) -> None:
+        doc = self._base(flow, flow.first_ts)
+        client = flow.client if flow.client is not None else (0 if flow.a_port >= flow.b_port else 1)
+        sides: list[dict[str, Any]] = [
+            {"packets": flow.pkts_a, "bytes": flow.bytes_a},
+            {"packets": flow.pkts_b, "bytes": flow.bytes_b},
+        ]
+        if flow.streams is not None:
+            for i, st in enumerate(flow.streams):
+                sides[i].update(
+                    retransmissions=st.retransmissions,
+                    out_of_order=st.out_of_order,
+                    gaps=st.gaps,
+                    gap_bytes=st.gap_bytes,
+                    fin=st.fin_seq is not None,
+                )
+        req, resp = sides[client], sides[1 - client]
+        duration_us = (flow.last_ts - flow.first_ts) // 1000
+        req["duration_us"] = duration_us
+        req["close"] = reason
+        if flow.transport == "tcp":
+            req["handshake_rtt_us"] = flow.rtt_ns // 1000 if flow.rtt_ns is not None else None
+            req["resets"] = flow.resets
+            req["syn_seen"] = bool(flow.syn_ts)
+        doc["elapsed_us"] = duration_us
+        doc["request"] = req
+        doc["response"] = resp
+        doc["size"] = {"request": req["bytes"], "response": resp["bytes"]}
+        src, dst = doc["src"], doc["dst"]
+        doc["summary"] = (
+            f"{flow.transport} {src['ip']}:{src['port']} → {dst['ip']}:{dst['port']} "
+            f"{req['packets'] + resp['packets']} pkts {req['bytes'] + resp['bytes']} B"
+        )
+        if flow.error is not None:
+            doc["error"] = {"type": "dissection", "message": flow.error}
+        elif flow.resets:
+            doc["error"] = {"type": "connection", "message": "reset"}
+        self.stats["flows_unparsed"] += 1
+        self.entries_by_protocol[flow.transport] += 1
+        self._out.append(doc)

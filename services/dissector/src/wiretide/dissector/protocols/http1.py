@@ -1,0 +1,712 @@
+"""HTTP/1.0 and HTTP/1.1 (RFC 9112): each direction parsed on its own, paired FIFO afterwards.
+
+Rule: a direction is a table-driven state machine over a bounded buffer; a malformed start line,
+header or chunk size is a `Violation`, a capture gap truncates the message in hand and resynchronises
+on the next start line, and nothing raises.
+
+The header block is located with `bytes.find` and split with C-level bytes methods rather than
+llhttp (httptools): llhttp calls back into Python per header, cannot be told that a response answers
+a HEAD request (RFC 9110 §9.3.2), and hides how many bytes it consumed when it stops — all three
+matter to a passive observer that parses both directions independently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Any, Final
+from urllib.parse import unquote, unquote_plus
+
+from wiretide.dissector.api import (
+    Event,
+    Message,
+    Presented,
+    ProtocolSpec,
+    SessionConfig,
+    Upgrade,
+    Verdict,
+    Violation,
+)
+from wiretide.dissector.protocols._body import body_object
+
+# A header block larger than this is hostile (common servers refuse beyond 8-64 KiB).
+MAX_HEAD_BYTES: Final = 64 * 1024
+# A start line without its end by this size is not HTTP (or is an attack).
+MAX_START_LINE: Final = 16 * 1024
+# Header fields kept per message; the rest are counted, not stored (header floods).
+MAX_HEADERS: Final = 256
+# Client bytes held while waiting to learn whether an upgrade was accepted.
+MAX_UPGRADE_WAIT: Final = 64 * 1024
+# Bytes kept while looking for the next start line after a gap.
+MAX_RESYNC_BYTES: Final = 64 * 1024
+
+METHODS: Final = frozenset(
+    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK "
+    b"UNLOCK SEARCH REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PURGE LINK "
+    b"UNLINK QUERY".split()
+)
+_MAX_METHOD_LEN: Final = max(len(m) for m in METHODS) + 1
+_VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_REQUEST_START = re.compile(
+    rb"(?:^|\n)((?:" + b"|".join(re.escape(m) for m in sorted(METHODS)) + rb") [^ \r\n]+ HTTP/1\.[01]\r?\n)"
+)
+_RESPONSE_START = re.compile(rb"(?:^|\n)(HTTP/1\.[01] [0-9]{3}[ \r\n])")
+# RFC 9110 §5.6.2 token characters.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+# Direction states.
+HEAD: Final = 0
+LENGTH: Final = 1
+CHUNK_SIZE: Final = 2
+CHUNK_DATA: Final = 3
+CHUNK_CRLF: Final = 4
+TRAILERS: Final = 5
+UNTIL_CLOSE: Final = 6
+UPGRADE_WAIT: Final = 7
+RESYNC: Final = 8
+DONE: Final = 9
+
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+_CRLF: Final = (13, 10)
+
+
+class _Message:
+    """A message being assembled (mutable; frozen into `Message` when complete)."""
+
+    __slots__ = (
+        "body",
+        "body_kept",
+        "body_total",
+        "fields",
+        "headers",
+        "ordinal",
+        "size",
+        "trailers",
+        "truncated",
+        "ts",
+    )
+
+    def __init__(self, ts: int, fields: dict[str, Any], headers: dict[str, str], size: int) -> None:
+        self.ts = ts
+        self.fields = fields
+        self.headers = headers
+        self.size = size
+        self.body: list[bytes] = []
+        self.body_kept = 0
+        self.body_total = 0
+        self.truncated = False
+        self.trailers: dict[str, str] | None = None
+        self.ordinal: int | None = None  # responses: which request (by order) this one answers
+
+
+class _Direction:
+    __slots__ = (
+        "buf",
+        "cap",
+        "cur",
+        "informational",
+        "is_client",
+        "remaining",
+        "session",
+        "state",
+        "upgrade_pending",
+    )
+
+    def __init__(self, session: Http1Session, is_client: bool, cap: int) -> None:
+        self.session = session
+        self.is_client = is_client
+        self.cap = cap
+        self.buf = bytearray()
+        self.state = HEAD
+        self.cur: _Message | None = None
+        self.remaining = 0
+        self.informational: list[dict[str, Any]] = []
+        self.upgrade_pending = False
+
+    # -- bytes in -----------------------------------------------------------------------------
+
+    def feed(self, data: bytes, ts: int, out: list[Event]) -> None:
+        if self.state == DONE:
+            return
+        self.buf += data
+        self.run(ts, out)
+
+    def run(self, ts: int, out: list[Event]) -> None:
+        steps = _STEPS
+        while self.state != DONE and steps[self.state](self, ts, out):
+            pass
+
+    def gap(self, size: int, ts: int, out: list[Event]) -> None:
+        state = self.state
+        cur = self.cur
+        if state in (LENGTH, CHUNK_DATA) and cur is not None and size <= self.remaining and not self.buf:
+            self.remaining -= size
+            cur.truncated = True
+            cur.body_total += size
+            if state == LENGTH and self.remaining == 0:
+                self._complete(ts, out)
+            return
+        if state == UNTIL_CLOSE and cur is not None:
+            cur.truncated = True
+            cur.body_total += size
+            return
+        if state in (DONE, UPGRADE_WAIT):
+            return
+        if cur is not None:
+            cur.truncated = True
+            self._complete(ts, out)
+        self.buf.clear()
+        self.state = RESYNC
+
+    def close(self, ts: int, out: list[Event]) -> None:
+        cur = self.cur
+        if cur is not None and self.state in (
+            UNTIL_CLOSE,
+            LENGTH,
+            CHUNK_SIZE,
+            CHUNK_DATA,
+            CHUNK_CRLF,
+            TRAILERS,
+        ):
+            if self.state != UNTIL_CLOSE:
+                cur.truncated = True
+            self._complete(ts, out)
+        self.state = DONE
+
+    # -- states -------------------------------------------------------------------------------
+
+    def _head(self, ts: int, out: list[Event]) -> bool:
+        buf = self.buf
+        # RFC 9112 §2.2: ignore empty lines before a start line.
+        if not buf:
+            return False
+        if buf[0] in _CRLF:
+            while buf[:2] == b"\r\n" or buf[:1] == b"\n":
+                del buf[: 2 if buf[:1] == b"\r" else 1]
+            if not buf:
+                return False
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            j = buf.find(b"\n")
+            if j < 0:
+                if len(buf) > MAX_START_LINE or not self._plausible_start(bytes(buf[:_MAX_METHOD_LEN])):
+                    return self._violate("not an HTTP/1 start line", out)
+                return False
+            if not self._plausible_start(bytes(buf[:j])):
+                return self._violate("not an HTTP/1 start line", out)
+            if len(buf) > MAX_HEAD_BYTES:
+                return self._violate("header block too large", out)
+            k = buf.find(b"\n\n")  # bare-LF line endings (RFC 9112 §2.2 allows accepting them)
+            if k < 0:
+                return False
+            head = bytes(buf[:k])
+            consumed = k + 2
+        else:
+            if i > MAX_HEAD_BYTES:
+                return self._violate("header block too large", out)
+            head = bytes(buf[:i])
+            consumed = i + 4
+        del buf[:consumed]
+        nl = head.find(b"\n")
+        if nl < 0:
+            start, block = head, b""
+        else:
+            start, block = head[:nl], head[nl + 1 :]
+            if start[-1:] == b"\r":
+                start = start[:-1]
+        if self.is_client:
+            return self._request_head(start, block, consumed, ts, out)
+        return self._response_head(start, block, consumed, ts, out)
+
+    def _plausible_start(self, line: bytes) -> bool:
+        if self.is_client:
+            method, sp, _ = line.partition(b" ")
+            if not sp:
+                return any(m.startswith(method) for m in METHODS) if len(method) < _MAX_METHOD_LEN else False
+            return _TOKEN.fullmatch(method) is not None
+        return b"HTTP/1."[: len(line)] == line[:7] and (len(line) < 8 or line[7:8] in b"01")
+
+    def _violate(self, reason: str, out: list[Event]) -> bool:
+        out.append(Violation(f"http: {reason}"))
+        self.state = DONE
+        self.buf.clear()
+        return False
+
+    def _headers(self, block: bytes, out: list[Event]) -> tuple[dict[str, str], list[str], int] | None:
+        headers: dict[str, str] = {}
+        cookies: list[str] = []
+        dropped = 0
+        last = ""
+        if not block:
+            return headers, cookies, dropped
+        # One decode for the whole block; field values may be UTF-8 in practice (RFC 9110 §5.5).
+        text = block.decode("utf-8", "replace")
+        for line in text.replace("\r\n", "\n").split("\n"):
+            if line[:1] in (" ", "\t"):  # obs-fold (RFC 9112 §5.2): continuation of the previous value
+                if last:
+                    headers[last] += " " + line.strip()
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or not name or name[-1] in " \t":  # RFC 9112 §5.1: no space before the colon
+                self._violate("malformed header line", out)
+                return None
+            if len(headers) >= MAX_HEADERS:
+                dropped += 1
+                continue
+            key = name.lower()
+            val = value.strip()
+            if key in {"cookie", "set-cookie"}:
+                cookies.append(val)
+            old = headers.get(key)
+            headers[key] = val if old is None else f"{old}, {val}"
+            last = key
+        return headers, cookies, dropped
+
+    def _request_head(self, start: bytes, block: bytes, size: int, ts: int, out: list[Event]) -> bool:
+        method, _, rest = start.partition(b" ")
+        target, _, version = rest.rpartition(b" ")
+        ver = _VERSIONS.get(version)
+        if ver is None or not target or (method not in METHODS and _TOKEN.fullmatch(method) is None):
+            return self._violate("malformed request line", out)
+        parsed = self._headers(block, out)
+        if parsed is None:
+            return False
+        headers, cookie_lines, dropped = parsed
+        method_s = method.decode("ascii")
+        target_s = target.decode("utf-8", "replace")
+        if target_s.startswith(("http://", "https://")):
+            url = target_s
+            after = target_s.split("//", 1)[1]
+            slash = after.find("/")
+            target_s = after[slash:] if slash >= 0 else "/"
+        else:
+            url = f"http://{headers.get('host', '')}{target_s}"
+        path, _, qs = target_s.partition("?")
+        query = _query(qs) if qs else {}
+        cookies: dict[str, str] = {}
+        for line in cookie_lines:
+            for pair in line.split(";"):
+                k, eq, v = pair.strip().partition("=")
+                if eq and k:
+                    cookies[k] = v
+        fields: dict[str, Any] = {
+            "method": method_s,
+            "url": url,
+            "path": path,
+            "path_segments": [unquote(s) if "%" in s else s for s in path.split("/") if s],
+            "query_string": qs,
+            "query": query,
+            "http_version": ver,
+            "headers": headers,
+            "cookies": cookies,
+            "body": None,
+        }
+        if dropped:
+            fields["headers_dropped"] = dropped
+        cur = self.cur = _Message(ts, fields, headers, size)
+        self.session.methods.append(method_s)
+        self.upgrade_pending = "upgrade" in headers and "upgrade" in headers.get("connection", "").lower()
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        if te is not None:
+            # RFC 9112 §6.3: a request whose final coding is not chunked cannot be framed.
+            if not _chunked(te):
+                return self._violate("request transfer-encoding without chunked", out)
+            self.state = CHUNK_SIZE
+            return True
+        if cl is not None:
+            n = _content_length(cl)
+            if n is None:
+                return self._violate("invalid content-length", out)
+            if n:
+                self.remaining = n
+                self.state = LENGTH
+                return True
+        cur.fields["body"] = body_object(b"", 0, headers, self.cap, False)
+        self._complete(ts, out)
+        return True
+
+    def _response_head(self, start: bytes, block: bytes, size: int, ts: int, out: list[Event]) -> bool:
+        version, _, rest = start.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        ver = _VERSIONS.get(version)
+        if ver is None or len(code) != 3 or not code.isdigit():
+            return self._violate("malformed status line", out)
+        status = int(code)
+        parsed = self._headers(block, out)
+        if parsed is None:
+            return False
+        headers, cookie_lines, dropped = parsed
+        reason_s = reason.strip().decode("utf-8", "replace")
+        session = self.session
+        if 100 <= status < 200 and status != 101:
+            # RFC 9110 §15.2: interim responses precede the final one; kept on it.
+            self.informational.append(
+                {"status": status, "reason": reason_s, "headers": headers, "size": size}
+            )
+            return True
+        method = session.methods.popleft() if session.methods else None
+        cookies: dict[str, str] = {}
+        for line in cookie_lines:
+            k, eq, v = line.split(";", 1)[0].strip().partition("=")
+            if eq and k:
+                cookies[k] = v
+        fields: dict[str, Any] = {
+            "status": status,
+            "reason": reason_s,
+            "http_version": ver,
+            "headers": headers,
+            "cookies": cookies,
+            "body": None,
+        }
+        if dropped:
+            fields["headers_dropped"] = dropped
+        if self.informational:
+            fields["informational"] = self.informational
+            self.informational = []
+        cur = self.cur = _Message(ts, fields, headers, size)
+        if method is not None:
+            cur.ordinal = session.answered
+            session.answered += 1
+        client = session.client
+        if status == 101:
+            cur.fields["body"] = body_object(b"", 0, headers, self.cap, False)
+            self._complete(ts, out)
+            proto = headers.get("upgrade", "").lower()
+            self.state = DONE
+            client.state = DONE
+            rest = bytes(self.buf)
+            self.buf.clear()
+            out.append(Upgrade("ws" if "websocket" in proto else proto or "unknown", bytes(client.buf), rest))
+            client.buf.clear()
+            return False
+        if client.state == UPGRADE_WAIT:  # upgrade refused: the client speaks HTTP on
+            client.state = HEAD
+            session.resume_client = True
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        if method == "HEAD" or status in _NO_BODY_STATUS or (method == "CONNECT" and 200 <= status < 300):
+            # RFC 9112 §6.3 items 1-2: these responses end with their header section.
+            if method == "CONNECT" and 200 <= status < 300:
+                cur.fields["body"] = body_object(b"", 0, headers, self.cap, False)
+                self._complete(ts, out)
+                return self._violate("CONNECT tunnel: the bytes that follow are not HTTP", out)
+        elif te is not None:
+            self.state = CHUNK_SIZE if _chunked(te) else UNTIL_CLOSE
+            return True
+        elif cl is not None:
+            n = _content_length(cl)
+            if n is None:
+                return self._violate("invalid content-length", out)
+            if n:
+                self.remaining = n
+                self.state = LENGTH
+                return True
+        else:
+            self.state = UNTIL_CLOSE
+            return True
+        cur.fields["body"] = body_object(b"", 0, headers, self.cap, False)
+        self._complete(ts, out)
+        return True
+
+    def _take_body(self, n: int) -> None:
+        cur = self.cur
+        assert cur is not None
+        buf = self.buf
+        if cur.body_kept < self.cap:
+            piece = bytes(buf[: min(n, self.cap - cur.body_kept)])
+            cur.body.append(piece)
+            cur.body_kept += len(piece)
+        cur.body_total += n
+        cur.size += n
+        del buf[:n]
+
+    def _length(self, ts: int, out: list[Event]) -> bool:
+        n = min(self.remaining, len(self.buf))
+        if n == 0:
+            return False
+        self._take_body(n)
+        self.remaining -= n
+        if self.remaining:
+            return False
+        self._complete(ts, out)
+        return True
+
+    def _until_close(self, ts: int, out: list[Event]) -> bool:
+        if self.buf:
+            self._take_body(len(self.buf))
+        return False
+
+    def _chunk_size(self, ts: int, out: list[Event]) -> bool:
+        buf = self.buf
+        i = buf.find(b"\n")
+        if i < 0:
+            if len(buf) > MAX_START_LINE:
+                return self._violate("chunk size line too long", out)
+            return False
+        line = bytes(buf[:i]).split(b";", 1)[0].strip()  # RFC 9112 §7.1.1: chunk extensions ignored
+        if not line or len(line) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in line):
+            return self._violate("invalid chunk size", out)
+        del buf[: i + 1]
+        assert self.cur is not None
+        self.cur.size += i + 1
+        n = int(line, 16)
+        if n == 0:
+            self.state = TRAILERS
+        else:
+            self.remaining = n
+            self.state = CHUNK_DATA
+        return True
+
+    def _chunk_data(self, ts: int, out: list[Event]) -> bool:
+        n = min(self.remaining, len(self.buf))
+        if n == 0:
+            return False
+        self._take_body(n)
+        self.remaining -= n
+        if self.remaining:
+            return False
+        self.state = CHUNK_CRLF
+        return True
+
+    def _chunk_crlf(self, ts: int, out: list[Event]) -> bool:
+        buf = self.buf
+        assert self.cur is not None
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self.cur.size += 2
+        elif buf[:1] == b"\n":
+            del buf[:1]
+            self.cur.size += 1
+        elif len(buf) >= 2 or (buf and buf[:1] != b"\r"):
+            return self._violate("chunk data not followed by CRLF", out)
+        else:
+            return False
+        self.state = CHUNK_SIZE
+        return True
+
+    def _trailers(self, ts: int, out: list[Event]) -> bool:
+        buf = self.buf
+        cur = self.cur
+        assert cur is not None
+        # RFC 9112 §7.1.2: trailer fields, then an empty line.
+        if buf[:2] == b"\r\n" or buf[:1] == b"\n":
+            n = 2 if buf[:1] == b"\r" else 1
+            del buf[:n]
+            cur.size += n
+            self._complete(ts, out)
+            return True
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                return self._violate("trailer section too large", out)
+            return False
+        block = bytes(buf[:i])
+        del buf[: i + 4]
+        cur.size += i + 4
+        parsed = self._headers(block, out)
+        if parsed is None:
+            return False
+        cur.fields["trailers"] = parsed[0]
+        self._complete(ts, out)
+        return True
+
+    def _upgrade_wait(self, ts: int, out: list[Event]) -> bool:
+        if len(self.buf) > MAX_UPGRADE_WAIT:
+            return self._violate("too many bytes before the upgrade answer", out)
+        return False
+
+    def _resync(self, ts: int, out: list[Event]) -> bool:
+        buf = self.buf
+        m = (_REQUEST_START if self.is_client else _RESPONSE_START).search(buf)
+        if m is None:
+            if len(buf) > MAX_RESYNC_BYTES:
+                del buf[: len(buf) - 64]
+            return False
+        del buf[: m.start(1)]
+        self.state = HEAD
+        if not self.is_client:  # the matching request is lost in the gap
+            session = self.session
+            if session.methods and len(session.methods) > 1:
+                session.methods.popleft()
+        return True
+
+    def _complete(self, ts: int, out: list[Event]) -> None:
+        cur = self.cur
+        assert cur is not None
+        self.cur = None
+        if cur.fields["body"] is None:
+            raw = b"".join(cur.body)
+            cur.fields["body"] = body_object(
+                raw, cur.body_total, cur.headers, self.cap, cur.body_total > cur.body_kept
+            )
+        msg = Message(
+            is_request=self.is_client,
+            ts_first=cur.ts,
+            ts_last=ts,
+            size=cur.size,
+            fields=cur.fields,
+            truncated=cur.truncated,
+        )
+        session = self.session
+        if self.is_client:
+            out.append(msg)
+            session.requests_done += 1
+            if session.held:  # responses that finished before their request did
+                ready = [m for o, m in session.held if o < session.requests_done]
+                session.held = [(o, m) for o, m in session.held if o >= session.requests_done]
+                out.extend(ready)
+        elif cur.ordinal is not None and cur.ordinal >= session.requests_done:
+            session.held.append((cur.ordinal, msg))  # FIFO pairing needs the request out first
+        else:
+            out.append(msg)
+        if self.is_client and self.upgrade_pending:
+            self.upgrade_pending = False
+            self.state = UPGRADE_WAIT
+        else:
+            self.state = HEAD
+
+
+_STEPS: Final = {
+    HEAD: _Direction._head,
+    LENGTH: _Direction._length,
+    CHUNK_SIZE: _Direction._chunk_size,
+    CHUNK_DATA: _Direction._chunk_data,
+    CHUNK_CRLF: _Direction._chunk_crlf,
+    TRAILERS: _Direction._trailers,
+    UNTIL_CLOSE: _Direction._until_close,
+    UPGRADE_WAIT: _Direction._upgrade_wait,
+    RESYNC: _Direction._resync,
+}
+
+
+def _query(qs: str) -> dict[str, list[str]]:
+    """application/x-www-form-urlencoded pairs (WHATWG URL §5.1); the first MAX_HEADERS are kept."""
+    query: dict[str, list[str]] = {}
+    for pair in qs.split("&", MAX_HEADERS)[:MAX_HEADERS]:
+        if not pair:
+            continue
+        k, _, v = pair.partition("=")
+        if "%" in k or "+" in k:
+            k = unquote_plus(k)
+        if "%" in v or "+" in v:
+            v = unquote_plus(v)
+        vals = query.get(k)
+        if vals is None:
+            query[k] = [v]
+        else:
+            vals.append(v)
+    return query
+
+
+def _chunked(te: str) -> bool:
+    """RFC 9112 §6.3 item 4: chunked framing when chunked is the final coding (empty list items skipped)."""
+    codings = [c.strip().lower() for c in te.split(",") if c.strip()]
+    return bool(codings) and codings[-1] == "chunked"
+
+
+def _content_length(value: str) -> int | None:
+    """RFC 9110 §8.6: digits only; a list of equal values is accepted, differing ones are not."""
+    parts = {p.strip() for p in value.split(",")}
+    if len(parts) != 1:
+        return None
+    (text,) = parts
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+class Http1Session:
+    """Both directions of one HTTP/1 connection."""
+
+    __slots__ = ("answered", "client", "held", "methods", "requests_done", "resume_client", "server")
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.methods: deque[str] = deque(maxlen=1024)
+        self.answered = 0  # response heads matched to a request head so far
+        self.requests_done = 0  # requests completed so far
+        self.held: list[tuple[int, Message]] = []
+        self.client = _Direction(self, True, config.body_cap)
+        self.server = _Direction(self, False, config.body_cap)
+        self.resume_client = False
+
+    def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
+        out: list[Event] = []
+        (self.client if from_client else self.server).feed(data, ts, out)
+        if self.resume_client:
+            self.resume_client = False
+            self.client.run(ts, out)
+        return out
+
+    def gap(self, from_client: bool, size: int, ts: int) -> list[Event]:
+        out: list[Event] = []
+        (self.client if from_client else self.server).gap(size, ts, out)
+        return out
+
+    def end_of_direction(self, from_client: bool, ts: int) -> list[Event]:
+        out: list[Event] = []
+        (self.client if from_client else self.server).close(ts, out)
+        return out
+
+    def close(self, ts: int) -> list[Event]:
+        out: list[Event] = []
+        self.client.close(ts, out)
+        self.server.close(ts, out)
+        out.extend(m for _, m in self.held)
+        self.held = []
+        return out
+
+
+def probe(client: bytes, server: bytes) -> Verdict:
+    """A request line from the client or a status line from the server, on any port."""
+    maybe = False
+    if client:
+        method, sp, rest = client[:_MAX_METHOD_LEN].partition(b" ")
+        if sp:
+            if method in METHODS:
+                return Verdict.YES
+        elif any(m.startswith(method) for m in METHODS):
+            maybe = True
+    else:
+        maybe = True
+    if server:
+        head = server[:8]
+        if head.startswith(b"HTTP/1.") and len(head) == 8 and head[7:8] in b"01":
+            return Verdict.YES
+        if b"HTTP/1."[: len(head)] == head[:7]:
+            maybe = True
+    elif not client:
+        maybe = True
+    return Verdict.MAYBE if maybe else Verdict.NO
+
+
+def present(req: Message | None, resp: Message | None) -> Presented:
+    method = req.fields["method"] if req is not None else None
+    path = req.fields["path"] if req is not None else None
+    status = resp.fields["status"] if resp is not None else None
+    version = (req if req is not None else resp).fields["http_version"]  # type: ignore[union-attr]
+    if req is not None:
+        summary = f"{method} {path}" + (f" → {status}" if status is not None else "")
+    else:
+        summary = f"→ {status} {resp.fields['reason'] if resp is not None else ''}".rstrip()
+    return Presented(method=method, path=path, status=status, summary=summary, version=version)
+
+
+SPEC: Final = ProtocolSpec(
+    name="http",
+    transports=("tcp",),
+    ports=(80, 8080, 8000, 8008, 8888, 3000, 5000, 9090),
+    probe=probe,
+    session=Http1Session,
+    present=present,
+    matcher="fifo",
+    kfl_fields=(
+        "method",
+        "path",
+        "status_code",
+        "request.headers",
+        "response.headers",
+        "url",
+        "query_string",
+    ),
+)

@@ -1,0 +1,149 @@
+"""The protocol registry: built-ins in their declared order, then `wiretide.dissectors` entry points.
+
+Rule: detection order is explicit override → port hint → content heuristics (the probes) on the first
+bytes of both directions; ports are only hints — a probe that says NO on a hinted port is not trusted
+over one that says YES, so HTTP on 18080 and TLS on 80 are both found.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Final
+
+from wiretide.dissector.api import ProtocolSpec, Verdict
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP: Final = "wiretide.dissectors"
+
+
+class Registry:
+    """Specs by name and by (transport, port); `detect` picks one for a flow's first bytes."""
+
+    __slots__ = ("_order", "by_name", "overrides", "ports")
+
+    def __init__(self, specs: Iterable[ProtocolSpec], overrides: Mapping[int, str] | None = None) -> None:
+        self.by_name: dict[str, ProtocolSpec] = {}
+        self.ports: dict[tuple[str, int], list[ProtocolSpec]] = {}
+        self._order: dict[str, list[ProtocolSpec]] = {"tcp": [], "udp": [], "sctp": []}
+        for spec in specs:
+            self.add(spec)
+        self.overrides: dict[int, str] = {}
+        for port, name in (overrides or {}).items():
+            if name not in self.by_name:
+                raise ValueError(f"port override {port}={name}: no dissector named {name!r}")
+            self.overrides[port] = name
+
+    def add(self, spec: ProtocolSpec) -> None:
+        if spec.name in self.by_name:
+            raise ValueError(f"dissector {spec.name!r} registered twice")
+        self.by_name[spec.name] = spec
+        if not spec.detect:
+            return
+        for transport in spec.transports:
+            self._order[transport].append(spec)
+            for port in spec.ports:
+                self.ports.setdefault((transport, port), []).append(spec)
+
+    def candidates(self, transport: str, sport: int, dport: int) -> tuple[list[ProtocolSpec], int]:
+        """Specs to probe, in order — override, port hints, then every other one by priority — and how
+        many of them lead because of the ports."""
+        out: list[ProtocolSpec] = []
+        for port in (dport, sport):
+            name = self.overrides.get(port)
+            if name is not None:
+                spec = self.by_name[name]
+                if spec not in out:
+                    out.append(spec)
+        for port in (dport, sport):
+            for spec in self.ports.get((transport, port), ()):
+                if spec not in out:
+                    out.append(spec)
+        hinted = len(out)
+        for spec in self._order.get(transport, ()):
+            if spec not in out:
+                out.append(spec)
+        return out, hinted
+
+    def forced(self, sport: int, dport: int) -> ProtocolSpec | None:
+        """An explicit override pins a flow without asking the probes."""
+        name = self.overrides.get(dport) or self.overrides.get(sport)
+        return self.by_name[name] if name else None
+
+    def detect(
+        self, transport: str, sport: int, dport: int, first: bytes, second: bytes, oriented: bool
+    ) -> tuple[ProtocolSpec | None, bool, bool]:
+        """(spec, first_is_client, undecided) for the first bytes of each side.
+
+        `oriented`: the caller knows `first` is the client (it saw the SYN). Otherwise both
+        orientations are probed and the one that matches tells which side is the client. A port-hinted
+        protocol that needs more bytes makes everyone wait; an unhinted one only keeps the flow
+        undecided if nobody else says YES.
+        """
+        undecided = False
+        specs, hinted = self.candidates(transport, sport, dport)
+        for i, spec in enumerate(specs):
+            verdict = _safe_probe(spec, first, second)
+            if verdict == Verdict.YES:
+                return spec, True, False
+            if not oriented:
+                swapped = _safe_probe(spec, second, first)
+                if swapped == Verdict.YES:
+                    return spec, False, False
+                verdict = max(verdict, swapped)
+            if verdict == Verdict.MAYBE:
+                undecided = True
+                if i < hinted:
+                    break
+        return None, True, undecided
+
+
+def _safe_probe(spec: ProtocolSpec, client: bytes, server: bytes) -> Verdict:
+    try:
+        return spec.probe(client, server)
+    except Exception:  # a third-party probe must not take the flow table down
+        return Verdict.NO
+
+
+def load_entry_points() -> list[ProtocolSpec]:
+    """Third-party specs: each `wiretide.dissectors` entry point names a ProtocolSpec object."""
+    specs: list[ProtocolSpec] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = ep.load()
+        except Exception as exc:
+            log.warning(
+                "cannot load dissector entry point", extra={"entry_point": ep.name, "error": str(exc)}
+            )
+            continue
+        if isinstance(spec, ProtocolSpec):
+            specs.append(spec)
+        else:
+            log.warning("entry point is not a ProtocolSpec", extra={"entry_point": ep.name})
+    return specs
+
+
+def default_registry(overrides: Mapping[int, str] | None = None, plugins: bool = True) -> Registry:
+    from wiretide.dissector.protocols import BUILTINS
+
+    specs = list(BUILTINS)
+    if plugins:
+        names = {s.name for s in specs}
+        specs.extend(s for s in load_entry_points() if s.name not in names)
+    return Registry(specs, overrides)
+
+
+def parse_overrides(text: str) -> dict[int, str]:
+    """`"8443=http,5300=dns"` → {8443: "http", 5300: "dns"}; raises ValueError naming the bad part."""
+    out: dict[int, str] = {}
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        port_text, sep, name = part.partition("=")
+        if not sep or not port_text.strip().isdigit() or not 0 < int(port_text) < 65536 or not name.strip():
+            raise ValueError(f"port override must look like PORT=PROTOCOL, got {part!r}")
+        out[int(port_text)] = name.strip()
+    return out

@@ -1,0 +1,249 @@
+"""The dissector service process: Ingest streams of PacketBatches → pipeline → EntryBatches on NATS.
+
+Rule: the asyncio shell stays thin — it decodes batches, runs the sans-I/O pipeline, hands entries to
+one JetStream `BatchPublisher` per capture node, and counts everything it drops; credits shrink while
+the publisher is backed up, so a slow NATS slows capture instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import grpc
+from prometheus_client import Counter, Gauge
+from pydantic import field_validator
+
+from wiretide.common.bus import BatchPublisher, Bus, entries_subject
+from wiretide.common.entry import encode_batch
+from wiretide.common.packets import PacketColumns
+from wiretide.common.service import Service
+from wiretide.common.settings import CommonSettings
+from wiretide.dissector.pipeline import Limits, Pipeline
+from wiretide.dissector.registry import Registry, default_registry, parse_overrides
+from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
+
+PACKETS = Counter("wiretide_dissector_packets_total", "Packets received over Ingest")
+BYTES = Counter("wiretide_dissector_bytes_total", "Captured bytes received over Ingest")
+BATCHES = Counter("wiretide_dissector_batches_total", "PacketBatches received over Ingest")
+ENTRIES = Counter("wiretide_dissector_entries_total", "Entries produced", ["protocol"])
+DROPS = Counter("wiretide_dissector_drops_total", "Packets, flows or entries dropped, by reason", ["reason"])
+CAPTURE_DROPS = Counter(
+    "wiretide_dissector_capture_dropped_total",
+    "Packets the capture side reports it dropped",
+    ["node", "reason"],
+)
+FLOWS = Gauge("wiretide_dissector_flows_active", "Flows in the tables")
+
+# Batches a sender may have in flight per stream (credit-based backpressure).
+DEFAULT_CREDITS: Final = 8
+# Capture nodes one dissector keeps separate flow tables for (the same 5-tuple on two nodes differs).
+MAX_NODES: Final = 256
+# How often the idle/absolute timeouts run against the wall clock (live capture has no end of file).
+SWEEP_EVERY_S: Final = 1.0
+SOURCES: Final = {
+    packets_pb2.CAPTURE_SOURCE_AF_PACKET: "af_packet",
+    packets_pb2.CAPTURE_SOURCE_EBPF_TLS: "ebpf_tls",
+    packets_pb2.CAPTURE_SOURCE_PCAP: "pcap",
+}
+
+
+class DissectorSettings(CommonSettings):
+    dissector_credits: int = DEFAULT_CREDITS
+    dissector_max_flows: int = 100_000  # per transport and capture node
+    dissector_body_cap: int = 64 * 1024  # body bytes kept per message and direction
+    dissector_ports: str = ""  # explicit overrides, e.g. "8443=http,5300=dns"
+    dissector_tcp_idle_s: float = 300.0
+    dissector_udp_idle_s: float = 30.0
+    dissector_publish_items: int = 500  # entries per NATS message
+    dissector_max_buffered: int = 100_000  # entries held while NATS is away, then dropped and counted
+
+    @field_validator("dissector_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        parse_overrides(value)
+        return value
+
+    @field_validator(
+        "dissector_credits", "dissector_max_flows", "dissector_publish_items", "dissector_max_buffered"
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("dissector_body_cap")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be >= 0")
+        return value
+
+
+class DissectorApi(dissector_pb2_grpc.DissectorServiceServicer):
+    def __init__(self, service: DissectorService) -> None:
+        self.service = service
+
+    async def Ingest(
+        self,
+        request_iterator: AsyncIterator[dissector_pb2.IngestRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[dissector_pb2.IngestResponse]:
+        service = self.service
+        yield dissector_pb2.IngestResponse(acked_seq=0, credits=service.credits())
+        async for req in request_iterator:
+            service.ingest(req.batch)
+            yield dissector_pb2.IngestResponse(acked_seq=req.batch.seq, credits=service.credits())
+            await asyncio.sleep(0)  # let the publishers run between batches
+
+    async def GetStats(
+        self, request: dissector_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> dissector_pb2.GetStatsResponse:
+        s = self.service
+        return dissector_pb2.GetStatsResponse(
+            packets=s.packets,
+            bytes=s.bytes,
+            flows_active=s.flows_active(),
+            entries=s.entries,
+            drops=s.all_drops(),
+        )
+
+
+class DissectorService(Service):
+    name = "dissector"
+    settings_cls = DissectorSettings
+
+    def __init__(self, settings: CommonSettings) -> None:
+        super().__init__(settings)
+        assert isinstance(settings, DissectorSettings)
+        self.cfg = settings
+        self.registry: Registry = default_registry(parse_overrides(settings.dissector_ports))
+        self.limits = Limits(
+            max_flows=settings.dissector_max_flows,
+            tcp_idle_ns=int(settings.dissector_tcp_idle_s * 1e9),
+            udp_idle_ns=int(settings.dissector_udp_idle_s * 1e9),
+            body_cap=settings.dissector_body_cap,
+        )
+        self.pipelines: dict[str, Pipeline] = {}
+        self.publishers: dict[str, BatchPublisher[dict[str, Any]]] = {}
+        self.producer = f"dissector-{socket.gethostname()}-{os.getpid()}"
+        self.packets = 0
+        self.bytes = 0
+        self.entries = 0
+        self.drops: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._fed_at: dict[str, int] = {}
+
+    def register(self, server: grpc.aio.Server) -> None:
+        dissector_pb2_grpc.add_DissectorServiceServicer_to_server(DissectorApi(self), server)
+
+    async def start(self, bus: Bus) -> None:
+        self.bus = bus
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="dissector-sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for node, pipeline in self.pipelines.items():
+            self._publish(node, pipeline.finish())
+        for pub in self.publishers.values():
+            await pub.close()
+
+    # ---- the work ---------------------------------------------------------------------------
+
+    def credits(self) -> int:
+        backed_up = any(len(p.buffer) > p.max_items * 4 for p in self.publishers.values())
+        return 1 if backed_up else self.cfg.dissector_credits
+
+    def _count_drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+        DROPS.labels(reason).inc(n)
+
+    def _pipeline(self, node: str) -> Pipeline | None:
+        pipeline = self.pipelines.get(node)
+        if pipeline is None:
+            if len(self.pipelines) >= MAX_NODES:
+                return None
+            pipeline = self.pipelines[node] = Pipeline(self.registry, node=node, limits=self.limits)
+        return pipeline
+
+    def ingest(self, batch: packets_pb2.PacketBatch) -> None:
+        """One batch through the pipeline; its entries go to the node's publisher."""
+        n = len(batch.caplens)
+        self.packets += n
+        self.bytes += len(batch.data)
+        PACKETS.inc(n)
+        BYTES.inc(len(batch.data))
+        BATCHES.inc()
+        node = batch.node or self.settings.node_name
+        for reason, count in batch.dropped.items():
+            CAPTURE_DROPS.labels(node, reason).inc(count)
+        cols = PacketColumns.from_proto(batch)
+        if not cols.consistent():
+            self._count_drop("bad_batch", n)
+            return
+        pipeline = self._pipeline(node)
+        if pipeline is None:
+            self._count_drop("too_many_nodes", n)
+            return
+        pipeline.source = SOURCES.get(batch.source, "af_packet")
+        before = dict(pipeline.drops)
+        entries = pipeline.feed(cols)
+        self._fed_at[node] = time.monotonic_ns()
+        for reason, count in pipeline.drops.items():
+            delta = count - before.get(reason, 0)
+            if delta:
+                self._count_drop(reason, delta)
+        self._publish(node, entries)
+        FLOWS.set(self.flows_active())
+
+    def _publish(self, node: str, entries: Sequence[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        self.entries += len(entries)
+        for e in entries:
+            ENTRIES.labels(e["protocol"]).inc()
+        pub = self.publishers.get(node)
+        if pub is None:
+            if self.bus is None:
+                self._count_drop("no_bus", len(entries))
+                return
+            producer = self.producer
+
+            def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str]:
+                return encode_batch(items, node, producer, seq), f"{producer}-{node}-{seq}"
+
+            pub = self.publishers[node] = BatchPublisher(
+                self.bus,
+                entries_subject(node),
+                encode,
+                max_items=self.cfg.dissector_publish_items,
+                max_buffered=self.cfg.dissector_max_buffered,
+            )
+            pub.start()
+        pub.extend(entries)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            mono = time.monotonic_ns()
+            for node, pipeline in list(self.pipelines.items()):
+                # Capture time moves on with the wall clock since the last batch (replays keep their own).
+                now = pipeline.now + (mono - self._fed_at.get(node, mono))
+                self._publish(node, pipeline.flush_idle(now))
+            FLOWS.set(self.flows_active())
+
+    def flows_active(self) -> int:
+        return sum(p.active_flows for p in self.pipelines.values())
+
+    def all_drops(self) -> dict[str, int]:
+        out = dict(self.drops)
+        for pub in self.publishers.values():
+            if pub.dropped:
+                out["publish_buffer_full"] = out.get("publish_buffer_full", 0) + pub.dropped
+        return out

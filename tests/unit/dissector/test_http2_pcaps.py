@@ -1,0 +1,141 @@
+"""Real HTTP/2 and gRPC captures (/work/shared/pcaps/http2, grpc): entries per stream, gRPC message
+counts and statuses, each compared with what tshark finds in the same file, plus golden JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.dissector.test_http2_support import run_file, streams
+
+PCAPS = Path("/work/shared/pcaps")
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "http2" / "golden"
+FILES = sorted([*PCAPS.glob("http2/*.pcap*"), *PCAPS.glob("grpc/*.pcap*")])
+# Non-standard ports tshark must be told about (MANIFEST.md "decode-as"); wiretide finds them alone.
+DECODE_AS = (8080, 29518, 51400, 9001, 30035, 20035, 7070)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("tshark") is None or not FILES, reason="needs tshark and the shared captures"
+)
+
+
+def tshark(path: Path, display: str, fields: list[str]) -> list[list[str]]:
+    args = [
+        "tshark",
+        "-r",
+        str(path),
+        "-Y",
+        display,
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=|",
+    ]
+    for port in DECODE_AS:
+        args += ["-d", f"tcp.port=={port},http2"]
+    for f in fields:
+        args += ["-e", f]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def tshark_streams(path: Path) -> set[tuple[str, int]]:
+    """(tcp stream, HTTP/2 stream) pairs that carry a header block (HEADERS or a PUSH_PROMISE)."""
+    out: set[tuple[str, int]] = set()
+    for tcp, types, sids, promised in tshark(
+        path,
+        "http2.type == 1 || http2.type == 5",
+        ["tcp.stream", "http2.type", "http2.streamid", "http2.push_promise.promised_stream_id"],
+    ):
+        for t, s in zip(types.split("|"), sids.split("|"), strict=True):
+            if t == "1":
+                out.add((tcp, int(s)))
+        for p in filter(None, promised.split("|")):
+            out.add((tcp, int(p)))
+    return out
+
+
+def tshark_grpc_messages(path: Path) -> dict[int, int]:
+    """gRPC messages per HTTP/2 stream (request and response together)."""
+    counts: dict[int, int] = defaultdict(int)
+    for sids, lengths in tshark(path, "grpc", ["http2.streamid", "grpc.message_length"]):
+        stream = next(int(s) for s in sids.split("|") if s != "0")
+        counts[stream] += len([x for x in lengths.split("|") if x])
+    return dict(counts)
+
+
+@pytest.fixture(scope="module", params=FILES, ids=[f.name for f in FILES])
+def capture(request: pytest.FixtureRequest) -> tuple[Path, list[dict[str, Any]]]:
+    path: Path = request.param
+    return path, run_file(path)
+
+
+def test_one_entry_per_stream_as_tshark_counts_them(capture: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, docs = capture
+    ours = streams(docs)
+    theirs = tshark_streams(path)
+    assert len(ours) == len(theirs)
+    assert sorted(int(d["stream"]) for d in ours) == sorted(s for _, s in theirs)
+
+
+def test_grpc_message_counts_and_statuses_match_tshark(capture: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, docs = capture
+    grpc_docs = [d for d in streams(docs) if d["protocol"] == "grpc"]
+    if "grpc" not in path.parent.name:
+        assert grpc_docs == []
+        return
+    assert grpc_docs
+    expected = tshark_grpc_messages(path)
+    ours = {
+        int(d["stream"]): d["request"]["message_count"] + (d["response"] or {}).get("message_count", 0)
+        for d in grpc_docs
+    }
+    assert ours == expected
+    names = tshark(path, "http2", ["http2.header.name", "http2.header.value"])
+    seen = [
+        int(vals.split("|")[names_.split("|").index("grpc-status")])
+        for names_, vals in names
+        if "grpc-status" in names_.split("|")
+    ]
+    ours_status = [(d["response"] or {}).get("grpc_status") for d in grpc_docs]
+    assert sorted(s for s in ours_status if s is not None) == sorted(seen)
+
+
+def _stable(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a golden file pins: everything but per-run ids (the entry's, and an upgrade's link)."""
+    out = {k: v for k, v in doc.items() if k != "id"}
+    for side in ("request", "response"):
+        if isinstance(out.get(side), dict) and "upgrade_id" in out[side]:
+            out[side] = {k: v for k, v in out[side].items() if k != "upgrade_id"}
+            out[side]["upgrade_linked"] = True
+    return out
+
+
+def test_entries_match_the_golden_json(capture: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, docs = capture
+    golden = GOLDEN / f"{path.name}.json"
+    got = [_stable(d) for d in docs]
+    if not golden.exists():
+        pytest.fail(
+            f"no golden file {golden}; write it with `python -m tests.unit.dissector.test_http2_pcaps`"
+        )
+    assert got == json.loads(golden.read_text())
+
+
+def write_goldens() -> None:
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for path in FILES:
+        docs = [_stable(d) for d in run_file(path)]
+        (GOLDEN / f"{path.name}.json").write_text(json.dumps(docs, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    write_goldens()
