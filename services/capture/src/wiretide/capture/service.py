@@ -443,8 +443,7 @@ class CaptureService(Service):
                 kernel += t.kernel_drops
             drops["kernel"] = kernel
             for name, error in self.live.errors.items():
-                drops[f"interface_error:{name}"] = 0
-                log.debug("interface error", extra={"interface": name, "error": error})
+                resp.errors[name] = str(error)
         if self.pool is not None:
             for reason, count in self.pool.drops.counts.items():
                 drops[reason] = drops.get(reason, 0) + count

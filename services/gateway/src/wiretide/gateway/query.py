@@ -47,6 +47,7 @@ class Completeness:
     upstream_drops: dict[str, int] = field(default_factory=dict)
     retention_deleted: dict[str, int] = field(default_factory=dict)
     invalid_skipped: int = 0
+    capture: dict[str, Any] = field(default_factory=dict)  # the capture node's last status
 
 
 @dataclass(slots=True)

@@ -35,6 +35,15 @@ class UpstreamPoller:
                 )
                 for reason, n in st.drops.items():
                     drops[f"capture.{reason}"] = drops.get(f"capture.{reason}", 0) + n
+                self.completeness.capture = {
+                    "node": st.node,
+                    "packets": st.packets,
+                    "interfaces": [
+                        {"name": i.name, "packets": i.packets, "kernel_drops": i.kernel_drops, "up": i.up}
+                        for i in st.interfaces
+                    ],
+                    "errors": dict(st.errors),
+                }
         for address in self.settings.dissector_endpoints:
             async with channel(address) as ch:
                 with contextlib.suppress(grpc.aio.AioRpcError):

@@ -69,6 +69,7 @@ def build_app(gw: GatewayService) -> Starlette:
             "services": services,
             "nats": nats,
             "store": gw.store_status(),
+            "capture": gw.completeness.capture,
         }
         return OrjsonResponse(body)
 

@@ -90,6 +90,12 @@ $("pending").onclick = () => setPaused(false);
 $("follow").onchange = (ev) => table.setOrder(ev.target.checked);
 $("clear").onclick = () => { table.clear(); refreshEmpty(); };
 
+function captureErrors() {
+  const errors = Object.entries(window.wiretideCapture?.errors || {});
+  if (!errors.length) return "";
+  return `<b class="s5">The capture service reports: ${errors.map(([i, e]) => `${esc(i)}: ${esc(e)}`).join("; ")}</b><br>`;
+}
+
 function refreshEmpty() {
   const empty = $("empty");
   if (table.length) { empty.hidden = true; return; }
@@ -102,6 +108,7 @@ function refreshEmpty() {
        (<code>WIRETIDE_CAPTURE_INTERFACES</code>), may lack privileges (it needs root or CAP_NET_RAW),
        or a BPF filter (<code>WIRETIDE_CAPTURE_BPF</code>) may exclude it.<br>
        ${overall && overall !== "SERVING" ? `<b class="s5">Some services are not healthy — see the status bar.</b><br>` : ""}
+       ${captureErrors()}
        Try <code>wiretide up --pcap FILE</code> to explore a capture, or <code>make demo</code> for a live mini-cluster.`;
 }
 

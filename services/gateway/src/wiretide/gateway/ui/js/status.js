@@ -10,9 +10,12 @@ export class StatusBar {
   async poll() {
     try {
       const h = await getJSON("/api/health");
+      window.wiretideCapture = h.capture || {};
       const pills = Object.entries(h.services || {}).map(([name, s]) =>
         `<span class="pill ${s.status === "SERVING" ? "ok" : "bad"}" title="${esc(name)}: ${esc(s.status)}">${esc(name)}</span>`);
       pills.push(`<span class="pill ${h.nats?.connected ? "ok" : "bad"}" title="NATS">nats</span>`);
+      const capErrors = Object.entries(h.capture?.errors || {});
+      if (capErrors.length) pills.push(`<span class="pill bad" title="${esc(capErrors.map(([i, e]) => `${i}: ${e}`).join("\n"))}">capture errors ${capErrors.length}</span>`);
       const entries = await getJSON("/api/entries", { limit: 1 }).catch(() => null);
       const c = entries?.completeness || {};
       this.drops = c.upstream_drops || {};
