@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "capture": "capture_cmd",
     "analyze": "analyze_cmd",
     "query": "query_cmd",
+    "demo": "demo_cmd",
 }
 
 

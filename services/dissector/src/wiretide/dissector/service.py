@@ -20,6 +20,7 @@ from pydantic import field_validator
 
 from wiretide.common.bus import BatchPublisher, Bus, entries_subject
 from wiretide.common.entry import encode_batch
+from wiretide.common.identity import IdentitySync
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
@@ -137,6 +138,7 @@ class DissectorService(Service):
         self.entries = 0
         self.drops: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.identity: IdentitySync | None = None
         self._fed_at: dict[str, int] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -144,6 +146,10 @@ class DissectorService(Service):
 
     async def start(self, bus: Bus) -> None:
         self.bus = bus
+        # The local copy of the resolver's identity table: lookups during enrichment never leave
+        # the process; it syncs in the background (snapshot, then deltas) and survives the resolver.
+        self.identity = IdentitySync(bus, self.settings.resolver_grpc)
+        await self.identity.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dissector-sweep")
 
     async def stop(self) -> None:
@@ -153,6 +159,30 @@ class DissectorService(Service):
             self._publish(node, pipeline.finish())
         for pub in self.publishers.values():
             await pub.close()
+        if self.identity is not None:
+            await self.identity.stop()
+
+    def enrich(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Name both ends by who held the address at the entry's time; learn names from DNS answers."""
+        if self.identity is None:
+            return
+        table = self.identity.table
+        for e in entries:
+            ts = e["timestamp"]
+            for side in ("src", "dst"):
+                end = e.get(side)
+                if isinstance(end, dict) and end.get("ip"):
+                    e[side] = {**end, **table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)}
+            if e["protocol"] == "dns":
+                response = e.get("response")
+                for answer in response.get("answers", ()) if isinstance(response, dict) else ():
+                    if isinstance(answer, dict) and answer.get("type") in ("A", "AAAA"):
+                        table.learn_dns(
+                            str(answer.get("name", "")),
+                            str(answer.get("data", "")),
+                            ts,
+                            int(answer.get("ttl") or 0),
+                        )
 
     # ---- the work ---------------------------------------------------------------------------
 
@@ -205,6 +235,7 @@ class DissectorService(Service):
     def _publish(self, node: str, entries: Sequence[dict[str, Any]]) -> None:
         if not entries:
             return
+        self.enrich(entries)
         self.entries += len(entries)
         for e in entries:
             ENTRIES.labels(e["protocol"]).inc()
