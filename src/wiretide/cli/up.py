@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--pace", action="store_true", help="with --pcap: replay at the recorded pace, not full speed"
     )
+    p.add_argument("--kubeconfig", type=Path, help="name traffic from this cluster's Kubernetes API")
 
 
 def print_table(states: dict[str, str], pids: dict[str, int | None], out: object = sys.stdout) -> None:
@@ -55,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
         # A recording is explored after the fact: its entries are as old as its packets, so only the
         # size bound applies unless the user set an age bound explicitly.
         extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
+    if args.kubeconfig is not None:
+        kubeconfig = args.kubeconfig.expanduser().resolve()
+        if not kubeconfig.is_file():
+            print(f"wiretide up: --kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+            return 2
+        extra["WIRETIDE_RESOLVER_SOURCE"] = "kubernetes"
+        extra["WIRETIDE_RESOLVER_KUBECONFIG"] = str(kubeconfig)
     sup = Supervisor(
         data_dir=args.data_dir.expanduser().resolve(),
         ui_host=args.ui_host,
