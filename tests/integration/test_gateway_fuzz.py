@@ -28,18 +28,19 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     nats = NatsServer(tmp / "nats")
     nats.start()
     port = free_port()
-    gw = ServiceProcess(
-        "gateway",
-        service_env(nats.url, tmp / "data", WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{port}"),
-        tmp / "gw.log",
-    )
+    env = service_env(nats.url, tmp / "data", WIRETIDE_GATEWAY_HTTP=f"127.0.0.1:{port}")
+    gw = ServiceProcess("gateway", env, tmp / "gw.log")
+    tracer = ServiceProcess("tracer", env, tmp / "tracer.log")  # /api/traces and /api/servicemap ask it
     gw.start()
+    tracer.start()
     try:
         gw.wait_health("SERVING")
+        tracer.wait_health("SERVING")
         asyncio.run(publish(nats.url, [entries(200, seed=4)]))
         yield f"http://127.0.0.1:{port}"
     finally:
         gw.kill()
+        tracer.kill()
         nats.stop()
 
 

@@ -1,25 +1,232 @@
-"""The tracer service process: entries → spans → traces, service map, RED metrics, OTLP export."""
+"""The tracer service process: entries from JetStream → spans → traces, service map, RED metrics, OTLP.
+
+Rule: the tracer reads entries through its own durable consumer (`tracer_durable`), so it resumes
+where it stopped and never competes with the gateway's store writer; the traces it reconstructs go
+only to `WIRETIDE_TRACES_OTLP_*`, never to the self-telemetry endpoint (`OTEL_*`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Literal
+
 import grpc
-from wiretide.common.bus import Bus
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import field_validator
+
+from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, decode_or_count, durable_pull
+from wiretide.common.entry import InvalidEntry, from_proto
+from wiretide.common.metrics import BUS_INVALID
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
-from wiretide.proto.v1 import tracer_pb2_grpc
+from wiretide.proto.v1 import entries_pb2, tracer_pb2_grpc
+from wiretide.tracer.api import TracerApi
+from wiretide.tracer.assemble import AssemblyConfig
+from wiretide.tracer.engine import Engine
+from wiretide.tracer.export.exporter import ExportConfig, Exporter
+from wiretide.tracer.export.transport import OtlpTarget, make_transport, parse_headers
+from wiretide.tracer.rules import RuleError, parse_rules
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 64  # EntryBatch messages per pull (each carries up to hundreds of entries)
+FETCH_TIMEOUT_S = 0.25
+IDLE_TICK_S = 0.25  # how often packet time is moved on while no entries arrive
 
 
 class TracerSettings(CommonSettings):
-    pass
+    """`WIRETIDE_TRACER_*` (assembly, storage) and `WIRETIDE_TRACES_*` (where reconstructed traces go)."""
+
+    tracer_durable: str = "tracer"
+    tracer_window_s: float = 2.0
+    tracer_clock_skew_ms: float = 5.0
+    tracer_max_spans_per_trace: int = 10_000
+    tracer_max_pending_spans: int = 200_000
+    tracer_max_traces: int = 50_000
+    tracer_map_records: int = 100_000
+    tracer_span_rules: str = ""
+
+    traces_otlp_endpoint: str = ""  # empty: no export (traces stay queryable over gRPC)
+    traces_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    traces_otlp_headers: str = ""
+    traces_otlp_insecure: bool | None = None
+    traces_otlp_ca_file: str = ""
+    traces_otlp_cert_file: str = ""
+    traces_otlp_key_file: str = ""
+    traces_otlp_timeout_s: float = 10.0
+    traces_otlp_max_queue: int = 65_536
+    traces_otlp_max_batch: int = 2_048
+    traces_otlp_flush_interval_s: float = 0.5
+    traces_otlp_max_retries: int = 5
+
+    @field_validator("tracer_span_rules")
+    @classmethod
+    def _rules(cls, value: str) -> str:
+        try:
+            parse_rules(value)
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("traces_otlp_headers")
+    @classmethod
+    def _headers(cls, value: str) -> str:
+        parse_headers(value)
+        return value
+
+    @field_validator("traces_otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be http(s)://host:port, got {value!r}")
+        return value
+
+    @field_validator(
+        "tracer_window_s", "traces_otlp_timeout_s", "traces_otlp_flush_interval_s", "tracer_clock_skew_ms"
+    )
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator(
+        "tracer_max_spans_per_trace",
+        "tracer_max_pending_spans",
+        "tracer_max_traces",
+        "tracer_map_records",
+        "traces_otlp_max_queue",
+        "traces_otlp_max_batch",
+    )
+    @classmethod
+    def _bound(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    def assembly(self) -> AssemblyConfig:
+        return AssemblyConfig(
+            window_ns=int(self.tracer_window_s * 1e9),
+            clock_skew_ns=int(self.tracer_clock_skew_ms * 1e6),
+            max_spans_per_trace=self.tracer_max_spans_per_trace,
+            max_pending=self.tracer_max_pending_spans,
+        )
+
+    def otlp_target(self) -> OtlpTarget | None:
+        if not self.traces_otlp_endpoint:
+            return None
+        return OtlpTarget(
+            endpoint=self.traces_otlp_endpoint,
+            protocol=self.traces_otlp_protocol,
+            headers=parse_headers(self.traces_otlp_headers),
+            insecure=self.traces_otlp_insecure,
+            ca_file=self.traces_otlp_ca_file,
+            cert_file=self.traces_otlp_cert_file,
+            key_file=self.traces_otlp_key_file,
+            timeout_s=self.traces_otlp_timeout_s,
+        )
+
+    def export_config(self) -> ExportConfig:
+        return ExportConfig(
+            max_queue=self.traces_otlp_max_queue,
+            max_batch=self.traces_otlp_max_batch,
+            flush_interval_s=self.traces_otlp_flush_interval_s,
+            max_retries=self.traces_otlp_max_retries,
+        )
 
 
 class TracerService(Service):
     name = "tracer"
     settings_cls = TracerSettings
 
+    def __init__(self, settings: CommonSettings) -> None:
+        super().__init__(settings)
+        assert isinstance(settings, TracerSettings)
+        self.tsettings = settings
+        self.exporter: Exporter | None = None
+        self.engine = Engine(
+            settings.assembly(),
+            rules=parse_rules(settings.tracer_span_rules),
+            max_traces=settings.tracer_max_traces,
+            max_map_records=settings.tracer_map_records,
+        )
+        self.entries_in = 0
+        self.invalid_entries = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._consuming = False
+
     def register(self, server: grpc.aio.Server) -> None:
-        # Methods answer UNIMPLEMENTED until trace assembly lands.
-        tracer_pb2_grpc.add_TracerServiceServicer_to_server(tracer_pb2_grpc.TracerServiceServicer(), server)
+        tracer_pb2_grpc.add_TracerServiceServicer_to_server(TracerApi(self.engine), server)
+
+    def ready(self) -> bool:
+        return self._consuming
 
     async def start(self, bus: Bus) -> None:
-        pass
+        target = self.tsettings.otlp_target()
+        if target is not None:
+            self.exporter = Exporter(make_transport(target), self.tsettings.export_config())
+            self.exporter.start()
+            self.engine.export = self.exporter.offer
+            log.info("exporting traces", extra={"endpoint": target.endpoint, "protocol": target.protocol})
+        self._sub = await durable_pull(
+            bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, self.tsettings.tracer_durable
+        )
+        self._consuming = True
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="tracer-consume"),
+            asyncio.create_task(self._idle(), name="tracer-idle"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.engine.flush()
+        if self.exporter is not None:
+            await self.exporter.close(timeout=self.settings.shutdown_grace_s)
+
+    async def _consume(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = await self._sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("fetch failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.5)
+                continue
+            docs: list[dict[str, Any]] = []
+            for msg in msgs:
+                batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
+                if batch is None:
+                    continue
+                for entry in batch.entries:
+                    try:
+                        docs.append(from_proto(entry))
+                    except InvalidEntry as exc:
+                        self.invalid_entries += 1
+                        BUS_INVALID.labels(msg.subject).inc()
+                        log.warning("invalid entry skipped", extra={"error": str(exc)})
+            if docs:
+                docs.sort(key=_end_ns)  # entries leave dissectors in response order; keep that order
+                self.engine.ingest(docs, time.time_ns())
+                self.entries_in += len(docs)
+            for msg in msgs:
+                await msg.ack()
+
+    async def _idle(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=IDLE_TICK_S)
+            self.engine.idle(time.time_ns())
+
+
+def _end_ns(doc: dict[str, Any]) -> int:
+    ts = doc.get("timestamp", 0)
+    elapsed = doc.get("elapsed_us")
+    return int(ts) + (int(elapsed) * 1000 if isinstance(elapsed, int) else 0)

@@ -131,6 +131,47 @@ def document() -> dict[str, Any]:
                     "responses": {"200": {"description": "groups", "content": _JSON}, "400": _ERROR},
                 }
             },
+            "/api/traces/{trace_id}": {
+                "get": {
+                    "summary": "One reconstructed trace: its spans with link kind and confidence",
+                    "parameters": [
+                        {"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "spans", "content": _JSON},
+                        "400": _ERROR,
+                        "404": _ERROR,
+                        "503": _ERROR,
+                    },
+                }
+            },
+            "/api/traces": {
+                "get": {
+                    "summary": "Traces whose spans match a KFL query",
+                    "parameters": [
+                        kfl,
+                        _q("start", "from (ns since the epoch)", {"type": "integer", "minimum": 0}),
+                        _q("end", "until (ns since the epoch)", {"type": "integer", "minimum": 0}),
+                        _q("limit", "traces at most", {"type": "integer", "minimum": 0}),
+                    ],
+                    "responses": {
+                        "200": {"description": "trace summaries", "content": _JSON},
+                        "400": _ERROR,
+                        "503": _ERROR,
+                    },
+                }
+            },
+            "/api/servicemap": {
+                "get": {
+                    "summary": "Workloads and the edges between them: protocol, rate, errors, latency",
+                    "parameters": [kfl, _q("window", "how far back, e.g. 15m, or ns")],
+                    "responses": {
+                        "200": {"description": "nodes and edges", "content": _JSON},
+                        "400": _ERROR,
+                        "503": _ERROR,
+                    },
+                }
+            },
             "/api/kfl/validate": {
                 "post": {
                     "summary": "Check a KFL query; problems carry a position and a hint",

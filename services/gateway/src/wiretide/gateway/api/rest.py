@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
+from wiretide.gateway.api import traces
 from wiretide.gateway.api.auth import BearerAuth
 from wiretide.gateway.api.health import service_health
 from wiretide.gateway.api.openapi import document
@@ -207,6 +208,7 @@ def build_app(gw: GatewayService) -> Starlette:
         middleware.append(Middleware(BearerAuth, token=gw.gs.gateway_token))
     return Starlette(
         routes=[
+            *traces.routes(gw),
             Route("/api/health", health),
             Route("/api/entries", entries),
             Route("/api/entries/{id}", entry),

@@ -33,7 +33,8 @@ class _Settings(Protocol):
 
 
 class _Gateway(Protocol):
-    settings: _Settings
+    @property
+    def settings(self) -> _Settings: ...
 
 
 class BadRequest(ValueError):

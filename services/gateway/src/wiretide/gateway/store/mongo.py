@@ -32,6 +32,39 @@ DUPLICATE_KEY = 11000
 FALLBACK_BYTES_PER_ENTRY = 2048
 
 
+def portable(flt: Any) -> Any:
+    """The same filter in the most widely implemented operators: a field's `$not` becomes a `$nor`,
+    a list of `$type`s an `$or` of single `$type`s. MongoDB gives the same answers either way;
+    servers that speak only the common subset of the query language (nx-27017) then can too.
+    """
+    if isinstance(flt, list):
+        return [portable(x) for x in flt]
+    if not isinstance(flt, dict):
+        return flt
+    parts: list[dict[str, Any]] = []
+    logical: dict[str, Any] = {}
+    for key, value in flt.items():
+        if key in ("$and", "$or", "$nor"):
+            logical[key] = portable(value)
+        elif key.startswith("$") or not (isinstance(value, dict) and any(k.startswith("$") for k in value)):
+            parts.append({key: value})
+        else:
+            ops = dict(value)
+            extra: list[dict[str, Any]] = []
+            if "$not" in ops:
+                extra.append({"$nor": [{key: ops.pop("$not")}]})
+            if isinstance(ops.get("$type"), list):
+                extra.append({"$or": [{key: {"$type": t}} for t in ops.pop("$type")]})
+            if ops:
+                parts.append({key: ops})
+            parts.extend(extra)
+    if logical:
+        parts.append(logical)
+    if not parts:
+        return {}
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
 def _before(c: Cursor) -> dict[str, Any]:
     return {"$or": [{"timestamp": {"$lt": c.ts}}, {"timestamp": c.ts, "_id": {"$lt": c.id}}]}
 
@@ -105,7 +138,7 @@ class MongoStore:
         if query.strip():
             plan = compile_mongo(query)
             if plan.filter:
-                base.append(plan.filter)
+                base.append(portable(plan.filter))
             residual = None if plan.exact else plan.residual
         if after is not None:
             base.append(_after(after))

@@ -126,10 +126,16 @@ async function applyQuery(q) {
   if (state.view === "map") drawMap();
 }
 
+// A map node is a workload, a service, a pod or a bare address: match an end by any of them.
+function endClause(side, node) {
+  const n = kflString(node.name || node.id);
+  const ns = node.namespace ? ` && ${side}.namespace == ${kflString(node.namespace)}` : "";
+  return `((${side}.workload.name == ${n} || ${side}.service.name == ${n} || ${side}.name == ${n} || ${side}.ip == ${n})${ns})`;
+}
+
 function drawMap() {
-  renderMap($("map"), $("map-note"), state.query, Number($("map-window").value), (edge) => {
-    const src = edge.source.split("/").pop(), dst = edge.destination.split("/").pop();
-    filter.input.value = `src.name == ${kflString(src)} && dst.name == ${kflString(dst)}`;
+  renderMap($("map"), $("map-note"), state.query, Number($("map-window").value), (edge, src, dst) => {
+    filter.input.value = `${endClause("src", src)} && ${endClause("dst", dst)}`;
     switchView("traffic");
     filter.apply();
   });

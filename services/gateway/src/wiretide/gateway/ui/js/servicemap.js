@@ -72,6 +72,9 @@ export async function renderMap(el, note, query, windowS, onEdge) {
   el.innerHTML = `<svg width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${boxes.join("")}${edges.join("")}${nodes.join("")}</svg>`;
   el.querySelector("svg").addEventListener("click", (ev) => {
     const g = ev.target.closest("[data-edge]");
-    if (g) onEdge(m.edges[Number(g.dataset.edge)]);
+    if (!g) return;
+    const e = m.edges[Number(g.dataset.edge)];
+    const byId = (id) => m.nodes.find((n) => n.id === id) || { id, ...splitName(id) };
+    onEdge(e, byId(e.source), byId(e.destination));
   });
 }

@@ -1,0 +1,155 @@
+"""Benchmark: the tracer's throughput and the accuracy of its parent links.
+
+1. Throughput — spans/s assembled (streaming, timing + header links) and encoded for OTLP export, from a
+   stream of entries on one core (target >= 20k spans/s); also with the service map and trace store on.
+2. Accuracy — precision/recall of outbound-call → inbound-request links at 1, 10 and 50 concurrent
+   requests over fresh and keep-alive connections, on real traffic: three real HTTP servers on loopback
+   (frontend → api → backend), captured with tcpdump, dissected by the dissector's pipeline; ground truth
+   written by the servers. Timing alone, and with `traceparent` propagation. Needs root (tcpdump);
+   without it only the synthetic figures are printed.
+
+Figures are printed, never asserted.
+
+    .venv/bin/python bench/tracer.py [--entries 30000] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.unit.tracer.chains import build, score
+from wiretide.tracer.assemble import Assembler, AssemblyConfig
+from wiretide.tracer.engine import Engine
+from wiretide.tracer.export.otlp import Encoder
+
+BATCH = 500  # entries per EntryBatch, as the dissector publishes them
+CONFIDENT = 0.5  # the second accuracy column counts only links at least this confident
+
+
+def throughput(n_entries: int, concurrency: int, propagate: bool, full: bool) -> tuple[int, float, float]:
+    chains = build(n_entries // 3, concurrency, seed=11, pods=4, propagate=propagate)
+    entries = chains.entries
+    encoder = Encoder()
+    exported = 0
+    engine = Engine() if full else None
+    assembler = engine.assembler if engine is not None else Assembler()
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for i in range(0, len(entries), BATCH):
+        chunk = entries[i : i + BATCH]
+        if engine is not None:
+            spans = engine.ingest(chunk)
+        else:
+            assembler.add_many(chunk)
+            spans = assembler.drain()
+        if spans:
+            encoder.request(spans)
+            exported += len(spans)
+    spans = engine.flush() if engine is not None else (assembler.flush() or assembler.drain())
+    encoder.request(spans)
+    exported += len(spans)
+    return exported, time.perf_counter() - t0, time.process_time() - c0
+
+
+def live_accuracy(
+    requests: int, concurrency: int, keepalive: bool, propagate: bool, tmp: Path
+) -> tuple[float, float, float, float, float, int]:
+    """(precision, recall, mean confidence, precision and recall of links with confidence >= 0.5, links)."""
+    from tests.integration.test_tracer_live import call_of, capture_chain
+
+    chain, entries = asyncio.run(
+        capture_chain(
+            tmp, propagate=propagate, keepalive=keepalive, requests=requests, concurrency=concurrency
+        )
+    )
+    assembler = Assembler(AssemblyConfig(window_ns=2 * 10**9))
+    assembler.add_many(entries)
+    assembler.flush()
+    spans = assembler.drain()
+    by_span = {s.span_id: s for s in spans}
+    call = {e["id"]: call_of(e) for e in entries}
+    predicted: dict[str, tuple[str, float]] = {}
+    for s in spans:
+        parent = by_span.get(s.parent_span_id)
+        if s.kind == 3 and parent is not None and parent.kind == 2:
+            predicted[call[s.entry_id]] = (call[parent.entry_id], s.confidence)
+
+    def pr(min_confidence: float) -> tuple[float, float]:
+        chosen = {c: p for c, (p, conf) in predicted.items() if conf >= min_confidence}
+        correct = sum(1 for child, parent in chosen.items() if chain.truth.get(child) == parent)
+        return (correct / len(chosen) if chosen else 1.0), (
+            correct / len(chain.truth) if chain.truth else 1.0
+        )
+
+    precision, recall = pr(0.0)
+    sure_p, sure_r = pr(CONFIDENT)
+    mean_conf = sum(conf for _, conf in predicted.values()) / len(predicted) if predicted else 0.0
+    return precision, recall, mean_conf, sure_p, sure_r, len(chain.truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=30_000)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    with open("/proc/loadavg") as fh:
+        load = fh.read().split()[0]
+    print(f"tracer benchmark — {os.cpu_count()} CPUs, load average {load}, one Python thread")
+    print()
+    print("Throughput (entries → spans assembled → OTLP protobuf encoded), 3-hop chains, 4 pods per tier:")
+    for concurrency, propagate, full in (
+        (4, False, False),
+        (4, True, False),
+        (4, False, True),
+        (10, False, False),
+    ):
+        spans, seconds, cpu = throughput(args.entries, concurrency, propagate, full)
+        what = "headers" if propagate else "timing"
+        extra = " + service map + store" if full else ""
+        print(
+            f"  {what:7s} c={concurrency:<3d}{extra:22s} {spans:7d} spans: {spans / seconds:7.0f} spans/s"
+            f" wall, {spans / cpu:7.0f} spans per CPU-second"
+        )
+    print()
+    print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")
+    for concurrency in (1, 4, 10, 50):
+        chains = build(1500, concurrency, seed=5)
+        a = Assembler()
+        a.add_many(chains.entries)
+        a.flush()
+        p, r = score(chains, a.drain())
+        print(f"  timing  c={concurrency:<3d} precision {p:.3f} recall {r:.3f}")
+    print()
+    if os.geteuid() != 0:
+        print("Live accuracy skipped: tcpdump on lo needs root.")
+        return
+    print(
+        f"Parent-link accuracy, live traffic ({args.requests} requests per row, 2 links each; three server"
+        " processes on loopback, tcpdump → dissector pipeline):"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for propagate in (False, True):
+            for keepalive in (False, True):
+                for concurrency in (1, 4, 10, 50):
+                    p, r, conf, sp, sr, links = live_accuracy(
+                        args.requests, concurrency, keepalive, propagate, Path(tmp)
+                    )
+                    what = "headers" if propagate else "timing"
+                    conn = "keep-alive" if keepalive else "fresh"
+                    print(
+                        f"  {what:7s} {conn:10s} c={concurrency:<3d} precision {p:.3f} recall {r:.3f}"
+                        f" mean confidence {conf:.2f} | confidence>={CONFIDENT}: precision {sp:.3f}"
+                        f" recall {sr:.3f} ({links} links)"
+                    )
+
+
+if __name__ == "__main__":
+    main()

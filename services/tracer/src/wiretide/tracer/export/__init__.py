@@ -1,0 +1,1 @@
+"""OTLP export of reconstructed traces: encoding (`otlp`), transports (`transport`), queue (`exporter`)."""

@@ -1,0 +1,215 @@
+"""The service map and RED metrics: who calls whom, how often, how often it fails, how fast, how much.
+
+Rule: one record per entry, kept in a bounded window (oldest forgotten first, counted); the map is
+computed from those records at query time over packet time, so it reads the same for a pcap replay as
+for live traffic. Prometheus label sets are bounded: past `MAX_EDGES` distinct edges, new ones are
+reported under "other".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from prometheus_client import Counter, Histogram
+
+from wiretide.tracer.spans import Workload, describe, workload_of
+
+RED_REQUESTS = Counter(
+    "wiretide_tracer_edge_requests_total",
+    "Calls observed between two workloads",
+    ["source", "destination", "protocol", "status_class"],
+)
+RED_DURATION = Histogram(
+    "wiretide_tracer_edge_duration_seconds",
+    "Call duration between two workloads, from packet timestamps",
+    ["source", "destination", "protocol"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RED_BYTES = Counter(
+    "wiretide_tracer_edge_bytes_total",
+    "Bytes on the wire between two workloads",
+    ["source", "destination", "protocol"],
+)
+RECORDS_EVICTED = Counter(
+    "wiretide_tracer_servicemap_evicted_total", "Service-map records forgotten (window full)"
+)
+
+# Distinct (source, destination, protocol) label sets exported to Prometheus before folding into "other".
+MAX_EDGES: Final = 5_000
+OTHER: Final = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    ts_ns: int
+    source: Workload
+    destination: Workload
+    protocol: str
+    duration_ns: int
+    error: bool
+    bytes: int
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    name: str
+    namespace: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    destination: str
+    protocol: str
+    requests: int
+    request_rate: float  # per second over the window
+    error_rate: float  # fraction of requests
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    bytes: int
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def node_id(w: Workload) -> str:
+    return f"{w.namespace}/{w.service_name}" if w.namespace else w.service_name
+
+
+def node_of(w: Workload) -> Node:
+    kind = w.workload_kind or ("workload" if w.known else "external")
+    return Node(node_id(w), w.service_name, w.namespace, kind)
+
+
+def status_class(entry: dict[str, Any], error: bool) -> str:
+    status = entry.get("status")
+    if (
+        entry.get("protocol") in ("http", "http2", "graphql")
+        and isinstance(status, int)
+        and 100 <= status < 600
+    ):
+        return f"{status // 100}xx"
+    return "error" if error else "ok"
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+class ServiceMap:
+    def __init__(self, max_records: int = 100_000) -> None:
+        self.records: deque[CallRecord] = deque(maxlen=max_records)
+        self.latest_ns = 0
+        self.evicted = 0
+        self._labelled: set[tuple[str, str, str]] = set()
+        # Bound Prometheus children per (source, destination, protocol): label lookups are not free.
+        self._children: dict[tuple[Workload, Workload, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Record one call, working out both ends and the error from the entry itself."""
+        node = _str(entry.get("node"))
+        source = workload_of(_dict(entry.get("src")), node)
+        destination = workload_of(_dict(entry.get("dst")), node)
+        self.add_call(entry, source, destination, bool(describe(entry).server_error))
+
+    def add_call(self, entry: dict[str, Any], source: Workload, destination: Workload, error: bool) -> None:
+        """Record one call whose ends and error are already known (from its spans)."""
+        ts = _int(entry.get("timestamp"))
+        duration = max(_int(entry.get("elapsed_us")), 0) * 1000
+        size = _dict(entry.get("size"))
+        nbytes = max(_int(size.get("request")), 0) + max(_int(size.get("response")), 0)
+        protocol = _str(entry.get("protocol")) or "tcp"
+        if len(self.records) == self.records.maxlen:
+            self.evicted += 1
+            RECORDS_EVICTED.inc()
+        self.records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes, entry))
+        self.latest_ns = max(self.latest_ns, ts + duration)
+        self._red(source, destination, protocol, entry, error, duration, nbytes)
+
+    def _red(
+        self, source: Workload, destination: Workload, protocol: str, entry: dict[str, Any], error: bool,
+        duration_ns: int, nbytes: int,
+    ) -> None:  # fmt: skip
+        key = (source, destination, protocol)
+        children = self._children.get(key)
+        if children is None:
+            labels = (node_id(source), node_id(destination), protocol)
+            if labels not in self._labelled:
+                if len(self._labelled) >= MAX_EDGES:
+                    labels = (OTHER, OTHER, protocol)
+                else:
+                    self._labelled.add(labels)
+            children = (labels, RED_DURATION.labels(*labels), RED_BYTES.labels(*labels), {})
+            if len(self._children) < MAX_EDGES * 4:
+                self._children[key] = children
+        labels, duration_child, bytes_child, by_class = children
+        klass = status_class(entry, error)
+        counter = by_class.get(klass)
+        if counter is None:
+            counter = by_class[klass] = RED_REQUESTS.labels(*labels, klass)
+        counter.inc()
+        duration_child.observe(duration_ns / 1e9)
+        if nbytes:
+            bytes_child.inc(nbytes)
+
+    def compute(
+        self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None
+    ) -> tuple[list[Node], list[Edge]]:
+        since = self.latest_ns - window_ns if window_ns > 0 else 0
+        nodes: dict[str, Node] = {}
+        groups: dict[tuple[str, str, str], list[CallRecord]] = {}
+        for rec in reversed(self.records):
+            if rec.ts_ns < since:
+                continue
+            if predicate is not None and not predicate(rec.entry):
+                continue
+            src, dst = node_of(rec.source), node_of(rec.destination)
+            nodes.setdefault(src.id, src)
+            nodes.setdefault(dst.id, dst)
+            groups.setdefault((src.id, dst.id, rec.protocol), []).append(rec)
+        seconds = window_ns / 1e9 if window_ns > 0 else 0.0
+        edges = []
+        for (src_id, dst_id, protocol), recs in sorted(groups.items()):
+            durations = sorted(r.duration_ns / 1e6 for r in recs)
+            if seconds <= 0:
+                first = min(r.ts_ns for r in recs)
+                span = max(self.latest_ns - first, 1)
+                rate = len(recs) / (span / 1e9)
+            else:
+                rate = len(recs) / seconds
+            edges.append(
+                Edge(
+                    source=src_id,
+                    destination=dst_id,
+                    protocol=protocol,
+                    requests=len(recs),
+                    request_rate=rate,
+                    error_rate=sum(r.error for r in recs) / len(recs),
+                    p50_ms=percentile(durations, 0.50),
+                    p95_ms=percentile(durations, 0.95),
+                    p99_ms=percentile(durations, 0.99),
+                    bytes=sum(r.bytes for r in recs),
+                )
+            )
+        return sorted(nodes.values(), key=lambda n: n.id), edges

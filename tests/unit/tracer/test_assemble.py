@@ -1,0 +1,203 @@
+"""Streaming assembly: header links reuse the app's trace, timing links are honest about doubt,
+the window lets late spans join, and limits hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wiretide.tracer.assemble import Assembler, AssemblyConfig
+from wiretide.tracer.rules import RuleError, parse_rules
+from wiretide.tracer.spans import KIND_CLIENT, KIND_SERVER, Span
+
+from .chains import build, peer, score
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 10**9
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def call(eid: str, src: str | None, dst: str, start_ms: float, end_ms: float, **over: Any) -> dict[str, Any]:
+    return {
+        "id": eid,
+        "node": over.pop("node", "node-a"),
+        "timestamp": T0 + int(start_ms * MS),
+        "elapsed_us": int((end_ms - start_ms) * 1000),
+        "protocol": "http",
+        "transport": "tcp",
+        "method": "GET",
+        "path": f"/{dst}",
+        "status": 200,
+        "src": peer(src, 0, "10.0.0.9", 40000) if src else {"ip": "192.168.1.1", "port": 50000},
+        "dst": peer(dst, 0, "10.0.1.1", 8080),
+        "request": {"headers": over.pop("headers", {})},
+        **over,
+    }
+
+
+def run(entries: list[dict[str, Any]], **cfg: Any) -> tuple[Assembler, list[Span]]:
+    a = Assembler(AssemblyConfig(**cfg))
+    a.add_many(entries)
+    a.flush()
+    return a, a.drain()
+
+
+def by_entry(spans: list[Span]) -> dict[tuple[str, int], Span]:
+    return {(s.entry_id, s.kind): s for s in spans}
+
+
+def three_hops(headers: bool) -> list[dict[str, Any]]:
+    def h(span: str) -> dict[str, str]:
+        return {"traceparent": f"00-{TRACE}-{span}-01"} if headers else {}
+
+    return [  # in response order, as dissectors publish them
+        call("c", "api", "backend", 3, 8, headers=h("00000000000000c1")),
+        call("b", "frontend", "api", 2, 10, headers=h("00000000000000b1")),
+        call("a", None, "frontend", 0, 12, headers=h("00000000000000a1")),
+    ]
+
+
+def test_propagated_traceparent_links_the_chain_into_the_applications_trace() -> None:
+    _, spans = run(three_hops(headers=True))
+    assert len(spans) == 5 and {s.trace_id.hex() for s in spans} == {TRACE}
+    s = by_entry(spans)
+    assert s[("a", KIND_SERVER)].parent_span_id.hex() == "00000000000000a1"  # the app's own caller span
+    assert s[("b", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
+    assert s[("c", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
+    assert all(x.confidence == 1.0 for x in spans)
+    assert s[("b", KIND_CLIENT)].link == "header" and s[("b", KIND_SERVER)].link == "entry"
+
+
+def test_without_headers_timing_links_the_chain_with_confidence_below_one() -> None:
+    _, spans = run(three_hops(headers=False))
+    assert len({x.trace_id for x in spans}) == 1
+    s = by_entry(spans)
+    assert s[("b", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
+    assert s[("c", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
+    for key in (("b", KIND_CLIENT), ("c", KIND_CLIENT)):
+        assert s[key].link == "timing" and 0 < s[key].confidence < 1
+    assert s[("a", KIND_SERVER)].link == "root" and s[("a", KIND_SERVER)].parent_span_id == b""
+
+
+def test_concurrent_requests_lower_the_confidence_of_a_timing_link() -> None:
+    alone = run([call("b", "frontend", "api", 2, 10), call("a", None, "frontend", 0, 12)])[1]
+    crowded = run(
+        [
+            call("b", "frontend", "api", 2, 10),
+            call("a", None, "frontend", 0, 12),
+            call("x", None, "frontend", 1, 11),  # another request open around the same call
+        ]
+    )[1]
+    c_alone = by_entry(alone)[("b", KIND_CLIENT)].confidence
+    c_crowded = by_entry(crowded)[("b", KIND_CLIENT)].confidence
+    assert 0 < c_crowded < c_alone < 1
+
+
+def test_a_call_outside_every_request_of_its_pod_is_a_root() -> None:
+    _, spans = run([call("b", "frontend", "api", 20, 30), call("a", None, "frontend", 0, 12)])
+    client = by_entry(spans)[("b", KIND_CLIENT)]
+    assert client.link == "root" and client.parent_span_id == b""
+
+
+def test_a_late_parent_within_the_window_still_joins_and_one_beyond_it_does_not() -> None:
+    a = Assembler(AssemblyConfig(window_ns=100 * MS))
+    a.add(call("b", "frontend", "api", 2, 10))
+    a.advance(T0 + 60 * MS)  # 50 ms after the call ended: still inside the window
+    a.add(call("a", None, "frontend", 0, 12))
+    a.advance(T0 + 500 * MS)
+    s = by_entry(a.drain())
+    assert s[("b", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
+
+    a = Assembler(AssemblyConfig(window_ns=100 * MS))
+    a.add(call("b", "frontend", "api", 2, 10))
+    a.advance(T0 + 200 * MS)  # window closed: the call was decided without a parent
+    a.add(call("a", None, "frontend", 0, 12))
+    a.flush()
+    s = by_entry(a.drain())
+    assert s[("b", KIND_CLIENT)].link == "root"
+
+
+def test_spans_are_held_back_until_their_window_closes_and_the_trace_id_is_final() -> None:
+    a = Assembler(AssemblyConfig(window_ns=100 * MS))
+    a.add(call("b", "frontend", "api", 2, 10))
+    assert a.drain() == [] and a.pending == 1
+    a.add(call("a", None, "frontend", 0, 12))
+    first = a.drain()
+    assert [(x.entry_id, x.kind) for x in first] == [("a", KIND_SERVER)]
+    a.advance(T0 + 111 * MS)
+    rest = a.drain()
+    assert {x.trace_id for x in rest} == {first[0].trace_id} and len(rest) == 2
+
+
+def test_clock_skew_between_nodes_is_tolerated_up_to_the_bound_only() -> None:
+    skewed = [call("b", "frontend", "api", -1, 10, node="node-b"), call("a", None, "frontend", 0, 12)]
+    s = by_entry(run(skewed, clock_skew_ns=2 * MS)[1])
+    assert s[("b", KIND_CLIENT)].link == "timing"
+    s = by_entry(run(skewed, clock_skew_ns=0)[1])
+    assert s[("b", KIND_CLIENT)].link == "root"
+    same_node = [call("b", "frontend", "api", -1, 10), call("a", None, "frontend", 0, 12)]
+    assert by_entry(run(same_node, clock_skew_ns=2 * MS)[1])[("b", KIND_CLIENT)].link == "root"
+
+
+def test_a_huge_fan_out_trace_is_capped_and_the_rest_counted() -> None:
+    entries = [call(f"f{i}", "frontend", "api", 1 + i * 0.001, 2 + i * 0.001) for i in range(300)]
+    entries.append(call("root", None, "frontend", 0, 50))
+    a, spans = run(entries, max_spans_per_trace=100)
+    assert len(spans) == 100
+    assert a.stats["dropped_fanout"] == 601 - 100
+
+
+def test_span_rules_rename_and_drop_by_kfl() -> None:
+    rules = parse_rules(
+        '[{"match": "http && path.startsWith(\\"/api\\")", "name": "checkout"},'
+        ' {"match": "path == \\"/frontend\\"", "drop": true}]'
+    )
+    a = Assembler(rules=rules)
+    a.add_many(three_hops(headers=False))
+    a.flush()
+    spans = a.drain()
+    assert {s.entry_id for s in spans} == {"b", "c"}
+    assert {s.name for s in spans if s.entry_id == "b"} == {"checkout"}
+    assert a.stats["dropped_by_rule"] == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["{}", "[1]", '[{"match": "http &&"}]', '[{"match": "http &&", "name": "x"}]', "not json"]
+)
+def test_bad_span_rules_are_refused_with_the_rule_named(text: str) -> None:
+    with pytest.raises(RuleError):
+        parse_rules(text)
+
+
+def test_the_causality_seam_links_by_syscall_when_it_knows() -> None:
+    class Kernel:
+        def cause_of(self, entry: dict[str, Any]) -> str | None:
+            return "x" if entry["id"] == "b" else None
+
+    entries = [
+        call("b", "frontend", "api", 2, 10),
+        call("a", None, "frontend", 0, 12),
+        call("x", None, "frontend", 1, 11),
+    ]
+    a = Assembler(causality=Kernel())
+    a.add_many(entries)
+    a.flush()
+    s = by_entry(a.drain())
+    assert s[("b", KIND_CLIENT)].parent_span_id == s[("x", KIND_SERVER)].span_id
+    assert s[("b", KIND_CLIENT)].link == "syscall" and s[("b", KIND_CLIENT)].confidence == 1.0
+
+
+def test_headers_give_perfect_links_under_concurrency() -> None:
+    chains = build(400, 10, seed=3, propagate=True)
+    _, spans = run(chains.entries)
+    assert score(chains, spans) == (1.0, 1.0)
+    assert len({s.trace_id for s in spans}) == 400
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_timing_alone_meets_the_accuracy_targets_up_to_four_concurrent(concurrency: int) -> None:
+    chains = build(600, concurrency, seed=5)
+    _, spans = run(chains.entries)
+    precision, recall = score(chains, spans)
+    assert precision >= 0.95 and recall >= 0.90, (precision, recall)

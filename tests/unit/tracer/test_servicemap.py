@@ -1,0 +1,73 @@
+"""The service map and RED metrics match the calls fed in; the Grafana dashboard asks only for metrics
+the tracer really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+import wiretide.tracer.service  # noqa: F401 - registers every tracer metric
+from wiretide.common.kfl import compile_predicate
+from wiretide.tracer.servicemap import ServiceMap, percentile
+
+from .chains import peer
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 10**9
+
+
+def call(i: int, src: str, dst: str, ms: int, status: int, size: int = 100) -> dict[str, Any]:
+    return {
+        "id": f"e{i}", "node": "n", "timestamp": T0 + i * MS, "elapsed_us": ms * 1000, "protocol": "http",
+        "method": "GET", "path": "/x", "status": status, "src": peer(src, 0, "10.0.0.1", 4000 + i),
+        "dst": peer(dst, 0, "10.0.0.2", 80), "size": {"request": size, "response": size},
+    }  # fmt: skip
+
+
+def test_edges_carry_rate_error_rate_latency_percentiles_and_bytes() -> None:
+    smap = ServiceMap()
+    for i in range(100):
+        smap.add(call(i, "mapweb", "mapapi", ms=i + 1, status=500 if i % 10 == 0 else 200))
+    smap.add(call(200, "mapapi", "mapdb", ms=3, status=200))
+    nodes, edges = smap.compute(window_ns=10 * 10**9)
+    assert [n.id for n in nodes] == ["shop/mapapi", "shop/mapdb", "shop/mapweb"]
+    web = next(e for e in edges if e.source == "shop/mapweb")
+    assert web.requests == 100 and web.error_rate == 0.1 and web.bytes == 100 * 200
+    assert (web.p50_ms, web.p95_ms, web.p99_ms) == (50.0, 95.0, 99.0)
+    assert web.request_rate == 10.0  # 100 calls over a 10 s window
+    only_errors = smap.compute(10 * 10**9, compile_predicate("status >= 500"))[1]
+    assert [(e.source, e.requests) for e in only_errors] == [("shop/mapweb", 10)]
+    labels = {"source": "shop/mapweb", "destination": "shop/mapapi", "protocol": "http"}
+    assert (
+        REGISTRY.get_sample_value("wiretide_tracer_edge_requests_total", {**labels, "status_class": "5xx"})
+        == 10
+    )
+    assert REGISTRY.get_sample_value("wiretide_tracer_edge_duration_seconds_count", labels) == 100
+
+
+def test_the_window_is_packet_time_and_the_record_bound_is_counted() -> None:
+    smap = ServiceMap(max_records=10)
+    for i in range(30):
+        smap.add(call(i, "boundweb", "boundapi", ms=1, status=200))
+    assert smap.evicted == 20 and len(smap.records) == 10
+    _, edges = smap.compute(window_ns=5 * MS)  # the last 5 ms of packet time
+    assert edges[0].requests == 5
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([], 0.5) == 0.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_tracer_exports() -> None:
+    path = Path(__file__).resolve().parents[3] / "k8s" / "tracer" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"wiretide_tracer_[a-z_]+", e)}
+    known = set(REGISTRY._names_to_collectors)  # every sample name, _total/_bucket included
+    assert used and used <= known, used - known
