@@ -34,14 +34,23 @@ def entry(gen: UlidGenerator, ts: int, rnd: random.Random, **over: Any) -> dict[
         path = rnd.choice(PATHS)
         status = rnd.choice((200, 200, 200, 201, 204, 301, 404, 500, 503))
         doc.update(method=method, path=path, status=status, summary=f"{method} {path}", version="1.1")
-        doc["request"] = {"method": method, "path": path, "url": path, "headers": {"host": "api", "user-agent": "curl/8"},
+        headers = {"host": "api", "user-agent": "curl/8"}
+        doc["request"] = {"method": method, "path": path, "url": path, "headers": headers,
                           "cookies": {}, "query": {}, "query_string": ""}  # fmt: skip
         doc["response"] = {"status": status, "reason": "OK", "headers": {"content-type": "application/json"}}
     elif protocol == "dns":
         name = rnd.choice(("example.com", "api.shop.svc.cluster.local", "nope.invalid"))
-        doc.update(method="QUERY", path=name, status=3 if name.endswith(".invalid") else 0, summary=f"A {name}")
-        doc["request"] = {"id": rnd.randint(0, 65535), "questions": [{"name": name, "type": "A", "class": "IN"}]}
-        doc["response"] = {"rcode": doc["status"], "answers": [] if doc["status"] else [{"name": name, "type": "A", "ttl": 30, "data": "10.9.9.9"}]}
+        doc.update(
+            method="QUERY", path=name, status=3 if name.endswith(".invalid") else 0, summary=f"A {name}"
+        )
+        doc["request"] = {
+            "id": rnd.randint(0, 65535),
+            "questions": [{"name": name, "type": "A", "class": "IN"}],
+        }
+        doc["response"] = {
+            "rcode": doc["status"],
+            "answers": [] if doc["status"] else [{"name": name, "type": "A", "ttl": 30, "data": "10.9.9.9"}],
+        }
     elif protocol == "grpc":
         doc.update(method="POST", path="/shop.Orders/Get", status=200, version="2", summary="shop.Orders/Get")
         doc["request"] = {"service": "shop.Orders", "method": "Get", "headers": {}}
@@ -52,7 +61,9 @@ def entry(gen: UlidGenerator, ts: int, rnd: random.Random, **over: Any) -> dict[
     return doc
 
 
-def entries(n: int, seed: int = 1, start_ns: int | None = None, step_ns: int = 1_000_000) -> list[dict[str, Any]]:
+def entries(
+    n: int, seed: int = 1, start_ns: int | None = None, step_ns: int = 1_000_000
+) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     gen = UlidGenerator()
     t0 = time.time_ns() - n * step_ns if start_ns is None else start_ns

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nats
-from wiretide.common.bus import BatchPublisher, connect_with_retry, entries_subject
-from wiretide.common.bus.subjects import ENTRIES_ALL, ENTRIES_STREAM
 
 from tests.helpers.nats import NatsServer
+from wiretide.common.bus import BatchPublisher, connect_with_retry, entries_subject
+from wiretide.common.bus.subjects import ENTRIES_ALL, ENTRIES_STREAM
 
 
 def encode(items: Sequence[int], seq: int) -> tuple[bytes, str]:

@@ -240,7 +240,8 @@ async def test_grpc_offers_the_same_answers(
 async def test_the_cli_queries_a_running_gateway(gateway: tuple[GatewayService, str]) -> None:
     _gw, base = gateway
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wiretide.cli", "query", "dns", "--url", base, "--format", "jsonl", "--limit", "1000",
+        sys.executable, "-m", "wiretide.cli", "query", "dns", "--url", base,
+        "--format", "jsonl", "--limit", "1000",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()

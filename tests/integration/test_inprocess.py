@@ -1,4 +1,4 @@
-"""A service embedded in the test's event loop behaves like the process: the gateway stores what is published."""
+"""A service embedded in the test's event loop behaves like the process: the gateway stores entries."""
 
 from __future__ import annotations
 

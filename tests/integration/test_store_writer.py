@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import nats
+
+from tests.helpers.nats import NatsServer, free_port
 from wiretide.common.bus import entries_subject
 from wiretide.common.bus.connection import ensure_stream
 from wiretide.common.bus.subjects import ENTRIES_STREAM
@@ -19,8 +21,6 @@ from wiretide.common.entry import UlidGenerator, encode_batch
 from wiretide.proto.v1 import entries_pb2
 
 NOW = time.time_ns()
-
-from tests.helpers.nats import NatsServer, free_port
 
 
 def make_entries(n: int, gen: UlidGenerator, start: int = 0) -> list[dict[str, Any]]:

@@ -13,10 +13,10 @@ import grpc
 import httpx
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from wiretide.common.entry import UlidGenerator
 
 from tests.helpers.nats import NatsServer, free_port
 from tests.integration.test_store_writer import make_entries, publish
+from wiretide.common.entry import UlidGenerator
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):

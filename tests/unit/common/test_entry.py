@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from wiretide.common.entry import (
     InvalidEntry,
     UlidGenerator,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from wiretide.common.settings import CommonSettings, SettingsError, load_settings, parse_hostport
 
 

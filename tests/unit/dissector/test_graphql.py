@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 from hypothesis import given, settings
@@ -103,3 +104,18 @@ def test_a_json_post_that_is_not_graphql_is_left_alone() -> None:
 def test_any_document_text_never_raises(text: str, wanted: str | None) -> None:
     kind, _, roots = graphql.parse_document(text, wanted)
     assert kind in graphql.OPERATION_TYPES and len(roots) <= graphql.MAX_ROOT_FIELDS
+
+
+def test_variables_can_be_redacted_by_name_or_all_at_once() -> None:
+    req: dict[str, Any] = {
+        "variables": {"id": "7", "input": {"Password": "hunter2", "tags": [{"token": "t"}]}},
+        "batch": [{"variables": {"token": "x", "n": 1}}],
+    }
+    assert graphql.redact_variables(req, frozenset({"password", "token"})) == 3
+    assert req["variables"] == {
+        "id": "7",
+        "input": {"Password": graphql.REDACTED, "tags": [{"token": graphql.REDACTED}]},
+    }
+    assert req["batch"][0]["variables"] == {"token": graphql.REDACTED, "n": 1}
+    assert graphql.redact_variables(req) == 4  # every top-level variable of both operations
+    assert req["variables"] == {"id": graphql.REDACTED, "input": graphql.REDACTED}

@@ -296,3 +296,35 @@ def test_a_descriptor_directory_without_valid_sets_gives_an_empty_store(tmp_path
     store = grpc.SchemaStore.from_directory(str(tmp_path))
     assert not store.knows(f"/{SERVICE}/Unary")
     assert store.decode(f"/{SERVICE}/Unary", True, b"\x0a\x01x") is None
+
+
+def test_grpc_web_over_http1_is_a_grpc_entry_with_status_from_the_trailers_frame(echo: Echo) -> None:
+    import base64
+
+    from tests.unit.dissector.builders import Conversation
+    from tests.unit.dissector.test_http2_support import run
+
+    req = grpc_frame(echo.request(text="web", times=1).SerializeToString())
+    trailer_block = b"grpc-status:7\r\ngrpc-message:denied%21\r\n"
+    reply = grpc_frame(echo.reply(text="no").SerializeToString())
+    reply += bytes([0x80]) + len(trailer_block).to_bytes(4, "big") + trailer_block
+    body = base64.b64encode(reply)  # grpc-web-text: the response body is base64
+    conv = Conversation(sport=8080).handshake()
+    conv.send(
+        True,
+        b"POST /wiretide.test.Echo/Unary HTTP/1.1\r\nHost: web\r\n"
+        b"Content-Type: application/grpc-web+proto\r\nContent-Length: %d\r\n\r\n" % len(req) + req,
+    )
+    conv.send(
+        False,
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/grpc-web-text+proto\r\nContent-Length: %d\r\n\r\n"
+        % len(body)
+        + body,
+    )
+    conv.close()
+    (d,) = [x for x in run(conv.columns()) if x["protocol"] != "tcp"]
+    assert (d["protocol"], d["method"], d["status"]) == ("grpc", "Unary", 200)
+    assert d["request"]["grpc_web"] is True and d["request"]["service"] == SERVICE
+    assert d["request"]["messages"][0]["fields"][0]["string"] == "web"
+    assert (d["response"]["grpc_status"], d["response"]["grpc_message"]) == (7, "denied!")
+    assert d["response"]["messages"][0]["fields"][0]["string"] == "no"

@@ -76,7 +76,11 @@ def test_bodies_cookies_and_trailers_are_kept() -> None:
         headers=[("content-type", "application/json"), ("cookie", "a=1"), ("cookie", "b=2")],
     )
     p.respond(
-        sid, 201, body=b"done", headers=[("content-type", "text/plain")], trailers=[("x-checksum", "9")]
+        sid,
+        201,
+        body=b"done",
+        headers=[("content-type", "text/plain"), ("set-cookie", "s=9; HttpOnly"), ("set-cookie", "t=1")],
+        trailers=[("x-checksum", "9")],
     )
     (d,) = streams(run(conversation(p.wire)))
     assert d["request"]["cookies"] == {"a": "1", "b": "2"}
@@ -89,6 +93,7 @@ def test_bodies_cookies_and_trailers_are_kept() -> None:
         "truncated": False,
     }
     assert d["response"]["trailers"] == {"x-checksum": "9"}
+    assert d["response"]["cookies"] == {"s": "9", "t": "1"}
     assert d["request"]["url"] == "http://svc.test/upload"
 
 
@@ -140,6 +145,20 @@ def test_a_reset_stream_is_an_entry_with_a_connection_error() -> None:
     assert d["error"] == {"type": "connection", "message": "CANCEL from the client on stream 1"}
     assert d["path"] == "/slow"
     assert d["response"]["reset"]["name"] == "CANCEL"
+
+
+def test_frames_arriving_after_a_reset_do_not_make_another_entry() -> None:
+    p = H2Pair()
+    sid = p.request("/slow")
+    p.client.reset_stream(sid, error_code=h2.errors.ErrorCodes.CANCEL)
+    p.flush()
+    # The server had not seen the reset yet: its answer crosses it on the wire (RFC 9113 §5.1).
+    late = H2Pair()
+    late.respond(late.request("/slow"), 200, body=b"too late", trailers=[("grpc-status", "0")])
+    server_late = [chunk for from_client, chunk in late.wire[3:] if not from_client]
+    docs = run(conversation(p.wire + [(False, b) for b in server_late]))
+    (d,) = streams(docs)
+    assert d["path"] == "/slow" and d["error"]["type"] == "connection"
 
 
 def test_goaway_is_an_entry_and_refuses_streams_above_its_last_id() -> None:
@@ -317,8 +336,34 @@ def test_random_bytes_never_raise(chunks: list[tuple[bool, bytes]], with_preface
     http2.probe(chunks[0][1] if chunks else b"", b"")
 
 
+def _grpc_transcript() -> list[tuple[bool, bytes]]:
+    p = H2Pair()
+    head = [("content-type", "application/grpc"), ("te", "trailers")]
+    for i in range(3):
+        sid = p.request("/pkg.Svc/Call", "POST", body=b"\x00\x00\x00\x00\x02\x08" + bytes([i]), headers=head)
+        p.respond(sid, 200, body=b"\x00\x00\x00\x00\x00", headers=head[:1], trailers=[("grpc-status", "0")])
+    return p.wire
+
+
+GRPC_TRANSCRIPT = _grpc_transcript()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=4000), st.integers(min_value=0, max_value=4000))
+def test_a_capture_starting_anywhere_never_raises(client_skip: int, server_skip: int) -> None:
+    """Mid-stream pickup at any byte offset of either direction: events, never an exception."""
+    c = b"".join(d for fc, d in GRPC_TRANSCRIPT if fc)[client_skip:]
+    s = b"".join(d for fc, d in GRPC_TRANSCRIPT if not fc)[server_skip:]
+    events = session_events([(True, c[: len(c) // 2]), (False, s), (True, c[len(c) // 2 :])])
+    for e in events:
+        assert isinstance(e, (Message, Violation))
+
+
 def test_the_probe_says_yes_to_a_preface_and_no_to_http1_and_tls() -> None:
+    """Without a preface the probe needs both sides: one side may start inside a long frame."""
     assert http2.probe(PREFACE, b"") == Verdict.YES
     assert http2.probe(PREFACE[:10], b"") == Verdict.MAYBE
-    assert http2.probe(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"") == Verdict.NO
-    assert http2.probe(bytes.fromhex("16030100c8010000c40303") + bytes(32), b"") == Verdict.NO
+    assert http2.probe(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n") == Verdict.NO
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(32)
+    server_hello = bytes.fromhex("160303005a020000560303") + bytes(40)
+    assert http2.probe(hello, server_hello) == Verdict.NO

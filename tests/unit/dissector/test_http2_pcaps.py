@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +139,74 @@ def write_goldens() -> None:
 
 if __name__ == "__main__":
     write_goldens()
+
+
+OTHERS = sorted(
+    f
+    for f in PCAPS.glob("*/*")
+    if f.parent.name not in ("http2", "grpc") and f.suffix in (".pcap", ".pcapng")
+)
+
+
+def test_captures_of_other_protocols_dissect_the_same_with_http2_registered() -> None:
+    """The mid-connection heuristics never claim a flow that is not HTTP/2."""
+    from tests.unit.dissector.pcaps import read_columns
+    from tests.unit.dissector.test_http2_support import run
+    from wiretide.dissector.pipeline import Pipeline
+    from wiretide.dissector.protocols import BUILTINS
+    from wiretide.dissector.registry import Registry
+
+    assert len(OTHERS) > 50
+    for path in OTHERS:
+        cols = read_columns(path)
+        with_h2 = Counter(d["protocol"] for d in run(cols))
+        pipe = Pipeline(Registry([s for s in BUILTINS if s.name not in ("http2", "h2c")]))
+        without = Counter(d["protocol"] for d in pipe.feed(cols) + pipe.finish())
+        assert with_h2 == without, path.name
+
+
+def late_columns(path: Path, skip: int) -> Any:
+    """The capture as if it had started `skip` packets late."""
+    import dpkt
+
+    from wiretide.common.packets import ColumnBuilder
+
+    with path.open("rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        builder = ColumnBuilder()
+        iface = builder.interface("file", reader.datalink())
+        for n, (ts, frame) in enumerate(reader):
+            if n >= skip:
+                builder.append(frame, len(frame), int(ts * 1_000_000_000), iface)
+    return builder.take()
+
+
+@pytest.mark.parametrize("skip", [5, 12, 20])
+def test_joining_the_nghttp2_connection_late_still_yields_both_streams(skip: int) -> None:
+    """The big request header block of stream 13 is lost (only its response remains); the pushed
+    stream 2, whose promise comes later, is recovered whole."""
+    from tests.unit.dissector.test_http2_support import run
+
+    docs = streams(run(late_columns(PCAPS / "http2/arkime_http2-nghttp2.pcap", skip)))
+    got = {d["stream"]: d for d in docs}
+    assert sorted(got) == ["13", "2"]
+    assert (got["2"]["path"], got["2"]["status"], got["2"]["request"]["pushed"]) == (
+        "/stylesheets/screen.css",
+        200,
+        True,
+    )
+    assert got["13"]["request"] is None and got["13"]["status"] == 200
+    assert got["13"]["error"]["type"] == "unmatched"
+
+
+@pytest.mark.parametrize(("skip", "whole"), [(5, True), (13, False), (20, False)])
+def test_joining_a_grpc_stream_late_keeps_what_can_be_recovered(skip: int, whole: bool) -> None:
+    from tests.unit.dissector.test_http2_support import run
+
+    (d,) = streams(run(late_columns(PCAPS / "grpc/deepflow_grpc-service-name.pcap", skip)))
+    assert d["protocol"] == "grpc"
+    assert d["response"]["grpc_status"] == 0 and d["status"] == 200
+    if whole:
+        assert d["method"] == "ClientStreamRPC" and d["request"]["message_count"] == 3
+    else:
+        assert d["request"] is None or d["request"].get("headers_missing") is True

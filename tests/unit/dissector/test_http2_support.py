@@ -13,7 +13,7 @@ import h2.settings
 from wiretide.common.packets import PacketColumns
 from wiretide.dissector.api import ProtocolSpec
 from wiretide.dissector.pipeline import Limits, Pipeline
-from wiretide.dissector.protocols import BUILTINS, graphql, http2
+from wiretide.dissector.protocols import BUILTINS, http2, http_overlays
 from wiretide.dissector.registry import Registry
 
 H2_SPECS: tuple[ProtocolSpec, ...] = (http2.SPEC, http2.H2C_SPEC)
@@ -31,7 +31,7 @@ def classified(doc: dict[str, Any]) -> dict[str, Any]:
     if proto in ("http2", "grpc", "graphql"):
         over = http2.classify(doc["request"], doc["response"])
     elif proto == "http" and isinstance(doc.get("request"), dict):
-        over = graphql.classify_http1(doc["request"], doc["response"])
+        over = http_overlays.classify_http1(doc["request"], doc["response"])
     else:
         return doc
     if doc["error"] is not None:

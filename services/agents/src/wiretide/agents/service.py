@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from wiretide.common.bus import Bus
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
+
 from wiretide.proto.v1 import entries_pb2
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every pair of Crockford digits, indexed by the 10 bits they encode: a ULID's 130 bits are 13 pairs,
+# the time (bits 80-129) the first 5 and the random part (bits 0-79) the last 8.
+_PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+_RAND_MASK: Final = (1 << 80) - 1
 
 PROTOCOLS: Final = frozenset(
     {
@@ -33,22 +38,42 @@ class InvalidEntry(ValueError):
 class UlidGenerator:
     """ULIDs (48-bit ms time + 80 random bits, Crockford base32), monotonic within one generator."""
 
-    __slots__ = ("_last_ms", "_last_rand")
+    __slots__ = ("_last_ms", "_last_rand", "_prefix")
 
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_rand = 0
+        self._prefix = ""  # the 10 time digits of `_last_ms`, encoded once per millisecond
 
     def new(self, ts_ns: int | None = None) -> str:
         ms = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000
         if ms <= self._last_ms:
-            ms = self._last_ms
-            rand = (self._last_rand + 1) & ((1 << 80) - 1)
+            r = self._last_rand = (self._last_rand + 1) & _RAND_MASK
         else:
-            rand = int.from_bytes(os.urandom(10), "big")
-        self._last_ms, self._last_rand = ms, rand
-        value = (ms << 80) | rand
-        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+            r = self._last_rand = int.from_bytes(os.urandom(10), "big")
+            self._last_ms = ms
+            p = _PAIRS
+            self._prefix = (
+                p[(ms >> 40) & 1023]
+                + p[(ms >> 30) & 1023]
+                + p[(ms >> 20) & 1023]
+                + p[(ms >> 10) & 1023]
+                + p[ms & 1023]
+            )
+        p = _PAIRS
+        return "".join(
+            (
+                self._prefix,
+                p[r >> 70],
+                p[(r >> 60) & 1023],
+                p[(r >> 50) & 1023],
+                p[(r >> 40) & 1023],
+                p[(r >> 30) & 1023],
+                p[(r >> 20) & 1023],
+                p[(r >> 10) & 1023],
+                p[r & 1023],
+            )
+        )
 
 
 def ulid_time_ns(ulid: str) -> int:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+
 from wiretide.common.settings import parse_hostport
 
 log = logging.getLogger(__name__)

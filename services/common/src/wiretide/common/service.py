@@ -15,6 +15,7 @@ import sys
 from typing import ClassVar
 
 import grpc
+
 from wiretide.common.bus import Bus, connect_with_retry
 from wiretide.common.lifecycle import Lifecycle
 from wiretide.common.logging import setup_logging

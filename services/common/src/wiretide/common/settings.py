@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from wiretide.common.types import EXTRA_PREFIXES, SERVICES
 
 ENV_PREFIX = "WIRETIDE_"

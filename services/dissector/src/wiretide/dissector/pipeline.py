@@ -132,6 +132,10 @@ class Pipeline:
         shard_index, shard_count = self.shard if self.shard is not None else (0, 0)
         quick = _ETH_IP4_PORTS.unpack_from
         fast = _ETH_IP4_TCP.unpack_from
+        tcp_get = self.tcp.get
+        tcp_touch = self.tcp.move_to_end
+        deliver = self._deliver
+        max_age = self.limits.max_age_ns
         for caplen, ts, ifid in zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False):
             end = off + caplen
             npk += 1
@@ -149,6 +153,48 @@ class Pipeline:
                         and doff >= _TCP_MIN
                         and _IP4_LEN + doff <= total <= caplen - _ETH_LEN
                     ):
+                        flags = word & 0x01FF
+                        key = (s4, sp, d4, dp) if sp > dp or (sp == dp and s4 >= d4) else (d4, dp, s4, sp)
+                        flow = tcp_get(key)
+                        if (
+                            flow is not None
+                            and not flags & _SYN_RST_FIN
+                            and not flow.closed
+                            and ts - flow.first_ts <= max_age
+                        ):
+                            # An established flow's ordinary segment: `_tcp` without the handshake
+                            # and teardown cases, inlined (half of these segments are bare ACKs).
+                            tcp_touch(key)
+                            po = off + _ETH_LEN + _IP4_LEN + doff
+                            plen = total - _IP4_LEN - doff
+                            if sp == flow.a_port and s4 == flow.a_ip:
+                                d = 0
+                                flow.pkts_a += 1
+                                flow.bytes_a += plen
+                            else:
+                                d = 1
+                                flow.pkts_b += 1
+                                flow.bytes_b += plen
+                            flow.last_ts = ts
+                            streams = flow.streams
+                            assert streams is not None
+                            if flags & ACK:
+                                other = streams[1 - d]
+                                if other.pending:
+                                    for chunk in other.acked(ack, ts):
+                                        deliver(flow, 1 - d, chunk, ts)
+                            if plen:
+                                stream = streams[d]
+                                if seq == stream.next_seq and not stream.pending:
+                                    stream.next_seq = (seq + plen) & _U32_SEQ
+                                    deliver(flow, d, bytes(buf[po : po + plen]), ts)
+                                else:
+                                    for chunk in stream.segment(seq, bytes(buf[po : po + plen])):
+                                        deliver(flow, d, chunk, ts)
+                            off = end
+                            if ts >= self._next_sweep:
+                                self._sweep(ts)
+                            continue
                         tcp(
                             s4,
                             sp,
@@ -156,7 +202,7 @@ class Pipeline:
                             dp,
                             seq,
                             ack,
-                            word & 0x01FF,
+                            flags,
                             4,
                             buf,
                             off + _ETH_LEN + _IP4_LEN + doff,
@@ -168,7 +214,9 @@ class Pipeline:
                         if ts >= self._next_sweep:
                             self._sweep(ts)
                         continue
-            elif shard_count and caplen >= _ETH_IP4_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET:
+            elif (
+                shard_count and caplen >= _ETH_IP4_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET
+            ):
                 # --jobs: skip another worker's packets before paying for a full decode.
                 et, vihl, _, _, _, frag, _, l4, _, s4, d4, sp, dp = quick(buf, off + 12)
                 if (
@@ -334,7 +382,11 @@ class Pipeline:
         iface: str,
     ) -> None:
         table = self.tcp
-        key = (src, sport, dst, dport) if sport > dport or (sport == dport and src >= dst) else (dst, dport, src, sport)
+        key = (
+            (src, sport, dst, dport)
+            if sport > dport or (sport == dport and src >= dst)
+            else (dst, dport, src, sport)
+        )
         flow = table.get(key)
         if flow is not None:
             table.move_to_end(key)
@@ -714,7 +766,11 @@ class Pipeline:
             elif (req is not None and req.truncated) or (resp is not None and resp.truncated):
                 error = {"type": "dissection", "message": "message cut by a capture gap"}
         ends = flow.endpoints
-        if ends is None or flow.client is None or ends[1] != (flow.a_port if flow.client == 0 else flow.b_port):
+        if (
+            ends is None
+            or flow.client is None
+            or ends[1] != (flow.a_port if flow.client == 0 else flow.b_port)
+        ):
             ends = self._endpoints(flow)
         entry_id = self.ulid.new(ts)
         # The canonical key order of `_base`, built in one literal on the per-entry path.

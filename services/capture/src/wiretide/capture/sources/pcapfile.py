@@ -130,6 +130,10 @@ def _pace(builder: ColumnBuilder, pacer: _Paced, ts: int) -> Iterator[PacketColu
         return
     if len(builder):
         yield builder.take()
+    _sleep_until(pacer, ts, wait)
+
+
+def _sleep_until(pacer: _Paced, ts: int, wait: float) -> None:
     while wait > 0:
         time.sleep(min(wait, _PACE_SLEEP_MAX_S))
         wait = pacer.due_in(ts)
@@ -151,34 +155,60 @@ def _read_pcap(name: str, buf: memoryview, batch_size: int, pace: bool) -> Itera
     snaplen, network = struct.unpack_from(endian + "II", buf, 16)
     link_type = network & 0x0FFFFFFF  # upper bits carry FCS length flags
     limit = max(snaplen, MAX_RECORD)
-    builder = ColumnBuilder([(Path(name).name, link_type)])
-    record = struct.Struct(endian + "IIII")
-    unpack = record.unpack_from
+    interfaces = [(Path(name).name, link_type)]
+    unpack = struct.Struct(endian + "IIII").unpack_from
     pacer = _Paced() if pace else None
     off = PCAP_HEADER
     count = 0
-    while off < size:
-        if size - off < PCAP_RECORD:
-            if len(builder):
-                yield builder.take()
-            raise PcapError(name, "truncated record header", off, count)
-        sec, frac, caplen, origlen = unpack(buf, off)
-        if caplen > limit or off + PCAP_RECORD + caplen > size:
-            if len(builder):
-                yield builder.take()
-            what = "record longer than the file" if caplen <= limit else f"record length {caplen} too large"
-            raise PcapError(name, what, off, count)
-        ts = sec * 1_000_000_000 + frac * frac_ns
-        if pacer is not None:
-            yield from _pace(builder, pacer, ts)
-        if len(builder) >= batch_size:
-            yield builder.take()
-        start = off + PCAP_RECORD
-        builder.append(buf[start : start + caplen], origlen, ts, 0)
-        count += 1
-        off = start + caplen
-    if len(builder):
-        yield builder.take()
+    # One interface, so the batch columns are filled here directly (the per-packet path of a file
+    # read): frames are sliced out of the map and joined once per batch.
+    frames: list[memoryview] = []
+    caplens: list[int] = []
+    origlens: list[int] = []
+    stamps: list[int] = []
+
+    def take() -> PacketColumns:
+        nonlocal frames, caplens, origlens, stamps
+        cols = PacketColumns(
+            b"".join(frames), caplens, origlens, stamps, [0] * len(caplens), list(interfaces)
+        )
+        frames, caplens, origlens, stamps = [], [], [], []
+        return cols
+
+    try:
+        while off < size:
+            if size - off < PCAP_RECORD:
+                if caplens:
+                    yield take()
+                raise PcapError(name, "truncated record header", off, count)
+            sec, frac, caplen, origlen = unpack(buf, off)
+            start = off + PCAP_RECORD
+            off = start + caplen
+            if caplen > limit or off > size:
+                if caplens:
+                    yield take()
+                what = (
+                    "record longer than the file" if caplen <= limit else f"record length {caplen} too large"
+                )
+                raise PcapError(name, what, start - PCAP_RECORD, count)
+            ts = sec * 1_000_000_000 + frac * frac_ns
+            if pacer is not None:
+                wait = pacer.due_in(ts)
+                if wait > 0:
+                    if caplens:
+                        yield take()
+                    _sleep_until(pacer, ts, wait)
+            if len(caplens) >= batch_size:
+                yield take()
+            frames.append(buf[start:off])
+            caplens.append(caplen)
+            origlens.append(origlen)
+            stamps.append(ts)
+            count += 1
+        if caplens:
+            yield take()
+    finally:
+        frames.clear()  # no view of the map may outlive the reader (read_batches closes it)
 
 
 def _options(buf: memoryview, off: int, end: int, endian: str) -> Iterator[tuple[int, bytes]]:

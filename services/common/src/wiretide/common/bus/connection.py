@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+
 from wiretide.common.bus.subjects import STREAMS, StreamSpec
 
 log = logging.getLogger(__name__)

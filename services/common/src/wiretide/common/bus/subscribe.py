@@ -8,6 +8,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from wiretide.common.metrics import BUS_INVALID
 
 log = logging.getLogger(__name__)

@@ -67,6 +67,7 @@ RESYNC: Final = 8
 DONE: Final = 9
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+_COOKIE_FIELDS: Final = frozenset({"cookie", "set-cookie"})
 _CRLF: Final = (13, 10)
 
 
@@ -126,8 +127,24 @@ class _Direction:
     # -- bytes in -----------------------------------------------------------------------------
 
     def feed(self, data: bytes, ts: int, out: list[Event]) -> None:
-        if self.state == DONE:
+        state = self.state
+        if state == DONE:
             return
+        if state == HEAD and not self.buf and data[:1] not in b"\r\n":
+            # A segment that starts a message and holds its whole header block (the usual case):
+            # the block is cut from `data` itself; only what follows it is buffered.
+            i = data.find(b"\r\n\r\n")
+            if 0 <= i <= MAX_HEAD_BYTES:
+                end = i + 4
+                rest = data[end:] if len(data) > end else b""
+                if rest:
+                    self.buf += rest
+                if self._parse_head(data[:i], end, ts, out):
+                    if self.state == LENGTH and self.remaining == len(rest) <= self.cap:
+                        self._whole_body(rest, ts, out)
+                    else:
+                        self.run(ts, out)
+                return
         self.buf += data
         self.run(ts, out)
 
@@ -207,6 +224,10 @@ class _Direction:
             head = bytes(buf[:i])
             consumed = i + 4
         del buf[:consumed]
+        return self._parse_head(head, consumed, ts, out)
+
+    def _parse_head(self, head: bytes, consumed: int, ts: int, out: list[Event]) -> bool:
+        """A header block (start line + fields, without the empty line) of `consumed` wire bytes."""
         nl = head.find(b"\n")
         if nl < 0:
             start, block = head, b""
@@ -233,15 +254,37 @@ class _Direction:
         return False
 
     def _headers(self, block: bytes, out: list[Event]) -> tuple[dict[str, str], list[str], int] | None:
+        if not block:
+            return {}, [], 0
+        # One decode for the whole block; field values may be UTF-8 in practice (RFC 9110 §5.5).
+        lines = block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
+        if len(lines) < MAX_HEADERS:
+            # Usual block: well-formed lines, no folds, no repeated names. Anything else leaves the
+            # loop early and is parsed again by `_headers_general`, which knows every case.
+            headers: dict[str, str] = {}
+            cookies: list[str] = []
+            for line in lines:
+                name, colon, value = line.partition(":")
+                if not colon or not name or name[-1] in " \t" or name[0] in " \t":
+                    break
+                key = name.lower()
+                if key in headers:
+                    break
+                headers[key] = val = value.strip()
+                if key in _COOKIE_FIELDS:
+                    cookies.append(val)
+            else:
+                return headers, cookies, 0
+        return self._headers_general(lines, out)
+
+    def _headers_general(
+        self, lines: list[str], out: list[Event]
+    ) -> tuple[dict[str, str], list[str], int] | None:
         headers: dict[str, str] = {}
         cookies: list[str] = []
         dropped = 0
         last = ""
-        if not block:
-            return headers, cookies, dropped
-        # One decode for the whole block; field values may be UTF-8 in practice (RFC 9110 §5.5).
-        text = block.decode("utf-8", "replace")
-        for line in text.replace("\r\n", "\n").split("\n"):
+        for line in lines:
             if line[:1] in (" ", "\t"):  # obs-fold (RFC 9112 §5.2): continuation of the previous value
                 if last:
                     headers[last] += " " + line.strip()
@@ -255,7 +298,7 @@ class _Direction:
                 continue
             key = name.lower()
             val = value.strip()
-            if key in {"cookie", "set-cookie"}:
+            if key in _COOKIE_FIELDS:
                 cookies.append(val)
             old = headers.get(key)
             headers[key] = val if old is None else f"{old}, {val}"
@@ -293,7 +336,11 @@ class _Direction:
             "method": method_s,
             "url": url,
             "path": path,
-            "path_segments": [unquote(s) if "%" in s else s for s in path.split("/") if s],
+            "path_segments": (
+                [unquote(s) for s in path.split("/") if s]
+                if "%" in path
+                else list(filter(None, path.split("/")))
+            ),
             "query_string": qs,
             "query": query,
             "http_version": ver,
@@ -421,6 +468,20 @@ class _Direction:
         cur.size += n
         del buf[:n]
 
+    def _whole_body(self, body: bytes, ts: int, out: list[Event]) -> None:
+        """The buffer holds exactly the rest of a Content-Length body, all of it under the cap:
+        `_length` and `_take_body` in one step, without copying it out of the buffer."""
+        cur = self.cur
+        assert cur is not None
+        n = len(body)
+        cur.body.append(body)
+        cur.body_kept += n
+        cur.body_total += n
+        cur.size += n
+        self.buf.clear()
+        self.remaining = 0
+        self._complete(ts, out)
+
     def _length(self, ts: int, out: list[Event]) -> bool:
         n = min(self.remaining, len(self.buf))
         if n == 0:
@@ -540,14 +601,7 @@ class _Direction:
             cur.fields["body"] = body_object(
                 raw, cur.body_total, cur.headers, self.cap, cur.body_total > cur.body_kept
             )
-        msg = Message(
-            is_request=self.is_client,
-            ts_first=cur.ts,
-            ts_last=ts,
-            size=cur.size,
-            fields=cur.fields,
-            truncated=cur.truncated,
-        )
+        msg = Message(self.is_client, cur.ts, ts, cur.size, cur.fields, None, False, cur.truncated)
         session = self.session
         if self.is_client:
             out.append(msg)
@@ -607,6 +661,8 @@ def _chunked(te: str) -> bool:
 
 def _content_length(value: str) -> int | None:
     """RFC 9110 §8.6: digits only; a list of equal values is accepted, differing ones are not."""
+    if value.isascii() and value.isdigit() and len(value) <= 18:  # the usual single value
+        return int(value)
     parts = {p.strip() for p in value.split(",")}
     if len(parts) != 1:
         return None
