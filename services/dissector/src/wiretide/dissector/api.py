@@ -105,6 +105,7 @@ class SessionConfig:
     """Limits a session is built with (from settings, passed explicitly)."""
 
     body_cap: int = 64 * 1024  # bytes of body kept per message and direction (DESIGN.md §3)
+    schemas: Any = None  # protobuf schemas for gRPC (grpc.SchemaStore), built once from settings
 
 
 Probe = Callable[[bytes, bytes], Verdict]

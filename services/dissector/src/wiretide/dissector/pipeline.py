@@ -92,12 +92,13 @@ class Pipeline:
         source: str = "pcap",
         limits: Limits | None = None,
         shard: tuple[int, int] | None = None,
+        schemas: Any = None,
     ) -> None:
         self.registry = registry
         self.node = node
         self.source = source
         self.limits = limits or Limits()
-        self.config = SessionConfig(body_cap=self.limits.body_cap)
+        self.config = SessionConfig(body_cap=self.limits.body_cap, schemas=schemas)
         self.shard = shard  # (index, count): keep only flows whose hash lands on this index
         self.tcp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
         self.udp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
@@ -659,6 +660,8 @@ class Pipeline:
             except Exception as exc:
                 self._violation(flow, f"parser error: {type(exc).__name__}", ts)
                 events = []
+            for key, n in (getattr(session, "counters", None) or {}).items():
+                self.stats[f"{flow.spec.name}_{key}"] += n
             if events:
                 self._events(flow, events, ts)
             if flow.state == PINNED and flow.matcher is not None and flow.spec is not None:
@@ -798,6 +801,19 @@ class Pipeline:
             "stream": shown.stream if shown is not None else None,
             "trace": None,
         }
+        classify = spec.extra.get("classify")
+        if classify is not None:
+            # A spec may refine what the exchange was (gRPC-Web, GraphQL) and add its error.
+            try:
+                over = dict(classify(doc["request"], doc["response"]))
+            except Exception:
+                self.stats["classify_errors"] += 1
+                over = {}
+            found = over.pop("error", None)
+            if doc["error"] is None and found is not None:
+                doc["error"] = found
+            name = doc["protocol"] = over.pop("protocol", name)
+            doc.update(over)
         flow.last_entry_id = entry_id
         self.entries_by_protocol[name] += 1
         self._out.append(doc)

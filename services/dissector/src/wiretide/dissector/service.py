@@ -25,6 +25,7 @@ from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
 from wiretide.dissector.pipeline import Limits, Pipeline
+from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
 
@@ -60,6 +61,14 @@ class DissectorSettings(CommonSettings):
     dissector_ports: str = ""  # explicit overrides, e.g. "8443=http,5300=dns"
     dissector_tcp_idle_s: float = 300.0
     dissector_udp_idle_s: float = 30.0
+    dissector_grpc_descriptors: str = ""  # directory of *.pb/*.desc/*.protoset descriptor sets
+
+    @field_validator("dissector_grpc_descriptors")
+    @classmethod
+    def _descriptors(cls, value: str) -> str:
+        if value and not os.path.isdir(value):
+            raise ValueError(f"not a directory: {value!r}")
+        return value
     dissector_publish_items: int = 500  # entries per NATS message
     dissector_max_buffered: int = 100_000  # entries held while NATS is away, then dropped and counted
 
@@ -131,6 +140,12 @@ class DissectorService(Service):
             body_cap=settings.dissector_body_cap,
         )
         self.pipelines: dict[str, Pipeline] = {}
+        # gRPC message schemas from descriptor sets dropped into a directory (read once).
+        self.schemas = (
+            grpc_protocol.SchemaStore.from_directory(settings.dissector_grpc_descriptors)
+            if settings.dissector_grpc_descriptors
+            else None
+        )
         self.publishers: dict[str, BatchPublisher[dict[str, Any]]] = {}
         self.producer = f"dissector-{socket.gethostname()}-{os.getpid()}"
         self.packets = 0
@@ -199,7 +214,9 @@ class DissectorService(Service):
         if pipeline is None:
             if len(self.pipelines) >= MAX_NODES:
                 return None
-            pipeline = self.pipelines[node] = Pipeline(self.registry, node=node, limits=self.limits)
+            pipeline = self.pipelines[node] = Pipeline(
+                self.registry, node=node, limits=self.limits, schemas=self.schemas
+            )
         return pipeline
 
     def ingest(self, batch: packets_pb2.PacketBatch) -> None:

@@ -8,8 +8,18 @@ from __future__ import annotations
 from typing import Final
 
 from wiretide.dissector.api import ProtocolSpec
-from wiretide.dissector.protocols import dns, http1, tls, websocket
+from wiretide.dissector.protocols import dns, http1, http2, tls, websocket
 
-BUILTINS: Final[tuple[ProtocolSpec, ...]] = (http1.SPEC, tls.SPEC, dns.SPEC, dns.TCP_SPEC, websocket.SPEC)
+# HTTP/2 goes last: its mid-connection heuristic should only run when nothing else claims a flow.
+# H2C_SPEC is reached only through HTTP/1.1's `Upgrade: h2c` (never by detection).
+BUILTINS: Final[tuple[ProtocolSpec, ...]] = (
+    http1.SPEC,
+    tls.SPEC,
+    dns.SPEC,
+    dns.TCP_SPEC,
+    websocket.SPEC,
+    http2.SPEC,
+    http2.H2C_SPEC,
+)
 
 __all__ = ["BUILTINS"]

@@ -27,6 +27,7 @@ from wiretide.dissector.api import (
     Verdict,
     Violation,
 )
+from wiretide.dissector.protocols import http_overlays
 from wiretide.dissector.protocols._body import body_object
 
 # A header block larger than this is hostile (common servers refuse beyond 8-64 KiB).
@@ -765,4 +766,6 @@ SPEC: Final = ProtocolSpec(
         "url",
         "query_string",
     ),
+    # GraphQL and gRPC-Web ride on HTTP/1.1: recognised on the finished exchange.
+    extra={"classify": http_overlays.classify_http1},
 )

@@ -1,0 +1,259 @@
+"""HPACK (RFC 7541) header block decoding for a passive observer: one `HpackDecoder` per direction.
+
+Rule: decoding is bounded (string, header-list and table sizes) and never raises out of `decode`;
+a reference into dynamic-table state that the capture never saw (mid-stream pickup) becomes an
+`:unknown-<index>` header instead of an error, and is counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from hpack.exceptions import HPACKDecodingError
+from hpack.huffman_table import decode_huffman
+
+# RFC 7541 Appendix A: the static table (index 1..61).
+STATIC_TABLE: Final[tuple[tuple[str, str], ...]] = (
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+)
+STATIC_LEN: Final = len(STATIC_TABLE)
+# RFC 7541 §4.1: each entry costs its name and value lengths plus 32 octets.
+ENTRY_OVERHEAD: Final = 32
+# RFC 9113 §6.5.2: SETTINGS_HEADER_TABLE_SIZE starts at 4096.
+DEFAULT_TABLE_SIZE: Final = 4096
+# Largest dynamic table we will hold whatever a peer advertises: bounds memory per direction.
+MAX_TABLE_SIZE: Final = 64 * 1024
+# One header string longer than this is hostile or useless to a reader (and costs memory).
+MAX_STRING: Final = 64 * 1024
+# Decoded header list size (RFC 7541 §4.1 accounting) per block: stops "HPACK bombs" that reference a
+# big table entry thousands of times.
+MAX_HEADER_LIST: Final = 256 * 1024
+# Header fields per block; beyond this the block is hostile.
+MAX_FIELDS: Final = 1024
+# RFC 7541 §5.1 integers: more continuation octets than this cannot encode a sane value.
+MAX_INT_OCTETS: Final = 5
+
+
+class HpackError(Exception):
+    """The block cannot be decoded; the direction's table is out of sync from here on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One decoded header block: fields in order, how many referenced unknown state."""
+
+    fields: tuple[tuple[str, str], ...]
+    unknown: int
+    table_updates: int
+
+
+def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
+    """RFC 7541 §5.1 integer with an N-bit prefix at data[pos]; (value, next position)."""
+    mask = (1 << prefix) - 1
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    for _ in range(MAX_INT_OCTETS):
+        if pos >= len(data):
+            raise HpackError("integer runs past the block")
+        b = data[pos]
+        pos += 1
+        value += (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+    raise HpackError("integer too long")
+
+
+def _string(data: bytes, pos: int) -> tuple[str, int]:
+    """RFC 7541 §5.2 string literal, Huffman-coded or raw."""
+    if pos >= len(data):
+        raise HpackError("string runs past the block")
+    huffman = bool(data[pos] & 0x80)
+    n, pos = _integer(data, pos, 7)
+    if n > MAX_STRING:
+        raise HpackError("string too long")
+    end = pos + n
+    if end > len(data):
+        raise HpackError("string runs past the block")
+    raw = data[pos:end]
+    if huffman:
+        try:
+            raw = decode_huffman(raw)
+        except HPACKDecodingError as exc:
+            raise HpackError("bad huffman code") from exc
+    return raw.decode("utf-8", "replace"), end
+
+
+class HpackDecoder:
+    """The dynamic table of one direction (RFC 7541 §2.3.2) and the block decoder over it.
+
+    `complete` is False when the capture did not see the connection start: indexes beyond what this
+    decoder inserted then name entries it never saw, and decode as unknown instead of failing.
+    """
+
+    __slots__ = ("complete", "limit", "max_size", "size", "table", "unknown_total")
+
+    def __init__(self, complete: bool = True) -> None:
+        self.table: deque[tuple[str, str]] = deque()
+        self.size = 0
+        self.max_size = DEFAULT_TABLE_SIZE
+        self.limit = DEFAULT_TABLE_SIZE  # what the receiving peer's SETTINGS allow (RFC 9113 §6.5.2)
+        self.complete = complete
+        self.unknown_total = 0
+
+    def set_limit(self, value: int) -> None:
+        """The decoding peer advertised SETTINGS_HEADER_TABLE_SIZE; clamp to our own bound."""
+        self.limit = min(value, MAX_TABLE_SIZE)
+
+    def _evict(self, room: int) -> None:
+        """RFC 7541 §4.4: evict from the end until `room` more octets fit."""
+        table = self.table
+        while table and self.size + room > self.max_size:
+            name, value = table.pop()
+            self.size -= len(name) + len(value) + ENTRY_OVERHEAD
+
+    def _add(self, name: str, value: str) -> None:
+        cost = len(name) + len(value) + ENTRY_OVERHEAD
+        if cost > self.max_size:  # RFC 7541 §4.4: a too-large entry empties the table
+            self.table.clear()
+            self.size = 0
+            return
+        self._evict(cost)
+        self.table.appendleft((name, value))
+        self.size += cost
+
+    def _resize(self, new: int) -> None:
+        """RFC 7541 §6.3 dynamic table size update, bounded by the advertised limit."""
+        bound = self.limit if self.complete else MAX_TABLE_SIZE
+        if new > bound:
+            raise HpackError(f"table size update {new} above the allowed {bound}")
+        self.max_size = new
+        self._evict(0)
+
+    def _lookup(self, index: int) -> tuple[str, str] | None:
+        """RFC 7541 §2.3.3 index space; None for an entry this decoder never saw."""
+        if index <= 0:
+            raise HpackError("index 0")
+        if index <= STATIC_LEN:
+            return STATIC_TABLE[index - 1]
+        i = index - STATIC_LEN - 1
+        if i < len(self.table):
+            return self.table[i]
+        if self.complete:
+            raise HpackError(f"index {index} beyond the dynamic table")
+        return None
+
+    def decode(self, block: bytes) -> Block:
+        """Decode one complete header block; raises HpackError (the caller degrades the flow)."""
+        fields: list[tuple[str, str]] = []
+        unknown = 0
+        updates = 0
+        listed = 0
+        pos = 0
+        n = len(block)
+        while pos < n:
+            b = block[pos]
+            if b & 0x80:  # §6.1 indexed header field
+                index, pos = _integer(block, pos, 7)
+                entry = self._lookup(index)
+                if entry is None:
+                    unknown += 1
+                    entry = (f":unknown-{index}", "")
+                fields.append(entry)
+            elif b & 0xE0 == 0x20:  # §6.3 dynamic table size update
+                if fields:
+                    raise HpackError("table size update after a header field")  # §4.2
+                size, pos = _integer(block, pos, 5)
+                self._resize(size)
+                updates += 1
+                continue
+            else:
+                if b & 0x40:  # §6.2.1 literal with incremental indexing
+                    prefix, index_it = 6, True
+                else:  # §6.2.2 without indexing, §6.2.3 never indexed
+                    prefix, index_it = 4, False
+                index, pos = _integer(block, pos, prefix)
+                if index:
+                    entry = self._lookup(index)
+                    if entry is None:
+                        unknown += 1
+                        name = f":unknown-{index}"
+                    else:
+                        name = entry[0]
+                else:
+                    name, pos = _string(block, pos)
+                value, pos = _string(block, pos)
+                if index_it:
+                    self._add(name, value)
+                fields.append((name, value))
+            last = fields[-1]
+            listed += len(last[0]) + len(last[1]) + ENTRY_OVERHEAD
+            if listed > MAX_HEADER_LIST or len(fields) > MAX_FIELDS:
+                raise HpackError("header list too large")
+        self.unknown_total += unknown
+        return Block(tuple(fields), unknown, updates)

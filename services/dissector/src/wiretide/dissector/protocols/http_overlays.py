@@ -1,0 +1,19 @@
+"""Protocols carried inside HTTP/1.1 messages: gRPC-Web and GraphQL, recognised on finished entries.
+
+Rule: an overlay reads the request/response objects the HTTP/1.1 parser built and never the wire; the
+first overlay that recognises a pair wins (gRPC-Web by content type, then GraphQL by path and body).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wiretide.dissector.protocols import graphql, grpc
+
+
+def classify_http1(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[str, Any]:
+    """Entry fields to override for an HTTP/1.1 pair (empty when it is plain HTTP)."""
+    try:
+        return grpc.classify_http1(req, resp) or graphql.classify_http1(req, resp)
+    except Exception:  # an overlay never takes an entry down; the pair stays plain HTTP
+        return {}
