@@ -99,7 +99,18 @@ export function curlFor(e) {
 export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
   let e = entry;
   try { e = await getJSON(`/api/entries/${encodeURIComponent(entry.id)}`); } catch { /* live copy is enough */ }
-  const trace = e.trace?.trace_id;
+  let trace = e.trace?.trace_id;
+  if (!trace) {
+    // The tracer knows which trace an entry's spans joined; ask it (absent tracer: no link).
+    try {
+      const found = await getJSON("/api/traces", { q: `id == ${kflString(e.id)}`, limit: 1 });
+      if (found.traces?.length) {
+        const t = found.traces[0];
+        trace = t.trace_id;
+        e = { ...e, trace: { trace_id: t.trace_id, link: `${t.span_count} spans`, confidence: t.min_confidence } };
+      }
+    } catch { /* no tracer reachable */ }
+  }
   pane.hidden = false;
   pane.innerHTML = `
     <div class="actions">
@@ -117,7 +128,7 @@ export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
       <tr><td>transport</td><td>${esc(e.transport || "")} ${esc(e.version || "")} · flow ${esc(e.flow_id || "")} ${e.stream != null ? "· stream " + esc(e.stream) : ""}</td></tr>
       <tr><td>capture</td><td>${esc(e.capture?.source || "")} ${esc(e.capture?.interface || "")} · node ${esc(e.node || "")}</td></tr>
       ${e.error ? `<tr><td>error</td><td class="serr">${esc(e.error.type)}: ${esc(e.error.message)}</td></tr>` : ""}
-      ${trace ? `<tr><td>trace</td><td>${esc(trace)} (${esc(e.trace.link || "")}, confidence ${esc(e.trace.confidence ?? "")})</td></tr>` : ""}
+      ${trace ? `<tr><td>trace</td><td>${esc(trace)} (${esc(e.trace.link || "")}, lowest confidence ${esc(e.trace.confidence ?? "")})</td></tr>` : ""}
     </table>
     ${e.tls ? `<h4>TLS</h4>${kvTable(e.tls)}` : ""}
     <div class="sides">${identity("Source", e.src, "src")}${identity("Destination", e.dst, "dst")}</div>
