@@ -45,18 +45,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"wiretide up: {exc}", file=sys.stderr)
         return 2
     extra: dict[str, str] = {}
-    if args.pcap is not None:
+    if getattr(args, "pcap", None) is not None:
         pcap = args.pcap.expanduser().resolve()
         if not pcap.is_file():
             print(f"wiretide up: --pcap {args.pcap}: no such file", file=sys.stderr)
             return 2
         extra["WIRETIDE_CAPTURE_PCAP"] = str(pcap)
-        if args.pace:
+        if getattr(args, "pace", False):
             extra["WIRETIDE_CAPTURE_PACE"] = "true"
         # A recording is explored after the fact: its entries are as old as its packets, so only the
         # size bound applies unless the user set an age bound explicitly.
         extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
-    if args.kubeconfig is not None:
+    if getattr(args, "kubeconfig", None) is not None:
         kubeconfig = args.kubeconfig.expanduser().resolve()
         if not kubeconfig.is_file():
             print(f"wiretide up: --kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)

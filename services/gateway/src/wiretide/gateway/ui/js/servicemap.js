@@ -13,7 +13,7 @@ function splitName(full) {
 
 async function loadMap(query, windowS) {
   try {
-    const m = await getJSON("/api/servicemap", { q: query, window: windowS });
+    const m = await getJSON("/api/servicemap", { q: query, window: `${windowS}s` });
     return { source: "tracer", nodes: m.nodes || [], edges: m.edges || [] };
   } catch {
     const since = `timestamp > now() - duration("${windowS}s")`;
@@ -58,7 +58,8 @@ export async function renderMap(el, note, query, windowS, onEdge) {
       : self ? `M${x1} ${y1} C ${x1 + 60} ${y1 - 50}, ${x1 + 60} ${y1 + 50}, ${x1} ${y1 + 4}`
       : `M${x1} ${y1} C ${(x1 + x2) / 2 + 40} ${y1}, ${(x1 + x2) / 2 - 40} ${y2}, ${x2} ${y2}`;
     const err = (e.error_rate || 0) > 0.05;
-    const label = `${e.protocol || ""} ${(e.request_rate || 0).toFixed(1)}/s ${((e.error_rate || 0) * 100).toFixed(0)}% err p95 ${e.p95_ms != null ? e.p95_ms.toFixed(1) : "–"}ms`;
+    const rate = (e.request_rate || 0) >= 0.1 ? `${e.request_rate.toFixed(1)}/s` : `${e.requests || 0} req`;
+    const label = `${e.protocol || ""} ${rate} ${((e.error_rate || 0) * 100).toFixed(0)}% err p95 ${e.p95_ms != null ? e.p95_ms.toFixed(1) : "–"}ms`;
     if (m.edges.length > LABELS_UP_TO) return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}" d="${d}" stroke-width="1.5"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path></g>`;
     const lx = self ? x1 + 64 : sameColumn ? x1 + bulge : (x1 + x2) / 2, ly = self ? y1 : (y1 + y2) / 2 - 4;
     return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}" d="${d}" stroke-width="${1.5 + Math.min(4, Math.log10(1 + (e.requests || 1)))}"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path>`
