@@ -17,6 +17,12 @@ import pytest
 from tests.e2e.conftest import shot
 from tests.helpers.nats import free_port
 
+# True once the table has rows and every row's cell (selector) contains the text: the filter applied.
+ALL_ROWS = """([cell, text]) => {
+    const cells = [...document.querySelectorAll('#rows .row ' + cell)].map(x => x.textContent);
+    return cells.length > 0 && cells.every(c => c.includes(text));
+}"""
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
 
 
@@ -70,12 +76,7 @@ def test_named_live_traffic_filters_opens_and_maps(page: Any, demo: str) -> None
     page.fill("#kfl", 'dst.namespace == "data"')
     page.press("#kfl", "Enter")
     # the table is replaced once the store answers: then every row goes to the data namespace
-    page.wait_for_function(
-        """() => {
-            const ns = [...document.querySelectorAll('#rows .row span:nth-child(4) .ns')].map(x => x.textContent);
-            return ns.length > 0 && ns.every(n => n === 'data');
-        }"""
-    )
+    page.wait_for_function(ALL_ROWS, arg=["span:nth-child(4) .ns", "data"])
     page.click("#rows .row >> nth=0 >> span >> nth=0")
     page.wait_for_selector("#detail h2")
     assert "data" in page.inner_text("#detail")
@@ -88,3 +89,24 @@ def test_named_live_traffic_filters_opens_and_maps(page: Any, demo: str) -> None
     for workload in ("frontend", "api"):
         assert workload in names
     shot(page, "ui-demo-map")
+    # follow an api call to its trace (linked by timing in the demo: no trace headers)
+    page.click("[data-view=traffic]")
+    # a call a few seconds old: its trace has been assembled (the tracer waits out a short window)
+    recent = 'timestamp < now() - duration("5s")'
+    query = f'dst.name.startsWith("api-") && src.name.startsWith("frontend-") && {recent}'
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline
+        and not httpx.get(f"{demo}/api/entries", params={"q": query}).json()["entries"]
+    ):
+        time.sleep(1)
+    page.fill("#kfl", query)
+    page.press("#kfl", "Enter")
+    page.wait_for_function(ALL_ROWS, arg=["span:nth-child(4)", "api-"])
+    page.click("#rows .row >> nth=0 >> span >> nth=0")
+    page.wait_for_selector("#detail [data-act=trace]", timeout=30_000)
+    page.click("#detail [data-act=trace]")
+    page.wait_for_selector("#trace .span-row")
+    titles = page.eval_on_selector_all("#trace .span-row", "r => r.map(x => x.getAttribute('title'))")
+    assert titles and all("confidence" in t for t in titles)
+    shot(page, "ui-demo-trace")

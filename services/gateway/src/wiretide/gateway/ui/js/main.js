@@ -114,10 +114,12 @@ function refreshEmpty() {
 
 async function applyQuery(q) {
   state.query = q;
+  stream.close(); // nothing of the old query may arrive while the new one loads
   state.pending = []; state.buffer = [];
   updatePending();
   try {
     const page = await getJSON("/api/entries", { q, limit: HISTORY_PAGE });
+    state.buffer = [];
     table.replace(page.entries.slice().reverse());
     $("count").title = `scanned ${page.completeness.scanned}${page.completeness.exhausted ? "" : " (more in the store)"}`;
   } catch (e) { toast(e.message); table.clear(); }

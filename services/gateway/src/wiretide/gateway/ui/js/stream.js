@@ -19,6 +19,7 @@ export class LiveStream {
     this.ws = ws;
     this.onState({ state: "connecting" });
     ws.onmessage = (ev) => {
+      if (this.ws !== ws) return; // a socket being replaced: its last messages belong to the old query
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (msg.type === "entry") this.onEntry(msg.entry);
