@@ -22,8 +22,10 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser per module: Playwright's driver runs an event loop on this thread while it is
+    open, so it must be closed before tests elsewhere run their own loops."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (make setup installs it with apt-get as root)")
     from playwright.sync_api import sync_playwright
