@@ -19,12 +19,12 @@ def encode(items: Sequence[int], seq: int) -> tuple[bytes, str]:
 
 async def stored_items(url: str) -> list[int]:
     nc = await nats.connect(url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=30)
     sub = await js.pull_subscribe(ENTRIES_ALL, durable="reader", stream=ENTRIES_STREAM.name)
     out: list[int] = []
     while True:
         try:
-            msgs = await sub.fetch(100, timeout=1)
+            msgs = await sub.fetch(10, timeout=2)
         except nats.errors.TimeoutError:
             break
         for m in msgs:
@@ -99,11 +99,12 @@ async def test_a_batch_larger_than_the_servers_max_payload_is_split_and_an_overs
 
 async def stored_items_raw(url: str) -> list[int]:
     nc = await nats.connect(url)
-    sub = await nc.jetstream().pull_subscribe(ENTRIES_ALL, durable="raw", stream=ENTRIES_STREAM.name)
+    js = nc.jetstream(timeout=30)
+    sub = await js.pull_subscribe(ENTRIES_ALL, durable="raw", stream=ENTRIES_STREAM.name)
     out: list[int] = []
     while True:
         try:
-            msgs = await sub.fetch(100, timeout=1)
+            msgs = await sub.fetch(10, timeout=2)
         except nats.errors.TimeoutError:
             break
         for m in msgs:

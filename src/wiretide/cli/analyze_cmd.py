@@ -345,6 +345,7 @@ def _run_jobs(
         proc = ctx.Process(
             target=_worker,
             args=((path, i, args.jobs, args.node, args.body_cap, args.ports, args.filter), child),
+            daemon=True,  # a worker never outlives the command, even when stdout closes early
         )
         proc.start()
         child.close()
@@ -353,22 +354,29 @@ def _run_jobs(
     results: list[dict[str, Any]] = []
     binary = sys.stdout.buffer
     live = list(conns)
-    while live:
-        for conn in wait(live):
-            assert isinstance(conn, Connection)
-            try:
-                data = conn.recv_bytes()
-            except EOFError:
-                live.remove(conn)
-                continue
-            if data[:1] == b"\x00":
-                results.append(orjson.loads(data[1:]))
-            elif data[:1] == b"\x01":
-                raise SystemExit(data[1:].decode())
-            elif fmt == "jsonl":
-                binary.write(data)
-            else:
-                sink([orjson.loads(line) for line in data.splitlines()])
-    for proc in procs:
-        proc.join()
+    try:
+        while live:
+            for conn in wait(live):
+                assert isinstance(conn, Connection)
+                try:
+                    data = conn.recv_bytes()
+                except EOFError:
+                    live.remove(conn)
+                    continue
+                if data[:1] == b"\x00":
+                    results.append(orjson.loads(data[1:]))
+                elif data[:1] == b"\x01":
+                    raise SystemExit(data[1:].decode())
+                elif fmt == "jsonl":
+                    binary.write(data)
+                else:
+                    sink([orjson.loads(line) for line in data.splitlines()])
+    except BaseException:
+        # Output closed (| head), an error or ^C: the workers would block on their pipes forever.
+        for proc in procs:
+            proc.terminate()
+        raise
+    finally:
+        for proc in procs:
+            proc.join()
     return results

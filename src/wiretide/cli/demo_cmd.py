@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from wiretide.common.settings import default_data_dir
+from wiretide.common.paths import default_data_dir
 
 STATE_FILE = "demo.json"
 DOWN_WAIT_S = 20.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from wiretide.common.settings import default_data_dir
+from wiretide.common.paths import default_data_dir
 
 COLUMNS = (
     ("TIME", 12),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from wiretide.common.settings import default_data_dir
+from wiretide.common.paths import default_data_dir
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from wiretide.common.settings import default_data_dir
+from wiretide.common.paths import default_data_dir
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

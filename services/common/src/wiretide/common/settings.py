@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wiretide.common.paths import default_data_dir
 from wiretide.common.types import EXTRA_PREFIXES, SERVICES
 
 ENV_PREFIX = "WIRETIDE_"
@@ -40,9 +41,6 @@ def parse_hostport(value: str, setting: str = "address") -> tuple[str, int]:
     return host, port
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "wiretide"
 
 
 class CommonSettings(BaseSettings):

@@ -805,15 +805,17 @@ class Pipeline:
         if classify is not None:
             # A spec may refine what the exchange was (gRPC-Web, GraphQL) and add its error.
             try:
-                over = dict(classify(doc["request"], doc["response"]))
+                over = classify(doc["request"], doc["response"])
             except Exception:
                 self.stats["classify_errors"] += 1
-                over = {}
-            found = over.pop("error", None)
-            if doc["error"] is None and found is not None:
-                doc["error"] = found
-            name = doc["protocol"] = over.pop("protocol", name)
-            doc.update(over)
+                over = None
+            if over:  # plain HTTP (the usual answer) costs nothing more
+                over = dict(over)
+                found = over.pop("error", None)
+                if doc["error"] is None and found is not None:
+                    doc["error"] = found
+                name = doc["protocol"] = over.pop("protocol", name)
+                doc.update(over)
         flow.last_entry_id = entry_id
         self.entries_by_protocol[name] += 1
         self._out.append(doc)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
+JS_API_TIMEOUT_S = 10.0  # JetStream publish acks and API calls: generous, a loaded server is slow, not gone
 
 
 @dataclass
@@ -81,7 +82,7 @@ async def connect_with_retry(url: str, name: str, stop: asyncio.Event | None = N
                 log.warning("NATS not reachable yet, retrying", extra={"url": url, "error": str(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
     for spec in STREAMS:
         await ensure_stream(js, spec)
     log.info("connected to NATS", extra={"url": url, "attempts": attempt})
