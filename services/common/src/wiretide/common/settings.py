@@ -41,8 +41,6 @@ def parse_hostport(value: str, setting: str = "address") -> tuple[str, int]:
     return host, port
 
 
-
-
 class CommonSettings(BaseSettings):
     """Settings every service reads. Addresses of all services live here: where things are is shared."""
 

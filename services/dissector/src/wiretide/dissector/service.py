@@ -69,6 +69,7 @@ class DissectorSettings(CommonSettings):
         if value and not os.path.isdir(value):
             raise ValueError(f"not a directory: {value!r}")
         return value
+
     dissector_publish_items: int = 500  # entries per NATS message
     dissector_max_buffered: int = 100_000  # entries held while NATS is away, then dropped and counted
 
