@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import shot
-from tests.helpers.nats import free_port
+from tests.helpers.demo import running_demo
 
 # True once the table has rows and every row's cell (selector) contains the text: the filter applied.
 ALL_ROWS = """([cell, text]) => {
@@ -28,23 +24,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates netw
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp: Path = tmp_path_factory.mktemp("demo-ui")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WIRETIDE_")}
-    log = (tmp / "demo.log").open("wb")
-    argv = [
-        sys.executable,
-        "-m",
-        "wiretide.cli",
-        "demo",
-        "--data-dir",
-        str(tmp / "wt"),
-        "--ui-port",
-        str(port),
-    ]
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with running_demo(tmp_path_factory.mktemp("demo-ui")) as running:
+        base = running.base
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -57,14 +38,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pass
             time.sleep(1)
         yield base
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_named_live_traffic_filters_opens_and_maps(page: Any, demo: str) -> None:

@@ -4,9 +4,6 @@ Kubernetes identity of both ends (pod, namespace, workload) from the resolver's 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.nats import free_port
+from tests.helpers.demo import running_demo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
 
@@ -26,22 +23,8 @@ def named(e: dict[str, Any], side: str) -> tuple[str, str, str]:
 
 
 def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WIRETIDE_")}
-    log = (tmp_path / "demo.log").open("wb")
-    argv = [
-        sys.executable,
-        "-m",
-        "wiretide.cli",
-        "demo",
-        "--data-dir",
-        str(tmp_path / "wt"),
-        "--ui-port",
-        str(port),
-    ]
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with running_demo(tmp_path) as demo:
+        base = demo.base
         deadline = time.monotonic() + 120
         edges: set[tuple[tuple[str, str, str], tuple[str, str, str]]] = set()
         want = {
@@ -65,12 +48,3 @@ def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Pat
         ).json()["entries"][0]
         assert one["src"]["resolution"] == "ip" and one["dst"]["pod"]["name"].startswith("frontend-")
         assert one["dst"]["service"]["name"] == "frontend"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert proc.returncode == 0, (tmp_path / "demo.log").read_text()[-3000:]

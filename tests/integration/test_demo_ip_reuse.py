@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.nats import free_port
+from tests.helpers.demo import running_demo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
 
@@ -31,23 +28,8 @@ def db_entries(base: str) -> list[dict[str, Any]]:
 
 
 def test_entries_are_named_by_who_held_the_address_at_their_time(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WIRETIDE_")}
-    log_path = tmp_path / "demo.log"
-    log = log_path.open("wb")
-    argv = [
-        sys.executable,
-        "-m",
-        "wiretide.cli",
-        "demo",
-        "--data-dir",
-        str(tmp_path / "wt"),
-        "--ui-port",
-        str(port),
-    ]
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with running_demo(tmp_path) as demo:
+        base, log_path = demo.base, demo.log
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -87,11 +69,3 @@ def test_entries_are_named_by_who_held_the_address_at_their_time(tmp_path: Path)
         assert before and after, (len(before), len(after))
         assert {e["dst"]["name"] for e in before} == {"db-0"}
         assert {e["dst"]["name"] for e in after} == {"db-b-0"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()

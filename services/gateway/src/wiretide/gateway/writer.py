@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 
-from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, decode_or_count, durable_pull
-from wiretide.common.entry import InvalidEntry, from_proto
-from wiretide.common.metrics import BUS_INVALID
+from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
+from wiretide.common.bus.entries import fetch_entries
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
 from wiretide.gateway.store import EntryStore, StoreError
-from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
 TRACER = tracer(__name__)
@@ -69,27 +65,11 @@ class StoreWriter:
     async def _run(self) -> None:
         delay = 0.2
         while not self._stop.is_set():
-            try:
-                msgs = await self._sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
-            except (TimeoutError, NatsTimeout):
-                continue
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            docs: list[dict[str, Any]] = []
-            for msg in msgs:
-                batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
-                if batch is None:
-                    continue
-                for entry in batch.entries:
-                    try:
-                        docs.append(from_proto(entry))
-                    except InvalidEntry as exc:
-                        INVALID_ENTRIES.inc()
-                        self.completeness.invalid_skipped += 1
-                        BUS_INVALID.labels(msg.subject).inc()
-                        log.warning("invalid entry skipped", extra={"error": str(exc)})
+            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
+            if got.invalid:
+                INVALID_ENTRIES.inc(got.invalid)
+                self.completeness.invalid_skipped += got.invalid
+            docs, msgs = got.entries, got.messages
             while not self._stop.is_set():
                 try:
                     if docs:
@@ -113,5 +93,4 @@ class StoreWriter:
             if not self.healthy:
                 log.info("store writes recovered")
             self.healthy, self.last_error, delay = True, None, 0.2
-            for msg in msgs:
-                await msg.ack()
+            await got.ack()

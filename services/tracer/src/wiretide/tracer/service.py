@@ -14,15 +14,13 @@ import time
 from typing import Any, Literal
 
 import grpc
-from nats.errors import TimeoutError as NatsTimeout
 from pydantic import field_validator
 
-from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, decode_or_count, durable_pull
-from wiretide.common.entry import InvalidEntry, from_proto
-from wiretide.common.metrics import BUS_INVALID
+from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
+from wiretide.common.bus.entries import fetch_entries
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
-from wiretide.proto.v1 import entries_pb2, tracer_pb2_grpc
+from wiretide.proto.v1 import tracer_pb2_grpc
 from wiretide.tracer.api import TracerApi
 from wiretide.tracer.assemble import AssemblyConfig
 from wiretide.tracer.engine import Engine
@@ -192,32 +190,13 @@ class TracerService(Service):
 
     async def _consume(self) -> None:
         while not self._stop.is_set():
-            try:
-                msgs = await self._sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
-            except (TimeoutError, NatsTimeout):
-                continue
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            docs: list[dict[str, Any]] = []
-            for msg in msgs:
-                batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
-                if batch is None:
-                    continue
-                for entry in batch.entries:
-                    try:
-                        docs.append(from_proto(entry))
-                    except InvalidEntry as exc:
-                        self.invalid_entries += 1
-                        BUS_INVALID.labels(msg.subject).inc()
-                        log.warning("invalid entry skipped", extra={"error": str(exc)})
-            if docs:
-                docs.sort(key=_end_ns)  # entries leave dissectors in response order; keep that order
+            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
+            self.invalid_entries += got.invalid
+            if got.entries:
+                docs = sorted(got.entries, key=_end_ns)  # dissectors emit in response order; keep it
                 self.engine.ingest(docs, time.time_ns())
                 self.entries_in += len(docs)
-            for msg in msgs:
-                await msg.ack()
+            await got.ack()
 
     async def _idle(self) -> None:
         while not self._stop.is_set():
