@@ -161,8 +161,9 @@ def test_a_gateway_killed_mid_stream_resumes_without_loss_or_duplicates(
 def test_health_is_not_serving_until_nats_is_up(tmp_path: Path, spawn: Any) -> None:
     server = NatsServer(tmp_path / "late-nats")
     svc = spawn("tracer", server.url)
+    svc.wait_health("NOT_SERVING")  # up and answering, but without NATS
     time.sleep(1.0)
-    assert svc.health() == "NOT_SERVING"
+    assert svc.health() == "NOT_SERVING"  # and it stays so while NATS is away
     server.start()
     try:
         svc.wait_health("SERVING")
