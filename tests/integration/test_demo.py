@@ -29,6 +29,7 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 CAPTURE_S = 4.0
+POD_NET = "10.244."  # the demo pods' addresses
 
 
 def capture_flows(bridge: str, seconds: float) -> set[tuple[str, int, str, int]]:
@@ -50,7 +51,10 @@ def capture_flows(bridge: str, seconds: float) -> set[tuple[str, int, str, int]]
                 continue
             ihl = (frame[14] & 0x0F) * 4
             sport, dport = struct.unpack_from("!HH", frame, 14 + ihl)
-            flows.add((socket.inet_ntoa(frame[26:30]), sport, socket.inet_ntoa(frame[30:34]), dport))
+            src, dst = socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34])
+            # frames queued between socket() and bind() may come from any interface: keep the pods'
+            if src.startswith(POD_NET) and dst.startswith(POD_NET):
+                flows.add((src, sport, dst, dport))
         return flows
     finally:
         s.close()
