@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from wiretide.cli.supervisor import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["NatsServer", "free_port", "nats_binary"]
 
 
 def nats_binary() -> str:

@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,8 +58,22 @@ def find_nats_server() -> str:
     return found
 
 
+# Ports handed out for services to bind later are drawn from below the kernel's ephemeral range, so a
+# socket that binds port 0 (a metrics endpoint, an outgoing connection) can never take one of them
+# in the meantime.
+_RESERVE_LOW, _RESERVE_HIGH = 20_000, 32_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    for _ in range(200):
+        port = random.randrange(_RESERVE_LOW, _RESERVE_HIGH)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded: take any free port
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

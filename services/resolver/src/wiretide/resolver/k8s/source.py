@@ -8,7 +8,6 @@ is applied. A malformed object is counted and skipped.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # Events waiting for the loop; a full queue makes the watcher threads wait (backpressure).
 QUEUE_MAX: Final = 256
+SLOT_WAIT_S: Final = 0.5  # how often a waiting watcher thread checks whether the source stopped
 SOURCE: Final = k8s.SOURCE
 KINDS: Final = ("namespace", "node", "replicaset", "endpointslice", "service", "pod")
 
@@ -78,6 +78,7 @@ class KubernetesSource:
         self.watchers: list[ResourceWatcher] = []
         self._stop = threading.Event()
         self._queue: asyncio.Queue[tuple[str, str, Any]] | None = None
+        self._slots = threading.BoundedSemaphore(QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
 
     # -- applying events -------------------------------------------------------------------
@@ -213,17 +214,27 @@ class KubernetesSource:
     # -- running against an API server -----------------------------------------------------
     async def start(self, api: client.ApiClient, *, page_size: int = 500, watch_timeout_s: int = 60) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_MAX)
+        # Unbounded queue, bounded by `slots`: watcher threads wait for a slot (backpressure) and hand
+        # items over with call_soon_threadsafe — no coroutine is ever created off the loop's thread.
+        queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
+        slots = threading.BoundedSemaphore(QUEUE_MAX)
         self._queue = queue
+        self._slots = slots
         self._stop = threading.Event()
+        stop = self._stop
 
         def sink(kind: str, event: str, payload: Any) -> None:
-            if loop.is_closed():
-                raise RuntimeError("event loop closed")
+            while not slots.acquire(timeout=SLOT_WAIT_S):
+                if stop.is_set() or loop.is_closed():
+                    raise RuntimeError("source stopped")
+            if stop.is_set() or loop.is_closed():
+                slots.release()
+                raise RuntimeError("source stopped")
             try:
-                asyncio.run_coroutine_threadsafe(queue.put((kind, event, payload)), loop).result()
-            except concurrent.futures.CancelledError:
-                raise RuntimeError("source stopped") from None
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, event, payload))
+            except RuntimeError:
+                slots.release()
+                raise
 
         fns = list_functions(api)
         self.watchers = [
@@ -239,6 +250,7 @@ class KubernetesSource:
     async def _consume(self, queue: asyncio.Queue[tuple[str, str, Any]]) -> None:
         while True:
             kind, event, payload = await queue.get()
+            self._slots.release()
             self.apply(kind, event, payload)
             if event == PAGE:
                 await asyncio.sleep(0)  # let lookups and snapshots in between pages
