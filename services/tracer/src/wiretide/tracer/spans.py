@@ -404,59 +404,41 @@ def spans_from_entry(entry: dict[str, Any], ids: SpanIds, context: Context | Non
         base["wiretide.node"] = node
     signature = f"{callee.service_name}|{described.name}"
     out: list[Span] = []
+
+    def half(peer_end: dict[str, Any], kind: int, workload: Workload, peer: Workload, error: str) -> Span:
+        """One side of the call: the network peer is the other end of the entry."""
+        attrs: Attributes = {}
+        if peer_end.get("ip"):
+            attrs["network.peer.address"] = _str(peer_end.get("ip"))
+        if _int(peer_end.get("port")) is not None:
+            attrs["network.peer.port"] = peer_end["port"]
+        if error:
+            attrs["error.type"] = error
+        return Span(
+            span_id=ids.span_id(),
+            name=described.name,
+            kind=kind,
+            workload=workload,
+            peer=peer,
+            start_ns=start,
+            end_ns=end,
+            shared=base,
+            own=attrs,
+            entry_id=entry_id,
+            entry=entry,
+            context=context,
+            error=bool(error),
+            status_message=error,
+            signature=signature,
+        )
+
     client: Span | None = None
     if caller.known:
-        attrs: Attributes = {}
-        if dst.get("ip"):
-            attrs["network.peer.address"] = _str(dst.get("ip"))
-        if _int(dst.get("port")) is not None:
-            attrs["network.peer.port"] = dst["port"]
-        attrs["peer.service"] = callee.service_name
-        client = Span(
-            span_id=ids.span_id(),
-            name=described.name,
-            kind=described.kind_client,
-            workload=caller,
-            peer=callee,
-            start_ns=start,
-            end_ns=end,
-            shared=base,
-            own=attrs,
-            entry_id=entry_id,
-            entry=entry,
-            context=context,
-            error=bool(described.client_error),
-            status_message=described.client_error,
-            signature=signature,
-        )
-        if described.client_error:
-            attrs["error.type"] = described.client_error
+        client = half(dst, described.kind_client, caller, callee, described.client_error)
+        client.own["peer.service"] = callee.service_name
         out.append(client)
     if callee.known or client is None:
-        attrs = {}
-        if src.get("ip"):
-            attrs["network.peer.address"] = _str(src.get("ip"))
-        if _int(src.get("port")) is not None:
-            attrs["network.peer.port"] = src["port"]
-        server = Span(
-            span_id=ids.span_id(),
-            name=described.name,
-            kind=described.kind_server,
-            workload=callee,
-            peer=caller,
-            start_ns=start,
-            end_ns=end,
-            shared=base,
-            own=attrs,
-            entry_id=entry_id,
-            entry=entry,
-            context=context,
-            error=bool(described.server_error),
-            status_message=described.server_error,
-            signature=signature,
-        )
-        if described.server_error:
-            attrs["error.type"] = described.server_error
+        server = half(src, described.kind_server, callee, caller, described.server_error)
         if client is not None:
             client.partner = server
             server.partner = client
