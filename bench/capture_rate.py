@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def main() -> int:
         ]
         captured = 0
         batches = 0
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = time.process_time()
         wall0 = time.monotonic()
         first = last = 0.0
@@ -97,6 +99,7 @@ def main() -> int:
         captured += ring.drain(sharder)
         sharder.take()
         cpu = time.process_time() - cpu0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - wall0
         sent = sum(int(s.communicate()[0] or 0) for s in senders)
         stats = ring.stats()
@@ -136,7 +139,8 @@ def main() -> int:
     print(f"capture rate while the flood ran: {captured / span:,.0f} packets/s")
     print(
         f"capture CPU: {cpu:.2f} s over {wall:.1f} s wall = {cpu / max(captured, 1) * 1e6:.2f} µs per packet"
-        f" ({captured / max(cpu, 1e-9):,.0f} packets per CPU-second)"
+        f" ({captured / max(cpu, 1e-9):,.0f} packets per CPU-second;"
+        f" user {ru1.ru_utime - ru0.ru_utime:.2f} s, system {ru1.ru_stime - ru0.ru_stime:.2f} s)"
     )
     print(
         f"burst: {burst_sent} packets queued in the ring, {drained} drained in {burst_wall:.3f} s ="

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -315,6 +317,130 @@ def test_fanout_shares_an_interface_between_sockets_without_loss_or_overlap(pair
     for ep, f in placed[0] + placed[1]:
         h = decode_headers(memoryview(f), 0, len(f), 1)
         assert h is not None and ep == ring4.owner(flow_hash(h[1], h[4], h[2], h[5], h[3]))
+
+
+def crafted_frames() -> tuple[list[bytes], int]:
+    """Frames for the ring walk to sort out, and how many of them are on its hot path (untagged IPv4
+    without options, unfragmented TCP/UDP between two addresses, long enough for the ports)."""
+    import dpkt
+
+    mac_a, mac_b = b"\x02\x00\x00\x00\x00\x0a", b"\x02\x00\x00\x00\x00\x0b"
+
+    def eth(ip: dpkt.Packet, etype: int = 0x0800) -> bytes:
+        return bytes(dpkt.ethernet.Ethernet(src=mac_a, dst=mac_b, type=etype, data=ip))
+
+    def udp(a: bytes, sp: int, b: bytes, dp: int, data: bytes) -> dpkt.udp.UDP:
+        return dpkt.udp.UDP(sport=sp, dport=dp, ulen=8 + len(data), data=data)
+
+    hot: list[bytes] = []
+    for i in range(60):
+        a, b = socket.inet_aton(f"10.9.{i}.1"), socket.inet_aton(f"10.9.{i % 7}.2")
+        sp, dp = 30000 + i, 80 + i % 3
+        request = dpkt.ip.IP(src=a, dst=b, p=17, id=i, data=udp(a, sp, b, dp, b"q%d" % i))
+        reply = dpkt.ip.IP(src=b, dst=a, p=17, id=i, data=udp(b, dp, a, sp, b"r%d" % i))
+        syn = dpkt.tcp.TCP(sport=sp, dport=dp, flags=0x02, opts=b"\x02\x04\x05\xb4\x01\x01\x04\x02")
+        synack = dpkt.tcp.TCP(sport=dp, dport=sp, flags=0x12, data=b"s%d" % i)
+        hot += [
+            eth(request),
+            eth(reply),
+            eth(dpkt.ip.IP(src=a, dst=b, p=6, id=i, data=syn)),
+            eth(dpkt.ip.IP(src=b, dst=a, p=6, id=i, data=synack)),
+        ]
+    a, b = socket.inet_aton("10.9.200.1"), socket.inet_aton("10.9.200.2")
+    other: list[bytes] = []
+    # A datagram in three fragments, its first one last; then the same flow unfragmented.
+    body = bytes(udp(a, 5353, b, 53, b"f" * 3000))
+    pieces = []
+    for off in range(0, len(body), 1480):
+        ip4 = dpkt.ip.IP(src=a, dst=b, p=17, id=777, data=body[off : off + 1480])
+        ip4.offset, ip4.mf = off // 8, int(off + 1480 < len(body))
+        pieces.append(eth(ip4))
+    other += pieces[1:] + pieces[:1]
+    hot.append(eth(dpkt.ip.IP(src=a, dst=b, p=17, id=778, data=udp(a, 5353, b, 53, b"whole"))))
+    # Same address both ends (the ports decide the order), in both directions.
+    for sp, dp in ((4000, 53), (53, 4000)):
+        other.append(eth(dpkt.ip.IP(src=a, dst=a, p=17, data=udp(a, sp, a, dp, b"self"))))
+    # IPv4 options, ICMP, SCTP, IPv6, an 802.1Q tag (the kernel strips it into the ring header), ARP,
+    # and an IPv4/UDP header cut short of its ports.
+    other.append(
+        eth(dpkt.ip.IP(src=a, dst=b, p=17, hl=6, opts=b"\x01\x01\x01\x00", data=udp(a, 1, b, 2, b"o")))
+    )
+    other.append(eth(dpkt.ip.IP(src=a, dst=b, p=1, data=dpkt.icmp.ICMP(type=8, data=b"ping"))))
+    other.append(eth(dpkt.ip.IP(src=a, dst=b, p=132, data=struct.pack("!HHII", 7, 8, 0, 0))))
+    ip6 = dpkt.ip6.IP6(src=b"\xfd" + b"\x01" * 15, dst=b"\xfd" + b"\x02" * 15, nxt=17, hlim=64)
+    ip6.data = udp(a, 9, b, 10, b"six")
+    ip6.plen = len(bytes(ip6.data))
+    other.append(eth(ip6, 0x86DD))
+    tagged = eth(dpkt.ip.IP(src=a, dst=b, p=17, data=udp(a, 6000, b, 6001, b"vlan")))
+    other.append(tagged[:12] + b"\x81\x00\x00\x2a" + tagged[12:])
+    other.append(mac_b + mac_a + b"\x08\x06" + b"\x00" * 28)
+    other.append(eth(dpkt.ip.IP(src=a, dst=b, p=17, len=20)))
+    return hot + other, len(hot)
+
+
+def test_the_ring_walk_places_every_kind_of_frame_exactly_as_the_sharder_does(pair: NetPair) -> None:
+    from tests.helpers.netns import inside
+    from wiretide.capture.shard import HashRing, Sharder
+    from wiretide.capture.sources.afpacket import RingConfig, RingSocket
+
+    class Calls(Sharder):
+        """A sharder that counts the frames the ring walk leaves to it."""
+
+        calls = 0
+
+        def add(self, buf: memoryview, start: int, end: int, origlen: int, ts_ns: int, ifid: int) -> None:
+            self.calls += 1
+            super().add(buf, start, end, origlen, ts_ns, ifid)
+
+    class Frames:
+        """A plain sink: what the generic walk hands over, in order."""
+
+        def __init__(self) -> None:
+            self.got: list[tuple[bytes, int, int]] = []
+
+        def add(self, buf: memoryview, start: int, end: int, origlen: int, ts_ns: int, ifid: int) -> None:
+            self.got.append((bytes(buf[start:end]), origlen, ts_ns))
+
+    sent, n_hot = crafted_frames()
+    config = RingConfig(ring_bytes=4 << 20)
+    with inside(pair.ns_b):
+        walked, plain = RingSocket(pair.if_b, config), RingSocket(pair.if_b, config)
+    try:
+        with inside(pair.ns_a):
+            raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        with raw:
+            raw.bind((pair.if_a, 0))
+            for frame in sent:
+                raw.send(frame)
+        time.sleep(0.3)  # let the blocks retire
+        ring4 = HashRing.of(["a:1", "b:1", "c:1", "d:1"])
+        hot = Calls(ring4, [(pair.if_b, walked.link_type)])
+        frames = Frames()
+        walked.drain(hot)
+        plain.drain(frames)
+    finally:
+        walked.close()
+        plain.close()
+    # The reference: every frame through Sharder.add, in capture order.
+    reference = Sharder(ring4, [(pair.if_b, walked.link_type)])
+    for frame, origlen, ts in frames.got:
+        reference.add(memoryview(frame), 0, len(frame), origlen, ts, 0)
+
+    def placed(sharder: Sharder) -> Counter[tuple[str, bytes, int]]:
+        # (Timestamps differ: each socket stamps its own copy.)
+        return Counter(
+            (ep, cols.data[o : o + c], olen)
+            for ep, cols in sharder.take()
+            for o, c, olen, _ts, _ifid in cols.iter_packets()
+        )
+
+    expected = placed(reference)
+    assert len(frames.got) >= len(sent)  # everything sent was captured (and perhaps a stray packet)
+    assert placed(hot) == expected
+    assert sum(expected.values()) == len(frames.got)
+    # The hot frames were placed by the walk itself, every other one by Sharder.add.
+    assert hot.calls == len(frames.got) - n_hot
+    assert hot.counters.fragments_held == 2 and reference.counters.fragments_held == 2
 
 
 def test_any_captures_cooked_sll2_frames_as_tcpdump_writes_them(

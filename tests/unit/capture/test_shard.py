@@ -196,3 +196,19 @@ def test_the_in_place_hot_path_places_frames_exactly_as_flow_hash_does() -> None
         expected[frame] = ring.owner(flow_hash(a, sp, b, dp, proto))
     feed(sharder, list(expected))
     assert owner_of_each(sharder) == expected
+
+
+def test_a_batch_hands_back_columns_that_agree_with_each_other_in_arrival_order() -> None:
+    ring = HashRing.of(ENDPOINTS[:1])
+    sharder = Sharder(ring, [("eth0", LINKTYPE_ETHERNET), ("eth1", LINKTYPE_ETHERNET)])
+    sent = [udp_frame(addr(i), 1000 + i, addr(99), 53, b"p" * i) for i in range(50)]
+    for i, frame in enumerate(sent):
+        sharder.add(memoryview(b"pad" + frame), 3, 3 + len(frame), len(frame) + i, 7_000 + i, i % 2)
+    ((ep, cols),) = sharder.take()
+    assert ep == ENDPOINTS[0] and cols.consistent()
+    assert [cols.data[o : o + c] for o, c, *_ in cols.iter_packets()] == sent
+    assert cols.origlens == [len(f) + i for i, f in enumerate(sent)]
+    assert cols.timestamps_ns == [7_000 + i for i in range(50)]
+    assert cols.interface_ids == [i % 2 for i in range(50)]
+    assert cols.interfaces == [("eth0", LINKTYPE_ETHERNET), ("eth1", LINKTYPE_ETHERNET)]
+    assert sharder.take() == [] and sharder.buffered == 0

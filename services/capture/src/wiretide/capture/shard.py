@@ -15,7 +15,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from wiretide.common.packets import (
     ETH_P_IP,
@@ -24,7 +24,6 @@ from wiretide.common.packets import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     LINKTYPE_ETHERNET,
-    ColumnBuilder,
     Headers,
     PacketColumns,
     decode_headers,
@@ -52,7 +51,43 @@ IPV4_NO_OPTIONS: Final = 0x45
 FRAG_MASK: Final = 0x3FFF  # more-fragments flag and offset (RFC 791 §3.1)
 FAST_PROTOS: Final = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 PROTO_BYTE: Final = tuple(bytes([i]) for i in range(256))
+# flow_hash's key (lower address, higher address, their ports, protocol) packed in one call from the
+# addresses as bytes and the ports as read by a native-order unpack: written back in native order they
+# are the wire bytes again, whatever the host's byte order.
+FLOW_KEY = struct.Struct("=4s4sHHB")
+ROW: Final = 5  # entries per packet in EndpointBatch.rows
 _crc = zlib.crc32
+
+
+class EndpointBatch:
+    """The packets being batched for one endpoint, kept as rows until take() turns them into columns:
+    five entries per packet in `rows` (frame bytes, caplen, origlen, timestamp_ns, interface id). A ring
+    walk (see afpacket.RingSocket.drain) adds a packet with one `extend`; take() joins the frames once,
+    so the batch never regrows (and recopies) one long buffer frame by frame."""
+
+    __slots__ = ("interfaces", "rows")
+
+    def __init__(self, interfaces: list[tuple[str, int]]) -> None:
+        self.rows: list[bytes | int] = []
+        self.interfaces = interfaces
+
+    def __len__(self) -> int:
+        return len(self.rows) // ROW
+
+    def append(self, frame: bytes | memoryview, origlen: int, ts_ns: int, interface_id: int) -> None:
+        self.rows += (bytes(frame), len(frame), origlen, ts_ns, interface_id)
+
+    def take(self) -> PacketColumns:
+        rows = self.rows
+        self.rows = []
+        return PacketColumns(
+            b"".join(cast("list[bytes]", rows[0::ROW])),
+            cast("list[int]", rows[1::ROW]),
+            cast("list[int]", rows[2::ROW]),
+            cast("list[int]", rows[3::ROW]),
+            cast("list[int]", rows[4::ROW]),
+            list(self.interfaces),
+        )
 
 
 def _point(endpoint: str, replica: int) -> int:
@@ -116,8 +151,8 @@ class Sharder:
             tuple[bytes, bytes, int, int], list[tuple[bytes, int, int, int, float]]
         ] = OrderedDict()
         self._n_pending = 0
-        self._orphans: list[ColumnBuilder] = []
-        self._nowhere = ColumnBuilder()
+        self._orphans: list[EndpointBatch] = []
+        self._nowhere = EndpointBatch(interfaces)
         self.set_ring(ring)
 
     def set_ring(self, ring: HashRing) -> None:
@@ -125,20 +160,17 @@ class Sharder:
         self.ring = ring
         self._table = ring.table
         old = getattr(self, "builders", {})
-        self.builders: dict[str, ColumnBuilder] = {}
+        self.builders: dict[str, EndpointBatch] = {}
         for ep in ring.endpoints:
-            builder = old.get(ep) or ColumnBuilder()
-            builder.interfaces = self.interfaces
-            self.builders[ep] = builder
+            self.builders[ep] = old.get(ep) or EndpointBatch(self.interfaces)
         if not ring.endpoints:
-            self._nowhere = old.get("") or ColumnBuilder()
-            self._nowhere.interfaces = self.interfaces
+            self._nowhere = old.get("") or EndpointBatch(self.interfaces)
             self.builders[""] = self._nowhere
         self._by_index = [self.builders[ep] for ep in ring.endpoints]
         self._orphans += [b for ep, b in old.items() if ep not in self.builders and len(b)]
 
-    def fast_route(self) -> tuple[tuple[int, ...], list[ColumnBuilder]] | None:
-        """(slot table, builder per endpoint index) for a ring walk that places the hot-path frames
+    def fast_route(self) -> tuple[tuple[int, ...], list[EndpointBatch]] | None:
+        """(slot table, batch per endpoint index) for a ring walk that places the hot-path frames
         itself (see afpacket.RingSocket.drain); None while no endpoint is reachable."""
         return (self._table, self._by_index) if self._table else None
 

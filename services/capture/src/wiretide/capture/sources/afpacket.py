@@ -14,6 +14,7 @@ import mmap
 import os
 import socket
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,20 @@ from typing import Final, Protocol
 
 from wiretide.capture.bpf import BpfProgram, compile_bpf, skip_outgoing
 from wiretide.capture.shard import (
-    FAST_HEADER,
     FAST_MIN,
     FAST_PROTOS,
+    FLOW_KEY,
     FRAG_MASK,
     IPV4_NO_OPTIONS,
-    PROTO_BYTE,
     TABLE_SHIFT,
+    EndpointBatch,
 )
-from wiretide.common.packets import ETH_P_IP, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from wiretide.common.packets import (
+    ETH_P_IP,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+)
 
 # <linux/if_packet.h>
 SOL_PACKET: Final = 263
@@ -80,6 +86,22 @@ _STATS = struct.Struct("=III")  # tpacket_stats_v3: packets, drops, freeze_q_cnt
 _MREQ = struct.Struct("=iHH8s")
 _REQ3 = struct.Struct("=IIIIIII")
 _ZERO4: Final = b"\x00\x00\x00\x00"
+
+# Where the kernel puts an Ethernet frame in a SOCK_RAW TPACKET_V3 slot (no tp_reserve, no vnet
+# header): netoff = TPACKET_ALIGN(TPACKET3_HDRLEN + 16) = TPACKET_ALIGN(68 + 16) = 96, minus the
+# 14-byte MAC header (net/packet/af_packet.c, tpacket_rcv). Checked per packet (tp_mac); a frame
+# elsewhere takes the generic path.
+HOT_MAC: Final = 82
+# One native-order unpack per hot-path packet: tpacket3_hdr as _PKT_HDR (but only the low byte of
+# tp_status, where the VLAN flags are: a small int, not a new object per packet), then, from the
+# frame's EtherType on, the fields of shard.FAST_HEADER. The EtherType and the flags/fragment word come
+# out byte-swapped on little-endian hosts and are compared with constants read the same way; the ports
+# come out in native order, which FLOW_KEY writes back as they were on the wire.
+_STATUS_LOW_BYTE: Final = "B3x" if sys.byteorder == "little" else "3xB"
+_HOT = struct.Struct(f"=IIIII{_STATUS_LOW_BYTE}H{HOT_MAC + 12 - _PKT_HDR.size}xHBxxxxxHxB2x4s4sHH")
+_ETH_P_IP_NATIVE: Final = int.from_bytes(ETH_P_IP.to_bytes(2, "big"), sys.byteorder)
+_FRAG_MASK_NATIVE: Final = int.from_bytes(FRAG_MASK.to_bytes(2, "big"), sys.byteorder)
+_FAST_PROTO: Final = tuple(p in FAST_PROTOS for p in range(256))  # one index instead of a set lookup
 
 
 class PacketSink(Protocol):
@@ -252,6 +274,11 @@ class RingSocket:
 
     def drain(self, sink: PacketSink, max_blocks: int = 0) -> int:
         """Hand the packets of ready blocks (at most `max_blocks`, 0 = all) to `sink`; return the count."""
+        # A sharder may let us place untagged Ethernet/IPv4 TCP/UDP frames ourselves (see _walk_hot).
+        fast_route = getattr(sink, "fast_route", None)
+        route = fast_route() if fast_route is not None and self.link_type == LINKTYPE_ETHERNET else None
+        if route is not None and not self._cooked:
+            return self._walk_hot(sink, route[0], route[1], max_blocks or self.block_nr)
         view = self._view
         bsize = self.block_size
         nblocks = self.block_nr
@@ -262,17 +289,9 @@ class RingSocket:
         ifid = self.interface_id
         cooked = self._cooked
         vlan_valid = TP_STATUS_VLAN_VALID
-        # A sharder may let us place untagged Ethernet/IPv4 TCP/UDP frames ourselves: one Python call
-        # fewer per packet. Same bytes, same hash (flow_hash) and same slot as Sharder.add.
-        fast_route = getattr(sink, "fast_route", None)
-        route = fast_route() if fast_route is not None and self.link_type == LINKTYPE_ETHERNET else None
-        table, builders = route if route is not None else ((), [])
-        fast_unpack = FAST_HEADER.unpack_from
-        crc = zlib.crc32
         total = 0
         nbytes = 0
-        limit = max_blocks or nblocks
-        for _ in range(limit):
+        for _ in range(max_blocks or nblocks):
             base = cur * bsize
             status, num, first = block_unpack(view, base + 8)
             if not status & TP_STATUS_USER:
@@ -286,30 +305,98 @@ class RingSocket:
                     self._add_cooked(sink, view, off, start, snap, wirelen, sec * 1_000_000_000 + nsec)
                 elif pstatus & vlan_valid:
                     self._add_vlan(sink, view, off, start, snap, wirelen, sec * 1_000_000_000 + nsec, pstatus)
-                elif table and snap >= FAST_MIN:
-                    etype, vihl, frag, proto, src, dst, sport, dport = fast_unpack(view, start + 12)
-                    if (
-                        etype == ETH_P_IP
-                        and vihl == IPV4_NO_OPTIONS
-                        and not frag & FRAG_MASK
-                        and proto in FAST_PROTOS
-                    ):
-                        if src < dst or (src == dst and sport <= dport):
-                            fh = crc(PROTO_BYTE[proto], crc(view[start + 26 : start + 38]))
-                        else:
-                            fh = crc(
-                                PROTO_BYTE[proto],
-                                crc(
-                                    view[start + 34 : start + 36],
-                                    crc(view[start + 36 : start + 38], crc(src, crc(dst))),
-                                ),
-                            )
-                        builders[table[fh >> TABLE_SHIFT]].append(
-                            view[start : start + snap], wirelen, sec * 1_000_000_000 + nsec, ifid
-                        )
-                    else:
-                        add(view, start, start + snap, wirelen, sec * 1_000_000_000 + nsec, ifid)
                 else:
+                    add(view, start, start + snap, wirelen, sec * 1_000_000_000 + nsec, ifid)
+                off += next_off
+            total += num
+            view[base + 8 : base + 12] = _ZERO4  # block_status = TP_STATUS_KERNEL: the kernel may refill it
+            cur = (cur + 1) % nblocks
+        self._block = cur
+        self.last_bytes = nbytes
+        return total
+
+    def _walk_hot(
+        self, sink: PacketSink, table: tuple[int, ...], batches: list[EndpointBatch], limit: int
+    ) -> int:
+        """drain() for a raw Ethernet socket feeding a sharder. Frames on the hot path (untagged, at
+        the usual offset, IPv4 without options, unfragmented TCP/UDP between two addresses) are read
+        with one unpack (_HOT), hashed and added to their endpoint's batch here, without a call into
+        the sink; every other frame goes to the sink as in the generic walk. Same bytes, same hash
+        (flow_hash) and same endpoint as Sharder.add."""
+        view = self._view
+        ring = self._mmap  # slicing the mmap gives bytes: the one copy of the frame, no view to release
+        bsize = self.block_size
+        nblocks = self.block_nr
+        cur = self._block
+        block_unpack = _BLOCK_HDR.unpack_from
+        hot_unpack = _HOT.unpack_from
+        key = FLOW_KEY.pack
+        crc = zlib.crc32
+        add = sink.add
+        ifid = self.interface_id
+        # Constants as locals: the loop below runs once per packet.
+        hot_mac = HOT_MAC
+        eth_ip = _ETH_P_IP_NATIVE
+        no_options = IPV4_NO_OPTIONS
+        frag_mask = _FRAG_MASK_NATIVE
+        fast_proto = _FAST_PROTO
+        fast_min = FAST_MIN
+        vlan_valid = TP_STATUS_VLAN_VALID
+        shift = TABLE_SHIFT
+        # Each endpoint's batch, by endpoint index (the sink swaps in new rows only in take()).
+        rows = [b.rows.extend for b in batches]
+        last_sec = -1
+        sec_ns = 0
+        total = 0
+        nbytes = 0
+        for _ in range(limit):
+            base = cur * bsize
+            status, num, first = block_unpack(view, base + 8)
+            if not status & TP_STATUS_USER:
+                break
+            off = base + first
+            for _ in range(num):
+                try:
+                    # fmt: off
+                    next_off, sec, nsec, snap, wirelen, pstatus, mac, etype, vihl, frag, proto, src, dst, sport, dport = (  # noqa: E501
+                        hot_unpack(ring, off)
+                    )
+                    # fmt: on
+                except struct.error:
+                    # A frame too short for _HOT at the very end of the mapping.
+                    next_off, sec, nsec, snap, wirelen, pstatus, mac = _PKT_HDR.unpack_from(view, off)
+                    etype = 0
+                nbytes += snap
+                if (
+                    mac == hot_mac
+                    and etype == eth_ip
+                    and vihl == no_options
+                    and not frag & frag_mask
+                    and fast_proto[proto]
+                    and snap >= fast_min
+                    and not pstatus & vlan_valid
+                ):
+                    # flow_hash's key starts with the lower address; equal addresses leave the order
+                    # to the ports, which the sink compares.
+                    if src < dst:
+                        k = table[crc(key(src, dst, sport, dport, proto)) >> shift]
+                    elif src == dst:
+                        start = off + mac
+                        add(view, start, start + snap, wirelen, sec * 1_000_000_000 + nsec, ifid)
+                        off += next_off
+                        continue
+                    else:
+                        k = table[crc(key(dst, src, dport, sport, proto)) >> shift]
+                    if sec != last_sec:  # one multiplication per second of capture, not per packet
+                        last_sec = sec
+                        sec_ns = sec * 1_000_000_000
+                    start = off + hot_mac
+                    rows[k]((ring[start : start + snap], snap, wirelen, sec_ns + nsec, ifid))
+                elif pstatus & vlan_valid:
+                    start = off + mac
+                    self._add_vlan(sink, view, off, start, snap, wirelen, sec * 1_000_000_000 + nsec, pstatus)
+                else:
+                    start = off + mac
                     add(view, start, start + snap, wirelen, sec * 1_000_000_000 + nsec, ifid)
                 off += next_off
             total += num
