@@ -9,12 +9,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 PROTO_SRC := $(wildcard protos/wiretide/proto/v1/*.proto)
-APT_PACKAGES := iproute2 tcpdump tshark libpcap0.8 curl openssl procps redis-server chromium fonts-dejavu-core
+APT_PACKAGES := iproute2 tcpdump tshark libpcap0.8 curl openssl procps redis-server chromium fonts-dejavu-core \
+  gcc libc6-dev python3-dev
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup system run demo test lint bench protos clean
+.PHONY: help setup system native run demo test lint bench protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,10 +49,17 @@ $(STAMPS)/protos: $(STAMPS)/venv $(PROTO_SRC) protos/generate.py
 
 protos: $(STAMPS)/protos ## generate the gRPC/protobuf stubs from protos/
 
+NATIVE_SRC := services/dissector/build_native.py $(wildcard services/dissector/src/wiretide/dissector/*.py services/dissector/src/wiretide/dissector/*/*.py)
+$(STAMPS)/native: $(STAMPS)/venv $(STAMPS)/system $(NATIVE_SRC)
+	$(BIN)/python services/dissector/build_native.py
+	@touch $@
+
+native: $(STAMPS)/native ## compile the dissector's hot modules with mypyc (pure Python runs without them)
+
 uv.lock: pyproject.toml protos/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
 	$(UV) lock --quiet
 
-setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos ## virtualenv, dependencies, stubs, system packages
+setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos $(STAMPS)/native ## virtualenv, dependencies, stubs, system packages
 
 run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
 	$(BIN)/wiretide up $(ARGS)
@@ -59,8 +67,12 @@ run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
 demo: setup ## a mini-cluster of network namespaces with live traffic, captured by Wiretide (root)
 	$(BIN)/wiretide demo $(ARGS)
 
-test: setup ## run the whole test suite
+test: setup ## run the whole test suite (the dissector's twice: compiled, then pure Python)
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ]; then \
+	  echo "dissector tests again on the pure-Python modules (WIRETIDE_NATIVE=0):"; \
+	  WIRETIDE_NATIVE=0 $(BIN)/pytest -q -p no:cacheprovider tests/unit/dissector tests/integration/test_pipeline_pcap.py; \
+	fi
 
 lint: setup ## ruff, mypy --strict (common, protos, capture, dissector, gateway), import-linter, buf lint
 	$(BIN)/ruff check .
@@ -74,6 +86,6 @@ bench: setup ## run the benchmarks (they print figures)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: ## remove the virtualenv, generated stubs and caches
-	rm -rf $(VENV) .uv $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .uv $(STAMPS) build .pytest_cache .mypy_cache .ruff_cache
 	find protos -name '*_pb2*.py*' -delete
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -123,6 +123,15 @@ def main() -> int:
             f"capture: {path} — {packets} packets, {args.exchanges} exchanges, "
             f"{path.stat().st_size / 1e6:.1f} MB"
         )
+        mode = subprocess.run(
+            [sys.executable, "-c", "from wiretide.dissector import native; print(native.STATUS)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        print(
+            f"dissector modules: {mode} (compiled: the mypyc build of `make setup`; WIRETIDE_NATIVE=0: pure)"
+        )
         wiretide = [
             sys.executable,
             "-m",

@@ -4,7 +4,11 @@ Rule: the public surface is the plugin contract (`api`), the registry and the pi
 else is implementation.
 """
 
-from wiretide.dissector.api import (
+from wiretide.dissector import native as _native
+
+_native.extend(__name__, __path__)  # compiled hot modules ahead of the sources, when their build is fresh
+
+from wiretide.dissector.api import (  # noqa: E402
     FlowMark,
     Message,
     Presented,
@@ -15,8 +19,8 @@ from wiretide.dissector.api import (
     Verdict,
     Violation,
 )
-from wiretide.dissector.pipeline import Limits, Pipeline
-from wiretide.dissector.registry import ENTRY_POINT_GROUP, Registry, default_registry, parse_overrides
+from wiretide.dissector.pipeline import Limits, Pipeline  # noqa: E402
+from wiretide.dissector.registry import ENTRY_POINT_GROUP, Registry, default_registry, parse_overrides  # noqa: E402
 
 __all__ = [
     "ENTRY_POINT_GROUP",

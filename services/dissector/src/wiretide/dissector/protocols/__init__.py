@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from wiretide.dissector.api import ProtocolSpec
-from wiretide.dissector.protocols import dns, http1, http2, tls, websocket
+from wiretide.dissector import native
+
+native.extend(__name__, __path__)
+
+from wiretide.dissector.api import ProtocolSpec  # noqa: E402
+from wiretide.dissector.protocols import dns, http1, http2, tls, websocket  # noqa: E402
 
 # HTTP/2 goes last: its mid-connection heuristic should only run when nothing else claims a flow.
 # H2C_SPEC is reached only through HTTP/1.1's `Upgrade: h2c` (never by detection).

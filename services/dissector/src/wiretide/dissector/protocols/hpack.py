@@ -11,9 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from hpack.exceptions import HPACKDecodingError
-from hpack.huffman_table import decode_huffman
-
 # RFC 7541 Appendix A: the static table (index 1..61).
 STATIC_TABLE: Final[tuple[tuple[str, str], ...]] = (
     (":authority", ""),
@@ -142,6 +139,11 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
         raise HpackError("string runs past the block")
     raw = data[pos:end]
     if huffman:
+        # Imported on first use: the decoder's table costs tens of ms to load, and a run that never
+        # meets HTTP/2 (most `wiretide analyze` files) should not pay for it at start-up.
+        from hpack.exceptions import HPACKDecodingError
+        from hpack.huffman_table import decode_huffman
+
         try:
             raw = decode_huffman(raw)
         except HPACKDecodingError as exc:

@@ -67,6 +67,21 @@ UPGRADE_WAIT: Final = 7
 RESYNC: Final = 8
 DONE: Final = 9
 
+# Parse results kept by their input bytes. On a keep-alive connection a client sends the same header
+# block, the same cookies and often the same targets again and again, and a server the same status
+# line and many of the same header lines: a hit costs a dictionary lookup and a copy instead of a
+# parse. Each cache is bounded in entries and in key size, and emptied when full (hostile traffic
+# that never repeats costs one insertion per miss, never memory).
+_CACHE_MAX: Final = 4096
+_CACHE_KEY_BYTES: Final = 1024
+_BLOCKS: Final[dict[bytes, tuple[dict[str, str], list[str]]]] = {}
+_LINES: Final[dict[str, tuple[str, str]]] = {}
+_TARGETS: Final[
+    dict[bytes, tuple[str, str | None, str, str, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]]
+] = {}
+_COOKIES: Final[dict[str, dict[str, str]]] = {}
+_STATUS_LINES: Final[dict[bytes, tuple[str, int, str]]] = {}
+
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _COOKIE_FIELDS: Final = frozenset({"cookie", "set-cookie"})
 _CRLF: Final = (13, 10)
@@ -257,6 +272,9 @@ class _Direction:
     def _headers(self, block: bytes, out: list[Event]) -> tuple[dict[str, str], list[str], int] | None:
         if not block:
             return {}, [], 0
+        hit = _BLOCKS.get(block)
+        if hit is not None:
+            return hit[0].copy(), hit[1], 0
         # One decode for the whole block; field values may be UTF-8 in practice (RFC 9110 §5.5).
         lines = block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
         if len(lines) < MAX_HEADERS:
@@ -264,17 +282,29 @@ class _Direction:
             # loop early and is parsed again by `_headers_general`, which knows every case.
             headers: dict[str, str] = {}
             cookies: list[str] = []
+            known = _LINES
             for line in lines:
-                name, colon, value = line.partition(":")
-                if not colon or not name or name[-1] in " \t" or name[0] in " \t":
-                    break
-                key = name.lower()
+                kv = known.get(line)
+                if kv is None:
+                    name, colon, value = line.partition(":")
+                    if not colon or not name or name[-1] in " \t" or name[0] in " \t":
+                        break
+                    kv = (name.lower(), value.strip())
+                    if len(line) <= _CACHE_KEY_BYTES:
+                        if len(known) >= _CACHE_MAX:
+                            known.clear()
+                        known[line] = kv
+                key, val = kv
                 if key in headers:
                     break
-                headers[key] = val = value.strip()
+                headers[key] = val
                 if key in _COOKIE_FIELDS:
                     cookies.append(val)
             else:
+                if len(block) <= _CACHE_KEY_BYTES:
+                    if len(_BLOCKS) >= _CACHE_MAX:
+                        _BLOCKS.clear()
+                    _BLOCKS[block] = (headers.copy(), cookies)
                 return headers, cookies, 0
         return self._headers_general(lines, out)
 
@@ -317,33 +347,29 @@ class _Direction:
             return False
         headers, cookie_lines, dropped = parsed
         method_s = method.decode("ascii")
-        target_s = target.decode("utf-8", "replace")
-        if target_s.startswith(("http://", "https://")):
-            url = target_s
-            after = target_s.split("//", 1)[1]
-            slash = after.find("/")
-            target_s = after[slash:] if slash >= 0 else "/"
-        else:
+        known = _TARGETS.get(target)
+        if known is None:
+            known = _target(target)
+            if len(target) <= _CACHE_KEY_BYTES:
+                if len(_TARGETS) >= _CACHE_MAX:
+                    _TARGETS.clear()
+                _TARGETS[target] = known
+        target_s, url, path, qs, query_items, segments = known
+        if url is None:
             url = f"http://{headers.get('host', '')}{target_s}"
-        path, _, qs = target_s.partition("?")
-        query = _query(qs) if qs else {}
-        cookies: dict[str, str] = {}
-        for line in cookie_lines:
-            for pair in line.split(";"):
-                k, eq, v = pair.strip().partition("=")
-                if eq and k:
-                    cookies[k] = v
+        if len(cookie_lines) == 1:
+            cookies = _cookie_pairs(cookie_lines[0])
+        else:
+            cookies = {}
+            for line in cookie_lines:
+                cookies.update(_cookie_pairs(line))
         fields: dict[str, Any] = {
             "method": method_s,
             "url": url,
             "path": path,
-            "path_segments": (
-                [unquote(s) for s in path.split("/") if s]
-                if "%" in path
-                else list(filter(None, path.split("/")))
-            ),
+            "path_segments": list(segments),
             "query_string": qs,
-            "query": query,
+            "query": {k: list(v) for k, v in query_items} if query_items else {},
             "http_version": ver,
             "headers": headers,
             "cookies": cookies,
@@ -375,17 +401,23 @@ class _Direction:
         return True
 
     def _response_head(self, start: bytes, block: bytes, size: int, ts: int, out: list[Event]) -> bool:
-        version, _, rest = start.partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        ver = _VERSIONS.get(version)
-        if ver is None or len(code) != 3 or not code.isdigit():
-            return self._violate("malformed status line", out)
-        status = int(code)
+        known = _STATUS_LINES.get(start)
+        if known is None:
+            version, _, rest = start.partition(b" ")
+            code, _, reason = rest.partition(b" ")
+            ver = _VERSIONS.get(version)
+            if ver is None or len(code) != 3 or not code.isdigit():
+                return self._violate("malformed status line", out)
+            known = (ver, int(code), reason.strip().decode("utf-8", "replace"))
+            if len(start) <= _CACHE_KEY_BYTES:
+                if len(_STATUS_LINES) >= _CACHE_MAX:
+                    _STATUS_LINES.clear()
+                _STATUS_LINES[start] = known
+        ver, status, reason_s = known
         parsed = self._headers(block, out)
         if parsed is None:
             return False
         headers, cookie_lines, dropped = parsed
-        reason_s = reason.strip().decode("utf-8", "replace")
         session = self.session
         if 100 <= status < 200 and status != 101:
             # RFC 9110 §15.2: interim responses precede the final one; kept on it.
@@ -633,6 +665,44 @@ _STEPS: Final = {
     UPGRADE_WAIT: _Direction._upgrade_wait,
     RESYNC: _Direction._resync,
 }
+
+
+def _target(
+    target: bytes,
+) -> tuple[str, str | None, str, str, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+    """A request target's parts: (origin-form target, absolute URL or None, path, query string, query
+    pairs, path segments). Immutable, so that it can be cached; the caller builds fresh containers."""
+    target_s = target.decode("utf-8", "replace")
+    url: str | None = None
+    if target_s.startswith(("http://", "https://")):
+        url = target_s
+        after = target_s.split("//", 1)[1]
+        slash = after.find("/")
+        target_s = after[slash:] if slash >= 0 else "/"
+    path, _, qs = target_s.partition("?")
+    query = _query(qs) if qs else {}
+    segments = (
+        tuple(unquote(s) for s in path.split("/") if s)
+        if "%" in path
+        else tuple(filter(None, path.split("/")))
+    )
+    return target_s, url, path, qs, tuple((k, tuple(v)) for k, v in query.items()), segments
+
+
+def _cookie_pairs(line: str) -> dict[str, str]:
+    """The name=value pairs of one Cookie header (RFC 6265 §5.4), a fresh dict each call."""
+    known = _COOKIES.get(line)
+    if known is None:
+        known = {}
+        for pair in line.split(";"):
+            k, eq, v = pair.strip().partition("=")
+            if eq and k:
+                known[k] = v
+        if len(line) <= _CACHE_KEY_BYTES:
+            if len(_COOKIES) >= _CACHE_MAX:
+                _COOKIES.clear()
+            _COOKIES[line] = known
+    return known.copy()
 
 
 def _query(qs: str) -> dict[str, list[str]]:
