@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -69,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         ui_port=args.ui_port,
         extra_env=extra,
     )
+
+    import asyncio  # here, not at the top: every other command (analyze) starts faster without it
 
     async def main() -> int:
         stop = asyncio.Event()
