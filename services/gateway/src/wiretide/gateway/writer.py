@@ -2,20 +2,30 @@
 
 Rule: a message is acknowledged only after its entries are committed. When the store fails, the
 writer stops acknowledging (JetStream keeps and redelivers), says why, and reports not ready.
+
+Two batches are in flight at most: while one is decoded and written in a worker thread (SQLite
+releases the GIL while it writes), the event loop fetches the next. Decoding happens in that thread
+too, off the event loop, and keeps each entry's JSON as it arrived so the store need not encode it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.bus.subscribe import decode_or_count
+from wiretide.common.entry import InvalidEntry, from_proto
+from wiretide.common.metrics import BUS_INVALID
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
 from wiretide.gateway.store import EntryStore, StoreError
+from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
 TRACER = tracer(__name__)
@@ -28,6 +38,38 @@ INVALID_ENTRIES = Counter(
 FETCH_BATCH = 64  # NATS messages (each an EntryBatch of many entries) per fetch
 FETCH_TIMEOUT_S = 1.0
 RETRY_MAX_S = 5.0
+RETRY_AFTER_FETCH_ERROR_S = 0.5  # pause after a failed fetch; the client reconnects by itself meanwhile
+
+
+@dataclass(slots=True)
+class Batch:
+    """The messages of one fetch and, once decoded, their valid entries (with their JSON as received)."""
+
+    messages: list[Any]
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    invalid: int = 0
+    decoded: bool = False
+
+
+def decode(batch: Batch) -> None:
+    """Decode and validate every entry; undecodable messages and invalid entries are counted and skipped."""
+    if batch.decoded:
+        return
+    for msg in batch.messages:
+        entries = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
+        if entries is None:
+            continue
+        for entry in entries.entries:
+            try:
+                batch.docs.append(from_proto(entry))
+            except InvalidEntry as exc:
+                batch.invalid += 1
+                BUS_INVALID.labels(msg.subject).inc()
+                log.warning("invalid entry skipped", extra={"error": str(exc)})
+            else:
+                batch.raw.append(entry.json)
+    batch.decoded = True
 
 
 class StoreWriter:
@@ -49,6 +91,7 @@ class StoreWriter:
         self.stored = 0
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._delay = 0.2
 
     async def start(self) -> None:
         self._sub = await durable_pull(
@@ -62,35 +105,73 @@ class StoreWriter:
         if self._task is not None:
             await self._task
 
+    async def _fetch(self) -> list[Any]:
+        try:
+            msgs: list[Any] = await self._sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+        except (TimeoutError, NatsTimeout):
+            return []
+        except Exception as exc:  # connection trouble: the client reconnects by itself
+            log.warning("fetch failed", extra={"error": str(exc)})
+            await asyncio.sleep(RETRY_AFTER_FETCH_ERROR_S)
+            return []
+        return msgs
+
+    def _write(self, batch: Batch) -> int:
+        """Decode (once) and store a batch; runs in a worker thread. Raises StoreError."""
+        decode(batch)
+        if not batch.docs:
+            return 0
+        with TRACER.start_as_current_span(
+            "store.write",
+            attributes={"wiretide.entries": len(batch.docs), "wiretide.messages": len(batch.messages)},
+        ):
+            return self.store.insert_many(batch.docs, batch.raw)
+
     async def _run(self) -> None:
-        delay = 0.2
+        in_flight: tuple[Batch, asyncio.Future[int]] | None = None
         while not self._stop.is_set():
-            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
-            if got.invalid:
-                INVALID_ENTRIES.inc(got.invalid)
-                self.completeness.invalid_skipped += got.invalid
-            docs, msgs = got.entries, got.messages
-            while not self._stop.is_set():
-                try:
-                    if docs:
-                        with TRACER.start_as_current_span(
-                            "store.write",
-                            attributes={"wiretide.entries": len(docs), "wiretide.messages": len(msgs)},
-                        ):
-                            new = await asyncio.to_thread(self.store.insert_many, docs)
-                        self.stored += new
-                        STORED.inc(new)
-                    break
-                except StoreError as exc:
-                    if self.healthy or self.last_error != str(exc):
-                        log.error("store write failed; not acknowledging", extra={"error": str(exc)})
-                    self.healthy = False
-                    self.last_error = str(exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
-            else:
+            msgs = await self._fetch()  # meanwhile the previous batch is being written
+            if in_flight is not None and not await self._settle(*in_flight):
                 return  # stopping with an uncommitted batch: JetStream redelivers it
-            if not self.healthy:
-                log.info("store writes recovered")
-            self.healthy, self.last_error, delay = True, None, 0.2
-            await got.ack()
+            in_flight = None
+            if msgs:
+                batch = Batch(msgs)
+                in_flight = (batch, asyncio.ensure_future(asyncio.to_thread(self._write, batch)))
+        if in_flight is not None:
+            await self._settle(*in_flight)
+
+    async def _settle(self, batch: Batch, write: asyncio.Future[int]) -> bool:
+        """Wait for a batch's write, retrying while the store fails; acknowledge it once committed.
+        False when asked to stop before it could be committed."""
+        while True:
+            try:
+                new = await write
+                break
+            except StoreError as exc:
+                if self.healthy or self.last_error != str(exc):
+                    log.error("store write failed; not acknowledging", extra={"error": str(exc)})
+                self.healthy = False
+                self.last_error = str(exc)
+                self._count_invalid(batch)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=self._delay)
+                    return False
+                except TimeoutError:
+                    pass
+                self._delay = min(self._delay * 2, RETRY_MAX_S)
+                write = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+        self._count_invalid(batch)
+        self.stored += new
+        STORED.inc(new)
+        if not self.healthy:
+            log.info("store writes recovered")
+        self.healthy, self.last_error, self._delay = True, None, 0.2
+        for msg in batch.messages:
+            await msg.ack()
+        return True
+
+    def _count_invalid(self, batch: Batch) -> None:
+        if batch.invalid:
+            INVALID_ENTRIES.inc(batch.invalid)
+            self.completeness.invalid_skipped += batch.invalid
+            batch.invalid = 0  # counted once, however often the write is retried

@@ -103,7 +103,10 @@ def paged_scan(
 class EntryStore(Protocol):
     kind: str
 
-    def insert_many(self, docs: Sequence[dict[str, Any]]) -> int: ...
+    def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
+        """Store `docs` (idempotent by id); `raw[i]`, when given, is docs[i] as received JSON, which a
+        store may keep instead of encoding docs[i] again. Returns how many were new."""
+        ...
 
     def get(self, entry_id: str) -> dict[str, Any] | None: ...
 

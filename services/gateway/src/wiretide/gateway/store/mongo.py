@@ -95,7 +95,8 @@ class MongoStore:
     def close(self) -> None:
         self._client.close()
 
-    def insert_many(self, docs: Sequence[dict[str, Any]]) -> int:
+    def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
+        del raw  # BSON is built from the documents
         if not docs:
             return 0
         try:

@@ -1,17 +1,27 @@
-"""The SQLite entry store (the embedded default): WAL, batched idempotent inserts, indexed columns for
-the fields queries filter on, and the whole entry as zlib-compressed JSON.
+"""The SQLite entry store (the embedded default): WAL, batched idempotent inserts, the fields queries
+filter on held in two small tables of their distinct combinations, and the whole entry as JSON.
 
-Rule: an entry id is stored at most once (INSERT OR IGNORE on the primary key), so a batch that is
-delivered again after a crash between commit and ack never duplicates rows; KFL is pushed down to
-the indexed columns as far as it goes and the rest runs in Python on the decoded entry.
+Rule: an entry id is stored at most once (INSERT OR IGNORE on a unique index over id), so a batch that
+is delivered again after a crash between commit and ack never duplicates rows; KFL is pushed down to
+the filter columns as far as it goes and the rest runs in Python on the decoded entry.
+
+Why groups: the fields queries filter on (protocol, node, status, method, both ends' namespace and
+name) repeat across millions of entries as a few hundred combinations. An entry stores the number of
+its combination in `calls` (protocol, node, status, method) and in `peers` (the two ends), and an index
+on each number, ending in (ts, id), serves every filter on those fields: SQLite evaluates the filter on
+the small table and reads the matching combinations' entries newest first. Two indexes instead of
+eight per-field ones is what makes a write cheap: each index is one more B-tree insert per entry, and
+those inserts were most of a write's cost.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,42 +30,102 @@ import orjson
 from wiretide.common.kfl import compile_sql
 from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreError, paged_scan
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    id        TEXT PRIMARY KEY,
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1  # PRAGMA user_version; 0 is a new file or the first (per-field index) layout
+
+# The fields that queries filter on, as columns: (name, declared type). The declared types are the only
+# types written (wrong-typed values are NULL), as KFL's SQL compiler requires.
+FIELDS: Final = (
+    ("protocol", "TEXT NOT NULL"), ("node", "TEXT"), ("status", "INTEGER"), ("method", "TEXT"),
+    ("src_ns", "TEXT"), ("src_name", "TEXT"), ("dst_ns", "TEXT"), ("dst_name", "TEXT"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A table of the distinct combinations of some FIELDS, numbered; an entry stores its number."""
+
+    table: str
+    key: str  # the number's column, in the group's table and in `entries`
+    fields: tuple[str, ...]
+    start: int  # position of the first field in FIELDS (a group's fields are consecutive)
+
+
+# Grouped by how they vary together: what the call was (few combinations: protocols x methods x
+# statuses x nodes) and who talked to whom (the service graph's edges).
+GROUPS: Final = (
+    Group("calls", "call", ("protocol", "node", "status", "method"), 0),
+    Group("peers", "peer", ("src_ns", "src_name", "dst_ns", "dst_name"), 4),
+)
+_TYPES: Final = dict(FIELDS)
+
+
+def _group_schema(g: Group) -> str:
+    columns = "".join(f", {f} {_TYPES[f]}" for f in g.fields)
+    indexes = "".join(f"CREATE INDEX {g.table}_{f} ON {g.table} ({f});" for f in g.fields)
+    return f"CREATE TABLE {g.table} ({g.key} INTEGER PRIMARY KEY{columns});{indexes}"
+
+
+SCHEMA = f"""
+{"".join(_group_schema(g) for g in GROUPS)}
+CREATE TABLE entries (
+    id        TEXT NOT NULL,
     ts        INTEGER NOT NULL,
-    protocol  TEXT NOT NULL,
-    node      TEXT,
-    status    INTEGER,
-    method    TEXT,
+    {"".join(f"{g.key} INTEGER NOT NULL, " for g in GROUPS)}
     path      TEXT,
-    src_ns    TEXT,
-    src_name  TEXT,
-    dst_ns    TEXT,
-    dst_name  TEXT,
-    elapsed   INTEGER,
-    doc       BLOB NOT NULL
+    doc       BLOB NOT NULL,
+    PRIMARY KEY (ts, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
-CREATE INDEX IF NOT EXISTS entries_protocol_ts ON entries (protocol, ts);
-CREATE INDEX IF NOT EXISTS entries_status_ts ON entries (status, ts);
-CREATE INDEX IF NOT EXISTS entries_method_ts ON entries (method, ts);
-CREATE INDEX IF NOT EXISTS entries_node_ts ON entries (node, ts);
-CREATE INDEX IF NOT EXISTS entries_src_ns_ts ON entries (src_ns, ts);
-CREATE INDEX IF NOT EXISTS entries_src_name_ts ON entries (src_name, ts);
-CREATE INDEX IF NOT EXISTS entries_dst_ns_ts ON entries (dst_ns, ts);
-CREATE INDEX IF NOT EXISTS entries_dst_name_ts ON entries (dst_name, ts);
+CREATE UNIQUE INDEX entries_id ON entries (id);
+{"".join(f"CREATE INDEX entries_{g.key} ON entries ({g.key});" for g in GROUPS)}
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+# WITHOUT ROWID keyed by (ts, id): the table itself is in newest-first order, and every group index
+# ends in (ts, id), so "newest first" (ORDER BY ts DESC, id DESC) is read straight off a B-tree.
+
+# The first layout: entries keyed by id with every field a column and nine (field, ts) indexes.
+V0_INDEXES: Final = ("ts", "protocol_ts", "status_ts", "method_ts", "node_ts", "src_ns_ts", "src_name_ts",
+                     "dst_ns_ts", "dst_name_ts")  # fmt: skip
+
+
+def _migrate_v0() -> str:
+    """SQL that moves the entries of the first layout into this one (run inside one transaction)."""
+    fill = "".join(
+        f"INSERT INTO {g.table} ({', '.join(g.fields)})"
+        f" SELECT DISTINCT {', '.join(g.fields)} FROM entries_v0;"
+        f"CREATE INDEX {g.table}_all ON {g.table} ({', '.join(g.fields)});"  # for the join below
+        for g in GROUPS
+    )
+    joins = " ".join(
+        f"JOIN {g.table} AS {g.key} ON " + " AND ".join(f"{g.key}.{f} IS v.{f}" for f in g.fields)
+        for g in GROUPS
+    )
+    keys = "".join(f"{g.key}.{g.key}, " for g in GROUPS)
+    return f"""
+ALTER TABLE entries RENAME TO entries_v0;
+{"".join(f"DROP INDEX IF EXISTS entries_{name};" for name in V0_INDEXES)}
+{SCHEMA}
+{fill}
+INSERT OR IGNORE INTO entries (id, ts, {"".join(f"{g.key}, " for g in GROUPS)}path, doc)
+    SELECT v.id, v.ts, {keys}v.path, v.doc FROM entries_v0 AS v {joins};
+{"".join(f"DROP INDEX {g.table}_all;" for g in GROUPS)}
+DROP TABLE entries_v0;
 """
 
+
+MIGRATE_V0 = _migrate_v0()
+
 INSERT = (
-    "INSERT OR IGNORE INTO entries (id, ts, protocol, node, status, method, path, src_ns, src_name,"
-    " dst_ns, dst_name, elapsed, doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT OR IGNORE INTO entries (id, ts, {''.join(f'{g.key}, ' for g in GROUPS)}path, doc)"
+    f" VALUES ({', '.join('?' * (4 + len(GROUPS)))})"
 )
+INSERT_GROUP = {
+    g.key: f"INSERT INTO {g.table} ({', '.join(g.fields)}) VALUES ({', '.join('?' * len(g.fields))})"
+    for g in GROUPS
+}
 
-# WITHOUT ROWID keyed by id: every secondary index (col, ts) then ends in id, so "newest first"
-# (ORDER BY ts DESC, id DESC) is read straight off an index instead of sorted.
-
-# KFL variables that live in indexed (or at least uncompressed) columns.
+# KFL variables that live in columns (of `entries` or a group's table; no name is in two tables).
 COLUMNS: Final[dict[str, str]] = {
     "timestamp": "ts",
     "protocol": "protocol",
@@ -75,57 +145,36 @@ COMPRESSION_LEVEL = 1
 COMPRESS_FROM = 1024
 RAW, ZLIB = b"j", b"z"
 BUSY_TIMEOUT_S = 5.0
-CACHE_KIB = 64 * 1024  # page cache: keeps the upper levels of ten indexes in memory at millions of rows
+# 8 KiB pages: a row (columns + up to 1 KiB of raw JSON) stays on its page instead of spilling into an
+# overflow page, which a WITHOUT ROWID table does past ~1,000 bytes with 4 KiB pages. New files only.
+PAGE_SIZE = 8192
+WAL_KIB = 128 * 1024  # the write-ahead log's size between checkpoints (and what its file is cut back to)
+CACHE_KIB = 64 * 1024  # page cache: keeps the upper levels of the indexes in memory at millions of rows
 WINDOWS = (1_024, 16_384)  # newest rows tried in time order before a plan that sorts every match
+PROBE_STEPS = 40_000  # SQLite VM steps a budgeted attempt may take (some steps are B-tree searches:
+# ~1 µs each, so tens of ms at most; counted, not timed, so the choice does not depend on load)
+WALK_STEPS = 400_000  # ... and a walk in time order (its steps read rows in order: cheap ones)
+PROBE_STEP = 1_000  # VM steps between checks of that budget
 PLAN_CACHE = 256  # plan shapes remembered (per WHERE clause)
-WINDOW_DOC = "(SELECT doc FROM entries AS e WHERE e.id = w.id)"  # the blob, read only for a match
-WINDOW_COLUMNS = "id, ts, protocol, node, status, method, path, src_ns, src_name, dst_ns, dst_name, elapsed"
+DOC = "(SELECT doc FROM entries AS e WHERE e.ts = w.ts AND e.id = w.id)"  # the blob, read only for a hit
+WINDOW_COLUMNS = f"id, ts, {''.join(f'{g.key}, ' for g in GROUPS)}path"
+GROUP_CACHE = 1_000_000  # combinations remembered per group; past it the cache restarts (a forgotten one
+# is inserted again under a new number: harmless, queries filter on a group's fields, not its numbers)
 REANALYZE_MIN_ROWS = 10_000  # re-sample statistics whenever the table has doubled past this
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE: enough for the planner, milliseconds to run
-
-
-def _end(doc: dict[str, Any], side: str, key: str) -> Any:
-    end = doc.get(side)
-    value = end.get(key) if isinstance(end, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return (
-        value
-        if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-        else None
-    )
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _row(doc: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        doc["id"],
-        doc["timestamp"],
-        doc["protocol"],
-        _str(doc.get("node")),
-        _int(doc.get("status")),
-        _str(doc.get("method")),
-        _str(doc.get("path")),
-        _end(doc, "src", "namespace"),
-        _end(doc, "src", "name"),
-        _end(doc, "dst", "namespace"),
-        _end(doc, "dst", "name"),
-        _int(doc.get("elapsed_us")),
-        encode_doc(doc),
-    )
+Values = tuple[Any, ...]  # of FIELDS (250 and 250.0 are one combination: equal for SQL as for KFL)
+INT64: Final = (-(2**63), 2**63 - 1)
 
 
-def encode_doc(doc: dict[str, Any]) -> bytes:
-    """JSON, zlib-compressed when large enough to be worth it (first byte says which)."""
-    raw = orjson.dumps(doc)
-    if len(raw) < COMPRESS_FROM:
-        return RAW + raw
-    return ZLIB + zlib.compress(raw, COMPRESSION_LEVEL)
+def pack(raw: bytes) -> bytes:
+    """An entry's JSON as stored: zlib-compressed when large enough to be worth it (first byte says which)."""
+    return RAW + raw if len(raw) < COMPRESS_FROM else ZLIB + zlib.compress(raw, COMPRESSION_LEVEL)
 
 
 def decode_doc(blob: bytes) -> dict[str, Any]:
@@ -145,25 +194,75 @@ class SqliteStore:
         self._rows_at_analyze = 0
         self._sorting_plans: dict[str, bool] = {}
         self._since_analyze = 0
+        self._known: dict[str, dict[Values, int]] = {g.key: {} for g in GROUPS}  # number by combination
+        self._combinations: dict[Values, tuple[int, ...]] = {}  # every group's number by field values
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
             )
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self._db.executescript(SCHEMA)
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            # Checkpoint the WAL into the database every WAL_KIB, not every 1,000 pages (SQLite's
+            # default): a batch dirties the same index pages, which a checkpoint then writes once.
+            (page,) = self._db.execute("PRAGMA page_size").fetchone()
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_KIB * 1024 // page}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_KIB * 1024}")
+            self._open_schema()
+            self._load_groups()
             self._analyze()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
+
+    def _open_schema(self) -> None:
+        """Create the schema in a new file, or bring an older layout up to this one (in one transaction)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            tables = {
+                name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if version == SCHEMA_VERSION:
+                pass
+            elif version == 0 and "entries" not in tables:
+                self._script(SCHEMA)
+            elif version == 0:
+                (rows,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
+                log.warning(
+                    "migrating the SQLite store to the grouped layout (once; a large store takes minutes)",
+                    extra={"path": str(self.path), "entries": rows, "from_version": 0, "to_version": 1},
+                )
+                self._script(MIGRATE_V0)
+            else:
+                raise StoreError(
+                    f"{self.path} has store schema version {version}, newer than this gateway's"
+                    f" {SCHEMA_VERSION}; use a newer gateway or another data directory"
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _script(self, script: str) -> None:
+        # executescript() would commit the open transaction first; run the statements one by one.
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    def _load_groups(self) -> None:
+        for g in GROUPS:
+            rows = self._db.execute(f"SELECT {g.key}, {', '.join(g.fields)} FROM {g.table}")
+            self._known[g.key] = {tuple(row[1:]): row[0] for row in rows}
 
     def _analyze(self) -> None:
         self._sorting_plans = {}
         self._rows_at_analyze += self._since_analyze
         self._since_analyze = 0
-        # Sampled statistics let the planner choose between "walk the time index" and "use the
-        # filter's index", which decides whether "latest N matching" costs 1 ms or 100 ms.
+        # Sampled statistics let the planner choose between "walk the time order" and "use the
+        # filter's group index", which decides whether "latest N matching" costs 1 ms or 100 ms.
         self._db.execute(f"PRAGMA analysis_limit={ANALYSIS_ROWS}")
         self._db.execute("ANALYZE")
 
@@ -186,6 +285,28 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"query failed: {exc}") from exc
 
+    def _fetch_within_budget(self, sql: str, params: Sequence[Any], budget: int) -> list[Any] | None:
+        """The rows of `sql`, or None when SQLite needs more than `budget` VM steps to find them."""
+        steps = 0
+
+        def spent() -> int:
+            nonlocal steps
+            steps += PROBE_STEP
+            return int(steps > budget)
+
+        with self._lock:
+            self._db.set_progress_handler(spent, PROBE_STEP)
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "interrupt" in str(exc):
+                    return None
+                raise StoreError(f"query failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+            finally:
+                self._db.set_progress_handler(None, 0)
+
     def _plan_sorts(self, sql: str, args: list[Any]) -> bool:
         """Whether SQLite would sort the matches rather than read them in time order off an index."""
         key = sql.rsplit(" LIMIT ", 1)[0]
@@ -198,24 +319,99 @@ class SqliteStore:
             self._sorting_plans[key] = sorts
         return sorts
 
-    def insert_many(self, docs: Sequence[dict[str, Any]]) -> int:
-        """Insert in one transaction; returns how many were new. Raises StoreError, storing nothing."""
-        rows = [_row(d) for d in docs]
+    def _numbers(self, values: Values, added: dict[str, dict[Values, int]]) -> tuple[int, ...]:
+        """Each group's number for these field values; a combination first seen is inserted into its
+        group's table (inside the caller's transaction) and recorded in `added`."""
+        numbers = []
+        for g in GROUPS:
+            combination = values[g.start : g.start + len(g.fields)]
+            number = self._known[g.key].get(combination) or added[g.key].get(combination)
+            if number is None:
+                cursor = self._db.execute(INSERT_GROUP[g.key], combination)
+                number = added[g.key][combination] = int(cursor.lastrowid or 0)
+            numbers.append(number)
+        return tuple(numbers)
+
+    def _rows(
+        self,
+        docs: Sequence[dict[str, Any]],
+        raw: Sequence[bytes] | None,
+        added: dict[str, dict[Values, int]],
+    ) -> tuple[list[tuple[Any, ...]], dict[Values, tuple[int, ...]]]:
+        """The entry rows of `docs` in the insert's column order, and the field values first seen here
+        with their numbers (remembered once committed). The hot loop of a write: kept flat."""
+        cached = self._combinations
+        fresh: dict[Values, tuple[int, ...]] = {}
+        dumps = orjson.dumps
+        rows = []
+        for i, doc in enumerate(docs):
+            get = doc.get
+            src, dst = get("src"), get("dst")
+            src = src if isinstance(src, dict) else {}
+            dst = dst if isinstance(dst, dict) else {}
+            status = get("status")
+            values = (
+                doc["protocol"],
+                _str(get("node")),
+                status
+                if type(status) is float or (type(status) is int and INT64[0] <= status <= INT64[1])
+                else None,
+                _str(get("method")),
+                _str(src.get("namespace")),
+                _str(src.get("name")),
+                _str(dst.get("namespace")),
+                _str(dst.get("name")),
+            )
+            numbers = cached.get(values) or fresh.get(values)
+            if numbers is None:
+                numbers = fresh[values] = self._numbers(values, added)
+            body = dumps(doc) if raw is None else raw[i]
+            path = get("path")
+            rows.append(
+                (
+                    doc["id"],
+                    doc["timestamp"],
+                    *numbers,
+                    path if isinstance(path, str) else None,
+                    pack(body),
+                )
+            )
+        return rows, fresh
+
+    def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
+        """Insert in one transaction; returns how many were new. Raises StoreError, storing nothing.
+
+        `raw[i]`, when given, is docs[i] as JSON (as it came off the wire): stored as is, not re-encoded."""
+        if raw is not None and len(raw) != len(docs):
+            raise ValueError("raw must hold one JSON document per entry")
+        added: dict[str, dict[Values, int]] = {g.key: {} for g in GROUPS}
         with self._lock:
             try:
-                before = self._db.total_changes
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(INSERT, rows)
+                rows, fresh = self._rows(docs, raw, added)
+                new = self._db.executemany(INSERT, rows).rowcount
                 self._db.execute("COMMIT")
-                new = self._db.total_changes - before
-                self._since_analyze += new
-                if self._since_analyze > max(REANALYZE_MIN_ROWS, self._rows_at_analyze):
-                    self._analyze()  # the table doubled: the planner's statistics are stale
-                return new
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"insert failed: {exc}") from exc
+                    self._db.execute("ROLLBACK")  # and the combinations it added are not remembered
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"insert failed: {exc}") from exc
+                raise
+            for key, combinations in added.items():
+                known = self._known[key]
+                if len(known) + len(combinations) > GROUP_CACHE:
+                    known.clear()
+                known.update(combinations)
+            if len(self._combinations) + len(fresh) > GROUP_CACHE:
+                self._combinations.clear()
+            self._combinations.update(fresh)
+            self._since_analyze += new
+            if self._since_analyze > max(REANALYZE_MIN_ROWS, self._rows_at_analyze):
+                try:
+                    self._analyze()  # the table doubled: the planner's statistics are stale
+                except sqlite3.Error as exc:
+                    log.warning("analyze after insert failed", extra={"error": str(exc)})
+            return new
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
         rows = self._fetch("SELECT doc FROM entries WHERE id = ?", (entry_id,))
@@ -246,24 +442,50 @@ class SqliteStore:
             where.append("(ts, id) > (?, ?)")
             params.extend((after.ts, after.id))
 
+        # Join only the group tables whose fields the filter reads (compile_sql quotes column names):
+        # then a group's index (number, ts, id) covers the search, the entries' rows are not read.
+        text = " ".join(where)
+        joins = "".join(
+            f" JOIN {g.table} USING ({g.key})" for g in GROUPS if any(f'"{f}"' in text for f in g.fields)
+        )
+
         def fetch(position: Cursor | None, n: int) -> list[dict[str, Any]]:
             older, older_args = ("(ts, id) < (?, ?)", [position.ts, position.id]) if position else ("1", [])
             cond = " AND ".join([*where, older])
-            sql = f"SELECT doc FROM entries WHERE {cond} ORDER BY ts DESC, id DESC LIMIT ?"
+            order = "ORDER BY ts DESC, id DESC"
             args = [*params, *older_args, n]
-            if where and self._plan_sorts(sql, args):
-                # The planner would collect and sort every match. Newest first over a dense match,
-                # the newest rows by time usually hold enough: read growing windows of them in order.
+            hits = f"SELECT ts, id FROM entries{joins} WHERE {cond} {order} LIMIT ?"
+            sorts = bool(where) and self._plan_sorts(hits, args)
+            if joins or sorts:
+                # Walking the time order until n match is fast over a dense match and slow over a
+                # sparse one; searching the filter's index and sorting the matches is the reverse.
+                # Over a dense match the newest rows usually hold enough: read a window of them in
+                # order. Then try searching and sorting, and walking, each within a budget that only
+                # the right one fits ("+ts" is no column an index orders by: it makes SQLite search
+                # and sort). Then a larger window, and last whatever the planner chose, unbounded.
                 match = " AND ".join(where)
+                unordered = "ORDER BY +ts DESC, +id DESC"
+                sort = f"SELECT ts, id FROM entries{joins} WHERE {cond} {unordered} LIMIT ?"
+                # CROSS JOIN keeps `entries` the outer loop: its rows are walked in (ts, id) order.
+                outer = joins.replace(" JOIN ", " CROSS JOIN ")
+                walk = f"SELECT ts, id FROM entries{outer} WHERE {cond} {order} LIMIT ?"
+                budgeted = [(sort, PROBE_STEPS), (walk, WALK_STEPS)] if joins else []
                 for rows_back in WINDOWS:
                     window = (
-                        f"SELECT {WINDOW_DOC} FROM (SELECT {WINDOW_COLUMNS}"
-                        f" FROM entries INDEXED BY entries_ts WHERE {older} ORDER BY ts DESC, id DESC"
-                        f" LIMIT {rows_back}) AS w WHERE {match} ORDER BY ts DESC, id DESC LIMIT ?"
+                        f"SELECT {DOC} FROM (SELECT {WINDOW_COLUMNS} FROM entries WHERE {older}"
+                        f" {order} LIMIT {rows_back}) AS w{joins} WHERE {match} {order} LIMIT ?"
                     )
                     rows = self._fetch(window, [*older_args, *params, n])
                     if len(rows) >= n:
                         return [decode_doc(blob) for (blob,) in rows]
+                    for attempt, steps in budgeted if rows_back == WINDOWS[0] else []:
+                        found = self._fetch_within_budget(
+                            f"SELECT {DOC} FROM ({attempt}) AS w {order}", args, steps
+                        )
+                        if found is not None:
+                            return [decode_doc(blob) for (blob,) in found]
+            # The doc is read only for the rows returned, not for every match a sorting plan collects.
+            sql = f"SELECT {DOC} FROM ({hits}) AS w {order}"
             return [decode_doc(blob) for (blob,) in self._fetch(sql, args)]
 
         return paged_scan(fetch, residual, limit, before, max_scan)
@@ -289,6 +511,5 @@ class SqliteStore:
         return self._delete("DELETE FROM entries WHERE ts < ?", (ts_ns,))
 
     def delete_oldest(self, n: int) -> int:
-        return self._delete(
-            "DELETE FROM entries WHERE id IN (SELECT id FROM entries ORDER BY ts ASC, id ASC LIMIT ?)", (n,)
-        )
+        oldest = "SELECT ts, id FROM entries ORDER BY ts ASC, id ASC LIMIT ?"
+        return self._delete(f"DELETE FROM entries WHERE (ts, id) IN ({oldest})", (n,))
