@@ -201,3 +201,38 @@ def test_timing_alone_meets_the_accuracy_targets_up_to_four_concurrent(concurren
     _, spans = run(chains.entries)
     precision, recall = score(chains, spans)
     assert precision >= 0.95 and recall >= 0.90, (precision, recall)
+
+
+def test_overlapping_requests_get_their_own_calls_in_the_order_the_server_took_them() -> None:
+    # Two requests taken in turn (a, then b), each making one call, in the same order, a little later.
+    # Alone, the first call fits b more tightly; jointly, order-keeping wins for both calls.
+    entries = [
+        call("c1", "frontend", "api", 6, 15),
+        call("c2", "frontend", "api", 7, 16),
+        call("a", None, "frontend", 0, 17),
+        call("b", None, "frontend", 2, 18),
+    ]
+    s = by_entry(run(entries)[1])
+    assert s[("c1", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
+    assert s[("c2", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
+    for key in (("c1", KIND_CLIENT), ("c2", KIND_CLIENT)):
+        assert s[key].link == "timing" and 0 < s[key].confidence < 0.9
+
+
+def test_a_request_with_its_call_already_linked_is_not_given_a_second_one_of_the_same_kind() -> None:
+    entries = [
+        call("c1", "frontend", "api", 1, 5),
+        call("c2", "frontend", "api", 12, 16),
+        call("a", None, "frontend", 0, 6),
+        call("b", None, "frontend", 0.5, 30),
+    ]
+    s = by_entry(run(entries)[1])
+    assert s[("c1", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
+    assert s[("c2", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
+
+
+def test_timing_alone_keeps_high_accuracy_at_ten_concurrent() -> None:
+    chains = build(600, 10, seed=5)
+    _, spans = run(chains.entries)
+    precision, recall = score(chains, spans)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)

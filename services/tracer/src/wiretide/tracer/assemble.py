@@ -2,7 +2,9 @@
 
 Rule: every parent link is made by the strongest evidence available and says so — the propagated
 header, then kernel causality (`causality.py`), then timing — and a timing link never claims
-certainty: its confidence is below 1 and falls as the number of plausible parents grows. Time is the
+certainty: its confidence is below 1 and falls when other parents would fit about as well. Calls that
+compete for the same requests are assigned jointly (one call of a kind per request, order of service
+kept unless the gaps say otherwise), not each to its own tightest fit. Time is the
 packets' time (the watermark), never the wall clock, so a pcap replay assembles like live traffic.
 
 How it streams: a server span is decided on arrival (its parent is the client side of the same
@@ -17,6 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from wiretide.tracer.spans import (
     LINK_TIMING,
     Span,
     SpanIds,
+    Workloads,
     spans_from_entry,
 )
 
@@ -50,13 +54,22 @@ PENDING = Gauge("wiretide_tracer_pending_spans", "Client spans waiting for their
 # Highest confidence a timing link can have: containment in time is evidence, not proof (the call
 # may come from a background task that happened to run during the request).
 TIMING_MAX_CONFIDENCE: Final = 0.9
-# Slack (ns) added to every candidate's slack so that a perfect fit does not make weights infinite;
-# about the scheduling jitter of a busy server between accepting a request and calling out.
-SLACK_FLOOR_NS: Final = 1_000_000
 # Pruning a timeline moves memory; it is done at most once per this much packet time.
 PRUNE_EVERY_NS: Final = 100_000_000
 # Traces we remember the span count of, for the fan-out cap (oldest forgotten first).
 MAX_TRACKED_TRACES: Final = 200_000
+# Joint assignment of competing calls (`Assembler._match`): the most calls and requests in one group,
+# and how many times the group is grown by overlap (bounds the work per ambiguous call).
+MAX_GROUP: Final = 32
+MAX_GROW_ROUNDS: Final = 3
+# Cost margins (ms²) beyond this add no confidence: the cost model's order assumption is itself a
+# guess, so even a clear winner stays below TIMING_MAX_CONFIDENCE (logistic(3) ≈ 0.95 of it).
+MARGIN_CAP: Final = 3.0
+# Gap costs (`_gap_assign`) are in units of this (1 ms) squared; leaving a call out costs more than
+# any real gap within the window, an impossible link more than leaving out every call.
+GAP_SCALE_NS: Final = 1_000_000
+UNMATCHED_GAP_COST: Final = 1e9
+IMPOSSIBLE_COST: Final = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +157,9 @@ class Assembler:
         self.config = config or AssemblyConfig()
         self.rules = rules
         self.causality: CausalitySource = causality or NoCausality()
+        self._kernel = not isinstance(self.causality, NoCausality)
         self.ids = ids or SpanIds()
+        self.workloads = Workloads()
         self.on_emit = on_emit
         self.watermark = 0
         self._seq = itertools.count()
@@ -155,6 +170,10 @@ class Assembler:
         self._trace_counts: OrderedDict[bytes, int] = OrderedDict()
         self._out: list[Span] = []
         self.stats: dict[str, int] = {}
+        # Metric increments gathered per entry and handed to prometheus_client on `drain` (its per-call
+        # locking costs more than the rest of a span's bookkeeping).
+        self._kinds: dict[int, int] = {}
+        self._links: dict[str, int] = {}
 
     # ---- input ----------------------------------------------------------------------------------
 
@@ -166,11 +185,12 @@ class Assembler:
             SPANS_DROPPED.labels("rule").inc()
             return []
         ctx = extract_from_entry(entry)
-        spans = spans_from_entry(entry, self.ids, ctx)
+        spans = spans_from_entry(entry, self.ids, ctx, self.workloads)
+        kinds = self._kinds
         for span in spans:
             if verdict is not None and verdict.name:
                 span.name = verdict.name
-            _SPANS_IN_BY_KIND[span.kind].inc()
+            kinds[span.kind] = kinds.get(span.kind, 0) + 1
             self.watermark = max(self.watermark, span.end_ns)
         for span in spans:
             if span.kind == KIND_SERVER:
@@ -194,11 +214,20 @@ class Assembler:
         while self._pending:
             _, _, span = heapq.heappop(self._pending)
             self._decide_client(span)
-        PENDING.set(0)
 
     def drain(self) -> list[Span]:
         out, self._out = self._out, []
+        self._publish_metrics()
         return out
+
+    def _publish_metrics(self) -> None:
+        for kind, n in self._kinds.items():
+            _SPANS_IN_BY_KIND[kind].inc(n)
+        for link, n in self._links.items():
+            _LINKS_BY_NAME[link].inc(n)
+        self._kinds.clear()
+        self._links.clear()
+        PENDING.set(len(self._pending))
 
     @property
     def pending(self) -> int:
@@ -215,9 +244,10 @@ class Assembler:
         timeline.prune(self.watermark - self.config.window_ns - self.config.clock_skew_ns)
         if timeline.add(span):
             self._count("inbound_evicted")
-        self._by_entry[span.entry_id] = span
-        if len(self._by_entry) > self.config.max_inbound_per_instance * 4:
-            self._by_entry.popitem(last=False)
+        if self._kernel:  # only a causality source names inbound entries to look up
+            self._by_entry[span.entry_id] = span
+            if len(self._by_entry) > self.config.max_inbound_per_instance * 4:
+                self._by_entry.popitem(last=False)
         if span.partner is not None:
             span.parent = span.partner
             span.link = LINK_ENTRY
@@ -247,7 +277,6 @@ class Assembler:
         while pending and pending[0][0] <= self.watermark:
             _, _, span = heapq.heappop(pending)
             self._decide_client(span)
-        PENDING.set(len(pending))
 
     def _candidates(self, span: Span) -> list[Span]:
         """Inbound requests of the caller's instance that enclose this call in time (± clock skew)."""
@@ -267,11 +296,11 @@ class Assembler:
 
     def _encloses(self, parent: Span, child: Span) -> bool:
         """Containment in time; timestamps from different capture nodes get the clock-skew allowance."""
-        skew = 0 if parent.entry.get("node") == child.entry.get("node") else self.config.clock_skew_ns
+        skew = 0 if parent.node == child.node else self.config.clock_skew_ns
         return parent.start_ns <= child.start_ns + skew and parent.end_ns >= child.end_ns - skew
 
     def _decide_client(self, span: Span) -> None:
-        cause = self.causality.cause_of(span.entry)
+        cause = self.causality.cause_of(span.entry) if self._kernel else None
         if cause is not None:
             parent = self._by_entry.get(cause)
             if parent is not None and parent.workload.instance == span.workload.instance:
@@ -287,7 +316,7 @@ class Assembler:
                 # The application's trace enters our view here: the caller's own span is the parent.
                 span.link = LINK_HEADER
                 span.confidence = 1.0
-                _LINKS_BY_NAME[LINK_HEADER].inc()
+                self._links[LINK_HEADER] = self._links.get(LINK_HEADER, 0) + 1
                 self._decided(span)
             return
         # Inbound requests carrying another trace's context belong to that trace, not to this call.
@@ -297,57 +326,120 @@ class Assembler:
             span.confidence = 1.0
             self._decided(span)
             return
-        free = [s for s in plain if s.child_signatures is None or span.signature not in s.child_signatures]
-        pool = free or plain
-        choice = self._match(span, pool) if len(pool) > 1 else pool[0]
-        weights = [1.0 / (self._slack(span, s) + SLACK_FLOOR_NS) for s in pool]
-        confidence = TIMING_MAX_CONFIDENCE * weights[pool.index(choice)] / sum(weights)
-        if free and len(free) < len(plain):  # requests already served by such a call were set aside
-            confidence *= len(free) / len(plain) + (1 - len(free) / len(plain)) * 0.5
-        parent = choice
-        if parent.child_signatures is None:
-            parent.child_signatures = set()
-        parent.child_signatures.add(span.signature)
+        if len(plain) == 1:
+            parent, confidence = plain[0], TIMING_MAX_CONFIDENCE
+        else:
+            parent, confidence = self._match(span, plain)
         self._link(span, parent, LINK_TIMING, round(confidence, 4))
 
-    def _match(self, span: Span, candidates: list[Span]) -> Span:
-        """The parent `span` gets in a greedy tightest-fit matching of the calls that compete for the
-        same requests: undecided calls of the same kind that the candidates also enclose.
+    def _match(self, span: Span, candidates: list[Span]) -> tuple[Span, float]:
+        """The parent of `span` in the best joint assignment of the calls that compete for the same
+        requests, and the link's confidence (from how much worse the best alternative would be).
 
-        Every call a candidate encloses has arrived by now (calls end before their requests), so the
-        outbound index holds all of the candidates' possible children.
+        Servers take requests in turn (an event loop, a thread pool's queue), so the calls their
+        requests make go out, and come back, in the same order. A greedy tightest fit per call breaks
+        that order as soon as requests overlap; instead every undecided call of the group gets a
+        distinct request, minimising a cost convex in both gaps (`_gap_assign`), which favours the
+        order-keeping assignment unless the gaps clearly say otherwise. Solved exactly (Hungarian) on
+        the group of calls and requests that overlap this call's candidates; calls decided earlier keep
+        their parents. More calls than requests (fan-out): the extra call takes its tightest fit.
+
+        One solution serves the whole group: the other calls keep theirs as a hint, used when their
+        turn comes if nothing they depend on has changed.
         """
+        hint = span.hint
+        if hint is not None:
+            span.hint = None
+            parent, margin, group = hint
+            # The group's solution still stands if this call's requests were all in it and its parent
+            # has not been given to another call of its kind since.
+            if (
+                all(id(c) in group for c in candidates)
+                and any(c is parent for c in candidates)
+                and (parent.claimed is None or span.signature not in parent.claimed)
+            ):
+                return parent, _confidence(margin)
+        signature = span.signature
+        free = [c for c in candidates if c.claimed is None or signature not in c.claimed]
+        if len(free) == 1:
+            # Every other request already has its call of this kind: nothing left to weigh.
+            return free[0], _confidence(MARGIN_CAP)
+        calls, parents, whole = self._component(span, candidates)
+        solution = _gap_assign(calls, parents, self.config.clock_skew_ns)
+        # The solution is kept as a hint for the group's other calls; of a group cut short by the
+        # caps only for the earlier half of its calls, far from the edge where rivals are missing.
+        horizon = max(c.end_ns for c in calls)
+        if not whole:
+            ends = sorted(calls[i].end_ns for i in solution)
+            horizon = ends[len(ends) // 2]
+        group = frozenset(id(p) for p in parents)
+        for i, (choice, margin) in solution.items():
+            if calls[i] is not span and choice >= 0 and calls[i].end_ns <= horizon:
+                calls[i].hint = (parents[choice], margin, group)
+        choice, margin = solution.get(calls.index(span), (-1, 0.0))
+        if choice < 0 or not self._encloses(parents[choice], span):
+            parent = min(candidates, key=lambda s: self._slack(span, s))
+            return parent, TIMING_MAX_CONFIDENCE / len(candidates)
+        return parents[choice], _confidence(margin)
+
+    def _component(self, span: Span, candidates: list[Span]) -> tuple[list[Span], list[Span], bool]:
+        """The calls of `span`'s kind and the plain requests that could be their parents, grown from
+        `span` and its candidates while they overlap (`MAX_GROW_ROUNDS`, at most `MAX_GROUP` of
+        each), sorted by start; and whether the group is whole: every call of the kind that lies
+        within its requests is in it, so its solution holds for each call whose requests all are."""
         skew = self.config.clock_skew_ns
-        lo = min(s.start_ns for s in candidates) - skew
-        hi = max(s.end_ns for s in candidates) + skew
-        rivals = [span]
-        outbound = self._outbound.get(span.workload.instance)
-        if outbound is not None:
-            outbound.prune(span.end_ns - 2 * self.config.window_ns - skew)
-            rivals.extend(
-                other
-                for other in outbound.within(lo, hi)
-                if other is not span and not other.decided and other.signature == span.signature
-            )
-        if len(rivals) == 1:
-            return min(candidates, key=lambda s: self._slack(span, s))
-        pairs = []
-        for call in rivals:
-            for parent in candidates:
-                if self._encloses(parent, call):
-                    pairs.append((self._slack(call, parent), id(call), call, parent))
-        pairs.sort(key=lambda p: (p[0], p[1]))
-        taken_calls: set[int] = set()
-        taken_parents: set[int] = set()
-        for _, call_id, call, parent in pairs:
-            if call_id in taken_calls or id(parent) in taken_parents:
-                continue
-            if call is span:
-                return parent
-            taken_calls.add(call_id)
-            taken_parents.add(id(parent))
-        # More calls than requests (fan-out): the tightest fit.
-        return min(candidates, key=lambda s: self._slack(span, s))
+        instance = span.workload.instance
+        inbound = self._inbound[instance]
+        outbound = self._outbound.get(instance)
+        signature = span.signature
+        parents: dict[int, Span] = {id(s): s for s in candidates}
+        calls: dict[int, Span] = {id(span): span}
+        hull = [min(s.start_ns for s in candidates), max(s.end_ns for s in candidates)]
+        reach = [span.start_ns, span.end_ns]
+
+        def more_calls() -> bool:
+            grew = False
+            if outbound is None:
+                return grew
+            for other in outbound.within(hull[0] - skew, hull[1] + skew):
+                if (
+                    other.signature == signature
+                    and other.context is None
+                    and id(other) not in calls
+                    and (not other.decided or other.link == LINK_TIMING)
+                ):
+                    if len(calls) >= MAX_GROUP:
+                        return grew
+                    calls[id(other)] = other
+                    reach[0] = min(reach[0], other.start_ns)
+                    reach[1] = max(reach[1], other.end_ns)
+                    grew = True
+            return grew
+
+        def more_parents() -> bool:
+            grew = False
+            members = list(calls.values())
+            for other in inbound.open_during(reach[0], reach[1], skew + (reach[1] - reach[0])):
+                if id(other) in parents or other.context is not None:
+                    continue
+                first, last = other.start_ns - skew, other.end_ns + skew
+                if any(c.start_ns >= first and c.end_ns <= last for c in members):
+                    if len(parents) >= MAX_GROUP:
+                        return grew
+                    parents[id(other)] = other
+                    hull[0] = min(hull[0], other.start_ns)
+                    hull[1] = max(hull[1], other.end_ns)
+                    grew = True
+            return grew
+
+        for _ in range(MAX_GROW_ROUNDS):
+            if not (more_calls() | more_parents()):
+                break
+        else:
+            more_calls()  # the calls within the last requests added: their rivals, for the hints
+        by_start = lambda s: (s.start_ns, s.end_ns)  # noqa: E731
+        whole = len(calls) < MAX_GROUP and len(parents) < MAX_GROUP
+        return sorted(calls.values(), key=by_start), sorted(parents.values(), key=by_start), whole
 
     @staticmethod
     def _slack(child: Span, parent: Span) -> int:
@@ -359,9 +451,14 @@ class Assembler:
 
     def _link(self, span: Span, parent: Span, link: str, confidence: float) -> None:
         span.parent = parent
+        span.hint = None
+        if parent.claimed is None:
+            parent.claimed = {span.signature}
+        else:
+            parent.claimed.add(span.signature)
         span.link = link
         span.confidence = confidence
-        _LINKS_BY_NAME[link].inc()
+        self._links[link] = self._links.get(link, 0) + 1
         self._decided(span)
 
     # ---- emission -------------------------------------------------------------------------------
@@ -409,3 +506,123 @@ class Assembler:
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
+
+
+def _hungarian(cost: list[list[float]]) -> tuple[list[int], list[float], list[float]]:
+    """Minimum-cost assignment of every row to a distinct column (rows <= columns): the Hungarian
+    method with potentials (Kuhn–Munkres, O(rows² × columns)). Returns the column of each row and the
+    row and column potentials (1-based), whose reduced costs `cost - u - v` are >= 0, 0 on the choice."""
+    n, m = len(cost), len(cost[0])
+    # When each row's cheapest column is its own, that is the optimum (row minima as potentials).
+    # It is the common case — requests rarely compete for the same call — and costs one pass.
+    best = [min(range(m), key=row.__getitem__) for row in cost]
+    if len(set(best)) == n:
+        return best, [0.0] + [row[j] for row, j in zip(cost, best, strict=True)], [0.0] * (m + 1)
+    inf = float("inf")
+    u = [0.0] * (n + 1)
+    v = [0.0] * (m + 1)
+    p = [0] * (m + 1)
+    way = [0] * (m + 1)
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = [inf] * (m + 1)
+        used = [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            row = cost[i0 - 1]
+            ui0 = u[i0]
+            delta = inf
+            j1 = 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = row[j - 1] - ui0 - v[j]
+                    if cur < minv[j]:
+                        minv[j] = cur
+                        way[j] = j0
+                    if minv[j] < delta:
+                        delta = minv[j]
+                        j1 = j
+            for j in range(m + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    out = [-1] * n
+    for j in range(1, m + 1):
+        if p[j]:
+            out[p[j] - 1] = j - 1
+    return out, u, v
+
+
+def _gap_assign(calls: list[Span], parents: list[Span], skew: int) -> dict[int, tuple[int, float]]:
+    """The cheapest assignment of the undecided `calls` to distinct free `parents` (a call may
+    stay without a parent at `UNMATCHED_GAP_COST`; calls already decided keep theirs): per
+    undecided call index, its parent's index (-1: none) and the margin — a lower bound on the extra
+    cost (ms²) of any assignment that gives it another parent (its smallest other reduced cost).
+
+    The cost is convex in both gaps: of all assignments it prefers the one that keeps the order of
+    starts and of ends — how servers that take requests in turn behave — unless the gaps clearly say
+    otherwise. `skew` is allowed between spans seen on different capture nodes."""
+    taken = {id(c.parent) for c in calls if c.decided and c.parent is not None}
+    free = [j for j, p in enumerate(parents) if id(p) not in taken]
+    rows = [i for i, c in enumerate(calls) if not c.decided]
+    if not free:
+        return {}
+    matrix: list[list[float]] = []
+    chosen = [parents[j] for j in free]
+    for i in rows:
+        call = calls[i]
+        start, end, node, partner = call.start_ns, call.end_ns, call.node, call.partner
+        line: list[float] = []
+        for p in chosen:
+            allowance = 0 if p.node == node else skew
+            if p.start_ns <= start + allowance and p.end_ns >= end - allowance and p is not partner:
+                # Convex in both gaps (request start → call start, call end → request end), in ms².
+                before = (start - p.start_ns) / GAP_SCALE_NS
+                after = (p.end_ns - end) / GAP_SCALE_NS
+                line.append(before * before + after * after)
+            else:
+                line.append(IMPOSSIBLE_COST)
+        matrix.append(line)
+    columns: list[int] = []
+    if len(rows) <= len(free):
+        # Usually every call can have a request of its own: solve without the "no parent" columns
+        # (same optimum then, as no real gap costs as much), and add them only if that fails.
+        columns, u, v = _hungarian(matrix)
+        if any(matrix[r][c] >= IMPOSSIBLE_COST for r, c in enumerate(columns)):
+            columns = []
+    if not columns:
+        for line in matrix:
+            line.extend([UNMATCHED_GAP_COST] * len(rows))
+        columns, u, v = _hungarian(matrix)
+    width = len(free)
+    out: dict[int, tuple[int, float]] = {}
+    for r, i in enumerate(rows):
+        col = columns[r]
+        line = matrix[r]
+        if col >= width or line[col] >= IMPOSSIBLE_COST:
+            out[i] = (-1, 0.0)
+            continue
+        ur = u[r + 1]
+        margin = min(
+            (line[j] - ur - v[j + 1] for j in range(width) if j != col and line[j] < IMPOSSIBLE_COST),
+            default=MARGIN_CAP,
+        )
+        out[i] = (free[col], margin)
+    return out
+
+
+def _confidence(margin: float) -> float:
+    """A timing link's confidence from its margin: a logistic, 0.5 of the maximum when another
+    assignment is as good, near the maximum when every other is far worse."""
+    return TIMING_MAX_CONFIDENCE / (1.0 + math.exp(-min(margin, MARGIN_CAP)))

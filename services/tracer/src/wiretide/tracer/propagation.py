@@ -37,6 +37,10 @@ MAX_TRACESTATE: Final = 512
 MAX_REQUEST_ID: Final = 200
 # The longest header value looked at at all; longer values are refused before parsing.
 MAX_HEADER_CHARS: Final = 1024
+# Every header `extract` looks at.
+_HEADER_NAMES: Final = frozenset(
+    {"traceparent", "b3", "x-b3-traceid", "uber-trace-id", "grpc-trace-bin", "x-request-id"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,7 @@ def _attempt(name: str, parse: Callable[[], Context | None]) -> Context | None:
 
 def extract(headers: Mapping[str, Any]) -> Context | None:
     """The strongest valid context in lower-cased request headers (or gRPC metadata), else None."""
-    if not headers:
+    if not headers or _HEADER_NAMES.isdisjoint(headers):  # most requests carry no context at all
         return None
     tp = _first(headers, "traceparent")
     if tp is not None:

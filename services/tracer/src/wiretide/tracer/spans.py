@@ -14,6 +14,7 @@ status rules of "grpc.md#grpc-status"), database (`db.system`), messaging (`mess
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass, field
@@ -47,8 +48,14 @@ GRPC_SERVER_ERRORS: Final = frozenset({2, 4, 12, 13, 14, 15})
 DNS_ERROR_RCODES: Final = frozenset({2, 5})
 # Path segments that look like identifiers are folded in span names to keep their cardinality low.
 _ID_SEGMENT: Final = re.compile(r"^(?:\d+|[0-9a-fA-F]{8,}|[0-9a-fA-F-]{36})$")
+_ID_START: Final = frozenset("0123456789abcdefABCDEF-")
 # Longest span name kept; beyond it names are cut (backends index them).
 MAX_NAME_CHARS: Final = 200
+# Paths whose route (`route_of`) is remembered.
+MAX_ROUTES: Final = 8_192
+# Distinct workload identities remembered by `Workloads` (all forgotten at once beyond it).
+MAX_WORKLOADS: Final = 10_000
+_EMPTY: Final[dict[str, Any]] = {}
 
 MESSAGING_SYSTEMS: Final = {"kafka": "kafka", "amqp": "rabbitmq"}
 DB_SYSTEMS: Final = {"redis": "redis"}
@@ -119,6 +126,7 @@ class Span:
     own: Attributes  # this side's view: peer address, peer.service, error.type
     entry_id: str
     entry: dict[str, Any] = field(repr=False)
+    node: str = ""  # the capture node that saw the call (whose clock the timestamps are on)
     context: Context | None = None
     error: bool = False
     status_message: str = ""
@@ -132,8 +140,11 @@ class Span:
     parent: Span | None = field(default=None, repr=False)
     decided: bool = False  # its parent is chosen
     emitted: bool = False  # handed to the sinks, trace id final
+    exported: bool = False  # encoded for export at least once (see export/otlp.py)
     waiting: list[Span] | None = field(default=None, repr=False)  # decided children awaiting this span
-    child_signatures: set[str] | None = field(default=None, repr=False)
+    claimed: set[str] | None = field(default=None, repr=False)  # signatures of calls linked to it
+    # A group solution's proposal for this call's parent: (parent, margin, ids of the group's requests).
+    hint: tuple[Span, float, frozenset[int]] | None = field(default=None, repr=False)
 
     @property
     def attributes(self) -> Attributes:
@@ -203,11 +214,50 @@ def workload_of(end: dict[str, Any], node: str) -> Workload:
     )
 
 
+class Workloads:
+    """`workload_of` with memory: the ends of most entries name the same few workloads, so one
+    `Workload` is made per distinct identity and shared by all its spans (cheap to group and hash).
+
+    The memo key is every field `workload_of` reads, so a hit returns exactly what it would make.
+    """
+
+    __slots__ = ("_known", "limit")
+
+    def __init__(self, limit: int = MAX_WORKLOADS) -> None:
+        self._known: dict[tuple[Any, ...], Workload] = {}
+        self.limit = limit
+
+    def of(self, end: dict[str, Any], node: str) -> Workload:
+        get = end.get
+        pod, svc, wl, proc = get("pod"), get("service"), get("workload"), get("process")
+        pod = pod if isinstance(pod, dict) else _EMPTY
+        svc = svc if isinstance(svc, dict) else _EMPTY
+        wl = wl if isinstance(wl, dict) else _EMPTY
+        proc = proc if isinstance(proc, dict) else _EMPTY
+        key = (
+            node, get("name"), get("namespace"), get("node"), get("ip"),
+            pod.get("name"), pod.get("namespace"), svc.get("name"), svc.get("namespace"),
+            wl.get("name"), wl.get("kind"), proc.get("pid"), proc.get("name"), proc.get("container_id"),
+        )  # fmt: skip
+        try:
+            found = self._known.get(key)
+        except TypeError:  # an unhashable value where a string belongs: not worth remembering
+            return workload_of(end, node)
+        if found is None:
+            found = workload_of(end, node)
+            if len(self._known) >= self.limit:
+                self._known.clear()
+            self._known[key] = found
+        return found
+
+
+@functools.lru_cache(maxsize=MAX_ROUTES)  # a pure function of the path; paths repeat
 def route_of(path: str) -> str:
     """The path without its query, with identifier-like segments folded to `{id}`."""
     path = path.split("?", 1)[0] or "/"
     parts = path.split("/")
-    return "/".join("{id}" if _ID_SEGMENT.match(p) else p for p in parts)
+    # Only segments that start like an id can be one (most are words): the regex runs on those alone.
+    return "/".join("{id}" if p and p[0] in _ID_START and _ID_SEGMENT.match(p) else p for p in parts)
 
 
 def _network(entry: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> Attributes:
@@ -263,18 +313,20 @@ class Described:
 
 
 def describe(entry: dict[str, Any]) -> Described:
-    protocol = _str(entry.get("protocol")) or "tcp"
-    method = _str(entry.get("method"))
-    path = _str(entry.get("path"))
-    status = _int(entry.get("status"))
-    request = _dict(entry.get("request"))
-    response = _dict(entry.get("response"))
+    get = entry.get
+    protocol, method, path, status = get("protocol"), get("method"), get("path"), get("status")
+    protocol = protocol if isinstance(protocol, str) and protocol else "tcp"
+    method = method if isinstance(method, str) else ""
+    path = path if isinstance(path, str) else ""
+    status = status if isinstance(status, int) and not isinstance(status, bool) else None
+    request = _dict(get("request"))
+    response = _dict(get("response"))
     attrs: Attributes = {"network.protocol.name": protocol}
-    version = _str(entry.get("version"))
-    if version:
+    version = get("version")
+    if version and isinstance(version, str):
         attrs["network.protocol.version"] = version
     client_error = server_error = ""
-    name = _str(entry.get("summary")) or protocol
+    name = _str(get("summary")) or protocol
 
     if protocol == "grpc":
         # semconv rpc/grpc.md
@@ -381,7 +433,9 @@ def describe(entry: dict[str, Any]) -> Described:
     return Described(name[:MAX_NAME_CHARS], attrs, client_error, server_error)
 
 
-def spans_from_entry(entry: dict[str, Any], ids: SpanIds, context: Context | None = None) -> list[Span]:
+def spans_from_entry(
+    entry: dict[str, Any], ids: SpanIds, context: Context | None = None, workloads: Workloads | None = None
+) -> list[Span]:
     """The client and/or server span of one entry (both when both ends are known workloads).
 
     An end known only by its address gets no span of its own; when neither end is known the call
@@ -390,8 +444,10 @@ def spans_from_entry(entry: dict[str, Any], ids: SpanIds, context: Context | Non
     node = _str(entry.get("node"))
     src = _dict(entry.get("src"))
     dst = _dict(entry.get("dst"))
-    caller = workload_of(src, node)
-    callee = workload_of(dst, node)
+    if workloads is not None:
+        caller, callee = workloads.of(src, node), workloads.of(dst, node)
+    else:
+        caller, callee = workload_of(src, node), workload_of(dst, node)
     start = _int(entry.get("timestamp")) or 0
     elapsed = _int(entry.get("elapsed_us")) or 0
     end = start + max(elapsed, 0) * 1000
@@ -402,35 +458,26 @@ def spans_from_entry(entry: dict[str, Any], ids: SpanIds, context: Context | Non
     base["wiretide.entry_id"] = entry_id
     if node:
         base["wiretide.node"] = node
-    signature = f"{callee.service_name}|{described.name}"
+    name = described.name
+    signature = f"{callee.service_name}|{name}"
     out: list[Span] = []
 
     def half(peer_end: dict[str, Any], kind: int, workload: Workload, peer: Workload, error: str) -> Span:
         """One side of the call: the network peer is the other end of the entry."""
         attrs: Attributes = {}
-        if peer_end.get("ip"):
-            attrs["network.peer.address"] = _str(peer_end.get("ip"))
-        if _int(peer_end.get("port")) is not None:
-            attrs["network.peer.port"] = peer_end["port"]
+        ip = peer_end.get("ip")
+        if ip:
+            attrs["network.peer.address"] = _str(ip)
+        port = peer_end.get("port")
+        if type(port) is int:
+            attrs["network.peer.port"] = port
         if error:
             attrs["error.type"] = error
+        # Positional, in field order (the per-span path: keyword matching costs more than the rest).
         return Span(
-            span_id=ids.span_id(),
-            name=described.name,
-            kind=kind,
-            workload=workload,
-            peer=peer,
-            start_ns=start,
-            end_ns=end,
-            shared=base,
-            own=attrs,
-            entry_id=entry_id,
-            entry=entry,
-            context=context,
-            error=bool(error),
-            status_message=error,
-            signature=signature,
-        )
+            ids.span_id(), name, kind, workload, peer, start, end, base, attrs, entry_id, entry, node,
+            context, bool(error), error, b"", b"", LINK_ROOT, 1.0, None, signature,
+        )  # fmt: skip
 
     client: Span | None = None
     if caller.known:

@@ -26,7 +26,17 @@ STATUS_ERROR: Final = 2
 # Encoded attributes remembered for reuse; most (key, value) pairs repeat from span to span.
 MAX_CACHED_ATTRIBUTES: Final = 50_000
 
+# A key's values stop being cached once it has this many (it is an id, not a label).
+MAX_VALUES_PER_KEY: Final = 4_096
+# Keys whose values are (nearly) unique per call: never cached.
+UNIQUE_KEYS: Final = frozenset({"wiretide.entry_id", "client.port"})
+
+# Calls whose shared attributes wait, encoded, for their second span (oldest forgotten first).
+MAX_SHARED: Final = 20_000
+
 _FIXED64: Final = struct.Struct("<Q")
+_TIMES: Final = struct.Struct("<BBBQBQ")
+_MISSING: Final[dict[AttrValue, bytes]] = {}
 _DOUBLE: Final = struct.Struct("<d")
 
 
@@ -74,32 +84,77 @@ def key_value(key: str, value: AttrValue) -> bytes:
 
 
 class Encoder:
-    """Writes ExportTraceServiceRequest bytes; remembers encoded attributes and resources."""
+    """Writes ExportTraceServiceRequest bytes; remembers encoded attributes and resources.
+
+    Most attribute values repeat from span to span (names, addresses, methods, status codes), so each
+    (key, value) is encoded once and kept per key; a key whose values keep changing (entry ids,
+    ephemeral ports) stops being cached after `MAX_VALUES_PER_KEY` and is encoded each time.
+    """
 
     def __init__(self) -> None:
-        self._attrs: dict[tuple[str, str], bytes] = {}
+        self._by_key: dict[str, dict[AttrValue, bytes] | None] = dict.fromkeys(UNIQUE_KEYS)
         self._keys: dict[str, bytes] = {}
-        # Shared attributes of a call, encoded once for both of its spans (within one request).
+        self._cached = 0
+        # Shared attributes of a call, encoded once for both of its spans.
         self._shared: dict[int, tuple[dict[str, AttrValue], bytes]] = {}
         self._resources: dict[Workload, bytes] = {}
+        self._names: dict[str, bytes] = {}
+        self._tails: dict[tuple[str, float], bytes] = {}
         self._scope = _ld(1, _ld(1, SCOPE_NAME.encode()) + _ld(2, SCOPE_VERSION.encode()))
 
     def _attribute(self, key: str, value: AttrValue) -> bytes:
-        """A Span.attributes (field 9) entry. String values repeat (names, addresses, methods) and are
-        cached; numbers (ports, sizes) mostly do not and are encoded each time."""
-        if type(value) is str:
-            cache_key = (key, value)
-            encoded = self._attrs.get(cache_key)
-            if encoded is None:
-                encoded = _ld(9, key_value(key, value))
-                if len(self._attrs) >= MAX_CACHED_ATTRIBUTES:
-                    self._attrs.clear()
-                self._attrs[cache_key] = encoded
+        """A Span.attributes (field 9) entry."""
+        values = self._by_key.get(key, _MISSING)
+        if values is not None:
+            if values is _MISSING:
+                values = self._by_key[key] = {}
+            # bool and int compare equal (True == 1): the type is part of the cache key.
+            cache_key = value if type(value) is not bool else (value,)
+            encoded = values.get(cache_key)  # type: ignore[arg-type]
+            if encoded is not None:
+                return encoded
+            encoded = _ld(9, key_value(key, value))
+            if len(values) >= MAX_VALUES_PER_KEY:
+                self._by_key[key] = None  # high cardinality: not worth remembering
+            else:
+                if self._cached >= MAX_CACHED_ATTRIBUTES:
+                    self._by_key = dict.fromkeys(UNIQUE_KEYS)
+                    self._cached = 0
+                    self._by_key[key] = values = {}
+                values[cache_key] = encoded  # type: ignore[index]
+                self._cached += 1
             return encoded
         prefix = self._keys.get(key)
         if prefix is None:
             prefix = self._keys[key] = _ld(1, key.encode())
-        return _ld(9, prefix + _ld(2, _any_value(value)))
+        if type(value) is int and 0 <= value < 1 << 63:
+            number = b"\x18" + _varint(value)
+            body = prefix + b"\x12" + _SMALL[len(number)] + number  # at most 11 bytes: one-byte length
+        elif type(value) is str:
+            data = value.encode()
+            if len(data) < 0x7D:  # AnyValue and its length fit one-byte lengths
+                body = prefix + b"\x12" + _SMALL[len(data) + 2] + b"\x0a" + _SMALL[len(data)] + data
+            else:
+                body = prefix + _ld(2, _ld(1, data))
+        else:
+            body = prefix + _ld(2, _any_value(value))
+        n = len(body)
+        return (b"\x4a" + _SMALL[n] if n < 0x80 else _LD_TAG[9] + _varint(n)) + body
+
+    def _attributes(self, attrs: dict[str, AttrValue]) -> bytes:
+        """Span.attributes entries of a dict: cached values straight from the per-key tables."""
+        by_key = self._by_key
+        attr = self._attribute
+        out = []
+        for key, value in attrs.items():
+            values = by_key.get(key)
+            if values:
+                encoded = values.get(value if type(value) is not bool else (value,))  # type: ignore[arg-type]
+                if encoded is not None:
+                    out.append(encoded)
+                    continue
+            out.append(attr(key, value))
+        return b"".join(out)
 
     def _resource(self, workload: Workload) -> bytes:
         encoded = self._resources.get(workload)
@@ -112,38 +167,73 @@ class Encoder:
             self._resources[workload] = encoded
         return encoded
 
+    def _tail(self, link: str, confidence: float) -> bytes:
+        """`wiretide.link` and `wiretide.confidence`: few distinct pairs, encoded once each."""
+        key = (link, confidence)
+        encoded = self._tails.get(key)
+        if encoded is None:
+            encoded = _ld(9, key_value("wiretide.link", link)) + _ld(
+                9, key_value("wiretide.confidence", float(confidence))
+            )
+            if len(self._tails) >= MAX_CACHED_ATTRIBUTES:
+                self._tails.clear()
+            self._tails[key] = encoded
+        return encoded
+
     def span(self, span: Span) -> bytes:
-        attr = self._attribute
+        context = span.context
+        name = self._names.get(span.name)
+        if name is None:
+            if len(self._names) >= MAX_CACHED_ATTRIBUTES:
+                self._names.clear()
+            name = self._names[span.name] = _ld(5, span.name.encode())
         parts = [b"\x0a\x10", span.trace_id, b"\x12\x08", span.span_id]  # trace_id=1, span_id=2
-        if span.context is not None and span.context.tracestate:
-            parts.append(_ld(3, span.context.tracestate.encode()))
+        if context is not None and context.tracestate:
+            parts.append(_ld(3, context.tracestate.encode()))
         if span.parent_span_id:
             parts.append(_ld(4, span.parent_span_id))
-        parts.append(_ld(5, span.name.encode()))
-        parts.append(b"\x30" + _varint(span.kind))  # kind=6
-        parts.append(b"\x39" + _FIXED64.pack(span.start_ns))  # start_time_unix_nano=7 fixed64
-        parts.append(b"\x41" + _FIXED64.pack(span.end_ns))  # end_time_unix_nano=8 fixed64
-        shared = self._shared.get(id(span.shared))
+        parts.append(name)
+        kind = span.kind
+        if 0 <= kind < 0x80:  # kind=6, start_time_unix_nano=7 and end_time_unix_nano=8 (fixed64)
+            parts.append(_TIMES.pack(0x30, kind, 0x39, span.start_ns, 0x41, span.end_ns))
+        else:
+            parts.append(b"\x30" + _varint(kind) + b"\x39" + _FIXED64.pack(span.start_ns))
+            parts.append(b"\x41" + _FIXED64.pack(span.end_ns))
+        # The two spans of a call share its attributes, encoded once: kept (by the dict's identity,
+        # holding the dict so the id stays its own) from the first span until its partner's turn,
+        # which may come many requests later (a client span waits for its window).
+        shared = self._shared.pop(id(span.shared), None)
         if shared is None or shared[0] is not span.shared:
-            shared = (span.shared, b"".join([attr(k, v) for k, v in span.shared.items()]))
-            self._shared[id(span.shared)] = shared
+            shared = (span.shared, self._attributes(span.shared))
+            if span.partner is not None and not span.partner.exported:
+                if len(self._shared) >= MAX_SHARED:
+                    del self._shared[next(iter(self._shared))]
+                self._shared[id(span.shared)] = shared
+        span.exported = True
         parts.append(shared[1])
-        for key, value in span.own.items():
-            parts.append(attr(key, value))
-        parts.append(attr("wiretide.link", span.link))
-        parts.append(_ld(9, key_value("wiretide.confidence", float(span.confidence))))
+        parts.append(self._attributes(span.own))
+        parts.append(self._tail(span.link, span.confidence))
         if span.error:  # Status: message=2, code=3
             parts.append(_ld(15, _ld(2, span.status_message.encode()) + b"\x18" + _varint(STATUS_ERROR)))
         return _ld(2, b"".join(parts))  # ScopeSpans.spans=2
 
     def request(self, spans: Iterable[Span]) -> bytes:
-        by_workload: dict[Workload, list[bytes]] = {}
+        # Spans of one workload mostly share one Workload object: group by identity first, then merge
+        # equal workloads (hashing a Workload is the expensive part).
+        by_id: dict[int, tuple[Workload, list[bytes]]] = {}
+        encode = self.span
         for span in spans:
-            bucket = by_workload.get(span.workload)
+            bucket = by_id.get(id(span.workload))
             if bucket is None:
-                bucket = by_workload[span.workload] = []
-            bucket.append(self.span(span))
-        self._shared.clear()
+                bucket = by_id[id(span.workload)] = (span.workload, [])
+            bucket[1].append(encode(span))
+        by_workload: dict[Workload, list[bytes]] = {}
+        for workload, encoded in by_id.values():
+            merged = by_workload.get(workload)
+            if merged is None:
+                by_workload[workload] = encoded
+            else:
+                merged.extend(encoded)
         out = []
         for workload, encoded in by_workload.items():
             scope_spans = _ld(2, self._scope + b"".join(encoded))  # ResourceSpans.scope_spans=2
