@@ -24,8 +24,8 @@ async def stored_items(url: str) -> list[int]:
     out: list[int] = []
     while True:
         try:
-            msgs = await sub.fetch(10, timeout=2)
-        except nats.errors.TimeoutError:
+            msgs = await sub.fetch(10, timeout=5)
+        except TimeoutError:  # nats.errors.TimeoutError, or a bare one when fetch runs out of time
             break
         for m in msgs:
             out.extend(int(x) for x in m.data.split(b","))
@@ -104,8 +104,8 @@ async def stored_items_raw(url: str) -> list[int]:
     out: list[int] = []
     while True:
         try:
-            msgs = await sub.fetch(10, timeout=2)
-        except nats.errors.TimeoutError:
+            msgs = await sub.fetch(10, timeout=5)
+        except TimeoutError:  # nats.errors.TimeoutError, or a bare one when fetch runs out of time
             break
         for m in msgs:
             out.extend(int(x) for x in m.data.replace(b" ", b"").split(b",") if x)

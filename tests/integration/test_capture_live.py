@@ -472,9 +472,10 @@ def test_any_captures_cooked_sll2_frames_as_tcpdump_writes_them(
     assert len(reference) >= 5 * 8
     # Every frame tcpdump wrote, byte for byte including the SLL2 header (protocol, ifindex, ARPHRD
     # type, packet type, address). In some runs libpcap's `any` leaves out a few frames that both
-    # capture on the veth itself (see the first test), so ours may hold a few more, never fewer.
+    # capture on the veth itself (see the first test), so ours may hold a few more, never fewer —
+    # more of them on a loaded machine (14% once, with the suite running on both cores).
     assert not Counter(reference) - Counter(mine)
-    assert len(mine) - len(reference) <= len(reference) // 10
+    assert len(mine) - len(reference) <= len(reference) // 4
     for f in mine:
         h = decode_headers(memoryview(f), 0, len(f), 276)
         assert h is not None and 8080 in (h[4], h[5])
