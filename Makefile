@@ -14,6 +14,9 @@ APT_PACKAGES := iproute2 tcpdump tshark libpcap0.8 curl openssl procps redis-ser
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Bytecode written at install time: start-up does not recompile every module, even where the
+# environment forbids writing it at run time (PYTHONDONTWRITEBYTECODE).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: help setup system native run demo test lint bench protos clean
 
@@ -54,12 +57,17 @@ $(STAMPS)/native: $(STAMPS)/venv $(STAMPS)/system $(NATIVE_SRC)
 	$(BIN)/python services/dissector/build_native.py
 	@touch $@
 
+PY_SRC := $(shell find src services/*/src -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
+$(STAMPS)/bytecode: $(STAMPS)/protos $(PY_SRC)
+	$(BIN)/python -m compileall -q -j 0 src services/*/src protos/wiretide > /dev/null
+	@touch $@
+
 native: $(STAMPS)/native ## compile the dissector's hot modules with mypyc (pure Python runs without them)
 
 uv.lock: pyproject.toml protos/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
 	$(UV) lock --quiet
 
-setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos $(STAMPS)/native ## virtualenv, dependencies, stubs, system packages
+setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/protos $(STAMPS)/native $(STAMPS)/bytecode ## virtualenv, dependencies, stubs, system packages
 
 run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
 	$(BIN)/wiretide up $(ARGS)
