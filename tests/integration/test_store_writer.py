@@ -99,8 +99,15 @@ def test_a_published_batch_is_stored_and_served_over_rest(
     body = resp.json()
     assert [e["path"] for e in body["entries"]] == ["/item/4", "/item/3", "/item/2"]
     assert body["entries"][0] == docs[4]
-    # The undecodable message and the invalid entry were counted, and the consumer went on.
+    # The undecodable message and the invalid entry were counted, and the consumer went on. They were
+    # published after the good batch, and the writer works on two batches at once: wait for them.
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        metric(metrics_url, "wiretide_bus_invalid_messages_total{") < 2
+        or metric(metrics_url, "wiretide_gateway_invalid_entries_total ") < 1
+    ):
+        time.sleep(0.1)
     assert metric(metrics_url, "wiretide_bus_invalid_messages_total{") >= 2
     assert metric(metrics_url, "wiretide_gateway_invalid_entries_total ") == 1
     assert gw.health() == "SERVING"
