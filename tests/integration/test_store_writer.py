@@ -68,6 +68,16 @@ def wait_rows(db: Path, want: int, timeout: float = 60.0) -> int:
     return n
 
 
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as c:
+        try:
+            return int(c.execute("SELECT count(*) FROM entries").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
 def metric(url: str, name: str) -> float:
     text = httpx.get(url).text
     total = 0.0
@@ -141,7 +151,12 @@ def test_a_gateway_killed_mid_stream_resumes_without_loss_or_duplicates(
 
     async def feed_and_kill() -> None:
         task = asyncio.create_task(publish(nats_server.url, batches))
-        await asyncio.sleep(0.3)
+        # Kill as soon as the first batch is committed: a fixed delay let the faster writer store all
+        # 10,000 first on a quick run.
+        db = tmp_path / "data" / "entries.sqlite3"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _rows(db) < 1:  # noqa: ASYNC110 (polling another process)
+            await asyncio.sleep(0.005)
         gw.kill()  # SIGKILL while batches are still arriving
         await task
 
