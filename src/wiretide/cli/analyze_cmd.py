@@ -78,7 +78,7 @@ def _work(
 ) -> dict[str, Any]:
     """Dissect the file (or one shard of its flows); hand entries to `sink`; return the statistics."""
     from wiretide.capture.sources.pcapfile import PcapError, read_batches
-    from wiretide.dissector.pipeline import Limits, Pipeline
+    from wiretide.dissector.pipeline import GC_THRESHOLDS, Limits, Pipeline
     from wiretide.dissector.registry import default_registry, parse_overrides
 
     keep = _compile_filter(filter_text)
@@ -94,6 +94,7 @@ def _work(
     # Everything loaded so far (modules, the registry) lives until exit: moved out of the collector's
     # reach, the full collections that the per-packet allocations trigger no longer walk it.
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         for cols in read_batches(path, BATCH_PACKETS):
             entries = pipeline.feed(cols)

@@ -30,6 +30,28 @@ def test_ulids_are_26_chars_monotonic_and_carry_their_time() -> None:
     assert gen.new(ts + 1_000_000) > ids[-1]
 
 
+def _decode(ulid: str) -> tuple[int, int]:
+    """(ms, random part) of a ULID, decoded digit by digit."""
+    value = 0
+    for ch in ulid:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(ch)
+    return value >> 80, value & ((1 << 80) - 1)
+
+
+@pytest.mark.parametrize("start", [0, 1021, (1 << 20) - 3, (1 << 80) - 2])
+def test_ulids_within_a_millisecond_count_up_through_every_carry(
+    start: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Within one millisecond each ULID is the previous one plus one, also where the increment carries
+    # out of the last digits (the cached head must be re-encoded) and where the random part wraps.
+    monkeypatch.setattr("wiretide.common.entry.os.urandom", lambda n: start.to_bytes(n, "big"))
+    gen = UlidGenerator()
+    ms = 1_700_000_000_123
+    got = [_decode(gen.new(ms * 1_000_000 + i % 7)) for i in range(2050)]
+    assert got == [(ms, (start + i) & ((1 << 80) - 1)) for i in range(2050)]
+    assert _decode(gen.new((ms + 1) * 1_000_000)) == (ms + 1, start)
+
+
 def test_a_batch_round_trips_through_protobuf() -> None:
     docs = [{"id": f"e{i}", "timestamp": i, "protocol": "http", "node": "n", "status": 200} for i in range(3)]
     batch = entries_pb2.EntryBatch.FromString(encode_batch(docs, "n", "p", 7))

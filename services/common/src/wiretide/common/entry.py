@@ -38,21 +38,25 @@ class InvalidEntry(ValueError):
 class UlidGenerator:
     """ULIDs (48-bit ms time + 80 random bits, Crockford base32), monotonic within one generator."""
 
-    __slots__ = ("_last_ms", "_last_rand", "_prefix")
+    __slots__ = ("_head", "_last_ms", "_last_rand", "_prefix")
 
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_rand = 0
         self._prefix = ""  # the 10 time digits of `_last_ms`, encoded once per millisecond
+        self._head = ""  # the first 24 digits of the last ULID: all but its lowest 10 random bits
 
     def new(self, ts_ns: int | None = None) -> str:
         ms = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000
+        p = _PAIRS
         if ms <= self._last_ms:
             r = self._last_rand = (self._last_rand + 1) & _RAND_MASK
+            low = r & 1023
+            if low:  # no carry out of the last digit pair: the rest of the ULID is as it was
+                return self._head + p[low]
         else:
             r = self._last_rand = int.from_bytes(os.urandom(10), "big")
             self._last_ms = ms
-            p = _PAIRS
             self._prefix = (
                 p[(ms >> 40) & 1023]
                 + p[(ms >> 30) & 1023]
@@ -60,8 +64,7 @@ class UlidGenerator:
                 + p[(ms >> 10) & 1023]
                 + p[ms & 1023]
             )
-        p = _PAIRS
-        return "".join(
+        self._head = "".join(
             (
                 self._prefix,
                 p[r >> 70],
@@ -71,9 +74,9 @@ class UlidGenerator:
                 p[(r >> 30) & 1023],
                 p[(r >> 20) & 1023],
                 p[(r >> 10) & 1023],
-                p[r & 1023],
             )
         )
+        return self._head + p[r & 1023]
 
 
 def ulid_time_ns(ulid: str) -> int:
