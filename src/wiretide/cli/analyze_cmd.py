@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
+
+if TYPE_CHECKING:
+    from wiretide.dissector.registry import Registry
 
 # Packets per batch read from the file: enough to amortise the per-batch work, few enough that a
 # batch's entries are written and freed while their memory is still in the CPU cache.
@@ -69,9 +71,9 @@ def _compile_filter(text: str | None) -> Callable[[dict[str, Any]], bool] | None
 def _work(
     path: str,
     shard: tuple[int, int] | None,
+    registry: Registry,
     node: str,
     body_cap: int,
-    ports: str,
     filter_text: str | None,
     sink: Callable[[list[dict[str, Any]]], None],
     progress: Callable[[int], None] | None,
@@ -79,11 +81,10 @@ def _work(
     """Dissect the file (or one shard of its flows); hand entries to `sink`; return the statistics."""
     from wiretide.capture.sources.pcapfile import PcapError, read_batches
     from wiretide.dissector.pipeline import GC_THRESHOLDS, Limits, Pipeline
-    from wiretide.dissector.registry import default_registry, parse_overrides
 
     keep = _compile_filter(filter_text)
     pipeline = Pipeline(
-        default_registry(parse_overrides(ports)),
+        registry,
         node=node,
         source="pcap",
         limits=Limits(body_cap=body_cap),
@@ -126,14 +127,14 @@ def _jsonl(entries: list[dict[str, Any]]) -> bytes:
     return b"".join([dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in entries])
 
 
-def _worker(args: tuple[str, int, int, str, int, str, str | None], conn: Any) -> None:
-    path, index, count, node, body_cap, ports, filter_text = args
+def _worker(args: tuple[str, int, int, Registry, str, int, str | None], conn: Any) -> None:
+    path, index, count, registry, node, body_cap, filter_text = args
 
     def sink(entries: list[dict[str, Any]]) -> None:
         conn.send_bytes(_jsonl(entries))
 
     try:
-        summary = _work(path, (index, count), node, body_cap, ports, filter_text, sink, None)
+        summary = _work(path, (index, count), registry, node, body_cap, filter_text, sink, None)
         conn.send_bytes(b"\x00" + orjson.dumps(summary))
     except SystemExit as exc:
         conn.send_bytes(b"\x01" + str(exc).encode())
@@ -280,7 +281,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         from wiretide.dissector.registry import default_registry, parse_overrides
 
-        default_registry(parse_overrides(args.ports))
+        # Built once (the entry-point scan reads every installed distribution's metadata); --jobs
+        # workers are forked with it.
+        registry = default_registry(parse_overrides(args.ports))
     except ValueError as exc:
         print(f"wiretide analyze: --ports: {exc}", file=sys.stderr)
         return 2
@@ -311,9 +314,9 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(size) if show else None
     try:
         if args.jobs == 1:
-            results = [_work(path, None, args.node, args.body_cap, args.ports, args.filter, sink, progress)]
+            results = [_work(path, None, registry, args.node, args.body_cap, args.filter, sink, progress)]
         else:
-            results = _run_jobs(args, path, fmt, sink)
+            results = _run_jobs(args, path, registry, fmt, sink)
     except BrokenPipeError:
         return 0
     if progress is not None:
@@ -330,8 +333,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_jobs(
-    args: argparse.Namespace, path: str, fmt: str, sink: Callable[[list[dict[str, Any]]], None]
+    args: argparse.Namespace,
+    path: str,
+    registry: Registry,
+    fmt: str,
+    sink: Callable[[list[dict[str, Any]]], None],
 ) -> list[dict[str, Any]]:
+    import multiprocessing
     from multiprocessing.connection import Connection, wait
 
     # fork: the workers start with the modules and the registry already loaded (spawn would import
@@ -345,7 +353,7 @@ def _run_jobs(
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_worker,
-            args=((path, i, args.jobs, args.node, args.body_cap, args.ports, args.filter), child),
+            args=((path, i, args.jobs, registry, args.node, args.body_cap, args.filter), child),
             daemon=True,  # a worker never outlives the command, even when stdout closes early
         )
         proc.start()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from wiretide.proto.v1 import entries_pb2
+if TYPE_CHECKING:
+    from wiretide.proto.v1 import entries_pb2
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every pair of Crockford digits, indexed by the 10 bits they encode: a ULID's 130 bits are 13 pairs,
@@ -104,6 +105,8 @@ def validate_entry(doc: Any) -> dict[str, Any]:
 
 
 def to_proto(doc: dict[str, Any]) -> entries_pb2.Entry:
+    from wiretide.proto.v1 import entries_pb2  # here: offline analysis never loads protobuf
+
     return entries_pb2.Entry(
         id=doc["id"],
         timestamp_ns=doc["timestamp"],
@@ -123,6 +126,8 @@ def from_proto(msg: entries_pb2.Entry) -> dict[str, Any]:
 
 
 def encode_batch(docs: Sequence[dict[str, Any]], node: str, producer: str, seq: int) -> bytes:
+    from wiretide.proto.v1 import entries_pb2
+
     batch = entries_pb2.EntryBatch(node=node, producer=producer, seq=seq)
     batch.entries.extend(to_proto(d) for d in docs)
     return batch.SerializeToString()

@@ -11,9 +11,10 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from wiretide.proto.v1 import packets_pb2
+if TYPE_CHECKING:
+    from wiretide.proto.v1 import packets_pb2
 
 # pcap LINKTYPE_* values (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL: Final = 0
@@ -131,6 +132,8 @@ class PacketColumns:
     def to_proto(
         self, node: str, source: int, seq: int, dropped: dict[str, int] | None = None
     ) -> packets_pb2.PacketBatch:
+        from wiretide.proto.v1 import packets_pb2  # here: offline analysis never loads protobuf
+
         batch = packets_pb2.PacketBatch(
             node=node,
             source=source,  # type: ignore[arg-type]

@@ -131,7 +131,12 @@ def default_registry(overrides: Mapping[int, str] | None = None, plugins: bool =
     specs = list(BUILTINS)
     if plugins:
         names = {s.name for s in specs}
-        specs.extend(s for s in load_entry_points() if s.name not in names)
+        for spec in load_entry_points():
+            if spec.name in names:  # a built-in or an earlier plugin keeps the name
+                log.warning("dissector entry point ignored: name taken", extra={"dissector": spec.name})
+                continue
+            names.add(spec.name)
+            specs.append(spec)
     return Registry(specs, overrides)
 
 

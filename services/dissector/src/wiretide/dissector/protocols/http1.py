@@ -81,6 +81,9 @@ _TARGETS: Final[
 ] = {}
 _COOKIES: Final[dict[str, dict[str, str]]] = {}
 _STATUS_LINES: Final[dict[bytes, tuple[str, int, str]]] = {}
+# What `present` made of an exchange, by (method, path, status, version, reason): nothing assigns to a
+# Presented, so one instance serves every exchange with the same top-level fields.
+_PRESENTED: Final[dict[tuple[str | None, str | None, int | None, str, str | None], Presented]] = {}
 
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _COOKIE_FIELDS: Final = frozenset({"cookie", "set-cookie"})
@@ -812,11 +815,21 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     path = req.fields["path"] if req is not None else None
     status = resp.fields["status"] if resp is not None else None
     version = (req if req is not None else resp).fields["http_version"]  # type: ignore[union-attr]
+    reason = resp.fields["reason"] if req is None and resp is not None else None
+    key = (method, path, status, version, reason)
+    shown = _PRESENTED.get(key)
+    if shown is not None:
+        return shown
     if req is not None:
         summary = f"{method} {path}" + (f" → {status}" if status is not None else "")
     else:
-        summary = f"→ {status} {resp.fields['reason'] if resp is not None else ''}".rstrip()
-    return Presented(method=method, path=path, status=status, summary=summary, version=version)
+        summary = f"→ {status} {reason or ''}".rstrip()
+    shown = Presented(method=method, path=path, status=status, summary=summary, version=version)
+    if len(path or "") + len(reason or "") <= _CACHE_KEY_BYTES:
+        if len(_PRESENTED) >= _CACHE_MAX:
+            _PRESENTED.clear()
+        _PRESENTED[key] = shown
+    return shown
 
 
 SPEC: Final = ProtocolSpec(
