@@ -3,7 +3,8 @@
 Prints the insert rate of the store (the writer's path: batches of 1,000 in one transaction, each entry
 with its JSON as it came off the wire; `--input dicts` hands documents only, which the store must
 encode itself) and p50/p95 latency of: latest 100, `http && status_code >= 500` over the whole store,
-a namespace filter, and `path.contains("/api/")`.
+a namespace filter, `path.contains("/api/")`, a sparse filter (about 1 entry in 90) and one that
+matches no entry (what the group indexes are for).
 Run: `.venv/bin/python bench/query.py [--entries N] [--runs R] [--input wire|dicts]`.
 """
 
@@ -33,6 +34,11 @@ QUERIES = {
         'status_code >= 500 && dst.namespace == "payments" && timestamp > now() - duration("5m")',
         100,
     ),
+    "sparse: grpc to db from kube-system (100)": (
+        'grpc && dst.name == "db" && src.namespace == "kube-system"',
+        100,
+    ),
+    "none: status_code == 418 (100)": ("status_code == 418", 100),
 }
 
 

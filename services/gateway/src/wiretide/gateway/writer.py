@@ -19,13 +19,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.subscribe import decode_or_count
-from wiretide.common.entry import InvalidEntry, from_proto
-from wiretide.common.metrics import BUS_INVALID
+from wiretide.common.bus.entries import Skipped, valid_entries
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
 from wiretide.gateway.store import EntryStore, StoreError
-from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
 TRACER = tracer(__name__)
@@ -56,19 +53,12 @@ def decode(batch: Batch) -> None:
     """Decode and validate every entry; undecodable messages and invalid entries are counted and skipped."""
     if batch.decoded:
         return
-    for msg in batch.messages:
-        entries = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
-        if entries is None:
-            continue
-        for entry in entries.entries:
-            try:
-                batch.docs.append(from_proto(entry))
-            except InvalidEntry as exc:
-                batch.invalid += 1
-                BUS_INVALID.labels(msg.subject).inc()
-                log.warning("invalid entry skipped", extra={"error": str(exc)})
-            else:
-                batch.raw.append(entry.json)
+    skipped = Skipped()
+    docs, raw = batch.docs, batch.raw
+    for doc, json in valid_entries(batch.messages, skipped):
+        docs.append(doc)
+        raw.append(json)
+    batch.invalid += skipped.entries
     batch.decoded = True
 
 

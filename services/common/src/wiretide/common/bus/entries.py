@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,31 @@ from wiretide.proto.v1 import entries_pb2
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR_S = 0.5  # pause after a failed fetch; the client reconnects by itself meanwhile
+
+
+@dataclass(slots=True)
+class Skipped:
+    """Entries skipped as not valid Entry documents (a message that does not decode is counted apart)."""
+
+    entries: int = 0
+
+
+def valid_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Each valid entry of these EntryBatch messages, with its JSON as received; what is not valid is
+    counted (in `skipped` and BUS_INVALID) and logged."""
+    for msg in messages:
+        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
+        if batch is None:
+            continue
+        for entry in batch.entries:
+            try:
+                doc = from_proto(entry)
+            except InvalidEntry as exc:
+                skipped.entries += 1
+                BUS_INVALID.labels(msg.subject).inc()
+                log.warning("invalid entry skipped", extra={"error": str(exc)})
+            else:
+                yield doc, entry.json
 
 
 @dataclass(slots=True)
@@ -45,15 +71,7 @@ async def fetch_entries(sub: Any, max_messages: int, timeout_s: float) -> Fetche
         log.warning("fetch failed", extra={"error": str(exc)})
         await asyncio.sleep(RETRY_AFTER_ERROR_S)
         return out
-    for msg in out.messages:
-        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
-        if batch is None:
-            continue
-        for entry in batch.entries:
-            try:
-                out.entries.append(from_proto(entry))
-            except InvalidEntry as exc:
-                out.invalid += 1
-                BUS_INVALID.labels(msg.subject).inc()
-                log.warning("invalid entry skipped", extra={"error": str(exc)})
+    skipped = Skipped()
+    out.entries = [doc for doc, _ in valid_entries(out.messages, skipped)]
+    out.invalid = skipped.entries
     return out

@@ -8,10 +8,19 @@ the filter columns as far as it goes and the rest runs in Python on the decoded 
 Why groups: the fields queries filter on (protocol, node, status, method, both ends' namespace and
 name) repeat across millions of entries as a few hundred combinations. An entry stores the number of
 its combination in `calls` (protocol, node, status, method) and in `peers` (the two ends), and an index
-on each number, ending in (ts, id), serves every filter on those fields: SQLite evaluates the filter on
-the small table and reads the matching combinations' entries newest first. Two indexes instead of
-eight per-field ones is what makes a write cheap: each index is one more B-tree insert per entry, and
-those inserts were most of a write's cost.
+on each number serves every filter on those fields: SQLite evaluates the filter on the small table and
+reads the matching combinations' entries. Two indexes instead of eight per-field ones is what makes a
+write cheap: each index is one more B-tree insert per entry, and those inserts were most of a write's
+cost.
+
+Why segments: an index led by the combination's number has one insertion point per combination, and
+a batch of 1,000 entries spread over a few hundred combinations dirtied a few hundred index pages,
+each written whole to the WAL at every commit (8 KiB for a 40-byte index entry: most of a write's
+bytes and time). So each entry also records its segment — the number of the run of SEGMENT_ROWS
+entries written before it — and the group indexes lead with it: (seg, number). A batch then fills the
+few pages of its own segment's part of each index. A filtered search looks the matching combinations
+up in every segment (`seg IN (SELECT seg FROM segments)`): a few thousand B-tree seeks at ten million
+entries, the price of writing each index page about once.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreErr
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1  # PRAGMA user_version; 0 is a new file or the first (per-field index) layout
+SCHEMA_VERSION: Final = 2  # PRAGMA user_version; 0 is a new file or the first (per-field index) layout,
+# 1 the grouped layout without segments
 
 # The fields that queries filter on, as columns: (name, declared type). The declared types are the only
 # types written (wrong-typed values are NULL), as KFL's SQL compiler requires.
@@ -75,14 +85,17 @@ CREATE TABLE entries (
     {"".join(f"{g.key} INTEGER NOT NULL, " for g in GROUPS)}
     path      TEXT,
     doc       BLOB NOT NULL,
+    seg       INTEGER NOT NULL,
     PRIMARY KEY (ts, id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX entries_id ON entries (id);
-{"".join(f"CREATE INDEX entries_{g.key} ON entries ({g.key});" for g in GROUPS)}
+{"".join(f"CREATE INDEX entries_{g.key} ON entries (seg, {g.key});" for g in GROUPS)}
+CREATE TABLE segments (seg INTEGER PRIMARY KEY);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-# WITHOUT ROWID keyed by (ts, id): the table itself is in newest-first order, and every group index
-# ends in (ts, id), so "newest first" (ORDER BY ts DESC, id DESC) is read straight off a B-tree.
+# WITHOUT ROWID keyed by (ts, id): the table itself is in newest-first order, so "newest first"
+# (ORDER BY ts DESC, id DESC) is read straight off its B-tree. `segments` lists every segment number
+# in use (a row per SEGMENT_ROWS entries written).
 
 # The first layout: entries keyed by id with every field a column and nine (field, ts) indexes.
 V0_INDEXES: Final = ("ts", "protocol_ts", "status_ts", "method_ts", "node_ts", "src_ns_ts", "src_name_ts",
@@ -107,19 +120,35 @@ ALTER TABLE entries RENAME TO entries_v0;
 {"".join(f"DROP INDEX IF EXISTS entries_{name};" for name in V0_INDEXES)}
 {SCHEMA}
 {fill}
-INSERT OR IGNORE INTO entries (id, ts, {"".join(f"{g.key}, " for g in GROUPS)}path, doc)
-    SELECT v.id, v.ts, {keys}v.path, v.doc FROM entries_v0 AS v {joins};
+INSERT OR IGNORE INTO entries (id, ts, {"".join(f"{g.key}, " for g in GROUPS)}path, doc, seg)
+    SELECT v.id, v.ts, {keys}v.path, v.doc, 0 FROM entries_v0 AS v {joins};
 {"".join(f"DROP INDEX {g.table}_all;" for g in GROUPS)}
 DROP TABLE entries_v0;
+INSERT INTO segments (seg) VALUES (0);
 """
 
 
 MIGRATE_V0 = _migrate_v0()
+# The grouped layout without segments: its entries become segment 0 (one segment, as its indexes were).
+MIGRATE_V1 = f"""
+ALTER TABLE entries ADD COLUMN seg INTEGER NOT NULL DEFAULT 0;
+{"".join(f"DROP INDEX entries_{g.key};" for g in GROUPS)}
+{"".join(f"CREATE INDEX entries_{g.key} ON entries (seg, {g.key});" for g in GROUPS)}
+CREATE TABLE segments (seg INTEGER PRIMARY KEY);
+INSERT INTO segments (seg) VALUES (0);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
 
 INSERT = (
-    f"INSERT OR IGNORE INTO entries (id, ts, {''.join(f'{g.key}, ' for g in GROUPS)}path, doc)"
-    f" VALUES ({', '.join('?' * (4 + len(GROUPS)))})"
+    f"INSERT OR IGNORE INTO entries (id, ts, {''.join(f'{g.key}, ' for g in GROUPS)}path, doc, seg)"
+    f" VALUES ({', '.join('?' * (5 + len(GROUPS)))})"
 )
+# Entries per segment: a segment's part of a group index is ~25 pages (8 KiB, ~45-byte index entries),
+# so a batch dirties at most that many pages of each index, whatever the number of combinations; and
+# ten million entries make ~2,500 segments, each one B-tree seek per matching combination in a search.
+SEGMENT_ROWS = 4096
+IN_SEGMENTS = "seg IN (SELECT seg FROM segments)"
+
 INSERT_GROUP = {
     g.key: f"INSERT INTO {g.table} ({', '.join(g.fields)}) VALUES ({', '.join('?' * len(g.fields))})"
     for g in GROUPS
@@ -164,10 +193,6 @@ REANALYZE_MIN_ROWS = 10_000  # re-sample statistics whenever the table has doubl
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE: enough for the planner, milliseconds to run
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 Values = tuple[Any, ...]  # of FIELDS (250 and 250.0 are one combination: equal for SQL as for KFL)
 INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -194,6 +219,8 @@ class SqliteStore:
         self._rows_at_analyze = 0
         self._sorting_plans: dict[str, bool] = {}
         self._since_analyze = 0
+        self._seg = 0  # the segment being filled, and the rows written into it so far
+        self._seg_rows = 0
         self._known: dict[str, dict[Values, int]] = {g.key: {} for g in GROUPS}  # number by combination
         self._combinations: dict[Values, tuple[int, ...]] = {}  # every group's number by field values
         try:
@@ -213,6 +240,10 @@ class SqliteStore:
             self._db.execute(f"PRAGMA journal_size_limit={WAL_KIB * 1024}")
             self._open_schema()
             self._load_groups()
+            # Writes start a new segment: the ones before may hold entries up to their last row.
+            (last,) = self._db.execute("SELECT max(seg) FROM segments").fetchone()
+            self._seg = (last if last is not None else -1) + 1
+            self._seg_rows = 0
             self._analyze()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
@@ -233,9 +264,16 @@ class SqliteStore:
                 (rows,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
                 log.warning(
                     "migrating the SQLite store to the grouped layout (once; a large store takes minutes)",
-                    extra={"path": str(self.path), "entries": rows, "from_version": 0, "to_version": 1},
+                    extra={"path": str(self.path), "entries": rows, "from_version": 0, "to_version": 2},
                 )
                 self._script(MIGRATE_V0)
+            elif version == 1:
+                (rows,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
+                log.warning(
+                    "migrating the SQLite store to segmented indexes (once; a large store takes a minute)",
+                    extra={"path": str(self.path), "entries": rows, "from_version": 1, "to_version": 2},
+                )
+                self._script(MIGRATE_V1)
             else:
                 raise StoreError(
                     f"{self.path} has store schema version {version}, newer than this gateway's"
@@ -265,11 +303,38 @@ class SqliteStore:
         # filter's group index", which decides whether "latest N matching" costs 1 ms or 100 ms.
         self._db.execute(f"PRAGMA analysis_limit={ANALYSIS_ROWS}")
         self._db.execute("ANALYZE")
+        # A sample of the first rows of a group index sees one segment and one combination in it, so
+        # it makes "segment, number" look no narrower than "segment". State what they hold: rows per
+        # segment, and per combination in a segment of SEGMENT_ROWS (segment 0 of a migrated store
+        # holds all its entries: counted as one of SEGMENT_ROWS, the search through the index is still
+        # preferred to reading it whole, and the search's step budget stops it when that was wrong).
+        stat = "SELECT stat FROM sqlite_stat1 WHERE tbl = 'entries' AND idx = ?"
+        found = self._db.execute(stat, ("entries_id",)).fetchone()
+        if found is None:
+            return  # an empty store: no statistics, and none needed
+        rows = int(str(found[0]).split()[0])
+        (segments,) = self._db.execute("SELECT count(*) FROM segments").fetchone()
+        per_segment = max(1, rows // max(1, segments))
+        for g in GROUPS:
+            (combinations,) = self._db.execute(f"SELECT count(*) FROM {g.table}").fetchone()
+            self._db.execute(
+                "UPDATE sqlite_stat1 SET stat = ? WHERE tbl = 'entries' AND idx = ?",
+                (
+                    f"{rows} {per_segment} {max(1, min(per_segment, SEGMENT_ROWS) // max(1, combinations))}",
+                    f"entries_{g.key}",
+                ),
+            )
+        self._db.execute("ANALYZE sqlite_master")  # the planner reads the statistics again
 
     def maintain(self) -> None:
-        """Refresh the planner's statistics (called periodically by retention)."""
+        """Forget segments emptied by retention and refresh the planner's statistics (called periodically
+        by retention)."""
         with self._lock:
             try:
+                self._db.execute(
+                    "DELETE FROM segments"
+                    " WHERE NOT EXISTS (SELECT 1 FROM entries WHERE entries.seg = segments.seg)"
+                )
                 self._analyze()
             except sqlite3.Error as exc:
                 raise StoreError(f"analyze failed: {exc}") from exc
@@ -336,36 +401,40 @@ class SqliteStore:
         self,
         docs: Sequence[dict[str, Any]],
         raw: Sequence[bytes] | None,
+        segs: Sequence[int],
         added: dict[str, dict[Values, int]],
     ) -> tuple[list[tuple[Any, ...]], dict[Values, tuple[int, ...]]]:
         """The entry rows of `docs` in the insert's column order, and the field values first seen here
         with their numbers (remembered once committed). The hot loop of a write: kept flat."""
         cached = self._combinations
         fresh: dict[Values, tuple[int, ...]] = {}
-        dumps = orjson.dumps
+        bodies = [orjson.dumps(doc) for doc in docs] if raw is None else raw
+        lo, hi = INT64
+        no_end: dict[str, Any] = {}
         rows = []
-        for i, doc in enumerate(docs):
+        for doc, body, seg in zip(docs, bodies, segs, strict=True):
             get = doc.get
             src, dst = get("src"), get("dst")
-            src = src if isinstance(src, dict) else {}
-            dst = dst if isinstance(dst, dict) else {}
-            status = get("status")
+            if type(src) is not dict:
+                src = src if isinstance(src, dict) else no_end
+            if type(dst) is not dict:
+                dst = dst if isinstance(dst, dict) else no_end
+            status, node, method = get("status"), get("node"), get("method")
+            src_ns, src_name = src.get("namespace"), src.get("name")
+            dst_ns, dst_name = dst.get("namespace"), dst.get("name")
             values = (
                 doc["protocol"],
-                _str(get("node")),
-                status
-                if type(status) is float or (type(status) is int and INT64[0] <= status <= INT64[1])
-                else None,
-                _str(get("method")),
-                _str(src.get("namespace")),
-                _str(src.get("name")),
-                _str(dst.get("namespace")),
-                _str(dst.get("name")),
+                node if isinstance(node, str) else None,
+                status if type(status) is float or (type(status) is int and lo <= status <= hi) else None,
+                method if isinstance(method, str) else None,
+                src_ns if isinstance(src_ns, str) else None,
+                src_name if isinstance(src_name, str) else None,
+                dst_ns if isinstance(dst_ns, str) else None,
+                dst_name if isinstance(dst_name, str) else None,
             )
             numbers = cached.get(values) or fresh.get(values)
             if numbers is None:
                 numbers = fresh[values] = self._numbers(values, added)
-            body = dumps(doc) if raw is None else raw[i]
             path = get("path")
             rows.append(
                 (
@@ -374,6 +443,7 @@ class SqliteStore:
                     *numbers,
                     path if isinstance(path, str) else None,
                     pack(body),
+                    seg,
                 )
             )
         return rows, fresh
@@ -388,7 +458,18 @@ class SqliteStore:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                rows, fresh = self._rows(docs, raw, added)
+                seg, seg_rows = self._seg, self._seg_rows
+                segs: list[int] = []
+                while len(segs) < len(docs):  # SEGMENT_ROWS rows to a segment
+                    # Listed by every transaction that writes into it: a segment listed is never one
+                    # that maintain() found empty and forgot meanwhile.
+                    self._db.execute("INSERT OR IGNORE INTO segments (seg) VALUES (?)", (seg,))
+                    take = min(len(docs) - len(segs), SEGMENT_ROWS - seg_rows)
+                    segs += [seg] * take
+                    seg_rows += take
+                    if seg_rows == SEGMENT_ROWS:
+                        seg, seg_rows = seg + 1, 0
+                rows, fresh = self._rows(docs, raw, segs, added)
                 new = self._db.executemany(INSERT, rows).rowcount
                 self._db.execute("COMMIT")
             except BaseException as exc:
@@ -397,6 +478,7 @@ class SqliteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"insert failed: {exc}") from exc
                 raise
+            self._seg, self._seg_rows = seg, seg_rows
             for key, combinations in added.items():
                 known = self._known[key]
                 if len(known) + len(combinations) > GROUP_CACHE:
@@ -465,11 +547,16 @@ class SqliteStore:
                 # and sort). Then a larger window, and last whatever the planner chose, unbounded.
                 match = " AND ".join(where)
                 unordered = "ORDER BY +ts DESC, +id DESC"
-                sort = f"SELECT ts, id FROM entries{joins} WHERE {cond} {unordered} LIMIT ?"
+                # The search goes through the joined group's index (seg, number), in every segment. Its
+                # limit is written out: with "LIMIT ?" SQLite may prefer reading whole segments.
+                sort = (
+                    f"SELECT ts, id FROM entries{joins} WHERE {cond} AND {IN_SEGMENTS} {unordered}"
+                    f" LIMIT {int(n)}"
+                )
                 # CROSS JOIN keeps `entries` the outer loop: its rows are walked in (ts, id) order.
                 outer = joins.replace(" JOIN ", " CROSS JOIN ")
                 walk = f"SELECT ts, id FROM entries{outer} WHERE {cond} {order} LIMIT ?"
-                budgeted = [(sort, PROBE_STEPS), (walk, WALK_STEPS)] if joins else []
+                budgeted = [(sort, args[:-1], PROBE_STEPS), (walk, args, WALK_STEPS)] if joins else []
                 for rows_back in WINDOWS:
                     window = (
                         f"SELECT {DOC} FROM (SELECT {WINDOW_COLUMNS} FROM entries WHERE {older}"
@@ -478,9 +565,9 @@ class SqliteStore:
                     rows = self._fetch(window, [*older_args, *params, n])
                     if len(rows) >= n:
                         return [decode_doc(blob) for (blob,) in rows]
-                    for attempt, steps in budgeted if rows_back == WINDOWS[0] else []:
+                    for attempt, attempt_args, steps in budgeted if rows_back == WINDOWS[0] else []:
                         found = self._fetch_within_budget(
-                            f"SELECT {DOC} FROM ({attempt}) AS w {order}", args, steps
+                            f"SELECT {DOC} FROM ({attempt}) AS w {order}", attempt_args, steps
                         )
                         if found is not None:
                             return [decode_doc(blob) for (blob,) in found]
