@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import os
 import sys
 import time
@@ -80,7 +79,8 @@ def _work(
 ) -> dict[str, Any]:
     """Dissect the file (or one shard of its flows); hand entries to `sink`; return the statistics."""
     from wiretide.capture.sources.pcapfile import PcapError, read_batches
-    from wiretide.dissector.pipeline import GC_THRESHOLDS, Limits, Pipeline
+    from wiretide.common.collector import collect_rarely
+    from wiretide.dissector.pipeline import Limits, Pipeline
 
     keep = _compile_filter(filter_text)
     pipeline = Pipeline(
@@ -92,10 +92,7 @@ def _work(
     )
     error = None
     seen = 0
-    # Everything loaded so far (modules, the registry) lives until exit: moved out of the collector's
-    # reach, the full collections that the per-packet allocations trigger no longer walk it.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collect_rarely()  # the modules and the registry live until exit; exchanges are freed as they go
     try:
         for cols in read_batches(path, BATCH_PACKETS):
             entries = pipeline.feed(cols)

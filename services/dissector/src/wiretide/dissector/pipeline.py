@@ -45,11 +45,6 @@ MAX_EARLY_BYTES: Final = 64 * 1024
 SWEEP_INTERVAL_NS: Final = 1_000_000_000
 # Flows whose ports were claimed by another --jobs worker, remembered to skip their packets cheaply.
 MAX_FOREIGN: Final = 1 << 18
-# Collector thresholds (gen0 allocations, gen1, gen2 passes) for a process that dissects: every exchange
-# allocates a few dozen containers that die young by reference counting, so with the default 700 the
-# cyclic collector ran every ~20 exchanges and took ~5% of the CPU. Cycles are rare here (flows, parsers
-# and their tables form none per packet); collecting every 100k allocations keeps them bounded.
-GC_THRESHOLDS: Final = (100_000, 20, 100)
 _U32_SEQ: Final = SEQ_MASK
 # Ethernet type through the IPv4 ports of an option-less header: enough to shard without decoding.
 _ETH_IP4_PORTS = struct.Struct("!HBBHHHBBH4s4sHH")

@@ -8,7 +8,6 @@ the publisher is backed up, so a slow NATS slows capture instead of growing memo
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import socket
 import time
@@ -20,12 +19,13 @@ from prometheus_client import Counter, Gauge
 from pydantic import field_validator
 
 from wiretide.common.bus import BatchPublisher, Bus, entries_subject
+from wiretide.common.collector import collect_rarely
 from wiretide.common.entry import encode_batch
 from wiretide.common.identity import IdentitySync
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
-from wiretide.dissector.pipeline import GC_THRESHOLDS, Limits, Pipeline
+from wiretide.dissector.pipeline import Limits, Pipeline
 from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
@@ -163,10 +163,7 @@ class DissectorService(Service):
 
     async def start(self, bus: Bus) -> None:
         self.bus = bus
-        # Modules and settings live until exit: out of the collector's reach, and collections spaced
-        # for a process whose per-packet garbage is freed by reference counting.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        collect_rarely()
         # The local copy of the resolver's identity table: lookups during enrichment never leave
         # the process; it syncs in the background (snapshot, then deltas) and survives the resolver.
         self.identity = IdentitySync(bus, self.settings.resolver_grpc)

@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import field_validator
 
 from wiretide.common.bus import ENTRIES_STREAM, STORE_WRITER_DURABLE, Bus
+from wiretide.common.collector import collect_rarely
 from wiretide.common.rpc import channel
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
@@ -104,6 +105,7 @@ class GatewayService(Service):
         return SqliteStore(self.db_path())
 
     async def start(self, bus: Bus) -> None:
+        collect_rarely()  # a stored batch's documents are freed by reference counting once written
         host, port = parse_hostport(self.gs.gateway_http, "WIRETIDE_GATEWAY_HTTP")
         # Bind here so that "port in use" is an OSError at start-up, not uvicorn's sys.exit.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -121,11 +121,17 @@ class StoreWriter:
         in_flight: tuple[Batch, asyncio.Future[int]] | None = None
         while not self._stop.is_set():
             msgs = await self._fetch()  # meanwhile the previous batch is being written
-            if in_flight is not None and not await self._settle(*in_flight):
-                return  # stopping with an uncommitted batch: JetStream redelivers it
+            batch = Batch(msgs) if msgs else None
+            # Decoded in another thread while the previous batch is still being written: SQLite lets go
+            # of the GIL while it steps, so the two overlap.
+            decoding = asyncio.ensure_future(asyncio.to_thread(decode, batch)) if batch is not None else None
+            settled = in_flight is None or await self._settle(*in_flight)
             in_flight = None
-            if msgs:
-                batch = Batch(msgs)
+            if decoding is not None:
+                await decoding
+            if not settled:
+                return  # stopping with an uncommitted batch: JetStream redelivers it (and the next)
+            if batch is not None:
                 in_flight = (batch, asyncio.ensure_future(asyncio.to_thread(self._write, batch)))
         if in_flight is not None:
             await self._settle(*in_flight)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import ipaddress
 import logging
@@ -23,6 +22,7 @@ from prometheus_client import Gauge
 from pydantic import field_validator
 
 from wiretide.common.bus import IDENTITY_UPDATES, Bus
+from wiretide.common.collector import collect_rarely
 from wiretide.common.identity import NS
 from wiretide.common.metrics import BUS_DROPPED
 from wiretide.common.service import Service
@@ -201,8 +201,7 @@ class ResolverService(Service):
     async def start(self, bus: Bus) -> None:
         # The store holds ~10 objects per pod: with 50k pods the default collector thresholds make
         # every full collection rescan them all, over and over, while a list is applied.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        collect_rarely(GC_THRESHOLDS)
         self._bus = bus
         static_ips = self._load_inventory()
         self._tasks.append(asyncio.create_task(self._publisher(bus), name="identity-publisher"))
