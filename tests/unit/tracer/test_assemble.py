@@ -236,3 +236,22 @@ def test_timing_alone_keeps_high_accuracy_at_ten_concurrent() -> None:
     _, spans = run(chains.entries)
     precision, recall = score(chains, spans)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_a_timeline_keeps_its_spans_by_start_whatever_order_they_arrive_in() -> None:
+    import random
+
+    from wiretide.tracer.assemble import Timeline
+    from wiretide.tracer.spans import SpanIds, spans_from_entry
+
+    rnd = random.Random(4)
+    entries = build(60, 4, seed=9).entries
+    spans = [s for e in entries for s in spans_from_entry(e, SpanIds(1)) if s.kind == KIND_SERVER]
+    arrival = sorted(spans, key=lambda s: s.start_ns)[:40] + rnd.sample(
+        spans, len(spans)
+    )  # in order, then not
+    timeline = Timeline(cap=50)
+    evicted = sum(timeline.add(s) for s in arrival)
+    assert evicted == len(arrival) - 50 and len(timeline.spans) == 50
+    assert timeline.starts == sorted(timeline.starts) == [s.start_ns for s in timeline.spans]
+    assert timeline.max_duration == max(s.end_ns - s.start_ns for s in timeline.spans)

@@ -35,6 +35,21 @@ def test_a_w3c_traceparent_gives_the_applications_trace_and_caller_span() -> Non
     assert ctx.sampled and ctx.tracestate == "rojo=00f067aa0ba902b7"
 
 
+@pytest.mark.parametrize(("flags", "sampled"), [("00", False), ("01", True), ("02", False), ("03", True)])
+def test_a_traceparent_is_sampled_by_flag_bit_0_and_counted_once(flags: str, sampled: bool) -> None:
+    def counted() -> float:
+        value = REGISTRY.get_sample_value(
+            "wiretide_tracer_propagated_contexts_total", {"header": "traceparent"}
+        )
+        return value or 0.0
+
+    before = counted()
+    ctx = extract({"traceparent": f" 00-{TRACE}-{SPAN}-{flags}\t", "tracestate": " a=1 "})
+    assert ctx is not None and ctx.sampled is sampled and ctx.tracestate == "a=1"
+    assert (ctx.trace_id.hex(), ctx.parent_id.hex()) == (TRACE, SPAN)
+    assert counted() == before + 1
+
+
 def test_a_future_traceparent_version_may_carry_more_fields() -> None:
     ctx = parse_traceparent(f"cc-{TRACE}-{SPAN}-00-what-the-future-holds")
     assert ctx.trace_id.hex() == TRACE and not ctx.sampled

@@ -71,3 +71,27 @@ def test_the_grafana_dashboard_queries_only_metrics_the_tracer_exports() -> None
     used = {m for e in exprs for m in re.findall(r"wiretide_tracer_[a-z_]+", e)}
     known = set(REGISTRY._names_to_collectors)  # every sample name, _total/_bucket included
     assert used and used <= known, used - known
+
+
+def test_a_call_recorded_from_its_spans_is_the_call_recorded_from_its_entry() -> None:
+    from wiretide.tracer.spans import KIND_SERVER, SpanIds, spans_from_entry
+
+    odd = [
+        call(1, "mapweb", "mapapi", ms=3, status=503),
+        {**call(2, "mapweb", "mapapi", ms=3, status=200), "size": {"request": -5, "response": True}},
+        {**call(3, "mapweb", "mapapi", ms=3, status=200), "size": "many", "elapsed_us": -7},
+        {**call(4, "mapweb", "mapapi", ms=3, status=200), "protocol": 7, "timestamp": "soon"},
+        {**call(5, "mapweb", "mapapi", ms=3, status=200), "src": {"ip": "192.0.2.1", "port": 1}},
+    ]
+    from_entries, from_spans = ServiceMap(), ServiceMap()
+    for entry in odd:
+        spans = spans_from_entry(entry, SpanIds(1))
+        server, first = spans[-1], spans[0]
+        caller = first.workload if first.kind != KIND_SERVER else first.peer
+        callee = server.workload if server.kind == KIND_SERVER else first.peer
+        from_entries.add_call(entry, caller, callee, server.error)
+        from_spans.add_span(server, caller, callee)
+    assert list(from_spans.records) == list(from_entries.records)
+    assert [r.error for r in from_spans.records] == [True, False, False, False, False]
+    assert [r.bytes for r in from_spans.records] == [200, 0, 0, 200, 200]
+    assert from_spans.latest_ns == from_entries.latest_ns

@@ -99,15 +99,22 @@ class Timeline:
 
     def add(self, span: Span) -> int:
         """Insert; returns how many spans were evicted to stay within the cap."""
-        i = bisect.bisect_right(self.starts, span.start_ns)
-        self.starts.insert(i, span.start_ns)
-        self.spans.insert(i, span)
-        duration = span.end_ns - span.start_ns
+        start = span.start_ns
+        starts = self.starts
+        if not starts or start >= starts[-1]:  # spans mostly arrive in order of start: append
+            starts.append(start)
+            self.spans.append(span)
+        else:
+            i = bisect.bisect_right(starts, start)
+            starts.insert(i, start)
+            self.spans.insert(i, span)
+        duration = span.end_ns - start
         self.max_duration = max(self.max_duration, duration)
-        over = len(self.spans) - self.cap
+        over = len(starts) - self.cap
         if over > 0:
             self._cut(over)
-        return max(over, 0)
+            return over
+        return 0
 
     def prune(self, horizon: int) -> None:
         """Forget spans (from the earliest start on) that ended before `horizon`."""
@@ -191,13 +198,16 @@ class Assembler:
             if verdict is not None and verdict.name:
                 span.name = verdict.name
             kinds[span.kind] = kinds.get(span.kind, 0) + 1
-            self.watermark = max(self.watermark, span.end_ns)
+        # Both spans of an entry end together.
+        self.watermark = max(self.watermark, spans[0].end_ns)
         for span in spans:
             if span.kind == KIND_SERVER:
                 self._add_server(span)
             else:
                 self._add_client(span)
-        self._ripen()
+        pending = self._pending
+        if pending and pending[0][0] <= self.watermark:
+            self._ripen()
         return spans
 
     def add_many(self, entries: list[dict[str, Any]]) -> None:
@@ -287,11 +297,14 @@ class Assembler:
         # Calls are decided in order of their end, so a request that ended before this call (less the
         # allowances) can enclose no call still to be decided.
         inbound.prune(span.end_ns - self.config.window_ns - skew)
-        partner = span.partner
+        partner, start, end, node = span.partner, span.start_ns, span.end_ns, span.node
+        # `_encloses`, inlined: this runs for every candidate of every call.
         return [
             s
-            for s in inbound.open_during(span.start_ns, span.end_ns, skew)
-            if s is not partner and self._encloses(s, span)
+            for s in inbound.open_during(start, end, skew)
+            if s is not partner
+            and s.start_ns <= start + (0 if s.node == node else skew)
+            and s.end_ns >= end - (0 if s.node == node else skew)
         ]
 
     def _encloses(self, parent: Span, child: Span) -> bool:
@@ -418,12 +431,18 @@ class Assembler:
 
         def more_parents() -> bool:
             grew = False
-            members = list(calls.values())
+            # "Does some call lie within [first, last]?" for many requests: the calls by start, with
+            # the earliest end among those starting at or after each one, answer it with one bisect.
+            members = sorted((c.start_ns, c.end_ns) for c in calls.values())
+            starts = [start for start, _ in members]
+            earliest_end = [end for _, end in members]
+            for k in range(len(earliest_end) - 2, -1, -1):
+                earliest_end[k] = min(earliest_end[k], earliest_end[k + 1])
             for other in inbound.open_during(reach[0], reach[1], skew + (reach[1] - reach[0])):
                 if id(other) in parents or other.context is not None:
                     continue
-                first, last = other.start_ns - skew, other.end_ns + skew
-                if any(c.start_ns >= first and c.end_ns <= last for c in members):
+                k = bisect.bisect_left(starts, other.start_ns - skew)
+                if k < len(starts) and earliest_end[k] <= other.end_ns + skew:
                     if len(parents) >= MAX_GROUP:
                         return grew
                     parents[id(other)] = other
@@ -470,6 +489,9 @@ class Assembler:
             if parent.waiting is None:
                 parent.waiting = []
             parent.waiting.append(span)
+            return
+        if span.waiting is None:  # nothing waits for it (the usual case): no stack needed
+            self._emit(span)
             return
         stack = [span]
         while stack:
@@ -579,20 +601,21 @@ def _gap_assign(calls: list[Span], parents: list[Span], skew: int) -> dict[int, 
     if not free:
         return {}
     matrix: list[list[float]] = []
-    chosen = [parents[j] for j in free]
+    chosen = [(p.start_ns, p.end_ns, p.node, p) for p in (parents[j] for j in free)]
     for i in rows:
         call = calls[i]
         start, end, node, partner = call.start_ns, call.end_ns, call.node, call.partner
         line: list[float] = []
-        for p in chosen:
-            allowance = 0 if p.node == node else skew
-            if p.start_ns <= start + allowance and p.end_ns >= end - allowance and p is not partner:
+        append = line.append
+        for p_start, p_end, p_node, p in chosen:
+            allowance = 0 if p_node == node else skew
+            if p_start <= start + allowance and p_end >= end - allowance and p is not partner:
                 # Convex in both gaps (request start → call start, call end → request end), in ms².
-                before = (start - p.start_ns) / GAP_SCALE_NS
-                after = (p.end_ns - end) / GAP_SCALE_NS
-                line.append(before * before + after * after)
+                before = (start - p_start) / GAP_SCALE_NS
+                after = (p_end - end) / GAP_SCALE_NS
+                append(before * before + after * after)
             else:
-                line.append(IMPOSSIBLE_COST)
+                append(IMPOSSIBLE_COST)
         matrix.append(line)
     columns: list[int] = []
     if len(rows) <= len(free):

@@ -38,7 +38,7 @@ class Engine:
         self._idle_base_ns = 0
 
     def ingest(self, entries: list[dict[str, Any]], wall_ns: int = 0) -> list[Span]:
-        add, record = self.assembler.add, self.map.add_call
+        add, record = self.assembler.add, self.map.add_span
         for entry in entries:
             spans = add(entry)
             if not spans:
@@ -47,9 +47,7 @@ class Engine:
                 first = spans[0]
                 server = spans[-1]
                 caller = first.workload if first.kind != KIND_SERVER else first.peer
-                record(
-                    entry, caller, server.workload if server.kind == KIND_SERVER else first.peer, server.error
-                )
+                record(server, caller, server.workload if server.kind == KIND_SERVER else first.peer)
         self._last_arrival_wall_ns = wall_ns
         self._idle_base_ns = self.assembler.watermark
         return self._collect()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,6 +26,11 @@ INVALID_HEADERS = Counter(
 CONTEXTS = Counter(
     "wiretide_tracer_propagated_contexts_total", "Entries whose trace context came from a header", ["header"]
 )
+# Bound children of CONTEXTS by header (a label lookup per entry costs more than parsing the header).
+_CONTEXTS_BY_SOURCE: Final = {
+    source: CONTEXTS.labels(source)
+    for source in ("traceparent", "b3", "x-b3", "uber-trace-id", "grpc-trace-bin", "x-request-id")
+}
 
 _HEX: Final = frozenset("0123456789abcdef")
 _HEX_ANY_CASE: Final = frozenset("0123456789abcdefABCDEF")
@@ -37,6 +43,9 @@ MAX_TRACESTATE: Final = 512
 MAX_REQUEST_ID: Final = 200
 # The longest header value looked at at all; longer values are refused before parsing.
 MAX_HEADER_CHARS: Final = 1024
+# The usual traceparent (version 00, lower-case hex): accepted by one match. Anything else, well formed
+# or not, takes the field-by-field path that names what is wrong.
+_TRACEPARENT_00: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 # Every header `extract` looks at.
 _HEADER_NAMES: Final = frozenset(
     {"traceparent", "b3", "x-b3-traceid", "uber-trace-id", "grpc-trace-bin", "x-request-id"}
@@ -77,6 +86,13 @@ def parse_traceparent(value: str, tracestate: str = "") -> Context:
     """W3C Trace Context §3.2 (https://www.w3.org/TR/trace-context/#traceparent-header):
     `version "-" trace-id "-" parent-id "-" trace-flags`, lower-case hex; version ff is invalid;
     version 00 has exactly four fields; higher versions may append fields after trace-flags."""
+    usual = _TRACEPARENT_00.fullmatch(value.strip())
+    if usual is not None:
+        trace_hex, parent_hex, flags_hex = usual.groups()
+        trace_id, parent_id = bytes.fromhex(trace_hex), bytes.fromhex(parent_hex)
+        if trace_id != ZERO_TRACE and parent_id != ZERO_SPAN:
+            state = tracestate.strip()[:MAX_TRACESTATE]
+            return Context(trace_id, parent_id, "traceparent", bool(int(flags_hex, 16) & 1), state)
     parts = value.strip().split("-")
     if len(parts) < 4:
         raise Invalid("fields")
@@ -198,7 +214,8 @@ def _attempt(name: str, parse: Callable[[], Context | None]) -> Context | None:
         INVALID_HEADERS.labels(name, str(exc.args[0])).inc()
         return None
     if ctx is not None:
-        CONTEXTS.labels(ctx.source).inc()
+        counter = _CONTEXTS_BY_SOURCE.get(ctx.source)
+        (counter or CONTEXTS.labels(ctx.source)).inc()
     return ctx
 
 

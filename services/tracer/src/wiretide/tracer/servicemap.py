@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Histogram
 
-from wiretide.tracer.spans import Workload, describe, workload_of
+from wiretide.tracer.spans import Span, Workload, describe, workload_of
 
 RED_REQUESTS = Counter(
     "wiretide_tracer_edge_requests_total",
@@ -98,6 +98,9 @@ def node_of(w: Workload) -> Node:
     return Node(node_id(w), w.service_name, w.namespace, kind)
 
 
+_HTTP_CLASSES: Final = {n: f"{n}xx" for n in range(1, 6)}
+
+
 def status_class(entry: dict[str, Any], error: bool) -> str:
     status = entry.get("status")
     if (
@@ -105,7 +108,7 @@ def status_class(entry: dict[str, Any], error: bool) -> str:
         and isinstance(status, int)
         and 100 <= status < 600
     ):
-        return f"{status // 100}xx"
+        return _HTTP_CLASSES[status // 100]
     return "error" if error else "ok"
 
 
@@ -140,10 +143,30 @@ class ServiceMap:
         size = _dict(entry.get("size"))
         nbytes = max(_int(size.get("request")), 0) + max(_int(size.get("response")), 0)
         protocol = _str(entry.get("protocol")) or "tcp"
-        if len(self.records) == self.records.maxlen:
+        self._record(entry, source, destination, error, ts, duration, protocol, nbytes)
+
+    def add_span(self, span: Span, source: Workload, destination: Workload) -> None:
+        """`add_call` for an entry already turned into spans: its times, protocol, sizes and error are
+        read from the span (the same values `add_call` would work out from the entry)."""
+        shared = span.shared
+        req, resp = shared.get("wiretide.request.size", 0), shared.get("wiretide.response.size", 0)
+        nbytes = (req if isinstance(req, int) and req > 0 else 0) + (
+            resp if isinstance(resp, int) and resp > 0 else 0
+        )
+        self._record(
+            span.entry, source, destination, span.error, span.start_ns, span.end_ns - span.start_ns,
+            str(shared["network.protocol.name"]), nbytes,
+        )  # fmt: skip
+
+    def _record(
+        self, entry: dict[str, Any], source: Workload, destination: Workload, error: bool, ts: int,
+        duration: int, protocol: str, nbytes: int,
+    ) -> None:  # fmt: skip
+        records = self.records
+        if len(records) == records.maxlen:
             self.evicted += 1
             RECORDS_EVICTED.inc()
-        self.records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes, entry))
+        records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes, entry))
         self.latest_ns = max(self.latest_ns, ts + duration)
         self._red(source, destination, protocol, entry, error, duration, nbytes)
 

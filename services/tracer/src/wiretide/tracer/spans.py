@@ -18,7 +18,7 @@ import functools
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from wiretide.tracer.propagation import Context
 
@@ -262,20 +262,19 @@ def route_of(path: str) -> str:
 
 def _network(entry: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> Attributes:
     attrs: Attributes = {}
-    src_ip, dst_ip = _str(src.get("ip")), _str(dst.get("ip"))
-    src_port, dst_port = _int(src.get("port")), _int(dst.get("port"))
-    if src_ip:
+    src_ip, dst_ip, src_port, dst_port = src.get("ip"), dst.get("ip"), src.get("port"), dst.get("port")
+    if src_ip and isinstance(src_ip, str):
         attrs["client.address"] = src_ip
-    if src_port is not None:
+    if isinstance(src_port, int) and not isinstance(src_port, bool):
         attrs["client.port"] = src_port
-    if dst_ip:
+    if dst_ip and isinstance(dst_ip, str):
         attrs["server.address"] = dst_ip
-    if dst_port is not None:
+    if isinstance(dst_port, int) and not isinstance(dst_port, bool):
         attrs["server.port"] = dst_port
-    transport = _str(entry.get("transport"))
-    if transport:
+    transport = entry.get("transport")
+    if transport and isinstance(transport, str):
         attrs["network.transport"] = transport
-    ip = dst_ip or src_ip
+    ip = (dst_ip if isinstance(dst_ip, str) else "") or (src_ip if isinstance(src_ip, str) else "")
     if ip:
         attrs["network.type"] = "ipv6" if ":" in ip else "ipv4"
     tls = _dict(entry.get("tls"))
@@ -300,9 +299,9 @@ def _network(entry: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) ->
     return attrs
 
 
-@dataclass(frozen=True, slots=True)
-class Described:
-    """What the protocol says: span name, attributes, and the error rule for each side."""
+class Described(NamedTuple):
+    """What the protocol says: span name, attributes, and the error rule for each side. (Immutable,
+    and a tuple rather than a frozen dataclass: one is made per entry, and a tuple is cheaper to make.)"""
 
     name: str
     attributes: Attributes
@@ -319,14 +318,14 @@ def describe(entry: dict[str, Any]) -> Described:
     method = method if isinstance(method, str) else ""
     path = path if isinstance(path, str) else ""
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
-    request = _dict(get("request"))
-    response = _dict(get("response"))
+    request, response = get("request"), get("response")
+    request = request if isinstance(request, dict) else _EMPTY
+    response = response if isinstance(response, dict) else _EMPTY
     attrs: Attributes = {"network.protocol.name": protocol}
     version = get("version")
     if version and isinstance(version, str):
         attrs["network.protocol.version"] = version
     client_error = server_error = ""
-    name = _str(get("summary")) or protocol
 
     if protocol == "grpc":
         # semconv rpc/grpc.md
@@ -359,11 +358,12 @@ def describe(entry: dict[str, Any]) -> Described:
             attrs["url.path"] = url_path
         if query:
             attrs["url.query"] = query
-        attrs["url.scheme"] = "https" if entry.get("tls") else "http"
-        headers = _dict(request.get("headers"))
-        ua = headers.get("user-agent")
-        if isinstance(ua, str):
-            attrs["user_agent.original"] = ua
+        attrs["url.scheme"] = "https" if get("tls") else "http"
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            ua = headers.get("user-agent")
+            if isinstance(ua, str):
+                attrs["user_agent.original"] = ua
         code = status if status is not None else _int(response.get("status"))
         if code is not None and code > 0:
             attrs["http.response.status_code"] = code
@@ -412,19 +412,21 @@ def describe(entry: dict[str, Any]) -> Described:
                 client_error = server_error = f"rcode_{rcode}"
         name = f"DNS {qtype} {qname}".replace("  ", " ").strip()
     else:
+        name = _str(get("summary")) or protocol
         if method:
             attrs["wiretide.method"] = method
         if status is not None:
             attrs["wiretide.status"] = status
 
-    size = _dict(entry.get("size"))
-    req_size, resp_size = _int(size.get("request")), _int(size.get("response"))
-    if req_size is not None:
-        attrs["wiretide.request.size"] = req_size
-    if resp_size is not None:
-        attrs["wiretide.response.size"] = resp_size
-    err = _dict(entry.get("error"))
-    if err:
+    size = get("size")
+    if isinstance(size, dict):
+        req_size, resp_size = size.get("request"), size.get("response")
+        if isinstance(req_size, int) and not isinstance(req_size, bool):
+            attrs["wiretide.request.size"] = req_size
+        if isinstance(resp_size, int) and not isinstance(resp_size, bool):
+            attrs["wiretide.response.size"] = resp_size
+    err = get("error")
+    if err and isinstance(err, dict):
         etype = _str(err.get("type")) or "error"
         client_error = client_error or etype
         server_error = server_error or etype
@@ -441,33 +443,37 @@ def spans_from_entry(
     An end known only by its address gets no span of its own; when neither end is known the call
     is still reported, as a server span under the destination's address.
     """
-    node = _str(entry.get("node"))
-    src = _dict(entry.get("src"))
-    dst = _dict(entry.get("dst"))
+    get = entry.get
+    node, src, dst = get("node"), get("src"), get("dst")
+    node = node if isinstance(node, str) else ""
+    src = src if isinstance(src, dict) else {}
+    dst = dst if isinstance(dst, dict) else {}
     if workloads is not None:
         caller, callee = workloads.of(src, node), workloads.of(dst, node)
     else:
         caller, callee = workload_of(src, node), workload_of(dst, node)
-    start = _int(entry.get("timestamp")) or 0
-    elapsed = _int(entry.get("elapsed_us")) or 0
+    start, elapsed = get("timestamp"), get("elapsed_us")
+    start = (start if isinstance(start, int) and not isinstance(start, bool) else 0) or 0
+    elapsed = (elapsed if isinstance(elapsed, int) and not isinstance(elapsed, bool) else 0) or 0
     end = start + max(elapsed, 0) * 1000
     described = describe(entry)
     base = _network(entry, src, dst)
     base.update(described.attributes)
-    entry_id = _str(entry.get("id"))
+    entry_id = get("id")
+    entry_id = entry_id if isinstance(entry_id, str) else ""
     base["wiretide.entry_id"] = entry_id
     if node:
         base["wiretide.node"] = node
     name = described.name
     signature = f"{callee.service_name}|{name}"
-    out: list[Span] = []
+    span_id = ids.span_id
 
     def half(peer_end: dict[str, Any], kind: int, workload: Workload, peer: Workload, error: str) -> Span:
         """One side of the call: the network peer is the other end of the entry."""
         attrs: Attributes = {}
         ip = peer_end.get("ip")
         if ip:
-            attrs["network.peer.address"] = _str(ip)
+            attrs["network.peer.address"] = ip if isinstance(ip, str) else ""
         port = peer_end.get("port")
         if type(port) is int:
             attrs["network.peer.port"] = port
@@ -475,19 +481,17 @@ def spans_from_entry(
             attrs["error.type"] = error
         # Positional, in field order (the per-span path: keyword matching costs more than the rest).
         return Span(
-            ids.span_id(), name, kind, workload, peer, start, end, base, attrs, entry_id, entry, node,
+            span_id(), name, kind, workload, peer, start, end, base, attrs, entry_id, entry, node,
             context, bool(error), error, b"", b"", LINK_ROOT, 1.0, None, signature,
         )  # fmt: skip
 
-    client: Span | None = None
     if caller.known:
         client = half(dst, described.kind_client, caller, callee, described.client_error)
         client.own["peer.service"] = callee.service_name
-        out.append(client)
-    if callee.known or client is None:
+        if not callee.known:
+            return [client]
         server = half(src, described.kind_server, callee, caller, described.server_error)
-        if client is not None:
-            client.partner = server
-            server.partner = client
-        out.append(server)
-    return out
+        client.partner = server
+        server.partner = client
+        return [client, server]
+    return [half(src, described.kind_server, callee, caller, described.server_error)]

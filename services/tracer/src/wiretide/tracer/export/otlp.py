@@ -36,7 +36,6 @@ MAX_SHARED: Final = 20_000
 
 _FIXED64: Final = struct.Struct("<Q")
 _TIMES: Final = struct.Struct("<BBBQBQ")
-_MISSING: Final[dict[AttrValue, bytes]] = {}
 _DOUBLE: Final = struct.Struct("<d")
 
 
@@ -45,6 +44,10 @@ def _varint(value: int) -> bytes:
         value += 1 << 64  # int64 negatives are ten-byte two's complement varints
     if value < 0x80:
         return _SMALL[value]
+    if value < 0x4000:  # lengths and ports: two or three bytes, written without a loop
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -83,18 +86,95 @@ def key_value(key: str, value: AttrValue) -> bytes:
     return _ld(1, key.encode()) + _ld(2, _any_value(value))
 
 
-class Encoder:
-    """Writes ExportTraceServiceRequest bytes; remembers encoded attributes and resources.
+class _Attributes(dict[tuple[str, AttrValue], bytes]):
+    """Encoded Span.attributes (field 9) entries by `(key, value)`; a miss is encoded by `__missing__`
+    and kept if worth it.
 
     Most attribute values repeat from span to span (names, addresses, methods, status codes), so each
-    (key, value) is encoded once and kept per key; a key whose values keep changing (entry ids,
-    ephemeral ports) stops being cached after `MAX_VALUES_PER_KEY` and is encoded each time.
+    is encoded once, and a span's attributes are looked up in one C-level pass over `dict.items()`. A
+    key whose values keep changing (entry ids, ephemeral ports) stops being cached after
+    `MAX_VALUES_PER_KEY` and is encoded each time.
+
+    `True == 1` and `False == 0` (and hash alike), so bools and the ints 0 and 1 are never cached;
+    floats are not cached either, and a key seen with a float stops caching its ints. What remains
+    assumed is what the semantic conventions give every attribute: one type per key.
     """
 
+    __slots__ = ("_heads", "_keys", "_per_key", "_uncached")
+
     def __init__(self) -> None:
-        self._by_key: dict[str, dict[AttrValue, bytes] | None] = dict.fromkeys(UNIQUE_KEYS)
-        self._keys: dict[str, bytes] = {}
-        self._cached = 0
+        super().__init__()
+        self._per_key: dict[str, int] = {}  # values cached per key
+        self._uncached: set[str] = set(UNIQUE_KEYS)
+        self._keys: dict[str, bytes] = {}  # key -> its encoded KeyValue.key field
+        # (key, length) -> everything before a short string value's bytes (ids have one length).
+        self._heads: dict[tuple[str, int], bytes] = {}
+
+    def __missing__(self, item: tuple[str, AttrValue]) -> bytes:
+        key, value = item
+        kind = type(value)
+        if type(value) is str:
+            data = value.encode()
+            n = len(data)
+            if n < 0x7D:  # KeyValue.value, AnyValue and its length fit one-byte lengths
+                head = self._heads.get((key, n))
+                if head is None:
+                    prefix = self._prefix(key)
+                    size = len(prefix) + 4 + n
+                    head = prefix + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n]
+                    head = (b"\x4a" + _SMALL[size] if size < 0x80 else _LD_TAG[9] + _varint(size)) + head
+                    if len(self._heads) >= MAX_CACHED_ATTRIBUTES:
+                        self._heads.clear()
+                    self._heads[(key, n)] = head
+                encoded = head + data
+            else:
+                encoded = _ld(9, self._prefix(key) + _ld(2, _ld(1, data)))
+        else:
+            if type(value) is int and 0 <= value < 1 << 63:
+                number = b"\x18" + _varint(value)
+                body = self._prefix(key) + b"\x12" + _SMALL[len(number)] + number  # one-byte length
+            else:
+                body = self._prefix(key) + _ld(2, _any_value(value))
+            n = len(body)
+            encoded = (b"\x4a" + _SMALL[n] if n < 0x80 else _LD_TAG[9] + _varint(n)) + body
+        if key in self._uncached:
+            return encoded
+        if kind is str or (kind is int and value not in (0, 1)):
+            count = self._per_key.get(key, 0)
+            if count >= MAX_VALUES_PER_KEY:
+                self._forget(key)  # high cardinality: not worth remembering
+            else:
+                if len(self) >= MAX_CACHED_ATTRIBUTES:
+                    self.clear()
+                    self._per_key.clear()
+                    self._uncached = set(UNIQUE_KEYS)
+                    count = 0
+                self[item] = encoded
+                self._per_key[key] = count + 1
+        elif kind is float:
+            self._forget(key)  # 2.0 == 2: a key with floats must not find its ints
+        return encoded
+
+    def _prefix(self, key: str) -> bytes:
+        prefix = self._keys.get(key)
+        if prefix is None:
+            prefix = self._keys[key] = _ld(1, key.encode())
+        return prefix
+
+    def _forget(self, key: str) -> None:
+        """Stop caching `key` and drop what is cached of it."""
+        self._uncached.add(key)
+        if self._per_key.pop(key, 0):
+            for cached in [k for k in self if k[0] == key]:
+                del self[cached]
+
+
+class Encoder:
+    """Writes ExportTraceServiceRequest bytes; remembers encoded attributes (`_Attributes`), resources,
+    span names and the link attributes."""
+
+    def __init__(self) -> None:
+        self._lookup = _Attributes().__getitem__
         # Shared attributes of a call, encoded once for both of its spans.
         self._shared: dict[int, tuple[dict[str, AttrValue], bytes]] = {}
         self._resources: dict[Workload, bytes] = {}
@@ -102,59 +182,9 @@ class Encoder:
         self._tails: dict[tuple[str, float], bytes] = {}
         self._scope = _ld(1, _ld(1, SCOPE_NAME.encode()) + _ld(2, SCOPE_VERSION.encode()))
 
-    def _attribute(self, key: str, value: AttrValue) -> bytes:
-        """A Span.attributes (field 9) entry."""
-        values = self._by_key.get(key, _MISSING)
-        if values is not None:
-            if values is _MISSING:
-                values = self._by_key[key] = {}
-            # bool and int compare equal (True == 1): the type is part of the cache key.
-            cache_key = value if type(value) is not bool else (value,)
-            encoded = values.get(cache_key)  # type: ignore[arg-type]
-            if encoded is not None:
-                return encoded
-            encoded = _ld(9, key_value(key, value))
-            if len(values) >= MAX_VALUES_PER_KEY:
-                self._by_key[key] = None  # high cardinality: not worth remembering
-            else:
-                if self._cached >= MAX_CACHED_ATTRIBUTES:
-                    self._by_key = dict.fromkeys(UNIQUE_KEYS)
-                    self._cached = 0
-                    self._by_key[key] = values = {}
-                values[cache_key] = encoded  # type: ignore[index]
-                self._cached += 1
-            return encoded
-        prefix = self._keys.get(key)
-        if prefix is None:
-            prefix = self._keys[key] = _ld(1, key.encode())
-        if type(value) is int and 0 <= value < 1 << 63:
-            number = b"\x18" + _varint(value)
-            body = prefix + b"\x12" + _SMALL[len(number)] + number  # at most 11 bytes: one-byte length
-        elif type(value) is str:
-            data = value.encode()
-            if len(data) < 0x7D:  # AnyValue and its length fit one-byte lengths
-                body = prefix + b"\x12" + _SMALL[len(data) + 2] + b"\x0a" + _SMALL[len(data)] + data
-            else:
-                body = prefix + _ld(2, _ld(1, data))
-        else:
-            body = prefix + _ld(2, _any_value(value))
-        n = len(body)
-        return (b"\x4a" + _SMALL[n] if n < 0x80 else _LD_TAG[9] + _varint(n)) + body
-
     def _attributes(self, attrs: dict[str, AttrValue]) -> bytes:
-        """Span.attributes entries of a dict: cached values straight from the per-key tables."""
-        by_key = self._by_key
-        attr = self._attribute
-        out = []
-        for key, value in attrs.items():
-            values = by_key.get(key)
-            if values:
-                encoded = values.get(value if type(value) is not bool else (value,))  # type: ignore[arg-type]
-                if encoded is not None:
-                    out.append(encoded)
-                    continue
-            out.append(attr(key, value))
-        return b"".join(out)
+        """Span.attributes entries of a dict: a C-level pass over the cache; misses are encoded there."""
+        return b"".join(map(self._lookup, attrs.items()))
 
     def _resource(self, workload: Workload) -> bytes:
         encoded = self._resources.get(workload)
@@ -190,8 +220,9 @@ class Encoder:
         parts = [b"\x0a\x10", span.trace_id, b"\x12\x08", span.span_id]  # trace_id=1, span_id=2
         if context is not None and context.tracestate:
             parts.append(_ld(3, context.tracestate.encode()))
-        if span.parent_span_id:
-            parts.append(_ld(4, span.parent_span_id))
+        parent = span.parent_span_id
+        if parent:
+            parts.append(b"\x22\x08" + parent if len(parent) == 8 else _ld(4, parent))  # parent_span_id=4
         parts.append(name)
         kind = span.kind
         if 0 <= kind < 0x80:  # kind=6, start_time_unix_nano=7 and end_time_unix_nano=8 (fixed64)
@@ -212,7 +243,8 @@ class Encoder:
         span.exported = True
         parts.append(shared[1])
         parts.append(self._attributes(span.own))
-        parts.append(self._tail(span.link, span.confidence))
+        tail = self._tails.get((span.link, span.confidence))
+        parts.append(tail if tail is not None else self._tail(span.link, span.confidence))
         if span.error:  # Status: message=2, code=3
             parts.append(_ld(15, _ld(2, span.status_message.encode()) + b"\x18" + _varint(STATUS_ERROR)))
         return _ld(2, b"".join(parts))  # ScopeSpans.spans=2
