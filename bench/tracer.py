@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.unit.tracer.chains import build, score
+from wiretide.common.collector import collect_rarely
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
@@ -39,6 +40,7 @@ CONFIDENT = 0.5  # the second accuracy column counts only links at least this co
 def throughput(n_entries: int, concurrency: int, propagate: bool, full: bool) -> tuple[int, float, float]:
     chains = build(n_entries // 3, concurrency, seed=11, pods=4, propagate=propagate)
     entries = chains.entries
+    collect_rarely()  # as the tracer service does at start
     encoder = Encoder()
     exported = 0
     engine = Engine() if full else None

@@ -95,3 +95,19 @@ def test_a_call_recorded_from_its_spans_is_the_call_recorded_from_its_entry() ->
     assert [r.error for r in from_spans.records] == [True, False, False, False, False]
     assert [r.bytes for r in from_spans.records] == [200, 0, 0, 200, 200]
     assert from_spans.latest_ns == from_entries.latest_ns
+
+
+def test_addresses_nobody_named_share_one_prometheus_series_but_stay_nodes_on_the_map() -> None:
+    smap = ServiceMap()
+    labels = {"source": "external", "destination": "shop/edgeapi", "protocol": "http"}
+    before = REGISTRY.get_sample_value("wiretide_tracer_edge_duration_seconds_count", labels) or 0
+    for i in range(40):
+        entry = call(i, "x", "edgeapi", ms=2, status=200)
+        entry["src"] = {"ip": f"203.0.113.{i + 1}", "port": 40000 + i}  # a client outside the cluster
+        smap.add(entry)
+    assert REGISTRY.get_sample_value("wiretide_tracer_edge_duration_seconds_count", labels) == before + 40
+    assert REGISTRY.get_sample_value("wiretide_tracer_edge_duration_seconds_count",
+                                     {**labels, "source": "203.0.113.1"}) is None  # fmt: skip
+    nodes, edges = smap.compute(window_ns=10 * 10**9)
+    assert len([n for n in nodes if n.id.startswith("203.0.113.")]) == 40
+    assert len(edges) == 40 and all(e.destination == "shop/edgeapi" for e in edges)

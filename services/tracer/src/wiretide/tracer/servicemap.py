@@ -12,7 +12,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from prometheus_client import Counter, Histogram
 
@@ -41,10 +41,15 @@ RECORDS_EVICTED = Counter(
 # Distinct (source, destination, protocol) label sets exported to Prometheus before folding into "other".
 MAX_EDGES: Final = 5_000
 OTHER: Final = "other"
+# The Prometheus label of an end known only by its address (a client outside the cluster, an address
+# nobody resolved): one series for all of them, not one per address — the service map, computed on
+# demand, still shows each address as its own node.
+EXTERNAL: Final = "external"
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(NamedTuple):
+    """One call on the map (a tuple: one is made per entry, and a frozen dataclass costs twice as much)."""
+
     ts_ns: int
     source: Workload
     destination: Workload
@@ -128,6 +133,7 @@ class ServiceMap:
         self._labelled: set[tuple[str, str, str]] = set()
         # Bound Prometheus children per (source, destination, protocol): label lookups are not free.
         self._children: dict[tuple[Workload, Workload, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
+        self._series: dict[tuple[str, str, str], tuple[Any, Any, Any, dict[str, Any]]] = {}  # by labels
 
     def add(self, entry: dict[str, Any]) -> None:
         """Record one call, working out both ends and the error from the entry itself."""
@@ -177,13 +183,20 @@ class ServiceMap:
         key = (source, destination, protocol)
         children = self._children.get(key)
         if children is None:
-            labels = (node_id(source), node_id(destination), protocol)
+            labels = (
+                node_id(source) if source.known else EXTERNAL,
+                node_id(destination) if destination.known else EXTERNAL,
+                protocol,
+            )
             if labels not in self._labelled:
                 if len(self._labelled) >= MAX_EDGES:
                     labels = (OTHER, OTHER, protocol)
                 else:
                     self._labelled.add(labels)
-            children = (labels, RED_DURATION.labels(*labels), RED_BYTES.labels(*labels), {})
+            children = self._series.get(labels)
+            if children is None:
+                children = (labels, RED_DURATION.labels(*labels), RED_BYTES.labels(*labels), {})
+                self._series[labels] = children
             if len(self._children) < MAX_EDGES * 4:
                 self._children[key] = children
         labels, duration_child, bytes_child, by_class = children
