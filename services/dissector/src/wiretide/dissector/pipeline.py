@@ -123,8 +123,8 @@ class Pipeline:
         names = [name for name, _ in cols.interfaces]
         nlinks = len(links)
         decode = decode_headers
-        tcp = self._tcp
-        udp = self._udp
+        # Methods are called as self._x(...), never through a local alias: compiled, that is a direct C
+        # call with unboxed arguments; an alias is a Python-level call that boxes and parses them.
         off = 0
         npk = 0
         nbytes = 0
@@ -135,7 +135,6 @@ class Pipeline:
         fast = _ETH_IP4_TCP.unpack_from
         tcp_get = self.tcp.get
         tcp_touch = self.tcp.move_to_end
-        deliver = self._deliver
         max_age = self.limits.max_age_ns
         for caplen, ts, ifid in zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False):
             end = off + caplen
@@ -183,20 +182,20 @@ class Pipeline:
                                 other = streams[1 - d]
                                 if other.pending:
                                     for chunk in other.acked(ack, ts):
-                                        deliver(flow, 1 - d, chunk, ts)
+                                        self._deliver(flow, 1 - d, chunk, ts)
                             if plen:
                                 stream = streams[d]
                                 if seq == stream.next_seq and not stream.pending:
                                     stream.next_seq = (seq + plen) & _U32_SEQ
-                                    deliver(flow, d, bytes(buf[po : po + plen]), ts)
+                                    self._deliver(flow, d, bytes(buf[po : po + plen]), ts)
                                 else:
                                     for chunk in stream.segment(seq, bytes(buf[po : po + plen])):
-                                        deliver(flow, d, chunk, ts)
+                                        self._deliver(flow, d, chunk, ts)
                             off = end
                             if ts >= self._next_sweep:
                                 self._sweep(ts)
                             continue
-                        tcp(
+                        self._tcp(
                             s4,
                             sp,
                             d4,
@@ -240,7 +239,7 @@ class Pipeline:
                 if h2 is None:
                     continue
                 if proto == IPPROTO_TCP:
-                    tcp(
+                    self._tcp(
                         h2[0],
                         h2[1],
                         h2[2],
@@ -256,11 +255,13 @@ class Pipeline:
                         names[ifid],
                     )
                 elif proto == IPPROTO_UDP:
-                    udp(h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid])
+                    self._udp(h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid])
             elif proto == IPPROTO_TCP:
-                tcp(h[1], h[4], h[2], h[5], h[12], h[13], h[14], h[0], buf, h[10], h[11], ts, names[ifid])
+                self._tcp(
+                    h[1], h[4], h[2], h[5], h[12], h[13], h[14], h[0], buf, h[10], h[11], ts, names[ifid]
+                )
             elif proto == IPPROTO_UDP:
-                udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
+                self._udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
             else:
                 self.stats["packets_other_l4"] += 1
             if ts >= self._next_sweep:
