@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,41 @@ def test_keyboard_moves_the_selection_and_escape_closes_the_detail(page: Any, ui
     assert page.is_hidden("#detail")
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "kfl"
+
+
+def test_a_detail_answered_late_neither_reopens_a_closed_pane_nor_replaces_a_newer_one(
+    page: Any, ui: tuple[str, str]
+) -> None:
+    base, _ = ui
+    slow: set[str] = set()
+
+    def delay(route: Any) -> None:
+        entry_id = route.request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+        if entry_id in slow:
+            page.wait_for_timeout(600)  # the answer for this entry comes late
+        route.continue_()
+
+    page.route("**/api/entries/*", delay)
+    page.goto(base + "/")
+    page.wait_for_selector("#rows .row")
+    ids = page.eval_on_selector_all("#rows .row", "rows => rows.slice(0, 3).map(r => r.dataset.id)")
+    slow.update(ids[1:2])
+    page.keyboard.press("j")  # row 0: answered at once
+    page.wait_for_selector("#detail h2")
+    page.keyboard.press("j")  # row 1: answered late ...
+    page.keyboard.press("Escape")  # ... after the pane was closed
+    page.wait_for_timeout(1200)
+    assert page.is_hidden("#detail")
+    page.keyboard.press("j")  # row 2 selected while row 1's answer is still on its way
+    page.keyboard.press("k")
+    page.keyboard.press("j")
+    page.wait_for_timeout(1200)
+    assert page.eval_on_selector("#rows .row.selected", "r => r.dataset.id") == ids[2]
+    shown = page.inner_text("#detail")
+    row2 = httpx.get(f"{base}/api/entries/{ids[2]}").json()
+    stamp = dt.datetime.fromtimestamp(row2["timestamp"] // 10**6 / 1000, dt.UTC)
+    when = stamp.isoformat(timespec="milliseconds")
+    assert not page.is_hidden("#detail") and when.replace("+00:00", "Z") in shown  # its own time row
 
 
 def test_the_service_map_shows_the_edges_of_the_traffic(page: Any, ui: tuple[str, str]) -> None:

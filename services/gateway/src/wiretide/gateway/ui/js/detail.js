@@ -96,9 +96,20 @@ export function curlFor(e) {
   return parts.join(" ");
 }
 
+// Each showDetail or closeDetail call takes a new number; a detail still loading when a newer one
+// was asked for, or when the pane was closed, is dropped instead of (re)opening the pane late.
+let showing = 0;
+
+export function closeDetail(pane) {
+  showing += 1;
+  pane.hidden = true;
+}
+
 export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
+  const mine = ++showing;
   let e = entry;
   try { e = await getJSON(`/api/entries/${encodeURIComponent(entry.id)}`); } catch { /* live copy is enough */ }
+  if (mine !== showing) return;
   let trace = e.trace?.trace_id;
   if (!trace) {
     // The tracer knows which trace an entry's spans joined; ask it (absent tracer: no link).
@@ -111,6 +122,7 @@ export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
       }
     } catch { /* no tracer reachable */ }
   }
+  if (mine !== showing) return;
   pane.hidden = false;
   pane.innerHTML = `
     <div class="actions">
@@ -137,7 +149,7 @@ export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
     const v = ev.target.closest(".clickable");
     if (v && v.dataset.kfl) { onFilter(v.dataset.kfl); return; }
     const act = ev.target.closest("button")?.dataset.act;
-    if (act === "close") pane.hidden = true;
+    if (act === "close") closeDetail(pane);
     if (act === "curl") { await navigator.clipboard?.writeText(curlFor(e)).catch(() => {}); toast("curl command copied"); }
     if (act === "har") {
       const har = await getJSON("/api/export.har", { q: `id == ${kflString(e.id)}` });

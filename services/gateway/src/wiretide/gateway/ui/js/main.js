@@ -5,7 +5,7 @@ import { LiveStream } from "./stream.js";
 import { TrafficTable, MAX_ENTRIES } from "./table.js";
 import { FilterBar } from "./filter.js";
 import { StatusBar } from "./status.js";
-import { showDetail } from "./detail.js";
+import { closeDetail, showDetail } from "./detail.js";
 import { renderMap } from "./servicemap.js";
 import { renderTrace } from "./traces.js";
 import { esc, kflString } from "./format.js";
@@ -159,7 +159,7 @@ document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => swi
 
 document.addEventListener("keydown", (ev) => {
   const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName);
-  if (ev.key === "Escape") { $("detail").hidden = true; if (typing) document.activeElement.blur(); return; }
+  if (ev.key === "Escape") { closeDetail($("detail")); if (typing) document.activeElement.blur(); return; }
   if (typing) return;
   if (ev.key === "/") { ev.preventDefault(); $("kfl").focus(); }
   else if (state.view !== "traffic") return;
