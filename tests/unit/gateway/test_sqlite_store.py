@@ -125,6 +125,20 @@ def newest_first(docs: list[dict[str, Any]]) -> list[str]:
     return [d["id"] for d in sorted(docs, key=lambda d: (d["timestamp"], d["id"]), reverse=True)]
 
 
+def check_migrated(store: SqliteStore) -> None:
+    """Every migrated entry is there, idempotent by id; new writes go to a new segment and every
+    search finds old and new together, newest first. Closes the store."""
+    assert store.count() == len(DOCS)
+    assert store.get(DOCS[7]["id"]) == DOCS[7]
+    assert store.insert_many(DOCS[:50]) == 0  # still idempotent by id after the migration
+    more = entries(30, seed=12)
+    assert store.insert_many(more) == 30  # into a new segment, found with the migrated ones
+    for query in SEARCHES:
+        want = [d for d in DOCS + more if not query or compile_predicate(query)(d)]
+        assert all_pages(store, query) == newest_first(want)
+    store.close()
+
+
 def test_a_store_in_the_first_layout_is_migrated_with_every_entry(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,18 +147,10 @@ def test_a_store_in_the_first_layout_is_migrated_with_every_entry(
     with caplog.at_level(logging.WARNING, logger="wiretide.gateway.store.sqlite"):
         store = SqliteStore(db)
     assert any("migrating" in r.getMessage() for r in caplog.records)
-    assert store.count() == len(DOCS)
-    assert store.get(DOCS[7]["id"]) == DOCS[7]
     for query in ("", 'dst.namespace == "payments"', "http && status_code >= 500", 'path.contains("/api/")'):
         want = newest_first([d for d in DOCS if compile_predicate(query)(d)]) if query else newest_first(DOCS)
         assert [d["id"] for d in store.scan(query, limit=1000).docs] == want
-    assert store.insert_many(DOCS[:50]) == 0  # still idempotent by id after the migration
-    more = entries(30, seed=12)
-    assert store.insert_many(more) == 30  # into a new segment, found with the migrated ones
-    for query in SEARCHES:
-        want = [d for d in DOCS + more if not query or compile_predicate(query)(d)]
-        assert all_pages(store, query) == newest_first(want)
-    store.close()
+    check_migrated(store)
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "entries_v0" not in {n for (n,) in c.execute("SELECT name FROM sqlite_master")}
@@ -164,15 +170,7 @@ def test_a_store_in_the_grouped_layout_is_migrated_to_segments_with_every_entry(
     with caplog.at_level(logging.WARNING, logger="wiretide.gateway.store.sqlite"):
         store = SqliteStore(db)
     assert any("migrating" in r.getMessage() for r in caplog.records)
-    assert store.count() == len(DOCS)
-    assert store.get(DOCS[7]["id"]) == DOCS[7]
-    assert store.insert_many(DOCS[:50]) == 0  # still idempotent by id after the migration
-    more = entries(30, seed=12)
-    assert store.insert_many(more) == 30
-    for query in SEARCHES:
-        want = [d for d in DOCS + more if not query or compile_predicate(query)(d)]
-        assert all_pages(store, query) == newest_first(want)
-    store.close()
+    check_migrated(store)
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert c.execute("SELECT count(*) FROM entries WHERE seg = 0").fetchone()[0] == len(DOCS)

@@ -138,6 +138,8 @@ CREATE TABLE segments (seg INTEGER PRIMARY KEY);
 INSERT INTO segments (seg) VALUES (0);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+# Older stores, by the version found: the layout they are brought to and the script that does it.
+MIGRATIONS: Final = {0: ("grouped, segmented", MIGRATE_V0), 1: ("segmented indexes", MIGRATE_V1)}
 
 INSERT = (
     f"INSERT OR IGNORE INTO entries (id, ts, {''.join(f'{g.key}, ' for g in GROUPS)}path, doc, seg)"
@@ -260,20 +262,17 @@ class SqliteStore:
                 pass
             elif version == 0 and "entries" not in tables:
                 self._script(SCHEMA)
-            elif version == 0:
+            elif version in MIGRATIONS:
+                layout, script = MIGRATIONS[version]
                 (rows,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
                 log.warning(
-                    "migrating the SQLite store to the grouped layout (once; a large store takes minutes)",
-                    extra={"path": str(self.path), "entries": rows, "from_version": 0, "to_version": 2},
-                )
-                self._script(MIGRATE_V0)
-            elif version == 1:
-                (rows,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
-                log.warning(
-                    "migrating the SQLite store to segmented indexes (once; a large store takes a minute)",
-                    extra={"path": str(self.path), "entries": rows, "from_version": 1, "to_version": 2},
-                )
-                self._script(MIGRATE_V1)
+                    "migrating the SQLite store in place (once; a large store takes minutes)",
+                    extra={
+                        "path": str(self.path), "entries": rows, "to_layout": layout,
+                        "from_version": version, "to_version": SCHEMA_VERSION,
+                    },
+                )  # fmt: skip
+                self._script(script)
             else:
                 raise StoreError(
                     f"{self.path} has store schema version {version}, newer than this gateway's"
