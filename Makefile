@@ -82,11 +82,12 @@ test: setup ## run the whole test suite (the dissector's twice: compiled, then p
 	  WIRETIDE_NATIVE=0 $(BIN)/pytest -q -p no:cacheprovider tests/unit/dissector tests/integration/test_pipeline_pcap.py; \
 	fi
 
-lint: setup ## ruff, mypy --strict (common, protos, capture, dissector, gateway), import-linter, buf lint
+lint: setup ## ruff, mypy --strict (common, protos, every service, the CLI), import-linter, buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services/common/src/wiretide/common protos/wiretide
-	$(BIN)/mypy -p wiretide.capture -p wiretide.dissector -p wiretide.gateway
+	$(BIN)/mypy -p wiretide.capture -p wiretide.dissector -p wiretide.resolver -p wiretide.tracer \
+		-p wiretide.agents -p wiretide.gateway -p wiretide.cli
 	$(BIN)/lint-imports --no-cache
 	cd protos && ../$(BIN)/buf lint
 

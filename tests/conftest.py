@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.nats import NatsServer
+from tests.helpers.pcaps import pcaps_present  # noqa: F401  (a fixture: `needs_pcaps` uses it)
 from tests.helpers.services import ServiceProcess, service_env
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.e2e.conftest import shot
 from tests.helpers.entries import entries
 from tests.helpers.nats import NatsServer, free_port
 from tests.helpers.services import ServiceProcess, service_env
+from tests.helpers.wait import wait_for
 from tests.integration.test_store_writer import publish
 
 DOCS = entries(400, seed=12)
@@ -46,10 +46,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         gw.wait_health("SERVING")
         run_async(publish(nats.url, [DOCS[i : i + 100] for i in range(0, 400, 100)]))
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            if len(httpx.get(f"{base}/api/entries", params={"limit": 1000}).json()["entries"]) == 400:
-                break
-            time.sleep(0.1)
+        wait_for(
+            "400 entries served",
+            lambda: len(httpx.get(f"{base}/api/entries", params={"limit": 1000}).json()["entries"]),
+            lambda n: n >= 400,
+        )
         yield base, nats.url
     finally:
         gw.kill()
@@ -239,6 +240,23 @@ def test_a_binary_body_is_shown_as_bounded_hex(page: Any, ui: tuple[str, str]) -
     text = page.inner_text("#detail pre.body")
     assert text.startswith("000000  00 01 02 03")
     assert "more bytes" in text and text.count("\n") < 300
+
+
+def test_statuses_read_as_the_protocol_table_says(page: Any, ui: tuple[str, str]) -> None:
+    """A gRPC call that failed UNAVAILABLE over HTTP 200 is an error in the UI as in /api/stats."""
+    base, nats_url = ui
+    failed, refused = entries(2, seed=6)
+    failed.update(protocol="grpc", method="POST", path="/shop.Tables/Read", status=200)
+    failed["response"] = {"status": 200, "grpc_status": 14, "headers": {}}
+    refused.update(protocol="dns", method="QUERY", path="tables.invalid", status=3)
+    refused["response"] = {"rcode": 3, "answers": []}
+    run_async(publish(nats_url, [[failed, refused]]))
+    page.goto(base + "/?q=" + 'path == "/shop.Tables/Read" || path == "tables.invalid"')
+    page.wait_for_function("() => document.querySelectorAll('#rows .row').length === 2")
+    cells = page.eval_on_selector_all(
+        "#rows .row span:nth-child(7)", "c => c.map(x => [x.textContent, x.className])"
+    )
+    assert sorted(cells) == [["NXDOMAIN", "s2"], ["UNAVAILABLE (14)", "s5"]]
 
 
 def test_the_stream_reconnects_after_the_gateway_restarts(page: Any, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import shot
-from tests.helpers.stack import PCAPS, Stack, merged_capture
+from tests.helpers.pcaps import PCAPS, require_pcaps
+from tests.helpers.stack import Stack, merged_capture
 
 FILES = [
     PCAPS / "http1.1" / "zeek_pipelined-requests.pcap",
@@ -20,8 +21,7 @@ FILES = [
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not all(f.exists() for f in FILES):
-        pytest.skip("the shared captures are not present")
+    require_pcaps(*FILES)
     tmp = tmp_path_factory.mktemp("ui-replay")
     s = Stack(tmp / "wt", pcap=merged_capture(tmp, FILES))
     try:

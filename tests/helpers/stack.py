@@ -15,8 +15,6 @@ import httpx
 
 from tests.helpers.nats import free_port
 
-PCAPS = Path(__file__).resolve().parents[2].parent / "shared" / "pcaps"
-
 
 def merged_capture(tmp: Path, files: list[Path]) -> Path:
     """One pcapng of several real captures (mergecap keeps each file's link type)."""
@@ -28,7 +26,9 @@ def merged_capture(tmp: Path, files: list[Path]) -> Path:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, pcap: Path | None = None, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, pcap: Path | list[Path] | None = None, *up_args: str, **env: str
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -43,7 +43,8 @@ class Stack:
             str(self.port),
         ]
         if pcap is not None:
-            args += ["--pcap", str(pcap)]
+            args += ["--pcap", *map(str, pcap if isinstance(pcap, list) else [pcap])]
+        args += up_args
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WIRETIDE_")}
         full_env.update(env)
         self.log = (data_dir.parent / f"up-{self.port}.log").open("wb")

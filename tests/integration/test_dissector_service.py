@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers.nats import NatsServer, free_port
 from tests.helpers.netns import is_root, veth_pair
+from tests.helpers.pcaps import require_pcaps
 from tests.unit.dissector.pcaps import PCAPS, read_columns
 from wiretide.common.bus import connect_with_retry, entries_subject
 from wiretide.common.bus.subjects import ENTRIES_STREAM
@@ -48,10 +49,10 @@ async def read_entries(url: str, node: str, want: int, timeout: float = 10.0) ->
     return out
 
 
-@pytest.mark.skipif(not PIPELINED.exists(), reason="shared captures not present")
 async def test_batches_sent_over_ingest_come_out_as_entries_on_jetstream(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    require_pcaps(PIPELINED)
     port = free_port()
     settings = DissectorSettings(node_name="n1", nats_url=nats_server.url, dissector_grpc=f"127.0.0.1:{port}")
     service = DissectorService(settings)

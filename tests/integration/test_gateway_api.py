@@ -20,8 +20,10 @@ import pytest
 import websockets
 
 from tests.helpers.entries import entries
+from tests.helpers.har import assert_valid_har
 from tests.helpers.inprocess import running
 from tests.helpers.nats import NatsServer, free_port
+from tests.helpers.wait import wait_for_async
 from tests.integration.test_store_writer import publish
 from wiretide.common.entry import from_proto
 from wiretide.common.kfl import compile_predicate
@@ -49,11 +51,9 @@ def make_gateway(nats_url: str, data: Path, **extra: str) -> GatewayService:
 
 
 async def wait_stored(gw: GatewayService, n: int) -> None:
-    for _ in range(400):
-        if gw.writer is not None and gw.writer.stored >= n:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"stored {gw.writer.stored if gw.writer else 0} of {n}")
+    await wait_for_async(
+        f"{n} entries stored", lambda: gw.writer.stored if gw.writer else 0, lambda stored: stored >= n
+    )
 
 
 @pytest.fixture
@@ -127,6 +127,7 @@ async def test_one_entry_har_stats_validate_and_openapi(gateway: tuple[GatewaySe
         gets = [d for d in DOCS if d.get("method") == "GET" and d["protocol"] == "http"]
         assert len(har["log"]["entries"]) == len(gets)
         assert {h["request"]["method"] for h in har["log"]["entries"]} == {"GET"}
+        assert_valid_har(har)
         stats = (await c.get(f"{base}/api/stats", params={"by": "protocol"})).json()
         counts = {g["key"]: g["count"] for g in stats["groups"]}
         want: dict[str, int] = {}
@@ -223,8 +224,10 @@ async def test_grpc_offers_the_same_answers(
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         stats = orjson.loads((await stub.Stats(gateway_pb2.StatsRequest(by="protocol"))).json)
         assert sum(g["count"] for g in stats["groups"]) == 300
+        watching = len(gw.live.subscribers)
         call = stub.Stream(gateway_pb2.StreamRequest(query="grpc"))
-        await asyncio.sleep(0.3)
+        # Publish only once the stream is subscribed: entries sent before would never reach it.
+        await wait_for_async("the stream subscribed", lambda: len(gw.live.subscribers) > watching)
         fresh = entries(100, seed=3)
         await publish(nats_server.url, [fresh])
         want = [d["id"] for d in fresh if d["protocol"] == "grpc"]
@@ -289,17 +292,16 @@ async def test_an_unwritable_store_stops_acks_turns_not_serving_and_loses_nothin
         blocker.execute("BEGIN EXCLUSIVE")  # another process holds the database: writes fail
         docs = entries(500, seed=21)
         await publish(nats_server.url, [docs[:250], docs[250:]])
-        for _ in range(300):
-            if gw.writer is not None and not gw.writer.healthy:
-                break
-            await asyncio.sleep(0.05)
-        assert gw.writer is not None and not gw.writer.healthy
+        await wait_for_async(
+            "the writer reports the locked store", lambda: gw.writer is not None and not gw.writer.healthy
+        )
+        assert gw.writer is not None
         assert "locked" in (gw.writer.last_error or "")
-        for _ in range(40):
-            if await check_health(address, "wiretide.proto.v1.GatewayService") == "NOT_SERVING":
-                break
-            await asyncio.sleep(0.1)
-        assert await check_health(address, "wiretide.proto.v1.GatewayService") == "NOT_SERVING"
+        await wait_for_async(
+            "health says NOT_SERVING",
+            lambda: check_health(address, "wiretide.proto.v1.GatewayService"),
+            lambda state: state == "NOT_SERVING",
+        )
         blocker.execute("ROLLBACK")
         blocker.close()
         await wait_stored(gw, 500)

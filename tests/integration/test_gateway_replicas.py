@@ -5,7 +5,6 @@ The replicas share a MongoDB store, served here by nx-27017 (MongoDB wire protoc
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pymongo import MongoClient
 from tests.helpers.entries import entries
 from tests.helpers.mongo import WireMongo
 from tests.helpers.nats import NatsServer, free_port
+from tests.helpers.wait import wait_for
 from tests.integration.test_store_writer import publish
 
 
@@ -48,13 +48,17 @@ def test_two_replicas_split_the_work_without_duplicates(
         asyncio.run(publish(nats_server.url, [docs[i : i + 50] for i in range(0, 4000, 50)]))
         client: MongoClient[dict[str, Any]] = MongoClient(mongo.url)
         coll = client["wiretide"]["entries"]
-        deadline = time.monotonic() + 120
-        while coll.count_documents({}) < 4000 and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for("4000 entries in the store", lambda: coll.count_documents({}), lambda n: n >= 4000, 120)
         assert coll.count_documents({}) == 4000
         assert len({d["_id"] for d in coll.find({}, {"_id": 1})}) == 4000
         client.close()
-        stored = [metric(p, "wiretide_gateway_entries_stored_total") for p in ports]
+        # A replica counts a batch after its write returns: the documents can be visible before the
+        # counter moves, so wait for the counters too instead of reading them once.
+        stored = wait_for(
+            "the replicas' stored counters add up to 4000",
+            lambda: [metric(p, "wiretide_gateway_entries_stored_total") for p in ports],
+            lambda s: sum(s) >= 4000,
+        )
         assert sum(stored) == 4000
         assert all(s > 0 for s in stored), f"one replica did all the work: {stored}"
     finally:

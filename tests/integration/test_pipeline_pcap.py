@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers.stack import PCAPS, Stack, merged_capture
+from tests.helpers.pcaps import PCAPS, require_pcaps
+from tests.helpers.stack import Stack, merged_capture
 from wiretide.common.kfl import compile_predicate
 
 FILES = [
@@ -31,8 +32,7 @@ def shape(e: dict[str, Any]) -> tuple[Any, ...]:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[dict[str, Any]]]]:
-    if not all(f.exists() for f in FILES):
-        pytest.skip("the shared captures are not present")
+    require_pcaps(*FILES)
     tmp = tmp_path_factory.mktemp("replay")
     pcap = merged_capture(tmp, FILES)
     offline = subprocess.run(

@@ -20,7 +20,7 @@ from wiretide.resolver.table import IdentityStore
 WATCH_TIMEOUT_S = 3  # short server-side watches, so reconnects happen within a test
 
 
-async def until(cond: Callable[[], object], timeout: float = 15.0) -> None:
+async def until(cond: Callable[[], object], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

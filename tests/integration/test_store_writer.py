@@ -7,6 +7,7 @@ import asyncio
 import re
 import sqlite3
 import time
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import httpx
 import nats
 
 from tests.helpers.nats import NatsServer, free_port
-from wiretide.common.bus import entries_subject
+from tests.helpers.wait import wait_for
+from wiretide.common.bus import STORE_WRITER_DURABLE, entries_subject
 from wiretide.common.bus.connection import ensure_stream
 from wiretide.common.bus.subjects import ENTRIES_STREAM
 from wiretide.common.entry import UlidGenerator, encode_batch
@@ -66,6 +68,16 @@ def wait_rows(db: Path, want: int, timeout: float = 60.0) -> int:
                 return n
         time.sleep(0.2)
     return n
+
+
+async def unacked(url: str) -> int:
+    """Messages the store writer's durable consumer has not acknowledged yet (pending or in flight)."""
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(ENTRIES_STREAM.name, STORE_WRITER_DURABLE)
+    finally:
+        await nc.close()
+    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
 
 def _rows(db: Path) -> int:
@@ -173,7 +185,11 @@ def test_a_gateway_killed_mid_stream_resumes_without_loss_or_duplicates(
     )
     gw2.wait_health("SERVING")
     assert wait_rows(db, 10_000) == 10_000
-    time.sleep(3)  # past the ack wait: any redelivery would have landed by now
+    # Every message acknowledged (none pending, none awaiting an ack): nothing is left to redeliver, so
+    # the rows are final. Waiting on the consumer's state, not on the ack wait elapsing.
+    wait_for(
+        "the store writer acknowledged every message", lambda: asyncio.run(unacked(nats_server.url)), not_
+    )
     with sqlite3.connect(db) as c:
         n, distinct = c.execute("SELECT count(*), count(DISTINCT path) FROM entries").fetchone()
     assert (n, distinct) == (10_000, 10_000)

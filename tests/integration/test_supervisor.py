@@ -133,14 +133,24 @@ def test_a_killed_service_is_restarted_and_serving_again(
     assert {p.name for p in log} >= {f"{s}.log" for s in SERVICES}
 
 
-def test_a_second_instance_on_the_same_data_dir_is_refused(
+def test_a_second_instance_on_the_same_data_dir_is_refused_and_leaves_the_first_running(
     running: tuple[subprocess.Popen[str], Path, int],
 ) -> None:
     _proc, data, _port = running
+    before = (data / "run.json").read_bytes()
     other = wiretide("up", "--data-dir", str(data), "--ui-port", str(free_port()))
     _out, err = other.communicate(timeout=60)
     assert other.returncode == 1
     assert "already running" in err
+    # The refused instance touched nothing of the running one's: its run.json, hence `status`.
+    assert (data / "run.json").read_bytes() == before
+    status = subprocess.run(
+        [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "SERVING" in status.stdout
 
 
 def test_ui_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

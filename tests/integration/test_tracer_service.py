@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from tests.helpers.inprocess import running
 from tests.helpers.nats import NatsServer
+from tests.helpers.wait import wait_for_async
 from tests.unit.tracer.receiver import GrpcReceiver, HttpReceiver
 from tests.unit.tracer.test_assemble import TRACE, three_hops
 from wiretide.common.bus import entries_subject
@@ -166,10 +167,9 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
     async with running(TracerService(settings)) as svc:
         await publish(nats_server.url, three_hops(headers=True))
         assert isinstance(svc, TracerService)
-        for _ in range(200):
-            if len(svc.engine.store.get(TRACE)) == 5:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_async(
+            "the trace's 5 spans", lambda: len(svc.engine.store.get(TRACE)), lambda n: n >= 5
+        )
         gw = SimpleNamespace(settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}"))
         app = Starlette(routes=routes(gw))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:

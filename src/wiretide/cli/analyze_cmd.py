@@ -1,15 +1,16 @@
-"""`wiretide analyze FILE`: the whole dissection pipeline offline on a pcap/pcapng file, no NATS.
+"""`wiretide analyze FILE` (or `-r FILE`, `-r -` for stdin): the whole dissection pipeline offline on
+a pcap/pcapng file, no NATS.
 
 Rule: stdout carries only the requested output (jsonl, table or HAR) so that it pipes cleanly;
-progress and the closing summary go to stderr. `--jobs N` splits flows across N processes by the
-direction-independent flow hash, so every flow is dissected whole by exactly one of them.
+progress, KFL warnings, errors and the closing summary go to stderr. A capture that ends mid-record
+still yields the entries read before the cut, then an error and exit 1, as tshark does. `--jobs N`
+splits flows across N processes by the direction-independent flow hash, so every flow is dissected
+whole by exactly one of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import sys
 import time
 from collections import Counter
@@ -18,7 +19,11 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
+from wiretide.cli.output import TimeColumn, add_time_format, endpoint, kfl_warnings, reader_gone
+from wiretide.common.har import HarWriter
+
 if TYPE_CHECKING:
+    from wiretide.common.kfl import Query
     from wiretide.dissector.registry import Registry
 
 # Packets per batch read from the file: enough to amortise the per-batch work, few enough that a
@@ -29,6 +34,12 @@ PROGRESS_MIN_BYTES: Final = 4 * 1024 * 1024
 # Seconds between progress redraws.
 PROGRESS_EVERY_S: Final = 0.5
 FORMATS: Final = ("jsonl", "table", "har")
+# The file name that means standard input (tshark -r -, tcpdump -r -).
+STDIN: Final = "-"
+# Exit status: 1 when the capture could not be read whole (entries before the damage are written),
+# 2 for a usage error (bad option, a path that is no readable file).
+EXIT_BAD_CAPTURE: Final = 1
+EXIT_USAGE: Final = 2
 
 
 def add_parser(sub: Any) -> None:
@@ -37,8 +48,15 @@ def add_parser(sub: Any) -> None:
         help="dissect a pcap/pcapng file into entries (API calls)",
         description="Run the dissector offline on a capture file and print its entries.",
     )
-    p.add_argument("file", help="pcap or pcapng file")
+    p.add_argument("file", nargs="?", help="pcap or pcapng file ('-' reads standard input)")
+    p.add_argument(
+        "-r",
+        "--read-file",
+        metavar="FILE",
+        help="the capture to read, as tshark -r and tcpdump -r ('-' reads standard input)",
+    )
     p.add_argument("--format", choices=FORMATS, default="jsonl", help="jsonl (default), table or har")
+    add_time_format(p)
     p.add_argument(
         "--filter", metavar="KFL", help="keep entries matching a KFL query, e.g. 'http && status >= 500'"
     )
@@ -56,15 +74,25 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
 
 
-def _compile_filter(text: str | None) -> Callable[[dict[str, Any]], bool] | None:
+def _parse_filter(text: str | None) -> Query | None:
+    """The checked --filter query; a bad one is a SystemExit with the caret rendering."""
     if not text:
         return None
-    from wiretide.common.kfl import KflError, compile_predicate
+    from wiretide.common.kfl import KflError, parse_query
 
     try:
-        return compile_predicate(text)
+        return parse_query(text)
     except KflError as exc:
         raise SystemExit(f"wiretide analyze: bad --filter:\n{exc.render(text)}") from None
+
+
+def _compile_filter(text: str | None) -> Callable[[dict[str, Any]], bool] | None:
+    query = _parse_filter(text)
+    if query is None:
+        return None
+    from wiretide.common.kfl import compile_predicate
+
+    return compile_predicate(query)
 
 
 def _work(
@@ -78,7 +106,7 @@ def _work(
     progress: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     """Dissect the file (or one shard of its flows); hand entries to `sink`; return the statistics."""
-    from wiretide.capture.sources.pcapfile import PcapError, read_batches
+    from wiretide.capture.sources.pcapfile import PcapError, read_batches, read_stream
     from wiretide.common.collector import collect_rarely
     from wiretide.dissector.pipeline import Limits, Pipeline
 
@@ -91,10 +119,16 @@ def _work(
         shard=shard,
     )
     error = None
+    truncated = False
     seen = 0
     collect_rarely()  # the modules and the registry live until exit; exchanges are freed as they go
     try:
-        for cols in read_batches(path, BATCH_PACKETS):
+        batches = (
+            read_stream(sys.stdin.buffer, "standard input", BATCH_PACKETS)
+            if path == STDIN
+            else read_batches(path, BATCH_PACKETS)
+        )
+        for cols in batches:
             entries = pipeline.feed(cols)
             if keep is not None:
                 entries = [e for e in entries if keep(e)]
@@ -105,6 +139,7 @@ def _work(
                 progress(seen)
     except PcapError as exc:
         error = str(exc)
+        truncated = exc.truncated
     entries = pipeline.finish()
     if keep is not None:
         entries = [e for e in entries if keep(e)]
@@ -115,6 +150,7 @@ def _work(
         "drops": dict(pipeline.drops) | {f"defrag_{k}": v for k, v in pipeline.defrag.drops.items()},
         "entries": dict(pipeline.entries_by_protocol),
         "error": error,
+        "truncated": truncated,
     }
 
 
@@ -164,76 +200,25 @@ class _Progress:
 # ---- output formats ---------------------------------------------------------------------------
 
 
-def _table_header(out: IO[str]) -> None:
+def _table_header(out: IO[str], times: TimeColumn) -> None:
     out.write(
-        f"{'TIME':<15} {'PROTO':<5} {'SOURCE':<28} {'DESTINATION':<28} {'STATUS':>6} {'MS':>8}  SUMMARY\n"
+        f"{'TIME':<{times.width}} {'PROTO':<5} {'SOURCE':<28} {'DESTINATION':<28} {'STATUS':>6} {'MS':>8}"
+        "  SUMMARY\n"
     )
 
 
-def _table_rows(entries: Iterable[dict[str, Any]], out: IO[str]) -> None:
+def _table_rows(entries: Iterable[dict[str, Any]], out: IO[str], times: TimeColumn) -> None:
+    width = times.width
     for e in entries:
-        t = dt.datetime.fromtimestamp(e["timestamp"] / 1e9, tz=dt.UTC).strftime("%H:%M:%S.%f")[:15]
-        src = f"{e['src']['ip']}:{e['src']['port']}"
-        dst = f"{e['dst']['ip']}:{e['dst']['port']}"
+        t = times(e["timestamp"])
+        src = endpoint(e["src"]["ip"], e["src"]["port"])
+        dst = endpoint(e["dst"]["ip"], e["dst"]["port"])
         status = "" if e.get("status") is None else str(e["status"])
         ms = f"{e['elapsed_us'] / 1000:.1f}"
         summary = e.get("summary") or ""
         if e.get("error"):
             summary += f"  [{e['error']['type']}]"
-        out.write(f"{t:<15} {e['protocol']:<5} {src:<28} {dst:<28} {status:>6} {ms:>8}  {summary}\n")
-
-
-def _pairs(d: dict[str, Any] | None) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in (d or {}).items()]
-
-
-def har_entry(e: dict[str, Any]) -> dict[str, Any]:
-    """One HTTP Entry as a HAR 1.2 entry (http://www.softwareishard.com/blog/har-12-spec/)."""
-    req = e.get("request") or {}
-    resp = e.get("response") or {}
-    rbody = req.get("body") or {}
-    sbody = resp.get("body") or {}
-    started = dt.datetime.fromtimestamp(e["timestamp"] / 1e9, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-    har_req: dict[str, Any] = {
-        "method": req.get("method", ""),
-        "url": req.get("url", ""),
-        "httpVersion": f"HTTP/{req.get('http_version', '1.1')}",
-        "cookies": _pairs(req.get("cookies")),
-        "headers": _pairs(req.get("headers")),
-        "queryString": [{"name": k, "value": v} for k, vs in (req.get("query") or {}).items() for v in vs],
-        "headersSize": -1,
-        "bodySize": rbody.get("size", 0),
-    }
-    if rbody.get("size"):
-        har_req["postData"] = {"mimeType": rbody.get("mime", ""), "text": rbody.get("content", "")}
-    content: dict[str, Any] = {
-        "size": sbody.get("size", 0),
-        "mimeType": sbody.get("mime", ""),
-        "text": sbody.get("content", ""),
-    }
-    if sbody.get("encoding") == "base64":
-        content["encoding"] = "base64"
-    return {
-        "startedDateTime": started,
-        "time": e["elapsed_us"] / 1000,
-        "request": har_req,
-        "response": {
-            "status": resp.get("status", 0),
-            "statusText": resp.get("reason", ""),
-            "httpVersion": f"HTTP/{resp.get('http_version', '1.1')}",
-            "cookies": _pairs(resp.get("cookies")),
-            "headers": _pairs(resp.get("headers")),
-            "content": content,
-            "redirectURL": (resp.get("headers") or {}).get("location", ""),
-            "headersSize": -1,
-            "bodySize": sbody.get("size", 0),
-        },
-        "cache": {},
-        "timings": {"send": 0, "wait": e["elapsed_us"] / 1000, "receive": 0},
-        "serverIPAddress": e["dst"]["ip"],
-        "connection": str(e["dst"]["port"]),
-        "comment": e["id"],
-    }
+        out.write(f"{t:<{width}} {e['protocol']:<5} {src:<28} {dst:<28} {status:>6} {ms:>8}  {summary}\n")
 
 
 def _summary(results: list[dict[str, Any]], elapsed: float, out: IO[str]) -> None:
@@ -258,23 +243,42 @@ def _summary(results: list[dict[str, Any]], elapsed: float, out: IO[str]) -> Non
     )
     if drops:
         out.write("  drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) + "\n")
-    for r in results:
-        if r.get("error"):
-            out.write(f"  warning: {r['error']}\n")
-            break
+
+
+def _usage(message: str) -> int:
+    print(f"wiretide analyze: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _capture_path(args: argparse.Namespace) -> str | None:
+    """The capture to read, from FILE or -r FILE (exactly one of them)."""
+    if args.file is not None and args.read_file is not None:
+        return None
+    path: str | None = args.read_file if args.read_file is not None else args.file
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
-    path: str = args.file
-    if not os.path.isfile(path):
-        print(f"wiretide analyze: no such file: {path}", file=sys.stderr)
-        return 2
+    path = _capture_path(args)
+    if path is None:
+        if args.file is None:
+            return _usage("which capture? give FILE or -r FILE ('-' for standard input)")
+        return _usage(f"give the capture once: FILE ({args.file}) or -r FILE ({args.read_file}), not both")
     if args.jobs < 1:
-        print("wiretide analyze: --jobs must be at least 1", file=sys.stderr)
-        return 2
+        return _usage("--jobs must be at least 1")
     if args.body_cap < 0:
-        print("wiretide analyze: --body-cap must be >= 0", file=sys.stderr)
-        return 2
+        return _usage("--body-cap must be >= 0")
+    from wiretide.capture.sources.pcapfile import PcapError, check_readable
+
+    size = 0
+    if path != STDIN:
+        try:
+            size = check_readable(path)
+        except PcapError as exc:
+            return _usage(str(exc))
+    if args.jobs > 1 and (size < 0 or path == STDIN):
+        what = "standard input" if path == STDIN else f"{path} (not a regular file)"
+        return _usage(f"--jobs {args.jobs} reads the capture once per job, and {what} can be read only once")
     try:
         from wiretide.dissector.registry import default_registry, parse_overrides
 
@@ -285,27 +289,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"wiretide analyze: --ports: {exc}", file=sys.stderr)
         return 2
     try:
-        _compile_filter(args.filter)
+        query = _parse_filter(args.filter)
     except SystemExit as exc:
         print(str(exc), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if query is not None:
+        kfl_warnings("wiretide analyze", query.text, query.warnings, sys.stderr)
 
     fmt: str = args.format
     stdout = sys.stdout
     binary = stdout.buffer
-    har: list[dict[str, Any]] = []
+    har = HarWriter()
+    times = TimeColumn(args.time_format)
     if fmt == "table":
-        _table_header(stdout)
+        _table_header(stdout, times)
 
     def sink(entries: list[dict[str, Any]]) -> None:
         if fmt == "jsonl":
             binary.write(_jsonl(entries))
         elif fmt == "table":
-            _table_rows(entries, stdout)
+            _table_rows(entries, stdout, times)
         else:
-            har.extend(har_entry(e) for e in entries if e["protocol"] == "http")
+            har.add(entries)
 
-    size = os.path.getsize(path)
     show = size >= PROGRESS_MIN_BYTES and (args.progress or sys.stderr.isatty())
     started = time.monotonic()
     progress = _Progress(size) if show else None
@@ -315,17 +321,22 @@ def run(args: argparse.Namespace) -> int:
         else:
             results = _run_jobs(args, path, registry, fmt, sink)
     except BrokenPipeError:
+        reader_gone()
         return 0
     if progress is not None:
         progress.done()
     if fmt == "har":
-        doc = {"log": {"version": "1.2", "creator": {"name": "wiretide", "version": "0.1.0"}, "entries": har}}
+        doc = har.document()
         binary.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     stdout.flush()
-    if not args.quiet:
+    # Every job reads the whole file, so they all stop at the same damage: say it once.
+    error = next((r for r in results if r.get("error")), None)
+    read_nothing = not any(r["stats"].get("packets") for r in results)
+    if not args.quiet and not (error is not None and read_nothing):
         _summary(results, time.monotonic() - started, sys.stderr)
-    if all(r.get("error") and not r["stats"].get("packets") for r in results):
-        return 1
+    if error is not None:
+        print(f"wiretide analyze: {error['error']}", file=sys.stderr)
+        return EXIT_BAD_CAPTURE
     return 0
 
 

@@ -1,15 +1,42 @@
-"""`wiretide capture`: run the capture source on its own and write what it sees to a pcapng file.
+"""`wiretide capture`: run the capture source on its own and write what it sees to a pcapng file,
+or with `-w -` to stdout, so `wiretide capture -i eth0 -w - | tshark -r -` works as with tcpdump.
 
-Rule: the command prints packets, bytes and kernel drops on exit, per interface and in total, and
-exits non-zero when nothing could be captured (with the reason).
+Rule: stdout carries only pcapng (and only with `-w -`), flushed as each batch is captured; messages
+and the totals go to stderr. The command prints packets, bytes and kernel drops on exit, per interface
+and in total, and exits non-zero when nothing could be captured (with the reason). A reader that goes
+away (`| head`, tshark quitting) ends the capture quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from wiretide.cli.output import reader_gone
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+# The -w name that means standard output (tcpdump -w -).
+STDOUT: Final = Path("-")
+EXIT_USAGE: Final = 2
+
+
+class _FlushingStdout(io.BufferedWriter):
+    """Standard output for pcapng: each write (one per batch) is pushed down the pipe at once.
+    It writes to fd 1 beside `sys.stdout`, which stays empty, and never closes it."""
+
+    def __init__(self) -> None:
+        super().__init__(io.FileIO(sys.stdout.fileno(), "wb", closefd=False))
+
+    def write(self, data: Buffer, /) -> int:
+        n = super().write(data)
+        self.flush()
+        return n
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--bpf", default="", help="capture filter in tcpdump syntax, e.g. 'tcp port 80'")
     p.add_argument("--port", action="append", type=int, default=[], help="only these ports (repeatable)")
     p.add_argument("--cidr", action="append", default=[], help="only to/from these networks (repeatable)")
-    p.add_argument("-w", "--write", type=Path, help="write the packets to this pcapng file")
+    p.add_argument(
+        "-w", "--write", type=Path, help="write the packets to this pcapng file ('-': standard output)"
+    )
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds")
     p.add_argument("-c", "--count", type=int, default=0, help="stop after this many packets")
     p.add_argument("--snaplen", type=int, default=262144, help="bytes kept per packet")
@@ -49,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
     from wiretide.capture.standalone import Options
     from wiretide.capture.standalone import run as run_capture
 
+    if args.duration < 0 or args.count < 0:
+        print("wiretide capture: --duration and --count must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    to_stdout = args.write == STDOUT
+    if to_stdout and sys.stdout.isatty():
+        print(
+            "wiretide capture: -w - writes binary pcapng; pipe it (| tshark -r -) or redirect it to a file",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         expression = combine(args.bpf, structured_expression(args.port, args.cidr))
         if expression:
@@ -69,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     options = Options(
         selection=selection,
         ring=ring,
-        write=args.write,
+        write=_FlushingStdout() if to_stdout else args.write,
         duration_s=args.duration,
         count=args.count,
         pcap=args.pcap,
@@ -81,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     except PcapError as exc:
         print(f"wiretide capture: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        reader_gone()
+        return 0
     except OSError as exc:
         print(f"wiretide capture: {exc}", file=sys.stderr)
         return 1

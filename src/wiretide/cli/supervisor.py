@@ -2,7 +2,9 @@
 
 Rule: the supervisor owns every process it starts. Children run in their own sessions (a
 terminal's Ctrl-C reaches only the supervisor) and die with it (PR_SET_PDEATHSIG); they are
-stopped in reverse start order, and a child that dies unasked is restarted with backoff.
+stopped in reverse start order, and a child that dies unasked is restarted with backoff. Only the
+instance that holds the data dir's lock touches its run.json: one refused for a dir in use leaves the
+running instance's file alone.
 """
 
 from __future__ import annotations
@@ -62,11 +64,17 @@ def find_nats_server() -> str:
 # socket that binds port 0 (a metrics endpoint, an outgoing connection) can never take one of them
 # in the meantime.
 _RESERVE_LOW, _RESERVE_HIGH = 20_000, 32_000
+_HANDED_OUT: set[int] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now and that this process has not handed out before (two calls made
+    before either port is bound must not return the same port)."""
     for _ in range(200):
         port = random.randrange(_RESERVE_LOW, _RESERVE_HIGH)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
@@ -186,15 +194,17 @@ class Supervisor:
             probe.unlink()
         except OSError as exc:
             raise SupervisorError(f"data dir {self.data_dir} is not writable: {exc.strerror}") from None
-        self._lock_file = (self.data_dir / "wiretide.lock").open("a+")
+        lock_file = (self.data_dir / "wiretide.lock").open("a+")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            lock_file.close()
             other = self._read_run().get("pid", "?")
             raise SupervisorError(
                 f"Wiretide is already running with data dir {self.data_dir} (pid {other}); "
                 "use another --data-dir or stop it first"
             ) from None
+        self._lock_file = lock_file
         check_port_free(self.ui_host, self.ui_port, "UI")
         return find_nats_server()
 
@@ -238,9 +248,9 @@ class Supervisor:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        for name in SERVICES:
-            env[f"WIRETIDE_{name.upper()}_GRPC"] = f"127.0.0.1:{free_port()}"
-            env[f"WIRETIDE_{name.upper()}_METRICS"] = f"127.0.0.1:{free_port()}"
+        for service in SERVICES:
+            env[f"WIRETIDE_{service.upper()}_GRPC"] = f"127.0.0.1:{free_port()}"
+            env[f"WIRETIDE_{service.upper()}_METRICS"] = f"127.0.0.1:{free_port()}"
         env.update(self.extra_env)
         self.children = [nats]
         for name in self.services:
@@ -355,8 +365,8 @@ class Supervisor:
         self._stopping = True
         for c in reversed(self.children):
             c.stop()
-        with contextlib.suppress(OSError):
-            self.run_file.unlink()
-        if self._lock_file is not None:
+        if self._lock_file is not None:  # ours only while we hold the lock: never another instance's
+            with contextlib.suppress(OSError):
+                self.run_file.unlink()
             self._lock_file.close()
             self._lock_file = None

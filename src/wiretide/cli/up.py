@@ -1,4 +1,8 @@
-"""`wiretide up`: run Wiretide locally — NATS, the six services, the UI — until Ctrl-C."""
+"""`wiretide up`: run Wiretide locally — NATS, the six services, the UI — until Ctrl-C.
+
+Rule: with `--pcap`, what the replay waits for and how it ended is said on stderr, so a replay that
+has not started yet never looks like one that found nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,19 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from wiretide.common.paths import default_data_dir
+
+if TYPE_CHECKING:
+    import asyncio
+
+log = logging.getLogger("wiretide.up")
+
+# How often `up --pcap` asks the capture service how its replay stands, and how often it repeats
+# what the replay waits for (often enough that a wait never looks like a hang).
+REPLAY_POLL_S: Final = 0.5
+REPLAY_NOTE_EVERY_S: Final = 3.0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,11 +33,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--ui-port", type=int, default=8899, help="port of the UI and REST API (default 8899)")
     p.add_argument("--ui-host", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
     p.add_argument(
-        "--pcap", type=Path, help="replay this pcap/pcapng through the whole stack instead of capturing"
+        "--pcap",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="FILE",
+        help="replay these pcap/pcapng files (one after the other) through the whole stack instead of "
+        "capturing",
     )
     p.add_argument(
         "--pace", action="store_true", help="with --pcap: replay at the recorded pace, not full speed"
     )
+    p.add_argument("--bpf", default="", help="capture filter in tcpdump syntax (live and --pcap)")
+    p.add_argument("--port", action="append", type=int, default=[], help="only these ports (repeatable)")
+    p.add_argument("--cidr", action="append", default=[], help="only to/from these networks (repeatable)")
     p.add_argument("--kubeconfig", type=Path, help="name traffic from this cluster's Kubernetes API")
 
 
@@ -44,12 +68,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"wiretide up: {exc}", file=sys.stderr)
         return 2
     extra: dict[str, str] = {}
-    if getattr(args, "pcap", None) is not None:
-        pcap = args.pcap.expanduser().resolve()
+    try:
+        extra.update(_filter_env(args))
+    except ValueError as exc:
+        print(f"wiretide up: {exc}", file=sys.stderr)
+        return 2
+    pcaps: list[Path] = []
+    for given in getattr(args, "pcap", None) or []:
+        pcap = given.expanduser().resolve()
         if not pcap.is_file():
-            print(f"wiretide up: --pcap {args.pcap}: no such file", file=sys.stderr)
+            print(f"wiretide up: --pcap {given}: no such file", file=sys.stderr)
             return 2
-        extra["WIRETIDE_CAPTURE_PCAP"] = str(pcap)
+        pcaps.append(pcap)
+    if pcaps:
+        from wiretide.common.bus import STORE_WRITER_DURABLE
+
+        extra["WIRETIDE_CAPTURE_PCAP"] = os.pathsep.join(map(str, pcaps))
+        # The replay sends nothing before the store's durable consumer is in place.
+        extra["WIRETIDE_CAPTURE_REPLAY_CONSUMERS"] = os.environ.get(
+            "WIRETIDE_GATEWAY_DURABLE", STORE_WRITER_DURABLE
+        )
         if getattr(args, "pace", False):
             extra["WIRETIDE_CAPTURE_PACE"] = "true"
         # A recording is explored after the fact: its entries are as old as its packets, so only the
@@ -91,10 +129,79 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\n  UI and API: {sup.ui_url}\n  logs:       {sup.logs_dir}\n\nPress Ctrl-C to stop.", flush=True
         )
+        reporter = (
+            asyncio.create_task(report_replay(sup.child("capture").grpc, sup.ui_url, stop))
+            if pcaps and "capture" in sup.services
+            else None
+        )
         await sup.watch(stop)
+        if reporter is not None:
+            await reporter
         print("\nstopping…", file=sys.stderr, flush=True)
         sup.stop_all()
         print("stopped.", file=sys.stderr)
         return 0
 
     return asyncio.run(main())
+
+
+def _filter_env(args: argparse.Namespace) -> dict[str, str]:
+    """--bpf/--port/--cidr as the capture service's settings, checked here (ValueError names the flag)."""
+    from wiretide.capture.bpf import FilterError, combine, compile_bpf, structured_expression
+
+    bpf: str = getattr(args, "bpf", "") or ""
+    ports: list[int] = getattr(args, "port", None) or []
+    cidrs: list[str] = getattr(args, "cidr", None) or []
+    try:
+        expression = combine(bpf, structured_expression(ports, cidrs))
+        if expression:
+            compile_bpf(expression)
+    except FilterError as exc:
+        raise ValueError(str(exc)) from None
+    env: dict[str, str] = {}
+    if bpf:
+        env["WIRETIDE_CAPTURE_BPF"] = bpf
+    if ports:
+        env["WIRETIDE_CAPTURE_PORTS"] = ",".join(map(str, ports))
+    if cidrs:
+        env["WIRETIDE_CAPTURE_CIDRS"] = ",".join(cidrs)
+    return env
+
+
+async def report_replay(address: str, ui_url: str, stop: asyncio.Event) -> None:
+    """Say on stderr what the replay waits for (every few seconds) and, once it is done, what it sent."""
+    import asyncio
+    import contextlib
+
+    import grpc
+
+    from wiretide.common.rpc import channel
+    from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    noted = loop.time() - REPLAY_NOTE_EVERY_S
+    async with channel(address) as ch:
+        stub = capture_pb2_grpc.CaptureServiceStub(ch)
+        while not stop.is_set():
+            try:
+                status = await stub.GetStatus(capture_pb2.GetStatusRequest(), timeout=REPLAY_NOTE_EVERY_S)
+            except grpc.aio.AioRpcError:
+                status = None  # the capture service is restarting: ask again
+            if status is not None:
+                replay = status.replay
+                if replay.done:
+                    n = len(replay.files)
+                    left_out = f", {replay.filtered} left out by the filter" if replay.filtered else ""
+                    log.info(
+                        "replayed %d file%s: %d packets%s; the entries are at %s",
+                        n, "" if n == 1 else "s", status.packets, left_out, ui_url,
+                    )  # fmt: skip
+                    if replay.error:
+                        log.warning("replay: %s", replay.error)
+                    return
+                now = loop.time()
+                if replay.waiting_for and now - noted >= REPLAY_NOTE_EVERY_S:
+                    noted = now
+                    log.info("replay waiting for %s…", ", ".join(replay.waiting_for))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=REPLAY_POLL_S)

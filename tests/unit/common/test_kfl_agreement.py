@@ -3,8 +3,10 @@ residual, and a MongoDB filter plus the residual select the same entries — for
 random queries. Also the shape of the pushdown for the filters people write most.
 
 The MongoDB side runs on a small evaluator of the operators the compiler emits, written here from
-MongoDB's documented matching rules (array fan-out, type brackets, missing vs null); no server is
-available on these machines.
+MongoDB's documented matching rules (array fan-out, type brackets, missing vs null); no mongod can be
+installed on these machines. The translated spellings (Wireshark fields, `50ms`, `=~`) and the
+case-insensitive header lookups also run against nx-27017, a server that speaks the MongoDB wire
+protocol, through the real pymongo client.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from wiretide.common.kfl import (
     compile_sql,
     compile_value,
     parse_query,
+    validate,
 )
 from wiretide.common.kfl.values import ERROR
 
@@ -282,7 +285,10 @@ def maybe(
 PROTOCOL = st.sampled_from(
     ["http", "http2", "grpc", "ws", "graphql", "kafka", "dns", "tls", "tcp", "udp", "redis"]
 )
-STRING_MAP = st.dictionaries(st.sampled_from(["x", "content-type", "app", "a.b"]), maybe(TEXT), max_size=3)
+# Mixed-case keys: header names match ignoring case, cookie names and labels exactly.
+STRING_MAP = st.dictionaries(
+    st.sampled_from(["x", "X", "content-type", "Content-Type", "app", "a.b"]), maybe(TEXT), max_size=3
+)
 
 
 @st.composite
@@ -370,7 +376,10 @@ STRING_FIELDS = [
     "grpc_method",
     "request.headers.x",
     'request.headers["content-type"]',
+    'request.headers["Content-Type"]',
+    "request.headers.X",
     "response.headers.x",
+    "request.cookies.X",
     "request.cookies.app",
     'src.pod.labels["app"]',
     "request.path",
@@ -639,12 +648,20 @@ def test_column_names_are_quoted() -> None:
 
 
 def test_mongo_pushes_document_paths_that_no_sql_column_holds() -> None:
-    plan = compile_mongo('request.headers["x-user"] == "bob" && has(tls)')
+    plan = compile_mongo('request.cookies["x-user"] == "bob" && has(tls)')
     assert plan.exact
     not_array = {"$not": {"$type": "array"}}
     assert plan.filter == {
-        "$and": [{"request.headers.x-user": {"$eq": "bob", **not_array}}, {"tls": {"$ne": None}}]
+        "$and": [{"request.cookies.x-user": {"$eq": "bob", **not_array}}, {"tls": {"$ne": None}}]
     }
+
+
+def test_a_header_test_narrows_mongo_to_entries_with_headers_and_leaves_the_name_to_python() -> None:
+    plan = compile_mongo('request.headers["X-User"] == "bob" && has(tls)')
+    assert plan.filter == {"$and": [{"request.headers": {"$type": "object"}}, {"tls": {"$ne": None}}]}
+    assert not plan.exact and plan.residual is not None
+    assert plan.residual({"request": {"headers": {"x-user": "bob"}}, "tls": {}}) is True
+    assert compile_mongo("request.headers.Host == null").filter == {}  # true without any headers
 
 
 def test_mongo_never_claims_exactness_on_paths_that_hold_lists() -> None:
@@ -844,3 +861,121 @@ def test_every_column_operator_and_literal_agrees_on_edge_values() -> None:
     finally:
         store.close()
     assert exact > len(queries) * 0.8  # nearly all of these push down completely
+
+
+# --- translated spellings and header names, on every back end (nx-27017 included) ---------------------
+
+HEADER_DOCS: list[dict[str, Any]] = [
+    {"id": "h1", "protocol": "http2", "request": {"headers": {"host": "a", "user-agent": "curl/8"}}},
+    {
+        "id": "h2",
+        "protocol": "http",
+        "request": {"headers": {"Host": "a", "Content-Type": "application/json"}},
+    },
+    {"id": "h3", "protocol": "http", "request": {"headers": {"HOST": "b"}}, "response": {"headers": {}}},
+    {"id": "h4", "protocol": "http", "request": {"headers": {"Host": "a", "host": "b"}}},
+    {"id": "h5", "protocol": "http", "request": {"headers": {"hOsT": None, "x": "a"}}},
+    {"id": "h6", "protocol": "http", "request": {"headers": "host: a"}},
+    {"id": "h7", "protocol": "dns", "request": {}},
+    {
+        "id": "h8",
+        "protocol": "grpc",
+        "response": {"headers": {"Retry-After": "5"}, "trailers": {"Grpc-Status": "14"}},
+    },
+]
+WIRE_DOCS: list[dict[str, Any]] = [
+    {"id": "w1", "protocol": "http", "transport": "tcp", "method": "GET", "status": 503, "path": "/api/x",
+     "elapsed_us": 60_000, "src": {"ip": "10.0.1.104", "port": 40000}, "dst": {"ip": "10.0.2.7", "port": 80}},
+    {"id": "w2", "protocol": "http2", "transport": "tcp", "method": "POST", "status": 200, "path": "/HEALTH",
+     "elapsed_us": 40_000, "src": {"ip": "10.0.2.7", "port": 80}, "dst": {"ip": "10.0.1.104", "port": 8080}},
+    {"id": "w3", "protocol": "dns", "transport": "udp", "status": 0, "path": "example.com", "elapsed_us": 900,
+     "src": {"ip": "2001:db8::1", "port": 5353}, "dst": {"ip": "2001:db8::53", "port": 53},
+     "request": {"questions": [{"name": "example.com", "type": "A"}]}},
+    {"id": "w4", "protocol": "redis", "transport": "tcp", "method": "GET", "status": 0,
+     "elapsed_us": 1_500_000, "src": {"ip": "10.0.1.104", "port": 80},
+     "dst": {"ip": "10.0.9.9", "port": 6379}},
+    {"id": "w5", "protocol": "http", "status": "503", "path": 7},
+]  # fmt: skip
+# query -> the ids it selects (what a user expects, written down once; every back end must agree).
+HINT_CASES: dict[str, set[str]] = {
+    'request.headers["Host"] == "a"': {"h1", "h2"},
+    'request.headers.HOST != "a"': {"h3", "h4"},
+    "has(request.headers.Host)": {"h1", "h2", "h3", "h4"},
+    "request.headers.Host == null": {"h5", "h6", "h7", "h8"} | {d["id"] for d in WIRE_DOCS},
+    '"HOST" in request.headers': {"h1", "h2", "h3", "h4", "h5"},
+    'map_get(request.headers, "Host", "none") == "a"': {"h1", "h2"},
+    'request.headers["content-type"].startsWith("application/")': {"h2"},
+    'http.host == "a"': {"h1", "h2"},
+    'http.user_agent contains "curl"': {"h1"},
+    'response.headers["retry-after"] == "5" && response.trailers["grpc-status"] == "14"': {"h8"},
+    "elapsed_time > 50ms": {"w1", "w4"},
+    "elapsed_time <= 1.5s && elapsed_time > 1ms": {"w1", "w2", "w4"},
+    'path =~ "^/api"': {"w1"},
+    'path !~ "^/api"': {"w2", "w3"},
+    'path ~ "health"': {"w2"},
+    'path matches "API"': {"w1"},
+    "ip.src == 10.0.1.104": {"w1", "w4"},
+    "ip.addr == 10.0.1.104": {"w1", "w2", "w4"},
+    "ip.addr != 10.0.1.104": {"w3"},
+    "ipv6.src == 2001:db8::1": {"w3"},
+    "tcp.port == 80": {"w1", "w2", "w4"},
+    "tcp.dstport == 80": {"w1"},
+    "udp.port in [53, 5353]": {"w3"},
+    'http.request.method == "GET"': {"w1"},
+    "http.response.code >= 500": {"w1"},
+    'dns.qry.name == "example.com"': {"w3"},
+    "frame.time_delta > 0.05": {"w1", "w4"},
+    "http.host": {"h1", "h2", "h3", "h4"},
+}
+# nx-27017 does not follow dotted paths into arrays of documents (MongoDB does; see the README).
+NOT_ON_NX: frozenset[str] = frozenset({'dns.qry.name == "example.com"'})
+
+
+@pytest.mark.parametrize("query", list(HINT_CASES))
+def test_translated_spellings_and_header_names_select_the_same_entries_everywhere(query: str) -> None:
+    docs = HEADER_DOCS + WIRE_DOCS
+    problems = validate(query)
+    assert all(p.severity == "warning" for p in problems)
+    assert bool(problems) == ("headers" not in query)  # each translation says so; header names are KFL
+    expected = {i for i, doc in enumerate(docs) if doc["id"] in HINT_CASES[query]}
+    predicate = compile_predicate(query, now_ns=NOW)
+    assert {i for i, doc in enumerate(docs) if predicate(doc)} == expected
+    store = SqliteStore(docs)
+    try:
+        pushed, kept = store.query(query)
+    finally:
+        store.close()
+    assert pushed >= expected and kept == expected
+    pushed, kept = mongo_query(docs, query)
+    assert pushed >= expected and kept == expected
+
+
+@pytest.fixture(scope="module")
+def nx_collection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from pymongo import MongoClient
+
+    from tests.helpers.mongo import WireMongo
+
+    server = WireMongo(tmp_path_factory.mktemp("nx"))
+    server.start()
+    client: MongoClient[dict[str, Any]] = MongoClient(server.url, serverSelectionTimeoutMS=10_000)
+    try:
+        collection = client.kfl.entries
+        collection.insert_many([{"_id": doc["id"], **doc} for doc in HEADER_DOCS + WIRE_DOCS])
+        yield collection
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("query", [q for q in HINT_CASES if q not in NOT_ON_NX])
+def test_a_mongodb_wire_server_returns_a_superset_and_the_residual_makes_it_exact(
+    nx_collection: Any, query: str
+) -> None:
+    from wiretide.gateway.store.mongo import portable  # the filter exactly as the store sends it
+
+    plan = compile_mongo(query, now_ns=NOW)
+    found = {doc["_id"]: doc for doc in nx_collection.find(portable(plan.filter))}
+    assert set(found) >= HINT_CASES[query]
+    kept = {i for i, doc in found.items() if plan.residual is None or plan.residual(doc)}
+    assert kept == HINT_CASES[query]

@@ -407,3 +407,34 @@ def test_the_reference_page_names_every_variable_and_flag() -> None:
 @pytest.mark.parametrize("example", reference_examples())
 def test_every_example_on_the_reference_page_is_a_valid_filter(example: str) -> None:
     parse_query(example)
+
+
+# --- header names match ignoring case (RFC 9110 §5.1) ---------------------------------------------------
+
+HTTP1_AS_SENT: dict[str, Any] = {"request": {"headers": {"Host": "shop", "X-Request-ID": "abc"}}}
+HTTP2_LOWER: dict[str, Any] = {"request": {"headers": {"host": "shop", "x-request-id": "abc"}}}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'request.headers["Host"] == "shop"',
+        'request.headers.host == "shop"',
+        'request.headers["HOST"].startsWith("sh")',
+        "has(request.headers.Host)",
+        '"x-REQUEST-id" in request.headers',
+        'map_get(request.headers, "X-Request-Id", "") == "abc"',
+        'request.headers[string("Host")] == "shop"',
+    ],
+)
+def test_a_header_matches_whatever_case_it_was_sent_or_asked_in(query: str) -> None:
+    predicate = compile_predicate(query)
+    assert predicate(HTTP1_AS_SENT) is True
+    assert predicate(HTTP2_LOWER) is True
+
+
+def test_cookie_names_and_labels_still_match_exactly() -> None:
+    cookie = {"request": {"cookies": {"session": "1"}}}
+    label = {"dst": {"pod": {"labels": {"app": "x"}}}}
+    assert compile_predicate('request.cookies["Session"] == "1"')(cookie) is False
+    assert compile_predicate('dst.pod.labels["App"] == "x"')(label) is False

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dpkt
 
+from tests.helpers.pcaps import PCAPS
 from wiretide.common.packets import ColumnBuilder, PacketColumns
 
-PCAPS = Path("/work/shared/pcaps")
+__all__ = ["PCAPS", "read_columns"]
 
 
 def read_columns(path: Path) -> PacketColumns:

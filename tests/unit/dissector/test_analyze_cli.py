@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import orjson
-import pytest
+
+from tests.helpers.har import assert_valid_har
+from tests.helpers.pcaps import needs_pcaps
 
 from .builders import Conversation, http_get, http_ok
 from .pcaps import PCAPS
 
 WIRETIDE = [sys.executable, "-m", "wiretide.cli.main"]
-needs_pcaps = pytest.mark.skipif(not PCAPS.is_dir(), reason="shared captures not present")
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
@@ -45,6 +46,7 @@ def test_the_table_and_har_formats() -> None:
     assert table.returncode == 0 and table.stdout.splitlines()[0].startswith("TIME")
     assert "HTTPS www.cloudflare.com" in table.stdout or "HTTPS" in table.stdout
     har = analyze(str(PCAPS / "http1.1" / "zeek_post.pcap"), "--format", "har")
+    assert_valid_har(orjson.loads(har.stdout))
     log = orjson.loads(har.stdout)["log"]
     assert log["version"] == "1.2" and log["entries"][0]["request"]["method"] == "POST"
     assert log["entries"][0]["response"]["status"] == 200
@@ -97,10 +99,10 @@ def test_missing_truncated_and_garbage_files_fail_clearly(tmp_path: Path) -> Non
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"this is not a capture file at all")
     r = analyze(str(junk))
-    assert r.returncode == 1 and "warning" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "not a pcap or pcapng capture" in r.stderr and "Traceback" not in r.stderr
     conv = Conversation().handshake().send(True, http_get()).send(False, http_ok()).close()
     cut = tmp_path / "cut.pcap"
     write_pcap(cut, conv.frames)
     cut.write_bytes(cut.read_bytes()[:-30])  # the last record is cut short
     r = analyze(str(cut))
-    assert r.returncode == 0 and "warning" in r.stderr and len(r.stdout.splitlines()) == 1
+    assert r.returncode == 1 and "cut short" in r.stderr and len(r.stdout.splitlines()) == 1

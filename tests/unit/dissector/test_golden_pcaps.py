@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.helpers.pcaps import files_or_missing, needs_pcaps
 from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.registry import default_registry
 
@@ -31,7 +32,7 @@ def pcaps(*dirs: str) -> list[Path]:
     out = []
     for d in dirs:
         out.extend(sorted((PCAPS / d).glob("*.pcap*")))
-    return out
+    return files_or_missing(out)
 
 
 def entries_of(path: Path) -> list[dict[str, Any]]:
@@ -55,7 +56,7 @@ def _count(pattern: str, text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-pytestmark = pytest.mark.skipif(not PCAPS.is_dir(), reason="shared captures not present")
+pytestmark = needs_pcaps
 
 
 @needs_tshark

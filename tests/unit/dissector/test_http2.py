@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.unit.dissector.builders import Conversation
 from tests.unit.dissector.test_http2_support import (
     H2Pair,
+    classified,
     conversation,
     registry,
     run,
@@ -161,20 +162,92 @@ def test_frames_arriving_after_a_reset_do_not_make_another_entry() -> None:
     assert d["path"] == "/slow" and d["error"]["type"] == "connection"
 
 
-def test_goaway_is_an_entry_and_refuses_streams_above_its_last_id() -> None:
+def _pipeline_run(wire: list[tuple[bool, bytes]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    pipe = Pipeline(registry())
+    docs = pipe.feed(conversation(wire)) + pipe.finish()
+    return docs, dict(pipe.stats)
+
+
+def test_a_graceful_goaway_is_counted_on_the_connection_and_is_no_entry() -> None:
+    p = H2Pair()
+    for path in ("/one", "/two"):
+        p.respond(p.request(path), 200, body=b"ok")
+    p.server.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR, last_stream_id=3)
+    p.flush()
+    docs, stats = _pipeline_run(p.wire)
+    assert [(d["protocol"], d["path"], d["error"]) for d in docs] == [
+        ("http2", "/one", None),
+        ("http2", "/two", None),
+    ]
+    assert stats["http2_goaway_no_error"] == 1
+    assert stats.get("http2_goaway_errors", 0) == 0
+
+
+def test_a_graceful_goaway_still_refuses_the_streams_above_its_last_id() -> None:
     p = H2Pair()
     done = p.request("/one")
     p.respond(done, 200)
     refused = p.request("/two")
-    p.server.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=done)
+    p.server.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR, last_stream_id=done)
     p.flush()
-    docs = run(conversation(p.wire))
-    goaway = [d for d in docs if d["method"] == "GOAWAY"]
-    assert len(goaway) == 1
-    assert goaway[0]["error"] == {"type": "connection", "message": "GOAWAY ENHANCE_YOUR_CALM"}
-    got = by_stream(docs)
+    got = by_stream(run(conversation(p.wire)))
+    assert sorted(got) == [done, refused]
     assert got[done]["error"] is None
-    assert got[refused]["error"]["type"] == "connection"
+    assert got[refused]["error"] == {
+        "type": "connection",
+        "message": f"GOAWAY NO_ERROR from the server: stream {refused} refused "
+        f"(above last stream {done}, not processed)",
+    }
+    assert got[refused]["summary"] == "GET /two GOAWAY NO_ERROR"
+
+
+def test_an_error_goaway_marks_the_streams_it_ends_and_makes_no_entry_of_its_own() -> None:
+    p = H2Pair()
+    done = p.request("/one")
+    p.respond(done, 200)
+    open_ = p.request("/slow")  # processed (at or below last_stream_id) but never answered
+    refused = p.request("/two")
+    p.server.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=open_)
+    p.flush()
+    docs, stats = _pipeline_run(p.wire)
+    assert all(d["method"] != "GOAWAY" for d in docs)
+    assert stats["http2_goaway_errors"] == 1
+    got = by_stream([classified(d) for d in docs])
+    assert sorted(got) == [done, open_, refused]
+    assert got[done]["error"] is None
+    assert got[refused]["error"]["message"].startswith(
+        f"GOAWAY ENHANCE_YOUR_CALM from the server: stream {refused} refused"
+    )
+    assert got[open_]["error"] == {
+        "type": "connection",
+        "message": f"GOAWAY ENHANCE_YOUR_CALM from the server: stream {open_} still open when the "
+        "connection ended",
+    }
+
+
+def test_rst_stream_error_codes_are_named_in_the_error() -> None:
+    p = H2Pair()
+    sid = p.request("/busy")
+    p.server.reset_stream(sid, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+    p.flush()
+    (d,) = streams(run(conversation(p.wire)))
+    assert d["error"] == {"type": "connection", "message": f"REFUSED_STREAM from the server on stream {sid}"}
+    assert d["summary"] == "GET /busy RST REFUSED_STREAM"
+
+
+def test_rst_stream_no_error_after_a_complete_response_is_not_an_error() -> None:
+    p = H2Pair()
+    sid = p.client.get_next_available_stream_id()
+    hdrs = [(":method", "POST"), (":path", "/upload"), (":scheme", "http"), (":authority", "svc.test")]
+    p.client.send_headers(sid, hdrs)
+    p.client.send_data(sid, b"part of a large upload")
+    p.flush()
+    # RFC 9113 §8.1: the server answers before the whole request arrived and stops the rest.
+    p.server.send_headers(sid, [(":status", "413")], end_stream=True)
+    p.server.reset_stream(sid, error_code=h2.errors.ErrorCodes.NO_ERROR)
+    p.flush()
+    (d,) = streams(run(conversation(p.wire)))
+    assert d["status"] == 413 and d["error"] is None
 
 
 def test_mid_stream_pickup_still_yields_entries_and_counts_unknown_headers() -> None:

@@ -1,4 +1,4 @@
-"""Real HTTP/2 and gRPC captures (/work/shared/pcaps/http2, grpc): entries per stream, gRPC message
+"""Real HTTP/2 and gRPC captures (../shared/pcaps/http2, grpc): entries per stream, gRPC message
 counts and statuses, each compared with what tshark finds in the same file, plus golden JSON."""
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.pcaps import PCAPS, files_or_missing, needs_pcaps, require_pcaps
 from tests.unit.dissector.test_http2_support import run_file, streams
 
-PCAPS = Path("/work/shared/pcaps")
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "http2" / "golden"
 FILES = sorted([*PCAPS.glob("http2/*.pcap*"), *PCAPS.glob("grpc/*.pcap*")])
 # Non-standard ports tshark must be told about (MANIFEST.md "decode-as"); wiretide finds them alone.
 DECODE_AS = (8080, 29518, 51400, 9001, 30035, 20035, 7070)
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("tshark") is None or not FILES, reason="needs tshark and the shared captures"
-)
+pytestmark = [
+    needs_pcaps,
+    pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark"),
+]
 
 
 def tshark(path: Path, display: str, fields: list[str]) -> list[list[str]]:
@@ -72,9 +73,10 @@ def tshark_grpc_messages(path: Path) -> dict[int, int]:
     return dict(counts)
 
 
-@pytest.fixture(scope="module", params=FILES, ids=[f.name for f in FILES])
+@pytest.fixture(scope="module", params=files_or_missing(FILES), ids=lambda f: f.name)
 def capture(request: pytest.FixtureRequest) -> tuple[Path, list[dict[str, Any]]]:
     path: Path = request.param
+    require_pcaps(path)
     return path, run_file(path)
 
 

@@ -56,7 +56,7 @@ def run_file(path: Path, body_cap: int = 64 * 1024) -> list[dict[str, Any]]:
 
 
 def streams(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-stream entries (no raw TCP, no GOAWAY)."""
+    """The per-stream entries (no raw TCP)."""
     return [d for d in docs if d["protocol"] in ("http2", "grpc", "graphql") and d["method"] != "GOAWAY"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import struct
 
 import psutil
@@ -198,3 +199,15 @@ def test_random_frames_and_payloads_never_raise(
     p = Pipeline(default_registry())
     for e in p.feed(columns(stream)) + p.finish():
         assert e["protocol"] and e["timestamp"] >= 0
+
+
+def test_a_raw_ipv6_flow_summary_brackets_the_address_before_the_port() -> None:
+    def udp6(src: str, dst: str, payload: bytes) -> bytes:
+        dg = struct.pack("!HHHH", 40001, 9, 8 + len(payload), 0) + payload
+        header = struct.pack("!IHBB", 6 << 28, len(dg), 17, 64)
+        header += socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+        return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x86\xdd" + header + dg
+
+    entries, _ = dissect([(T0, udp6("fd00::1", "fd00::2", b"\x00\x01 not a known protocol"))])
+    assert [e["protocol"] for e in entries] == ["udp"]
+    assert str(entries[0]["summary"]).startswith("udp [fd00::1]:40001 → [fd00::2]:9 ")

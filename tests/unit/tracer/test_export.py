@@ -72,7 +72,10 @@ async def test_exported_spans_arrive_with_resources_per_workload_and_their_attri
         assert g.span.end_time_unix_nano > g.span.start_time_unix_nano >= 1_700_000_000 * 10**9
         assert g.resource["k8s.namespace.name"] == "shop"
     api_client = next(g for g in got if g.resource["service.name"] == "api" and g.span.kind == 3)
-    assert api_client.attributes["server.port"] == 8080 and api_client.attributes["peer.service"] == "backend"
+    assert (
+        api_client.attributes["server.port"] == 8080
+        and api_client.attributes["service.peer.name"] == "backend"
+    )
     meta = receiver.collected.metadata[0]
     assert meta["authorization"] == "Bearer t0ken" and meta["x-tenant"] == "a"
 

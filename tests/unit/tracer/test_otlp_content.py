@@ -1,8 +1,9 @@
 """What an exported span says, attribute by attribute: fixed entries in, the decoded OTLP request pinned.
 
-The expectations are written from the semantic conventions (http-spans.md, grpc.md, tls.md, the k8s
-resource conventions), not copied from an encoder's output; any change to the encoding's content (an
-attribute, its type, its order within a span, a name, an id) fails here.
+The expectations are written from the semantic conventions of the release the tracer follows (v1.44.0:
+http-spans.md, rpc/grpc.md, the tls/service/network registries, the k8s resource conventions), not
+copied from an encoder's output; any change to the encoding's content (an attribute, its type, its order
+within a span, a name, an id, the schema URL) fails here.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def entries() -> list[dict[str, Any]]:
             "method": "POST",
             "path": "/orders/12345?dry=1",
             "status": 503,
-            "request": {"headers": {"user-agent": "curl/8"}},
+            "request": {"headers": {"user-agent": "curl/8", "host": "api"}},
             "size": {"request": 10, "response": 20},
         },
         {
@@ -62,6 +63,7 @@ def entries() -> list[dict[str, Any]]:
             "src": end("frontend", "10.0.0.1", 40002),
             "dst": end("cart", "10.0.2.1", 9090),
             "path": "/shop.Cart/Get",
+            "request": {"url": "http://cart:9090/shop.Cart/Get", "headers": {}},
             "response": {"grpc_status": 0},
         },
         {
@@ -91,7 +93,11 @@ def assembled() -> list[Span]:
 
 def plain(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
+    assert which is not None
     return (which, getattr(value, which))
+
+
+SCHEMA = "https://opentelemetry.io/schemas/1.44.0"
 
 
 def decoded(data: bytes) -> dict[tuple[str, int], dict[str, Any]]:
@@ -99,9 +105,10 @@ def decoded(data: bytes) -> dict[tuple[str, int], dict[str, Any]]:
     req = ExportTraceServiceRequest.FromString(data)
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for rs in req.resource_spans:
+        assert rs.schema_url == SCHEMA
         resource = [(kv.key, plain(kv.value)) for kv in rs.resource.attributes]
         for ss in rs.scope_spans:
-            assert (ss.scope.name, ss.scope.version) == ("wiretide.tracer", "0.1.0")
+            assert (ss.scope.name, ss.scope.version, ss.schema_url) == ("wiretide.tracer", "0.1.0", SCHEMA)
             for s in ss.spans:
                 attrs = [(kv.key, plain(kv.value)) for kv in s.attributes]
                 entry_id = dict(attrs)["wiretide.entry_id"][1]
@@ -140,6 +147,7 @@ def resource(name: str) -> list[tuple[str, Any]]:
 
 
 def network(client: str, cport: int, server: str, sport: int) -> list[tuple[str, Any]]:
+    """Both ends; `server` is the request's authority, else the SNI, else the server's IP."""
     return [
         ("client.address", s(client)),
         ("client.port", i(cport)),
@@ -151,7 +159,7 @@ def network(client: str, cport: int, server: str, sport: int) -> list[tuple[str,
 
 
 API_CALL = [
-    *network("10.0.0.1", 40000, "10.0.1.1", 8080),
+    *network("10.0.0.1", 40000, "api", 80),  # Host: api — the origin's port is the scheme's default
     ("network.protocol.name", s("http")),
     ("network.protocol.version", s("1.1")),
     ("http.request.method", s("POST")),
@@ -160,25 +168,25 @@ API_CALL = [
     ("url.scheme", s("http")),
     ("user_agent.original", s("curl/8")),
     ("http.response.status_code", i(503)),
+    ("wiretide.protocol", s("http")),
     ("wiretide.request.size", i(10)),
     ("wiretide.response.size", i(20)),
     ("wiretide.entry_id", s("e-api")),
     ("wiretide.node", s("node-a")),
 ]
 CART_CALL = [
-    *network("10.0.0.1", 40002, "10.0.2.1", 9090),
-    ("network.protocol.name", s("grpc")),
+    *network("10.0.0.1", 40002, "cart", 9090),  # :authority cart:9090
+    ("network.protocol.name", s("http")),
     ("network.protocol.version", s("2")),
-    ("rpc.system", s("grpc")),
-    ("rpc.service", s("shop.Cart")),
-    ("rpc.method", s("Get")),
-    ("rpc.grpc.status_code", i(0)),
+    ("rpc.system.name", s("grpc")),
+    ("rpc.method", s("shop.Cart/Get")),
+    ("rpc.response.status_code", s("OK")),
+    ("wiretide.protocol", s("grpc")),
     ("wiretide.entry_id", s("e-cart")),
     ("wiretide.node", s("node-a")),
 ]
 FRONT_CALL = [
-    *network("192.168.1.9", 51000, "10.0.0.1", 443),
-    ("tls.server.name", s("shop.example")),
+    *network("192.168.1.9", 51000, "shop.example", 443),  # no Host: the SNI names the server
     ("tls.protocol.name", s("tls")),
     ("tls.protocol.version", s("1.3")),
     ("tls.next_protocol", s("h2")),
@@ -189,6 +197,7 @@ FRONT_CALL = [
     ("url.path", s("/checkout")),
     ("url.scheme", s("https")),
     ("http.response.status_code", i(200)),
+    ("wiretide.protocol", s("http")),
     ("wiretide.entry_id", s("e-front")),
     ("wiretide.node", s("node-a")),
 ]
@@ -222,10 +231,12 @@ def test_each_span_carries_exactly_its_conventional_attributes_in_order() -> Non
     assert api_client["name"] == api_server["name"] == "POST /orders/{id}"
     assert api_client["attributes"] == [
         *API_CALL,
-        ("network.peer.address", s("10.0.1.1")),
+        ("network.peer.address", s("10.0.1.1")),  # the IP the caller connected to
         ("network.peer.port", i(8080)),
         ("error.type", s("503")),
-        ("peer.service", s("api")),
+        ("url.full", s("http://api/orders/12345?dry=1")),
+        ("service.peer.name", s("api")),
+        ("service.peer.namespace", s("shop")),
         *link("timing", timing),
     ]
     assert api_server["attributes"] == [
@@ -245,7 +256,8 @@ def test_each_span_carries_exactly_its_conventional_attributes_in_order() -> Non
         *CART_CALL,
         ("network.peer.address", s("10.0.2.1")),
         ("network.peer.port", i(9090)),
-        ("peer.service", s("cart")),
+        ("service.peer.name", s("cart")),
+        ("service.peer.namespace", s("shop")),
         *link("timing", next(x.confidence for x in spans if x.entry_id == "e-cart" and x.kind == 3)),
     ]
     assert cart_server["attributes"] == [

@@ -111,3 +111,21 @@ def test_addresses_nobody_named_share_one_prometheus_series_but_stay_nodes_on_th
     nodes, edges = smap.compute(window_ns=10 * 10**9)
     assert len([n for n in nodes if n.id.startswith("203.0.113.")]) == 40
     assert len(edges) == 40 and all(e.destination == "shop/edgeapi" for e in edges)
+
+
+def test_a_grpc_call_answered_503_by_a_proxy_without_grpc_status_is_a_server_error() -> None:
+    smap = ServiceMap()
+    proxied = {**call(300, "grpcweb", "grpcapi", ms=2, status=503), "protocol": "grpc"}
+    proxied.update(path="/shop.Orders/Get", response={"status": 503, "headers": {}})
+    answered = {**call(301, "grpcweb", "grpcapi", ms=2, status=200), "protocol": "grpc"}
+    answered["response"] = {"status": 200, "grpc_status": 14}
+    smap.add(proxied)
+    smap.add(answered)
+    (edge,) = smap.compute(window_ns=10 * 10**9)[1]
+    assert edge.error_rate == 1.0
+    labels = {"source": "shop/grpcweb", "destination": "shop/grpcapi", "protocol": "grpc"}
+    for klass in ("5xx", "error"):  # the HTTP status read as a class; the gRPC code as an outcome
+        sample = REGISTRY.get_sample_value(
+            "wiretide_tracer_edge_requests_total", {**labels, "status_class": klass}
+        )
+        assert sample == 1

@@ -162,6 +162,30 @@ def compile_bpf(expression: str, link_type: int = LINKTYPE_ETHERNET, snaplen: in
     return BpfProgram(expression, link_type, raw, native, array)
 
 
+class OfflineFilter:
+    """One expression run over recorded frames (a replayed file), compiled once for each link type it
+    meets. A frame of a link type the expression cannot be compiled for does not match: a live socket
+    with this filter would not have captured it either."""
+
+    __slots__ = ("_programs", "expression")
+
+    def __init__(self, expression: str) -> None:
+        compile_bpf(expression)  # a bad expression fails here, before any frame is read
+        self.expression = expression
+        self._programs: dict[int, BpfProgram | None] = {}
+
+    def matches(self, frame: bytes, origlen: int, link_type: int) -> bool:
+        try:
+            prog = self._programs[link_type]
+        except KeyError:
+            try:
+                prog = compile_bpf(self.expression, link_type)
+            except FilterError:
+                prog = None
+            self._programs[link_type] = prog
+        return prog is not None and prog.matches(frame, origlen)
+
+
 def from_instructions(expression: str, link_type: int, raw: bytes) -> BpfProgram:
     """A program from raw 8-byte instructions (e.g. a compiled one with a prefix)."""
     count = len(raw) // ctypes.sizeof(_Insn)

@@ -4,7 +4,9 @@ Rule: a sender never holds more than its bound. Batches wait in a bounded queue 
 credits allow them out; when the queue is full, when the endpoint is gone, or when a stream breaks
 with batches unacknowledged, those packets are dropped and counted by reason — never silently.
 A broken stream is reopened with exponential backoff; the pool tells its listener whenever the set
-of reachable endpoints changes so the shard ring can be rebuilt.
+of reachable endpoints changes so the shard ring can be rebuilt. An endpoint is `ready` once its
+dissector has answered the stream (it answers only when it can publish what it dissects); the end of
+a replayed input travels in order behind the input's last batch.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ INITIAL_CREDITS: Final = 1  # until the server's first answer says how many it g
 QUEUE_FULL: Final = "queue_full"
 UNAVAILABLE: Final = "dissector_unavailable"
 UNACKED: Final = "unacknowledged"
+
+# Queued behind an input's last batch (compared by identity): sent as an empty batch marked
+# `end_of_input`, it tells the dissector to close the input's flows.
+END_OF_INPUT: Final = PacketColumns(b"", [], [], [], [])
 
 
 @dataclass(slots=True)
@@ -77,6 +83,7 @@ class EndpointSender:
         self.queue: deque[PacketColumns] = deque()
         self.queued_bytes = 0
         self.up = False
+        self.ready = False  # the dissector answered this stream: it is ready to dissect and publish
         self.sent_batches = 0
         self.sent_packets = 0
         self.acked_packets = 0
@@ -111,6 +118,15 @@ class EndpointSender:
         self._wake.set()
         return True
 
+    def end_input(self) -> bool:
+        """Mark the end of an input behind everything queued (outside the bound: it carries no
+        packets); False when the endpoint is down (its input was lost and counted already)."""
+        if not self.up:
+            return False
+        self.queue.append(END_OF_INPUT)
+        self._wake.set()
+        return True
+
     def _drop_queue(self, reason: str) -> None:
         lost = sum(len(c) for c in self.queue)
         self.queue.clear()
@@ -119,6 +135,8 @@ class EndpointSender:
         metrics.QUEUED.labels(self.endpoint).set(0)
 
     def _set_up(self, up: bool) -> None:
+        if not up:
+            self.ready = False
         if up != self.up:
             self.up = up
             metrics.ENDPOINT_UP.labels(self.endpoint).set(1 if up else 0)
@@ -178,6 +196,7 @@ class EndpointSender:
                         ended.append(_StreamEnded("server closed the stream"))
                         break
                     credits = resp.credits
+                    self.ready = True
                     acked = max(acked, resp.acked_seq)
                     while in_flight and in_flight[0][0] <= acked:
                         self.acked_packets += in_flight.popleft()[1]
@@ -197,6 +216,7 @@ class EndpointSender:
                     metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
                     seq += 1
                     batch = cols.to_proto(self.node, self.source, seq, self.drops.counts)
+                    batch.end_of_input = cols is END_OF_INPUT
                     in_flight.append((seq, len(cols)))
                     await call.write(dissector_pb2.IngestRequest(batch=batch))
                     self.sent_batches += 1
@@ -259,6 +279,10 @@ class SenderPool:
     def healthy(self) -> list[str]:
         return sorted(ep for ep, s in self.senders.items() if s.up)
 
+    def ready(self) -> list[str]:
+        """Endpoints whose dissector has answered: what is sent to them now is dissected and published."""
+        return sorted(ep for ep, s in self.senders.items() if s.ready)
+
     def _changed(self) -> None:
         if self._listener is not None:
             self._listener(self.healthy())
@@ -288,6 +312,11 @@ class SenderPool:
             self.drops.add(UNAVAILABLE, len(cols))
             return False
         return sender.offer(cols)
+
+    def end_input(self) -> None:
+        """Every endpoint: the input (a replayed file) ends behind what is queued for it."""
+        for sender in self.senders.values():
+            sender.end_input()
 
     async def drain(self, timeout: float) -> bool:
         results = await asyncio.gather(*(s.drain(timeout) for s in self.senders.values()))

@@ -2,7 +2,10 @@
 everything captured, and control (status, snapshots) over gRPC.
 
 Rule: the service stays up and SERVING whatever its surroundings lack — capture privileges,
-interfaces, reachable dissectors — and counts and reports what it therefore cannot do.
+interfaces, reachable dissectors — and counts and reports what it therefore cannot do. A replay is the
+exception that may wait: a file is not a NIC, so it sends nothing until its consumers are there (every
+dissector answering, every named durable consumer of the entries in place), saying what it waits for,
+and it ends each file with an end-of-input mark so the dissectors close that file's flows.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import grpc
+from nats.errors import Error as NatsError
 from pydantic import field_validator
 
 from wiretide.capture import metrics
-from wiretide.capture.bpf import FilterError, combine, compile_bpf, structured_expression
+from wiretide.capture.bpf import FilterError, OfflineFilter, combine, compile_bpf, structured_expression
 from wiretide.capture.interfaces import Selection
 from wiretide.capture.live import LiveCapture
 from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLimits
@@ -27,7 +33,7 @@ from wiretide.capture.sender import UNAVAILABLE, SenderPool
 from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
-from wiretide.common.bus import Bus
+from wiretide.common.bus import ENTRIES_STREAM, Bus
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S: Final = 1.0
 MIB: Final = 1 << 20
+# A waiting replay says what it waits for this often: often enough that nobody thinks it hangs.
+REPLAY_NOTE_EVERY_S: Final = 3.0
+# How often a waiting replay looks at its consumers again (a JetStream API call per named consumer).
+REPLAY_POLL_S: Final = 0.1
 
 
 class CaptureSettings(CommonSettings):
@@ -53,9 +63,13 @@ class CaptureSettings(CommonSettings):
     capture_promisc: bool = False
     capture_fanout_group: int = 0
     capture_fanout_mode: str = "hash"
-    capture_pcap: Path | None = None  # replay this file instead of capturing live
+    # Replay these files (separated like PATH, by os.pathsep), one after the other, instead of capturing.
+    capture_pcap: str = ""
     capture_pace: bool = False
-    capture_replay_wait_s: float = 10.0  # a replay waits this long for its dissectors before starting
+    # A replay waits at most this long for its consumers before it starts (0: as long as it takes).
+    capture_replay_wait_s: float = 0.0
+    # Comma-separated durable consumers of the entries stream a replay waits for (`up` names the store's).
+    capture_replay_consumers: str = ""
     capture_flush_ms: int = 100  # batches leave at least this often
     capture_batch_packets: int = 2048  # or when this many packets wait for one endpoint
     capture_queue_batches: int = 64
@@ -89,6 +103,14 @@ class CaptureSettings(CommonSettings):
             ipaddress.ip_network(part, strict=False)
         return value
 
+    @field_validator("capture_pcap")
+    @classmethod
+    def _pcap(cls, value: str) -> str:
+        for path in _paths(value):
+            if not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return value
+
     @field_validator("capture_interfaces")
     @classmethod
     def _interfaces(cls, value: str) -> str:
@@ -106,6 +128,12 @@ class CaptureSettings(CommonSettings):
         return combine(
             self.capture_bpf, structured_expression(_ints(self.capture_ports), _items(self.capture_cidrs))
         )
+
+    def pcap_files(self) -> list[Path]:
+        return _paths(self.capture_pcap)
+
+    def replay_consumers(self) -> list[str]:
+        return _items(self.capture_replay_consumers)
 
     def ring_config(self) -> RingConfig:
         config = RingConfig(
@@ -143,6 +171,22 @@ def _items(text: str) -> list[str]:
 
 def _ints(text: str) -> list[int]:
     return [int(p) for p in _items(text)]
+
+
+def _paths(text: str) -> list[Path]:
+    return [Path(p) for p in text.split(os.pathsep) if p.strip()]
+
+
+@dataclass(slots=True)
+class ReplayProgress:
+    """Where a replay stands (GetStatus.replay): what it waits for, files sent, what the filter left out."""
+
+    files: list[Path]
+    files_done: int = 0
+    waiting_for: list[str] = field(default_factory=list)
+    done: bool = False
+    errors: list[str] = field(default_factory=list)
+    filtered: int = 0
 
 
 async def resolve_endpoints(endpoints: list[str], dns: bool) -> list[str]:
@@ -227,8 +271,7 @@ class CaptureService(Service):
         self.drops: dict[str, int] = {}
         self.captured_packets = 0
         self.captured_bytes = 0
-        self.replay_error = ""
-        self.replay_done = False
+        self.replay: ReplayProgress | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._readers: set[int] = set()
 
@@ -254,8 +297,9 @@ class CaptureService(Service):
         )
         if s.capture_dns_refresh_s > 0:
             self._spawn(self._refresh_dns(), "dns refresh")
-        if s.capture_pcap is not None:
-            self._spawn(self._replay(s.capture_pcap), "replay")
+        if s.capture_pcap:
+            self.replay = ReplayProgress(s.pcap_files())
+            self._spawn(self._replay(self.replay), "replay")
         else:
             self.live = LiveCapture(
                 Selection.parse(s.capture_interfaces, s.capture_include_loopback),
@@ -379,41 +423,109 @@ class CaptureService(Service):
 
     # -- replay ------------------------------------------------------------------------------
 
-    async def _replay(self, path: Path) -> None:
-        s = self.settings_c
-        await self._wait_for_endpoints(s.capture_replay_wait_s)
-        it = iter(read_batches(path, s.capture_batch_packets, pace=s.capture_pace))
-        try:
-            while True:
-                cols = await asyncio.to_thread(next, it, None)
-                if cols is None:
-                    break
-                await self._wait_for_room()
-                for name, link in cols.interfaces:
-                    if (name, link) not in self.interfaces:
-                        self.interfaces.append((name, link))
-                remap = [self.interfaces.index(key) for key in cols.interfaces]
-                buf = memoryview(cols.data)
-                add = self.sharder.add
-                for off, caplen, origlen, ts, ifid in cols.iter_packets():
-                    add(buf, off, off + caplen, origlen, ts, remap[ifid] if ifid < len(remap) else -1)
-                buf.release()
-                self.captured_packets += len(cols)
-                self.captured_bytes += len(cols.data)
-                self._flush()
-        except PcapError as exc:
-            self.replay_error = str(exc)
-            log.error("replay stopped", extra={"error": str(exc)})
-        self.replay_done = True
-        log.info("replay finished", extra={"packets": self.captured_packets})
+    @property
+    def replay_done(self) -> bool:
+        return self.replay is not None and self.replay.done
 
-    async def _wait_for_endpoints(self, timeout: float) -> None:
-        """A file need not start before its dissectors are there: wait (within `timeout`) for all of them."""
+    async def _replay(self, progress: ReplayProgress) -> None:
+        s = self.settings_c
+        await self._wait_for_consumers(progress, s.capture_replay_wait_s)
+        expression = s.filter_expression()
+        keep = OfflineFilter(expression) if expression else None
+        for path in progress.files:
+            try:
+                await self._replay_file(path, keep, progress)
+            except PcapError as exc:  # what was read before the damage is replayed; the next file goes on
+                progress.errors.append(str(exc))
+                log.error("replay of a file stopped", extra={"file": str(path), "error": str(exc)})
+            self.sharder.release_held()
+            self._flush()
+            if self.pool is not None:
+                self.pool.end_input()
+            progress.files_done += 1
+        progress.done = True
+        log.info(
+            "replay finished",
+            extra={
+                "files": len(progress.files),
+                "packets": self.captured_packets,
+                "filtered": progress.filtered,
+            },
+        )
+
+    async def _replay_file(self, path: Path, keep: OfflineFilter | None, progress: ReplayProgress) -> None:
+        s = self.settings_c
+        it = iter(read_batches(path, s.capture_batch_packets, pace=s.capture_pace))
+        while True:
+            cols = await asyncio.to_thread(next, it, None)
+            if cols is None:
+                return
+            await self._wait_for_room()
+            for name, link in cols.interfaces:
+                if (name, link) not in self.interfaces:
+                    self.interfaces.append((name, link))
+            remap = [self.interfaces.index(key) for key in cols.interfaces]
+            buf = memoryview(cols.data)
+            add = self.sharder.add
+            packets, nbytes = len(cols), len(cols.data)
+            for off, caplen, origlen, ts, ifid in cols.iter_packets():
+                if keep is not None and not keep.matches(
+                    cols.data[off : off + caplen], origlen, cols.link_type(ifid)
+                ):
+                    progress.filtered += 1
+                    packets -= 1
+                    nbytes -= caplen
+                    continue
+                add(buf, off, off + caplen, origlen, ts, remap[ifid] if ifid < len(remap) else -1)
+            buf.release()
+            self.captured_packets += packets
+            self.captured_bytes += nbytes
+            self._flush()
+
+    async def _waiting_for(self, consumers: set[str]) -> list[str]:
+        """What the replay still waits for: dissectors not answering, durable consumers not in place
+        (`consumers` loses each one found: a durable consumer, once there, stays)."""
+        waiting: list[str] = []
         pool = self.pool
+        if pool is not None:
+            missing = len(pool.senders) - len(pool.ready())
+            if missing:
+                waiting.append(f"{missing} dissector{'' if missing == 1 else 's'}")
+        for durable in sorted(consumers):
+            if self.bus is not None:
+                try:
+                    await self.bus.js.consumer_info(ENTRIES_STREAM.name, durable, timeout=1.0)
+                except (NatsError, TimeoutError):
+                    pass
+                else:
+                    consumers.discard(durable)
+                    continue
+            waiting.append(f"consumer {durable}")
+        return waiting
+
+    async def _wait_for_consumers(self, progress: ReplayProgress, timeout: float) -> None:
+        """A file can wait (unlike a NIC): send nothing until every dissector answers and every named
+        durable consumer of the entries is in place, so nothing is dissected or published into the
+        void. Says what it waits for every few seconds; with `timeout` > 0, starts anyway after it."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while pool is not None and loop.time() < deadline and len(pool.healthy()) < len(pool.senders):  # noqa: ASYNC110 - polls sender state owned by other tasks
-            await asyncio.sleep(0.02)
+        started = loop.time()
+        noted = started - REPLAY_NOTE_EVERY_S  # the first note goes out at once
+        consumers = set(self.settings_c.replay_consumers())
+        while waiting := await self._waiting_for(consumers):
+            progress.waiting_for = waiting
+            now = loop.time()
+            if timeout > 0 and now - started >= timeout:
+                log.warning(
+                    "replay starts without its consumers", extra={"waiting_for": waiting, "waited_s": timeout}
+                )
+                break
+            if now - noted >= REPLAY_NOTE_EVERY_S:
+                noted = now
+                log.info(
+                    f"replay waiting for {', '.join(waiting)}…", extra={"waited_s": round(now - started)}
+                )
+            await asyncio.sleep(REPLAY_POLL_S)
+        progress.waiting_for = []
 
     async def _wait_for_room(self) -> None:
         """A file can wait for the dissectors (unlike a NIC): hold back while their queues are half full."""
@@ -451,6 +563,14 @@ class CaptureService(Service):
         counters = self.sharder.counters
         drops["undecodable_forwarded"] = counters.undecodable
         drops["fragments_orphaned"] = counters.fragments_orphaned
+        if self.replay is not None:
+            r = self.replay
+            resp.replay.files.extend(str(f) for f in r.files)
+            resp.replay.files_done = r.files_done
+            resp.replay.waiting_for.extend(r.waiting_for)
+            resp.replay.done = r.done
+            resp.replay.error = "; ".join(r.errors)
+            resp.replay.filtered = r.filtered
         resp.packets = packets
         resp.bytes = nbytes
         for reason, count in drops.items():

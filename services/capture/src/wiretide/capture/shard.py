@@ -282,6 +282,12 @@ class Sharder:
             self._release_oldest()
         return [(ep, b.take()) for ep, b in self.builders.items() if len(b)]
 
+    def release_held(self) -> None:
+        """End of an input (a replayed file): fragments still waiting for their first one go out now,
+        counted as orphaned, so none of them trails into the next input."""
+        while self._pending:
+            self._release_oldest()
+
     def orphaned(self) -> list[PacketColumns]:
         """Batches left for endpoints that left the ring (the caller counts them as lost)."""
         out = [b.take() for b in self._orphans]

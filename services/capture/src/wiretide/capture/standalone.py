@@ -11,14 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
+from wiretide.capture.bpf import OfflineFilter
 from wiretide.capture.interfaces import Selection
 from wiretide.capture.live import InterfaceTotals, LiveCapture
 from wiretide.capture.pcapng import PcapngWriter
 from wiretide.capture.sources.afpacket import RingConfig
 from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.common.packets import ColumnBuilder
+from wiretide.common.packets import ColumnBuilder, PacketColumns
 
 RESCAN_S: Final = 2.0  # how often new and vanished interfaces are noticed
 POLL_MS: Final = 100
@@ -29,7 +30,7 @@ FLUSH_PACKETS: Final = 4096  # write to the output file at least this often
 class Options:
     selection: Selection
     ring: RingConfig
-    write: Path | None = None
+    write: Path | BinaryIO | None = None  # a file, or a stream the caller owns (stdout): never closed here
     duration_s: float = 0.0  # 0 = until count or interrupt
     count: int = 0  # 0 = unlimited
     pcap: Path | None = None
@@ -76,7 +77,7 @@ def run(
     interfaces: list[tuple[str, int]] = []
     live = LiveCapture(options.selection, options.ring, interfaces)
     result = Result()
-    out = open(options.write, "wb") if options.write else None  # noqa: SIM115 - closed in finally
+    out = _open_output(options.write)
     writer = PcapngWriter(out, options.node) if out else None
     builder = ColumnBuilder()
     builder.interfaces = interfaces
@@ -100,8 +101,8 @@ def run(
         try:
             while not (stop and stop[0]):
                 live.poll(sink, POLL_MS)
-                if len(builder) >= FLUSH_PACKETS:
-                    flush()
+                if len(builder) >= FLUSH_PACKETS or (len(builder) and out is options.write):
+                    flush()  # a stream (a pipe to tshark) gets each poll's packets as they come
                 now = time.monotonic()
                 if options.count and sink.seen >= options.count:
                     break
@@ -122,8 +123,15 @@ def run(
         return result
     finally:
         live.close()
-        if out is not None:
+        if out is not None and out is not options.write:
             out.close()
+
+
+def _open_output(write: Path | BinaryIO | None) -> BinaryIO | None:
+    """The file to write pcapng to: opened from a path, or the caller's stream as it is."""
+    if write is None or not isinstance(write, Path):
+        return write
+    return open(write, "wb")  # closed by the caller's finally
 
 
 def announce(
@@ -143,19 +151,19 @@ def announce(
 def _replay(options: Options) -> Result:
     assert options.pcap is not None
     result = Result()
-    out = open(options.write, "wb") if options.write else None  # noqa: SIM115 - closed in finally
+    # The capture filter applies to a file as to an interface (the kernel cannot run it here).
+    match = OfflineFilter(options.ring.bpf) if options.ring.bpf else None
+    out = _open_output(options.write)
     try:
         writer = PcapngWriter(out, options.node) if out else None
         for cols in read_batches(options.pcap, FLUSH_PACKETS, pace=options.pace):
-            if options.count and result.packets + len(cols) > options.count:
-                keep = options.count - result.packets
-                flags = [i < keep for i in range(len(cols))]
-                n = keep
-                nbytes = sum(cols.caplens[:keep])
-            else:
-                flags = None
-                n = len(cols)
-                nbytes = len(cols.data)
+            flags = _selected(cols, match, options.count - result.packets if options.count else -1)
+            n = len(cols) if flags is None else sum(flags)
+            nbytes = (
+                len(cols.data)
+                if flags is None
+                else sum(c for c, f in zip(cols.caplens, flags, strict=True) if f)
+            )
             if writer is not None:
                 writer.write(cols, flags)
             result.packets += n
@@ -163,6 +171,20 @@ def _replay(options: Options) -> Result:
             if options.count and result.packets >= options.count:
                 break
     finally:
-        if out is not None:
+        if out is not None and out is not options.write:
             out.close()
     return result
+
+
+def _selected(cols: PacketColumns, match: OfflineFilter | None, room: int) -> list[bool] | None:
+    """Which packets of a batch pass the filter, at most `room` of them (-1: no limit); None: all."""
+    if match is None and (room < 0 or room >= len(cols)):
+        return None
+    flags: list[bool] = []
+    for off, caplen, origlen, _ts, ifid in cols.iter_packets():
+        ok = room != 0 and (
+            match is None or match.matches(cols.data[off : off + caplen], origlen, cols.link_type(ifid))
+        )
+        room -= ok
+        flags.append(ok)
+    return flags

@@ -1,7 +1,9 @@
 """The Entry (DESIGN.md section 3): one API call, as a plain dict in its canonical JSON shape.
 
 Rule: the canonical JSON document is the Entry; the protobuf `Entry` only lifts a few routing
-fields out of it. `validate_entry` is what every consumer runs on a document from the wire.
+fields out of it. `validate_entry` is what every consumer runs on a document from the wire. Its shape
+is the `Entry` TypedDict below (KFL derives its field list from it); its `protocol` is a row of the
+protocol table (`wiretide.common.protocols`).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import orjson
+
+from wiretide.common import protocols
 
 if TYPE_CHECKING:
     from wiretide.proto.v1 import entries_pb2
@@ -22,14 +26,117 @@ _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 _RAND_MASK: Final = (1 << 80) - 1
 
-PROTOCOLS: Final = frozenset(
-    {
-        "http", "http2", "grpc", "ws", "graphql", "kafka", "amqp", "redis", "dns", "ldap", "radius",
-        "diameter", "icmp", "tls", "tcp", "udp", "sctp",
-    }
-)  # fmt: skip
+# The protocols an Entry can name: the protocol table's rows (one place).
+PROTOCOLS: Final = frozenset(protocols.PROTOCOLS)
 
-REQUIRED: Final = ("id", "timestamp", "protocol")
+
+class Pod(TypedDict, total=False):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+
+
+class NamedRef(TypedDict, total=False):
+    """A Kubernetes object named by name and namespace (a Service)."""
+
+    name: str
+    namespace: str
+
+
+class WorkloadRef(TypedDict, total=False):
+    kind: str
+    name: str
+
+
+class Process(TypedDict, total=False):
+    pid: int
+    name: str
+    container_id: str
+
+
+class Peer(TypedDict, total=False):
+    """One end of the call: its address, and who it is when the resolver knows."""
+
+    ip: str
+    port: int
+    name: str
+    namespace: str
+    pod: Pod
+    service: NamedRef
+    workload: WorkloadRef
+    node: str
+    process: Process
+    resolution: str
+
+
+class EntryError(TypedDict):
+    type: str  # dissection | connection | timeout | unmatched (or a protocol's own)
+    message: str
+
+
+class Size(TypedDict):
+    request: int  # bytes on the wire
+    response: int
+
+
+class Tls(TypedDict, total=False):
+    sni: str
+    version: str
+    alpn: str | list[str]
+    cipher: str
+    ja3: str
+    ja4: str
+    decrypted: bool
+    subject: str
+    issuer: str
+
+
+class Capture(TypedDict, total=False):
+    source: str  # af_packet | ebpf_tls | pcap
+    interface: str
+
+
+class Trace(TypedDict, total=False):
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    link: str  # header | syscall | timing
+    confidence: float
+
+
+class _EntryRequired(TypedDict):
+    """What every Entry has (`REQUIRED`, checked by `validate_entry`)."""
+
+    id: str  # ULID, sortable by time
+    timestamp: int  # request start, ns since the epoch
+    protocol: str  # a row of the protocol table
+
+
+class Entry(_EntryRequired, total=False):
+    """One API call. `request` and `response` are protocol-specific objects (docs/protocols.md)."""
+
+    node: str
+    elapsed_us: int
+    version: str | None
+    transport: str
+    src: Peer
+    dst: Peer
+    method: str | None
+    path: str | None
+    status: int | None
+    summary: str
+    request: dict[str, Any] | None
+    response: dict[str, Any] | None
+    error: EntryError | None
+    size: Size
+    tls: Tls | None
+    capture: Capture
+    flow_id: str | int | None
+    stream: str | int | None
+    trace: Trace | None
+
+
+REQUIRED: Final = tuple(_EntryRequired.__annotations__)  # in declaration order
 
 
 class InvalidEntry(ValueError):

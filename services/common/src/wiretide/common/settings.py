@@ -1,7 +1,9 @@
 """Settings: read once from `WIRETIDE_*` environment variables, validated, frozen, passed explicitly.
 
 Rule: a setting that is unknown or malformed stops the process at start-up with a message that
-names the variable. Each service subclasses `CommonSettings` with its own `<service>_*` fields.
+names the variable (and the closest known name). Each service subclasses `CommonSettings` with its
+own `<service>_*` fields. This module is the one place that decides what is unknown: a service's
+start-up (`load_settings`) and the CLI (`check_environment`, over every service) both ask it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +22,14 @@ from wiretide.common.paths import default_data_dir
 from wiretide.common.types import EXTRA_PREFIXES, SERVICES
 
 ENV_PREFIX = "WIRETIDE_"
+
+# WIRETIDE_* variables that are read directly, not settings of any service: never "unknown".
+NOT_SETTINGS: Final[dict[str, str]] = {
+    "WIRETIDE_NATIVE": "dissector: 0 runs the pure-Python protocol modules instead of the compiled ones",
+    "WIRETIDE_NATIVE_DIR": "dissector: where the compiled protocol modules live",
+    "WIRETIDE_TEST_PCAPS": "tests: the directory of shared captures",
+    "WIRETIDE_UPDATE_GOLDEN": "tests: 1 rewrites the golden files",
+}
 
 
 class SettingsError(Exception):
@@ -130,17 +140,53 @@ def _owned_elsewhere(rest: str, service: str | None) -> bool:
     return False
 
 
+def env_names(classes: Iterable[type[CommonSettings]]) -> set[str]:
+    """The WIRETIDE_* variable of every field of these settings classes."""
+    return {ENV_PREFIX + name.upper() for cls in classes for name in cls.model_fields}
+
+
+def unknown_setting(key: str, known: Iterable[str]) -> SettingsError:
+    """The error for an unknown variable, with the closest known name when one is close."""
+    hint = difflib.get_close_matches(key, sorted(known), n=1)
+    suffix = f" (did you mean {hint[0]}?)" if hint else ""
+    return SettingsError(f"unknown setting {key}{suffix}")
+
+
 def check_unknown(cls: type[CommonSettings], service: str | None, environ: Mapping[str, str]) -> None:
-    """Reject WIRETIDE_* variables this service would silently ignore (typos, stale names)."""
-    known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
+    """Reject WIRETIDE_* variables this service would silently ignore (typos, stale names); variables
+    of other services are theirs to check."""
+    known = env_names([cls])
     for key in sorted(environ):
-        if not key.startswith(ENV_PREFIX) or key in known:
+        if not key.startswith(ENV_PREFIX) or key in known or key in NOT_SETTINGS:
             continue
         if _owned_elsewhere(key[len(ENV_PREFIX) :], service):
             continue
-        hint = difflib.get_close_matches(key, sorted(known), n=1)
-        suffix = f" (did you mean {hint[0]}?)" if hint else ""
-        raise SettingsError(f"unknown setting {key}{suffix}")
+        raise unknown_setting(key, known)
+
+
+def check_environment(
+    classes: Mapping[str, type[CommonSettings]],
+    environ: Mapping[str, str],
+    *,
+    values: bool = True,
+    set_by_caller: Iterable[str] = (),
+) -> None:
+    """Check a whole installation's environment (the CLI's view: every service's settings at once).
+
+    Every WIRETIDE_* variable must be a setting of some service (else the closest name is suggested);
+    with `values`, each service's settings must also load. Variables in `set_by_caller` (names after
+    the prefix, which a supervisor sets for its children) are left out of the value check.
+    """
+    known = env_names(classes.values())
+    for key in sorted(environ):
+        if key.startswith(ENV_PREFIX) and key not in known and key not in NOT_SETTINGS:
+            raise unknown_setting(key, known)
+    if not values:
+        return
+    skip = set(set_by_caller)
+    env = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :] not in skip}
+    for name, cls in classes.items():
+        load_settings(cls, name, env)
 
 
 def load_settings(cls: type[S], service: str | None = None, environ: Mapping[str, str] | None = None) -> S:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 Transport = Literal["tcp", "udp", "sctp"]
@@ -110,6 +110,10 @@ class SessionConfig:
 
 Probe = Callable[[bytes, bytes], Verdict]
 Present = Callable[[Message | None, Message | None], Presented]
+# Refines a finished exchange from its request and response objects (gRPC-Web and GraphQL inside
+# HTTP/1.1): the Entry fields to override — `protocol`, `method`, `path`, `status`, `summary`, `error`
+# — or an empty dict for "as parsed". Must not raise (a raise is counted and the entry kept as parsed).
+Classify = Callable[[dict[str, Any] | None, dict[str, Any] | None], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,11 @@ class ProtocolSpec:
 
     `probe(client_first_bytes, server_first_bytes)` must never raise; `session()` builds the
     per-flow parser; `matcher` says how requests and responses pair ("fifo" or "key").
+
+    `name` is the dissector's own name (port overrides, `--ports 5300=dns-tcp`); `protocol` is the
+    Entry `protocol` it produces and so its row in the protocol table (`wiretide.common.protocols`),
+    where family, status text, error rule and KFL fields live; it defaults to `name`. `classify` may
+    turn an entry into one of `classified_as` (also table rows).
     """
 
     name: str
@@ -127,9 +136,19 @@ class ProtocolSpec:
     session: Callable[[SessionConfig], Session]
     present: Present
     matcher: Literal["fifo", "key", "none"] = "fifo"
-    kfl_fields: tuple[str, ...] = ()
     # Reached only through an Upgrade (WebSocket), never by detection.
     detect: bool = True
     # A pending request left unanswered at flow end is a `timeout` (DNS) rather than `unmatched`.
     unanswered_error: str = "unmatched"
-    extra: dict[str, Any] = field(default_factory=dict)
+    protocol: str = ""  # the Entry's `protocol` (its table row); "" = `name`
+    classify: Classify | None = None
+    classified_as: tuple[str, ...] = ()  # the protocols `classify` may give an entry
+
+    def __post_init__(self) -> None:
+        if not self.protocol:
+            object.__setattr__(self, "protocol", self.name)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """Every Entry `protocol` this dissector can produce."""
+        return (self.protocol, *self.classified_as)

@@ -82,6 +82,11 @@ def _ip(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
+def _endpoint(ip: str, port: int) -> str:
+    """`ip:port`, with an IPv6 address in brackets (RFC 3986 §3.2.2) so the port reads apart from it."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class Pipeline:
     """One dissector's flow tables and protocol sessions. Not thread-safe; one per CPU."""
 
@@ -761,7 +766,7 @@ class Pipeline:
             self.stats["present_errors"] += 1
             error = {"type": "dissection", "message": f"cannot present: {type(exc).__name__}"}
             shown = None
-        name = spec.extra.get("protocol", spec.name)
+        name = spec.protocol
         if error is None:
             if req is not None and resp is None and not req.standalone:
                 error = {"type": spec.unanswered_error, "message": "no response seen"}
@@ -802,11 +807,14 @@ class Pipeline:
             "stream": shown.stream if shown is not None else None,
             "trace": None,
         }
-        classify = spec.extra.get("classify")
+        classify = spec.classify
         if classify is not None:
             # A spec may refine what the exchange was (gRPC-Web, GraphQL) and add its error.
+            over: dict[str, Any] | None
             try:
-                over = classify(doc["request"], doc["response"])
+                over = classify(
+                    req.fields if req is not None else None, resp.fields if resp is not None else None
+                )
             except Exception:
                 self.stats["classify_errors"] += 1
                 over = None
@@ -851,7 +859,7 @@ class Pipeline:
         doc["size"] = {"request": req["bytes"], "response": resp["bytes"]}
         src, dst = doc["src"], doc["dst"]
         doc["summary"] = (
-            f"{flow.transport} {src['ip']}:{src['port']} → {dst['ip']}:{dst['port']} "
+            f"{flow.transport} {_endpoint(src['ip'], src['port'])} → {_endpoint(dst['ip'], dst['port'])} "
             f"{req['packets'] + resp['packets']} pkts {req['bytes'] + resp['bytes']} B"
         )
         if flow.error is not None:

@@ -1,5 +1,8 @@
 """The protocol registry: built-ins in their declared order, then `wiretide.dissectors` entry points.
 
+A dissector whose `protocol` has no row in the protocol table (`wiretide.common.protocols`) is kept,
+with a warning: its entries read as a generic transport protocol until the table has its row.
+
 Rule: detection order is explicit override → port hint → content heuristics (the probes) on the first
 bytes of both directions; ports are only hints — a probe that says NO on a hinted port is not trusted
 over one that says YES, so HTTP on 18080 and TLS on 80 are both found.
@@ -12,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Final
 
+from wiretide.common.protocols import PROTOCOLS
 from wiretide.dissector.api import ProtocolSpec, Verdict
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,12 @@ class Registry:
         if spec.name in self.by_name:
             raise ValueError(f"dissector {spec.name!r} registered twice")
         self.by_name[spec.name] = spec
+        missing = [p for p in spec.protocols if p not in PROTOCOLS]
+        if missing:  # its entries still flow; consumers read them as a generic transport row
+            log.warning(
+                "dissector produces a protocol the protocol table has no row for",
+                extra={"dissector": spec.name, "protocols": ",".join(missing)},
+            )
         if not spec.detect:
             return
         for transport in spec.transports:

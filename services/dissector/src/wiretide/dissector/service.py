@@ -2,7 +2,10 @@
 
 Rule: the asyncio shell stays thin — it decodes batches, runs the sans-I/O pipeline, hands entries to
 one JetStream `BatchPublisher` per capture node, and counts everything it drops; credits shrink while
-the publisher is backed up, so a slow NATS slows capture instead of growing memory.
+the publisher is backed up, so a slow NATS slows capture instead of growing memory. A stream gets its
+first credits only once the service has started (NATS connected, identities syncing), so nothing it
+is sent meanwhile is dissected into entries that have nowhere to go. A batch marked `end_of_input`
+closes the node's flows as `wiretide analyze` does at the end of a file.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class DissectorApi(dissector_pb2_grpc.DissectorServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[dissector_pb2.IngestResponse]:
         service = self.service
+        # A sender waits for this first answer before it counts the stream as ready: hold it (and the
+        # batches the sender may already have written) until the service can publish what it finds.
+        await service.started.wait()
         yield dissector_pb2.IngestResponse(acked_seq=0, credits=service.credits())
         async for req in request_iterator:
             service.ingest(req.batch)
@@ -157,6 +163,7 @@ class DissectorService(Service):
         self._sweeper: asyncio.Task[None] | None = None
         self.identity: IdentitySync | None = None
         self._fed_at: dict[str, int] = {}
+        self.started = asyncio.Event()
 
     def register(self, server: grpc.aio.Server) -> None:
         dissector_pb2_grpc.add_DissectorServiceServicer_to_server(DissectorApi(self), server)
@@ -169,6 +176,7 @@ class DissectorService(Service):
         self.identity = IdentitySync(bus, self.settings.resolver_grpc)
         await self.identity.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dissector-sweep")
+        self.started.set()
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -223,7 +231,9 @@ class DissectorService(Service):
         return pipeline
 
     def ingest(self, batch: packets_pb2.PacketBatch) -> None:
-        """One batch through the pipeline; its entries go to the node's publisher."""
+        """One batch through the pipeline; its entries go to the node's publisher. At the end of an
+        input (a replayed file) every flow of the node is closed and its tables start afresh, so each
+        file gives exactly the entries `wiretide analyze` gives for it."""
         n = len(batch.caplens)
         self.packets += n
         self.bytes += len(batch.data)
@@ -243,8 +253,12 @@ class DissectorService(Service):
             return
         pipeline.source = SOURCES.get(batch.source, "af_packet")
         before = dict(pipeline.drops)
-        entries = pipeline.feed(cols)
+        entries = pipeline.feed(cols) if n else []
         self._fed_at[node] = time.monotonic_ns()
+        if batch.end_of_input:
+            entries = [*entries, *pipeline.finish()]
+            del self.pipelines[node]
+            del self._fed_at[node]
         for reason, count in pipeline.drops.items():
             delta = count - before.get(reason, 0)
             if delta:

@@ -14,6 +14,7 @@ from typing import Any
 
 from wiretide.common.har import har_log
 from wiretide.common.kfl import KflError, validate
+from wiretide.common.protocols import is_error, status_class
 from wiretide.gateway.store import Cursor, EntryStore
 
 DEFAULT_LIMIT = 100
@@ -95,20 +96,13 @@ def _end_name(end: Any) -> str:
 
 def group_key(by: str) -> Callable[[dict[str, Any]], str]:
     if by == "status_class":
-        return lambda e: f"{e['status'] // 100}xx" if isinstance(e.get("status"), int) else "none"
+        return status_class
     if by in ("src", "dst"):
         return lambda e: _end_name(e.get(by))
     if by == "edge":
         return lambda e: f"{_end_name(e.get('src'))} → {_end_name(e.get('dst'))} ({e.get('protocol')})"
     field_name = {"node": "node"}.get(by, by)
     return lambda e: str(e.get(field_name)) if e.get(field_name) is not None else "none"
-
-
-def is_error(e: dict[str, Any]) -> bool:
-    if e.get("error"):
-        return True
-    status = e.get("status")
-    return e.get("protocol") in ("http", "http2", "graphql") and isinstance(status, int) and status >= 500
 
 
 class QueryService:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 import grpc
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from pydantic import field_validator
 
 from wiretide.common.bus import IDENTITY_UPDATES, Bus
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # How often closed spans past retention are dropped (and their removal published).
 EXPIRE_EVERY_S: Final = 60.0
 IDENTITY_SPANS = Gauge("wiretide_resolver_identity_spans", "Spans (holder × address × interval) in the store")
-IDENTITY_EVICTED = Gauge("wiretide_resolver_identity_evicted", "Spans evicted by the store's bounds so far")
+IDENTITY_EVICTED = Counter("wiretide_resolver_identity_evicted_total", "Spans evicted by the store's bounds")
 IDENTITY_VERSION = Gauge("wiretide_resolver_identity_version", "Version of the last delta")
 IDENTITY_STALE = Gauge("wiretide_resolver_stale", "1 while the source has not confirmed its state in time")
 
@@ -135,6 +135,7 @@ class ResolverService(Service):
         self.leading = not settings.resolver_leader_election
         self.published = 0
         self.dropped = 0
+        self._evicted_reported = 0  # the store's eviction count already added to IDENTITY_EVICTED
         self._outbox: asyncio.Queue[resolver_pb2.IdentityUpdate] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._k8s: KubernetesSource | None = None
@@ -179,13 +180,20 @@ class ResolverService(Service):
                 last_expire = now
                 self.store.expire()
             if now - last_beat >= self.cfg.resolver_heartbeat_s:
-                IDENTITY_SPANS.set(len(self.store.table))
-                IDENTITY_EVICTED.set(self.store.table.evicted)
-                IDENTITY_VERSION.set(self.store.version)
-                IDENTITY_STALE.set(1 if self.store.stale() else 0)
+                self.report_metrics()
             if now - last_beat >= self.cfg.resolver_heartbeat_s and self._outbox.empty():
                 last_beat = now
                 self._outbox.put_nowait(self.store.heartbeat())
+
+    def report_metrics(self) -> None:
+        """The store's state as gauges; its evictions since the last report added to the counter."""
+        table = self.store.table
+        IDENTITY_SPANS.set(len(table))
+        evicted = table.evicted
+        IDENTITY_EVICTED.inc(max(evicted - self._evicted_reported, 0))  # a new table starts from 0
+        self._evicted_reported = evicted
+        IDENTITY_VERSION.set(self.store.version)
+        IDENTITY_STALE.set(1 if self.store.stale() else 0)
 
     # -- sources -----------------------------------------------------------------------------
     def _load_inventory(self) -> frozenset[str]:

@@ -16,7 +16,8 @@ from typing import Any, Final, NamedTuple
 
 from prometheus_client import Counter, Histogram
 
-from wiretide.tracer.spans import Span, Workload, describe, workload_of
+from wiretide.common.protocols import server_error, status_class
+from wiretide.tracer.spans import Span, Workload, workload_of
 
 RED_REQUESTS = Counter(
     "wiretide_tracer_edge_requests_total",
@@ -103,20 +104,6 @@ def node_of(w: Workload) -> Node:
     return Node(node_id(w), w.service_name, w.namespace, kind)
 
 
-_HTTP_CLASSES: Final = {n: f"{n}xx" for n in range(1, 6)}
-
-
-def status_class(entry: dict[str, Any], error: bool) -> str:
-    status = entry.get("status")
-    if (
-        entry.get("protocol") in ("http", "http2", "graphql")
-        and isinstance(status, int)
-        and 100 <= status < 600
-    ):
-        return _HTTP_CLASSES[status // 100]
-    return "error" if error else "ok"
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not sorted_values:
@@ -140,7 +127,7 @@ class ServiceMap:
         node = _str(entry.get("node"))
         source = workload_of(_dict(entry.get("src")), node)
         destination = workload_of(_dict(entry.get("dst")), node)
-        self.add_call(entry, source, destination, bool(describe(entry).server_error))
+        self.add_call(entry, source, destination, server_error(entry) != "")
 
     def add_call(self, entry: dict[str, Any], source: Workload, destination: Workload, error: bool) -> None:
         """Record one call whose ends and error are already known (from its spans)."""
@@ -161,7 +148,7 @@ class ServiceMap:
         )
         self._record(
             span.entry, source, destination, span.error, span.start_ns, span.end_ns - span.start_ns,
-            str(shared["network.protocol.name"]), nbytes,
+            str(shared["wiretide.protocol"]), nbytes,
         )  # fmt: skip
 
     def _record(
@@ -184,8 +171,8 @@ class ServiceMap:
         children = self._children.get(key)
         if children is None:
             labels = (
-                node_id(source) if source.known else EXTERNAL,
-                node_id(destination) if destination.known else EXTERNAL,
+                node_id(source) if source.known and not source.learned else EXTERNAL,
+                node_id(destination) if destination.known and not destination.learned else EXTERNAL,
                 protocol,
             )
             if labels not in self._labelled:

@@ -1,15 +1,18 @@
 """Spans from entries: one observed API call becomes a client span (at the caller) and/or a server span
-(at the callee), named and attributed by the OpenTelemetry semantic conventions.
+(at the callee), named and attributed by the OpenTelemetry semantic conventions, release `SEMCONV_VERSION`.
 
 Rule: this module only describes what one entry says — it never links spans to each other (that is
 `assemble.py`) and never reads a clock: every timestamp comes from the entry, i.e. from the packets.
+What a protocol *means* (its family, error rule, status names, span name) is read from the protocol
+table (`wiretide.common.protocols`); this module only spells it in semantic-convention attributes.
 
-Semantic conventions followed (https://opentelemetry.io/docs/specs/semconv/): HTTP spans
-(`http.request.method`, `url.path`, `url.query`, `http.response.status_code`, status rules of
-"http-spans.md#status"), RPC/gRPC (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`,
-status rules of "grpc.md#grpc-status"), database (`db.system`), messaging (`messaging.system`), DNS
-(`dns.question.name`), general network attributes (`client.*`, `server.*`, `network.peer.*`,
-`network.transport`, `network.type`), TLS (`tls.*`), and the k8s/process/container resource conventions.
+Attributes (https://opentelemetry.io/docs/specs/semconv/, registry of the release below): HTTP
+(`http.request.method`, `url.*`, `http.response.status_code`, `user_agent.original`), RPC
+(`rpc.system.name`, fully-qualified `rpc.method`, `rpc.response.status_code`), database
+(`db.system.name`, `db.operation.name`, `db.query.text`), messaging (`messaging.*`), DNS
+(`dns.question.name`), general network (`client.*`, `server.*`, `network.peer.*`, `network.protocol.*`,
+`network.transport`, `network.type`), TLS (`tls.*`), `service.peer.*`, `error.type`, and the
+k8s/process/container resource conventions. What the registry has no name for stays under `wiretide.*`.
 """
 
 from __future__ import annotations
@@ -20,10 +23,26 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from wiretide.common.protocols import (
+    DNS_RCODES,
+    GRPC_CODES,
+    HTTP_METHODS,
+    PROTOCOLS,
+    Family,
+    client_error,
+    info,
+    server_error,
+    span_name,
+)
 from wiretide.tracer.propagation import Context
 
 AttrValue = str | int | float | bool
 Attributes = dict[str, AttrValue]
+
+# The semantic conventions release every attribute name here was checked against, and the schema URL
+# that says so on each exported ResourceSpans/ScopeSpans (a backend translates older names by it).
+SEMCONV_VERSION: Final = "1.44.0"
+SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 
 # OTLP SpanKind numbers (opentelemetry/proto/trace/v1/trace.proto, enum SpanKind).
 KIND_INTERNAL: Final = 1
@@ -41,24 +60,44 @@ LINK_TIMING: Final = "timing"
 LINK_ENTRY: Final = "entry"
 LINK_ROOT: Final = "root"
 
-# gRPC codes that make a *server* span an error (semconv rpc/grpc.md: UNKNOWN, DEADLINE_EXCEEDED,
-# UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS); every non-zero code is an error on the client side.
-GRPC_SERVER_ERRORS: Final = frozenset({2, 4, 12, 13, 14, 15})
-# DNS RCODEs that mean the resolver failed rather than answered (RFC 1035 §4.1.1: SERVFAIL, REFUSED).
-DNS_ERROR_RCODES: Final = frozenset({2, 5})
-# Path segments that look like identifiers are folded in span names to keep their cardinality low.
-_ID_SEGMENT: Final = re.compile(r"^(?:\d+|[0-9a-fA-F]{8,}|[0-9a-fA-F-]{36})$")
-_ID_START: Final = frozenset("0123456789abcdefABCDEF-")
-# Longest span name kept; beyond it names are cut (backends index them).
-MAX_NAME_CHARS: Final = 200
-# Paths whose route (`route_of`) is remembered.
-MAX_ROUTES: Final = 8_192
+# Protocols whose table view (`protocol_view`) is remembered: the built-ins and a few plugins'.
+MAX_PROTOCOLS: Final = 256
 # Distinct workload identities remembered by `Workloads` (all forgotten at once beyond it).
 MAX_WORKLOADS: Final = 10_000
+# Authorities (`Host`, `:authority`) whose split is remembered: a cluster calls a few hosts, often.
+MAX_AUTHORITIES: Final = 4_096
+# A host name longer than a DNS name can be (RFC 1035 §2.3.4: 255 octets) is not a host: ignored.
+MAX_HOST_CHARS: Final = 255
+# Longest `db.query.text` / `wiretide.error.message` kept (they are for reading, not indexing).
+MAX_QUERY_TEXT: Final = 1024
+MAX_ERROR_MESSAGE: Final = 512
 _EMPTY: Final[dict[str, Any]] = {}
 
-MESSAGING_SYSTEMS: Final = {"kafka": "kafka", "amqp": "rabbitmq"}
-DB_SYSTEMS: Final = {"redis": "redis"}
+# The resolver's identity mechanisms (an entry end's `resolution`): names from these are pods,
+# services, nodes and processes. Any other named end (a name learned from a DNS answer) is `learned`.
+RESOLVER_MECHANISMS: Final = frozenset({"ip", "ip-and-port", "process"})
+
+OTHER_VALUE: Final = "_OTHER"
+# Default port of each `url.scheme` (RFC 9110 §4.2): the `server.port` of an authority without one.
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Query keys whose values are replaced by REDACTED in `url.query`/`url.full` (semconv url registry).
+_SENSITIVE_QUERY: Final = re.compile(
+    r"(^|&)(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|sig|X-Goog-Signature)=[^&#]*"
+)
+# The gRPC status that says the server does not know the method (so `rpc.method` is `_OTHER`).
+GRPC_UNIMPLEMENTED: Final = 12
+# Families whose entries are not an application-layer exchange: no `network.protocol.name`.
+_NOT_APPLICATION: Final = frozenset({"tls", "transport", "network"})
+# `network.protocol.name` (and the version when the entry has none) of the protocols whose wire protocol
+# is not the Entry's protocol name: gRPC and GraphQL travel as HTTP (gRPC as HTTP/2, grpc/doc/
+# PROTOCOL-HTTP2.md); a WebSocket message is not an HTTP request.
+_WIRE_PROTOCOL: Final = {
+    "http2": ("http", "2"),
+    "grpc": ("http", "2"),
+    "graphql": ("http", ""),
+    "ws": ("websocket", ""),
+}
+
 K8S_WORKLOAD_ATTR: Final = {
     "deployment": "k8s.deployment.name",
     "statefulset": "k8s.statefulset.name",
@@ -83,6 +122,9 @@ class Workload:
     process_name: str = ""
     container_id: str = ""
     known: bool = True  # False when only an address identifies this end
+    # True when the name was learned from traffic (a DNS answer), not from the resolver's identities:
+    # such names are as many as the hosts called, so they never become a metric label.
+    learned: bool = False
 
     @property
     def instance(self) -> str:
@@ -177,11 +219,11 @@ class SpanIds:
 
 
 def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return value if type(value) is str else ""
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -200,6 +242,8 @@ def workload_of(end: dict[str, Any], node: str) -> Workload:
     if not name:
         ip = _str(end.get("ip"))
         name = ip or "unknown"
+    resolution = end.get("resolution")
+    learned = known and type(resolution) is str and resolution not in RESOLVER_MECHANISMS and resolution != ""
     return Workload(
         service_name=name,
         namespace=namespace,
@@ -211,6 +255,7 @@ def workload_of(end: dict[str, Any], node: str) -> Workload:
         process_name=_str(proc.get("name")),
         container_id=_str(proc.get("container_id")),
         known=known,
+        learned=learned,
     )
 
 
@@ -238,6 +283,7 @@ class Workloads:
             node, get("name"), get("namespace"), get("node"), get("ip"),
             pod.get("name"), pod.get("namespace"), svc.get("name"), svc.get("namespace"),
             wl.get("name"), wl.get("kind"), proc.get("pid"), proc.get("name"), proc.get("container_id"),
+            get("resolution"),
         )  # fmt: skip
         try:
             found = self._known.get(key)
@@ -251,40 +297,112 @@ class Workloads:
         return found
 
 
-@functools.lru_cache(maxsize=MAX_ROUTES)  # a pure function of the path; paths repeat
-def route_of(path: str) -> str:
-    """The path without its query, with identifier-like segments folded to `{id}`."""
-    path = path.split("?", 1)[0] or "/"
-    parts = path.split("/")
-    # Only segments that start like an id can be one (most are words): the regex runs on those alone.
-    return "/".join("{id}" if p and p[0] in _ID_START and _ID_SEGMENT.match(p) else p for p in parts)
+@functools.lru_cache(maxsize=MAX_AUTHORITIES)  # a pure function of the text; a cluster calls few hosts
+def split_authority(authority: str) -> tuple[str, int]:
+    """`[userinfo@]host[:port]` (RFC 3986 §3.2) → (host, port); port 0 when absent, ("", 0) when the
+    text is not a usable host (empty, too long, a bracket left open, characters no host has)."""
+    authority = authority.rpartition("@")[2].strip()
+    if not authority or len(authority) > MAX_HOST_CHARS:
+        return "", 0
+    if authority[0] == "[":  # an IPv6 literal (RFC 3986 §3.2.2)
+        close = authority.find("]")
+        rest = authority[close + 1 :]
+        if close < 0 or (rest and rest[0] != ":"):
+            return "", 0
+        host, port_text = authority[1:close], rest[1:]
+    elif authority.count(":") > 1:  # an IPv6 address without brackets: no port can be told apart
+        host, port_text = authority, ""
+    else:
+        host, _, port_text = authority.partition(":")
+    if not host or not host.isprintable() or any(c in host for c in " /?#\\"):
+        return "", 0
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 else 0
+    return host, port if port < 65_536 else 0
+
+
+def _authority(request: dict[str, Any]) -> str:
+    """The authority a request was sent to: the target URL's (HTTP/2 `:authority`, an absolute-form
+    HTTP/1 target — both win over `Host`, RFC 9113 §8.3.1 and RFC 9112 §3.2.2), else the `Host` header."""
+    url = request.get("url")
+    if type(url) is str:
+        start = url.find("://")
+        if start >= 0:
+            start += 3
+            stop = url.find("/", start)
+            found = url[start:stop] if stop >= 0 else url[start:]
+            if found:
+                return found
+    headers = request.get("headers")
+    if type(headers) is dict:
+        host = headers.get("host")
+        if type(host) is str:
+            return host
+    return ""
+
+
+def redact_query(query: str) -> str:
+    """The query with the values of well-known signing keys replaced by REDACTED (semconv url.query)."""
+    if "=" not in query:
+        return query
+    return _SENSITIVE_QUERY.sub(r"\1\2=REDACTED", query)
+
+
+@functools.lru_cache(maxsize=64)  # a handful of version strings
+def tls_protocol(version: str) -> tuple[str, str]:
+    """`tls.protocol.name` and `.version` of a negotiated version as dissected ("1.3", "TLSv1.2",
+    "SSLv3"): the lower-case protocol and the numeric part."""
+    text = version.strip()
+    lower = text.lower()
+    name = "ssl" if lower.startswith("ssl") else "tls"
+    if lower.startswith(("ssl", "tls")):
+        text = text[3:]
+    return name, text.lstrip("vV ").strip()
+
+
+@functools.lru_cache(maxsize=MAX_PROTOCOLS)  # a pure function of the protocol table; protocols are few
+def protocol_view(protocol: str) -> tuple[Family, str, str, str]:
+    """What the spans of `protocol` say about it, from its table row: its family, its OTel system name
+    (`rpc.system.name`, `db.system.name`, `messaging.system`), its `network.protocol.name` — empty for
+    what is not an application-layer exchange (TLS without its content, raw transport) — and the
+    `network.protocol.version` to give when the entry names none."""
+    row = info(protocol)
+    if row.family in _NOT_APPLICATION and protocol in PROTOCOLS:  # (an unknown name is a plugin's)
+        return row.family, row.system or protocol, "", ""
+    wire, version = _WIRE_PROTOCOL.get(protocol, (protocol, ""))
+    return row.family, row.system or protocol, wire, version
 
 
 def _network(entry: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> Attributes:
+    """Both ends as the transport saw them, and the TLS session. `server.address` is the server's IP,
+    or the TLS SNI when there is one; `describe` replaces it by the request's authority."""
     attrs: Attributes = {}
+    # `type(x) is` rather than isinstance: this runs per entry, and a bool is no port.
     src_ip, dst_ip, src_port, dst_port = src.get("ip"), dst.get("ip"), src.get("port"), dst.get("port")
-    if src_ip and isinstance(src_ip, str):
+    src_ip = src_ip if type(src_ip) is str else ""
+    dst_ip = dst_ip if type(dst_ip) is str else ""
+    if src_ip:
         attrs["client.address"] = src_ip
-    if isinstance(src_port, int) and not isinstance(src_port, bool):
+    if type(src_port) is int:
         attrs["client.port"] = src_port
-    if dst_ip and isinstance(dst_ip, str):
+    tls = entry.get("tls")
+    tls = tls if type(tls) is dict and tls else _EMPTY
+    sni = tls.get("sni") if tls else None
+    if type(sni) is str and sni:  # the retired `tls.client.server_name` is `server.address` now
+        attrs["server.address"] = sni
+    elif dst_ip:
         attrs["server.address"] = dst_ip
-    if isinstance(dst_port, int) and not isinstance(dst_port, bool):
+    if type(dst_port) is int:
         attrs["server.port"] = dst_port
     transport = entry.get("transport")
-    if transport and isinstance(transport, str):
+    if transport and type(transport) is str:
         attrs["network.transport"] = transport
-    ip = (dst_ip if isinstance(dst_ip, str) else "") or (src_ip if isinstance(src_ip, str) else "")
+    ip = dst_ip or src_ip
     if ip:
         attrs["network.type"] = "ipv6" if ":" in ip else "ipv4"
-    tls = _dict(entry.get("tls"))
     if tls:  # semconv registry/attributes/tls.md
-        if _str(tls.get("sni")):
-            attrs["tls.server.name"] = tls["sni"]
         version = _str(tls.get("version"))
         if version:
-            attrs["tls.protocol.name"] = "tls"
-            attrs["tls.protocol.version"] = version.replace("TLS", "").replace("v", "").strip() or version
+            attrs["tls.protocol.name"], attrs["tls.protocol.version"] = tls_protocol(version)
         alpn = tls.get("alpn")
         if isinstance(alpn, str) and alpn:
             attrs["tls.next_protocol"] = alpn
@@ -300,139 +418,181 @@ def _network(entry: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) ->
 
 
 class Described(NamedTuple):
-    """What the protocol says: span name, attributes, and the error rule for each side. (Immutable,
-    and a tuple rather than a frozen dataclass: one is made per entry, and a tuple is cheaper to make.)"""
+    """What the entry says: span name, the attributes both spans share, those of the client span
+    alone, and the error of each side. (Immutable, and a tuple rather than a frozen dataclass: one is
+    made per entry, and a tuple is cheaper to make.)"""
 
     name: str
     attributes: Attributes
     client_error: str  # non-empty: the client span is an error, with this `error.type`
     server_error: str
+    url_full: str  # the caller's view only (`url.full` of an HTTP client span); "" for none
     kind_client: int = KIND_CLIENT
     kind_server: int = KIND_SERVER
 
 
+@functools.lru_cache(maxsize=MAX_AUTHORITIES)  # a pure function; a cluster calls few origins
+def address_origin(host: str, port: int, scheme: str) -> str:
+    """`scheme://host[:port]` (RFC 3986 §3), the port left out when it is the scheme's default."""
+    bracketed = f"[{host}]" if ":" in host else host
+    if port and port != DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{bracketed}:{port}"
+    return f"{scheme}://{bracketed}"
+
+
+@functools.lru_cache(maxsize=MAX_AUTHORITIES)  # a pure function; a cluster calls few origins
+def authority_origin(authority: str, scheme: str) -> tuple[str, int, str]:
+    """`server.address`, `server.port` (the scheme's default when the authority names none) and the
+    origin of an authority; ("", 0, "") when it names no host."""
+    host, port = split_authority(authority)
+    if not host:
+        return "", 0, ""
+    return host, port or DEFAULT_PORTS.get(scheme, 0), address_origin(host, port, scheme)
+
+
+def _origin(attrs: Attributes, request: dict[str, Any], scheme: str, dst: dict[str, Any]) -> str:
+    """Sets `server.address`/`server.port` from the request's authority when it names a host, and
+    returns the origin the request went to (for `url.full`); "" when nothing names one."""
+    authority = _authority(request) if request else ""
+    if authority:
+        host, port, origin = authority_origin(authority, scheme)
+        if host:
+            attrs["server.address"] = host
+            attrs["server.port"] = port
+            return origin
+    # No authority: the origin is what the transport saw (the SNI, else the server's address).
+    known, dst_port = attrs.get("server.address"), dst.get("port")
+    if type(known) is not str:
+        return ""
+    return address_origin(known, dst_port if type(dst_port) is int else 0, scheme)
+
+
 def describe(entry: dict[str, Any]) -> Described:
+    """The span name, attributes and errors of one entry (the same for every span made from it)."""
     get = entry.get
     protocol, method, path, status = get("protocol"), get("method"), get("path"), get("status")
-    protocol = protocol if isinstance(protocol, str) and protocol else "tcp"
-    method = method if isinstance(method, str) else ""
-    path = path if isinstance(path, str) else ""
-    status = status if isinstance(status, int) and not isinstance(status, bool) else None
-    request, response = get("request"), get("response")
-    request = request if isinstance(request, dict) else _EMPTY
-    response = response if isinstance(response, dict) else _EMPTY
-    attrs: Attributes = {"network.protocol.name": protocol}
-    version = get("version")
-    if version and isinstance(version, str):
-        attrs["network.protocol.version"] = version
-    client_error = server_error = ""
+    protocol = protocol if type(protocol) is str and protocol else "tcp"
+    method = method if type(method) is str else ""
+    path = path if type(path) is str else ""
+    status = status if type(status) is int else None
+    request, response, src, dst = get("request"), get("response"), get("src"), get("dst")
+    request = request if type(request) is dict else _EMPTY
+    response = response if type(response) is dict else _EMPTY
+    src = src if type(src) is dict else _EMPTY
+    dst = dst if type(dst) is dict else _EMPTY
+    family, system, wire, wire_version = protocol_view(protocol)
+    attrs = _network(entry, src, dst)
+    if wire:
+        attrs["network.protocol.name"] = wire
+        version = get("version")
+        if version and type(version) is str:
+            attrs["network.protocol.version"] = version
+        elif wire_version:
+            attrs["network.protocol.version"] = wire_version
+    url_full = ""
 
-    if protocol == "grpc":
-        # semconv rpc/grpc.md
+    if family == "rpc":
+        # semconv rpc/rpc-spans.md and rpc/grpc.md
+        attrs["rpc.system.name"] = system
         full = path.lstrip("/")
         service, _, rpc_method = full.rpartition("/")
         service = _str(request.get("service")) or service
         rpc_method = _str(request.get("method")) or rpc_method
-        attrs["rpc.system"] = "grpc"
-        if service:
-            attrs["rpc.service"] = service
-        if rpc_method:
-            attrs["rpc.method"] = rpc_method
+        qualified = f"{service}/{rpc_method}" if service else rpc_method
         code = _int(response.get("grpc_status"))
+        if qualified:
+            if code == GRPC_UNIMPLEMENTED:  # the server does not know it: not a name worth a series
+                attrs["rpc.method"] = OTHER_VALUE
+                attrs["rpc.method_original"] = qualified
+            else:
+                attrs["rpc.method"] = qualified
         if code is not None:
-            attrs["rpc.grpc.status_code"] = code
-            if code != 0:
-                client_error = str(code)
-            if code in GRPC_SERVER_ERRORS:
-                server_error = str(code)
-        name = f"{service}/{rpc_method}" if service else (full or "grpc")
-    elif protocol in ("http", "http2", "graphql", "ws"):
+            attrs["rpc.response.status_code"] = GRPC_CODES.get(code) or str(code)
+        _origin(attrs, request, "https" if get("tls") else "http", dst)
+    elif family == "http" and protocol != "ws":
         # semconv http/http-spans.md
         method = method or _str(request.get("method"))
-        full_path = path or _str(request.get("path")) or _str(request.get("url"))
+        full_path = path or _str(request.get("path"))
         url_path, _, query = full_path.partition("?")
-        query = query or _str(request.get("query_string"))
+        query = redact_query(query or _str(request.get("query_string")))
         if method:
-            attrs["http.request.method"] = method
+            if method in HTTP_METHODS:
+                attrs["http.request.method"] = method
+            else:
+                attrs["http.request.method"] = OTHER_VALUE
+                attrs["http.request.method_original"] = method
         if url_path:
             attrs["url.path"] = url_path
         if query:
             attrs["url.query"] = query
-        attrs["url.scheme"] = "https" if get("tls") else "http"
+        scheme = "https" if get("tls") else "http"
+        attrs["url.scheme"] = scheme
         headers = request.get("headers")
-        if isinstance(headers, dict):
+        if type(headers) is dict:
             ua = headers.get("user-agent")
-            if isinstance(ua, str):
+            if type(ua) is str:
                 attrs["user_agent.original"] = ua
         code = status if status is not None else _int(response.get("status"))
         if code is not None and code > 0:
             attrs["http.response.status_code"] = code
-            if code >= 400:
-                client_error = str(code)
-            if code >= 500:
-                server_error = str(code)
-        if protocol == "graphql" and _str(request.get("operation_name")):
+        if _str(request.get("operation_name")):  # a GraphQL operation (the dissector's graphql.py)
             attrs["graphql.operation.name"] = request["operation_name"]
             if _str(request.get("operation_type")):
                 attrs["graphql.operation.type"] = request["operation_type"]
-        name = f"{method} {route_of(url_path)}" if method else (url_path or protocol)
-    elif protocol in DB_SYSTEMS:
-        attrs["db.system"] = DB_SYSTEMS[protocol]
+        origin = _origin(attrs, request, scheme, dst)
+        if origin:  # url.full is the client's view (semconv http-spans.md, HTTP client span)
+            url_full = f"{origin}{url_path or '/'}?{query}" if query else f"{origin}{url_path or '/'}"
+    elif family == "database":
+        # semconv db/database-spans.md (db/redis.md): the command as sent, not normalised
+        attrs["db.system.name"] = system
         if method:
-            attrs["db.operation.name"] = method.upper()
-        if _str(entry.get("summary")):
-            attrs["db.query.text"] = entry["summary"][:1024]
-        if entry.get("error") or (status is not None and status < 0):
-            client_error = server_error = "db_error"
-        name = method.upper() if method else protocol
-    elif protocol in MESSAGING_SYSTEMS:
-        attrs["messaging.system"] = MESSAGING_SYSTEMS[protocol]
+            attrs["db.operation.name"] = method
+        if _str(get("summary")):
+            attrs["db.query.text"] = entry["summary"][:MAX_QUERY_TEXT]
+    elif family == "messaging":
+        attrs["messaging.system"] = system
         if method:
             attrs["messaging.operation.name"] = method
         if path:
             attrs["messaging.destination.name"] = path
-        if status:
-            client_error = server_error = str(status)
-        name = f"{method} {path}".strip() or protocol
-    elif protocol == "dns":
+    elif family == "dns":
+        # semconv registry dns.md names only the question; its type and the RCODE are Wiretide's
         questions = request.get("questions")
-        qname = path
-        qtype = ""
+        qname, qtype = path, ""
         if isinstance(questions, list) and questions and isinstance(questions[0], dict):
             qname = qname or _str(questions[0].get("name"))
             qtype = _str(questions[0].get("type"))
+        qtype = qtype or method  # the dissector's `method` is the first question's type
         if qname:
             attrs["dns.question.name"] = qname
         if qtype:
-            attrs["dns.question.type"] = qtype
+            attrs["wiretide.dns.question.type"] = qtype
         rcode = status if status is not None else _int(response.get("rcode"))
         if rcode is not None:
-            attrs["dns.response_code"] = rcode
-            if rcode in DNS_ERROR_RCODES:
-                client_error = server_error = f"rcode_{rcode}"
-        name = f"DNS {qtype} {qname}".replace("  ", " ").strip()
+            attrs["wiretide.dns.response_code"] = DNS_RCODES.get(rcode) or str(rcode)
     else:
-        name = _str(get("summary")) or protocol
         if method:
             attrs["wiretide.method"] = method
         if status is not None:
             attrs["wiretide.status"] = status
 
+    attrs["wiretide.protocol"] = protocol
     size = get("size")
-    if isinstance(size, dict):
+    if type(size) is dict:
         req_size, resp_size = size.get("request"), size.get("response")
-        if isinstance(req_size, int) and not isinstance(req_size, bool):
+        if type(req_size) is int:
             attrs["wiretide.request.size"] = req_size
-        if isinstance(resp_size, int) and not isinstance(resp_size, bool):
+        if type(resp_size) is int:
             attrs["wiretide.response.size"] = resp_size
     err = get("error")
-    if err and isinstance(err, dict):
-        etype = _str(err.get("type")) or "error"
-        client_error = client_error or etype
-        server_error = server_error or etype
-        if _str(err.get("message")):
-            attrs["wiretide.error.message"] = err["message"][:512]
-    return Described(name[:MAX_NAME_CHARS], attrs, client_error, server_error)
+    if err and type(err) is dict and _str(err.get("message")):
+        attrs["wiretide.error.message"] = err["message"][:MAX_ERROR_MESSAGE]
+    # A call that failed through the server's fault failed for its caller too (every row of the table
+    # keeps this; a test holds it to it), so a call fine for its caller needs no second look.
+    caller_error = client_error(entry)
+    return Described(
+        span_name(entry), attrs, caller_error, server_error(entry) if caller_error else "", url_full
+    )
 
 
 def spans_from_entry(
@@ -445,22 +605,21 @@ def spans_from_entry(
     """
     get = entry.get
     node, src, dst = get("node"), get("src"), get("dst")
-    node = node if isinstance(node, str) else ""
-    src = src if isinstance(src, dict) else {}
-    dst = dst if isinstance(dst, dict) else {}
+    node = node if type(node) is str else ""
+    src = src if type(src) is dict else {}
+    dst = dst if type(dst) is dict else {}
     if workloads is not None:
         caller, callee = workloads.of(src, node), workloads.of(dst, node)
     else:
         caller, callee = workload_of(src, node), workload_of(dst, node)
     start, elapsed = get("timestamp"), get("elapsed_us")
-    start = (start if isinstance(start, int) and not isinstance(start, bool) else 0) or 0
-    elapsed = (elapsed if isinstance(elapsed, int) and not isinstance(elapsed, bool) else 0) or 0
+    start = start if type(start) is int else 0
+    elapsed = elapsed if type(elapsed) is int else 0
     end = start + max(elapsed, 0) * 1000
     described = describe(entry)
-    base = _network(entry, src, dst)
-    base.update(described.attributes)
+    base = described.attributes
     entry_id = get("id")
-    entry_id = entry_id if isinstance(entry_id, str) else ""
+    entry_id = entry_id if type(entry_id) is str else ""
     base["wiretide.entry_id"] = entry_id
     if node:
         base["wiretide.node"] = node
@@ -469,7 +628,7 @@ def spans_from_entry(
     span_id = ids.span_id
 
     def half(peer_end: dict[str, Any], kind: int, workload: Workload, peer: Workload, error: str) -> Span:
-        """One side of the call: the network peer is the other end of the entry."""
+        """One side of the call: the network peer is the other end of the entry, as this side saw it."""
         attrs: Attributes = {}
         ip = peer_end.get("ip")
         if ip:
@@ -487,7 +646,12 @@ def spans_from_entry(
 
     if caller.known:
         client = half(dst, described.kind_client, caller, callee, described.client_error)
-        client.own["peer.service"] = callee.service_name
+        own = client.own
+        if described.url_full:
+            own["url.full"] = described.url_full
+        own["service.peer.name"] = callee.service_name  # the retired `peer.service`
+        if callee.namespace:
+            own["service.peer.namespace"] = callee.namespace
         if not callee.known:
             return [client]
         server = half(src, described.kind_server, callee, caller, described.server_error)

@@ -1,26 +1,37 @@
 """pcap and pcapng files as a packet source: records in, `PacketColumns` batches out.
 
 Rule: a file is read up to the first record that cannot be trusted; everything before it is handed
-on, then `PcapError` says where (byte offset) and after how many packets reading stopped.
+on, then `PcapError` says where (byte offset) and after how many packets reading stopped, and whether
+the input was cut short mid-record (`truncated`) or is damaged. A regular file is memory-mapped; a
+pipe (stdin, `<(tcpdump -w -)`) is read in chunks without ever seeking, and a batch is handed on
+before the reader waits for more input, so a live pipe flows through.
 Formats: classic pcap (µs and ns, either byte order) and pcapng (draft-ietf-opsawg-pcapng).
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from wiretide.common.packets import ColumnBuilder, PacketColumns
 
 DEFAULT_BATCH: Final = 1024
 # Larger than any real frame (jumbo/TSO 256 KiB); a record claiming more is corruption, not data.
 MAX_RECORD: Final = 1 << 20
+# Larger than any block a capture tool writes (packet blocks hold at most MAX_RECORD bytes, name and
+# secrets blocks far less): a longer block is corruption, and a pipe never buffers more than this.
+MAX_BLOCK: Final = 16 << 20
+# Bytes asked of a pipe per read: a few pipe buffers (64 KiB each on Linux), so a fast producer is
+# drained in few reads while a slow one hands on whatever it has written.
+STREAM_CHUNK: Final = 256 * 1024
 
 PCAP_MAGIC_US: Final = 0xA1B2C3D4
 PCAP_MAGIC_NS: Final = 0xA1B23C4D
@@ -44,15 +55,86 @@ BLOCK_MIN: Final = 12
 _PACE_SLEEP_MAX_S: Final = 1.0  # wake up at least this often while pacing so a consumer can stop us
 
 
-class PcapError(Exception):
-    """A file that cannot be read (further). `offset` is the byte where reading stopped."""
+# What a reader says when the input ends inside a record (tshark's wording, so users recognise it).
+CUT_SHORT: Final = "the capture appears to have been cut short in the middle of a packet"
 
-    def __init__(self, path: str, message: str, offset: int, packets: int) -> None:
-        super().__init__(f"{path}: {message} at byte offset {offset} after {packets} packets")
+
+class PcapError(Exception):
+    """A file that cannot be read (further). `offset` is the byte where reading stopped; `truncated`
+    says the input ended inside a record (everything before it was good), as opposed to damage or a
+    file that is no capture at all."""
+
+    def __init__(
+        self, path: str, message: str, offset: int, packets: int, *, truncated: bool = False
+    ) -> None:
+        where = f" (at byte offset {offset}, after {packets} packets)" if offset or packets else ""
+        super().__init__(f"{path}: {message}{where}")
         self.path = path
         self.reason = message
         self.offset = offset
         self.packets = packets
+        self.truncated = truncated
+
+
+def _open_error(name: str, exc: OSError) -> PcapError:
+    """An `open()` failure in the words a user needs: what is wrong with the path."""
+    if exc.errno == errno.ENOENT:
+        reason = "no such file"
+    elif exc.errno == errno.EISDIR:
+        reason = "is a directory, not a capture file"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    else:
+        reason = f"cannot open: {exc.strerror or exc}"
+    return PcapError(name, reason, 0, 0)
+
+
+def check_readable(path: str | os.PathLike[str]) -> int:
+    """Before reading: the size of a regular file, or -1 for a stream (a pipe, a device), which is not
+    opened here (a named pipe would block until its writer comes). Raises `PcapError` saying what is
+    wrong with a path that cannot be read: missing, a directory, no permission."""
+    name = str(path)
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if not stat.S_ISREG(st.st_mode):
+            return -1
+        with open(path, "rb"):
+            return st.st_size
+    except OSError as exc:
+        raise _open_error(name, exc) from None
+
+
+class _Window:
+    """The bytes a parser reads: the whole mapped file, or the unread part of a stream.
+
+    `more(consumed)` drops the first `consumed` bytes, appends the stream's next chunk and says
+    whether anything came; a mapped file has no more. `base` is the stream offset of `buf[0]`.
+    A parser must hand on every frame sliced from `buf` before calling `more`.
+    """
+
+    __slots__ = ("base", "buf", "read")
+
+    def __init__(self, buf: memoryview, read: Callable[[int], bytes] | None = None) -> None:
+        self.buf = buf
+        self.base = 0
+        self.read = read
+
+    @property
+    def streaming(self) -> bool:
+        return self.read is not None
+
+    def more(self, consumed: int) -> bool:
+        if self.read is None:
+            return False
+        chunk = self.read(STREAM_CHUNK)
+        if not chunk:
+            self.read = None  # end of input: later calls answer at once
+            return False
+        self.buf = memoryview(bytes(self.buf[consumed:]) + chunk)
+        self.base += consumed
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,31 +178,64 @@ def read_batches(
     """Yield the packets of a pcap or pcapng file in batches of up to `batch_size`.
 
     With `pace`, packets come out at their recorded spacing (a batch is cut whenever the next packet
-    is not yet due). Raises `PcapError` after yielding every packet read before a corrupt record.
+    is not yet due). A path that is not a regular file (a named pipe, `/dev/stdin`) is read as a
+    stream. Raises `PcapError` after yielding every packet read before a corrupt or cut record, and
+    for a path that cannot be opened (naming what is wrong with it).
     """
     name = str(path)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise PcapError(name, "empty file", 0, 0)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done with it
+    except OSError as exc:
+        raise _open_error(name, exc) from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            yield from read_stream(fh, name, batch_size, pace=pace)
+            return
+        if st.st_size == 0:
+            raise PcapError(name, "empty file (0 bytes), not a pcap or pcapng capture", 0, 0)
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        buf = memoryview(mm)
+        window = _Window(memoryview(mm))
         try:
-            if size < 4:
-                raise PcapError(name, "file too short for a header", 0, 0)
-            magic_le = struct.unpack_from("<I", buf, 0)[0]
-            if magic_le == BT_SHB:
-                yield from _read_pcapng(name, buf, batch_size, pace)
-            else:
-                yield from _read_pcap(name, buf, batch_size, pace)
+            yield from _read(name, window, batch_size, pace)
         finally:
             try:
-                buf.release()
+                window.buf.release()
                 mm.close()
             except BufferError:
                 pass  # a slice is still referenced from a traceback; the map goes when it does
+
+
+def read_stream(
+    fh: BinaryIO, name: str = "<stdin>", batch_size: int = DEFAULT_BATCH, *, pace: bool = False
+) -> Iterator[PacketColumns]:
+    """`read_batches` over an open binary stream (a pipe, stdin): read in chunks, never seeking.
+
+    What has been read is handed on before each wait for more input, so packets written into a pipe
+    come out as they arrive. At the end of input inside a record, `PcapError(truncated=True)`.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    read: Callable[[int], bytes] = getattr(fh, "read1", fh.read)
+    window = _Window(memoryview(b""), read)
+    if not window.more(0):
+        raise PcapError(name, "empty input (0 bytes), not a pcap or pcapng capture", 0, 0)
+    yield from _read(name, window, batch_size, pace)
+
+
+def _read(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+    """Dispatch on the first four bytes: the pcapng section header type, else a pcap magic."""
+    while len(window.buf) < 4:
+        if not window.more(0):
+            raise PcapError(
+                name, f"only {len(window.buf)} bytes, too short for a pcap or pcapng header", 0, 0
+            )
+    if struct.unpack_from("<I", window.buf, 0)[0] == BT_SHB:
+        yield from _read_pcapng(name, window, batch_size, pace)
+    else:
+        yield from _read_pcap(name, window, batch_size, pace)
 
 
 def _pace(builder: ColumnBuilder, pacer: _Paced, ts: int) -> Iterator[PacketColumns]:
@@ -139,10 +254,11 @@ def _sleep_until(pacer: _Paced, ts: int, wait: float) -> None:
         wait = pacer.due_in(ts)
 
 
-def _read_pcap(name: str, buf: memoryview, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
-    size = len(buf)
-    if size < PCAP_HEADER:
-        raise PcapError(name, "file too short for a pcap header", 0, 0)
+def _read_pcap(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+    while len(window.buf) < PCAP_HEADER:
+        if not window.more(0):
+            raise PcapError(name, f"only {len(window.buf)} bytes, too short for a pcap file header", 0, 0)
+    buf = window.buf
     magic = struct.unpack_from("<I", buf, 0)[0]
     if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
         endian = "<"
@@ -150,15 +266,19 @@ def _read_pcap(name: str, buf: memoryview, batch_size: int, pace: bool) -> Itera
         endian = ">"
         magic = struct.unpack_from(">I", buf, 0)[0]
     else:
-        raise PcapError(name, f"not a pcap or pcapng file (magic 0x{magic:08x})", 0, 0)
+        head = bytes(buf[:8])
+        raise PcapError(
+            name, f"not a pcap or pcapng capture: it starts with {head!r} (magic 0x{magic:08x})", 0, 0
+        )
     frac_ns = 1 if magic == PCAP_MAGIC_NS else 1000
     snaplen, network = struct.unpack_from(endian + "II", buf, 16)
     link_type = network & 0x0FFFFFFF  # upper bits carry FCS length flags
-    limit = max(snaplen, MAX_RECORD)
+    limit = min(max(snaplen, MAX_RECORD), MAX_BLOCK)
     interfaces = [(Path(name).name, link_type)]
     unpack = struct.Struct(endian + "IIII").unpack_from
     pacer = _Paced() if pace else None
     off = PCAP_HEADER
+    size = len(buf)
     count = 0
     # One interface, so the batch columns are filled here directly (the per-packet path of a file
     # read): frames are sliced out of the map and joined once per batch.
@@ -176,21 +296,29 @@ def _read_pcap(name: str, buf: memoryview, batch_size: int, pace: bool) -> Itera
         return cols
 
     try:
-        while off < size:
-            if size - off < PCAP_RECORD:
+        while True:
+            if size - off >= PCAP_RECORD:
+                sec, frac, caplen, origlen = unpack(buf, off)
+                need = PCAP_RECORD + caplen
+                if caplen > limit:
+                    if caplens:
+                        yield take()
+                    raise PcapError(name, f"record length {caplen} too large", window.base + off, count)
+            else:
+                need = PCAP_RECORD
+            if size - off < need:
+                # The input ends here, or (a stream) has not arrived yet: hand on the batch (its
+                # frames are views of `buf`), then read on or stop.
                 if caplens:
                     yield take()
-                raise PcapError(name, "truncated record header", off, count)
-            sec, frac, caplen, origlen = unpack(buf, off)
+                if window.more(off):
+                    buf, off, size = window.buf, 0, len(window.buf)
+                    continue
+                if off == size:
+                    return
+                raise PcapError(name, CUT_SHORT, window.base + off, count, truncated=True)
             start = off + PCAP_RECORD
             off = start + caplen
-            if caplen > limit or off > size:
-                if caplens:
-                    yield take()
-                what = (
-                    "record longer than the file" if caplen <= limit else f"record length {caplen} too large"
-                )
-                raise PcapError(name, what, start - PCAP_RECORD, count)
             ts = sec * 1_000_000_000 + frac * frac_ns
             if pacer is not None:
                 wait = pacer.due_in(ts)
@@ -205,8 +333,6 @@ def _read_pcap(name: str, buf: memoryview, batch_size: int, pace: bool) -> Itera
             origlens.append(origlen)
             stamps.append(ts)
             count += 1
-        if caplens:
-            yield take()
     finally:
         frames.clear()  # no view of the map may outlive the reader (read_batches closes it)
 
@@ -234,7 +360,8 @@ def read_info(path: str | os.PathLike[str]) -> FileInfo:
     return FileInfo("pcapng" if head == struct.pack("<I", BT_SHB) else "pcap", tuple(interfaces))
 
 
-def _read_pcapng(name: str, buf: memoryview, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+def _read_pcapng(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+    buf = window.buf
     size = len(buf)
     builder = ColumnBuilder()
     pacer = _Paced() if pace else None
@@ -246,34 +373,43 @@ def _read_pcapng(name: str, buf: memoryview, batch_size: int, pace: bool) -> Ite
     n_if = 0
 
     def fail(message: str, at: int) -> PcapError:
-        return PcapError(name, message, at, count)
+        return PcapError(name, message, window.base + at, count)
 
-    while off < size:
-        if size - off < BLOCK_MIN:
+    while True:
+        # Bytes the block at `off` needs before it can be read: its header, then its whole length.
+        need = BLOCK_MIN
+        btype_le = -1
+        if size - off >= BLOCK_MIN:
+            btype_le = struct.unpack_from("<I", buf, off)[0]
+            need = 16 if btype_le == BT_SHB else BLOCK_MIN
+        if size - off >= need:
+            if btype_le == BT_SHB:  # a section header sets the byte order of itself and what follows
+                if struct.unpack_from("<I", buf, off + 8)[0] == BYTE_ORDER_MAGIC:
+                    endian = "<"
+                elif struct.unpack_from(">I", buf, off + 8)[0] == BYTE_ORDER_MAGIC:
+                    endian = ">"
+                else:
+                    if len(builder):
+                        yield builder.take()
+                    raise fail("bad byte-order magic in section header", off)
+                section = []
+            blen = struct.unpack_from(endian + "I", buf, off + 4)[0]
+            if blen < BLOCK_MIN or blen % 4 or blen > MAX_BLOCK:
+                if len(builder):
+                    yield builder.take()
+                raise fail(f"bad block length {blen}", off)
+            need = blen
+        if size - off < need:
+            # The input ends here, or (a stream) has not arrived yet: hand on the batch, read on.
             if len(builder):
                 yield builder.take()
-            raise fail("truncated block header", off)
-        btype_le = struct.unpack_from("<I", buf, off)[0]
-        if btype_le == BT_SHB:
-            if size - off < 16:
-                if len(builder):
-                    yield builder.take()
-                raise fail("truncated section header", off)
-            bom = struct.unpack_from("<I", buf, off + 8)[0]
-            if bom == BYTE_ORDER_MAGIC:
-                endian = "<"
-            elif struct.unpack_from(">I", buf, off + 8)[0] == BYTE_ORDER_MAGIC:
-                endian = ">"
-            else:
-                if len(builder):
-                    yield builder.take()
-                raise fail("bad byte-order magic in section header", off)
-            section = []
+            if window.more(off):
+                buf, off, size = window.buf, 0, len(window.buf)
+                continue
+            if off == size:
+                return
+            raise PcapError(name, CUT_SHORT, window.base + off, count, truncated=True)
         btype, blen = struct.unpack_from(endian + "II", buf, off)
-        if blen < BLOCK_MIN or blen % 4 or off + blen > size:
-            if len(builder):
-                yield builder.take()
-            raise fail(f"bad block length {blen}", off)
         if struct.unpack_from(endian + "I", buf, off + blen - 4)[0] != blen:
             if len(builder):
                 yield builder.take()
@@ -337,5 +473,3 @@ def _read_pcapng(name: str, buf: memoryview, batch_size: int, pace: bool) -> Ite
             builder.append(buf[body + 4 : body + 4 + caplen], origlen, 0, idx)
             count += 1
         off += blen
-    if len(builder):
-        yield builder.take()

@@ -2,7 +2,9 @@
 
 Rule: after checking, every name in the tree is a `Field` or a `Local`, every constant
 sub-expression is a `Literal`, and every mistake a reader could spot without an entry (an unknown
-name, a wrong argument, comparing an int with a string) has been reported with its position.
+name, a wrong argument, comparing an int with a string) has been reported with its position. A
+name from elsewhere (a Wireshark display-filter field, a KFL v1 helper) is either translated with a
+warning that shows the KFL spelling, or refused with an error that names the replacement.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import difflib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from wiretide.common.kfl.ast import (
@@ -30,10 +33,15 @@ from wiretide.common.kfl.ast import (
     PathKey,
     Select,
     Unary,
+    render,
 )
-from wiretide.common.kfl.errors import KflError
+from wiretide.common.kfl.errors import KflError, Problem
+from wiretide.common.kfl.headers import caseless_key
 from wiretide.common.kfl.values import (
     ERROR,
+    INT64_MAX,
+    INT64_MIN,
+    Duration,
     Timestamp,
     compile_regex,
     kind_of,
@@ -41,6 +49,7 @@ from wiretide.common.kfl.values import (
     parse_timestamp,
 )
 from wiretide.common.kfl.variables import ENTRY_FIELDS, VARIABLES, Kind, Variable, doc_kind
+from wiretide.common.kfl.wireshark import DISPLAY_FIELDS, PROTOCOLS, DisplayField, spell
 
 IS_NULL: Final = "@is_null"  # internal function: `x == null` reads as "x is missing or null"
 
@@ -64,14 +73,42 @@ _NUMERIC: Final = frozenset({"int", "double"})
 _ORDERED: Final = frozenset({"int", "double", "string", "bytes", "bool", "timestamp", "duration"})
 MAX_COMPREHENSION_VARIABLES: Final = 16  # nested macros in one query; more is a query nobody can read
 
+# Functions users bring from KFL v1, SQL or Python: (why it is not KFL, what to write instead).
+_LIMIT: Final = (
+    "a filter selects entries; how many come back is not part of it",
+    "remove it and pass the limit beside the filter: GET /api/entries?q=…&limit=5, "
+    "or wiretide query --limit 5",
+)
+_DATETIME: Final = ("KFL reads times with timestamp()", 'write timestamp("2026-03-14T22:00:00Z") (RFC 3339)')
+REPLACED_FUNCTIONS: Final[dict[str, tuple[str, str]]] = {
+    "limit": _LIMIT, "rlimit": _LIMIT, "top": _LIMIT, "head": _LIMIT,
+    "leftOff": ("a filter selects entries; paging is not part of it",
+                "use the API's before/after cursors (the `next` of an answer)"),
+    "datetime": _DATETIME, "date": _DATETIME, "time": _DATETIME,
+    "len": ("KFL measures with size()", "write size(x)"),
+    "length": ("KFL measures with size()", "write size(x)"),
+    "lower": ("KFL changes case with a method", "write x.lowerAscii()"),
+    "upper": ("KFL changes case with a method", "write x.upperAscii()"),
+    "ago": ("KFL subtracts from now()", 'write now() - duration("5m")'),
+}  # fmt: skip
+# Formats a datetime("...") argument may use (KFL v1 took JavaScript's en-US toLocaleString).
+_DATETIME_FORMATS: Final = ("%m/%d/%Y, %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y", "%Y-%m-%d %H:%M:%S",
+                            "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")  # fmt: skip
+_FLIP: Final = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_ITEM: Final = "@item"  # the loop variable of a translated list test; no query can spell '@'
+_TESTS: Final = frozenset({"contains", "startsWith", "endsWith", "matches"})
+NS_PER_S: Final = 1_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """A checked tree: its result type and how many comprehension variables it uses."""
+    """A checked tree: its result type, how many comprehension variables it uses, and the warnings
+    about names it translated."""
 
     node: Node
     kind: Kind
     locals_count: int
+    warnings: tuple[Problem, ...] = ()
 
 
 Folder = Callable[[Node], Any]  # evaluates a constant tree (provided by the evaluator)
@@ -79,11 +116,11 @@ Folder = Callable[[Node], Any]  # evaluates a constant tree (provided by the eva
 
 def check(tree: Node, folder: Folder, now_ns: int | None = None, *, require_bool: bool = True) -> Checked:
     checker = _Checker(folder, time.time_ns() if now_ns is None else now_ns)
-    node, kind = checker.bind(tree)
+    node, kind = checker.condition(tree)
     if require_bool and kind not in ("bool", "dyn"):
         raise KflError(f"a filter must be true or false, but this is {_a(kind)}", _pos(tree),
                        'compare it with something, e.g. status_code >= 500 or path == "/login"')  # fmt: skip
-    return Checked(node, kind, checker.slots)
+    return Checked(node, kind, checker.slots, tuple(checker.warnings))
 
 
 def _pos(node: Node) -> int:
@@ -101,16 +138,32 @@ def _suggest(name: str, candidates: list[str]) -> str:
 
 
 _ALL_NAMES: Final = sorted({*VARIABLES, *ENTRY_FIELDS})
+_DISPLAY_ROOTS: Final = frozenset(name.partition(".")[0] for name in DISPLAY_FIELDS)
 
 
 class _Checker:
-    __slots__ = ("folder", "now_ns", "scope", "slots")
+    __slots__ = ("folder", "now_ns", "scope", "slots", "warnings")
 
     def __init__(self, folder: Folder, now_ns: int) -> None:
         self.folder = folder
         self.now_ns = now_ns
         self.scope: dict[str, Local] = {}
         self.slots = 0
+        self.warnings: list[Problem] = []
+
+    def condition(self, node: Node) -> tuple[Node, Kind]:
+        """Bind a node that must be true or false; a bare display-filter field asks for presence."""
+        found = self.display(node)
+        if found is None:
+            return self.bind(node)
+        spec, pos = found
+        fields = [self.spelled(path, pos) for path in spec.fields]
+        test: Node
+        if spec.listed:
+            test = Binary(">", Call("size", None, (fields[0],), pos), Literal(0, pos), pos)
+        else:
+            test = _any([Call("has", None, (field,), pos) for field in fields], pos)
+        return self.bind(self.translated(spec, test, pos))
 
     def bind(self, node: Node) -> tuple[Node, Kind]:
         bound, kind = self._bind(node)
@@ -145,7 +198,7 @@ class _Checker:
                 raise KflError(f"{_a(kind)} cannot be indexed", node.pos, "only lists and maps take [...]")
             return Index(operand, index, node.pos), "dyn"
         if isinstance(node, Unary):
-            operand, kind = self.bind(node.operand)
+            operand, kind = self.condition(node.operand) if node.op == "!" else self.bind(node.operand)
             if node.op == "!" and kind not in ("bool", "dyn"):
                 raise KflError(
                     f"'!' needs true or false, not {_a(kind)}", node.pos, "negate a comparison instead"
@@ -158,14 +211,14 @@ class _Checker:
         if isinstance(node, Logical):
             operands = []
             for operand in node.operands:
-                bound, kind = self.bind(operand)
+                bound, kind = self.condition(operand)
                 if kind not in ("bool", "dyn"):
                     message = f"'{node.op}' needs true or false on each side, not {_a(kind)}"
                     raise KflError(message, operand.pos, "compare the value, e.g. status_code == 200")
                 operands.append(bound)
             return Logical(node.op, tuple(operands), node.pos), "bool"
         if isinstance(node, Conditional):
-            cond, ckind = self.bind(node.cond)
+            cond, ckind = self.condition(node.cond)
             if ckind not in ("bool", "dyn"):
                 raise KflError(
                     f"the condition before '?' must be true or false, not {_a(ckind)}",
@@ -236,10 +289,108 @@ class _Checker:
             if variable is None or (variable.flag is not None and k < len(chain)):
                 continue
             return self.from_variable(variable, tuple(chain[k:]), node.pos)
+        if names == len(chain) > 1 and (spec := DISPLAY_FIELDS.get(".".join(map(str, chain)))) is not None:
+            return self.display_value(spec, cur.pos)
         if cur.name in ENTRY_FIELDS:
-            path = tuple(chain)
-            return Field(".".join(str(link) for link in path), path, None, node.pos), doc_kind(path)
+            return _document(tuple(chain), node.pos)
+        if names > 1 and cur.name in PROTOCOLS:
+            dotted = ".".join(str(link) for link in chain[:names])
+            close = _suggest(dotted, list(DISPLAY_FIELDS))
+            hint = close or "see docs/kfl.md#wireshark-display-filters for the fields KFL reads"
+            raise KflError(f"Wireshark field {dotted!r} has no Wiretide equivalent", cur.pos, hint)
         return None
+
+    # --- Wireshark display-filter fields ---------------------------------------------------------
+    def display(self, node: Node | None) -> tuple[DisplayField, int] | None:
+        """The display-filter field a name chain spells (`ip.src`) and where the chain starts, unless
+        a loop variable takes the name."""
+        if not isinstance(node, Select):
+            return None
+        names: list[str] = []
+        cur: Node = node
+        while isinstance(cur, Select):
+            names.append(cur.field)
+            cur = cur.operand
+        if not isinstance(cur, Ident) or cur.name not in _DISPLAY_ROOTS or cur.name in self.scope:
+            return None
+        names.append(cur.name)
+        names.reverse()
+        spec = DISPLAY_FIELDS.get(".".join(names))
+        return None if spec is None else (spec, cur.pos)
+
+    @staticmethod
+    def spelled(path: tuple[PathKey, ...], pos: int) -> Node:
+        """The unbound tree of a KFL spelling: ("request", "headers", "x-id") -> request.headers["x-id"]."""
+        node: Node = Ident(str(path[0]), pos)
+        for key in path[1:]:
+            if type(key) is str and key.isidentifier():
+                node = Select(node, key, pos)
+            else:
+                node = Index(node, Literal(key, pos), pos)
+        return node
+
+    def translated(self, spec: DisplayField, test: Node, pos: int) -> Node:
+        """`test` under the protocol or transport the field exists in, and the warning that shows it."""
+        guard: Node | None = None
+        if spec.flag is not None:
+            guard = Ident(spec.flag, pos)
+        elif spec.transport is not None:
+            guard = Binary("==", Ident("transport", pos), Literal(spec.transport, pos), pos)
+        result = test if guard is None else Logical("&&", (guard, test), pos)
+        self.warn_display(spec, pos, render(result))
+        return result
+
+    def warn_display(self, spec: DisplayField, pos: int, canonical: str) -> None:
+        note = f" ({spec.note})" if spec.note else ""
+        message = f"Wireshark field {spec.name!r} read as {spec.spelling()}{note}"
+        self.warnings.append(Problem(message, pos, f"write {canonical}", "warning"))
+
+    def display_value(self, spec: DisplayField, pos: int) -> tuple[Node, Kind]:
+        """A display-filter field used as a value (not compared, not tested): one field only."""
+        if len(spec.fields) > 1 or spec.listed:
+            raise KflError(f"{spec.name} stands for {spec.spelling()}: compare it with a value", pos,
+                           f'e.g. {spec.name} == "…", or name one: {spell(spec.fields[0])}')  # fmt: skip
+        field = self.spelled(spec.fields[0], pos)
+        self.warn_display(spec, pos, spec.spelling())
+        return self.bind(field)
+
+    def display_comparison(
+        self, node: Binary, found: tuple[DisplayField, int], on_left: bool
+    ) -> tuple[Node, Kind]:
+        """`ip.addr == X` -> `src.ip == X || dst.ip == X`, under the field's protocol or transport."""
+        spec, pos = found
+        other = _seconds(spec, node.right if on_left else node.left)
+        fields = [self.spelled(path, pos) for path in spec.fields]
+        test: Node
+        if node.op == "in" and not on_left:  # `"example.com" in dns.qry.name`
+            if not spec.listed:
+                raise KflError(f"{spec.name} is not a list", pos, f"write {spec.name} == {render(other)}")
+            test = Binary("in", other, fields[0], pos)
+        else:
+            op = node.op if on_left else _FLIP[node.op]
+            if spec.listed and op in ("==", "!="):
+                test = Binary("in", other, fields[0], pos)
+                test = test if op == "==" else Unary("!", test, pos)
+            elif spec.listed:
+                item = Ident(_ITEM, pos)
+                test = Call("exists", fields[0], (item, Binary(op, item, other, pos)), pos)
+            elif op == "!=" and len(fields) > 1:  # Wireshark's != is "no end equals" (since 3.6)
+                test = Unary("!", _any([Binary("==", f, other, pos) for f in fields], pos), pos)
+            else:
+                test = _any([Binary(op, f, other, pos) for f in fields], pos)
+        return self.bind(self.translated(spec, test, pos))
+
+    def display_test(self, node: Call, found: tuple[DisplayField, int]) -> tuple[Node, Kind]:
+        """`http.host.contains("x")`, `dns.qry.name.endsWith(".local")`: any of the fields passes."""
+        spec, pos = found
+        fields = [self.spelled(path, pos) for path in spec.fields]
+        test: Node
+        if spec.listed:
+            item = Ident(_ITEM, pos)
+            test = Call("exists", fields[0], (item, Call(node.function, item, node.args, pos)), pos)
+        else:
+            test = _any([Call(node.function, f, node.args, pos) for f in fields], pos)
+        return self.bind(self.translated(spec, test, pos))
 
     def from_variable(self, variable: Variable, rest: tuple[PathKey, ...], pos: int) -> tuple[Node, Kind]:
         field = Field(variable.name, variable.path, variable.name, pos)
@@ -257,8 +408,7 @@ class _Checker:
             and variable.convert is None
             and variable.protocols is None
         ):
-            path = variable.path + rest
-            return Field(".".join(str(link) for link in path), path, None, pos), doc_kind(path)
+            return _document(variable.path + rest, pos)
         if variable.kind not in ("map", "list", "dyn"):
             raise KflError(
                 f"{variable.name} is {_a(variable.kind)} and has no field {rest[0]!r}",
@@ -273,6 +423,11 @@ class _Checker:
     # --- operators -----------------------------------------------------------------------------
     def binary(self, node: Binary) -> tuple[Node, Kind]:
         op = node.op
+        if op in _FLIP or op == "in":
+            if (found := self.display(node.left)) is not None:
+                return self.display_comparison(node, found, on_left=True)
+            if (found := self.display(node.right)) is not None:
+                return self.display_comparison(node, found, on_left=False)
         if op in ("==", "!=") and (_is_null(node.left) or _is_null(node.right)):
             other = node.right if _is_null(node.left) else node.left
             bound = _as_document(self.bind(other)[0])
@@ -282,15 +437,13 @@ class _Checker:
         right, rkind = self.bind(node.right)
         if op in ("==", "!="):
             if not _comparable(lkind, rkind):
-                raise KflError(
-                    f"cannot compare {_a(lkind)} with {_a(rkind)}", node.pos, _compare_hint(lkind, rkind)
-                )
+                raise KflError(f"cannot compare {_a(lkind)} with {_a(rkind)}", node.pos,
+                               _compare_hint(lkind, rkind, left, right))  # fmt: skip
             return Binary(op, left, right, node.pos), "bool"
         if op in ("<", "<=", ">", ">="):
             if not (_comparable(lkind, rkind) and {lkind, rkind} <= _ORDERED | {"dyn"}):
-                raise KflError(
-                    f"cannot order {_a(lkind)} against {_a(rkind)}", node.pos, _compare_hint(lkind, rkind)
-                )
+                raise KflError(f"cannot order {_a(lkind)} against {_a(rkind)}", node.pos,
+                               _compare_hint(lkind, rkind, left, right))  # fmt: skip
             return Binary(op, left, right, node.pos), "bool"
         if op == "in":
             if rkind not in ("list", "map", "dyn"):
@@ -305,7 +458,14 @@ class _Checker:
             return self.macro(node)
         if node.target is None and name == "has":
             return self.has(node)
+        if name in _TESTS and (found := self.display(node.target)) is not None:
+            return self.display_test(node, found)
         table = GLOBAL_FUNCTIONS if node.target is None else METHODS
+        if name not in table and name in REPLACED_FUNCTIONS:
+            why, instead = REPLACED_FUNCTIONS[name]
+            if REPLACED_FUNCTIONS[name] is _DATETIME and (moment := _datetime_argument(node)) is not None:
+                instead = f'write timestamp("{moment}")'
+            raise KflError(f"{name}() is not a KFL function: {why}", node.pos, instead)
         if name not in table:
             other = METHODS if node.target is None else GLOBAL_FUNCTIONS
             if name in other:
@@ -426,6 +586,41 @@ def _as_document(node: Node) -> Node:
     return node
 
 
+def _document(path: tuple[PathKey, ...], pos: int) -> tuple[Node, Kind]:
+    """A path into the entry document; a header name below a header map is matched ignoring case."""
+    folded = caseless_key(path)
+    if folded is None:
+        return Field(".".join(str(link) for link in path), path, None, pos), doc_kind(path)
+    return Field(".".join(str(link) for link in folded), folded, None, pos, caseless=True), doc_kind(folded)
+
+
+def _any(tests: list[Node], pos: int) -> Node:
+    return tests[0] if len(tests) == 1 else Logical("||", tuple(tests), pos)
+
+
+def _seconds(spec: DisplayField, other: Node) -> Node:
+    """Wireshark writes times as seconds (`frame.time_delta > 0.5`): a bare number becomes the KFL value."""
+    if spec.seconds is None or not isinstance(other, Literal) or type(other.value) not in (int, float):
+        return other
+    ns = round(other.value * NS_PER_S)
+    if not INT64_MIN <= ns <= INT64_MAX:
+        raise KflError("time out of range", other.pos, "times are 64-bit nanoseconds")
+    return Literal(Duration(ns) if spec.seconds == "duration" else Timestamp(ns), other.pos)
+
+
+def _datetime_argument(node: Call) -> str | None:
+    """The RFC 3339 spelling of a datetime("...") argument, read as UTC, when it is a date we know."""
+    if len(node.args) != 1 or not isinstance(node.args[0], Literal) or type(node.args[0].value) is not str:
+        return None
+    for layout in _DATETIME_FORMATS:
+        try:
+            moment = datetime.strptime(node.args[0].value.strip(), layout).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
 def _is_null(node: Node) -> bool:
     return isinstance(node, Literal) and node.value is None
 
@@ -438,7 +633,11 @@ def _comparable(a: Kind, b: Kind) -> bool:
     return {a, b} == {"duration", "int"}  # an int compared with a duration counts microseconds
 
 
-def _compare_hint(a: Kind, b: Kind) -> str:
+def _compare_hint(a: Kind, b: Kind, left: Node, right: Node) -> str:
+    if {a, b} == {"duration", "string"}:
+        text = next((n.value for n in (left, right) if isinstance(n, Literal) and type(n.value) is str), "")
+        if parse_duration(text) is not None:
+            return f'write duration("{text}")'
     if {a, b} == {"int", "string"}:
         return "drop the quotes around the number, e.g. status_code == 500"
     if "timestamp" in (a, b):

@@ -42,6 +42,10 @@ class Problem:
     hint: str
     severity: Severity
 
+    def render(self, text: str) -> str:
+        """The finding as a CLI prints it: severity and message, the query line, a caret, the hint."""
+        return render_caret(text, self.position, self.message, self.hint, self.severity)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "message": self.message,
@@ -51,14 +55,18 @@ class Problem:
         }
 
 
-def render_caret(text: str, position: int, message: str, hint: str = "") -> str:
+def render_caret(text: str, position: int, message: str, hint: str = "", severity: Severity = "error") -> str:
     line_start = text.rfind("\n", 0, position) + 1
     line_end = text.find("\n", position)
     if line_end < 0:
         line_end = len(text)
     line_no = text.count("\n", 0, line_start) + 1
     column = position - line_start
-    lines = [f"error: {message}", f"  {line_no} | {text[line_start:line_end]}", "    | " + " " * column + "^"]
+    lines = [
+        f"{severity}: {message}",
+        f"  {line_no} | {text[line_start:line_end]}",
+        "    | " + " " * column + "^",
+    ]
     if hint:
         lines.append(f"hint: {hint}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+from wiretide.common.kfl import headers
 from wiretide.common.kfl import values as v
 from wiretide.common.kfl.ast import (
     Binary,
@@ -164,6 +165,8 @@ class Compiler:
 
             return order
         if op == "in":
+            if _is_header_map(node.right):
+                return lambda e: _header_in(left(e), right(e))
             return lambda e: contains(left(e), right(e))
         arithmetic = _ARITHMETIC[op]
 
@@ -188,6 +191,16 @@ class Compiler:
 
     def index(self, node: Index) -> Fn:
         operand, key = self.build(node.operand), self.build(node.index)
+        if _is_header_map(node.operand):  # request.headers[name] with a computed name
+
+            def header(e: Entry) -> Any:
+                container, k = operand(e), key(e)
+                if type(container) is not dict or type(k) is not str:
+                    return ERROR
+                found = headers.lookup(container, k.lower())
+                return ERROR if found is None else found
+
+            return header
 
         def item(e: Entry) -> Any:
             container, k = operand(e), key(e)
@@ -253,11 +266,12 @@ class Compiler:
             return lambda e: x.translate(table) if type(x := fn(e)) is str else ERROR
         if name == "map_get":
             container, key, default = args
+            caseless = _is_header_map(node.args[0])
 
             def map_get(e: Entry) -> Any:
                 m, k = container(e), key(e)
                 if type(m) is dict and type(k) in (str, int, bool):
-                    found = m.get(k)
+                    found = headers.lookup(m, k.lower()) if caseless and type(k) is str else m.get(k)
                     if found is not None:
                         return found
                 return default(e)
@@ -357,6 +371,16 @@ def contains(item: Any, container: Any) -> Any:
     return ERROR if failed else False
 
 
+def _is_header_map(node: Node) -> bool:
+    return isinstance(node, Field) and node.variable is None and headers.is_header_map(node.path)
+
+
+def _header_in(name: Any, container: Any) -> Any:
+    if name is ERROR or type(container) is not dict:
+        return ERROR
+    return type(name) is str and headers.contains(container, name)
+
+
 def _to_timestamp(x: Any) -> Any:
     if type(x) is str:
         parsed = v.parse_timestamp(x)
@@ -441,6 +465,8 @@ def field_getter(node: Field) -> Fn:
         return lambda e: type(p := e.get("protocol")) is str and p in protocols
     if variable is not None and variable.compute is not None:
         return variable.compute
+    if node.caseless:
+        return header_getter(node.path)
     getter = path_getter(node.path)
     if variable is None:
         return getter
@@ -470,6 +496,26 @@ def path_getter(path: tuple[PathKey, ...]) -> Fn:
 
         return two
     return lambda e: fetch(e, path)
+
+
+def header_getter(path: tuple[PathKey, ...]) -> Fn:
+    """The value below a header map, its name (lower-case in `path`) matched ignoring case."""
+    table = path_getter(path[: headers.MAP_DEPTH])
+    name, rest = path[headers.MAP_DEPTH], path[headers.MAP_DEPTH + 1 :]
+    assert type(name) is str
+
+    def header(e: Entry) -> Any:
+        m = table(e)
+        if type(m) is not dict:
+            return ERROR
+        found = m.get(name)
+        if found is None:
+            found = headers.lookup(m, name)
+            if found is None:
+                return ERROR
+        return fetch(found, rest) if rest else found
+
+    return header
 
 
 def fold_constant(node: Node) -> Any:

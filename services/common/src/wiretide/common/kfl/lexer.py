@@ -1,17 +1,22 @@
 """The KFL tokenizer: query text in, tokens with their character offsets out.
 
 Rule: it accepts CEL's lexical grammar plus the KFL v1 words `and`, `or`, `not` and a single `=`,
-and rejects anything else with a `KflError` pointing at the first character it cannot read.
+the shorthands users bring from elsewhere (duration literals `50ms`, bare IP addresses, `=~`, `!~`,
+`~`) as tokens of their own that the parser translates with a warning, and rejects anything else
+with a `KflError` pointing at the first character it cannot read.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from wiretide.common.kfl.errors import KflError
+from wiretide.common.kfl.values import parse_duration
 
-TokenKind = Literal["int", "uint", "double", "string", "bytes", "ident", "op", "end"]
+TokenKind = Literal["int", "uint", "double", "string", "bytes", "ident", "op", "end", "duration", "address"]
 
 # CEL reserves these words; using one as a name is an error rather than a surprise later.
 RESERVED: Final = frozenset(
@@ -21,9 +26,15 @@ RESERVED: Final = frozenset(
     }
 )  # fmt: skip
 
-# Longest first, so that "==" wins over "=".
-OPERATORS: Final = ("==", "!=", "<=", ">=", "&&", "||", "<", ">", "!", "?", ":", ".", ",", "[", "]",
-                    "(", ")", "{", "}", "+", "-", "*", "/", "%", "=", "&", "|")  # fmt: skip
+# Longest first, so that "==" wins over "=". "=~", "!~" and "~" are regex matches in Perl, Ruby and
+# Wireshark; CEL has no such operators, so reading them costs no valid query anything.
+OPERATORS: Final = ("==", "!=", "=~", "!~", "<=", ">=", "&&", "||", "<", ">", "!", "?", ":", ".", ",", "[",
+                    "]", "(", ")", "{", "}", "+", "-", "*", "/", "%", "=", "&", "|", "~")  # fmt: skip
+# The operators by their first character, longest first: one lookup per operator token.
+_BY_FIRST: Final[dict[str, tuple[str, ...]]] = {
+    first: tuple(op for op in OPERATORS if op[0] == first)
+    for first in dict.fromkeys(op[0] for op in OPERATORS)
+}
 
 _SIMPLE_ESCAPES: Final = {
     "\\": "\\", '"': '"', "'": "'", "`": "`", "?": "?",
@@ -34,6 +45,14 @@ _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 _MAX_UNICODE: Final = 0x10FFFF
 _INT64_MAX: Final = 2**63 - 1
 _UINT64_MAX: Final = 2**64 - 1
+# `50ms`, `1.5s`, `1h30m`: Go/CEL duration text written without duration("..."); CEL has no such
+# literal, so a number running into a unit was an error before and is a translation now.
+_DURATION: Final = re.compile(r"(?:(?:\d+(?:\.\d+)?)(?:ns|us|µs|ms|s|m|h))+")
+_IPV4: Final = re.compile(r"\d+(?:\.\d+){3}")
+_IPV6: Final = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_PREFIX: Final = re.compile(r"/\d+")
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.µ")
+_OCTET_BITS: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +91,9 @@ def tokenize(text: str) -> list[Token]:
 
 
 def _operator(text: str, i: int) -> Token:
-    for op in OPERATORS:
+    if text.startswith("::", i) and (address := _ipv6(text, i)) is not None:
+        return address
+    for op in _BY_FIRST.get(text[i], ()):
         if text.startswith(op, i):
             if op in ("&", "|"):
                 raise KflError(
@@ -93,6 +114,8 @@ def _word_or_string(text: str, i: int) -> Token:
     if j < len(text) and text[j] in "\"'" and word.lower() in ("r", "b", "rb", "br"):
         lower = word.lower()
         return _string(text, i, j, raw="r" in lower, as_bytes="b" in lower)
+    if j < len(text) and text[j] == ":" and (address := _ipv6(text, i)) is not None:
+        return address
     if not word.isascii():
         raise KflError(f"identifier {word!r} is not ASCII", i, "names are letters, digits and '_'")
     return Token("ident", word, i, j)
@@ -111,6 +134,8 @@ def _number(text: str, i: int) -> Token:
     j = i
     while j < n and text[j] in _DIGITS:
         j += 1
+    if j < n and text[j] in ".:" and (address := _address(text, i)) is not None:
+        return address
     is_double = False
     if j < n and text[j] == "." and j + 1 < n and text[j + 1] in _DIGITS:
         is_double = True
@@ -126,6 +151,8 @@ def _number(text: str, i: int) -> Token:
             j = k
             while j < n and text[j] in _DIGITS:
                 j += 1
+    if j < n and (text[j].isalpha() or text[j] == "_") and (duration := _duration(text, i)) is not None:
+        return duration
     if j < n and (text[j].isalpha() or text[j] == "_") and text[j] not in "uU":
         raise KflError(
             f"a number cannot run into letters: {text[i : j + 1]!r}",
@@ -135,6 +162,59 @@ def _number(text: str, i: int) -> Token:
     if is_double:
         return Token("double", float(text[i:j]), i, j)
     return _int_token(text, i, j, int(text[i:j]))
+
+
+def _duration(text: str, i: int) -> Token | None:
+    """`50ms` and friends as a duration token, or None when the letters are not a unit."""
+    match = _DURATION.match(text, i)
+    if match is None or (match.end() < len(text) and text[match.end()] in _NAME_CHARS):
+        return None
+    value = parse_duration(match.group())
+    if value is None:
+        raise KflError("duration out of range", i, "durations are 64-bit nanoseconds")
+    return Token("duration", value, i, match.end())
+
+
+def _address(text: str, i: int) -> Token | None:
+    """A bare IPv4 (`10.0.1.104`) or IPv6 (`2001:db8::1`) address as an address token, or None."""
+    match = _IPV4.match(text, i)
+    if match is None or (match.end() < len(text) and text[match.end()] in _NAME_CHARS):
+        return _ipv6(text, i)
+    try:
+        value = str(ipaddress.IPv4Address(match.group()))
+    except ValueError:
+        raise KflError(f"not an IPv4 address: {match.group()!r}", i, 'e.g. ip.src == "10.0.1.104"') from None
+    _refuse_prefix(text, match.end(), value)
+    return Token("address", value, i, match.end())
+
+
+def _ipv6(text: str, i: int) -> Token | None:
+    match = _IPV6.match(text, i)
+    if match is None or match.group().count(":") < 2:  # one colon is a map entry or `c ? a:b`
+        return None
+    end = match.end()
+    if end < len(text) and text[end] in _NAME_CHARS:
+        return None
+    try:
+        value = str(ipaddress.IPv6Address(match.group()))
+    except ValueError:
+        return None
+    _refuse_prefix(text, end, value)
+    return Token("address", value, i, end)
+
+
+def _refuse_prefix(text: str, at: int, address: str) -> None:
+    """`10.0.0.0/8` is Wireshark's subnet match; KFL has none yet, so say what to write instead."""
+    prefix = _PREFIX.match(text, at)
+    if prefix is None:
+        return
+    bits = int(prefix.group()[1:])
+    octets = address.split(".")
+    hint = "compare the address with a string test, e.g. src.ip.startsWith(...)"
+    if len(octets) == 4 and bits in (8, 16, 24):
+        head = ".".join(octets[: bits // _OCTET_BITS]) + "."
+        hint = f'for this subnet write src.ip.startsWith("{head}") (or dst.ip)'
+    raise KflError(f"subnet matches ({address}{prefix.group()}) are not supported", at, hint)
 
 
 def _int_token(text: str, i: int, j: int, value: int) -> Token:

@@ -3,7 +3,9 @@
 Rule: the filter never drops an entry the query accepts; whatever it cannot decide exactly is left
 to the residual predicate, and `exact` is True only when there is no residual. MongoDB looks inside arrays,
 so every leaf refuses arrays where the Entry has a scalar, and paths that hold lists in the Entry
-(DNS questions, query values, bodies) are only ever used as a superset.
+(DNS questions, query values, bodies) are only ever used as a superset. A header name matches
+ignoring case (headers.py), which a MongoDB path cannot: a header test narrows to entries that have
+that header map and leaves the rest to the residual.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Final
 
 from wiretide.common.kfl.ast import Binary, Call, Field, Literal, Logical, Node, PathKey, Unary
 from wiretide.common.kfl.check import IS_NULL
+from wiretide.common.kfl.headers import MAP_DEPTH
 from wiretide.common.kfl.pushdown import (
     NEGATE,
     as_comparison,
@@ -147,7 +150,7 @@ class _MongoCompiler:
     def compare(self, field: Field, op: str, value: Any) -> _Pair:
         found = self.locate(field)
         if found is None:
-            return _UNKNOWN
+            return _caseless(field, when_true=True, when_false=True)
         path, convert, guard, scalar = found
         stored = stored_value(value, convert)
         kind = scalar_kind(stored)
@@ -166,7 +169,7 @@ class _MongoCompiler:
     def member(self, field: Field, values: list[Any]) -> _Pair:
         found = self.locate(field)
         if found is None:
-            return _UNKNOWN
+            return _caseless(field, when_true=True, when_false=True)
         path, convert, guard, scalar = found
         same = homogeneous(values, convert)
         if same is None:
@@ -183,7 +186,7 @@ class _MongoCompiler:
     def string_test(self, field: Field, function: str, needle: str) -> _Pair:
         found = self.locate(field)
         if found is None or found[1] is not None:
-            return _UNKNOWN
+            return _caseless(field, when_true=True, when_false=True)
         path, _, guard, scalar = found
         escaped = re.escape(needle)
         pattern = {"contains": escaped, "startsWith": r"\A" + escaped, "endsWith": escaped + _END}[function]
@@ -194,12 +197,20 @@ class _MongoCompiler:
     def presence(self, field: Field, *, present: bool) -> _Pair:
         found = self.locate(field)
         if found is None or found[2] != MATCH_ALL:
-            return _UNKNOWN
+            return _caseless(field, when_true=present, when_false=not present)
         path, _, _, scalar = found
         if not (scalar or dotted_path(field.path) in MAP_PATHS):
             return _UNKNOWN
         there, absent = {path: {"$ne": None}}, {path: {"$eq": None}}
         return _Pair(there, absent, exact=True) if present else _Pair(absent, there, exact=True)
+
+
+def _caseless(field: Field, *, when_true: bool, when_false: bool) -> _Pair:
+    """A test below a header map: where it needs a value, the entry must hold that map (a superset)."""
+    if not field.caseless:
+        return _UNKNOWN
+    holder = {dotted_path(field.path[:MAP_DEPTH]): {"$type": "object"}}
+    return _Pair(holder if when_true else MATCH_ALL, holder if when_false else MATCH_ALL, exact=False)
 
 
 # List variables whose members sit at these document paths (MongoDB looks into the arrays on the way).

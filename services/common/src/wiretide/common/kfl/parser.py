@@ -1,8 +1,10 @@
 """The KFL parser: tokens in, a syntax tree out, KFL v1 spellings translated on the way.
 
-Rule: the grammar is CEL's (precedence climbing, left-associative operators); each KFL v1
-spelling it accepts (`and`, `or`, `not`, a single `=`, `x == r"regex"`) becomes the CEL form
-plus a warning, and every limit (query length, nesting depth) is a `KflError`, never a crash.
+Rule: the grammar is CEL's (precedence climbing, left-associative operators); each foreign
+spelling it accepts — KFL v1 (`and`, `or`, `not`, a single `=`, `x == r"regex"`), duration literals
+(`50ms`), bare IP addresses, regex operators (`=~`, `!~`, Wireshark's `~`, `matches`, `contains`) —
+becomes the CEL form plus a warning that shows it, and every limit (query length, nesting depth)
+is a `KflError`, never a crash.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ MAX_DEPTH: Final = 64  # nesting of the tree; keeps every recursive compiler far
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-_RELATIONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
+_RELATIONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "=~", "!~", "~"})
 _V1_WORDS: Final = {"and": "&&", "or": "||", "not": "!"}
+# Infix words of Wireshark display filters, read as the CEL method of the same name.
+_INFIX_WORDS: Final = frozenset({"in", "matches", "contains"})
+# Regex operators -> (CEL method, negated, pattern prefix). Wireshark's `matches`/`~` ignore case.
+_REGEX_OPERATORS: Final = {
+    "=~": ("matches", False, ""), "!~": ("matches", True, ""), "~": ("matches", False, "(?i)"),
+    "matches": ("matches", False, "(?i)"), "contains": ("contains", False, ""),
+}  # fmt: skip
+_UNIT_WORDS: Final = frozenset({"h", "m", "s", "ms", "us", "ns"})
 
 
 class _Parser:
@@ -92,8 +102,11 @@ class _Parser:
         node = self.expr()
         token = self.peek()
         if token.kind != "end":
-            raise KflError(f"unexpected {_describe(token)} after a complete expression", token.pos,
-                           "join conditions with && or ||")  # fmt: skip
+            hint = "join conditions with && or ||"
+            before = self.tokens[self.i - 1]
+            if token.kind == "ident" and token.value in _UNIT_WORDS and before.kind in ("int", "double"):
+                hint = f'write duration("{self.text[before.pos : before.end]}{token.value}")'
+            raise KflError(f"unexpected {_describe(token)} after a complete expression", token.pos, hint)
         return node
 
     def expr(self) -> Node:
@@ -119,11 +132,14 @@ class _Parser:
         return first if len(operands) == 1 else Logical(op, tuple(operands), start.pos)
 
     def relation(self) -> Node:
+        start = self.peek().pos
         left = self.addition()
         length = 0
         while True:
             token = self.peek()
-            op = self.at_op(*_RELATIONS) or ("in" if token.kind == "ident" and token.value == "in" else None)
+            op = self.at_op(*_RELATIONS) or (
+                str(token.value) if token.kind == "ident" and token.value in _INFIX_WORDS else None
+            )
             if op is None:
                 self.depth -= length
                 return left
@@ -131,7 +147,24 @@ class _Parser:
             length += 1
             self.enter(token)
             right = self.addition()
-            left = _relation(op, left, right, token.pos, self)
+            if op in _REGEX_OPERATORS:
+                left = self.regex_operator(op, left, right, token, start)
+            else:
+                left = _relation(op, left, right, token.pos, self)
+
+    def regex_operator(self, op: str, left: Node, right: Node, token: Token, start: int) -> Node:
+        """`x =~ "re"` -> `x.matches("re")`; Wireshark's `x ~ "re"`/`x matches "re"` ignore case."""
+        method, negated, prefix = _REGEX_OPERATORS[op]
+        if prefix and isinstance(right, Literal) and isinstance(right.value, str):
+            right = Literal(prefix + right.value, right.pos)
+        subject = self.text[start : token.pos].strip()
+        if not isinstance(left, Ident | Select | Index | Call):
+            subject = f"({subject})"
+        argument = _source(right, self.text[token.end : self.tokens[self.i - 1].end].strip())
+        canonical = f"{'!' if negated else ''}{subject}.{method}({argument})"
+        self.warn(token, f"'{op}' read as .{method}()", f"write {canonical}")
+        call: Node = Call(method, left, (right,), token.pos)
+        return Unary("!", call, token.pos) if negated else call
 
     def addition(self) -> Node:
         left = self.multiplication()
@@ -227,6 +260,16 @@ class _Parser:
 
     def primary(self) -> Node:
         token = self.peek()
+        if token.kind == "duration":
+            self.advance()
+            written = self.text[token.pos : token.end]
+            self.warn(token, f'{written} read as duration("{written}")', f'write duration("{written}")')
+            return Literal(token.value, token.pos)
+        if token.kind == "address":
+            self.advance()
+            self.warn(token, f"address {self.text[token.pos : token.end]} read as a string",
+                      f'write "{token.value}"')  # fmt: skip
+            return Literal(token.value, token.pos)
         if token.kind in ("int", "double", "string", "bytes"):
             self.advance()
             if token.kind == "int" and isinstance(token.value, int) and token.value > _INT64_MAX:
@@ -306,6 +349,13 @@ def _relation(op: str, left: Node, right: Node, pos: int, parser: _Parser) -> No
         match: Node = Call("matches", Call("string", None, (left,), pos), (anchored,), pos)
         return match if op == "==" else Unary("!", match, pos)
     return Binary(op, left, right, pos)
+
+
+def _source(node: Node, written: str) -> str:
+    """How the warning spells an operand: the literal in CEL syntax, else the text as written."""
+    if isinstance(node, Literal) and isinstance(node.value, str):
+        return '"' + node.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return written
 
 
 def _describe(token: Token) -> str:

@@ -40,7 +40,10 @@ class Target:
 
 
 def target_of(field: Field) -> Target | None:
-    """A field a store can read directly, or None (computed variables, flags)."""
+    """A field a store can read directly, or None (computed variables, flags, header names: a store
+    matches keys exactly, a header name ignoring case)."""
+    if field.caseless:
+        return None
     variable: Variable | None = VARIABLES.get(field.variable) if field.variable else None
     if variable is None:
         alias = _VARIABLE_FOR_PATH.get(field.key)

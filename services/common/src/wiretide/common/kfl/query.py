@@ -22,7 +22,8 @@ Predicate = Callable[[dict[str, Any]], bool]
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A checked query: its text, its tree, and the warnings about KFL v1 spellings it translated."""
+    """A checked query: its text, its tree, and the warnings about the spellings it translated (KFL v1,
+    Wireshark, shorthands), each with the KFL spelling in its hint."""
 
     text: str
     tree: Node
@@ -38,6 +39,9 @@ def parse_query(text: str, *, now_ns: int | None = None, require_bool: bool = Tr
         checked = check(tree, fold_constant, now_ns, require_bool=require_bool)
     except RecursionError:  # defence in depth: the parser bounds nesting well below the stack limit
         raise KflError("query nests too deeply", 0, "simplify the filter") from None
+    if checked.warnings:  # the parser's translations and the checker's, in the order of the text
+        unique = {(w.position, w.message): w for w in (*warnings, *checked.warnings)}
+        warnings = sorted(unique.values(), key=lambda w: w.position)
     return Query(text, checked.node, checked.locals_count, tuple(warnings))
 
 

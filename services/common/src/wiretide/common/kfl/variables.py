@@ -7,81 +7,100 @@ anything not listed here is read as a path into the document from one of its top
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Any, Final, Union
 
+from wiretide.common import protocols
+from wiretide.common.entry import Entry
 from wiretide.common.kfl.ast import PathKey
 from wiretide.common.kfl.values import ERROR, Duration, Timestamp
 
 Kind = str  # "bool" "int" "double" "string" "bytes" "list" "map" "timestamp" "duration" "null_type" "dyn"
 
-# Which entry protocols each flag selects (DESIGN.md §3 lists the protocols).
+# Which entry protocols each flag selects: a row of the protocol table names the flags its entries
+# answer true to (a gRPC call is `grpc`, `http2` and `http`), its own first.
 FLAGS: Final[Mapping[str, frozenset[str]]] = {
-    "http": frozenset({"http", "http2", "grpc", "graphql"}),
-    "http2": frozenset({"http2", "grpc"}),
-    "grpc": frozenset({"grpc"}),
-    "ws": frozenset({"ws"}),
-    "gql": frozenset({"graphql"}),
-    "dns": frozenset({"dns"}),
-    "tcp": frozenset({"tcp"}),
-    "udp": frozenset({"udp"}),
-    "sctp": frozenset({"sctp"}),
-    "icmp": frozenset({"icmp"}),
-    "redis": frozenset({"redis"}),
-    "kafka": frozenset({"kafka"}),
-    "amqp": frozenset({"amqp"}),
-    "ldap": frozenset({"ldap"}),
-    "radius": frozenset({"radius"}),
-    "diameter": frozenset({"diameter"}),
-    "tls": frozenset({"tls"}),  # also true when the entry carries a `tls` object (see TLS_FLAG)
+    flag: frozenset(row.name for row in protocols.PROTOCOLS.values() if flag in row.kfl_flags)
+    for flag in dict.fromkeys(f for row in protocols.PROTOCOLS.values() for f in row.kfl_flags)
 }
-TLS_FLAG: Final = "tls"
+TLS_FLAG: Final = "tls"  # also true when the entry carries a `tls` object
+# What each flag means: the description of the row whose own flag it is.
+_FLAG_DOCS: Final = {
+    row.kfl_flags[0]: row.description for row in protocols.PROTOCOLS.values() if row.kfl_flags
+}
+# Variables defined only for some protocols: the rows that list them as their KFL fields.
+_DEFINED_FOR: Final = {
+    name: frozenset(row.name for row in protocols.PROTOCOLS.values() if name in row.kfl_fields)
+    for row in protocols.PROTOCOLS.values()
+    for name in row.kfl_fields
+}
+
+_KINDS: Final[Mapping[Any, Kind]] = {str: "string", int: "int", bool: "bool", float: "double"}
+
+
+def _kind(tp: Any) -> Kind | None:
+    """The KFL kind of a scalar annotation (`str | None` is a string); None for maps and lists."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    kinds = {_KINDS.get(arg, "dyn") for arg in args if arg is not type(None)}
+    if any(typing.get_origin(arg) in (dict, list) or typing.is_typeddict(arg) for arg in args):
+        return None
+    return kinds.pop() if len(kinds) == 1 else "dyn"
+
+
+def _shape(td: Any, prefix: str = "") -> tuple[dict[str, Kind], set[str], set[str]]:
+    """The scalar paths (with kinds), object paths and string maps of a TypedDict, recursively."""
+    scalars: dict[str, Kind] = {}
+    maps: set[str] = set()
+    string_maps: set[str] = set()
+    for name, tp in typing.get_type_hints(td).items():
+        path = f"{prefix}{name}"
+        nested = [a for a in (*typing.get_args(tp), tp) if typing.is_typeddict(a)]
+        if nested:
+            maps.add(path)
+            sub = _shape(nested[0], f"{path}.")
+            scalars.update(sub[0])
+            maps.update(sub[1])
+            string_maps.update(sub[2])
+        elif (kind := _kind(tp)) is not None:
+            scalars[path] = kind
+        elif any(typing.get_origin(a) is dict for a in (*typing.get_args(tp), tp)):
+            maps.add(path)
+            if any(typing.get_args(a) == (str, str) for a in (*typing.get_args(tp), tp)):
+                string_maps.add(path)
+    return scalars, maps, string_maps
+
+
+_ENTRY_SCALARS, _ENTRY_MAPS, _ENTRY_STRING_MAPS = _shape(Entry)
 
 # Top-level fields of the entry document; a dotted name starting with one of these reads the document.
-ENTRY_FIELDS: Final = frozenset(
-    {
-        "id", "node", "timestamp", "elapsed_us", "protocol", "version", "transport", "src", "dst", "method",
-        "path", "status", "summary", "request", "response", "error", "size", "tls", "capture", "flow_id",
-        "stream", "trace",
-    }
-)  # fmt: skip
+ENTRY_FIELDS: Final = frozenset(typing.get_type_hints(Entry))
 
-_PEER_SCALARS: Final = {
-    "ip": "string", "port": "int", "name": "string", "namespace": "string", "node": "string",
-    "pod.name": "string", "pod.namespace": "string", "service.name": "string", "service.namespace": "string",
-    "workload.kind": "string", "workload.name": "string", "process.pid": "int", "process.name": "string",
-    "process.container_id": "string", "resolution": "string",
-}  # fmt: skip
-
-# Document paths that hold one scalar in a well-formed entry, with their type.
-SCALAR_PATHS: Final[Mapping[str, Kind]] = {
-    "id": "string", "node": "string", "timestamp": "int", "elapsed_us": "int", "protocol": "string",
-    "version": "string", "transport": "string", "method": "string", "path": "string", "status": "int",
-    "summary": "string", "flow_id": "dyn", "stream": "dyn",
-    "error.type": "string", "error.message": "string", "size.request": "int", "size.response": "int",
-    "tls.sni": "string", "tls.version": "string", "tls.cipher": "string", "tls.ja3": "string",
-    "tls.ja4": "string", "tls.decrypted": "bool", "capture.source": "string", "capture.interface": "string",
-    "trace.trace_id": "string", "trace.span_id": "string", "trace.parent_span_id": "string",
-    "trace.link": "string", "trace.confidence": "double",
+# Scalar paths inside `request` and `response`, whose objects are each protocol's own (docs/protocols.md).
+_MESSAGE_SCALARS: Final[Mapping[str, Kind]] = {
     "request.method": "string", "request.url": "string", "request.path": "string",
     "request.query_string": "string", "request.http_version": "string", "request.service": "string",
     "request.operation_name": "string", "request.operation_type": "string", "request.id": "int",
     "response.status": "int", "response.reason": "string", "response.grpc_status": "int",
     "response.grpc_message": "string", "response.rcode": "dyn",
-    **{f"{side}.{field}": kind for side in ("src", "dst") for field, kind in _PEER_SCALARS.items()},
 }  # fmt: skip
+
+# Document paths that hold one scalar in a well-formed entry, with their type. (`tls.alpn` may be a
+# list, so it is not one.)
+SCALAR_PATHS: Final[Mapping[str, Kind]] = {**_ENTRY_SCALARS, **_MESSAGE_SCALARS}
 
 # Maps from names to strings: any one key below them is a scalar string path too.
 STRING_MAPS: Final = frozenset(
-    {
-        "request.headers", "response.headers", "request.cookies", "response.cookies",
-        "src.pod.labels", "dst.pod.labels",
-    }
-)  # fmt: skip
+    {"request.headers", "response.headers", "request.cookies", "response.cookies", *_ENTRY_STRING_MAPS}
+)
 
-MAP_PATHS: Final = STRING_MAPS | {"request.query", "request.body", "response.body", "src", "dst", "request",
-                                  "response", "size", "tls", "capture", "trace", "error"}  # fmt: skip
+MAP_PATHS: Final = (
+    STRING_MAPS
+    | {"request.query", "request.body", "response.body", "request", "response"}
+    | {path for path in _ENTRY_MAPS if "." not in path}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,26 +183,6 @@ def _flag(name: str, protocols: frozenset[str], description: str) -> Variable:
     return Variable(name, "bool", description, example, flag=protocols)
 
 
-_FLAG_DOCS: Final = {
-    "http": "HTTP/1.x or HTTP/2, including gRPC and GraphQL calls",
-    "http2": "HTTP/2, including gRPC",
-    "grpc": "a gRPC call",
-    "ws": "a WebSocket message",
-    "gql": "a GraphQL operation",
-    "dns": "a DNS query and answer",
-    "tcp": "a raw TCP exchange no protocol claimed",
-    "udp": "a raw UDP exchange no protocol claimed",
-    "sctp": "an SCTP exchange",
-    "icmp": "an ICMP message",
-    "redis": "a Redis command",
-    "kafka": "a Kafka request",
-    "amqp": "an AMQP method",
-    "ldap": "an LDAP operation",
-    "radius": "a RADIUS exchange",
-    "diameter": "a Diameter exchange",
-    "tls": 'a TLS session (protocol "tls"), or any call that travelled over TLS (has a `tls` object)',
-}
-
 _VARIABLES: Final = (
     *(_flag(name, protocols, _FLAG_DOCS[name]) for name, protocols in FLAGS.items()),
     Variable(
@@ -237,7 +236,6 @@ _VARIABLES: Final = (
         "the gRPC method name",
         'grpc_method == "SayHello"',
         ("request", "method"),
-        protocols=frozenset({"grpc"}),
     ),
     Variable(
         "grpc_service",
@@ -245,7 +243,6 @@ _VARIABLES: Final = (
         "the gRPC service",
         'grpc_service == "helloworld.Greeter"',
         ("request", "service"),
-        protocols=frozenset({"grpc"}),
     ),
     Variable(
         "grpc_status",
@@ -253,7 +250,6 @@ _VARIABLES: Final = (
         "the gRPC status code (0 = OK)",
         "grpc && grpc_status != 0",
         ("response", "grpc_status"),
-        protocols=frozenset({"grpc"}),
     ),
     Variable(
         "gql_operation",
@@ -261,7 +257,6 @@ _VARIABLES: Final = (
         "the GraphQL operation name",
         'gql_operation == "GetUser"',
         ("request", "operation_name"),
-        protocols=frozenset({"graphql"}),
     ),
     Variable(
         "gql_type",
@@ -269,7 +264,6 @@ _VARIABLES: Final = (
         "the GraphQL operation type",
         'gql_type == "mutation"',
         ("request", "operation_type"),
-        protocols=frozenset({"graphql"}),
     ),
     Variable(
         "dns_questions",
@@ -298,7 +292,6 @@ _VARIABLES: Final = (
         "the DNS response code",
         "dns && dns_rcode != 0",
         ("response", "rcode"),
-        protocols=frozenset({"dns"}),
     ),
     Variable(
         "tlsx_sni",
@@ -364,7 +357,9 @@ _VARIABLES: Final = (
     ),
 )
 
-VARIABLES: Final[Mapping[str, Variable]] = {v.name: v for v in _VARIABLES}
+VARIABLES: Final[Mapping[str, Variable]] = {
+    v.name: replace(v, protocols=_DEFINED_FOR[v.name]) if v.name in _DEFINED_FOR else v for v in _VARIABLES
+}
 
 # KFL v1 aliases: pushdown treats them as the variable they spell.
 ALIASES: Final[Mapping[str, str]] = {

@@ -1,6 +1,7 @@
 """The built-in protocols, in detection priority order (first YES wins among equals).
 
-Rule: adding a protocol is one module with a `SPEC` at its bottom and one line here.
+Rule: adding a protocol is one module with a `SPEC` at its bottom, one line here and its row in the
+protocol table (`wiretide.common.protocols`, docs/protocols.md).
 """
 
 from __future__ import annotations

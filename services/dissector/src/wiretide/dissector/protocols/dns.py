@@ -1,7 +1,12 @@
-"""DNS over UDP and TCP (RFC 1035): messages parsed, queries and answers matched by id.
+"""DNS over UDP and TCP (RFC 1035, mDNS RFC 6762, LLMNR RFC 4795): messages parsed, queries and
+answers matched by id.
 
 Rule: names are read with a bounded pointer walk (RFC 1035 §4.1.4) so that compression loops and
 out-of-range pointers are violations, never hangs; an unanswered query becomes a `timeout` entry.
+Pairing follows tshark: a response answers the earliest outstanding query with its id (mDNS and LLMNR
+send every query with id 0), a query repeating an outstanding id within the retransmission window is
+a retransmission (an entry of its own, no error), and a response with no question and no query
+waiting for it is an unsolicited announcement (an entry of its own, no error).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ RCODES: Final = {
 _NBNS_TYPES: Final = frozenset({32, 33})
 _NBNS_NAME_LEN: Final = 32
 OPCODES: Final = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "DSO"}
+# A query repeating the id of an outstanding one within this window is its retransmission (tshark's
+# dns.retransmission_timer default); a later one starts a new transaction.
+RETRANSMIT_WINDOW_NS: Final = 5_000_000_000
+# Outstanding queries remembered per flow: as many as the matcher keeps pending (matching.MAX_PENDING).
+MAX_OUTSTANDING: Final = 256
 
 
 class DnsError(ValueError):
@@ -182,13 +192,10 @@ def parse(msg: bytes) -> dict[str, Any]:
     }
 
 
-def _message(raw: bytes, ts: int, size: int) -> Message | Violation:
-    try:
-        p = parse(raw)
-    except (DnsError, struct.error, IndexError, ValueError) as exc:
-        return Violation(f"dns: {exc}")
+def _fields(p: dict[str, Any]) -> dict[str, Any]:
+    """The Entry side of a parsed message: a response with its records, a query with its questions."""
     if p["qr"]:
-        fields: dict[str, Any] = {
+        return {
             "id": p["id"],
             "opcode": p["opcode"],
             "flags": p["flags"],
@@ -199,30 +206,67 @@ def _message(raw: bytes, ts: int, size: int) -> Message | Violation:
             "authorities": p["authorities"],
             "additionals": p["additionals"],
         }
-    else:
-        fields = {"id": p["id"], "opcode": p["opcode"], "flags": p["flags"], "questions": p["questions"]}
-        if p["additionals"]:
-            fields["additionals"] = p["additionals"]
-    return Message(is_request=not p["qr"], ts_first=ts, ts_last=ts, size=size, fields=fields, key=p["id"])
+    fields = {"id": p["id"], "opcode": p["opcode"], "flags": p["flags"], "questions": p["questions"]}
+    if p["additionals"]:
+        fields["additionals"] = p["additionals"]
+    return fields
 
 
 class DnsSession:
-    """UDP: one datagram, one message. TCP: 2-byte length prefix per message (RFC 1035 §4.2.2)."""
+    """UDP: one datagram, one message. TCP: 2-byte length prefix per message (RFC 1035 §4.2.2).
 
-    __slots__ = ("bufs", "first_ts")
+    `outstanding` maps a query id to (transaction number, capture time) of the earliest query with that
+    id still waiting for its answer; the match key of a query and of its answer is (id, transaction).
+    """
+
+    __slots__ = ("bufs", "first_ts", "outstanding", "transactions")
 
     def __init__(self, config: SessionConfig) -> None:
         self.bufs = [bytearray(), bytearray()]
         self.first_ts = [0, 0]
+        self.outstanding: dict[int, tuple[int, int]] = {}
+        self.transactions = 0
 
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
-        return [_message(data, ts, len(data))]
+        return [self._message(data, ts, len(data))]
 
     def gap(self, from_client: bool, size: int, ts: int) -> list[Event]:
         return []
 
     def close(self, ts: int) -> list[Event]:
         return []
+
+    def _message(self, raw: bytes, ts: int, size: int) -> Message | Violation:
+        try:
+            p = parse(raw)
+        except (DnsError, struct.error, IndexError, ValueError) as exc:
+            return Violation(f"dns: {exc}")
+        fields = _fields(p)
+        mid: int = p["id"]
+        waiting = self.outstanding.get(mid)
+        if not p["qr"]:
+            if waiting is not None and ts - waiting[1] <= RETRANSMIT_WINDOW_NS:
+                fields["retransmission"] = True
+                return Message(True, ts, ts, size, fields, standalone=True)
+            if waiting is not None:
+                # Too late for a retransmission: a new transaction under the same key, so the matcher
+                # hands the old query back as unanswered at once.
+                number = waiting[0]
+                del self.outstanding[mid]
+            else:
+                self.transactions += 1
+                number = self.transactions
+            self.outstanding[mid] = (number, ts)
+            if len(self.outstanding) > MAX_OUTSTANDING:
+                del self.outstanding[next(iter(self.outstanding))]
+            return Message(True, ts, ts, size, fields, key=(mid, number))
+        if waiting is not None:
+            del self.outstanding[mid]
+            return Message(False, ts, ts, size, fields, key=(mid, waiting[0]))
+        if not p["questions"]:  # RFC 6762 §8.3: an announcement answers nobody
+            fields["unsolicited"] = True
+            return Message(False, ts, ts, size, fields, standalone=True)
+        return Message(False, ts, ts, size, fields, key=(mid, None))  # an answer without its query
 
 
 class DnsTcpSession(DnsSession):
@@ -242,7 +286,7 @@ class DnsTcpSession(DnsSession):
                 break
             if len(buf) < 2 + n:
                 break
-            out.append(_message(bytes(buf[2 : 2 + n]), ts, n + 2))
+            out.append(self._message(bytes(buf[2 : 2 + n]), ts, n + 2))
             del buf[: 2 + n]
             self.first_ts[from_client] = ts
         return out
@@ -268,9 +312,12 @@ def _looks_like_dns(data: bytes, stream: bool, response: bool) -> Verdict:
     _, flags, qd, an, ns, _ = _HEADER.unpack_from(data)
     if bool(flags & 0x8000) != response or (flags >> 11) & 0xF not in OPCODES or qd > 16:
         return Verdict.NO
-    if qd == 0 or an > MAX_RECORDS or ns > MAX_RECORDS:
+    if an > MAX_RECORDS or ns > MAX_RECORDS:
+        return Verdict.NO
+    if qd == 0 and not (response and an):  # only an announcement (RFC 6762 §8.3) has no question
         return Verdict.NO
     try:
+        # The first question, or an announcement's first record (its type and class lead the same way).
         qname, pos = read_name(data, HEADER_LEN)
         if pos + 4 > len(data):
             raise DnsError("truncated question")
@@ -303,18 +350,27 @@ def probe_tcp(client: bytes, server: bytes) -> Verdict:
 def present(req: Message | None, resp: Message | None) -> Presented:
     first = req if req is not None else resp
     assert first is not None
-    qs = first.fields.get("questions") or []
-    q = qs[0] if qs else {"name": "", "type": ""}
+    fields = first.fields
     status = resp.fields["rcode"] if resp is not None else None
+    if fields.get("unsolicited"):
+        records = fields["answers"]
+        rr = records[0] if records else {"name": "", "type": ""}
+        more = f" +{len(records) - 1} records" if len(records) > 1 else ""
+        return Presented(
+            method=rr["type"], path=rr["name"], status=status,
+            summary=f"{rr['type']} {rr['name']}{more} announced", stream=str(fields["id"]),
+        )  # fmt: skip
+    qs = fields.get("questions") or []
+    q = qs[0] if qs else {"name": "", "type": ""}
     answers = len(resp.fields["answers"]) if resp is not None else 0
     tail = f" → {resp.fields['rcode_name']} ({answers} answers)" if resp is not None else ""
+    if fields.get("retransmission"):
+        tail = " (retransmission)"
     return Presented(
         method=q["type"], path=q["name"], status=status, summary=f"{q['type']} {q['name']}{tail}",
-        stream=str(first.fields["id"]),
+        stream=str(fields["id"]),
     )  # fmt: skip
 
-
-KFL_FIELDS: Final = ("dns_questions", "dns_answers", "dns_question_types", "dns_response", "dns_rcode")
 
 SPEC: Final = ProtocolSpec(
     name="dns",
@@ -324,7 +380,6 @@ SPEC: Final = ProtocolSpec(
     session=DnsSession,
     present=present,
     matcher="key",
-    kfl_fields=KFL_FIELDS,
     unanswered_error="timeout",
 )
 
@@ -336,7 +391,6 @@ TCP_SPEC: Final = ProtocolSpec(
     session=DnsTcpSession,
     present=present,
     matcher="key",
-    kfl_fields=KFL_FIELDS,
     unanswered_error="timeout",
-    extra={"protocol": "dns"},
+    protocol="dns",
 )

@@ -840,15 +840,7 @@ SPEC: Final = ProtocolSpec(
     session=Http1Session,
     present=present,
     matcher="fifo",
-    kfl_fields=(
-        "method",
-        "path",
-        "status_code",
-        "request.headers",
-        "response.headers",
-        "url",
-        "query_string",
-    ),
     # GraphQL and gRPC-Web ride on HTTP/1.1: recognised on the finished exchange.
-    extra={"classify": http_overlays.classify_http1},
+    classify=http_overlays.classify_http1,
+    classified_as=("grpc", "graphql"),
 )

@@ -3,7 +3,9 @@
 Rule: each direction is its own bounded frame parser with its own HPACK decoder; streams are shared
 state keyed by stream id, each a pair of side machines driven by a transition table. Every stream
 ends as a request Message and a response Message keyed by its id (RST_STREAM, GOAWAY and the end of
-the flow close what is still open). Anything that breaks framing or HPACK is a `Violation`.
+the flow close what is still open). GOAWAY is connection management, not a call: it is counted on the
+connection and makes no entry of its own; the streams it ends are errors naming its code. Anything
+that breaks framing or HPACK is a `Violation`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ FRAME_RULES: Final[dict[int, tuple[str, str, int | None, int]]] = {
 _FRAME_COUNTERS: Final = {t: f"frames_{rule[0].lower()}" for t, rule in FRAME_RULES.items()}
 
 # RFC 9113 §7: error codes.
+NO_ERROR: Final = 0x0
 ERROR_CODES: Final = {
     0x0: "NO_ERROR",
     0x1: "PROTOCOL_ERROR",
@@ -235,6 +238,7 @@ class Http2Session:
         "cap",
         "client",
         "counters",
+        "goaway",
         "max_client_sid",
         "max_push_sid",
         "schemas",
@@ -253,6 +257,8 @@ class Http2Session:
         self.upgraded = upgraded
         self.schemas = grpc.SchemaStore.from_config(config)
         self.counters: dict[str, int] = {}
+        # The first GOAWAY with an error code: streams still open at the end of the flow died with it.
+        self.goaway: dict[str, Any] | None = None
         if upgraded:
             self.max_client_sid = 1
             self.streams[1] = _Stream(1, upgraded=True)
@@ -342,7 +348,7 @@ class Http2Session:
         out: list[Event] = []
         for stream in list(self.streams.values()):
             if not stream.emitted:
-                self._emit(stream, out, None)
+                self._emit(stream, out, self.goaway)
         self.streams.clear()
         return out
 
@@ -426,7 +432,8 @@ class Http2Session:
             side.touch(ts, wire)
             if not stream.emitted:
                 who = "client" if d.is_client else "server"
-                self._emit(stream, out, {"code": code, "name": ERROR_CODES.get(code, hex(code)), "by": who})
+                name = ERROR_CODES.get(code, hex(code))
+                self._emit(stream, out, {"frame": "RST_STREAM", "code": code, "name": name, "by": who})
             self.streams.pop(sid, None)
             return True
         if ftype == SETTINGS:
@@ -463,24 +470,23 @@ class Http2Session:
         return True
 
     def _goaway(self, d: _Direction, payload: bytes, wire: int, ts: int, out: list[Event]) -> bool:
-        """RFC 9113 §6.8: an entry of its own; streams above the last processed id were refused."""
+        """RFC 9113 §6.8: the sender stops taking new streams. Not a call: counted on the connection by
+        its code. The streams its receiver opened above `last_stream_id` were never processed (refused,
+        safe to retry) and end now, as errors; with an error code, so do the streams still open when the
+        connection ends."""
         last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
         code = int.from_bytes(payload[4:8], "big")
-        fields: dict[str, Any] = {
-            "frame": "GOAWAY",
-            "by": "client" if d.is_client else "server",
-            "last_stream_id": last,
-            "error_code": code,
-            "error_name": ERROR_CODES.get(code, hex(code)),
-            "debug": payload[8:].decode("utf-8", "replace")[:1024],
-            "http_version": "2",
-        }
-        out.append(Message(d.is_client, ts, ts, wire, fields, key=("goaway", ts), standalone=True))
+        self._count("goaway_no_error" if code == NO_ERROR else "goaway_errors")
+        by = "client" if d.is_client else "server"
+        name = ERROR_CODES.get(code, hex(code))
         receiver_parity = 1 if not d.is_client else 0  # §5.1.1: clients open odd streams, servers even
         for stream in list(self.streams.values()):
             if stream.sid > last and stream.sid % 2 == receiver_parity and not stream.emitted:
-                self._emit(stream, out, {"code": code, "name": "GOAWAY", "by": fields["by"]})
+                ended = {"frame": "GOAWAY", "code": code, "name": name, "by": by, "last_stream_id": last}
+                self._emit(stream, out, ended)
                 self.streams.pop(stream.sid, None)
+        if code != NO_ERROR and self.goaway is None:
+            self.goaway = {"frame": "GOAWAY", "code": code, "name": name, "by": by, "last_stream_id": last}
         return True
 
     def _closed(self, sid: int) -> bool:
@@ -644,10 +650,7 @@ class Http2Session:
             resp_fields = _response_fields(stream, cap)
             if reset is not None:
                 resp_fields["reset"] = reset
-                resp_fields["error"] = {
-                    "type": "connection",
-                    "message": f"{reset['name']} from the {reset['by']} on stream {stream.sid}",
-                }
+                resp_fields["error"] = {"type": "connection", "message": _ended_by(reset, stream.sid)}
             if resp.grpc is not None or req.grpc is not None:
                 grpc.enrich_response(resp_fields, resp.grpc, req_fields, self.schemas)
                 self._count("grpc_messages", len(resp_fields.get("messages", ())))
@@ -667,6 +670,18 @@ class Http2Session:
                     truncated=resp.cut,
                 )
             )
+
+
+def _ended_by(reset: dict[str, Any], sid: int) -> str:
+    """The error message of a stream a RST_STREAM or GOAWAY ended, naming the code (RFC 9113 §7)."""
+    if reset["frame"] != "GOAWAY":
+        return f"{reset['name']} from the {reset['by']} on stream {sid}"
+    if sid > reset["last_stream_id"]:
+        return (
+            f"GOAWAY {reset['name']} from the {reset['by']}: stream {sid} refused "
+            f"(above last stream {reset['last_stream_id']}, not processed)"
+        )
+    return f"GOAWAY {reset['name']} from the {reset['by']}: stream {sid} still open when the connection ended"
 
 
 def _header(fields: list[tuple[str, str]], name: str) -> str | None:
@@ -868,14 +883,6 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     """Top-level fields: gRPC and GraphQL entries are presented in their own terms."""
     rf = req.fields if req is not None else {}
     sf = resp.fields if resp is not None else {}
-    if "frame" in rf or "frame" in sf:  # GOAWAY
-        f = rf or sf
-        return Presented(
-            method="GOAWAY",
-            summary=f"GOAWAY {f['error_name']} last stream {f['last_stream_id']}",
-            version="2",
-            stream="0",
-        )
     stream = rf.get("stream", sf.get("stream"))
     status = sf.get("status")
     if "service" in rf or "grpc_status" in sf:
@@ -889,7 +896,8 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     else:
         summary = f"→ {status}" if status is not None else "→ (no response headers)"
     if "reset" in sf:
-        summary += f" RST {sf['reset']['name']}"
+        reset = sf["reset"]
+        summary += f" {'GOAWAY' if reset['frame'] == 'GOAWAY' else 'RST'} {reset['name']}"
     return Presented(
         method=method,
         path=path,
@@ -902,7 +910,8 @@ def present(req: Message | None, resp: Message | None) -> Presented:
 
 def classify(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[str, Any]:
     """Entry fields a stream sets beyond `Presented`: its `protocol` ("grpc", "graphql" or "http2")
-    and the `error` it carries on its own (RST_STREAM/GOAWAY: connection; GraphQL errors in a 200)."""
+    and the `error` it carries on its own (ended by RST_STREAM/GOAWAY: connection; GraphQL errors in
+    a 200)."""
     out: dict[str, Any] = {}
     if (req is not None and "service" in req) or (resp is not None and "grpc_status" in resp):
         out["protocol"] = "grpc"
@@ -916,9 +925,6 @@ def classify(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[st
         if side.get("error"):
             out["error"] = dict(side["error"])
             break
-        if side.get("frame") == "GOAWAY" and side.get("error_code"):
-            out["error"] = {"type": "connection", "message": f"GOAWAY {side['error_name']}"}
-            break
         if side.get("graphql_error"):
             out["error"] = dict(side["graphql_error"])
             break
@@ -929,25 +935,6 @@ def _upgraded_session(config: SessionConfig) -> Http2Session:
     return Http2Session(config, upgraded=True)
 
 
-KFL_FIELDS: Final = (
-    "http2",
-    "grpc",
-    "gql",
-    "method",
-    "path",
-    "status_code",
-    "stream",
-    "grpc_method",
-    "grpc_service",
-    "grpc_status",
-    "gql_operation",
-    "gql_type",
-    "request.headers",
-    "response.headers",
-    "response.trailers",
-    "response.grpc_message",
-)
-
 SPEC: Final = ProtocolSpec(
     name="http2",
     transports=("tcp",),
@@ -956,8 +943,8 @@ SPEC: Final = ProtocolSpec(
     session=Http2Session,
     present=present,
     matcher="key",
-    kfl_fields=KFL_FIELDS,
-    extra={"classify": classify},
+    classify=classify,
+    classified_as=("grpc", "graphql"),
 )
 
 # Reached from HTTP/1.1 `Upgrade: h2c` + 101 (the HTTP/1 parser names the upgrade "h2c").
@@ -969,7 +956,8 @@ H2C_SPEC: Final = ProtocolSpec(
     session=_upgraded_session,
     present=present,
     matcher="key",
-    kfl_fields=KFL_FIELDS,
     detect=False,
-    extra={"protocol": "http2", "classify": classify},
+    protocol="http2",
+    classify=classify,
+    classified_as=("grpc", "graphql"),
 )

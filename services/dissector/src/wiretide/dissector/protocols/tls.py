@@ -595,5 +595,4 @@ SPEC: Final = ProtocolSpec(
     session=TlsSession,
     present=present,
     matcher="fifo",
-    kfl_fields=("tls.sni", "tls.version", "tls.alpn", "tls.ja3", "tls.ja4", "tls.cipher"),
 )

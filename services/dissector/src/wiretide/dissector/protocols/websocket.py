@@ -225,6 +225,5 @@ SPEC: Final = ProtocolSpec(
     session=WebSocketSession,
     present=present,
     matcher="none",
-    kfl_fields=("request.type", "request.text", "response.type", "response.text"),
     detect=False,
 )

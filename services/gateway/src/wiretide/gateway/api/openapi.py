@@ -172,6 +172,13 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/protocols": {
+                "get": {
+                    "summary": "The protocol table: per protocol its family, status text and error rules, "
+                    "KFL flags and fields, span naming",
+                    "responses": {"200": {"description": "the table", "content": _JSON}},
+                }
+            },
             "/api/kfl/validate": {
                 "post": {
                     "summary": "Check a KFL query; problems carry a position and a hint",

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
+from wiretide.common.protocols import table_json
 from wiretide.gateway.api import traces
 from wiretide.gateway.api.auth import BearerAuth
 from wiretide.gateway.api.health import service_health
@@ -144,6 +145,11 @@ def build_app(gw: GatewayService) -> Starlette:
     async def kfl_variables(request: Request) -> Response:
         return OrjsonResponse(variables_doc)
 
+    protocols_doc = table_json()
+
+    async def protocols(request: Request) -> Response:
+        return OrjsonResponse(protocols_doc, headers={"cache-control": "no-cache"})
+
     async def index(request: Request) -> Response:
         return FileResponse(UI_DIR / "index.html", headers={"cache-control": "no-cache"})
 
@@ -217,6 +223,7 @@ def build_app(gw: GatewayService) -> Starlette:
             Route("/api/stats", stats),
             Route("/api/kfl/validate", kfl_validate, methods=["POST"]),
             Route("/api/kfl/variables", kfl_variables),
+            Route("/api/protocols", protocols),
             Route("/api/openapi.json", openapi),
             WebSocketRoute("/api/stream", stream),
             Route("/", index),

@@ -2,7 +2,8 @@
 
 Rule: each observed workload is its own OTel resource (`service.name` and the k8s/process context of
 that end); Wiretide's own identity appears only as the instrumentation scope, never as a service —
-self-telemetry goes elsewhere (DESIGN.md §1).
+self-telemetry goes elsewhere (DESIGN.md §1). Every ResourceSpans and ScopeSpans carries the schema URL
+of the semantic conventions release its attributes follow (`spans.SCHEMA_URL`).
 
 The message is written directly in the protobuf wire format (field numbers from opentelemetry-proto
 `opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto`) because building message
@@ -16,7 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-from wiretide.tracer.spans import AttrValue, Span, Workload
+from wiretide.tracer.spans import SCHEMA_URL, AttrValue, Span, Workload
 
 SCOPE_NAME: Final = "wiretide.tracer"
 SCOPE_VERSION: Final = "0.1.0"
@@ -181,6 +182,7 @@ class Encoder:
         self._names: dict[str, bytes] = {}
         self._tails: dict[tuple[str, float], bytes] = {}
         self._scope = _ld(1, _ld(1, SCOPE_NAME.encode()) + _ld(2, SCOPE_VERSION.encode()))
+        self._schema_url = _ld(3, SCHEMA_URL.encode())  # ResourceSpans.schema_url=3, ScopeSpans.schema_url=3
 
     def _attributes(self, attrs: dict[str, AttrValue]) -> bytes:
         """Span.attributes entries of a dict: a C-level pass over the cache; misses are encoded there."""
@@ -267,9 +269,12 @@ class Encoder:
             else:
                 merged.extend(encoded)
         out = []
+        schema_url = self._schema_url
         for workload, encoded in by_workload.items():
-            scope_spans = _ld(2, self._scope + b"".join(encoded))  # ResourceSpans.scope_spans=2
-            out.append(_ld(1, self._resource(workload) + scope_spans))  # request.resource_spans=1
+            scope_spans = _ld(2, self._scope + b"".join(encoded) + schema_url)  # ResourceSpans.scope_spans=2
+            out.append(
+                _ld(1, self._resource(workload) + scope_spans + schema_url)
+            )  # request.resource_spans=1
         return b"".join(out)
 
 

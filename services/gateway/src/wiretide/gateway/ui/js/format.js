@@ -8,18 +8,59 @@ export function endName(end) {
   return name + (end.name ? "" : end.port ? `:${end.port}` : "");
 }
 export function endNs(end) { return end?.namespace || end?.pod?.namespace || ""; }
+
+// The protocol table (GET /api/protocols, wiretide.common.protocols): how each protocol's status reads
+// and which codes are errors. The UI keeps no rules of its own; until the table loads (or if it cannot)
+// every protocol reads as the table's generic row: its status number, or its error type.
+const GENERIC = { protocols: {}, default: { family: "transport", title: "", status: [
+  { path: ["status"], client_errors: { codes: [], ranges: [] }, server_errors: { codes: [], ranges: [] },
+    names: {}, text: "{code}", error_type: "{code}", classes: false },
+] } };
+let table = GENERIC;
+export async function loadProtocols(getJSON) {
+  try { table = await getJSON("/api/protocols"); } catch { table = GENERIC; }
+  return table;
+}
+function row(e) { return table.protocols[e.protocol] || table.default; }
+function inCodes(set, code) {
+  return set.codes.includes(code) || set.ranges.some(([lo, hi]) => (lo === null || code >= lo) && (hi === null || code <= hi));
+}
+// The first status rule whose path holds an integer, and that integer.
+function reading(e) {
+  for (const rule of row(e).status) {
+    let v = e;
+    for (const key of rule.path) v = v && typeof v === "object" ? v[key] : undefined;
+    if (Number.isInteger(v)) return [rule, v];
+  }
+  return null;
+}
+function errorType(e) { return e.error ? (e.error.type || "error") : ""; }
+function fill(template, rule, code) { return template.replace("{code}", code).replace("{name}", rule.names[String(code)] ?? code); }
+function judge(e, server) {
+  const r = reading(e);
+  if (r && inCodes(server ? r[0].server_errors : r[0].client_errors, r[1])) return fill(r[0].error_type, r[0], r[1]);
+  return errorType(e);
+}
+export function clientError(e) { return judge(e, false); }
+export function serverError(e) { return judge(e, true); }
+export function isError(e) { return serverError(e) !== ""; }
+export function family(e) { return row(e).family; }
+export function statusText(e) {
+  const r = reading(e);
+  if (!r) return errorType(e);
+  const [rule, code] = r;
+  return rule.names[String(code)] === undefined ? String(code) : fill(rule.text, rule, code);
+}
+// CSS class of the status: serr (the capture saw the call fail), s5 (the server's fault), s4 (the
+// caller's), s1-s3 (an HTTP class), s2 (any other answer), "" (no status).
 export function statusClass(e) {
   if (e.error) return "serr";
-  const s = e.status;
-  if (typeof s !== "number") return "";
-  if (e.protocol === "dns") return s === 0 ? "s2" : "s5";
-  if (e.protocol === "grpc") return s === 0 || s === 200 ? "s2" : "s5";
-  return `s${Math.floor(s / 100)}`;
-}
-export function statusText(e) {
-  if (e.protocol === "grpc" && e.response && e.response.grpc_status !== undefined) return String(e.response.grpc_status);
-  if (e.protocol === "dns" && e.response?.rcode_name) return e.response.rcode_name;
-  return e.status ?? (e.error ? e.error.type : "");
+  const r = reading(e);
+  if (!r) return "";
+  if (serverError(e)) return "s5";
+  if (clientError(e)) return "s4";
+  const [rule, code] = r;
+  return rule.classes && code >= 100 && code < 600 ? `s${Math.floor(code / 100)}` : "s2";
 }
 export function latency(us) {
   if (typeof us !== "number") return "";

@@ -8,7 +8,7 @@ import { StatusBar } from "./status.js";
 import { closeDetail, showDetail } from "./detail.js";
 import { renderMap } from "./servicemap.js";
 import { renderTrace } from "./traces.js";
-import { esc, kflString } from "./format.js";
+import { esc, kflString, loadProtocols } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const FLUSH_MS = 100; // live entries join the table at most this often (render budget)
@@ -172,4 +172,5 @@ document.addEventListener("keydown", (ev) => {
 // A handle for scripts and the browser tests: the table's contents and the stream's state.
 window.wiretide = { table, stream, state };
 
-applyQuery(filter.query);
+// Statuses read by the protocol table: load it before the first entries are drawn.
+loadProtocols(getJSON).then(() => applyQuery(filter.query));
