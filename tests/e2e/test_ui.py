@@ -96,6 +96,23 @@ def test_an_invalid_filter_is_highlighted_where_it_breaks(page: Any, ui: tuple[s
     shot(page, "ui-invalid-filter")
 
 
+def test_a_translated_filter_runs_and_shows_its_canonical_spelling_as_a_warning(
+    page: Any, ui: tuple[str, str]
+) -> None:
+    base, _ = ui
+    page.goto(base + "/")
+    page.wait_for_selector("#rows .row")
+    page.fill("#kfl", "http && status_code >= 500 && elapsed_time > 700ms")
+    page.wait_for_selector("#kfl-error.warning:not([hidden])")
+    assert 'duration("700ms")' in page.inner_text("#kfl-error")
+    assert "invalid" not in (page.get_attribute("#kfl", "class") or "")
+    page.press("#kfl", "Enter")
+    want = api_ids(base, 'http && status_code >= 500 && elapsed_time > duration("700ms")')
+    assert 0 < len(want) < 20, "the filter should select a few entries of the data set"
+    page.wait_for_function("n => document.querySelectorAll('#rows .row').length === n", arg=len(want))
+    assert table_ids(page) == want
+
+
 def test_clicking_a_row_shows_its_headers_and_body_and_a_value_refines_the_filter(
     page: Any, ui: tuple[str, str]
 ) -> None:

@@ -41,8 +41,12 @@ export class FilterBar {
     if (!q) { this.showValid(true); return true; }
     try {
       const res = await postJSON("/api/kfl/validate", { query: q });
-      const err = (res.problems || []).find((p) => p.severity === "error");
-      if (err) this.showError(q, err); else this.showValid(true);
+      const problems = res.problems || [];
+      const err = problems.find((p) => p.severity === "error");
+      const warning = problems.find((p) => p.severity !== "error");
+      if (err) this.showError(q, err);
+      else if (warning) this.showWarning(q, warning);
+      else this.showValid(true);
       return res.valid;
     } catch (e) {
       this.showError(q, { message: e.message, position: e.body?.position ?? 0, hint: e.body?.hint || "" });
@@ -61,7 +65,19 @@ export class FilterBar {
     this.valid = false;
     this.input.classList.add("invalid");
     this.input.classList.remove("valid");
+    this.point(q, p, false);
+  }
+
+  // A query that runs as written but was translated (a Wireshark field, `50ms`, `=~`): it stays
+  // applicable, and the canonical spelling is shown under it.
+  showWarning(q, p) {
+    this.showValid(true);
+    this.point(q, p, true);
+  }
+
+  point(q, p, warning) {
     const pos = Math.max(0, Math.min(p.position ?? 0, q.length));
+    this.error.classList.toggle("warning", warning);
     this.error.innerHTML = `${esc(q)}\n${" ".repeat(pos)}<span class="caret">^</span> ${esc(p.message)}${p.hint ? `\n${esc(p.hint)}` : ""}`;
     this.error.hidden = false;
   }
