@@ -18,7 +18,7 @@ export UV_LINK_MODE := copy
 # environment forbids writing it at run time (PYTHONDONTWRITEBYTECODE).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help setup system native run demo test lint bench protos clean
+.PHONY: help setup system native run demo test lint bench fuzz protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -93,6 +93,10 @@ lint: setup ## ruff, mypy --strict (common, protos, every service, the CLI), imp
 
 bench: setup ## run the benchmarks (they print figures)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+FUZZ_RUNS ?= 1000000
+fuzz: setup ## fuzz every dissector and the KFL parser with atheris (FUZZ_RUNS inputs each; not in CI)
+	$(BIN)/python fuzz/run.py --runs $(FUZZ_RUNS) $(if $(FUZZ_ONLY),--only $(FUZZ_ONLY))
 
 clean: ## remove the virtualenv, generated stubs and caches
 	rm -rf $(VENV) .uv $(STAMPS) build .pytest_cache .mypy_cache .ruff_cache

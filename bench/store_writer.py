@@ -1,13 +1,15 @@
 """Store writer rate: EntryBatches on JetStream → the gateway's durable consumer → SQLite.
 
-Two figures:
+Two figures, each for batches of the current entry contract (the indexed fields lifted, the JSON never
+decoded by the writer) and of version 1 (as older dissectors write them: the writer decodes every
+entry's JSON), in alternation in the same run:
 - drain: the stream already holds N entries (a backlog: a burst, a gateway restarted after an outage)
   when the gateway starts; measured from the first stored batch to the last row committed — the
   writer's own rate (fetch, decode, validate, insert, ack), the publisher not competing for the CPU;
 - end to end: the gateway runs while the bench publishes N entries from the same process, measured
   from the first publish to the last row committed.
 
-Run: `.venv/bin/python bench/store_writer.py [--entries N] [--batch 500]`.
+Run: `.venv/bin/python bench/store_writer.py [--entries N] [--batch 500] [--rounds 2]`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.helpers.inprocess import running
 from tests.helpers.nats import NatsServer, free_port
 from wiretide.common.bus import entries_subject
 from wiretide.common.bus.connection import ensure_stream
+from wiretide.common.bus.entries import encode_entries
 from wiretide.common.bus.subjects import ENTRIES_STREAM
 from wiretide.common.entry import encode_batch
 from wiretide.common.settings import load_settings
@@ -58,7 +61,7 @@ async def _publish(url: str, payloads: list[bytes]) -> float:
         await nc.close()
 
 
-async def drain(n: int, payloads: list[bytes]) -> None:
+async def drain(n: int, payloads: list[bytes], label: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp) / "nats")
         server.start()
@@ -69,17 +72,21 @@ async def drain(n: int, payloads: list[bytes]) -> None:
                 first = None
                 while gw.writer is None or gw.writer.stored < n:
                     if first is None and gw.writer is not None and gw.writer.stored:
-                        first = (time.perf_counter(), gw.writer.stored)
+                        first = (time.perf_counter(), time.process_time(), gw.writer.stored)
                     await asyncio.sleep(0.002)
-                end = time.perf_counter()
+                end, cpu_end = time.perf_counter(), time.process_time()
             assert first is not None
-            rate = (n - first[1]) / (end - first[0])
-            print(f"drain: {n:,} entries waiting in JetStream → stored at {rate:,.0f} entries/s")
+            rate = (n - first[2]) / (end - first[0])
+            cpu_us = (cpu_end - first[1]) / (n - first[2]) * 1e6
+            print(
+                f"drain [{label}]: {n:,} entries waiting in JetStream → stored at {rate:,.0f} entries/s,"
+                f" {cpu_us:.1f} µs CPU per entry (the gateway process)"
+            )
         finally:
             server.stop()
 
 
-async def end_to_end(n: int, payloads: list[bytes]) -> None:
+async def end_to_end(n: int, payloads: list[bytes], label: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp) / "nats")
         server.start()
@@ -92,29 +99,36 @@ async def end_to_end(n: int, payloads: list[bytes]) -> None:
                     await asyncio.sleep(0.01)
                 elapsed = time.perf_counter() - t0
             print(
-                f"end to end: published in {t_pub:.2f}s; stored in {elapsed:.2f}s"
+                f"end to end [{label}]: published in {t_pub:.2f}s; stored in {elapsed:.2f}s"
                 f" → {n / elapsed:,.0f} entries/s (publisher in the same process)"
             )
         finally:
             server.stop()
 
 
-def main(n: int, batch: int) -> None:
+def main(n: int, batch: int, rounds: int) -> None:
     docs = entries(n, seed=1)
-    payloads = [encode_batch(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)]
+    versions = {
+        "contract v2": [encode_entries(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)],
+        "contract v1": [encode_batch(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)],
+    }
     # The bench's own documents are not the gateway's heap: without this, every collection the
     # writer's allocations trigger would walk n documents the gateway never holds.
     del docs
     gc.collect()
     gc.freeze()
     print(f"entries: {n:,} in batches of {batch}")
-    asyncio.run(drain(n, payloads))
-    asyncio.run(end_to_end(n, payloads))
+    for _ in range(rounds):  # alternated: the machine's speed drifts
+        for label, payloads in versions.items():
+            asyncio.run(drain(n, payloads, label))
+    for label, payloads in versions.items():
+        asyncio.run(end_to_end(n, payloads, label))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=2, help="drain runs per contract version, alternated")
     a = ap.parse_args()
-    main(a.entries, a.batch)
+    main(a.entries, a.batch, a.rounds)

@@ -23,17 +23,21 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.unit.tracer.chains import build, score
+from wiretide.common.bus.entries import Skipped, documents_in_end_order, encode_entries
 from wiretide.common.collector import collect_rarely
+from wiretide.common.entry import encode_batch
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
 
 BATCH = 500  # entries per EntryBatch, as the dissector publishes them
+FETCH = BATCH * 8  # entries per pull of the tracer's consumer (a few messages at a time under load)
 CONFIDENT = 0.5  # the second accuracy column counts only links at least this confident
 
 
@@ -61,6 +65,37 @@ def throughput(n_entries: int, concurrency: int, propagate: bool, full: bool) ->
     encoder.request(spans)
     exported += len(spans)
     return exported, time.perf_counter() - t0, time.process_time() - c0
+
+
+@dataclass
+class Message:
+    data: bytes
+    subject: str = "wt.entries.bench"
+
+
+def ingest(n_entries: int, version: int) -> tuple[int, float]:
+    """(entries, CPU seconds) of the tracer's ingest as the service runs it: EntryBatch messages of one
+    contract version decoded, ordered by end, assembled into spans with the service map and store on,
+    and encoded for OTLP export."""
+    chains = build(n_entries // 3, 4, seed=11, pods=4, propagate=True)
+    encode = encode_entries if version == 2 else encode_batch
+    fetches = [
+        [
+            Message(encode(chains.entries[j : j + BATCH], "bench", "bench", j))
+            for j in range(i, i + FETCH, BATCH)
+        ]
+        for i in range(0, len(chains.entries), FETCH)
+    ]
+    del chains
+    collect_rarely()
+    encoder, engine = Encoder(), Engine()
+    c0 = time.process_time()
+    for messages in fetches:
+        spans = engine.ingest(documents_in_end_order(messages, Skipped(), []))
+        if spans:
+            encoder.request(spans)
+    encoder.request(engine.flush())
+    return n_entries, time.process_time() - c0
 
 
 def live_accuracy(
@@ -129,6 +164,19 @@ def main() -> None:
             f"  {what:7s} c={concurrency:<3d}{extra:22s} {spans:7d} spans: {spans / seconds:7.0f} spans/s"
             f" wall, {spans / cpu:7.0f} spans per CPU-second"
             f" (median of {len(runs)}: {spans / median_cpu:.0f})"
+        )
+    print()
+    print("Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):")
+    per_entry: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
+        for version in (2, 1):
+            n, cpu = ingest(args.entries, version)
+            per_entry[version].append(cpu / n * 1e6)
+    for version, label in ((2, "contract v2 (lifted order)"), (1, "contract v1 (JSON only)")):
+        per = sorted(per_entry[version])
+        print(
+            f"  {label:28s} {per[0]:6.1f} µs CPU per entry"
+            f" (best of {len(per)}; median {per[len(per) // 2]:.1f})"
         )
     print()
     print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")

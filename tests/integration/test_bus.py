@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nats
 
 from tests.helpers.nats import NatsServer
+from tests.helpers.wait import wait_for_async
 from wiretide.common.bus import BatchPublisher, connect_with_retry, entries_subject
+from wiretide.common.bus.spool import Spool, SpoolBudget, leftover
 from wiretide.common.bus.subjects import ENTRIES_ALL, ENTRIES_STREAM
 
 
@@ -112,3 +115,93 @@ async def stored_items_raw(url: str) -> list[int]:
             await m.ack()
     await nc.close()
     return out
+
+
+def spooling(bus: Any, tmp: Path, budget: int, **kw: Any) -> BatchPublisher[int]:
+    spool = Spool(tmp / "spool", "wt.entries.n1", SpoolBudget(budget))
+    return BatchPublisher(
+        bus,
+        entries_subject("n1"),
+        encode,
+        max_items=50,
+        max_buffered=300,
+        max_delay_s=0.01,
+        spool=spool,
+        **kw,
+    )
+
+
+async def test_while_nats_is_away_what_is_beyond_memory_is_spooled_and_all_delivered_in_order_after(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        bus = await connect_with_retry(server.url, "t")
+        pub = spooling(bus, tmp_path, budget=10 * 1024 * 1024)
+        pub.start()
+        server.stop()
+        await wait_for_async("the client to notice", lambda: not bus.connected)
+        for start in range(0, 2000, 100):  # as a capture keeps sending while NATS is away
+            pub.extend(list(range(start, start + 100)))
+            await asyncio.sleep(0)
+        assert pub.spool is not None and pub.spool.messages == 34  # 1,700 beyond memory, 50 a message
+        assert pub.spool.pending_bytes > 0 and pub.dropped == 0
+        server.start()
+        await wait_for_async("everything sent", lambda: pub.waiting, done=lambda n: n == 0)
+        await pub.close()
+        await bus.close()
+        assert await stored_items(server.url) == list(range(2000))  # all of it, in order, none twice
+    finally:
+        server.stop()
+
+
+async def test_beyond_the_spools_budget_items_are_dropped_and_counted_and_the_rest_delivered(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        bus = await connect_with_retry(server.url, "t")
+        one_message = len(encode(list(range(300, 350)), 1)[0]) + 64
+        pub = spooling(bus, tmp_path, budget=3 * one_message)  # room for three messages of 50
+        pub.start()
+        server.stop()
+        await wait_for_async("the client to notice", lambda: not bus.connected)
+        pub.extend(list(range(1000)))
+        assert pub.spool is not None and pub.spool.messages == 3
+        assert pub.dropped == 1000 - 300 - 150
+        server.start()
+        await wait_for_async("everything sent", lambda: pub.waiting, done=lambda n: n == 0)
+        await pub.close()
+        await bus.close()
+        assert await stored_items(server.url) == list(range(450))  # memory, then the spool, in order
+    finally:
+        server.stop()
+
+
+async def test_a_spool_left_by_a_stopped_publisher_is_delivered_by_the_next(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        bus = await connect_with_retry(server.url, "t")
+        first = spooling(bus, tmp_path, budget=10 * 1024 * 1024)
+        first.start()
+        server.stop()
+        await wait_for_async("the client to notice", lambda: not bus.connected)
+        first.extend(list(range(500)))
+        await first.close()  # NATS still away: memory goes to the spool too
+        await bus.close()
+        assert leftover(tmp_path / "spool") == ["wt.entries.n1"]
+        server.start()
+        bus = await connect_with_retry(server.url, "t2")
+        second = spooling(bus, tmp_path, budget=10 * 1024 * 1024)
+        assert second.waiting == 10
+        second.start()
+        await wait_for_async("the spool delivered", lambda: second.waiting, done=lambda n: n == 0)
+        await second.close()
+        await bus.close()
+        assert leftover(tmp_path / "spool") == []
+        assert await stored_items(server.url) == list(range(500))
+    finally:
+        server.stop()

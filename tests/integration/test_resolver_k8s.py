@@ -162,7 +162,11 @@ async def test_objects_with_missing_fields_are_skipped_without_stopping_the_watc
         {"kind": "Service", "metadata": {"name": "odd", "namespace": "shop"}, "spec": {"clusterIPs": [None]}}
     )
     api.put(ka.pod("fine", "shop", "10.40.1.95"))
-    await until(lambda: name_at(store, "10.40.1.95") == "fine")
+    try:
+        await until(lambda: name_at(store, "10.40.1.95") == "fine")
+    except AssertionError:
+        errors = {w.kind: (w.stats.failures, w.stats.errors[-3:]) for w in cluster.source.watchers}
+        raise AssertionError(f"the pod was never named; watchers: {errors}") from None
     assert ("shop", "weird") in cluster.source.pods
 
 

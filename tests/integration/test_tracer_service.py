@@ -156,6 +156,7 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
     from starlette.applications import Starlette
 
     from tests.helpers.nats import free_port
+    from wiretide.common.tls import PLAINTEXT
     from wiretide.gateway.api.traces import routes
 
     settings = TracerSettings(
@@ -170,7 +171,9 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
         await wait_for_async(
             "the trace's 5 spans", lambda: len(svc.engine.store.get(TRACE)), lambda n: n >= 5
         )
-        gw = SimpleNamespace(settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}"))
+        gw = SimpleNamespace(
+            settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}", transport=PLAINTEXT)
+        )
         app = Starlette(routes=routes(gw))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             r = await client.get(f"/api/traces/{TRACE.upper()}")
@@ -196,7 +199,9 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
                 r = await client.get(path, params=params)
                 assert r.status_code == status, (path, params, r.text)
                 assert "error" in r.json()
-    gone = SimpleNamespace(settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{free_port()}"))
+    gone = SimpleNamespace(
+        settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{free_port()}", transport=PLAINTEXT)
+    )
     app = Starlette(routes=routes(gone))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         r = await client.get("/api/traces")

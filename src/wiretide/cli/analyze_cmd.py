@@ -24,6 +24,7 @@ from wiretide.common.har import HarWriter
 
 if TYPE_CHECKING:
     from wiretide.common.kfl import Query
+    from wiretide.dissector.redact import Redactor
     from wiretide.dissector.registry import Registry
 
 # Packets per batch read from the file: enough to amortise the per-batch work, few enough that a
@@ -70,6 +71,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--ports", default="", metavar="PORT=PROTO,...", help="force a protocol on a port (8443=http)"
     )
+    p.add_argument(
+        "--redact-rules",
+        metavar="FILE",
+        help="redaction rules (YAML or JSON) added to the built-in ones (docs/security.md)",
+    )
+    p.add_argument("--no-redact", action="store_true", help="keep every value as captured (no redaction)")
     p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
 
@@ -84,6 +91,26 @@ def _parse_filter(text: str | None) -> Query | None:
         return parse_query(text)
     except KflError as exc:
         raise SystemExit(f"wiretide analyze: bad --filter:\n{exc.render(text)}") from None
+
+
+def _redactor(rules_file: str | None, off: bool) -> Redactor:
+    """The dissector's redaction for this run: the built-in rules, a rules file's added, or none."""
+    from pathlib import Path
+
+    from wiretide.dissector import redact
+
+    if off:
+        return redact.NO_REDACTION
+    if not rules_file:
+        return redact.DEFAULT_REDACTOR
+    try:
+        text = Path(rules_file).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {rules_file}: {exc.strerror}") from None
+    try:
+        return redact.Redactor(redact.parse_rules_text(text, redact.is_yaml(rules_file)))
+    except redact.RulesError as exc:
+        raise ValueError(f"{rules_file}: {exc}") from None
 
 
 def _compile_filter(text: str | None) -> Callable[[dict[str, Any]], bool] | None:
@@ -104,11 +131,13 @@ def _work(
     filter_text: str | None,
     sink: Callable[[list[dict[str, Any]]], None],
     progress: Callable[[int], None] | None,
+    redactor: Redactor | None = None,
 ) -> dict[str, Any]:
     """Dissect the file (or one shard of its flows); hand entries to `sink`; return the statistics."""
     from wiretide.capture.sources.pcapfile import PcapError, read_batches, read_stream
     from wiretide.common.collector import collect_rarely
     from wiretide.dissector.pipeline import Limits, Pipeline
+    from wiretide.dissector.redact import DEFAULT_REDACTOR
 
     keep = _compile_filter(filter_text)
     pipeline = Pipeline(
@@ -117,6 +146,7 @@ def _work(
         source="pcap",
         limits=Limits(body_cap=body_cap),
         shard=shard,
+        redactor=redactor if redactor is not None else DEFAULT_REDACTOR,
     )
     error = None
     truncated = False
@@ -160,14 +190,14 @@ def _jsonl(entries: list[dict[str, Any]]) -> bytes:
     return b"".join([dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in entries])
 
 
-def _worker(args: tuple[str, int, int, Registry, str, int, str | None], conn: Any) -> None:
-    path, index, count, registry, node, body_cap, filter_text = args
+def _worker(args: tuple[str, int, int, Registry, str, int, str | None, Redactor], conn: Any) -> None:
+    path, index, count, registry, node, body_cap, filter_text, redactor = args
 
     def sink(entries: list[dict[str, Any]]) -> None:
         conn.send_bytes(_jsonl(entries))
 
     try:
-        summary = _work(path, (index, count), registry, node, body_cap, filter_text, sink, None)
+        summary = _work(path, (index, count), registry, node, body_cap, filter_text, sink, None, redactor)
         conn.send_bytes(b"\x00" + orjson.dumps(summary))
     except SystemExit as exc:
         conn.send_bytes(b"\x01" + str(exc).encode())
@@ -289,6 +319,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wiretide analyze: --ports: {exc}", file=sys.stderr)
         return 2
     try:
+        redactor = _redactor(args.redact_rules, args.no_redact)
+    except ValueError as exc:
+        print(f"wiretide analyze: --redact-rules: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         query = _parse_filter(args.filter)
     except SystemExit as exc:
         print(str(exc), file=sys.stderr)
@@ -317,9 +352,11 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(size) if show else None
     try:
         if args.jobs == 1:
-            results = [_work(path, None, registry, args.node, args.body_cap, args.filter, sink, progress)]
+            results = [
+                _work(path, None, registry, args.node, args.body_cap, args.filter, sink, progress, redactor)
+            ]
         else:
-            results = _run_jobs(args, path, registry, fmt, sink)
+            results = _run_jobs(args, path, registry, fmt, sink, redactor)
     except BrokenPipeError:
         reader_gone()
         return 0
@@ -346,6 +383,7 @@ def _run_jobs(
     registry: Registry,
     fmt: str,
     sink: Callable[[list[dict[str, Any]]], None],
+    redactor: Redactor,
 ) -> list[dict[str, Any]]:
     import multiprocessing
     from multiprocessing.connection import Connection, wait
@@ -361,7 +399,7 @@ def _run_jobs(
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_worker,
-            args=((path, i, args.jobs, registry, args.node, args.body_cap, args.filter), child),
+            args=((path, i, args.jobs, registry, args.node, args.body_cap, args.filter, redactor), child),
             daemon=True,  # a worker never outlives the command, even when stdout closes early
         )
         proc.start()

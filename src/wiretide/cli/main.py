@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "analyze": "analyze_cmd",
     "query": "query_cmd",
     "demo": "demo_cmd",
+    "agents": "agents_cmd",
+    "ask": "ask_cmd",
+    "mcp": "mcp_cmd",
 }
 # The prefix of Wiretide's settings (wiretide.common.settings.ENV_PREFIX, spelled here so that a run
 # without any WIRETIDE_* variable does not import the settings machinery at all).

@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -29,7 +30,9 @@ from typing import IO, Any
 
 import orjson
 
+from wiretide.cli import certs
 from wiretide.common.rpc import check_health
+from wiretide.common.tls import PLAINTEXT, TLS_SETTINGS, TlsFiles, Transport
 from wiretide.common.types import GRPC_SERVICE, SERVICES
 
 log = logging.getLogger("wiretide.up")
@@ -41,6 +44,7 @@ STABLE_AFTER_S = 30.0  # a child that ran this long starts its backoff from the 
 NATS_START_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
+SERVICE_TOKEN_BYTES = 32  # 256 random bits: the services' shared admin credential
 
 
 class SupervisorError(Exception):
@@ -170,6 +174,7 @@ class Supervisor:
     services: tuple[str, ...] = SERVICES
     children: list[Child] = field(default_factory=list)
     nats_url: str = ""
+    transport: Transport = PLAINTEXT  # how the supervisor itself reaches the services (health checks)
     _lock_file: IO[str] | None = None
     _stopping: bool = False
 
@@ -215,12 +220,67 @@ class Supervisor:
         except (OSError, orjson.JSONDecodeError):
             return {}
 
+    # -- mutual TLS ---------------------------------------------------------------------------
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def plan_tls(self) -> dict[str, TlsFiles] | None:
+        """One certificate per process under the data dir (made or renewed now), unless the user set
+        WIRETIDE_TLS_* (then every process uses those, and NATS stays plaintext on loopback)."""
+        given = {**os.environ, **self.extra_env}
+        if any(given.get(k) for k in TLS_SETTINGS):
+            ca, cert, key = (Path(given.get(k, "")) for k in TLS_SETTINGS)
+            self.transport = Transport(TlsFiles(ca, cert, key))
+            return None
+        files = certs.ensure(self.tls_dir, certs.local_leaves())
+        self.transport = Transport(files[certs.CLI])
+        return files
+
+    @staticmethod
+    def tls_env(files: TlsFiles) -> dict[str, str]:
+        return dict(zip(TLS_SETTINGS, (str(files.ca), str(files.cert), str(files.key)), strict=True))
+
+    # -- the service token ------------------------------------------------------------------
+    @property
+    def service_token_file(self) -> Path:
+        return self.data_dir / "service-token"
+
+    def ensure_service_token(self) -> str:
+        """The token the services present to each other (common/auth): made once, owner-only (0600)."""
+        path = self.service_token_file
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(SERVICE_TOKEN_BYTES))
+        os.chmod(path, 0o600)
+        return path.read_text().strip()
+
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What the CLI sends with its own calls to the services (the service token)."""
+        return (("authorization", f"Bearer {self.ensure_service_token()}"),)
+
     # -- plan -----------------------------------------------------------------------------
     def plan(self, nats_bin: str) -> None:
+        tls = self.plan_tls()
+        self.ensure_service_token()
         nats_port = free_port()
-        self.nats_url = f"nats://127.0.0.1:{nats_port}"
+        self.nats_url = f"{'tls' if tls else 'nats'}://127.0.0.1:{nats_port}"
         nats_dir = self.data_dir / "nats"
         nats_dir.mkdir(parents=True, exist_ok=True)
+        nats_tls = (
+            []
+            if tls is None
+            else [
+                "--tlsverify",  # clients must present a certificate of Wiretide's CA
+                "--tlscert",
+                str(tls[certs.NATS].cert),
+                "--tlskey",
+                str(tls[certs.NATS].key),
+                "--tlscacert",
+                str(tls[certs.NATS].ca),
+            ]
+        )
         nats = Child(
             name="nats",
             argv=[
@@ -234,6 +294,7 @@ class Supervisor:
                 str(nats_dir),
                 "-n",
                 "wiretide",
+                *nats_tls,
             ],
             env=dict(os.environ),
             log_path=self.logs_dir / "nats.log",
@@ -244,6 +305,7 @@ class Supervisor:
             {
                 "WIRETIDE_NATS_URL": self.nats_url,
                 "WIRETIDE_DATA_DIR": str(self.data_dir),
+                "WIRETIDE_AUTH_SERVICE_TOKEN_FILE": str(self.service_token_file),
                 "WIRETIDE_GATEWAY_HTTP": f"{self.ui_host}:{self.ui_port}",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -258,7 +320,7 @@ class Supervisor:
                 Child(
                     name=name,
                     argv=[sys.executable, "-m", f"wiretide.{name}"],
-                    env=env,
+                    env=env if tls is None else {**env, **self.tls_env(tls[name])},
                     log_path=self.logs_dir / f"{name}.log",
                     grpc=env[f"WIRETIDE_{name.upper()}_GRPC"],
                 )
@@ -305,7 +367,9 @@ class Supervisor:
                 return c.name, "RUNNING" if c.exited() is None else "EXITED"
             if c.exited() is not None:
                 return c.name, "EXITED"
-            return c.name, await check_health(c.grpc, GRPC_SERVICE[c.name], timeout=1.0)
+            return c.name, await check_health(
+                c.grpc, GRPC_SERVICE[c.name], timeout=1.0, transport=self.transport, peer=c.name
+            )
 
         return dict(await asyncio.gather(*(one(c) for c in self.children)))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from wiretide.common.paths import default_data_dir
+from wiretide.common.tls import PLAINTEXT, Transport
 
 if TYPE_CHECKING:
     import asyncio
@@ -130,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             f"\n  UI and API: {sup.ui_url}\n  logs:       {sup.logs_dir}\n\nPress Ctrl-C to stop.", flush=True
         )
         reporter = (
-            asyncio.create_task(report_replay(sup.child("capture").grpc, sup.ui_url, stop))
+            asyncio.create_task(
+                report_replay(sup.child("capture").grpc, sup.ui_url, stop, sup.transport, sup.call_metadata())
+            )
             if pcaps and "capture" in sup.services
             else None
         )
@@ -168,7 +171,13 @@ def _filter_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-async def report_replay(address: str, ui_url: str, stop: asyncio.Event) -> None:
+async def report_replay(
+    address: str,
+    ui_url: str,
+    stop: asyncio.Event,
+    transport: Transport = PLAINTEXT,
+    metadata: tuple[tuple[str, str], ...] = (),  # the service token: capture answers admins only
+) -> None:
     """Say on stderr what the replay waits for (every few seconds) and, once it is done, what it sent."""
     import asyncio
     import contextlib
@@ -180,11 +189,13 @@ async def report_replay(address: str, ui_url: str, stop: asyncio.Event) -> None:
 
     loop = asyncio.get_running_loop()
     noted = loop.time() - REPLAY_NOTE_EVERY_S
-    async with channel(address) as ch:
+    async with channel(address, transport, peer="capture") as ch:
         stub = capture_pb2_grpc.CaptureServiceStub(ch)
         while not stop.is_set():
             try:
-                status = await stub.GetStatus(capture_pb2.GetStatusRequest(), timeout=REPLAY_NOTE_EVERY_S)
+                status = await stub.GetStatus(
+                    capture_pb2.GetStatusRequest(), timeout=REPLAY_NOTE_EVERY_S, metadata=metadata
+                )
             except grpc.aio.AioRpcError:
                 status = None  # the capture service is restarting: ask again
             if status is not None:

@@ -47,6 +47,7 @@ HTTP_503: dict[str, Any] = {
     "path": "/api/v1/charge",
     "status": 503,
     "summary": "POST /api/v1/charge",
+    "redacted": ["request.headers.authorization"],
     "request": {
         "method": "POST",
         "url": "/api/v1/charge?retry=2&debug",
@@ -210,6 +211,7 @@ CASES: list[tuple[str, list[str]]] = [
     ('trace_id == "4bf92f3577b34da6"', ["01HTTP503"]),
     ('id == "01BARE"', ["01BARE"]),
     ('version == "2"', ["01GRPC"]),
+    ('"request.headers.authorization" in redacted', ["01HTTP503"]),  # absent: an empty list
     # KFL v1 spellings
     ('http and request.method == "POST" and request.path != "/x"', ["01HTTP503", "01GRPC", "01GQL"]),
     ('response.status == r"5.*"', ["01HTTP503"]),

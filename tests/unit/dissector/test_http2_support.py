@@ -14,6 +14,7 @@ from wiretide.common.packets import PacketColumns
 from wiretide.dissector.api import ProtocolSpec
 from wiretide.dissector.pipeline import Limits, Pipeline
 from wiretide.dissector.protocols import BUILTINS, http2, http_overlays
+from wiretide.dissector.redact import NO_REDACTION
 from wiretide.dissector.registry import Registry
 
 H2_SPECS: tuple[ProtocolSpec, ...] = (http2.SPEC, http2.H2C_SPEC)
@@ -41,7 +42,8 @@ def classified(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(cols: list[PacketColumns] | PacketColumns, body_cap: int = 64 * 1024) -> list[dict[str, Any]]:
-    pipe = Pipeline(registry(), limits=Limits(body_cap=body_cap))
+    # The parser's output as it is: redaction has its own tests (test_redact.py).
+    pipe = Pipeline(registry(), limits=Limits(body_cap=body_cap), redactor=NO_REDACTION)
     out: list[dict[str, Any]] = []
     for c in cols if isinstance(cols, list) else [cols]:
         out.extend(pipe.feed(c))

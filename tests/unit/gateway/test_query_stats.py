@@ -11,10 +11,13 @@ from typing import Any
 import httpx
 
 from tests.helpers.entries import entry
+from wiretide.common.auth import Authenticator
 from wiretide.common.entry import UlidGenerator
 from wiretide.common.protocols import table_json
+from wiretide.common.settings import load_settings
 from wiretide.gateway.api.rest import build_app
 from wiretide.gateway.query import Completeness, QueryService
+from wiretide.gateway.service import GatewaySettings
 from wiretide.gateway.store import SqliteStore
 
 T0 = 1_700_000_000_000_000_000
@@ -54,7 +57,8 @@ async def test_stats_by_status_class_read_grpc_outcomes_not_http_classes(tmp_pat
 
 
 async def test_the_protocol_table_is_served_as_json_and_documented() -> None:
-    gw = SimpleNamespace(gs=SimpleNamespace(gateway_cors_origins="", gateway_token=""))
+    gs = load_settings(GatewaySettings, "gateway", {"WIRETIDE_AUTH_ALLOWED_HOSTS": "gateway"})
+    gw = SimpleNamespace(gs=gs, auth=Authenticator())
     transport = httpx.ASGITransport(app=build_app(gw))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         served = await client.get("/api/protocols")

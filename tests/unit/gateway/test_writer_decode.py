@@ -1,5 +1,6 @@
-"""The store writer's decoding of EntryBatch messages: valid entries kept with their JSON as received,
-the rest counted and skipped — the same entries and counts as every other reader of the bus."""
+"""The store writer's decoding of EntryBatch messages (contract version 1, as an older dissector writes
+them): valid entries kept with their JSON as received, the rest counted and skipped — the same entries
+and counts as every other reader of the bus."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import orjson
 
 from tests.helpers.entries import entries
-from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.bus.entries import fetch_entries, indexed_of_doc
 from wiretide.common.entry import to_proto
 from wiretide.common.metrics import BUS_INVALID
 from wiretide.gateway.writer import Batch, decode
@@ -59,12 +60,12 @@ def test_valid_entries_are_kept_with_their_json_as_received_and_the_rest_counted
     counted = BUS_INVALID.labels(msgs[0].subject)._value.get()
     decode(b)
     assert BUS_INVALID.labels(msgs[0].subject)._value.get() == counted + 4  # and the undecodable message
-    assert b.docs == [DOCS[0], DOCS[1], DOCS[2], DOCS[3]]
-    assert b.raw == [orjson.dumps(DOCS[0]), orjson.dumps(DOCS[1], option=orjson.OPT_INDENT_2),
-                     orjson.dumps(DOCS[2]), orjson.dumps(DOCS[3])]  # fmt: skip
+    raw = [orjson.dumps(DOCS[0]), orjson.dumps(DOCS[1], option=orjson.OPT_INDENT_2),
+           orjson.dumps(DOCS[2]), orjson.dumps(DOCS[3])]  # fmt: skip
+    assert b.entries == [indexed_of_doc(doc, json) for doc, json in zip(DOCS[:4], raw, strict=True)]
     assert b.invalid == 3  # bad JSON, no protocol, not an object; the undecodable message counts apart
     decode(b)  # once only
-    assert len(b.docs) == len(b.raw) == 4
+    assert len(b.entries) == 4
     assert b.invalid == 3
 
 
@@ -74,11 +75,11 @@ def test_the_writer_and_fetch_entries_agree_on_entries_and_counts() -> None:
     decode(b)
     fetched = asyncio.run(fetch_entries(Subscription(msgs), 10, 0.1))
     assert fetched.messages == msgs
-    assert fetched.entries == b.docs
+    assert sorted(e["id"] for e in fetched.entries) == sorted(e[0] for e in b.entries)
     assert fetched.invalid == b.invalid
 
 
 def test_a_batch_of_nothing_valid_decodes_to_nothing() -> None:
     b = Batch([Message(b"\x00garbage"), batch(entry(b"null"))])
     decode(b)
-    assert (b.docs, b.raw, b.invalid) == ([], [], 1)
+    assert (b.entries, b.invalid) == ([], 1)

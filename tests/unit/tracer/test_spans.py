@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from wiretide.common.protocols import route_of
 from wiretide.tracer.spans import (
     KIND_CLIENT,
+    Descriptions,
     KIND_SERVER,
     SCHEMA_URL,
     SEMCONV_VERSION,
     Span,
     SpanIds,
     Workloads,
+    describe,
     spans_from_entry,
     split_authority,
     workload_of,
@@ -333,3 +338,78 @@ def test_every_table_row_makes_a_server_fault_an_error_for_the_caller_too() -> N
         for rule in row.status:
             codes = set(range(-3, 1000)) | set(rule.server_errors.codes)
             assert all(c in rule.client_errors for c in codes if c in rule.server_errors), row.name
+
+
+def _one_of(*values: Any) -> st.SearchStrategy[Any]:
+    return st.sampled_from(values)
+
+
+# Entries that differ in every value `describe` reads, each drawn from a few choices (so that calls of
+# one shape repeat with other per-call values), odd types included: a bool is no port, 1.0 no status,
+# an empty user agent is one, ALPN [""] names a protocol and "" does not.
+_ENTRIES = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=4),
+        "protocol": _one_of("http", "http2", "graphql", "grpc", "ws", "redis", "dns", "mything", 7),
+        "method": _one_of("GET", "POST", "BREW", "", None, 3),
+        "path": _one_of("/a/1", "/a/2?x=1", "/a/3?sig=s&x=2", "?q", "/", "", None),
+        "status": _one_of(200, 404, 503, 0, None, True, 1.0, "200"),
+        "version": _one_of("1.1", "2", "", None),
+        "transport": _one_of("tcp", "", None),
+        "src": st.fixed_dictionaries(
+            {"ip": _one_of("10.0.0.1", "fe80::1", "", None), "port": _one_of(40000, 40001, True, None)}
+        ),
+        "dst": st.fixed_dictionaries(
+            {"ip": _one_of("10.0.1.1", "", None), "port": _one_of(8080, 80, 443, False, None)}
+        ),
+        "tls": _one_of(
+            None, {}, "yes",
+            {"sni": "api.shop", "version": "TLSv1.3", "alpn": ["h2"], "decrypted": True},
+            {"sni": "", "alpn": [""], "cipher": "C", "ja3": "j", "decrypted": 1},
+            {"alpn": "", "version": "1.2"}, {"alpn": [], "cipher": 5},
+        ),  # fmt: skip
+        "request": _one_of(
+            None, {}, {"headers": {"host": "api:8080", "user-agent": "curl/8"}},
+            {"headers": {"host": "api", "user-agent": ""}, "query_string": "sig=a&b=c"},
+            {"url": "https://[::1]:9443/x", "headers": {}, "method": "PUT", "path": "/r"},
+            {"headers": {"host": "bad host"}, "operation_name": "Q", "operation_type": "query"},
+            {"headers": "nope", "operation_name": "M"},
+        ),  # fmt: skip
+        "response": _one_of(None, {"status": 500}, {"status": 200, "grpc_status": 14}, {"grpc_status": 12}),
+        "size": _one_of(None, {"request": 1, "response": 2}, {"request": 3}, {"response": True}),
+        "error": _one_of(
+            None, {}, {"type": "timeout", "message": "no answer"}, {"type": "", "message": "m"},
+            {"message": 4}, "broken",
+        ),  # fmt: skip
+        "summary": _one_of("GET /a", "", None),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_ENTRIES, min_size=1, max_size=25))
+def test_calls_described_by_shape_read_exactly_as_described_one_by_one(entries: list[dict[str, Any]]) -> None:
+    """A call described from a remembered shape has the same name, attributes in the same order, errors
+    and `url.full` as `describe` gives it alone, whatever came before it."""
+    shapes = Descriptions()
+    for entry in [*entries, *entries]:  # the second round finds every shape remembered
+        got, want = shapes.of(entry), describe(entry)
+        assert list(got.attributes.items()) == list(want.attributes.items())
+        assert [type(v) for v in got.attributes.values()] == [type(v) for v in want.attributes.values()]
+        assert got._replace(attributes={}) == want._replace(attributes={})
+
+
+def test_a_remembered_shape_is_not_changed_by_the_spans_made_from_it() -> None:
+    """Spans add their own attributes to what an entry says; the shape's next call starts clean."""
+    shapes, workloads = Descriptions(), Workloads()
+    first = spans_from_entry(http_entry(id="one"), SpanIds(1), workloads=workloads, descriptions=shapes)
+    again = spans_from_entry(
+        http_entry(id="two", path="/api/orders/456", size={"request": 1}),
+        SpanIds(1),
+        workloads=workloads,
+        descriptions=shapes,
+    )
+    assert first[0].shared["wiretide.entry_id"] == "one" and again[0].shared["wiretide.entry_id"] == "two"
+    assert again[0].shared["url.path"] == "/api/orders/456" and "url.query" not in again[0].shared
+    assert again[0].shared["wiretide.request.size"] == 1 and "wiretide.response.size" not in again[0].shared
+    assert again[0].own["url.full"] == "https://api.shop:8080/api/orders/456"

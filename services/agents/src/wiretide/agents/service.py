@@ -1,48 +1,621 @@
-"""The agents service process. Running user JavaScript agents on entries and events is planned; until
-it is built the service answers health and lists no agents, and it refuses to store an agent instead
-of pretending to (UNIMPLEMENTED, naming what is missing)."""
+"""The agents service process: agent definitions from JetStream KV (hot reload), entries from a durable
+JetStream consumer shared by the replicas, events (packet counts, pod deltas, traces, hub actions)
+and schedules, all handed to the agents' hooks; the gRPC API behind `/api/agents`.
+
+Rule: JavaScript runs in one thread of its own (`agents-js`) — never on the event loop's own turn, and
+never two calls into a sandbox at once; the event loop only moves data and acknowledges an entries
+message once every agent has seen its entries.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
 import grpc
+import orjson
+from prometheus_client import REGISTRY, Counter
+from pydantic import field_validator
 
-from wiretide.common.bus import Bus
+from wiretide.agents.helpers import Host
+from wiretide.agents.hooks import ON_HUB_ACTION, ON_ITEM_CAPTURED, ON_PACKET_CAPTURED, ON_POD_EVENT, ON_TRACE
+from wiretide.agents.model import AgentDef, InvalidAgent, check_name
+from wiretide.agents.outbound import Outbound, Work
+from wiretide.agents.runtime import AgentRun, Backend, Limits, Runtime, check_syntax
+from wiretide.agents.store import AgentStore
+from wiretide.common.bus import (
+    AGENT_EVENTS,
+    ENTRIES_ALL,
+    ENTRIES_STREAM,
+    IDENTITY_UPDATES,
+    Bus,
+    decode_or_count,
+    durable_pull,
+)
+from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.llm import LlmConfig
+from wiretide.common.rpc import channel
 from wiretide.common.service import Service
-from wiretide.common.settings import CommonSettings
-from wiretide.proto.v1 import agents_pb2, agents_pb2_grpc
+from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.proto.v1 import (
+    agents_pb2,
+    agents_pb2_grpc,
+    capture_pb2,
+    capture_pb2_grpc,
+    resolver_pb2,
+    tracer_pb2,
+    tracer_pb2_grpc,
+)
 
-NOT_BUILT = "agents are planned, not built yet: this service cannot store or run an agent"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FETCH_BATCH: Final = 64  # EntryBatch messages per pull
+FETCH_TIMEOUT_S: Final = 0.25
+JOBS_TICK_S: Final = 0.2  # how often due jobs are looked for (a cron's resolution is a second)
+TRACES_LOOKBACK_NS: Final = 5 * 60 * 10**9  # traces newer than this are offered to onTrace once
+TRACES_SEEN: Final = 100_000  # trace ids remembered so that each is offered once
+RPC_TIMEOUT_S: Final = 10.0
+MAX_QUERIED: Final = 500  # entries per QueryItems call
+
+ENTRIES_IN = Counter("wiretide_agents_entries_total", "Entries handed to the agents")
+AGENT_FAILURES = Counter("wiretide_agents_failures_total", "Agents stopped by an error or a limit", ["agent"])
 
 
 class AgentsSettings(CommonSettings):
-    pass
+    """`WIRETIDE_AGENTS_*`: the sandbox's limits, the outbound worker, the consumer."""
+
+    agents_durable: str = "agents"
+    agents_memory_mb: int = 64
+    agents_time_limit_s: float = 1.0
+    agents_outbound_timeout_s: float = 5.0
+    agents_outbound_queue: int = 1000
+    agents_outbound_workers: int = 4
+    agents_stats_interval_s: float = 1.0  # onPacketCaptured and onTrace polling
+    # Where kfl.query asks (the gateway's HTTP address, as the gateway reads it) and with which token.
+    gateway_http: str = "127.0.0.1:8899"
+    gateway_token: str = ""
+
+    @field_validator("agents_memory_mb", "agents_outbound_queue", "agents_outbound_workers")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("agents_time_limit_s", "agents_outbound_timeout_s", "agents_stats_interval_s")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("gateway_http")
+    @classmethod
+    def _hostport_http(cls, value: str) -> str:
+        parse_hostport(value, "WIRETIDE_GATEWAY_HTTP")
+        return value
+
+    def limits(self) -> Limits:
+        return Limits(memory_mb=self.agents_memory_mb, time_limit_s=self.agents_time_limit_s)
+
+
+class ServiceBackend(Backend):
+    """The real peers: webhooks over HTTP, the gateway for kfl.query, the capture service for
+    snapshots, NATS for hub actions."""
+
+    def __init__(self, service: AgentsService) -> None:
+        super().__init__(service.settings.node_name)
+        self.service = service
+        self.llm = LlmConfig.from_settings(service.settings)
+        self.http: Any = None
+
+    def submit(
+        self,
+        host: Host,
+        what: str,
+        work: Callable[[], Awaitable[Any]],
+        done: Callable[[bool, Any], None] | None,
+    ) -> None:
+        outbound = self.service.outbound
+        if outbound is None:
+            super().submit(host, what, work, done)
+            return
+        outbound.submit(Work(host, what, work, done))
+
+    def _client(self) -> Any:
+        if self.http is None:
+            import httpx
+
+            self.http = httpx.AsyncClient(timeout=self.service.asettings.agents_outbound_timeout_s)
+        return self.http
+
+    async def webhook(self, method: str, url: str, body: str, headers: dict[str, str]) -> int:
+        resp = await self._client().request(method, url, content=body.encode(), headers=headers)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"HTTP {resp.status_code}")
+        return int(resp.status_code)
+
+    async def kfl_query(self, query: str, limit: int) -> list[dict[str, Any]]:
+        s = self.service.asettings
+        host, port = parse_hostport(s.gateway_http)
+        headers = {"authorization": f"Bearer {s.gateway_token}"} if s.gateway_token else {}
+        resp = await self._client().get(
+            f"http://{host}:{port}/api/entries", params={"q": query, "limit": limit}, headers=headers
+        )
+        doc = resp.json()
+        if resp.status_code != 200:
+            raise RuntimeError(str(doc.get("error") if isinstance(doc, dict) else resp.status_code))
+        entries: list[dict[str, Any]] = doc["entries"]
+        return entries
+
+    async def snapshot(self, bpf: str, name: str, seconds: float) -> dict[str, Any]:
+        now = time.time_ns()
+        async with channel(
+            self.service.settings.capture_grpc, self.service.settings.transport, peer="capture"
+        ) as ch:
+            stub = capture_pb2_grpc.CaptureServiceStub(ch)
+            answer = await stub.Snapshot(
+                capture_pb2.CaptureServiceSnapshotRequest(
+                    start_ns=now - int(seconds * 1e9), end_ns=now, bpf=bpf, inline=True
+                ),
+                timeout=RPC_TIMEOUT_S,
+                metadata=self.service.auth.call_metadata(),
+            )
+        folder = Path(self.service.settings.data_dir) / "snapshots"
+        path = folder / f"{name}.pcapng"
+        await asyncio.to_thread(_write, path, answer.data)
+        return {"path": str(path), "packets": int(answer.packets)}
+
+    def hub(self, host: Host, action: str, obj: Any) -> None:
+        self.service.publish_hub(host.agent, action, obj)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def agent_message(
+    run: AgentRun | None, definition: AgentDef | None, with_source: bool = True
+) -> agents_pb2.Agent:
+    d = definition if definition is not None else (run.definition if run is not None else None)
+    msg = agents_pb2.Agent()
+    if d is not None:
+        msg.name = d.name
+        if with_source:
+            msg.source = d.source
+        msg.enabled = d.enabled
+        msg.env.update(d.env)
+        msg.revision = d.revision
+        msg.updated_ns = d.updated_ns
+        msg.state = "running" if d.enabled else "disabled"
+    if run is not None:
+        st = run.status()
+        msg.state = st["state"]
+        msg.last_error = st["last_error"]
+        msg.error_line = st["error_line"]
+        msg.hooks.extend(st["hooks"])
+        msg.jobs.extend(st["jobs"])
+        msg.invocations = st["invocations"]
+        msg.items = st["items"]
+        msg.failures = st["failures"]
+        msg.tests_passed = st["tests_passed"]
+        msg.tests_failed = st["tests_failed"]
+        msg.log_dropped = st["log_dropped"]
+        msg.outbound_dropped = st["outbound_dropped"]
+    return msg
 
 
 class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
+    def __init__(self, service: AgentsService) -> None:
+        self.s = service
+
+    async def _store(self, context: grpc.aio.ServicerContext) -> AgentStore:
+        if self.s.store is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the agents store is not open yet (NATS)")
+            raise AssertionError("abort() raises")
+        return self.s.store
+
+    async def _name(self, name: str, context: grpc.aio.ServicerContext) -> str:
+        try:
+            return check_name(name)
+        except InvalidAgent as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("abort() raises") from None
+
     async def ListAgents(
         self, request: agents_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> agents_pb2.ListAgentsResponse:
-        return agents_pb2.ListAgentsResponse()
+        store = await self._store(context)
+        out = agents_pb2.ListAgentsResponse()
+        for name in await store.names():
+            definition = await store.get(name)
+            if definition is not None:
+                out.agents.append(
+                    agent_message(self.s.runtime.agents.get(name), definition, not request.without_source)
+                )
+        return out
+
+    async def GetAgent(
+        self, request: agents_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.GetAgentResponse:
+        store = await self._store(context)
+        name = await self._name(request.name, context)
+        definition = await store.get(name)
+        if definition is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {name!r}")
+        return agents_pb2.GetAgentResponse(
+            agent=agent_message(self.s.runtime.agents.get(name), definition),
+            history=await store.history(name),
+        )
 
     async def PutAgent(
         self, request: agents_pb2.PutAgentRequest, context: grpc.aio.ServicerContext
     ) -> agents_pb2.PutAgentResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NOT_BUILT)
-        raise AssertionError("abort() raises")  # for the type checker: abort never returns
+        store = await self._store(context)
+        a = request.agent
+        try:
+            definition = AgentDef(a.name, a.source, dict(a.env), a.enabled).check()
+        except InvalidAgent as exc:
+            return agents_pb2.PutAgentResponse(stored=False, error=str(exc))
+        problem = await asyncio.to_thread(trial_load, definition, self.s.asettings)
+        if problem is not None:
+            message, line, column = problem
+            return agents_pb2.PutAgentResponse(stored=False, error=message, line=line, column=column)
+        revision = await store.put(definition)
+        stored = AgentDef(
+            definition.name, definition.source, definition.env, definition.enabled, time.time_ns(), revision
+        )
+        run = await self.s.apply(definition.name, stored)
+        return agents_pb2.PutAgentResponse(agent=agent_message(run, stored), stored=True)
 
     async def DeleteAgent(
         self, request: agents_pb2.DeleteAgentRequest, context: grpc.aio.ServicerContext
     ) -> agents_pb2.DeleteAgentResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NOT_BUILT)
-        raise AssertionError("abort() raises")
+        store = await self._store(context)
+        name = await self._name(request.name, context)
+        deleted = await store.delete(name)
+        if deleted:
+            await self.s.apply(name, None)
+        return agents_pb2.DeleteAgentResponse(deleted=deleted)
+
+    async def SetEnabled(
+        self, request: agents_pb2.SetEnabledRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.SetEnabledResponse:
+        store = await self._store(context)
+        name = await self._name(request.name, context)
+        definition = await store.get(name)
+        if definition is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {name!r}")
+            raise AssertionError("abort() raises")
+        changed = AgentDef(definition.name, definition.source, definition.env, request.enabled)
+        revision = await store.put(changed)
+        stored = AgentDef(
+            changed.name, changed.source, changed.env, changed.enabled, time.time_ns(), revision
+        )
+        run = await self.s.apply(name, stored)
+        return agents_pb2.SetEnabledResponse(agent=agent_message(run, stored))
+
+    async def GetLogs(
+        self, request: agents_pb2.GetLogsRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.GetLogsResponse:
+        name = await self._name(request.name, context)
+        run = self.s.runtime.agents.get(name)
+        if run is None:
+            store = await self._store(context)
+            if await store.get(name) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {name!r}")
+            return agents_pb2.GetLogsResponse()
+        lines = run.logs_since(request.after_seq, request.limit)
+        return agents_pb2.GetLogsResponse(
+            lines=[agents_pb2.LogLine(seq=x.seq, ts_ns=x.ts_ns, stream=x.stream, text=x.text) for x in lines]
+        )
+
+    async def QueryItems(
+        self, request: agents_pb2.QueryItemsRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.QueryItemsResponse:
+        if len(request.entries_json) > MAX_QUERIED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_QUERIED} entries per call")
+        entries = []
+        for raw in request.entries_json:
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(doc, dict):
+                entries.append(doc)
+        marks = await self.s.in_js(self.s.runtime.query_items, entries)
+        return agents_pb2.QueryItemsResponse(
+            marks=[
+                agents_pb2.Mark(agent=m.agent, result=m.result, entry_id=m.entry_id, note=m.note)
+                for m in marks
+            ]
+        )
+
+
+def trial_load(definition: AgentDef, settings: AgentsSettings) -> tuple[str, int, int] | None:
+    """Why `definition` cannot run (message, line, column), or None: the syntax, then its top level run
+    once in a scratch sandbox with offline helpers (bad kfl.match queries, bad cron strings, throws)."""
+    problem = check_syntax(definition.source)
+    if problem is not None:
+        return str(problem), problem.line, problem.column
+    if not definition.enabled:
+        return None
+    scratch = Runtime(Backend(settings.node_name), settings.limits())
+    run = scratch.put(definition)
+    if run.state == "failed":
+        return run.last_error, run.error_line, 0
+    return None
 
 
 class AgentsService(Service):
     name = "agents"
     settings_cls = AgentsSettings
 
+    def __init__(self, settings: CommonSettings) -> None:
+        super().__init__(settings)
+        assert isinstance(settings, AgentsSettings)
+        self.asettings = settings
+        self.backend = ServiceBackend(self)
+        self._js = ThreadPoolExecutor(1, thread_name_prefix="agents-js")
+        self.runtime = Runtime(self.backend, settings.limits(), wake=self._wake)
+        self.store: AgentStore | None = None
+        self.outbound: Outbound | None = None
+        self.entries_in = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self._inbox = asyncio.Event()
+        self._loaded = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: set[str] = set()
+        self._traces_seen: OrderedDict[str, None] = OrderedDict()
+        self._last_stats: dict[str, int] = {}
+        REGISTRY.register(self.backend.metrics)
+
     def register(self, server: grpc.aio.Server) -> None:
-        agents_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsApi(), server)
+        agents_pb2_grpc.add_AgentsServiceServicer_to_server(AgentsApi(self), server)
+
+    def ready(self) -> bool:
+        return self._loaded.is_set()
+
+    async def in_js(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the JavaScript thread."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._js, fn, *args)
+        self._note_failures()
+        return result
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._inbox.set)
+
+    def _note_failures(self) -> None:
+        for run in self.runtime.agents.values():
+            if run.state == "failed" and run.agent not in self._failed:
+                self._failed.add(run.agent)
+                AGENT_FAILURES.labels(run.agent).inc()
+            elif run.state != "failed":
+                self._failed.discard(run.agent)
+
+    async def apply(self, name: str, definition: AgentDef | None) -> AgentRun | None:
+        """Load (or remove) a definition read from the store, unless this revision already runs."""
+        return await self.in_js(self._apply, name, definition)
+
+    async def _watched(self, name: str, definition: AgentDef | None) -> None:
+        await self.apply(name, definition)
+
+    def _apply(self, name: str, definition: AgentDef | None) -> AgentRun | None:
+        if definition is None:
+            self.runtime.remove(name)
+            return None
+        current = self.runtime.agents.get(name)
+        if current is not None and definition.revision and current.definition.revision == definition.revision:
+            return current
+        return self.runtime.put(definition)
 
     async def start(self, bus: Bus) -> None:
-        pass
+        self._loop = asyncio.get_running_loop()
+        s = self.asettings
+        self.outbound = Outbound(
+            s.agents_outbound_queue, s.agents_outbound_timeout_s, s.agents_outbound_workers
+        )
+        self.store = await AgentStore.open(bus.js)
+        self._sub = await durable_pull(bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, s.agents_durable)
+        self._hub = await bus.nc.subscribe(AGENT_EVENTS, cb=self._on_hub)
+        self._pods = await bus.nc.subscribe(IDENTITY_UPDATES, cb=self._on_identity)
+        store = self.store
+        self._tasks = [
+            asyncio.create_task(store.watch(self._watched, self._loaded), name="agents-watch"),
+            asyncio.create_task(self._consume(), name="agents-consume"),
+            asyncio.create_task(self._inbox_loop(), name="agents-inbox"),
+            asyncio.create_task(self._jobs_loop(), name="agents-jobs"),
+            asyncio.create_task(self._stats_loop(), name="agents-stats"),
+        ]
+        await asyncio.wait_for(self._loaded.wait(), timeout=30)
+        log.info("agents loaded", extra={"agents": len(self.runtime.agents)})
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.outbound is not None:
+            await self.outbound.close()
+        if self.backend.http is not None:
+            await self.backend.http.aclose()
+        self._js.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            REGISTRY.unregister(self.backend.metrics)
+
+    # -- inputs -------------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        while not self._stop.is_set():
+            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
+            if got.entries:
+                if self.runtime.wants(ON_ITEM_CAPTURED):
+                    await self.in_js(self.runtime.dispatch, ON_ITEM_CAPTURED, got.entries)
+                self.entries_in += len(got.entries)
+                ENTRIES_IN.inc(len(got.entries))
+            await got.ack()
+
+    async def _inbox_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._inbox.wait()
+            self._inbox.clear()
+            await self.in_js(self.runtime.process_inboxes)
+
+    async def _jobs_loop(self) -> None:
+        while not self._stop.is_set():
+            nxt = self.runtime.next_job_s()
+            if nxt is not None and nxt <= time.time():
+                await self.in_js(self.runtime.run_due_jobs, None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=JOBS_TICK_S)
+
+    async def _stats_loop(self) -> None:
+        interval = self.asettings.agents_stats_interval_s
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            try:
+                if self.runtime.wants(ON_PACKET_CAPTURED):
+                    await self._packet_stats()
+                if self.runtime.wants(ON_TRACE):
+                    await self._traces()
+            except grpc.aio.AioRpcError as exc:
+                log.debug("peer unavailable for agent events", extra={"error": exc.code().name})
+
+    async def _packet_stats(self) -> None:
+        async with channel(self.settings.capture_grpc, self.settings.transport, peer="capture") as ch:
+            status = await capture_pb2_grpc.CaptureServiceStub(ch).GetStatus(
+                capture_pb2.GetStatusRequest(), timeout=RPC_TIMEOUT_S, metadata=self.auth.call_metadata()
+            )
+        event = packet_delta(status, self._last_stats)
+        if event is not None:
+            await self.in_js(self.runtime.dispatch, ON_PACKET_CAPTURED, [event])
+
+    async def _traces(self) -> None:
+        now = time.time_ns()
+        async with channel(self.settings.tracer_grpc, self.settings.transport, peer="tracer") as ch:
+            answer = await tracer_pb2_grpc.TracerServiceStub(ch).FindTraces(
+                tracer_pb2.FindTracesRequest(start_ns=now - TRACES_LOOKBACK_NS, end_ns=now, limit=1000),
+                timeout=RPC_TIMEOUT_S,
+                metadata=self.auth.call_metadata(),
+            )
+        fresh = []
+        for t in answer.traces:
+            if t.trace_id in self._traces_seen:
+                continue
+            self._traces_seen[t.trace_id] = None
+            if len(self._traces_seen) > TRACES_SEEN:
+                self._traces_seen.popitem(last=False)
+            fresh.append(
+                {
+                    "trace_id": t.trace_id,
+                    "root_name": t.root_name,
+                    "root_service": t.root_service,
+                    "start_ns": t.start_ns,
+                    "duration_us": t.duration_ns // 1000,
+                    "span_count": t.span_count,
+                    "error": t.error,
+                    "min_confidence": t.min_confidence,
+                }
+            )
+        if fresh:
+            await self.in_js(self.runtime.dispatch, ON_TRACE, fresh)
+
+    async def _on_identity(self, msg: Any) -> None:
+        if not self.runtime.wants(ON_POD_EVENT):
+            return
+        update = decode_or_count(resolver_pb2.IdentityUpdate, msg.data, IDENTITY_UPDATES)
+        if update is None:
+            return
+        events = pod_events(update)
+        if events:
+            await self.in_js(self.runtime.dispatch, ON_POD_EVENT, events)
+
+    def publish_hub(self, agent: str, action: str, obj: Any) -> None:
+        """Called in the JS thread: hand the publish to the event loop."""
+        payload = orjson.dumps(
+            {"agent": agent, "action": action, "obj": obj, "node": self.settings.node_name}
+        )
+        loop, bus = self._loop, self.bus
+        if loop is None or bus is None:
+            return
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(bus.nc.publish(AGENT_EVENTS, payload)))
+
+    async def _on_hub(self, msg: Any) -> None:
+        try:
+            doc = orjson.loads(msg.data)
+            run = self.runtime.agents.get(str(doc["agent"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if run is not None and ON_HUB_ACTION in run.hooks:
+            run.fire(ON_HUB_ACTION, str(doc.get("action", "")), doc.get("obj"))
+
+
+def packet_delta(status: capture_pb2.GetStatusResponse, last: dict[str, int]) -> dict[str, Any] | None:
+    """The counts since the previous status (the first status only sets the baseline)."""
+    first = not last
+    now: dict[str, int] = {"packets": status.packets, "bytes": status.bytes}
+    for reason, n in status.drops.items():
+        now[f"drop:{reason}"] = n
+    for i in status.interfaces:
+        now[f"if:{i.name}:packets"] = i.packets
+        now[f"if:{i.name}:bytes"] = i.bytes
+        now[f"if:{i.name}:kernel_drops"] = i.kernel_drops
+
+    def delta(key: str) -> int:
+        return max(0, now.get(key, 0) - last.get(key, 0))
+
+    event = {
+        "node": status.node,
+        "packets": delta("packets"),
+        "bytes": delta("bytes"),
+        "drops": {reason: delta(f"drop:{reason}") for reason in status.drops},
+        "interfaces": [
+            {
+                "name": i.name,
+                "packets": delta(f"if:{i.name}:packets"),
+                "bytes": delta(f"if:{i.name}:bytes"),
+                "kernel_drops": delta(f"if:{i.name}:kernel_drops"),
+            }
+            for i in status.interfaces
+        ],
+    }
+    last.clear()
+    last.update(now)
+    return None if first else event
+
+
+def pod_events(update: resolver_pb2.IdentityUpdate) -> list[dict[str, Any]]:
+    out = []
+    for kind, identities in (("upsert", update.upserts), ("removal", update.removals)):
+        for i in identities:
+            if i.kind != "pod":
+                continue
+            out.append(
+                {
+                    "type": kind,
+                    "pod": {
+                        "name": i.name,
+                        "namespace": i.namespace,
+                        "ip": i.ip,
+                        "node": i.node,
+                        "labels": dict(i.labels),
+                        "workload": {"kind": i.workload.kind, "name": i.workload.name},
+                    },
+                }
+            )
+    return out

@@ -132,14 +132,15 @@ class LiveCapture:
     def fds(self) -> list[int]:
         return list(self._by_fd)
 
-    def drain_fd(self, fd: int, sink: PacketSink) -> int:
+    def drain_fd(self, fd: int, sink: PacketSink, max_blocks: int = 0) -> int:
+        """Drain the ready blocks of one socket (at most `max_blocks`, 0 = all); packets drained."""
         ring = self._by_fd.get(fd)
         if ring is None:
             return 0
-        return self._drain(ring, sink)
+        return self._drain(ring, sink, max_blocks)
 
-    def _drain(self, ring: RingSocket, sink: PacketSink) -> int:
-        n = ring.drain(sink)
+    def _drain(self, ring: RingSocket, sink: PacketSink, max_blocks: int = 0) -> int:
+        n = ring.drain(sink, max_blocks)
         if n:
             totals = self.totals[ring.ifname]
             totals.packets += n

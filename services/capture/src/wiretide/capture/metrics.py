@@ -28,5 +28,8 @@ SENT_PACKETS = Counter("wiretide_capture_sent_packets_total", "Packets sent", ["
 SENT_BYTES = Counter("wiretide_capture_sent_bytes_total", "Frame bytes sent", ["endpoint"])
 QUEUED = Gauge("wiretide_capture_queued_batches", "Batches waiting for credits", ["endpoint"])
 ENDPOINT_UP = Gauge("wiretide_capture_dissector_up", "1 while the Ingest stream is open", ["endpoint"])
+PAUSED = Gauge(
+    "wiretide_capture_paused", "1 while the queues to the dissectors are full and the rings are not read"
+)
 INTERFACES = Gauge("wiretide_capture_interfaces", "Interfaces being captured")
 RECORDER_BYTES = Gauge("wiretide_capture_recorder_bytes", "Bytes held by the pcapng recorder ring")

@@ -1,8 +1,11 @@
 """Streams of `PacketBatch`es to dissector endpoints over `DissectorService.Ingest`, with credits.
 
-Rule: a sender never holds more than its bound. Batches wait in a bounded queue until the endpoint's
-credits allow them out; when the queue is full, when the endpoint is gone, or when a stream breaks
-with batches unacknowledged, those packets are dropped and counted by reason — never silently.
+Rule: a sender never holds more than its bound. Batches wait in a bounded queue, already encoded (a
+packet costs its frame and ~20 bytes of packed columns there, not Python objects), until the
+endpoint's credits allow them out; past a high-water mark the pool says it has no room, so the
+capture stops reading its ring and the kernel ring holds the rest of a burst. When the queue is full
+anyway, when the endpoint is gone, or when a stream breaks with batches unacknowledged, those packets
+are dropped and counted by reason — never silently.
 A broken stream is reopened with exponential backoff; the pool tells its listener whenever the set
 of reachable endpoints changes so the shard ring can be rebuilt. An endpoint is `ready` once its
 dissector has answered the stream (it answers only when it can publish what it dissects); the end of
@@ -25,12 +28,17 @@ from wiretide.capture import metrics
 from wiretide.common.packets import PacketColumns
 from wiretide.common.rpc import channel
 from wiretide.common.settings import parse_hostport
+from wiretide.common.tls import PLAINTEXT, Transport
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE_BATCHES: Final = 64  # ~64k packets per endpoint at the default batch size
-DEFAULT_QUEUE_BYTES: Final = 64 << 20  # and never more than this much frame data
+DEFAULT_QUEUE_BATCHES: Final = 512  # batches are ~2k packets; the byte bound is the one that binds
+DEFAULT_QUEUE_BYTES: Final = 128 << 20  # of frame data per endpoint: ~1 s of a 1 Gbit/s line
+# The pool has no room once a queue holds this share of its bound, and room again below the low-water
+# share: the capture reads at most a block of its ring between checks, which fits in the gap.
+HIGH_WATER: Final = 0.75
+LOW_WATER: Final = 0.5
 CONNECT_TIMEOUT_S: Final = 2.0
 BACKOFF_MIN_S: Final = 0.2
 BACKOFF_MAX_S: Final = 5.0
@@ -44,6 +52,15 @@ UNACKED: Final = "unacknowledged"
 # Queued behind an input's last batch (compared by identity): sent as an empty batch marked
 # `end_of_input`, it tells the dissector to close the input's flows.
 END_OF_INPUT: Final = PacketColumns(b"", [], [], [], [])
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A batch waiting for credits, encoded; `seq` and the drop counts are set when it goes out."""
+
+    request: dissector_pb2.IngestRequest
+    packets: int
+    nbytes: int
 
 
 @dataclass(slots=True)
@@ -71,17 +88,22 @@ class EndpointSender:
         *,
         max_batches: int = DEFAULT_QUEUE_BATCHES,
         max_bytes: int = DEFAULT_QUEUE_BYTES,
+        transport: Transport = PLAINTEXT,
+        metadata: tuple[tuple[str, str], ...] = (),  # the service token (the dissector checks callers)
     ) -> None:
         parse_hostport(endpoint, "dissector endpoint")
         self.endpoint = endpoint
+        self.transport = transport
+        self.metadata = metadata
         self.node = node
         self.source = source
         self.drops = drops
         self.on_change = on_change
         self.max_batches = max_batches
         self.max_bytes = max_bytes
-        self.queue: deque[PacketColumns] = deque()
+        self.queue: deque[Queued] = deque()
         self.queued_bytes = 0
+        self.on_room: Callable[[], None] | None = None  # told when the queue falls below low water
         self.up = False
         self.ready = False  # the dissector answered this stream: it is ready to dissect and publish
         self.sent_batches = 0
@@ -112,27 +134,44 @@ class EndpointSender:
         if len(self.queue) >= self.max_batches or self.queued_bytes + size > self.max_bytes:
             self.drops.add(QUEUE_FULL, len(cols))
             return False
-        self.queue.append(cols)
+        self._enqueue(cols, size)
+        return True
+
+    def _enqueue(self, cols: PacketColumns, size: int) -> None:
+        request = dissector_pb2.IngestRequest(batch=cols.to_proto(self.node, self.source, 0))
+        request.batch.end_of_input = cols is END_OF_INPUT
+        self.queue.append(Queued(request, len(cols), size))
         self.queued_bytes += size
         metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
         self._wake.set()
-        return True
+
+    @property
+    def has_room(self) -> bool:
+        """Below the high-water mark (or down: then nothing is queued and offers are counted lost)."""
+        return not self.up or self._below(HIGH_WATER, strict=True)
+
+    def _below(self, share: float, *, strict: bool = False) -> bool:
+        batches, nbytes = self.max_batches * share, self.max_bytes * share
+        if strict:
+            return len(self.queue) < batches and self.queued_bytes < nbytes
+        return len(self.queue) <= batches and self.queued_bytes <= nbytes
 
     def end_input(self) -> bool:
         """Mark the end of an input behind everything queued (outside the bound: it carries no
         packets); False when the endpoint is down (its input was lost and counted already)."""
         if not self.up:
             return False
-        self.queue.append(END_OF_INPUT)
-        self._wake.set()
+        self._enqueue(END_OF_INPUT, 0)
         return True
 
     def _drop_queue(self, reason: str) -> None:
-        lost = sum(len(c) for c in self.queue)
+        lost = sum(q.packets for q in self.queue)
         self.queue.clear()
         self.queued_bytes = 0
         self.drops.add(reason, lost)
         metrics.QUEUED.labels(self.endpoint).set(0)
+        if self.on_room is not None:
+            self.on_room()
 
     def _set_up(self, up: bool) -> None:
         if not up:
@@ -149,10 +188,10 @@ class EndpointSender:
             opened = False
             in_flight: deque[tuple[int, int]] = deque()  # (seq, packets) not yet acknowledged
             try:
-                async with channel(self.endpoint) as ch:
+                async with channel(self.endpoint, self.transport, peer="dissector") as ch:
                     await asyncio.wait_for(ch.channel_ready(), CONNECT_TIMEOUT_S)
                     stub = dissector_pb2_grpc.DissectorServiceStub(ch)
-                    call = stub.Ingest()
+                    call = stub.Ingest(metadata=self.metadata)
                     opened = True
                     backoff = BACKOFF_MIN_S
                     self._set_up(True)
@@ -211,19 +250,23 @@ class EndpointSender:
         try:
             while not ended and not self._stopping:
                 if self.queue and len(in_flight) < credits:
-                    cols = self.queue.popleft()
-                    self.queued_bytes -= len(cols.data)
+                    queued = self.queue.popleft()
+                    self.queued_bytes -= queued.nbytes
                     metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
+                    if self.on_room is not None and self._below(LOW_WATER):
+                        self.on_room()
                     seq += 1
-                    batch = cols.to_proto(self.node, self.source, seq, self.drops.counts)
-                    batch.end_of_input = cols is END_OF_INPUT
-                    in_flight.append((seq, len(cols)))
-                    await call.write(dissector_pb2.IngestRequest(batch=batch))
+                    batch = queued.request.batch
+                    batch.seq = seq
+                    for reason, count in self.drops.counts.items():
+                        batch.dropped[reason] = count
+                    in_flight.append((seq, queued.packets))
+                    await call.write(queued.request)
                     self.sent_batches += 1
-                    self.sent_packets += len(cols)
+                    self.sent_packets += queued.packets
                     metrics.SENT_BATCHES.labels(self.endpoint).inc()
-                    metrics.SENT_PACKETS.labels(self.endpoint).inc(len(cols))
-                    metrics.SENT_BYTES.labels(self.endpoint).inc(len(cols.data))
+                    metrics.SENT_PACKETS.labels(self.endpoint).inc(queued.packets)
+                    metrics.SENT_BYTES.labels(self.endpoint).inc(queued.nbytes)
                     continue
                 self._wake.clear()
                 changed.clear()
@@ -267,14 +310,19 @@ class SenderPool:
         *,
         max_batches: int = DEFAULT_QUEUE_BATCHES,
         max_bytes: int = DEFAULT_QUEUE_BYTES,
+        transport: Transport = PLAINTEXT,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.node = node
+        self._transport = transport
+        self._metadata = metadata
         self.source = source
         self.drops = Drops({})
         self.senders: dict[str, EndpointSender] = {}
         self._listener = on_change
         self._max_batches = max_batches
         self._max_bytes = max_bytes
+        self.on_room: Callable[[], None] | None = None  # told when a sender's queue has room again
 
     def healthy(self) -> list[str]:
         return sorted(ep for ep, s in self.senders.items() if s.up)
@@ -301,10 +349,22 @@ class SenderPool:
                 self._changed,
                 max_batches=self._max_batches,
                 max_bytes=self._max_bytes,
+                transport=self._transport,
+                metadata=self._metadata,
             )
+            sender.on_room = self._room
             self.senders[ep] = sender
             sender.start()
         self._changed()
+
+    @property
+    def has_room(self) -> bool:
+        """Every reachable endpoint's queue is below its high-water mark: keep reading the ring."""
+        return all(s.has_room for s in self.senders.values())
+
+    def _room(self) -> None:
+        if self.on_room is not None and self.has_room:
+            self.on_room()
 
     def offer(self, endpoint: str, cols: PacketColumns) -> bool:
         sender = self.senders.get(endpoint)

@@ -2,7 +2,10 @@
 everything captured, and control (status, snapshots) over gRPC.
 
 Rule: the service stays up and SERVING whatever its surroundings lack — capture privileges,
-interfaces, reachable dissectors — and counts and reports what it therefore cannot do. A replay is the
+interfaces, reachable dissectors — and counts and reports what it therefore cannot do. A burst is
+buffered where it costs least: the capture reads its rings a block at a time while the queues to the
+dissectors have room, and stops reading while they do not, so the kernel ring holds the rest; only
+what overflows the ring is lost, counted by the kernel. A replay is the
 exception that may wait: a file is not a NIC, so it sends nothing until its consumers are there (every
 dissector answering, every named durable consumer of the entries in place), saying what it waits for,
 and it ends each file with an end-of-input mark so the dissectors close that file's flows.
@@ -29,10 +32,11 @@ from wiretide.capture.bpf import FilterError, OfflineFilter, combine, compile_bp
 from wiretide.capture.interfaces import Selection
 from wiretide.capture.live import LiveCapture
 from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLimits
-from wiretide.capture.sender import UNAVAILABLE, SenderPool
+from wiretide.capture.sender import DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES, UNAVAILABLE, SenderPool
 from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
+from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
@@ -43,6 +47,18 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S: Final = 1.0
 MIB: Final = 1 << 20
+# Ring blocks read per wake-up: a block of small frames is a batch's worth, and the queues' room is
+# checked again before the next one (see sender.HIGH_WATER).
+DRAIN_BLOCKS: Final = 1
+# The defaults of the ring (per captured interface) and of the queue to each dissector: what a burst
+# of 200k small keep-alive calls (~2 s at ~90k calls/s, ~100 MB of frames) needs while the dissector
+# catches up, within a capture budget of 300 MB RSS. See README "Speed".
+DEFAULT_RING_MB: Final = 64
+DEFAULT_BLOCK_KB: Final = 1024
+DEFAULT_QUEUE_MB: Final = DEFAULT_QUEUE_BYTES // MIB
+# Live capture runs at this niceness: it is the one stage that cannot wait (what the ring cannot hold
+# is lost), while everything after it can (queues, JetStream); its CPU is bounded by the traffic.
+DEFAULT_NICE: Final = -5
 # A waiting replay says what it waits for this often: often enough that nobody thinks it hangs.
 REPLAY_NOTE_EVERY_S: Final = 3.0
 # How often a waiting replay looks at its consumers again (a JetStream API call per named consumer).
@@ -58,11 +74,12 @@ class CaptureSettings(CommonSettings):
     capture_ports: str = ""  # comma-separated; compiled into the BPF filter
     capture_cidrs: str = ""  # comma-separated; compiled into the BPF filter
     capture_snaplen: int = DEFAULT_SNAPLEN
-    capture_ring_mb: int = 16
-    capture_block_kb: int = 1024
+    capture_ring_mb: int = DEFAULT_RING_MB
+    capture_block_kb: int = DEFAULT_BLOCK_KB
     capture_promisc: bool = False
     capture_fanout_group: int = 0
     capture_fanout_mode: str = "hash"
+    capture_nice: int = DEFAULT_NICE  # live capture only; needs CAP_SYS_NICE to go below 0
     # Replay these files (separated like PATH, by os.pathsep), one after the other, instead of capturing.
     capture_pcap: str = ""
     capture_pace: bool = False
@@ -72,8 +89,8 @@ class CaptureSettings(CommonSettings):
     capture_replay_consumers: str = ""
     capture_flush_ms: int = 100  # batches leave at least this often
     capture_batch_packets: int = 2048  # or when this many packets wait for one endpoint
-    capture_queue_batches: int = 64
-    capture_queue_mb: int = 64
+    capture_queue_batches: int = DEFAULT_QUEUE_BATCHES
+    capture_queue_mb: int = DEFAULT_QUEUE_MB
     capture_dns_refresh_s: float = 0.0  # > 0: resolve endpoint host names (headless Service) this often
     capture_rescan_s: float = 2.0
     capture_record: bool = True
@@ -115,6 +132,13 @@ class CaptureSettings(CommonSettings):
     @classmethod
     def _interfaces(cls, value: str) -> str:
         Selection.parse(value)
+        return value
+
+    @field_validator("capture_nice")
+    @classmethod
+    def _nice(cls, value: int) -> int:
+        if not -20 <= value <= 19:
+            raise ValueError("must be -20..19 (a niceness)")
         return value
 
     @field_validator("capture_fanout_mode")
@@ -163,6 +187,14 @@ class CaptureSettings(CommonSettings):
 
     def snapshot_dir(self) -> Path:
         return self.data_dir / "capture" / "snapshots"
+
+
+def _set_nice(nice: int) -> None:
+    """This thread's (the event loop's, which reads the rings) niceness; without the privilege, said."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        log.warning("cannot set the capture's priority", extra={"nice": nice, "error": str(exc)})
 
 
 def _items(text: str) -> list[str]:
@@ -226,6 +258,8 @@ class CaptureControl(capture_pb2_grpc.CaptureServiceServicer):
     async def Snapshot(
         self, request: capture_pb2.CaptureServiceSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> capture_pb2.CaptureServiceSnapshotResponse:
+        if not request.flow_id and current_principal().role < Role.ADMIN:  # every packet recorded
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a snapshot of every flow needs admin")
         recorder = self.service.recorder
         if recorder is None:
             await context.abort(
@@ -274,6 +308,7 @@ class CaptureService(Service):
         self.replay: ReplayProgress | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._readers: set[int] = set()
+        self.paused = False  # the queues to the dissectors are full: the rings hold what comes
 
     def register(self, server: grpc.aio.Server) -> None:
         capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
@@ -289,7 +324,10 @@ class CaptureService(Service):
             self._on_endpoints,
             max_batches=s.capture_queue_batches,
             max_bytes=s.capture_queue_mb * MIB,
+            transport=s.transport,
+            metadata=self.auth.call_metadata(),
         )
+        self.pool.on_room = self._resume
         if s.capture_record:
             self.recorder = Recorder(s.recorder_path(), s.node_name, s.recorder_limits())
         await self.pool.set_endpoints(
@@ -301,6 +339,7 @@ class CaptureService(Service):
             self.replay = ReplayProgress(s.pcap_files())
             self._spawn(self._replay(self.replay), "replay")
         else:
+            _set_nice(s.capture_nice)
             self.live = LiveCapture(
                 Selection.parse(s.capture_interfaces, s.capture_include_loopback),
                 s.ring_config(),
@@ -361,6 +400,8 @@ class CaptureService(Service):
                 self._count_drop(UNAVAILABLE, len(cols))
             else:
                 self.pool.offer(endpoint, cols)
+        if self.live is not None and self.pool is not None and not self.paused and not self.pool.has_room:
+            self._pause()
 
     def _record(self, cols: PacketColumns) -> None:
         if self.recorder is not None:
@@ -388,17 +429,35 @@ class CaptureService(Service):
         assert self.live is not None
         self._remove_readers()
         self.live.rescan()
+        if not self.paused:
+            self._add_readers()
+
+    def _add_readers(self) -> None:
+        assert self.live is not None
         loop = asyncio.get_running_loop()
         for fd in self.live.fds():
-            loop.add_reader(fd, self._on_readable, fd)
-            self._readers.add(fd)
+            if fd not in self._readers:
+                loop.add_reader(fd, self._on_readable, fd)
+                self._readers.add(fd)
+
+    def _pause(self) -> None:
+        """The queues are at their high-water mark: stop reading the rings (the kernel holds what comes)."""
+        self.paused = True
+        self._remove_readers()
+        metrics.PAUSED.set(1)
+
+    def _resume(self) -> None:
+        if self.paused and self.live is not None:
+            self.paused = False
+            self._add_readers()
+            metrics.PAUSED.set(0)
 
     def _on_readable(self, fd: int) -> None:
         live = self.live
         if live is None:
             return
         before = len(self.sharder.ring.endpoints)
-        n = live.drain_fd(fd, self.sharder)
+        n = live.drain_fd(fd, self.sharder, DRAIN_BLOCKS)
         if n == 0:
             # Readable with nothing to read: an error is pending (POLLERR); a device that went down or
             # away is released, and its reader with it.

@@ -134,6 +134,9 @@ class Entry(_EntryRequired, total=False):
     flow_id: str | int | None
     stream: str | int | None
     trace: Trace | None
+    # Where the dissector replaced a value by its redaction marker ("request.headers.authorization",
+    # "request.body.$.password"); absent when nothing was (docs/security.md, "Redaction").
+    redacted: list[str]
 
 
 REQUIRED: Final = tuple(_EntryRequired.__annotations__)  # in declaration order

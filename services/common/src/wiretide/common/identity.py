@@ -24,7 +24,8 @@ from typing import Any, Final
 import grpc
 
 from wiretide.common.bus import IDENTITY_UPDATES, Bus, decode_or_count
-from wiretide.common.rpc import CHANNEL_OPTIONS
+from wiretide.common.rpc import channel
+from wiretide.common.tls import PLAINTEXT, Transport
 from wiretide.proto.v1 import resolver_pb2, resolver_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -464,9 +465,19 @@ class IdentitySync:
     resolver is unreachable the table keeps answering from its last good state.
     """
 
-    def __init__(self, bus: Bus, resolver_address: str, table: IdentityTable | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        resolver_address: str,
+        table: IdentityTable | None = None,
+        *,
+        transport: Transport = PLAINTEXT,
+        metadata: tuple[tuple[str, str], ...] = (),  # the service token (the resolver checks callers)
+    ) -> None:
         self.bus = bus
         self.address = resolver_address
+        self.transport = transport
+        self.metadata = metadata
         self.table = table if table is not None else IdentityTable()
         self.resyncs = 0
         self.gaps = 0
@@ -479,7 +490,7 @@ class IdentitySync:
         self._channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._channel = channel(self.address, self.transport, peer="resolver")
         self._sub = await self.bus.nc.subscribe(IDENTITY_UPDATES, cb=self._on_message)
         self._need_snapshot.set()
         self._task = asyncio.create_task(self._run(), name="identity-sync")
@@ -532,7 +543,9 @@ class IdentitySync:
             try:
                 assert self._channel is not None
                 stub = resolver_pb2_grpc.ResolverServiceStub(self._channel)
-                snap = await stub.Snapshot(resolver_pb2.SnapshotRequest(), timeout=SNAPSHOT_TIMEOUT_S)
+                snap = await stub.Snapshot(
+                    resolver_pb2.SnapshotRequest(), timeout=SNAPSHOT_TIMEOUT_S, metadata=self.metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 self._loading = False
                 delay = RESYNC_BACKOFF_S[min(attempt, len(RESYNC_BACKOFF_S) - 1)]

@@ -16,11 +16,12 @@ from typing import ClassVar
 
 import grpc
 
+from wiretide.common.auth import Authenticator, from_settings, server_interceptors
 from wiretide.common.bus import Bus, connect_with_retry
 from wiretide.common.lifecycle import Lifecycle
 from wiretide.common.logging import setup_logging
 from wiretide.common.metrics import UP, serve_metrics
-from wiretide.common.rpc import Health, create_server
+from wiretide.common.rpc import Health, create_health_server, create_server
 from wiretide.common.settings import CommonSettings, SettingsError, load_settings
 from wiretide.common.telemetry import setup_telemetry
 from wiretide.common.types import GRPC_SERVICE
@@ -41,6 +42,14 @@ class Service(abc.ABC):
         self.bus: Bus | None = None
         self.lifecycle: Lifecycle | None = None
         self.grpc_port = 0  # the bound port, once serving
+        self.auth = self.make_authenticator()
+
+    def make_authenticator(self) -> Authenticator:
+        """Who may call this service (common/auth); SettingsError for a bad credential setting."""
+        try:
+            return from_settings(self.settings)
+        except ValueError as exc:
+            raise SettingsError(f"authentication: {exc}") from None
 
     def register(self, server: grpc.aio.Server) -> None:  # noqa: B027 - optional hook
         """Add this service's gRPC servicers (before the server starts)."""
@@ -80,14 +89,27 @@ async def serve(service: Service, *, handle_signals: bool = True) -> None:
         lifecycle.install_signal_handlers()
 
     serve_metrics(settings.metrics_address(service.name))
-    server, health, port = create_server(service.listen_address(), [GRPC_SERVICE[service.name]])
+    transport = settings.transport
+    server, health, port = create_server(
+        service.listen_address(),
+        [GRPC_SERVICE[service.name]],
+        transport=transport,
+        interceptors=server_interceptors(service.name, service.auth, service.listen_address()),
+    )
     service.grpc_port = port
     service.register(server)
     await server.start()
     await health.set(False)
-    log.info("gRPC listening", extra={"address": service.listen_address(), "port": port})
+    log.info(
+        "gRPC listening", extra={"address": service.listen_address(), "port": port, "tls": transport.mode}
+    )
+    probe = create_health_server(settings.health_grpc, health)[0] if settings.health_grpc else None
+    if probe is not None:
+        await probe.start()
 
     async def stop_server() -> None:
+        if probe is not None:
+            await probe.stop(grace=None)
         await server.stop(grace=1.0)
 
     lifecycle.on_stop("grpc", stop_server)
@@ -101,7 +123,10 @@ async def serve(service: Service, *, handle_signals: bool = True) -> None:
 
     connect = asyncio.create_task(
         connect_with_retry(
-            settings.nats_url, f"wiretide-{service.name}-{settings.node_name}", lifecycle.stop_event
+            settings.nats_url,
+            f"wiretide-{service.name}-{settings.node_name}",
+            lifecycle.stop_event,
+            tls=transport.nats_context(settings.nats_url),
         )
     )
     stop_wait = asyncio.create_task(lifecycle.wait())
@@ -135,7 +160,11 @@ def main(service_cls: type[Service]) -> None:
         raise SystemExit(2) from None
     setup_logging(service_cls.name, settings.log_level, settings.log_format)
     setup_telemetry(service_cls.name, settings.node_name)
-    service = service_cls(settings)
+    try:
+        service = service_cls(settings)
+    except SettingsError as exc:
+        print(f"wiretide-{service_cls.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         asyncio.run(serve(service))
     except KeyboardInterrupt:

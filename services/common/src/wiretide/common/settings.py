@@ -11,14 +11,16 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wiretide.common.paths import default_data_dir
+from wiretide.common.tls import PlaintextRefused, TlsFiles, Transport
 from wiretide.common.types import EXTRA_PREFIXES, SERVICES
 
 ENV_PREFIX = "WIRETIDE_"
@@ -81,6 +83,36 @@ class CommonSettings(BaseSettings):
     # Seconds a service waits for in-flight work when asked to stop.
     shutdown_grace_s: float = 5.0
 
+    # The optional LLM (common/llm.py): any OpenAI-compatible endpoint. Empty base URL = off, and
+    # nothing leaves the cluster; the model is then required, the key only if the endpoint wants one.
+    llm_base_url: str = ""
+    llm_model: str = Field(default="", validate_default=True)
+    llm_api_key: str = ""
+    llm_timeout_s: float = 60.0
+
+    # Mutual TLS between Wiretide's processes (gRPC, and NATS at tls:// URLs): PEM paths, all or none.
+    # Without them gRPC and NATS are plaintext, which only loopback accepts unless allowed.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_allow_plaintext: bool = False
+
+    # Who may call (docs/security.md): a JSON file of static tokens (a mounted Secret); the token this
+    # process sends its peers and accepts from them as Wiretide's own (`wiretide up` writes one);
+    # OIDC bearer tokens of one issuer (its JWKS), with the claims that carry role and namespaces.
+    auth_tokens_file: str = ""
+    auth_service_token_file: str = ""
+    auth_oidc_issuer: str = ""
+    auth_oidc_audience: str = ""
+    auth_oidc_role_claim: str = "wiretide_role"
+    auth_oidc_namespaces_claim: str = "wiretide_namespaces"
+    auth_oidc_algorithms: str = "RS256,ES256"
+    # Host names an HTTP door answers to beyond loopback and its listen host ('*': any; DNS rebinding).
+    auth_allowed_hosts: str = ""
+    # host:port of a plaintext gRPC server carrying grpc.health.v1 only (the kubelet's gRPC probe
+    # speaks no TLS); empty: none.
+    health_grpc: str = ""
+
     @field_validator(
         "capture_grpc",
         "resolver_grpc",
@@ -99,6 +131,13 @@ class CommonSettings(BaseSettings):
         parse_hostport(value)
         return value
 
+    @field_validator("health_grpc")
+    @classmethod
+    def _optional_hostport(cls, value: str) -> str:
+        if value:
+            parse_hostport(value)
+        return value
+
     @field_validator("dissector_grpc")
     @classmethod
     def _hostport_list(cls, value: str) -> str:
@@ -113,6 +152,44 @@ class CommonSettings(BaseSettings):
             if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
                 raise ValueError(f"must be nats://host:port (comma-separated for a cluster), got {url!r}")
         return value
+
+    @field_validator("tls_ca", "tls_cert", "tls_key")
+    @classmethod
+    def _tls_file(cls, value: str, info: ValidationInfo) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"no such file {value}")
+        if info.field_name == "tls_key":
+            given = {
+                "TLS_CA": info.data.get("tls_ca"),
+                "TLS_CERT": info.data.get("tls_cert"),
+                "TLS_KEY": value,
+            }
+            missing = [ENV_PREFIX + name for name, v in given.items() if not v]
+            if missing and len(missing) < len(given):
+                raise ValueError(
+                    f"mutual TLS needs WIRETIDE_TLS_CA, _CERT and _KEY; missing {', '.join(missing)}"
+                )
+        return value
+
+    @property
+    def transport(self) -> Transport:
+        """How this process reaches its peers and serves them (mutual TLS or plaintext)."""
+        files = TlsFiles(Path(self.tls_ca), Path(self.tls_cert), Path(self.tls_key)) if self.tls_ca else None
+        return Transport(files, self.tls_allow_plaintext)
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _llm_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s):// URL of an OpenAI-compatible API, got {value[:80]!r}")
+        return value
+
+    @field_validator("llm_model")
+    @classmethod
+    def _llm_model(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("llm_base_url") and not value.strip():
+            raise ValueError("names the model to ask; required when WIRETIDE_LLM_BASE_URL is set")
+        return value.strip()
 
     @property
     def dissector_endpoints(self) -> list[str]:
@@ -195,16 +272,34 @@ def load_settings(cls: type[S], service: str | None = None, environ: Mapping[str
     check_unknown(cls, service, env)
     try:
         if environ is None:
-            return cls()
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            key = ENV_PREFIX + name.upper()
-            if key in environ:
-                values[name] = environ[key]
-        return cls.model_validate(values)
+            settings = cls()
+        else:
+            values: dict[str, Any] = {}
+            for name in cls.model_fields:
+                key = ENV_PREFIX + name.upper()
+                if key in environ:
+                    values[name] = environ[key]
+            settings = cls.model_validate(values)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
+    if service in SERVICES:
+        _check_plaintext(settings, service)
+    return settings
+
+
+def _check_plaintext(settings: CommonSettings, service: str) -> None:
+    """A service refuses at start-up to listen, or to reach NATS, in plaintext beyond loopback."""
+    transport = settings.transport
+    try:
+        transport.check_plaintext(
+            settings.grpc_address(service), f"{ENV_PREFIX}{service.upper()}_GRPC (gRPC listen address)"
+        )
+        transport.nats_context(settings.nats_url)
+    except PlaintextRefused as exc:
+        raise SettingsError(str(exc)) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}TLS_CERT/{ENV_PREFIX}TLS_KEY: cannot load: {exc}") from None

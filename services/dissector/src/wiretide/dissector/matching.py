@@ -6,7 +6,7 @@ it still becomes an entry (with an error), and the caller counts it.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
 
 from wiretide.dissector.api import Message
@@ -24,25 +24,33 @@ class Matcher:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self._fifo: deque[Message] = deque()
-        self._by_key: OrderedDict[Hashable, Message] = OrderedDict()
+        # Both allocated by the first request that waits. A list, not a deque: a deque costs 600
+        # bytes from its first item, and most flows hold one request at a time (popping the head of
+        # at most MAX_PENDING pointers is one small memmove).
+        self._fifo: list[Message] | None = None
+        self._by_key: OrderedDict[Hashable, Message] | None = None
 
     def add(self, msg: Message) -> list[Pair]:
         if msg.standalone or self.mode == "none":
             return [(msg, None)] if msg.is_request else [(None, msg)]
         if self.mode == "key":
             return self._add_keyed(msg)
+        fifo = self._fifo
         if msg.is_request:
-            self._fifo.append(msg)
-            if len(self._fifo) > MAX_PENDING:
-                return [(self._fifo.popleft(), None)]
+            if fifo is None:
+                fifo = self._fifo = []
+            fifo.append(msg)
+            if len(fifo) > MAX_PENDING:
+                return [(fifo.pop(0), None)]
             return []
-        if self._fifo:
-            return [(self._fifo.popleft(), msg)]
+        if fifo:
+            return [(fifo.pop(0), msg)]
         return [(None, msg)]
 
     def _add_keyed(self, msg: Message) -> list[Pair]:
         table = self._by_key
+        if table is None:
+            table = self._by_key = OrderedDict()
         if msg.is_request:
             out: list[Pair] = []
             old = table.pop(msg.key, None)
@@ -58,8 +66,9 @@ class Matcher:
     def expire(self, before_ns: int) -> list[Pair]:
         """Requests older than `before_ns` that will not be answered any more."""
         out: list[Pair] = []
-        while self._fifo and self._fifo[0].ts_last < before_ns:
-            out.append((self._fifo.popleft(), None))
+        fifo = self._fifo
+        while fifo and fifo[0].ts_last < before_ns:
+            out.append((fifo.pop(0), None))
         table = self._by_key
         while table:
             key, first = next(iter(table.items()))
@@ -71,12 +80,13 @@ class Matcher:
 
     def drain(self) -> list[Pair]:
         """Everything still pending (flow end)."""
-        out: list[Pair] = [(m, None) for m in self._fifo]
-        out.extend((m, None) for m in self._by_key.values())
-        self._fifo.clear()
-        self._by_key.clear()
+        out: list[Pair] = [(m, None) for m in self._fifo or ()]
+        if self._by_key:
+            out.extend((m, None) for m in self._by_key.values())
+        self._fifo = None
+        self._by_key = None
         return out
 
     @property
     def pending(self) -> int:
-        return len(self._fifo) + len(self._by_key)
+        return len(self._fifo or ()) + len(self._by_key or ())

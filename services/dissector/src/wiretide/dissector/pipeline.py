@@ -28,6 +28,7 @@ from wiretide.dissector.flows.defrag import Defragmenter
 from wiretide.dissector.flows.table import DETECT, PINNED, RAW, Flow
 from wiretide.dissector.flows.tcp import SEQ_MASK
 from wiretide.dissector.matching import Matcher
+from wiretide.dissector.redact import DEFAULT_REDACTOR, Redactor
 from wiretide.dissector.registry import Registry
 
 # TCP flag bits (RFC 9293 §3.1).
@@ -41,6 +42,16 @@ _SYN_RST_FIN: Final = SYN | RST | FIN
 PROBE_BYTES: Final = 4096
 # Bytes held per flow while detection is still undecided (replayed to the parser once it is).
 MAX_EARLY_BYTES: Final = 64 * 1024
+# Early bytes held by all undecided flows together: 100k flows of MAX_EARLY_BYTES each would be 6.4 GB.
+# A flow whose bytes would go beyond it is given up as unknown (counted as `early_budget`).
+MAX_EARLY_TOTAL: Final = 64 * 1024 * 1024
+# An undecided TCP flow re-runs the probes only once a side's first bytes have grown by this factor
+# since the last run (and a last time when it ends): the probes' work per flow is then a geometric
+# series over PROBE_BYTES, however small the segments are.
+PROBE_GROWTH: Final = 2
+# Protocol switches per flow (HTTP/1.1 → WebSocket or h2c is one; a proxy chain two or three): beyond
+# it the flow is a violation, so that 101 answers stacked in one segment cost bounded work.
+MAX_UPGRADES: Final = 8
 # How often (capture time) idle flows are swept.
 SWEEP_INTERVAL_NS: Final = 1_000_000_000
 # Flows whose ports were claimed by another --jobs worker, remembered to skip their packets cheaply.
@@ -87,6 +98,28 @@ def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def _first_bytes(early: list[tuple[int, bytes | int, int]]) -> tuple[bytes, bytes]:
+    """The first PROBE_BYTES of each direction among an undecided flow's chunks (gaps skipped)."""
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    sizes = [0, 0]
+    for d, chunk, _ in early:
+        if type(chunk) is bytes and sizes[d] < PROBE_BYTES:
+            parts[d].append(chunk)
+            sizes[d] += len(chunk)
+    return b"".join(parts[0])[:PROBE_BYTES], b"".join(parts[1])[:PROBE_BYTES]
+
+
+def _probe_again(seen: list[int]) -> bool:
+    """Whether an undecided flow's probes should run again: a side's first bytes (as far as the probes
+    look) are new, or have at least doubled, since they last ran."""
+    for d in (0, 1):
+        now = min(seen[d], PROBE_BYTES)
+        last = seen[2 + d]
+        if now > last and (not last or now >= last * PROBE_GROWTH or now == PROBE_BYTES):
+            return True
+    return False
+
+
 class Pipeline:
     """One dissector's flow tables and protocol sessions. Not thread-safe; one per CPU."""
 
@@ -98,8 +131,10 @@ class Pipeline:
         limits: Limits | None = None,
         shard: tuple[int, int] | None = None,
         schemas: Any = None,
+        redactor: Redactor = DEFAULT_REDACTOR,
     ) -> None:
         self.registry = registry
+        self.redactor = redactor  # redact.py: secrets replaced before an entry leaves the pipeline
         self.node = node
         self.source = source
         self.limits = limits or Limits()
@@ -116,6 +151,7 @@ class Pipeline:
         self._out: list[dict[str, Any]] = []
         self._next_sweep = 0
         self._now = 0
+        self._early_total = 0  # early bytes held by undecided flows (bounded by MAX_EARLY_TOTAL)
 
     # ---- packets in -------------------------------------------------------------------------
 
@@ -141,136 +177,171 @@ class Pipeline:
         tcp_get = self.tcp.get
         tcp_touch = self.tcp.move_to_end
         max_age = self.limits.max_age_ns
-        for caplen, ts, ifid in zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False):
-            end = off + caplen
-            npk += 1
-            nbytes += caplen
-            if caplen >= _ETH_IP4_TCP_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET:
-                et, vihl, total, frag, l4, s4, d4, sp, dp, seq, ack, word = fast(buf, off)
-                if et == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
-                    if shard_count and l4 in {6, 17} and shard_of(s4, sp, d4, dp, shard_count) != shard_index:
-                        # --jobs: another worker's flow, skipped before any further decoding.
-                        off = end
-                        continue
-                    doff = (word >> 12) * 4
-                    if (
-                        l4 == IPPROTO_TCP
-                        and doff >= _TCP_MIN
-                        and _IP4_LEN + doff <= total <= caplen - _ETH_LEN
+        packets = zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False)
+        end = 0
+        while True:
+            # A bug below this line must not lose the batch: the packet is counted and skipped, and
+            # the loop goes on with the next one (`packets` is an iterator, so nothing repeats).
+            try:
+                for caplen, ts, ifid in packets:
+                    end = off + caplen
+                    npk += 1
+                    nbytes += caplen
+                    if caplen >= _ETH_IP4_TCP_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET:
+                        et, vihl, total, frag, l4, s4, d4, sp, dp, seq, ack, word = fast(buf, off)
+                        if et == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                            if (
+                                shard_count
+                                and l4 in {6, 17}
+                                and shard_of(s4, sp, d4, dp, shard_count) != shard_index
+                            ):
+                                # --jobs: another worker's flow, skipped before any further decoding.
+                                off = end
+                                continue
+                            doff = (word >> 12) * 4
+                            if (
+                                l4 == IPPROTO_TCP
+                                and doff >= _TCP_MIN
+                                and _IP4_LEN + doff <= total <= caplen - _ETH_LEN
+                            ):
+                                flags = word & 0x01FF
+                                key = (
+                                    (s4, sp, d4, dp)
+                                    if sp > dp or (sp == dp and s4 >= d4)
+                                    else (d4, dp, s4, sp)
+                                )
+                                flow = tcp_get(key)
+                                if (
+                                    flow is not None
+                                    and not flags & _SYN_RST_FIN
+                                    and not flow.closed
+                                    and ts - flow.first_ts <= max_age
+                                ):
+                                    # An established flow's ordinary segment: `_tcp` without the handshake
+                                    # and teardown cases, inlined (half of these segments are bare ACKs).
+                                    tcp_touch(key)
+                                    po = off + _ETH_LEN + _IP4_LEN + doff
+                                    plen = total - _IP4_LEN - doff
+                                    if sp == flow.a_port and s4 == flow.a_ip:
+                                        d = 0
+                                        flow.pkts_a += 1
+                                        flow.bytes_a += plen
+                                    else:
+                                        d = 1
+                                        flow.pkts_b += 1
+                                        flow.bytes_b += plen
+                                    flow.last_ts = ts
+                                    streams = flow.streams
+                                    assert streams is not None
+                                    if flags & ACK:
+                                        other = streams[1 - d]
+                                        if other.pending:
+                                            for chunk in other.acked(ack, ts):
+                                                self._deliver(flow, 1 - d, chunk, ts)
+                                    if plen:
+                                        stream = streams[d]
+                                        if seq == stream.next_seq and not stream.pending:
+                                            stream.next_seq = (seq + plen) & _U32_SEQ
+                                            self._deliver(flow, d, bytes(buf[po : po + plen]), ts)
+                                        else:
+                                            for chunk in stream.segment(seq, bytes(buf[po : po + plen])):
+                                                self._deliver(flow, d, chunk, ts)
+                                    off = end
+                                    if ts >= self._next_sweep:
+                                        self._sweep(ts)
+                                    continue
+                                self._tcp(
+                                    s4,
+                                    sp,
+                                    d4,
+                                    dp,
+                                    seq,
+                                    ack,
+                                    flags,
+                                    4,
+                                    buf,
+                                    off + _ETH_LEN + _IP4_LEN + doff,
+                                    off + _ETH_LEN + total,
+                                    ts,
+                                    names[ifid],
+                                )
+                                off = end
+                                if ts >= self._next_sweep:
+                                    self._sweep(ts)
+                                continue
+                    elif (
+                        shard_count
+                        and caplen >= _ETH_IP4_MIN
+                        and ifid < nlinks
+                        and links[ifid] == _LINKTYPE_ETHERNET
                     ):
-                        flags = word & 0x01FF
-                        key = (s4, sp, d4, dp) if sp > dp or (sp == dp and s4 >= d4) else (d4, dp, s4, sp)
-                        flow = tcp_get(key)
+                        # --jobs: skip another worker's packets before paying for a full decode.
+                        et, vihl, _, _, _, frag, _, l4, _, s4, d4, sp, dp = quick(buf, off + 12)
                         if (
-                            flow is not None
-                            and not flags & _SYN_RST_FIN
-                            and not flow.closed
-                            and ts - flow.first_ts <= max_age
+                            et == 0x0800
+                            and vihl == 0x45
+                            and (l4 in {6, 17})
+                            and not frag & 0x3FFF
+                            and shard_of(s4, sp, d4, dp, shard_count) != shard_index
                         ):
-                            # An established flow's ordinary segment: `_tcp` without the handshake
-                            # and teardown cases, inlined (half of these segments are bare ACKs).
-                            tcp_touch(key)
-                            po = off + _ETH_LEN + _IP4_LEN + doff
-                            plen = total - _IP4_LEN - doff
-                            if sp == flow.a_port and s4 == flow.a_ip:
-                                d = 0
-                                flow.pkts_a += 1
-                                flow.bytes_a += plen
-                            else:
-                                d = 1
-                                flow.pkts_b += 1
-                                flow.bytes_b += plen
-                            flow.last_ts = ts
-                            streams = flow.streams
-                            assert streams is not None
-                            if flags & ACK:
-                                other = streams[1 - d]
-                                if other.pending:
-                                    for chunk in other.acked(ack, ts):
-                                        self._deliver(flow, 1 - d, chunk, ts)
-                            if plen:
-                                stream = streams[d]
-                                if seq == stream.next_seq and not stream.pending:
-                                    stream.next_seq = (seq + plen) & _U32_SEQ
-                                    self._deliver(flow, d, bytes(buf[po : po + plen]), ts)
-                                else:
-                                    for chunk in stream.segment(seq, bytes(buf[po : po + plen])):
-                                        self._deliver(flow, d, chunk, ts)
                             off = end
-                            if ts >= self._next_sweep:
-                                self._sweep(ts)
                             continue
+                    h = decode(buf, off, end, links[ifid]) if ifid < nlinks else None
+                    off = end
+                    if h is None:
+                        undecodable += 1
+                        continue
+                    proto = h[3]
+                    if h[7] or h[8]:  # a fragment: reassemble first
+                        h2 = self._fragment(h, buf, ts)
+                        if h2 is None:
+                            continue
+                        if proto == IPPROTO_TCP:
+                            self._tcp(
+                                h2[0],
+                                h2[1],
+                                h2[2],
+                                h2[3],
+                                h2[4],
+                                h2[5],
+                                h2[6],
+                                h2[7],
+                                memoryview(h2[8]),
+                                0,
+                                len(h2[8]),
+                                ts,
+                                names[ifid],
+                            )
+                        elif proto == IPPROTO_UDP:
+                            self._udp(
+                                h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid]
+                            )
+                    elif proto == IPPROTO_TCP:
                         self._tcp(
-                            s4,
-                            sp,
-                            d4,
-                            dp,
-                            seq,
-                            ack,
-                            flags,
-                            4,
+                            h[1],
+                            h[4],
+                            h[2],
+                            h[5],
+                            h[12],
+                            h[13],
+                            h[14],
+                            h[0],
                             buf,
-                            off + _ETH_LEN + _IP4_LEN + doff,
-                            off + _ETH_LEN + total,
+                            h[10],
+                            h[11],
                             ts,
                             names[ifid],
                         )
-                        off = end
-                        if ts >= self._next_sweep:
-                            self._sweep(ts)
-                        continue
-            elif (
-                shard_count and caplen >= _ETH_IP4_MIN and ifid < nlinks and links[ifid] == _LINKTYPE_ETHERNET
-            ):
-                # --jobs: skip another worker's packets before paying for a full decode.
-                et, vihl, _, _, _, frag, _, l4, _, s4, d4, sp, dp = quick(buf, off + 12)
-                if (
-                    et == 0x0800
-                    and vihl == 0x45
-                    and (l4 in {6, 17})
-                    and not frag & 0x3FFF
-                    and shard_of(s4, sp, d4, dp, shard_count) != shard_index
-                ):
-                    off = end
-                    continue
-            h = decode(buf, off, end, links[ifid]) if ifid < nlinks else None
-            off = end
-            if h is None:
-                undecodable += 1
-                continue
-            proto = h[3]
-            if h[7] or h[8]:  # a fragment: reassemble first
-                h2 = self._fragment(h, buf, ts)
-                if h2 is None:
-                    continue
-                if proto == IPPROTO_TCP:
-                    self._tcp(
-                        h2[0],
-                        h2[1],
-                        h2[2],
-                        h2[3],
-                        h2[4],
-                        h2[5],
-                        h2[6],
-                        h2[7],
-                        memoryview(h2[8]),
-                        0,
-                        len(h2[8]),
-                        ts,
-                        names[ifid],
-                    )
-                elif proto == IPPROTO_UDP:
-                    self._udp(h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid])
-            elif proto == IPPROTO_TCP:
-                self._tcp(
-                    h[1], h[4], h[2], h[5], h[12], h[13], h[14], h[0], buf, h[10], h[11], ts, names[ifid]
-                )
-            elif proto == IPPROTO_UDP:
-                self._udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
-            else:
-                self.stats["packets_other_l4"] += 1
-            if ts >= self._next_sweep:
-                self._sweep(ts)
+                    elif proto == IPPROTO_UDP:
+                        self._udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
+                    else:
+                        self.stats["packets_other_l4"] += 1
+                    if ts >= self._next_sweep:
+                        self._sweep(ts)
+                break
+            except Exception:
+                self.stats["packet_errors"] += 1
+                off = end
         self._now = ts
         st = self.stats
         st["packets"] += npk
@@ -483,11 +554,10 @@ class Pipeline:
         if close_dir is not None:
             try:
                 events = close_dir(d == flow.client, ts)
+                if events:
+                    self._events(flow, events, ts)
             except Exception as exc:
-                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
-                return
-            if events:
-                self._events(flow, events, ts)
+                self._give_up(flow, exc, ts)
 
     def _udp(
         self,
@@ -519,6 +589,8 @@ class Pipeline:
     # ---- protocol sessions -------------------------------------------------------------------
 
     def _deliver(self, flow: Flow, d: int, chunk: bytes | int, ts: int) -> None:
+        """Hand one chunk to the flow's parser (or its probes). Never raises: whatever a parser or a
+        switch of parsers raises gives the flow up as a counted violation."""
         state = flow.state
         if state == PINNED:
             session = flow.session
@@ -530,39 +602,79 @@ class Pipeline:
                     events = session.gap(from_client, chunk, ts)
                 else:
                     events = session.feed(from_client, chunk, ts)
+                if events:
+                    self._events(flow, events, ts)
             except Exception as exc:  # a parser bug must not take the flow table down
-                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
-                return
-            if events:
-                self._events(flow, events, ts)
+                self._give_up(flow, exc, ts)
         elif state == DETECT:
-            self._detect(flow, d, chunk, ts)
+            try:
+                self._detect(flow, d, chunk, ts)
+            except Exception as exc:
+                self._give_up(flow, exc, ts)
         elif type(chunk) is int:
             self.stats["gaps"] += 1
 
-    def _detect(self, flow: Flow, d: int, chunk: bytes | int, ts: int) -> None:
+    def _give_up(self, flow: Flow, exc: Exception, ts: int) -> None:
+        """A parser raised: the flow becomes a violation (counted) and is only counted from now on."""
+        if flow.state == PINNED:
+            self._violation(flow, f"parser error: {type(exc).__name__}", ts)
+        else:
+            self._release(flow)
+            self.stats["violations"] += 1
+            self.drops["violation_unknown"] += 1
+            flow.state = RAW
+            flow.error = f"parser error: {type(exc).__name__}"
+
+    def _release(self, flow: Flow) -> None:
+        """Let go of an undecided flow's held chunks."""
         early = flow.early
-        if early is None:
-            early = flow.early = []
-            flow.seen = [b"", b""]
+        if early is not None:
+            for _, chunk, _ in early:
+                if type(chunk) is bytes:
+                    self._early_total -= len(chunk)
+            flow.early = None
+        flow.seen = None
+
+    def _detect(self, flow: Flow, d: int, chunk: bytes | int, ts: int, final: bool = False) -> None:
+        """Hold a chunk of an undecided flow and, when enough is new (or the flow ends), ask the probes."""
+        early = flow.early
         seen = flow.seen
-        assert seen is not None
-        early.append((d, chunk, ts))
-        if type(chunk) is int:
-            self.stats["gaps"] += 1
+        if early is None or seen is None:
+            early = flow.early = []
+            seen = flow.seen = [0, 0, 0, 0]
+        udp = flow.transport == "udp"
+        if not final:
+            early.append((d, chunk, ts))
+            if type(chunk) is int:
+                self.stats["gaps"] += 1
+                return
+            n = len(chunk)  # type: ignore[arg-type]
+            flow.early_bytes += n
+            seen[d] += n
+            self._early_total += n
+            if self._early_total > MAX_EARLY_TOTAL:
+                self.drops["early_budget"] += 1
+                self._unclaimed(flow)
+                return
+            if not udp and not _probe_again(seen):
+                if flow.early_bytes > MAX_EARLY_BYTES:
+                    self._unclaimed(flow)
+                return
+        elif udp or not _probe_again(seen):
             return
-        data: bytes = chunk  # type: ignore[assignment]
-        flow.early_bytes += len(data)
-        if len(seen[d]) < PROBE_BYTES:
-            seen[d] = (seen[d] + data)[:PROBE_BYTES]
         client = flow.client
-        if flow.transport == "udp":
+        if udp:
+            data: bytes = chunk  # type: ignore[assignment]
             first, second = (data, b"") if d == (client or 0) else (b"", data)
             oriented = client is not None
-        elif client is None:
-            first, second, oriented = seen[0], seen[1], False
         else:
-            first, second, oriented = seen[client], seen[1 - client], True
+            seen[2] = min(seen[0], PROBE_BYTES)
+            seen[3] = min(seen[1], PROBE_BYTES)
+            ends = _first_bytes(early)
+            if client is None:
+                first, second, oriented = ends[0], ends[1], False
+            else:
+                first, second, oriented = ends[client], ends[1 - client], True
         forced = self.registry.forced(flow.a_port, flow.b_port)
         spec: ProtocolSpec | None
         if forced is not None:
@@ -574,16 +686,17 @@ class Pipeline:
                 flow.transport, flow.a_port, flow.b_port, first, second, oriented
             )
         if spec is None:
-            if not undecided or flow.early_bytes > MAX_EARLY_BYTES:
-                if flow.transport == "udp" and flow.early_bytes <= MAX_EARLY_BYTES:
-                    early.clear()  # a datagram nobody claims; the next one may still be claimed
-                    return
-                flow.state = RAW
-                flow.early = None
-                flow.seen = None
+            if udp and flow.early_bytes <= MAX_EARLY_BYTES:
+                if not undecided:
+                    self._release(flow)  # a datagram nobody claims; the next one may still be claimed
+                return
+            if not undecided or final or flow.early_bytes > MAX_EARLY_BYTES:
+                self._unclaimed(flow)
+            elif seen[2] == seen[3] == PROBE_BYTES:
+                self._unclaimed(flow)  # the probes have seen all they ever look at
             return
         if client is None:
-            if flow.transport == "udp":
+            if udp:
                 flow.client = (
                     (d if first_is_client else 1 - d) if first else (1 - d if first_is_client else d)
                 )
@@ -593,45 +706,65 @@ class Pipeline:
         flow.spec = spec
         flow.session = spec.session(self.config)
         flow.matcher = Matcher(spec.matcher)
-        flow.early = None
-        flow.seen = None
+        self._release(flow)
         for dd, c, t in early:
             if flow.state != PINNED:
                 break
             self._deliver(flow, dd, c, t)
 
+    def _unclaimed(self, flow: Flow) -> None:
+        """Nobody claims the flow: from now on it is only counted (a raw TCP/UDP entry at its end)."""
+        flow.state = RAW
+        self._release(flow)
+
     def _events(self, flow: Flow, events: list[Any], ts: int) -> None:
-        for ev in events:
-            if type(ev) is Message:
-                matcher = flow.matcher
-                assert matcher is not None
-                if ev.standalone and flow.link_id is not None:
-                    ev.fields["upgrade_id"] = flow.link_id
-                for req, resp in matcher.add(ev):
-                    self._emit(flow, req, resp, None)
-            elif type(ev) is Violation:
-                self._violation(flow, ev.reason, ts)
-                return
-            elif type(ev) is Upgrade:
-                spec = self.registry.by_name.get(ev.protocol)
-                if spec is None:
-                    self._violation(flow, f"upgrade to unsupported protocol {ev.protocol}", ts)
+        """Act on a parser's events. An upgrade hands the leftover bytes to the new parser in a loop,
+        never by recursion, and at most MAX_UPGRADES times per flow."""
+        queue: list[tuple[bool, bytes]] = []
+        while True:
+            upgrade: Upgrade | None = None
+            for ev in events:
+                if type(ev) is Message:
+                    matcher = flow.matcher
+                    assert matcher is not None
+                    if ev.standalone and flow.link_id is not None:
+                        ev.fields["upgrade_id"] = flow.link_id
+                    for req, resp in matcher.add(ev):
+                        self._emit(flow, req, resp, None)
+                elif type(ev) is Violation:
+                    self._violation(flow, ev.reason, ts)
                     return
-                self.stats[f"upgrades_{ev.protocol}"] += 1
+                elif type(ev) is Upgrade:
+                    upgrade = ev
+                    break
+                elif type(ev) is FlowMark and ev.key == "tls":
+                    flow.tls = ev.value
+            if upgrade is not None:
+                spec = self.registry.by_name.get(upgrade.protocol)
+                if spec is None:
+                    self._violation(flow, f"upgrade to unsupported protocol {upgrade.protocol}", ts)
+                    return
+                if flow.upgrades >= MAX_UPGRADES:
+                    self._violation(flow, f"more than {MAX_UPGRADES} protocol upgrades", ts)
+                    return
+                flow.upgrades += 1
+                self.stats[f"upgrades_{upgrade.protocol}"] += 1
                 if flow.matcher is not None:
                     for req, resp in flow.matcher.drain():
                         self._emit(flow, req, resp, None)
                 flow.link_id = flow.last_entry_id
                 flow.spec = spec
-                flow.session = session = spec.session(self.config)
+                flow.session = spec.session(self.config)
                 flow.matcher = Matcher(spec.matcher)
-                if ev.client_rest:
-                    self._events(flow, session.feed(True, ev.client_rest, ts), ts)
-                if ev.server_rest and flow.state == PINNED:
-                    self._events(flow, session.feed(False, ev.server_rest, ts), ts)
+                # The old parser's leftovers come before whatever it had not been handed yet.
+                rest = [(True, upgrade.client_rest), (False, upgrade.server_rest)]
+                queue = [item for item in rest if item[1]] + queue
+            if not queue or flow.state != PINNED:
                 return
-            elif type(ev) is FlowMark and ev.key == "tls":
-                flow.tls = ev.value
+            from_client, data = queue.pop(0)
+            session = flow.session
+            assert session is not None
+            events = session.feed(from_client, data, ts)
 
     def _violation(self, flow: Flow, reason: str, ts: int) -> None:
         spec = flow.spec
@@ -657,19 +790,24 @@ class Pipeline:
                 for chunk in flow.streams[d].flush():
                     self._deliver(flow, d, chunk, ts)
         if flow.state == DETECT and flow.early:
-            self.stats["flows_undecided"] += 1
+            if flow.transport == "tcp":
+                try:  # the probes may not have seen the last bytes yet
+                    self._detect(flow, 0, 0, ts, final=True)
+                except Exception as exc:
+                    self._give_up(flow, exc, ts)
+            if flow.state == DETECT:
+                self.stats["flows_undecided"] += 1
         if flow.state == PINNED:
             session = flow.session
             assert session is not None and flow.spec is not None and flow.matcher is not None
             try:
                 events = session.close(ts)
+                if events:
+                    self._events(flow, events, ts)
             except Exception as exc:
-                self._violation(flow, f"parser error: {type(exc).__name__}", ts)
-                events = []
+                self._give_up(flow, exc, ts)
             for key, n in (getattr(session, "counters", None) or {}).items():
                 self.stats[f"{flow.spec.name}_{key}"] += n
-            if events:
-                self._events(flow, events, ts)
             if flow.state == PINNED and flow.matcher is not None and flow.spec is not None:
                 unanswered = flow.spec.unanswered_error
                 for req, resp in flow.matcher.drain():
@@ -685,8 +823,7 @@ class Pipeline:
             # Claimed but never completed a message (cut by gaps, oversized): still visible, as a flow.
             flow.error = f"{flow.spec.name if flow.spec else 'protocol'}: no complete message"
             self._connection_entry(flow, reason)
-        flow.early = None
-        flow.seen = None
+        self._release(flow)
         flow.session = None
 
     def _sweep(self, ts: int) -> None:
@@ -825,6 +962,8 @@ class Pipeline:
                     doc["error"] = found
                 name = doc["protocol"] = over.pop("protocol", name)
                 doc.update(over)
+        if self.redactor.enabled:  # redaction at the source (redact.py), once `protocol` is final
+            self.redactor.redact(doc)
         flow.last_entry_id = entry_id
         self.entries_by_protocol[name] += 1
         self._out.append(doc)

@@ -158,7 +158,9 @@ def parse_overrides(text: str) -> dict[int, str]:
         if not part:
             continue
         port_text, sep, name = part.partition("=")
-        if not sep or not port_text.strip().isdigit() or not 0 < int(port_text) < 65536 or not name.strip():
+        text = port_text.strip()
+        port = int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else None  # ASCII only
+        if not sep or port is None or not 0 < port < 65536 or not name.strip():
             raise ValueError(f"port override must look like PORT=PROTOCOL, got {part!r}")
-        out[int(port_text)] = name.strip()
+        out[port] = name.strip()
     return out

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -22,12 +23,14 @@ from prometheus_client import Counter, Gauge
 from pydantic import field_validator
 
 from wiretide.common.bus import BatchPublisher, Bus, entries_subject
+from wiretide.common.bus.entries import encode_entries
+from wiretide.common.bus.spool import Spool, SpoolBudget, leftover
 from wiretide.common.collector import collect_rarely
-from wiretide.common.entry import encode_batch
 from wiretide.common.identity import IdentitySync
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
+from wiretide.dissector import redact
 from wiretide.dissector.pipeline import Limits, Pipeline
 from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
@@ -47,6 +50,9 @@ FLOWS = Gauge("wiretide_dissector_flows_active", "Flows in the tables")
 
 # Batches a sender may have in flight per stream (credit-based backpressure).
 DEFAULT_CREDITS: Final = 8
+# How often a held Ingest answer looks again whether the publishers caught up (a JetStream ack takes
+# about this long; the wait is per batch, never per packet).
+PUBLISH_WAIT_S: Final = 0.002
 # Capture nodes one dissector keeps separate flow tables for (the same 5-tuple on two nodes differs).
 MAX_NODES: Final = 256
 # How often the idle/absolute timeouts run against the wall clock (live capture has no end of file).
@@ -75,7 +81,47 @@ class DissectorSettings(CommonSettings):
         return value
 
     dissector_publish_items: int = 500  # entries per NATS message
-    dissector_max_buffered: int = 100_000  # entries held while NATS is away, then dropped and counted
+    # Entries held in memory while NATS is away or slow (~3 KB each as documents: ~60 MB), then spooled.
+    dissector_max_buffered: int = 20_000
+    # Bytes of encoded entries spooled on disk (under the data dir) beyond that, for every capture node
+    # together; past it entries are dropped and counted. 0: no spool (drop past memory).
+    dissector_spool_bytes: int = 1024**3
+    # Redaction at the source (redact.py; docs/security.md, "Redaction"): names are comma-separated,
+    # `*` matches any run of characters; the rules file (YAML or JSON) is read once, at start-up.
+    dissector_redact: bool = True  # false: entries keep every value as captured
+    dissector_redact_defaults: bool = True  # the built-in rules (credentials, cookies, passwords, keys)
+    dissector_redact_rules: str = ""  # a rules file added to the above
+    dissector_redact_headers: str = ""  # header and gRPC metadata names
+    dissector_redact_cookies: str = ""
+    dissector_redact_query: str = ""  # query parameter names
+    dissector_redact_keys: str = ""  # JSON keys (any depth), form fields, GraphQL variables, gRPC fields
+
+    @field_validator("dissector_redact_rules")
+    @classmethod
+    def _redact_rules(cls, value: str) -> str:
+        if value:
+            try:
+                text = Path(value).read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read the rules file: {exc}") from None
+            try:
+                redact.parse_rules_text(text, redact.is_yaml(value))
+            except redact.RulesError as exc:
+                raise ValueError(f"{value}: {exc}") from None
+        return value
+
+    def redaction_rules(self) -> redact.Rules:
+        """The redaction rules these settings describe (the rules file read here, once)."""
+        path = self.dissector_redact_rules
+        return redact.rules_from_settings(
+            enabled=self.dissector_redact,
+            defaults=self.dissector_redact_defaults,
+            rules_file=(Path(path).read_text(), redact.is_yaml(path)) if path else None,
+            headers=self.dissector_redact_headers,
+            cookies=self.dissector_redact_cookies,
+            query=self.dissector_redact_query,
+            keys=self.dissector_redact_keys,
+        )
 
     @field_validator("dissector_ports")
     @classmethod
@@ -92,7 +138,7 @@ class DissectorSettings(CommonSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("dissector_body_cap")
+    @field_validator("dissector_body_cap", "dissector_spool_bytes")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:
@@ -116,6 +162,7 @@ class DissectorApi(dissector_pb2_grpc.DissectorServiceServicer):
         yield dissector_pb2.IngestResponse(acked_seq=0, credits=service.credits())
         async for req in request_iterator:
             service.ingest(req.batch)
+            await service.publish_room()
             yield dissector_pb2.IngestResponse(acked_seq=req.batch.seq, credits=service.credits())
             await asyncio.sleep(0)  # let the publishers run between batches
 
@@ -154,7 +201,9 @@ class DissectorService(Service):
             if settings.dissector_grpc_descriptors
             else None
         )
-        self.publishers: dict[str, BatchPublisher[dict[str, Any]]] = {}
+        # Compiled once; every node's pipeline shares it (its name caches are per rule, not per flow).
+        self.redactor = redact.Redactor(settings.redaction_rules())
+        self.publishers: dict[str, BatchPublisher[dict[str, Any]]] = {}  # by subject
         self.producer = f"dissector-{socket.gethostname()}-{os.getpid()}"
         self.packets = 0
         self.bytes = 0
@@ -164,6 +213,10 @@ class DissectorService(Service):
         self.identity: IdentitySync | None = None
         self._fed_at: dict[str, int] = {}
         self.started = asyncio.Event()
+        # One spool directory per dissector endpoint on this data dir; one budget for all its nodes.
+        endpoint = settings.dissector_endpoints[0].rsplit(":", 1)[-1] if settings.dissector_endpoints else "0"
+        self.spool_dir = settings.data_dir / "spool" / f"dissector-{endpoint}"
+        self.spool_budget = SpoolBudget(settings.dissector_spool_bytes)
 
     def register(self, server: grpc.aio.Server) -> None:
         dissector_pb2_grpc.add_DissectorServiceServicer_to_server(DissectorApi(self), server)
@@ -173,9 +226,17 @@ class DissectorService(Service):
         collect_rarely()
         # The local copy of the resolver's identity table: lookups during enrichment never leave
         # the process; it syncs in the background (snapshot, then deltas) and survives the resolver.
-        self.identity = IdentitySync(bus, self.settings.resolver_grpc)
+        self.identity = IdentitySync(
+            bus,
+            self.settings.resolver_grpc,
+            transport=self.settings.transport,
+            metadata=self.auth.call_metadata(),
+        )
         await self.identity.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dissector-sweep")
+        if self.cfg.dissector_spool_bytes:
+            for subject in leftover(self.spool_dir):  # what an earlier process spooled: delivered first
+                self._publisher(subject.rpartition(".")[2])  # the subject's node token names it again
         self.started.set()
 
     async def stop(self) -> None:
@@ -212,9 +273,18 @@ class DissectorService(Service):
 
     # ---- the work ---------------------------------------------------------------------------
 
+    def backed_up(self) -> bool:
+        return any(p.backed_up for p in self.publishers.values())
+
     def credits(self) -> int:
-        backed_up = any(len(p.buffer) > p.max_items * 4 for p in self.publishers.values())
-        return 1 if backed_up else self.cfg.dissector_credits
+        return 1 if self.backed_up() else self.cfg.dissector_credits
+
+    async def publish_room(self) -> None:
+        """Hold a stream's answer (and with it the sender's credits) while a publisher is backed up: a
+        burst then waits upstream as packets (the capture's queue, then the kernel ring), never here as
+        entries beyond the publisher's bound, so nothing is dropped for a full publish buffer."""
+        while self.backed_up():  # noqa: ASYNC110 - the publishers' buffers drain in their own tasks
+            await asyncio.sleep(PUBLISH_WAIT_S)
 
     def _count_drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
@@ -226,7 +296,7 @@ class DissectorService(Service):
             if len(self.pipelines) >= MAX_NODES:
                 return None
             pipeline = self.pipelines[node] = Pipeline(
-                self.registry, node=node, limits=self.limits, schemas=self.schemas
+                self.registry, node=node, limits=self.limits, schemas=self.schemas, redactor=self.redactor
             )
         return pipeline
 
@@ -273,25 +343,35 @@ class DissectorService(Service):
         self.entries += len(entries)
         for e in entries:
             ENTRIES.labels(e["protocol"]).inc()
-        pub = self.publishers.get(node)
-        if pub is None:
-            if self.bus is None:
-                self._count_drop("no_bus", len(entries))
-                return
-            producer = self.producer
+        if self.bus is None:
+            self._count_drop("no_bus", len(entries))
+            return
+        self._publisher(node).extend(entries)
 
-            def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str]:
-                return encode_batch(items, node, producer, seq), f"{producer}-{node}-{seq}"
+    def _publisher(self, node: str) -> BatchPublisher[dict[str, Any]]:
+        """The publisher of a node's subject (keyed by subject: one spool file, one writer)."""
+        subject = entries_subject(node)
+        pub = self.publishers.get(subject)
+        if pub is not None:
+            return pub
+        assert self.bus is not None
+        producer = self.producer
 
-            pub = self.publishers[node] = BatchPublisher(
-                self.bus,
-                entries_subject(node),
-                encode,
-                max_items=self.cfg.dissector_publish_items,
-                max_buffered=self.cfg.dissector_max_buffered,
-            )
-            pub.start()
-        pub.extend(entries)
+        def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str]:
+            return encode_entries(items, node, producer, seq), f"{producer}-{node}-{seq}"
+
+        subject = entries_subject(node)
+        spool = Spool(self.spool_dir, subject, self.spool_budget) if self.cfg.dissector_spool_bytes else None
+        pub = self.publishers[subject] = BatchPublisher(
+            self.bus,
+            subject,
+            encode,
+            max_items=self.cfg.dissector_publish_items,
+            max_buffered=self.cfg.dissector_max_buffered,
+            spool=spool,
+        )
+        pub.start()
+        return pub
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -309,6 +389,6 @@ class DissectorService(Service):
     def all_drops(self) -> dict[str, int]:
         out = dict(self.drops)
         for pub in self.publishers.values():
-            if pub.dropped:
+            if pub.dropped:  # past memory and the spool (or too large for a NATS message)
                 out["publish_buffer_full"] = out.get("publish_buffer_full", 0) + pub.dropped
         return out

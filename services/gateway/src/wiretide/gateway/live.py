@@ -2,7 +2,8 @@
 KFL predicate and a bounded queue.
 
 Rule: a slow subscriber never blocks the others or the feed — when its queue is full it is cut off
-(with a reason that says how much it missed), never waited for.
+(with a reason that says how much it missed), never waited for. A subscriber receives only entries
+in its namespace scope, whatever its predicate says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from wiretide.common.auth import ALL_NAMESPACES, NamespaceScope
 from wiretide.common.bus import ENTRIES_ALL, Bus, decode_or_count
 from wiretide.common.entry import InvalidEntry, from_proto
 from wiretide.proto.v1 import entries_pb2
@@ -82,8 +84,10 @@ class LiveHub:
                     CUT_OFF.inc()
                     break
 
-    def subscribe(self, predicate: Callable[[dict[str, Any]], bool]) -> Subscriber:
-        s = Subscriber(predicate)
+    def subscribe(
+        self, predicate: Callable[[dict[str, Any]], bool], scope: NamespaceScope = ALL_NAMESPACES
+    ) -> Subscriber:
+        s = Subscriber(scope.predicate(predicate))
         self.subscribers.add(s)
         SUBSCRIBERS.set(len(self.subscribers))
         return s

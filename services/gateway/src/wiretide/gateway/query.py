@@ -2,7 +2,9 @@
 REST, WebSocket, gRPC and the CLI.
 
 Rule: answers say how complete they are — how much was scanned, whether the scan stopped early,
-and what was dropped upstream (capture, dissectors) or evicted by retention.
+and what was dropped upstream (capture, dissectors) or evicted by retention. Every use-case takes the
+caller's `NamespaceScope` and answers only within it: the scope is pushed into the store's query (so
+limits and counts are those of the scope), and every returned entry is checked against it again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wiretide.common.auth import ALL_NAMESPACES, NamespaceScope, check_restricted
 from wiretide.common.har import har_log
 from wiretide.common.kfl import KflError, validate
 from wiretide.common.protocols import is_error, status_class
@@ -128,52 +131,78 @@ class QueryService:
             p = errors[0]
             raise QueryError(f"invalid query: {p.message}", p.position, p.hint)
 
+    @classmethod
+    def scoped(cls, query: str, scope: NamespaceScope) -> str:
+        """The user's query checked, then narrowed to `scope` (the text the store runs)."""
+        cls.check(query)
+        if scope.unrestricted:
+            return query
+        try:
+            check_restricted(scope, query)
+        except (ValueError, KflError) as exc:
+            raise QueryError(str(exc)) from None
+        return scope.restrict(query)
+
     async def query(
-        self, query: str = "", limit: int | None = None, before: str | None = None, after: str | None = None
+        self,
+        query: str = "",
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        scope: NamespaceScope = ALL_NAMESPACES,
     ) -> QueryResult:
         n, capped = clamp_limit(limit)
         b, a = _cursor(before, "before"), _cursor(after, "after")
-        self.check(query)
+        text = self.scoped(query, scope)
         try:
-            page = await asyncio.to_thread(self.store.scan, query, limit=n, before=b, after=a)
+            page = await asyncio.to_thread(self.store.scan, text, limit=n, before=b, after=a)
         except KflError as exc:
             raise _kfl(exc) from None
+        docs = [d for d in page.docs if scope.allows(d)]
         return QueryResult(
-            entries=page.docs,
+            entries=docs,
             next=page.next.encode() if page.next else None,
-            completeness=self._qualify(page.scanned, len(page.docs), page.exhausted, capped),
+            completeness=self._qualify(page.scanned, len(docs), page.exhausted, capped),
         )
 
-    async def get(self, entry_id: str) -> dict[str, Any] | None:
+    async def get(self, entry_id: str, scope: NamespaceScope = ALL_NAMESPACES) -> dict[str, Any] | None:
+        """The entry, or None when there is none — or none the caller may see (the same answer, so a
+        scoped caller cannot learn that an entry outside its scope exists)."""
         if not entry_id or len(entry_id) > 64:
             return None
-        return await asyncio.to_thread(self.store.get, entry_id)
+        doc = await asyncio.to_thread(self.store.get, entry_id)
+        return doc if doc is not None and scope.allows(doc) else None
 
-    async def har(self, query: str = "", limit: int | None = None) -> dict[str, Any]:
-        self.check(query)
+    async def har(
+        self, query: str = "", limit: int | None = None, scope: NamespaceScope = ALL_NAMESPACES
+    ) -> dict[str, Any]:
+        text = self.scoped(query, scope)
         n = min(limit if limit is not None and limit >= 0 else HAR_MAX_ENTRIES, HAR_MAX_ENTRIES)
         try:
-            page = await asyncio.to_thread(self.store.scan, query, limit=n)
+            page = await asyncio.to_thread(self.store.scan, text, limit=n)
         except KflError as exc:
             raise _kfl(exc) from None
-        doc = har_log(page.docs)
+        doc = har_log([d for d in page.docs if scope.allows(d)])
         doc["log"]["comment"] = f"{len(doc['log']['entries'])} HTTP entries; scanned {page.scanned}"
         return doc
 
-    async def stats(self, query: str = "", by: str = "protocol") -> dict[str, Any]:
+    async def stats(
+        self, query: str = "", by: str = "protocol", scope: NamespaceScope = ALL_NAMESPACES
+    ) -> dict[str, Any]:
         if by not in GROUP_KEYS:
             raise QueryError(f"by must be one of {', '.join(GROUP_KEYS)}, got {by[:40]!r}")
-        self.check(query)
+        text = self.scoped(query, scope)
         try:
             page = await asyncio.to_thread(
-                self.store.scan, query, limit=STATS_MAX_SCAN, max_scan=STATS_MAX_SCAN
+                self.store.scan, text, limit=STATS_MAX_SCAN, max_scan=STATS_MAX_SCAN
             )
         except KflError as exc:
             raise _kfl(exc) from None
+        docs = [d for d in page.docs if scope.allows(d)]
         key = group_key(by)
         groups: dict[str, dict[str, Any]] = {}
         latencies: dict[str, list[float]] = {}
-        for e in page.docs:
+        for e in docs:
             k = key(e)
             g = groups.get(k)
             if g is None:
@@ -223,9 +252,9 @@ class QueryService:
         out.sort(key=lambda g: (-g["count"], g["key"]))
         return {
             "by": by,
-            "total": len(page.docs),
+            "total": len(docs),
             "groups": out,
-            "completeness": self._qualify(page.scanned, len(page.docs), page.exhausted, False),
+            "completeness": self._qualify(page.scanned, len(docs), page.exhausted, False),
         }
 
     @staticmethod

@@ -13,11 +13,12 @@ import grpc
 import uvicorn
 from pydantic import field_validator
 
+from wiretide.common.auth import Authenticator, from_settings
 from wiretide.common.bus import ENTRIES_STREAM, STORE_WRITER_DURABLE, Bus
 from wiretide.common.collector import collect_rarely
 from wiretide.common.rpc import channel
 from wiretide.common.service import Service
-from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.common.settings import CommonSettings, SettingsError, parse_hostport
 from wiretide.gateway.api.grpc_api import GatewayApi
 from wiretide.gateway.api.rest import build_app
 from wiretide.gateway.live import LiveHub
@@ -80,7 +81,7 @@ class GatewayService(Service):
         self.retention: Retention | None = None
         self.completeness = Completeness()
         self.live = LiveHub()
-        self.upstream = UpstreamPoller(settings, self.completeness)
+        self.upstream = UpstreamPoller(settings, self.completeness, self.auth.call_metadata())
         self._queries: QueryService | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -90,6 +91,14 @@ class GatewayService(Service):
         if self._queries is None:
             raise RuntimeError("store not open yet")
         return self._queries
+
+    def make_authenticator(self) -> Authenticator:
+        """The common credentials, and WIRETIDE_GATEWAY_TOKEN as one more admin token."""
+        assert isinstance(self.settings, GatewaySettings)
+        try:
+            return from_settings(self.settings, {self.settings.gateway_token: "gateway-token"})
+        except ValueError as exc:
+            raise SettingsError(f"authentication: {exc}") from None
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayApi(self), server)
@@ -196,10 +205,10 @@ class GatewayService(Service):
         request = capture_pb2.CaptureServiceSnapshotRequest(
             start_ns=start, end_ns=end, flow_id=flow, inline=True
         )
-        async with channel(self.settings.capture_grpc) as ch:
+        async with channel(self.settings.capture_grpc, self.settings.transport, peer="capture") as ch:
             try:
                 resp = await capture_pb2_grpc.CaptureServiceStub(ch).Snapshot(
-                    request, timeout=SNAPSHOT_TIMEOUT_S
+                    request, timeout=SNAPSHOT_TIMEOUT_S, metadata=self.auth.call_metadata()
                 )
             except grpc.aio.AioRpcError as exc:
                 log.warning("capture snapshot failed", extra={"error": exc.details()})

@@ -20,18 +20,24 @@ CALL_TIMEOUT_S = 1.0
 
 
 class UpstreamPoller:
-    def __init__(self, settings: CommonSettings, completeness: Completeness) -> None:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        completeness: Completeness,
+        metadata: tuple[tuple[str, str], ...] = (),  # the service token (common/auth)
+    ) -> None:
         self.settings = settings
+        self.metadata = metadata
         self.completeness = completeness
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def poll_once(self) -> dict[str, int]:
         drops: dict[str, int] = {}
-        async with channel(self.settings.capture_grpc) as ch:
+        async with channel(self.settings.capture_grpc, self.settings.transport, peer="capture") as ch:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 st = await capture_pb2_grpc.CaptureServiceStub(ch).GetStatus(
-                    capture_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT_S
+                    capture_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT_S, metadata=self.metadata
                 )
                 for reason, n in st.drops.items():
                     drops[f"capture.{reason}"] = drops.get(f"capture.{reason}", 0) + n
@@ -45,10 +51,10 @@ class UpstreamPoller:
                     "errors": dict(st.errors),
                 }
         for address in self.settings.dissector_endpoints:
-            async with channel(address) as ch:
+            async with channel(address, self.settings.transport, peer="dissector") as ch:
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     ds = await dissector_pb2_grpc.DissectorServiceStub(ch).GetStats(
-                        dissector_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT_S
+                        dissector_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT_S, metadata=self.metadata
                     )
                     for reason, n in ds.drops.items():
                         drops[f"dissector.{reason}"] = drops.get(f"dissector.{reason}", 0) + n

@@ -1,11 +1,15 @@
 """The store writer: a durable JetStream pull consumer on wt.entries.> that persists EntryBatches.
 
 Rule: a message is acknowledged only after its entries are committed. When the store fails, the
-writer stops acknowledging (JetStream keeps and redelivers), says why, and reports not ready.
+writer stops acknowledging (JetStream keeps and redelivers), says why, and reports not ready. A message
+of a newer contract version than this gateway reads is never acknowledged either: JetStream keeps it for
+an upgraded gateway, and until then the writer reports not ready, naming both versions.
 
 Two batches are in flight at most: while one is decoded and written in a worker thread (SQLite
 releases the GIL while it writes), the event loop fetches the next. Decoding happens in that thread
-too, off the event loop, and keeps each entry's JSON as it arrived so the store need not encode it again.
+too, off the event loop. It reads the fields the store indexes as the producer lifted them and keeps
+each entry's JSON as it arrived: the writer never decodes a document (nor the store, unless it needs
+the document: MongoDB).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.entries import Skipped, valid_entries
+from wiretide.common.bus.entries import Indexed, NewerContract, Skipped, indexed_entries
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
 from wiretide.gateway.store import EntryStore, StoreError
@@ -40,24 +44,30 @@ RETRY_AFTER_FETCH_ERROR_S = 0.5  # pause after a failed fetch; the client reconn
 
 @dataclass(slots=True)
 class Batch:
-    """The messages of one fetch and, once decoded, their valid entries (with their JSON as received)."""
+    """The messages of one fetch and, once decoded, their valid entries as the store takes them."""
 
     messages: list[Any]
-    docs: list[dict[str, Any]] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)
+    entries: list[Indexed] = field(default_factory=list)
+    readable: list[Any] = field(default_factory=list)  # the messages decoded: acknowledged once committed
+    refused: str = ""  # why some messages were left unread (a newer contract version)
     invalid: int = 0
     decoded: bool = False
 
 
 def decode(batch: Batch) -> None:
-    """Decode and validate every entry; undecodable messages and invalid entries are counted and skipped."""
+    """Decode and validate every entry; undecodable messages and invalid entries are counted and skipped,
+    messages of a newer contract version left unread."""
     if batch.decoded:
         return
     skipped = Skipped()
-    docs, raw = batch.docs, batch.raw
-    for doc, json in valid_entries(batch.messages, skipped):
-        docs.append(doc)
-        raw.append(json)
+    out = batch.entries
+    for msg in batch.messages:
+        try:
+            out.extend(indexed_entries((msg,), skipped))  # raises before any entry of a newer message
+        except NewerContract as exc:
+            batch.refused = str(exc)
+            continue
+        batch.readable.append(msg)
     batch.invalid += skipped.entries
     batch.decoded = True
 
@@ -109,13 +119,13 @@ class StoreWriter:
     def _write(self, batch: Batch) -> int:
         """Decode (once) and store a batch; runs in a worker thread. Raises StoreError."""
         decode(batch)
-        if not batch.docs:
+        if not batch.entries:
             return 0
         with TRACER.start_as_current_span(
             "store.write",
-            attributes={"wiretide.entries": len(batch.docs), "wiretide.messages": len(batch.messages)},
+            attributes={"wiretide.entries": len(batch.entries), "wiretide.messages": len(batch.messages)},
         ):
-            return self.store.insert_many(batch.docs, batch.raw)
+            return self.store.insert_indexed(batch.entries)
 
     async def _run(self) -> None:
         in_flight: tuple[Batch, asyncio.Future[int]] | None = None
@@ -159,10 +169,15 @@ class StoreWriter:
         self._count_invalid(batch)
         self.stored += new
         STORED.inc(new)
-        if not self.healthy:
+        previous = self.last_error
+        if not self.healthy and not batch.refused:
             log.info("store writes recovered")
         self.healthy, self.last_error, self._delay = True, None, 0.2
-        for msg in batch.messages:
+        if batch.refused:  # left unacknowledged: JetStream redelivers them to an upgraded gateway
+            if previous != batch.refused:
+                log.error("entries left on the bus unread", extra={"error": batch.refused})
+            self.healthy, self.last_error = False, batch.refused
+        for msg in batch.readable:
             await msg.ack()
         return True
 

@@ -39,6 +39,7 @@ from wiretide.tracer.spans import (
     LINK_SYSCALL,
     LINK_TIMING,
     Span,
+    Descriptions,
     SpanIds,
     Workloads,
     spans_from_entry,
@@ -167,6 +168,7 @@ class Assembler:
         self._kernel = not isinstance(self.causality, NoCausality)
         self.ids = ids or SpanIds()
         self.workloads = Workloads()
+        self.descriptions = Descriptions()
         self.on_emit = on_emit
         self.watermark = 0
         self._seq = itertools.count()
@@ -192,7 +194,7 @@ class Assembler:
             SPANS_DROPPED.labels("rule").inc()
             return []
         ctx = extract_from_entry(entry)
-        spans = spans_from_entry(entry, self.ids, ctx, self.workloads)
+        spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions)
         kinds = self._kinds
         for span in spans:
             if verdict is not None and verdict.name:

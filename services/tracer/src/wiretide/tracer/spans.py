@@ -31,6 +31,7 @@ from wiretide.common.protocols import (
     Family,
     client_error,
     info,
+    route_of,
     server_error,
     span_name,
 )
@@ -71,6 +72,9 @@ MAX_HOST_CHARS: Final = 255
 # Longest `db.query.text` / `wiretide.error.message` kept (they are for reading, not indexing).
 MAX_QUERY_TEXT: Final = 1024
 MAX_ERROR_MESSAGE: Final = 512
+# Distinct HTTP call shapes remembered by `Descriptions` (all forgotten at once beyond it): the ends,
+# routes and statuses a cluster's calls take are few; an id in a path is folded out of its route.
+MAX_SHAPES: Final = 8_192
 _EMPTY: Final[dict[str, Any]] = {}
 
 # The resolver's identity mechanisms (an entry end's `resolution`): names from these are pods,
@@ -469,6 +473,11 @@ def _origin(attrs: Attributes, request: dict[str, Any], scheme: str, dst: dict[s
 
 def describe(entry: dict[str, Any]) -> Described:
     """The span name, attributes and errors of one entry (the same for every span made from it)."""
+    return _describe(entry)[0]
+
+
+def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
+    """`describe`, and the origin its `url.full` starts with ("" for none)."""
     get = entry.get
     protocol, method, path, status = get("protocol"), get("method"), get("path"), get("status")
     protocol = protocol if type(protocol) is str and protocol else "tcp"
@@ -489,7 +498,7 @@ def describe(entry: dict[str, Any]) -> Described:
             attrs["network.protocol.version"] = version
         elif wire_version:
             attrs["network.protocol.version"] = wire_version
-    url_full = ""
+    url_full = origin = ""
 
     if family == "rpc":
         # semconv rpc/rpc-spans.md and rpc/grpc.md
@@ -590,13 +599,148 @@ def describe(entry: dict[str, Any]) -> Described:
     # A call that failed through the server's fault failed for its caller too (every row of the table
     # keeps this; a test holds it to it), so a call fine for its caller needs no second look.
     caller_error = client_error(entry)
-    return Described(
+    described = Described(
         span_name(entry), attrs, caller_error, server_error(entry) if caller_error else "", url_full
+    )
+    return described, origin
+
+
+class Shape(NamedTuple):
+    """What every HTTP call of one shape is described as (`Descriptions`): the attributes in their
+    order — the per-call ones (`client.port`, `url.path`, `url.query`, sizes, error message) holding
+    the first call's values, to be overwritten — the name, the errors and the origin of `url.full`."""
+
+    attributes: Attributes
+    name: str
+    client_error: str
+    server_error: str
+    origin: str
+
+
+def _http_shaped(protocol: str) -> bool:
+    """Whether `Descriptions` may describe calls of `protocol` by shape: an HTTP row (not WebSocket)
+    named like HTTP whose status rules read nothing but `status` and `response.status` (what the
+    shape's key holds)."""
+    row = info(protocol)
+    return (
+        row.family == "http"
+        and protocol != "ws"
+        and row.span_naming == "http"
+        and all(rule.path in (("status",), ("response", "status")) for rule in row.status)
     )
 
 
+class Descriptions:
+    """`describe` with memory, per call shape: HTTP calls between the same ends with the same method,
+    route, status, headers that matter and TLS session are described alike but for a few per-call
+    values (the client's port, the path and query, sizes, the error message). The shape's key holds
+    every other value `describe` reads, normalised to what it uses (a bool is no port, 1.0 no status),
+    so a hit gives exactly what `describe` would; anything else is described in full.
+    """
+
+    __slots__ = ("_http", "_shapes", "limit")
+
+    def __init__(self, limit: int = MAX_SHAPES) -> None:
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self._http: dict[str, bool] = {}  # protocol -> `_http_shaped`
+        self.limit = limit
+
+    def of(self, entry: dict[str, Any]) -> Described:
+        get = entry.get
+        protocol, method, path = get("protocol"), get("method"), get("path")
+        if type(protocol) is not str or type(method) is not str or type(path) is not str:
+            return describe(entry)
+        http = self._http.get(protocol)
+        if http is None:
+            http = _http_shaped(protocol)
+            if len(self._http) < MAX_PROTOCOLS:
+                self._http[protocol] = http
+        if not http or not method or not path:
+            return describe(entry)
+        request, src, dst, tls = get("request"), get("src"), get("dst"), get("tls")
+        request = request if type(request) is dict else _EMPTY
+        src = src if type(src) is dict else _EMPTY
+        dst = dst if type(dst) is dict else _EMPTY
+        if tls:
+            if type(tls) is not dict:
+                return describe(entry)
+            alpn = tls.get("alpn")
+            listed = type(alpn) is list  # [""] names a protocol (""), "" does not
+            if listed:
+                alpn = alpn[0] if alpn and type(alpn[0]) is str else None
+            decrypted = tls.get("decrypted")
+            tls_key: tuple[Any, ...] | None = (
+                _str(tls.get("sni")), _str(tls.get("version")), listed, _str(alpn), _str(tls.get("cipher")),
+                _str(tls.get("ja3")), decrypted if type(decrypted) is bool else None,
+            )  # fmt: skip
+        else:
+            tls_key = None
+        status = get("status")
+        top = type(status) is int  # which status rule reads the code
+        if not top:
+            response = get("response")
+            status = response.get("status") if type(response) is dict else None
+            status = status if type(status) is int else None
+        headers = request.get("headers")
+        ua = headers.get("user-agent") if type(headers) is dict else None
+        ua = ua if type(ua) is str else None  # "" is a user agent (an empty one), None none
+        version, transport, size, err = get("version"), get("transport"), get("size"), get("error")
+        size = size if type(size) is dict else _EMPTY
+        req_size, resp_size = size.get("request"), size.get("response")
+        src_port, dst_port = src.get("port"), dst.get("port")
+        url_path, _, query = path.partition("?")
+        if not query:
+            query = _str(request.get("query_string"))
+        message = ""
+        err_type = ""
+        if err:
+            kind = err.get("type") if type(err) is dict else None
+            err_type = kind if type(kind) is str and kind else "error"
+            message = _str(err.get("message")) if type(err) is dict else ""
+        key = (
+            protocol, method, route_of(url_path), top, status, _str(version), _str(transport),
+            _str(src.get("ip")), type(src_port) is int, _str(dst.get("ip")),
+            dst_port if type(dst_port) is int else None, tls_key, ua, _authority(request),
+            _str(request.get("operation_name")), _str(request.get("operation_type")),
+            bool(url_path), bool(query), type(req_size) is int, type(resp_size) is int, err_type, bool(message),
+        )  # fmt: skip
+        shape = self._shapes.get(key)
+        if shape is None:
+            described, origin = _describe(entry)
+            if len(self._shapes) >= self.limit:
+                self._shapes.clear()
+            self._shapes[key] = Shape(
+                dict(described.attributes), described.name, described.client_error,
+                described.server_error, origin,
+            )  # fmt: skip
+            return described
+        attrs = shape.attributes.copy()
+        if type(src_port) is int:
+            attrs["client.port"] = src_port
+        if url_path:
+            attrs["url.path"] = url_path
+        if query:
+            query = redact_query(query)
+            attrs["url.query"] = query
+        if type(req_size) is int:
+            attrs["wiretide.request.size"] = req_size
+        if type(resp_size) is int:
+            attrs["wiretide.response.size"] = resp_size
+        if message:
+            attrs["wiretide.error.message"] = message[:MAX_ERROR_MESSAGE]
+        origin = shape.origin
+        url_full = ""
+        if origin:
+            url_full = f"{origin}{url_path or '/'}?{query}" if query else f"{origin}{url_path or '/'}"
+        return Described(shape.name, attrs, shape.client_error, shape.server_error, url_full)
+
+
 def spans_from_entry(
-    entry: dict[str, Any], ids: SpanIds, context: Context | None = None, workloads: Workloads | None = None
+    entry: dict[str, Any],
+    ids: SpanIds,
+    context: Context | None = None,
+    workloads: Workloads | None = None,
+    descriptions: Descriptions | None = None,
 ) -> list[Span]:
     """The client and/or server span of one entry (both when both ends are known workloads).
 
@@ -616,7 +760,7 @@ def spans_from_entry(
     start = start if type(start) is int else 0
     elapsed = elapsed if type(elapsed) is int else 0
     end = start + max(elapsed, 0) * 1000
-    described = describe(entry)
+    described = descriptions.of(entry) if descriptions is not None else describe(entry)
     base = described.attributes
     entry_id = get("id")
     entry_id = entry_id if type(entry_id) is str else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import nats
@@ -37,7 +38,8 @@ class Bus:
             return
         with contextlib.suppress(Exception):  # best effort: the server may already be gone
             await self.nc.flush(timeout=1)
-        await self.nc.close()
+        with contextlib.suppress(ConnectionError):  # the server went away: nothing left to close cleanly
+            await self.nc.close()
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
@@ -57,8 +59,11 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         await js.update_stream(config)
 
 
-async def connect_with_retry(url: str, name: str, stop: asyncio.Event | None = None) -> Bus:
-    """Connect, retrying with exponential backoff until NATS answers (or `stop` is set)."""
+async def connect_with_retry(
+    url: str, name: str, stop: asyncio.Event | None = None, *, tls: ssl.SSLContext | None = None
+) -> Bus:
+    """Connect, retrying with exponential backoff until NATS answers (or `stop` is set). With `tls`,
+    a server that does not speak TLS is refused (nats-py would otherwise fall back to plaintext)."""
     delay = BACKOFF_START_S
     attempt = 0
     while True:
@@ -73,7 +78,11 @@ async def connect_with_retry(url: str, name: str, stop: asyncio.Event | None = N
                 reconnect_time_wait=0.5,
                 max_outstanding_pings=3,
                 ping_interval=10,
+                tls=tls,
             )
+            if tls is not None and not nc._server_info.get("tls_required"):
+                await nc.close()
+                raise ConnectionError(f"NATS at {url} does not speak TLS; refusing plaintext")
             break
         except Exception as exc:  # nats raises several unrelated types for "not up yet"
             if stop is not None and stop.is_set():

@@ -1,27 +1,141 @@
-"""Reading EntryBatches from a durable pull consumer: fetch, decode, validate, count what is invalid.
+"""The entry contract on the bus (`EntryBatch`, protos/wiretide/proto/v1/entries.proto): writing it, and
+reading what a consumer needs from it — the indexed fields alone (the store writer) or the documents
+(the tracer) — fetched from a durable pull consumer.
 
-Rule: a message that does not decode and an entry that is not an Entry are counted and skipped, never
-raised; the caller acknowledges the messages once it has used their entries.
+Rule: one pass per batch, and the JSON is decoded only by a consumer that needs the document. The
+producer lifts the indexed fields out of each document (`lift`, the one rule of what they hold) and
+marks the batch `CONTRACT_VERSION`; a consumer reads every version up to its own (an older batch's
+fields are lifted here from its JSON, by the same rule) and refuses a newer one with a message naming
+both versions. A message that does not decode and an entry that is not an Entry are counted and
+skipped, never raised; the caller acknowledges the messages once it has used their entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import orjson
 from nats.errors import TimeoutError as NatsTimeout
 
 from wiretide.common.bus.subscribe import decode_or_count
-from wiretide.common.entry import InvalidEntry, from_proto
+from wiretide.common.entry import InvalidEntry, validate_entry
 from wiretide.common.metrics import BUS_INVALID
 from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
 
+# 2: the indexed fields are lifted into each Entry. 0 (a producer that predates the field) and 1: only
+# id, timestamp, protocol and node are, the rest is in the JSON.
+CONTRACT_VERSION: Final = 2
 RETRY_AFTER_ERROR_S = 0.5  # pause after a failed fetch; the client reconnects by itself meanwhile
+MAX_ID_CHARS: Final = 64  # as `validate_entry`
+INT64: Final = (-(2**63), 2**63 - 1)
+# The fields the store indexes, in the order of `Indexed.values` (the store's columns follow it).
+INDEXED_FIELDS: Final = ("protocol", "node", "status", "method", "src_ns", "src_name", "dst_ns", "dst_name")
+
+Values = tuple[Any, ...]  # of INDEXED_FIELDS; None where the document has no value of the field's type
+# One entry as the store writes it: (id, timestamp ns, values, path, JSON as received). A tuple, not a
+# dataclass: one is made per entry.
+Indexed = tuple[str, int, Values, str | None, bytes]
+
+
+class NewerContract(ValueError):
+    """An EntryBatch of a contract version this consumer does not read yet."""
+
+
+def _str(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def _status(value: Any) -> int | float | None:
+    """The status the store indexes: an int64 or a float (250 and 250.0 are equal for SQL as for KFL)."""
+    if type(value) is int:
+        return value if INT64[0] <= value <= INT64[1] else None
+    return value if type(value) is float else None
+
+
+def lift(doc: dict[str, Any], json: bytes) -> entries_pb2.Entry:
+    """The Entry of one document (already encoded as `json`), its indexed fields lifted."""
+    get = doc.get
+    src, dst, status, elapsed = get("src"), get("dst"), get("status"), get("elapsed_us")
+    src = src if type(src) is dict else {}
+    dst = dst if type(dst) is dict else {}
+    return entries_pb2.Entry(
+        id=doc["id"],
+        timestamp_ns=doc["timestamp"],
+        protocol=doc["protocol"],
+        node=_str(get("node")),
+        json=json,
+        status=status if type(status) is int and INT64[0] <= status <= INT64[1] else None,
+        status_real=status if type(status) is float else None,
+        method=_str(get("method")),
+        path=_str(get("path")),
+        src_namespace=_str(src.get("namespace")),
+        src_name=_str(src.get("name")),
+        dst_namespace=_str(dst.get("namespace")),
+        dst_name=_str(dst.get("name")),
+        elapsed_us=elapsed if type(elapsed) is int and 0 <= elapsed <= INT64[1] else 0,
+    )
+
+
+def encode_entries(docs: Sequence[dict[str, Any]], node: str, producer: str, seq: int) -> bytes:
+    """One EntryBatch of the current contract version."""
+    dumps = orjson.dumps
+    batch = entries_pb2.EntryBatch(node=node, producer=producer, seq=seq, version=CONTRACT_VERSION)
+    batch.entries.extend([lift(d, dumps(d)) for d in docs])
+    return batch.SerializeToString()
+
+
+def indexed_of_doc(doc: dict[str, Any], json: bytes) -> Indexed:
+    """What the store indexes of a (valid) document, by the rule `lift` keeps."""
+    get = doc.get
+    src, dst, status, path = get("src"), get("dst"), get("status"), get("path")
+    src = src if type(src) is dict else {}
+    dst = dst if type(dst) is dict else {}
+    values = (
+        doc["protocol"],
+        _str(get("node")),
+        _status(status),
+        _str(get("method")),
+        _str(src.get("namespace")),
+        _str(src.get("name")),
+        _str(dst.get("namespace")),
+        _str(dst.get("name")),
+    )
+    return doc["id"], doc["timestamp"], values, _str(path), json
+
+
+def _check(batch: entries_pb2.EntryBatch, subject: str) -> None:
+    if batch.version > CONTRACT_VERSION:
+        producer = batch.producer or "an unnamed producer"
+        raise NewerContract(
+            f"EntryBatch version {batch.version} on {subject} (from {producer})"
+            f" is newer than this consumer reads (up to {CONTRACT_VERSION}): upgrade this service"
+        )
+
+
+def _invalid(subject: str, skipped: Skipped, error: str) -> None:
+    skipped.entries += 1
+    BUS_INVALID.labels(subject).inc()
+    log.warning("invalid entry skipped", extra={"error": error})
+
+
+def _lifted_ok(e: entries_pb2.Entry) -> str:
+    """Why a lifted entry is not an Entry ("" when it is); its JSON is trusted to be a JSON object."""
+    if not 1 <= len(e.id) <= MAX_ID_CHARS:
+        return "entry id must be a non-empty string of at most 64 characters"
+    if e.timestamp_ns < 0:
+        return "entry timestamp must be a non-negative integer (ns since epoch)"
+    if not e.protocol:
+        return "entry protocol must be a non-empty string"
+    json = e.json
+    if json[:1] != b"{" or json[-1:] != b"}":
+        return "entry JSON is not an object"
+    return ""
 
 
 @dataclass(slots=True)
@@ -31,29 +145,119 @@ class Skipped:
     entries: int = 0
 
 
+def indexed_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[Indexed]:
+    """What the store needs of each valid entry of these EntryBatch messages, the JSON decoded only for
+    batches older than `CONTRACT_VERSION`. Raises NewerContract (before yielding anything of that
+    message) for a batch of a newer version."""
+    for msg in messages:
+        subject = msg.subject
+        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, subject)
+        if batch is None:
+            continue
+        _check(batch, subject)
+        if batch.version < CONTRACT_VERSION:
+            for doc, json in _documents(batch, subject, skipped):
+                yield indexed_of_doc(doc, json)
+            continue
+        for e in batch.entries:
+            why = _lifted_ok(e)
+            if why:
+                _invalid(subject, skipped, why)
+                continue
+            has = e.HasField
+            yield (
+                e.id,
+                e.timestamp_ns,
+                (
+                    e.protocol,
+                    e.node if has("node") else None,
+                    e.status if has("status") else e.status_real if has("status_real") else None,
+                    e.method if has("method") else None,
+                    e.src_namespace if has("src_namespace") else None,
+                    e.src_name if has("src_name") else None,
+                    e.dst_namespace if has("dst_namespace") else None,
+                    e.dst_name if has("dst_name") else None,
+                ),
+                e.path if has("path") else None,
+                e.json,
+            )
+
+
+def _documents(
+    batch: entries_pb2.EntryBatch, subject: str, skipped: Skipped
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    loads = orjson.loads
+    for entry in batch.entries:
+        json = entry.json
+        try:
+            doc = validate_entry(loads(json))
+        except orjson.JSONDecodeError as exc:
+            _invalid(subject, skipped, f"entry JSON does not parse: {exc}")
+        except InvalidEntry as exc:
+            _invalid(subject, skipped, str(exc))
+        else:
+            yield doc, json
+
+
 def valid_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[tuple[dict[str, Any], bytes]]:
     """Each valid entry of these EntryBatch messages, with its JSON as received; what is not valid is
-    counted (in `skipped` and BUS_INVALID) and logged."""
+    counted (in `skipped` and BUS_INVALID) and logged. Raises NewerContract for a newer batch."""
     for msg in messages:
         batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
         if batch is None:
             continue
-        for entry in batch.entries:
+        _check(batch, msg.subject)
+        yield from _documents(batch, msg.subject, skipped)
+
+
+def documents_in_end_order(
+    messages: Iterable[Any], skipped: Skipped, refused: list[str]
+) -> list[dict[str, Any]]:
+    """The valid documents of these messages ordered by when their call ended (dissectors emit in
+    response order), the order read off the lifted fields where the batch has them. A message of a
+    newer version is skipped and its reason appended to `refused`."""
+    keyed: list[tuple[int, int, dict[str, Any]]] = []
+    loads = orjson.loads
+    n = 0
+    for msg in messages:
+        subject = msg.subject
+        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, subject)
+        if batch is None:
+            continue
+        try:
+            _check(batch, subject)
+        except NewerContract as exc:
+            refused.append(str(exc))
+            continue
+        if batch.version < CONTRACT_VERSION:
+            for doc, _ in _documents(batch, subject, skipped):
+                elapsed = doc.get("elapsed_us")
+                end = doc["timestamp"] + (elapsed * 1000 if type(elapsed) is int and elapsed > 0 else 0)
+                keyed.append((end, n, doc))
+                n += 1
+            continue
+        for e in batch.entries:
+            why = _lifted_ok(e)
+            if why:
+                _invalid(subject, skipped, why)
+                continue
             try:
-                doc = from_proto(entry)
-            except InvalidEntry as exc:
-                skipped.entries += 1
-                BUS_INVALID.labels(msg.subject).inc()
-                log.warning("invalid entry skipped", extra={"error": str(exc)})
-            else:
-                yield doc, entry.json
+                doc = loads(e.json)
+            except orjson.JSONDecodeError as exc:
+                _invalid(subject, skipped, f"entry JSON does not parse: {exc}")
+                continue
+            keyed.append((e.timestamp_ns + e.elapsed_us * 1000, n, doc))
+            n += 1
+    keyed.sort()
+    return [doc for _, _, doc in keyed]
 
 
 @dataclass(slots=True)
 class Fetched:
     messages: list[Any] = field(default_factory=list)  # ack these after the entries are used
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # in the order their calls ended
     invalid: int = 0  # entries skipped as not valid Entry documents
+    refused: list[str] = field(default_factory=list)  # why messages of a newer version were skipped
 
     async def ack(self) -> None:
         for msg in self.messages:
@@ -72,6 +276,6 @@ async def fetch_entries(sub: Any, max_messages: int, timeout_s: float) -> Fetche
         await asyncio.sleep(RETRY_AFTER_ERROR_S)
         return out
     skipped = Skipped()
-    out.entries = [doc for doc, _ in valid_entries(out.messages, skipped)]
+    out.entries = documents_in_end_order(out.messages, skipped, out.refused)
     out.invalid = skipped.entries
     return out

@@ -178,6 +178,11 @@ def _total_size(doc: dict[str, Any]) -> Any:
     return (request if type(request) is int else 0) + (response if type(response) is int else 0)
 
 
+def _redacted(doc: dict[str, Any]) -> Any:
+    places = doc.get("redacted")
+    return [p for p in places if type(p) is str] if type(places) is list else []
+
+
 def _flag(name: str, protocols: frozenset[str], description: str) -> Variable:
     example = name if name != "http" else "http && status_code >= 500"
     return Variable(name, "bool", description, example, flag=protocols)
@@ -346,6 +351,13 @@ _VARIABLES: Final = (
         compute=_peers(
             ("service", "name"),
         ),
+    ),
+    Variable(
+        "redacted",
+        "list",
+        "where redaction replaced a value (empty when nothing was)",
+        '"request.headers.authorization" in redacted',
+        compute=_redacted,
     ),
     # KFL v1 spellings of the normalised fields.
     Variable("request.path", "string", "KFL v1 spelling of `path`", 'request.path == r"/api/.*"', ("path",)),

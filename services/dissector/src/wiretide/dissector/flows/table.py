@@ -52,6 +52,7 @@ class Flow:
         "syn_ts",
         "tls",
         "transport",
+        "upgrades",
     )
 
     def __init__(
@@ -82,9 +83,14 @@ class Flow:
         self.spec: ProtocolSpec | None = None
         self.session: Session | None = None
         self.matcher: Matcher | None = None
+        # While undecided: the chunks seen so far (direction, bytes or gap size, capture time), held
+        # once and replayed to the parser that claims the flow; allocated with the first chunk.
         self.early: list[tuple[int, bytes | int, int]] | None = None
-        self.early_bytes = 0
-        self.seen: list[bytes] | None = None
+        self.early_bytes = 0  # bytes seen while undecided (UDP: also those of datagrams let go)
+        # While undecided: [bytes of side a, of side b, of each the probes last saw] (allocated with
+        # `early`): the probes re-run once a side's first bytes have doubled.
+        self.seen: list[int] | None = None
+        self.upgrades = 0  # protocol switches so far (HTTP/1.1 101 → WebSocket, h2c...)
         self.syn_ts = 0
         self.rtt_ns: int | None = None
         self.resets = 0

@@ -45,7 +45,9 @@ class TcpStream:
 
     def __init__(self) -> None:
         self.next_seq: int | None = None  # unknown until a SYN or the first data (SYN-less pickup)
-        self.pending: dict[int, bytes] = {}
+        # Out-of-order segments by sequence number; allocated by the first one (most flows never
+        # reorder, and a half-open flow should cost as little as possible).
+        self.pending: dict[int, bytes] | None = None
         self.buffered = 0
         self.fin_seq: int | None = None
         self.retransmissions = 0
@@ -93,16 +95,19 @@ class TcpStream:
         if d > MAX_AHEAD:
             return NOTHING
         # Ahead of a hole: hold it (first copy wins).
-        old = self.pending.get(seq)
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = {}
+        old = pending.get(seq)
         if old is not None and len(old) >= len(payload):
             self.retransmissions += 1
             return NOTHING
         self.out_of_order += 1
         if old is not None:
             self.buffered -= len(old)
-        self.pending[seq] = payload
+        pending[seq] = payload
         self.buffered += len(payload)
-        if self.buffered > MAX_BUFFERED_BYTES or len(self.pending) > MAX_BUFFERED_SEGMENTS:
+        if self.buffered > MAX_BUFFERED_BYTES or len(pending) > MAX_BUFFERED_SEGMENTS:
             return self._skip_hole()
         return NOTHING
 
@@ -131,7 +136,7 @@ class TcpStream:
 
     def _skip_hole(self) -> tuple[Chunk, ...]:
         nxt = self.next_seq
-        assert nxt is not None
+        assert nxt is not None and self.pending
         lowest = min((s - nxt) & SEQ_MASK for s in self.pending)
         self.gaps += 1
         self.gap_bytes += lowest
@@ -142,6 +147,7 @@ class TcpStream:
     def _drain(self) -> list[Chunk]:
         out: list[Chunk] = []
         pending = self.pending
+        assert pending is not None
         while pending:
             base = self.next_seq
             assert base is not None

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from wiretide.dissector.api import Presented, SessionConfig
 from wiretide.dissector.protocols import protobuf
 from wiretide.dissector.protocols._body import decode_content
+from wiretide.dissector.protocols._numbers import decimal
 
 # gRPC over HTTP/2 ("Length-Prefixed-Message"): 1 compressed-flag octet + 4 length octets.
 PREFIX: Final = 5
@@ -48,6 +49,10 @@ TIMEOUT_UNITS_MS: Final = {"H": 3_600_000.0, "M": 60_000.0, "S": 1000.0, "m": 1.
 REFLECTION_FILES_PATH: Final = (4, 1)
 # FileDescriptorProtos a session learns from reflection; more are ignored (bounded memory).
 MAX_LEARNED_FILES: Final = 512
+# grpc-status digits: the codes are small, and 9 digits always fit the 32-bit status field.
+MAX_STATUS_DIGITS: Final = 9
+# grpc-timeout: "TimeoutValue → {positive integer as ASCII string of at most 8 digits}".
+MAX_TIMEOUT_DIGITS: Final = 8
 
 
 def is_grpc(content_type: str | None) -> bool:
@@ -201,9 +206,10 @@ class SchemaStore:
 
     @classmethod
     def from_config(cls, config: SessionConfig) -> SchemaStore:
-        """The store a caller built once from settings (`SessionConfig.schemas`), or an empty one."""
+        """The store a caller built once from settings (`SessionConfig.schemas`), or the empty one
+        (shared: a store never changes, and a session per flow should not cost one each)."""
         store = getattr(config, "schemas", None)
-        return store if isinstance(store, SchemaStore) else cls()
+        return store if isinstance(store, SchemaStore) else _EMPTY_STORE
 
     @classmethod
     def from_descriptor_sets(cls, blobs: list[bytes]) -> SchemaStore:
@@ -258,12 +264,16 @@ class SchemaStore:
             return None
 
 
+_EMPTY_STORE: Final = SchemaStore()
+
+
 def _timeout_ms(value: str | None) -> float | None:
     """grpc-timeout: up to 8 digits and a unit (gRPC over HTTP2, "Requests")."""
-    if not value or len(value) < 2 or len(value) > 9 or not value[:-1].isdigit():
+    if not value:
         return None
     unit = TIMEOUT_UNITS_MS.get(value[-1])
-    return int(value[:-1]) * unit if unit is not None else None
+    amount = decimal(value[:-1], MAX_TIMEOUT_DIGITS)
+    return amount * unit if unit is not None and amount is not None else None
 
 
 def _messages(
@@ -348,7 +358,7 @@ def enrich_response(
     trailers = fields["trailers"]
     source = trailers if "grpc-status" in trailers else headers
     status = source.get("grpc-status")
-    fields["grpc_status"] = int(status) if status is not None and status.isdigit() else None
+    fields["grpc_status"] = decimal(status, MAX_STATUS_DIGITS) if status is not None else None
     message = source.get("grpc-message")
     fields["grpc_message"] = unquote(message) if message else ""  # percent-encoded on the wire
     code = fields["grpc_status"]

@@ -161,7 +161,8 @@ class HpackDecoder:
     __slots__ = ("complete", "limit", "max_size", "size", "table", "unknown_total")
 
     def __init__(self, complete: bool = True) -> None:
-        self.table: deque[tuple[str, str]] = deque()
+        # Allocated by the first insertion: a deque costs 600 bytes, and many flows never index.
+        self.table: deque[tuple[str, str]] | None = None
         self.size = 0
         self.max_size = DEFAULT_TABLE_SIZE
         self.limit = DEFAULT_TABLE_SIZE  # what the receiving peer's SETTINGS allow (RFC 9113 §6.5.2)
@@ -182,10 +183,12 @@ class HpackDecoder:
     def _add(self, name: str, value: str) -> None:
         cost = len(name) + len(value) + ENTRY_OVERHEAD
         if cost > self.max_size:  # RFC 7541 §4.4: a too-large entry empties the table
-            self.table.clear()
+            self.table = None
             self.size = 0
             return
         self._evict(cost)
+        if self.table is None:
+            self.table = deque()
         self.table.appendleft((name, value))
         self.size += cost
 
@@ -204,8 +207,9 @@ class HpackDecoder:
         if index <= STATIC_LEN:
             return STATIC_TABLE[index - 1]
         i = index - STATIC_LEN - 1
-        if i < len(self.table):
-            return self.table[i]
+        table = self.table
+        if table is not None and i < len(table):
+            return table[i]
         if self.complete:
             raise HpackError(f"index {index} beyond the dynamic table")
         return None

@@ -13,7 +13,6 @@ matter to a passive observer that parses both directions independently.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Any, Final
 from urllib.parse import unquote, unquote_plus
 
@@ -29,6 +28,7 @@ from wiretide.dissector.api import (
 )
 from wiretide.dissector.protocols import http_overlays
 from wiretide.dissector.protocols._body import body_object
+from wiretide.dissector.protocols._numbers import decimal
 
 # A header block larger than this is hostile (common servers refuse beyond 8-64 KiB).
 MAX_HEAD_BYTES: Final = 64 * 1024
@@ -40,6 +40,10 @@ MAX_HEADERS: Final = 256
 MAX_UPGRADE_WAIT: Final = 64 * 1024
 # Bytes kept while looking for the next start line after a gap.
 MAX_RESYNC_BYTES: Final = 64 * 1024
+# Request methods remembered for the responses to come (HEAD and CONNECT change how one is framed).
+MAX_PIPELINED: Final = 1024
+# Content-Length digits: 18 stay below 2^63, the largest length any implementation can represent.
+MAX_LENGTH_DIGITS: Final = 18
 
 METHODS: Final = frozenset(
     b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK "
@@ -381,7 +385,12 @@ class _Direction:
         if dropped:
             fields["headers_dropped"] = dropped
         cur = self.cur = _Message(ts, fields, headers, size)
-        self.session.methods.append(method_s)
+        methods = self.session.methods
+        if methods is None:
+            methods = self.session.methods = []
+        methods.append(method_s)
+        if len(methods) > MAX_PIPELINED:
+            del methods[0]
         self.upgrade_pending = "upgrade" in headers and "upgrade" in headers.get("connection", "").lower()
         te = headers.get("transfer-encoding")
         cl = headers.get("content-length")
@@ -428,7 +437,7 @@ class _Direction:
                 {"status": status, "reason": reason_s, "headers": headers, "size": size}
             )
             return True
-        method = session.methods.popleft() if session.methods else None
+        method = session.methods.pop(0) if session.methods else None
         cookies: dict[str, str] = {}
         for line in cookie_lines:
             k, eq, v = line.split(";", 1)[0].strip().partition("=")
@@ -625,7 +634,7 @@ class _Direction:
         if not self.is_client:  # the matching request is lost in the gap
             session = self.session
             if session.methods and len(session.methods) > 1:
-                session.methods.popleft()
+                session.methods.pop(0)
         return True
 
     def _complete(self, ts: int, out: list[Event]) -> None:
@@ -734,16 +743,15 @@ def _chunked(te: str) -> bool:
 
 
 def _content_length(value: str) -> int | None:
-    """RFC 9110 §8.6: digits only; a list of equal values is accepted, differing ones are not."""
-    if value.isascii() and value.isdigit() and len(value) <= 18:  # the usual single value
+    """RFC 9110 §8.6: ASCII digits only (at most MAX_LENGTH_DIGITS); a list of equal values is
+    accepted, differing ones are not."""
+    if value.isascii() and value.isdigit() and len(value) <= MAX_LENGTH_DIGITS:  # the usual single value
         return int(value)
     parts = {p.strip() for p in value.split(",")}
     if len(parts) != 1:
         return None
     (text,) = parts
-    if not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)
+    return decimal(text, MAX_LENGTH_DIGITS)
 
 
 class Http1Session:
@@ -752,7 +760,9 @@ class Http1Session:
     __slots__ = ("answered", "client", "held", "methods", "requests_done", "resume_client", "server")
 
     def __init__(self, config: SessionConfig) -> None:
-        self.methods: deque[str] = deque(maxlen=1024)
+        # Methods of the requests not yet answered, allocated by the first request: a list, as a
+        # deque costs 600 bytes from its first item and most flows hold one method at a time.
+        self.methods: list[str] | None = None
         self.answered = 0  # response heads matched to a request head so far
         self.requests_done = 0  # requests completed so far
         self.held: list[tuple[int, Message]] = []

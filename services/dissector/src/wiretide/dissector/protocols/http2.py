@@ -17,6 +17,7 @@ from typing import Any, Final
 from wiretide.dissector.api import Event, Message, Presented, ProtocolSpec, SessionConfig, Verdict, Violation
 from wiretide.dissector.protocols import graphql, grpc
 from wiretide.dissector.protocols._body import body_object
+from wiretide.dissector.protocols._numbers import decimal
 from wiretide.dissector.protocols.hpack import HpackDecoder, HpackError
 
 # RFC 9113 §3.4: the client connection preface.
@@ -38,6 +39,12 @@ MAX_STREAMS: Final = 1024
 MAX_RESYNC_SCAN: Final = 64 * 1024
 # Offsets the probe tries when a capture starts inside a frame (the probe sees a few KiB at most).
 MAX_PROBE_SHIFT: Final = 2048
+# Consecutive well-formed frame headers that make a frame boundary plausible: checking more costs work
+# per candidate offset (quadratic over a buffer of tiny frames) and says nothing more.
+MAX_CHECKED_FRAMES: Final = 16
+# Candidate offsets one resynchronisation may examine, over all the segments it waits for: beyond it
+# the direction is given up (bounds the work when every offset looks like a frame that runs on).
+MAX_RESYNC_CHECKS: Final = 2 * MAX_RESYNC_SCAN
 # Interim (1xx) responses kept per stream.
 MAX_INFORMATIONAL: Final = 8
 
@@ -165,7 +172,7 @@ class _Block:
 class _Direction:
     """Frames of one sender: preface, framing limits, header blocks and the HPACK decoder."""
 
-    __slots__ = ("block", "buf", "hpack", "is_client", "max_frame", "resync", "started")
+    __slots__ = ("block", "buf", "checks", "hpack", "is_client", "max_frame", "resync", "started", "trimmed")
 
     def __init__(self, is_client: bool) -> None:
         self.is_client = is_client
@@ -175,6 +182,8 @@ class _Direction:
         self.max_frame = DEFAULT_MAX_FRAME  # what the receiving peer allows (its SETTINGS)
         self.block: _Block | None = None
         self.resync = False  # after a gap or a mid-frame start: look for a frame boundary first
+        self.checks = 0  # candidate offsets examined by the resynchronisation under way
+        self.trimmed = False  # it dropped bytes: the buffer no longer starts where the gap ended
 
 
 def _strip_padding(flags: int, payload: bytes) -> bytes | None:
@@ -288,17 +297,23 @@ class Http2Session:
                     self._pickup(d)
                 d.started = True
         if d.resync:
-            at = _boundary(buf, d.is_client)
+            at, hopeless, checked = _boundary(buf, d.is_client, not d.trimmed)
+            d.checks += checked
             if at is None:
-                if len(buf) > MAX_RESYNC_SCAN:
+                if len(buf) > MAX_RESYNC_SCAN or d.checks > MAX_RESYNC_CHECKS:
                     self._count("resync_failures")
                     out.append(Violation("http2: no frame boundary found after a gap"))
                     buf.clear()
+                elif hopeless:  # bytes that can start no frame are let go, never scanned again
+                    self._count("resync_skipped_bytes", hopeless)
+                    del buf[:hopeless]
+                    d.trimmed = True
                 return out
             if at:
                 self._count("resync_skipped_bytes", at)
                 del buf[:at]
-            d.resync = False
+            d.resync = d.trimmed = False
+            d.checks = 0
         pos = 0
         n = len(buf)
         while n - pos >= FRAME_HEADER:
@@ -543,8 +558,8 @@ class Http2Session:
                     return True
                 stream = self._stream(sid, out)
             side = stream.resp
-            status = next((v for k, v in fields if k == ":status"), "")
-            if side.state == IDLE and status[:1] == "1" and len(status) == 3 and status.isdigit():
+            code = decimal(next((v for k, v in fields if k == ":status"), ""), 3, exact=True)
+            if side.state == IDLE and code is not None and 100 <= code < 200:
                 event = E_INFO
             else:
                 event = E_HEADERS if side.state == IDLE else E_TRAILERS
@@ -555,7 +570,7 @@ class Http2Session:
         side.unknown += decoded.unknown
         if event == E_INFO:
             if len(side.informational) < MAX_INFORMATIONAL:
-                side.informational.append({"status": int(status), "headers": _join(fields, False)})
+                side.informational.append({"status": code, "headers": _join(fields, False)})
         elif event == E_HEADERS:
             side.headers = fields
             if grpc.is_grpc(_header(stream.req.headers, "content-type") or _header(fields, "content-type")):
@@ -729,9 +744,9 @@ def _response_fields(stream: _Stream, cap: int) -> dict[str, Any]:
     side = stream.resp
     pseudo = _join(side.headers, True)
     headers = _join(side.headers, False)
-    status_text = pseudo.get(":status", "")
     fields: dict[str, Any] = {
-        "status": int(status_text) if status_text.isdigit() else None,
+        # RFC 9113 §8.3.2, RFC 9110 §15: three ASCII digits, anything else is no status at all.
+        "status": decimal(pseudo.get(":status", ""), 3, exact=True),
         "http_version": "2",
         "headers": headers,
         "trailers": _join(side.trailers, False),
@@ -753,25 +768,34 @@ def _response_fields(stream: _Stream, cap: int) -> dict[str, Any]:
 # ---- detection --------------------------------------------------------------------------------
 
 
-def _boundary(buf: bytearray, client: bool) -> int | None:
-    """Offset where well-formed frames resume after a gap, or None. A frame header at the very start
-    that runs past the buffer is taken (segments after a loss usually start on a frame)."""
-    limit = min(len(buf) - FRAME_HEADER + 1, MAX_RESYNC_SCAN)
+def _boundary(buf: bytearray, client: bool, at_gap: bool) -> tuple[int | None, int, int]:
+    """(offset where well-formed frames resume after a gap or None, how many leading bytes can never
+    start a frame, offsets examined). A frame header that runs past the buffer is taken at the very
+    start when that is where the gap ended (`at_gap`: segments after a loss usually start on a frame).
+    A NO is final — more bytes cannot mend a malformed header — so the bytes before the first
+    undecided offset may be dropped."""
+    limit = max(min(len(buf) - FRAME_HEADER + 1, MAX_RESYNC_SCAN), 0)
+    hopeless = -1
     with memoryview(buf) as view:
-        for at in range(max(limit, 0)):
+        for at in range(limit):
             if view[at + 3] not in FRAME_RULES:
                 continue
-            verdict = _plausible_frames(view[at : at + 4 * DEFAULT_MAX_FRAME], client, strict=False)
-            if verdict == Verdict.YES or (verdict == Verdict.MAYBE and at == 0):
-                return at
-    return None
+            verdict = _plausible_frames(view[at:], client, strict=False)
+            if verdict == Verdict.YES or (verdict == Verdict.MAYBE and at == 0 and at_gap):
+                return at, 0, at + 1
+            if verdict == Verdict.MAYBE and hopeless < 0:
+                hopeless = at
+    return None, limit if hopeless < 0 else hopeless, limit
 
 
 def _plausible_frames(data: bytes | memoryview, client: bool, strict: bool = True) -> Verdict:
-    """Mid-stream heuristic: consecutive well-formed frame headers that end exactly or run on."""
+    """Mid-stream heuristic: consecutive well-formed frame headers that end exactly or run on (the
+    first MAX_CHECKED_FRAMES of them are enough)."""
     pos = 0
     frames = 0
     while len(data) - pos >= FRAME_HEADER:
+        if frames >= MAX_CHECKED_FRAMES:
+            return Verdict.YES
         length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
         ftype = data[pos + 3]
         rule = FRAME_RULES.get(ftype)
@@ -814,10 +838,13 @@ _REQUEST_OPENERS: Final = frozenset(
 _RESPONSE_OPENERS: Final = frozenset([*range(0x88, 0x8F), 0x48, 0x08, 0x18])
 
 
-def _role(data: bytes) -> str | None:
-    """ "request" or "response" from the first HEADERS block in `data` (frames already plausible)."""
+def _role(data: bytes | memoryview) -> str | None:
+    """ "request" or "response" from the first HEADERS block among the first MAX_CHECKED_FRAMES
+    frames in `data` (frames already plausible)."""
     pos = 0
-    while len(data) - pos >= FRAME_HEADER:
+    frames = 0
+    while len(data) - pos >= FRAME_HEADER and frames < MAX_CHECKED_FRAMES:
+        frames += 1
         length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
         if data[pos + 3] == HEADERS:
             flags = data[pos + 4]
@@ -841,12 +868,13 @@ def _aligned(data: bytes, client: bool) -> bytes:
     frames holding a header block that names its side is taken as a boundary found later on."""
     if len(data) < FRAME_HEADER or _plausible_frames(data, client) != Verdict.NO:
         return data
-    for at in range(1, min(len(data) - FRAME_HEADER, MAX_PROBE_SHIFT)):
-        if data[at + 3] not in FRAME_RULES:
-            continue
-        rest = data[at:]
-        if _plausible_frames(rest, client, strict=False) == Verdict.YES and _role(rest) is not None:
-            return rest
+    with memoryview(data) as view:
+        for at in range(1, min(len(data) - FRAME_HEADER, MAX_PROBE_SHIFT)):
+            if view[at + 3] not in FRAME_RULES:
+                continue
+            rest = view[at:]  # a view, not a copy: most offsets are rejected at their first header
+            if _plausible_frames(rest, client, strict=False) == Verdict.YES and _role(rest) is not None:
+                return data[at:]
     return data
 
 

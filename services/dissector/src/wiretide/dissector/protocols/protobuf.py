@@ -16,6 +16,10 @@ MAX_DEPTH: Final = 16
 MAX_FIELDS: Final = 2000
 # Varints longer than 10 bytes do not encode a 64-bit value (protobuf encoding, "Base 128 Varints").
 MAX_VARINT_BYTES: Final = 10
+# A 10-byte varint carries 70 bits; decoders keep the low 64 (protobuf encoding, "Base 128 Varints").
+U64_MASK: Final = (1 << 64) - 1
+# Field numbers are 1 .. 2^29 - 1 (protobuf language guide, "Assigning Field Numbers").
+MAX_FIELD_NUMBER: Final = (1 << 29) - 1
 # Text fields and bytes fields are shortened to this many characters in the tree.
 MAX_SHOWN: Final = 4096
 
@@ -38,7 +42,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         value |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
-            return value, pos + i + 1
+            return value & U64_MASK, pos + i + 1
     raise _Bad
 
 
@@ -56,7 +60,7 @@ def _message(data: bytes, depth: int, budget: _Budget, end_group: int | None = N
     while pos < n:
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
-        if number == 0:
+        if number == 0 or number > MAX_FIELD_NUMBER:
             raise _Bad
         if wire == EGROUP:
             if end_group == number:

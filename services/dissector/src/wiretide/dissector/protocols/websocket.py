@@ -31,12 +31,23 @@ def _unmask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
 
 
+def _unmask_from(data: bytes, key: bytes, offset: int) -> bytes:
+    """Unmask a piece of a payload that starts `offset` bytes into it (the key cycles every 4)."""
+    turn = offset % 4
+    return _unmask(data, key[turn:] + key[:turn]) if turn else _unmask(data, key)
+
+
 class _Direction:
+    """One sender's frames. A frame whose payload fits the body cap is taken whole from the buffer; a
+    larger one is streamed: its payload is counted as it passes and only the cap's worth is kept."""
+
     __slots__ = (
         "buf",
         "cap",
+        "frame",
         "is_client",
         "kept",
+        "left",
         "msg_first",
         "msg_opcode",
         "msg_parts",
@@ -54,8 +65,16 @@ class _Direction:
         self.msg_total = 0
         self.msg_size = 0
         self.msg_first = 0
+        # The streamed frame: payload bytes still to come, and (fin, rsv, masked, key, wire size,
+        # payload bytes seen) — None when no frame is being streamed.
+        self.left = 0
+        self.frame: tuple[bool, int, bool, bytes, int, list[int]] | None = None
 
     def feed(self, data: bytes, ts: int, out: list[Event]) -> None:
+        if self.frame is not None:
+            data = self._stream(data, ts, out)
+            if not data:
+                return
         buf = self.buf
         buf += data
         while len(buf) >= 2:
@@ -91,51 +110,81 @@ class _Direction:
                 key = bytes(buf[pos : pos + 4])
                 pos += 4
             if len(buf) < pos + n:
-                if n > self.cap and len(buf) >= pos + self.cap:
-                    pass  # large frame: wait anyway (bounded by the TCP buffer cap upstream)
-                if len(buf) - pos > MAX_FRAME_BYTES:
+                if n <= self.cap:
+                    return  # a frame within the cap is taken whole once it is all here
+                # Beyond the cap: stream it instead of buffering up to 2^40 bytes.
+                if not self._begin(opcode, ts, out):
+                    buf.clear()
                     return
-                return
+                self.frame = (fin, rsv, masked, key, pos + n, [0])
+                self.left = n
+                rest = bytes(buf[pos:])
+                buf.clear()
+                rest = self._stream(rest, ts, out)
+                if not rest:
+                    return
+                buf += rest
+                continue
             payload = bytes(buf[pos : pos + n])
             del buf[: pos + n]
             if masked:
                 payload = _unmask(payload, key)
-            self._frame(fin, rsv, opcode, masked, payload, pos + n, ts, out)
+            if opcode >= _CONTROL:
+                self._emit(opcode, [payload], len(payload), pos + n, fin, masked, rsv, ts, ts, out)
+            elif self._begin(opcode, ts, out):
+                self._data(payload)
+                self._end(fin, rsv, masked, pos + n, ts, out)
 
-    def _frame(
-        self,
-        fin: bool,
-        rsv: int,
-        opcode: int,
-        masked: bool,
-        payload: bytes,
-        size: int,
-        ts: int,
-        out: list[Event],
-    ) -> None:
-        if opcode >= _CONTROL:
-            self._emit(opcode, [payload], len(payload), size, fin, masked, rsv, ts, ts, out)
-            return
+    def _stream(self, data: bytes, ts: int, out: list[Event]) -> bytes:
+        """Payload of the streamed frame: keep what fits the cap, count the rest; return what follows it."""
+        frame = self.frame
+        assert frame is not None
+        fin, rsv, masked, key, size, seen = frame
+        take = min(self.left, len(data))
+        piece = data[:take]
+        room = self.cap - self.kept
+        if room > 0:
+            kept = piece[:room]
+            self._data(_unmask_from(kept, key, seen[0]) if masked else kept, len(piece))
+        else:
+            self.msg_total += take
+        seen[0] += take
+        self.left -= take
+        if self.left:
+            return b""
+        self.frame = None
+        self._end(fin, rsv, masked, size, ts, out)
+        return data[take:]
+
+    def _begin(self, opcode: int, ts: int, out: list[Event]) -> bool:
+        """A data frame starts: a new message, or the next fragment of the one in hand (§5.4)."""
         if opcode == 0:
             if self.msg_opcode is None:
                 out.append(Violation("ws: continuation without a message"))
-                return
-        else:
-            if self.msg_opcode is not None:
-                out.append(Violation("ws: new message inside a fragmented one"))
-                return
-            self.msg_opcode = opcode
-            self.msg_first = ts
-            self.msg_parts = []
-            self.kept = self.msg_total = self.msg_size = 0
+                return False
+            return True
+        if self.msg_opcode is not None:
+            out.append(Violation("ws: new message inside a fragmented one"))
+            return False
+        self.msg_opcode = opcode
+        self.msg_parts = []
+        self.kept = self.msg_total = self.msg_size = 0
+        self.msg_first = ts
+        return True
+
+    def _data(self, payload: bytes, total: int = -1) -> None:
+        """Unmasked payload bytes of the message (`total`: bytes they stand for, when cut already)."""
         if self.kept < self.cap:
             piece = payload[: self.cap - self.kept]
             self.msg_parts.append(piece)
             self.kept += len(piece)
-        self.msg_total += len(payload)
+        self.msg_total += len(payload) if total < 0 else total
+
+    def _end(self, fin: bool, rsv: int, masked: bool, size: int, ts: int, out: list[Event]) -> None:
         self.msg_size += size
         if fin:
             op = self.msg_opcode
+            assert op is not None
             self.msg_opcode = None
             self._emit(
                 op, self.msg_parts, self.msg_total, self.msg_size, True, masked, rsv, self.msg_first, ts, out

@@ -1,4 +1,8 @@
-"""The gateway's gRPC API: the same use-cases as REST, through the same QueryService."""
+"""The gateway's gRPC API: the same use-cases as REST, through the same QueryService.
+
+Rule: the server's interceptor (common/auth) has authenticated the caller and checked its role before
+a method runs; each method answers within the caller's namespace scope (`current_principal()`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 import orjson
 
+from wiretide.common.auth import current_principal
 from wiretide.common.entry import to_proto
 from wiretide.common.kfl import KflError, compile_predicate
 from wiretide.gateway.query import QueryError
@@ -33,7 +38,11 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.QueryResponse:
         try:
             result = await self.gw.queries.query(
-                request.query, request.limit or None, request.before or None, request.after or None
+                request.query,
+                request.limit or None,
+                request.before or None,
+                request.after or None,
+                current_principal().scope,
             )
         except (QueryError, StoreError) as exc:
             await self._fail(context, exc)
@@ -51,7 +60,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetResponse:
         try:
-            doc = await self.gw.queries.get(request.id)
+            doc = await self.gw.queries.get(request.id, current_principal().scope)
         except StoreError as exc:
             await self._fail(context, exc)
             raise
@@ -69,7 +78,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         except (QueryError, KflError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        sub = self.gw.live.subscribe(predicate)
+        sub = self.gw.live.subscribe(predicate, current_principal().scope)
         try:
             while True:
                 doc = await sub.queue.get()
@@ -86,7 +95,9 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.StatsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.StatsResponse:
         try:
-            doc = await self.gw.queries.stats(request.query, request.by or "protocol")
+            doc = await self.gw.queries.stats(
+                request.query, request.by or "protocol", current_principal().scope
+            )
         except (QueryError, StoreError) as exc:
             await self._fail(context, exc)
             raise

@@ -17,7 +17,9 @@ async def service_health(settings: CommonSettings, own: str, own_serving: bool) 
         address = settings.grpc_address(name)
         if name == own:
             return name, {"status": "SERVING" if own_serving else "NOT_SERVING", "address": address}
-        status = await check_health(address, GRPC_SERVICE[name], timeout=CHECK_TIMEOUT_S)
+        status = await check_health(
+            address, GRPC_SERVICE[name], timeout=CHECK_TIMEOUT_S, transport=settings.transport, peer=name
+        )
         return name, {"status": status, "address": address}
 
     results = await asyncio.gather(*(one(n) for n in SERVICES))

@@ -47,6 +47,16 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
+            "/whoami": {
+                "get": {
+                    "summary": "The caller: subject, role, namespaces (null: all), how it authenticated "
+                    "(docs/security.md)",
+                    "responses": {
+                        "200": {"description": "the principal", "content": _JSON},
+                        "401": {"description": "no or a wrong credential", "content": _JSON},
+                    },
+                }
+            },
             "/api/health": {
                 "get": {
                     "summary": "Health of every service and NATS",

@@ -1,5 +1,9 @@
 """REST and WebSocket routes (Starlette). Handlers translate HTTP to the application layer
 (`QueryService`) and back; they hold no logic of their own. Bad input is a 4xx, never a 500.
+
+Rule: every route but the UI's static shell answers as the caller's Principal (common/auth), passing
+its namespace scope to the application layer; the browser guard (Host, Origin, security headers)
+stands in front of everything.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from wiretide.common.auth import (
+    AuthMiddleware,
+    BrowserGuard,
+    NamespaceScope,
+    PermissionDenied,
+    browser_policy,
+    principal_of,
+)
 from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
 from wiretide.common.protocols import table_json
-from wiretide.gateway.api import traces
-from wiretide.gateway.api.auth import BearerAuth
+from wiretide.gateway.api import agents, console, mcp, traces
 from wiretide.gateway.api.health import service_health
 from wiretide.gateway.api.openapi import document
 from wiretide.gateway.query import QueryError
@@ -34,6 +45,8 @@ if TYPE_CHECKING:
 MAX_QUERY_CHARS = 8_192  # longer filters are refused, not parsed
 MAX_BODY_BYTES = 64 * 1024
 UI_DIR = Path(__file__).resolve().parents[1] / "ui"
+# The UI's static shell (HTML, scripts, styles: no data) loads without a token, so that it can ask for one.
+UI_SHELL = ("/", "/ui/")
 
 
 class OrjsonResponse(JSONResponse):
@@ -61,6 +74,10 @@ def _query_param(request: Request) -> str:
     return q
 
 
+def _scope(request: Request | WebSocket) -> NamespaceScope:
+    return principal_of(request.scope).scope
+
+
 def build_app(gw: GatewayService) -> Starlette:
     async def health(request: Request) -> Response:
         services = await service_health(gw.settings, "gateway", gw.ready())
@@ -81,19 +98,23 @@ def build_app(gw: GatewayService) -> Starlette:
             _int_param(request, "limit"),
             request.query_params.get("before"),
             request.query_params.get("after"),
+            _scope(request),
         )
         return OrjsonResponse(
             {"entries": result.entries, "next": result.next, "completeness": result.completeness}
         )
 
+    async def whoami(request: Request) -> Response:
+        return OrjsonResponse(principal_of(request.scope).to_dict(), headers={"cache-control": "no-store"})
+
     async def entry(request: Request) -> Response:
-        doc = await gw.queries.get(request.path_params["id"])
+        doc = await gw.queries.get(request.path_params["id"], _scope(request))
         if doc is None:
             return _error(404, "no such entry")
         return OrjsonResponse(doc)
 
     async def entry_pcap(request: Request) -> Response:
-        doc = await gw.queries.get(request.path_params["id"])
+        doc = await gw.queries.get(request.path_params["id"], _scope(request))
         if doc is None:
             return _error(404, "no such entry")
         data = await gw.flow_pcap(doc)
@@ -110,12 +131,14 @@ def build_app(gw: GatewayService) -> Starlette:
         )
 
     async def export_har(request: Request) -> Response:
-        doc = await gw.queries.har(_query_param(request), _int_param(request, "limit"))
+        doc = await gw.queries.har(_query_param(request), _int_param(request, "limit"), _scope(request))
         return OrjsonResponse(doc, headers={"content-disposition": 'attachment; filename="wiretide.har"'})
 
     async def stats(request: Request) -> Response:
         return OrjsonResponse(
-            await gw.queries.stats(_query_param(request), request.query_params.get("by", "protocol"))
+            await gw.queries.stats(
+                _query_param(request), request.query_params.get("by", "protocol"), _scope(request)
+            )
         )
 
     async def kfl_validate(request: Request) -> Response:
@@ -155,6 +178,7 @@ def build_app(gw: GatewayService) -> Starlette:
 
     async def stream(ws: WebSocket) -> None:
         q = ws.query_params.get("q", "")
+        scope = _scope(ws)
         await ws.accept()
         try:
             if len(q) > MAX_QUERY_CHARS:
@@ -166,7 +190,7 @@ def build_app(gw: GatewayService) -> Starlette:
             await ws.send_text(orjson.dumps({"type": "error", **err}).decode())
             await ws.close(code=4400, reason="invalid query")
             return
-        sub = gw.live.subscribe(predicate)
+        sub = gw.live.subscribe(predicate, scope)
         await ws.send_text(orjson.dumps({"type": "hello", "query": q}).decode())
 
         async def drain_client() -> None:
@@ -206,15 +230,37 @@ def build_app(gw: GatewayService) -> Starlette:
     async def on_method(request: Request, exc: Exception) -> Response:
         return _error(405, "method not allowed")
 
-    middleware = []
-    if gw.gs.gateway_cors_origins:
-        origins = [o.strip() for o in gw.gs.gateway_cors_origins.split(",") if o.strip()]
-        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"]))
-    if gw.gs.gateway_token:
-        middleware.append(Middleware(BearerAuth, token=gw.gs.gateway_token))
+    async def on_forbidden(request: Request, exc: Exception) -> Response:
+        return _error(403, f"forbidden: {exc}")
+
+    origins = [o.strip() for o in gw.gs.gateway_cors_origins.split(",") if o.strip()]
+    host = gw.gs.gateway_http.rpartition(":")[0]
+    # Outermost first: the browser guard, CORS (closed unless origins are named), then authentication.
+    middleware = [Middleware(BrowserGuard, policy=browser_policy(host, gw.gs.auth_allowed_hosts, origins))]
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+            )
+        )
+    middleware.append(
+        Middleware(
+            AuthMiddleware,
+            authenticator=gw.auth.for_people(gw.gs.gateway_http),
+            public=UI_SHELL,
+        )
+    )
     return Starlette(
         routes=[
             *traces.routes(gw),
+            *agents.routes(gw),
+            *console.routes(gw),
+            *mcp.routes(lambda _scope: console.tools_for(gw)),
+            Route("/whoami", whoami),
+            Route("/api/whoami", whoami),
             Route("/api/health", health),
             Route("/api/entries", entries),
             Route("/api/entries/{id}", entry),
@@ -233,6 +279,7 @@ def build_app(gw: GatewayService) -> Starlette:
         exception_handlers={
             QueryError: on_query_error,
             StoreError: on_store_error,
+            PermissionDenied: on_forbidden,
             404: on_not_found,
             405: on_method,
         },

@@ -3,12 +3,17 @@
 
 Rule: the handlers only translate — HTTP parameters to a tracer request and the answer back to JSON;
 a bad parameter or a query the tracer refuses is a 400 with the tracer's message, a tracer that cannot
-be reached is a 503, never a 500.
+be reached is a 503, never a 500. The tracer answers across every namespace, so a scoped caller's
+query is narrowed to its scope before it is sent, and a scoped caller sees only the spans of entries
+it may see (`visible_spans`: each looked up in the store, through the same scope) — a trace, and a
+trace search's summaries, which are computed again from those spans alone (`summarize`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 import grpc
@@ -17,6 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from wiretide.common.auth import NamespaceScope, check_restricted, principal_of
+from wiretide.common.kfl import KflError
+from wiretide.common.rpc import channel
+from wiretide.common.tls import Transport
 from wiretide.proto.v1 import tracer_pb2, tracer_pb2_grpc
 
 MAX_QUERY_CHARS: Final = 8_192  # longer filters are refused, not sent
@@ -26,15 +35,34 @@ RPC_TIMEOUT_S: Final = 10.0
 _DURATION: Final = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
 _UNIT_NS: Final = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _TRACE_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+# GetTrace calls in flight at once while a scoped caller's trace search is summarised again.
+SCOPED_SUMMARY_CONCURRENCY: Final = 8
 
 
 class _Settings(Protocol):
     tracer_grpc: str
 
+    @property
+    def transport(self) -> Transport: ...
+
+
+class _Auth(Protocol):
+    def call_metadata(self) -> tuple[tuple[str, str], ...]: ...
+
+
+class _Queries(Protocol):
+    async def get(self, entry_id: str, scope: NamespaceScope) -> dict[str, Any] | None: ...
+
 
 class _Gateway(Protocol):
     @property
     def settings(self) -> _Settings: ...
+
+    @property
+    def auth(self) -> _Auth: ...
+
+    @property
+    def queries(self) -> _Queries: ...
 
 
 class BadRequest(ValueError):
@@ -68,13 +96,22 @@ def _int(request: Request, name: str, default: int = 0) -> int:
 
 
 def _query(request: Request) -> str:
+    """The `q` parameter narrowed to the caller's namespace scope."""
     q = request.query_params.get("q", "")
     if len(q) > MAX_QUERY_CHARS:
         raise BadRequest(f"query longer than {MAX_QUERY_CHARS} characters")
-    return q
+    scope = principal_of(request.scope).scope
+    if scope.unrestricted:
+        return q
+    try:
+        check_restricted(scope, q)
+    except (ValueError, KflError) as exc:
+        raise BadRequest(str(exc)) from None
+    return scope.restrict(q)
 
 
-def _span(s: tracer_pb2.Span) -> dict[str, Any]:
+def span_json(s: tracer_pb2.Span) -> dict[str, Any]:
+    """A tracer span as the API shows it."""
     try:
         attributes = orjson.loads(s.attributes_json) if s.attributes_json else {}
     except orjson.JSONDecodeError:
@@ -97,19 +134,55 @@ def _span(s: tracer_pb2.Span) -> dict[str, Any]:
     }
 
 
+async def visible_spans(
+    spans: Sequence[dict[str, Any]], scope: NamespaceScope, queries: _Queries
+) -> list[dict[str, Any]]:
+    """The spans (`span_json`) a caller with `scope` may see: those of entries the store gives it
+    through that scope. A span without an entry belongs to no namespace anyone was given."""
+    if scope.unrestricted:
+        return list(spans)
+    visible = {
+        entry_id
+        for entry_id in {s["entry_id"] for s in spans if s["entry_id"]}
+        if await queries.get(entry_id, scope) is not None
+    }
+    return [s for s in spans if s["entry_id"] in visible]
+
+
+def summarize(trace_id: str, spans: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A trace search's summary of `spans` (non-empty), as the tracer makes it: the root is the earliest
+    span whose parent is not among them (a server span first at a tie)."""
+    ids = {s["span_id"] for s in spans}
+    roots = [s for s in spans if not s["parent_span_id"] or s["parent_span_id"] not in ids]
+    root = min(roots or spans, key=lambda s: (s["start_ns"], s["kind"] != "server"))
+    start = min(s["start_ns"] for s in spans)
+    return {
+        "trace_id": trace_id,
+        "root_name": root["name"],
+        "root_service": root["service"],
+        "start_ns": start,
+        "duration_us": (max(s["end_ns"] for s in spans) - start) // 1000,
+        "span_count": len(spans),
+        "error": any(s["error"] for s in spans),
+        "min_confidence": min(s["confidence"] for s in spans),
+    }
+
+
 def routes(gw: _Gateway) -> list[Route]:
     """The trace routes, bound to `gw` (whose `settings.tracer_grpc` is the tracer's address)."""
     state: dict[str, Any] = {}
 
     def stub() -> tracer_pb2_grpc.TracerServiceStub:
         if "stub" not in state:
-            state["channel"] = grpc.aio.insecure_channel(gw.settings.tracer_grpc)
+            state["channel"] = channel(gw.settings.tracer_grpc, gw.settings.transport, peer="tracer")
             state["stub"] = tracer_pb2_grpc.TracerServiceStub(state["channel"])
         return state["stub"]  # type: ignore[no-any-return]
 
     async def call(method: str, message: Any) -> Any:
         try:
-            return await getattr(stub(), method)(message, timeout=RPC_TIMEOUT_S)
+            return await getattr(stub(), method)(
+                message, timeout=RPC_TIMEOUT_S, metadata=gw.auth.call_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -133,7 +206,25 @@ def routes(gw: _Gateway) -> list[Route]:
         if not _TRACE_ID.match(trace_id):
             raise BadRequest("trace id must be 32 hex characters")
         answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id))
-        return _json({"trace_id": trace_id, "spans": [_span(s) for s in answer.spans]})
+        spans = [span_json(s) for s in answer.spans]
+        scope = principal_of(request.scope).scope
+        if not scope.unrestricted:
+            spans = await visible_spans(spans, scope, gw.queries)
+            if not spans:
+                raise LookupError(f"trace {trace_id} not found")
+        return _json({"trace_id": trace_id, "spans": spans})
+
+    async def scoped_summary(
+        trace_id: str, scope: NamespaceScope, gate: asyncio.Semaphore
+    ) -> dict[str, Any] | None:
+        """The summary of what `scope` may see of a trace (None: nothing, or the trace is gone)."""
+        async with gate:
+            try:
+                answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id))
+            except LookupError:
+                return None
+        spans = await visible_spans([span_json(s) for s in answer.spans], scope, gw.queries)
+        return summarize(trace_id, spans) if spans else None
 
     async def find_traces(request: Request) -> Response:
         message = tracer_pb2.FindTracesRequest(
@@ -143,6 +234,13 @@ def routes(gw: _Gateway) -> list[Route]:
             limit=min(_int(request, "limit", 100), MAX_LIMIT),
         )
         answer = await call("FindTraces", message)
+        scope = principal_of(request.scope).scope
+        if not scope.unrestricted:
+            # The tracer's summaries speak for every span; a scoped caller's are made from its own.
+            gate = asyncio.Semaphore(SCOPED_SUMMARY_CONCURRENCY)
+            found = await asyncio.gather(*(scoped_summary(t.trace_id, scope, gate) for t in answer.traces))
+            scoped = [t for t in found if t is not None]
+            return _json({"traces": scoped, "completeness": {"traces_evicted": answer.traces_evicted}})
         traces = [
             {
                 "trace_id": t.trace_id,

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from wiretide.common.bus.entries import Indexed
+
 # Rows examined by one scan before it stops and hands back a cursor (bounds a query's cost).
 DEFAULT_MAX_SCAN = 200_000
 # Rows fetched per round trip while a residual predicate filters in Python.
@@ -106,6 +108,11 @@ class EntryStore(Protocol):
     def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
         """Store `docs` (idempotent by id); `raw[i]`, when given, is docs[i] as received JSON, which a
         store may keep instead of encoding docs[i] again. Returns how many were new."""
+        ...
+
+    def insert_indexed(self, entries: Sequence[Indexed]) -> int:
+        """`insert_many` of entries as the bus contract hands them to the store writer: the indexed fields
+        lifted, the document as JSON (decoded only by a store that needs the document)."""
         ...
 
     def get(self, entry_id: str) -> dict[str, Any] | None: ...

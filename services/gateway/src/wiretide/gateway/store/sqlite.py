@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import orjson
 
+from wiretide.common.bus.entries import INDEXED_FIELDS, Indexed, Values, indexed_of_doc
 from wiretide.common.kfl import compile_sql
 from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreError, paged_scan
 
@@ -69,6 +70,8 @@ GROUPS: Final = (
     Group("peers", "peer", ("src_ns", "src_name", "dst_ns", "dst_name"), 4),
 )
 _TYPES: Final = dict(FIELDS)
+# The bus contract lifts these fields in this order (its `Indexed.values`): one list, two spellings.
+assert tuple(name for name, _ in FIELDS) == INDEXED_FIELDS
 
 
 def _group_schema(g: Group) -> str:
@@ -193,10 +196,6 @@ GROUP_CACHE = 1_000_000  # combinations remembered per group; past it the cache 
 # is inserted again under a new number: harmless, queries filter on a group's fields, not its numbers)
 REANALYZE_MIN_ROWS = 10_000  # re-sample statistics whenever the table has doubled past this
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE: enough for the planner, milliseconds to run
-
-
-Values = tuple[Any, ...]  # of FIELDS (250 and 250.0 are one combination: equal for SQL as for KFL)
-INT64: Final = (-(2**63), 2**63 - 1)
 
 
 def pack(raw: bytes) -> bytes:
@@ -398,53 +397,20 @@ class SqliteStore:
 
     def _rows(
         self,
-        docs: Sequence[dict[str, Any]],
-        raw: Sequence[bytes] | None,
+        entries: Sequence[Indexed],
         segs: Sequence[int],
         added: dict[str, dict[Values, int]],
     ) -> tuple[list[tuple[Any, ...]], dict[Values, tuple[int, ...]]]:
-        """The entry rows of `docs` in the insert's column order, and the field values first seen here
-        with their numbers (remembered once committed). The hot loop of a write: kept flat."""
+        """The entry rows in the insert's column order, and the field values first seen here with their
+        numbers (remembered once committed). The hot loop of a write: kept flat."""
         cached = self._combinations
         fresh: dict[Values, tuple[int, ...]] = {}
-        bodies = [orjson.dumps(doc) for doc in docs] if raw is None else raw
-        lo, hi = INT64
-        no_end: dict[str, Any] = {}
         rows = []
-        for doc, body, seg in zip(docs, bodies, segs, strict=True):
-            get = doc.get
-            src, dst = get("src"), get("dst")
-            if type(src) is not dict:
-                src = src if isinstance(src, dict) else no_end
-            if type(dst) is not dict:
-                dst = dst if isinstance(dst, dict) else no_end
-            status, node, method = get("status"), get("node"), get("method")
-            src_ns, src_name = src.get("namespace"), src.get("name")
-            dst_ns, dst_name = dst.get("namespace"), dst.get("name")
-            values = (
-                doc["protocol"],
-                node if isinstance(node, str) else None,
-                status if type(status) is float or (type(status) is int and lo <= status <= hi) else None,
-                method if isinstance(method, str) else None,
-                src_ns if isinstance(src_ns, str) else None,
-                src_name if isinstance(src_name, str) else None,
-                dst_ns if isinstance(dst_ns, str) else None,
-                dst_name if isinstance(dst_name, str) else None,
-            )
+        for (entry_id, ts, values, path, body), seg in zip(entries, segs, strict=True):
             numbers = cached.get(values) or fresh.get(values)
             if numbers is None:
                 numbers = fresh[values] = self._numbers(values, added)
-            path = get("path")
-            rows.append(
-                (
-                    doc["id"],
-                    doc["timestamp"],
-                    *numbers,
-                    path if isinstance(path, str) else None,
-                    pack(body),
-                    seg,
-                )
-            )
+            rows.append((entry_id, ts, *numbers, path, pack(body), seg))
         return rows, fresh
 
     def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
@@ -453,22 +419,27 @@ class SqliteStore:
         `raw[i]`, when given, is docs[i] as JSON (as it came off the wire): stored as is, not re-encoded."""
         if raw is not None and len(raw) != len(docs):
             raise ValueError("raw must hold one JSON document per entry")
+        bodies = [orjson.dumps(doc) for doc in docs] if raw is None else raw
+        return self.insert_indexed([indexed_of_doc(d, b) for d, b in zip(docs, bodies, strict=True)])
+
+    def insert_indexed(self, entries: Sequence[Indexed]) -> int:
+        """`insert_many` of entries as the bus contract lifts them (the JSON is never decoded)."""
         added: dict[str, dict[Values, int]] = {g.key: {} for g in GROUPS}
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 seg, seg_rows = self._seg, self._seg_rows
                 segs: list[int] = []
-                while len(segs) < len(docs):  # SEGMENT_ROWS rows to a segment
+                while len(segs) < len(entries):  # SEGMENT_ROWS rows to a segment
                     # Listed by every transaction that writes into it: a segment listed is never one
                     # that maintain() found empty and forgot meanwhile.
                     self._db.execute("INSERT OR IGNORE INTO segments (seg) VALUES (?)", (seg,))
-                    take = min(len(docs) - len(segs), SEGMENT_ROWS - seg_rows)
+                    take = min(len(entries) - len(segs), SEGMENT_ROWS - seg_rows)
                     segs += [seg] * take
                     seg_rows += take
                     if seg_rows == SEGMENT_ROWS:
                         seg, seg_rows = seg + 1, 0
-                rows, fresh = self._rows(docs, raw, segs, added)
+                rows, fresh = self._rows(entries, segs, added)
                 new = self._db.executemany(INSERT, rows).rowcount
                 self._db.execute("COMMIT")
             except BaseException as exc:

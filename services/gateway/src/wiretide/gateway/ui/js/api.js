@@ -3,7 +3,7 @@ const params = new URLSearchParams(location.search);
 if (params.get("token")) localStorage.setItem("wiretide.token", params.get("token"));
 const token = () => localStorage.getItem("wiretide.token") || "";
 
-function headers(extra = {}) {
+export function headers(extra = {}) {
   const h = { ...extra };
   if (token()) h.authorization = `Bearer ${token()}`;
   return h;
@@ -17,12 +17,21 @@ export class ApiError extends Error {
   }
 }
 
+// A 401 asks the user for a token once (kept in this browser's storage for this origin), then reloads.
+let asked = false;
+function login(status) {
+  if (status !== 401 || asked) return;
+  asked = true;
+  const t = window.prompt("This Wiretide needs an access token (see docs/security.md):");
+  if (t) { localStorage.setItem("wiretide.token", t.trim()); location.reload(); }
+}
+
 export async function getJSON(path, query = {}) {
   const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined && v !== null && v !== ""));
   const resp = await fetch(`${path}${qs.toString() ? "?" + qs : ""}`, { headers: headers() });
   let body = null;
   try { body = await resp.json(); } catch { body = null; }
-  if (!resp.ok) throw new ApiError(resp.status, body);
+  if (!resp.ok) { login(resp.status); throw new ApiError(resp.status, body); }
   return body;
 }
 

@@ -2,6 +2,7 @@
 // (download PCAP, copy as curl / HAR, open the trace). Values are clickable to refine the filter.
 import { esc, endName, endNs, latency, bytes, kflString, statusText, statusClass } from "./format.js";
 import { getJSON, pcapURL } from "./api.js";
+import { marks } from "./agents.js";
 
 const HEX_LIMIT = 4096; // bytes of a binary body shown as hex
 
@@ -140,8 +141,10 @@ export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
       <tr><td>transport</td><td>${esc(e.transport || "")} ${esc(e.version || "")} · flow ${esc(e.flow_id || "")} ${e.stream != null ? "· stream " + esc(e.stream) : ""}</td></tr>
       <tr><td>capture</td><td>${esc(e.capture?.source || "")} ${esc(e.capture?.interface || "")} · node ${esc(e.node || "")}</td></tr>
       ${e.error ? `<tr><td>error</td><td class="serr">${esc(e.error.type)}: ${esc(e.error.message)}</td></tr>` : ""}
+      ${e.redacted?.length ? `<tr><td>redacted</td><td class="s4 clickable" data-kfl="size(redacted) > 0" title="replaced by [REDACTED] in the dissector, before anything was stored (docs/security.md)">🔒 ${esc(e.redacted.join(", "))}</td></tr>` : ""}
       ${trace ? `<tr><td>trace</td><td>${esc(trace)} (${esc(e.trace.link || "")}, lowest confidence ${esc(e.trace.confidence ?? "")})</td></tr>` : ""}
     </table>
+    ${marks.get(e.id).length ? `<h4>Agents</h4><table class="kv marks">${marks.rows(e.id)}</table>` : ""}
     ${e.tls ? `<h4>TLS</h4>${kvTable(e.tls)}` : ""}
     <div class="sides">${identity("Source", e.src, "src")}${identity("Destination", e.dst, "dst")}</div>
     <div class="sides">${side("Request", e.request, "request")}${side("Response", e.response, "response")}</div>`;

@@ -8,6 +8,7 @@ import { StatusBar } from "./status.js";
 import { closeDetail, showDetail } from "./detail.js";
 import { renderMap } from "./servicemap.js";
 import { renderTrace } from "./traces.js";
+import { ConsolePanel, watchEntryLinks } from "./console.js";
 import { esc, kflString, loadProtocols } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
@@ -154,6 +155,7 @@ function switchView(view) {
   document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.id === `view-${view}`));
   if (view === "map") drawMap();
   if (view === "trace" && !$("trace").innerHTML) renderTrace($("trace"), $("trace-note"), $("trace-id").value.trim());
+  if (view === "console") consolePanel.refresh();
 }
 document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => switchView(b.dataset.view); });
 
@@ -167,6 +169,13 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "k") table.move(-1);
   else if (ev.key === "Enter" && table.selectedId) table.select(table.indexOf(table.selectedId));
   else if (ev.key === " ") { ev.preventDefault(); setPaused(!state.paused); }
+});
+
+const consolePanel = new ConsolePanel({ log: $("console-log"), form: $("console-form"), input: $("console-input"), note: $("console-note") });
+// An entry link (#entry=ID, as the console's answers cite entries): the traffic view with its detail open.
+watchEntryLinks(async (id) => {
+  try { const e = await getJSON(`/api/entries/${encodeURIComponent(id)}`); switchView("traffic"); table.onSelect(e); }
+  catch (err) { toast(`entry ${id}: ${err.status === 404 ? "not found" : err.message}`); }
 });
 
 // A handle for scripts and the browser tests: the table's contents and the stream's state.

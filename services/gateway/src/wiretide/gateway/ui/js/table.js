@@ -1,6 +1,7 @@
 // The virtualised traffic table: only the visible rows exist in the DOM, and rendering is paced to
 // animation frames, so thousands of entries per second do not freeze the page.
 import { esc, endName, endNs, statusClass, statusText, latency, bytes, clock, kflString } from "./format.js";
+import { marks } from "./agents.js";
 
 export const MAX_ENTRIES = 100000; // entries kept in the page; the oldest go first (memory bound)
 const OVERSCAN = 10;
@@ -17,6 +18,7 @@ export class TrafficTable {
     viewport.addEventListener("scroll", () => this.schedule());
     rows.addEventListener("click", (ev) => this.click(ev));
     new ResizeObserver(() => this.schedule()).observe(viewport);
+    marks.onChange(() => this.schedule());
   }
 
   get length() { return this.entries.length; }
@@ -52,7 +54,9 @@ export class TrafficTable {
     const first = Math.max(0, Math.floor(this.viewport.scrollTop / this.rowH) - OVERSCAN);
     const count = Math.ceil(this.viewport.clientHeight / this.rowH) + 2 * OVERSCAN;
     const html = [];
-    for (let i = first; i < Math.min(total, first + count); i++) html.push(this.rowHTML(this.at(i), i));
+    const shown = [];
+    for (let i = first; i < Math.min(total, first + count); i++) { html.push(this.rowHTML(this.at(i), i)); shown.push(this.at(i).id); }
+    marks.want(shown); // agents' onItemQueried marks for the rows on screen
     this.rowsEl.style.transform = `translateY(${first * this.rowH}px)`;
     this.rowsEl.innerHTML = html.join("");
   }
@@ -72,7 +76,7 @@ export class TrafficTable {
       + `<span title="${esc(dst.ip || "")}:${esc(dst.port || "")}"><span class="clickable" data-kfl="${esc(dstKfl)}">${esc(endName(dst))}</span> <span class="ns">${esc(endNs(dst))}</span></span>`
       + `<span>${esc(e.method || "")}</span>`
       + `<span title="${esc(e.summary || path)}"><span class="clickable" data-kfl="${esc(`path == ${kflString(path)}`)}">${esc(path)}</span></span>`
-      + `<span class="${statusClass(e)}"><span class="clickable" data-kfl="${esc(typeof e.status === "number" ? `status_code == ${e.status}` : "")}">${esc(st)}</span></span>`
+      + `<span class="${statusClass(e)}"><span class="clickable" data-kfl="${esc(typeof e.status === "number" ? `status_code == ${e.status}` : "")}">${esc(st)}</span>${marks.badge(e.id)}</span>`
       + `<span>${latency(e.elapsed_us)}</span><span>${bytes(size)}</span></div>`;
   }
 

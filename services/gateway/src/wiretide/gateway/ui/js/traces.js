@@ -28,8 +28,14 @@ export async function renderTrace(el, note, traceId) {
     const left = ((s.start_ns - start) / total) * 100, width = Math.max(0.3, ((s.end_ns - s.start_ns) / total) * 100);
     const link = s.link || "", conf = s.confidence != null ? Number(s.confidence).toFixed(2) : "";
     return `<div class="span-row" title="${esc(s.name)} · ${esc(s.kind || "")} · link ${esc(link)} (confidence ${conf})">`
-      + `<span class="span-name" style="padding-left:${depth * 14}px">${esc(s.service_name || s.service || "")} <b>${esc(s.name)}</b></span>`
-      + `<span><span class="span-bar ${s.error ? "err" : ""} ${link === "timing" ? "timing" : ""}" style="margin-left:${left}%;width:${width}%"></span></span>`
+      + `<span class="span-name" data-indent="${depth * 14}">${esc(s.service_name || s.service || "")} <b>${esc(s.name)}</b></span>`
+      + `<span><span class="span-bar ${s.error ? "err" : ""} ${link === "timing" ? "timing" : ""}" data-left="${left}" data-width="${width}"></span></span>`
       + `<span class="muted">${latency(Math.round((s.end_ns - s.start_ns) / 1000))} · ${esc(link)} ${conf}</span></div>`;
   }).join("");
+  // Geometry through the CSSOM, not style attributes: the CSP allows no inline styles.
+  for (const n of el.querySelectorAll("[data-indent]")) n.style.paddingLeft = `${n.dataset.indent}px`;
+  for (const n of el.querySelectorAll("[data-left]")) {
+    n.style.marginLeft = `${n.dataset.left}%`;
+    n.style.width = `${n.dataset.width}%`;
+  }
 }

@@ -1,0 +1,1 @@
+"""Fuzzing: atheris harnesses for every dissector and the KFL parser (`make fuzz`)."""

@@ -1,0 +1,110 @@
+"""Agent definitions in a NATS JetStream key-value bucket: one key per agent, a history of versions,
+file storage (kept across restarts of the same data dir), and a watch every replica follows.
+
+Rule: the bucket is the one truth about which agents exist and what they say; a replica never runs
+a definition it did not read from here (hot reload is the watch), and a value that does not decode
+is skipped with a log line, never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from wiretide.agents.model import AgentDef, InvalidAgent, check_name
+
+log = logging.getLogger(__name__)
+
+BUCKET: Final = "wiretide_agents"  # the JetStream stream behind it is KV_wiretide_agents
+HISTORY: Final = 16  # versions kept per agent (JetStream's maximum is 64)
+
+Watcher = Callable[[str, AgentDef | None], Awaitable[None]]
+
+
+class AgentStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self._watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> AgentStore:
+        try:
+            kv = await js.key_value(BUCKET)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=BUCKET, history=HISTORY, storage=StorageType.FILE, description="Wiretide agents"
+                )
+            )
+        return cls(kv)
+
+    async def put(self, definition: AgentDef) -> int:
+        return int(await self.kv.put(definition.name, definition.to_json()))
+
+    async def get(self, name: str) -> AgentDef | None:
+        check_name(name)
+        try:
+            entry = await self.kv.get(name)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return AgentDef.from_json(entry.value, int(entry.revision or 0))
+
+    async def delete(self, name: str) -> bool:
+        if await self.get(name) is None:
+            return False
+        await self.kv.delete(name)
+        return True
+
+    async def names(self) -> list[str]:
+        try:
+            return sorted(await self.kv.keys())
+        except NoKeysError:
+            return []
+
+    async def history(self, name: str) -> list[int]:
+        """Revisions kept for `name`, newest first."""
+        try:
+            entries = await self.kv.history(name)
+        except (KeyNotFoundError, NoKeysError):
+            return []
+        return sorted((int(e.revision or 0) for e in entries if e.operation is None), reverse=True)
+
+    async def watch(self, on_change: Watcher, initial_done: asyncio.Event) -> None:
+        """Follow every change (the current values first); `initial_done` is set once they are in."""
+        watcher = await self.kv.watchall()
+        self._watch = asyncio.current_task()
+        try:
+            async for entry in _updates(watcher, initial_done):
+                name = entry.key
+                if entry.operation in (KV_DEL, KV_PURGE) or entry.value is None:
+                    await on_change(name, None)
+                    continue
+                try:
+                    definition = AgentDef.from_json(entry.value, int(entry.revision or 0))
+                except InvalidAgent as exc:
+                    log.warning("stored agent skipped", extra={"agent": name, "error": str(exc)})
+                    continue
+                await on_change(name, definition)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def _updates(
+    watcher: KeyValue.KeyWatcher, initial_done: asyncio.Event
+) -> AsyncIterator[KeyValue.Entry]:
+    async for entry in watcher:
+        if entry is None:  # the marker after the current values
+            initial_done.set()
+            continue
+        yield entry

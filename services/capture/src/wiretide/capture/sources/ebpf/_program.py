@@ -1,0 +1,236 @@
+"""The BPF program of the eBPF source (compiled by BCC at start-up).
+
+Rule: the kernel side only copies what the hooked calls returned and remembers, per thread, which
+socket the call touched; naming the connection (fd → 4-tuple) is left to user space, once per socket.
+Uprobes and tracepoints only: kprobes are unavailable on some kernels this runs on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Bytes copied per event, and events per call: a call returning more is cut, the rest becomes a gap
+# (the per-direction offset still advances by everything the call returned).
+CHUNK_BYTES: Final = 8192
+PIECES_PER_CALL: Final = 4
+# Calls in flight (threads inside SSL_read/SSL_write at once) and sockets remembered; the tables are
+# LRU, so a process that exits mid-call leaves nothing behind for long.
+MAX_ACTIVE: Final = 16384
+MAX_SOCKETS: Final = 65536
+
+# Event kinds.
+DATA: Final = 0
+CLOSE: Final = 1
+EXEC: Final = 2
+
+# Directions (as seen by the hooked process).
+WRITE: Final = 0
+READ: Final = 1
+
+SOURCE: Final = r"""
+#include <uapi/linux/ptrace.h>
+
+#define CHUNK __CHUNK__
+#define PIECES __PIECES__
+
+struct call_t {
+    u64 buf;
+    u64 ssl;
+    u64 outlen;
+    s32 fd;
+    u32 dir;
+    u32 ex;
+};
+
+struct sslkey_t {
+    u64 ssl;
+    u32 pid;
+    u32 pad;
+};
+
+struct fdkey_t {
+    u32 pid;
+    u32 fd_dir;
+};
+
+struct event_t {
+    u64 ts;
+    u64 cgroup;
+    u64 offset;
+    u32 pid;
+    u32 tid;
+    s32 fd;
+    u32 dir;
+    u32 total;
+    u32 pos;
+    u32 len;
+    u32 kind;
+    char comm[16];
+    u8 data[CHUNK];
+};
+
+BPF_TABLE("lru_hash", u64, struct call_t, active, __MAX_ACTIVE__);
+BPF_TABLE("lru_hash", struct sslkey_t, s32, ssl_fd, __MAX_SOCKETS__);
+BPF_TABLE("lru_hash", struct fdkey_t, u64, offsets, __MAX_SOCKETS__);
+BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
+BPF_PERF_OUTPUT(events);
+
+static int enter(struct pt_regs *ctx, u32 dir, u32 ex) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t c = {};
+    c.ssl = PT_REGS_PARM1(ctx);
+    c.buf = PT_REGS_PARM2(ctx);
+    c.outlen = ex ? PT_REGS_PARM4(ctx) : 0;
+    c.fd = -1;
+    c.dir = dir;
+    c.ex = ex;
+    active.update(&id, &c);
+    return 0;
+}
+
+int write_enter(struct pt_regs *ctx) { return enter(ctx, 0, 0); }
+int read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0); }
+int write_ex_enter(struct pt_regs *ctx) { return enter(ctx, 0, 1); }
+int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1); }
+
+int leave(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t *c = active.lookup(&id);
+    if (!c)
+        return 0;
+    struct call_t call = *c;
+    active.delete(&id);
+    long rc = PT_REGS_RC(ctx);
+    u64 n = 0;
+    if (call.ex) {
+        if (rc == 1 && call.outlen) {
+            u64 v = 0;
+            bpf_probe_read_user(&v, sizeof(v), (void *)call.outlen);
+            n = v;
+        }
+    } else if (rc > 0) {
+        n = rc;
+    }
+    if (n == 0)
+        return 0;
+    u32 pid = id >> 32;
+    struct sslkey_t sk = {};
+    sk.ssl = call.ssl;
+    sk.pid = pid;
+    if (call.fd >= 0) {
+        ssl_fd.update(&sk, &call.fd);
+    } else {
+        s32 *known = ssl_fd.lookup(&sk);
+        if (known)
+            call.fd = *known;
+    }
+    u64 offset = 0;
+    if (call.fd >= 0) {
+        struct fdkey_t fk = {};
+        fk.pid = pid;
+        fk.fd_dir = ((u32)call.fd << 1) | call.dir;
+        u64 *seen = offsets.lookup(&fk);
+        if (seen)
+            offset = *seen;
+        u64 next = offset + n;
+        offsets.update(&fk, &next);
+    }
+    u32 zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    e->ts = bpf_ktime_get_ns();
+    e->cgroup = bpf_get_current_cgroup_id();
+    e->offset = offset;
+    e->pid = pid;
+    e->tid = (u32)id;
+    e->fd = call.fd;
+    e->dir = call.dir;
+    e->total = n > 0xffffffff ? 0xffffffff : (u32)n;
+    e->kind = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    for (int i = 0; i < PIECES; i++) {
+        u64 pos = (u64)i * CHUNK;
+        if (pos >= n)
+            break;
+        u64 len = n - pos;
+        if (len > CHUNK)
+            len = CHUNK;
+        e->pos = pos;
+        e->len = len;
+        len &= (2 * CHUNK - 1);
+        if (len > CHUNK)
+            return 0;
+        bpf_probe_read_user(&e->data, len, (void *)(call.buf + pos));
+        events.perf_submit(ctx, e, offsetof(struct event_t, data) + len);
+    }
+    return 0;
+}
+
+static void note_fd(int fd) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t *c = active.lookup(&id);
+    if (c && c->fd < 0)
+        c->fd = fd;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { note_fd(args->fd); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct fdkey_t fk = {};
+    fk.pid = id >> 32;
+    fk.fd_dir = ((u32)args->fd << 1);
+    int hit = offsets.delete(&fk) == 0;
+    fk.fd_dir |= 1;
+    hit |= offsets.delete(&fk) == 0;
+    if (!hit)
+        return 0;
+    u32 zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    e->ts = bpf_ktime_get_ns();
+    e->pid = fk.pid;
+    e->tid = (u32)id;
+    e->fd = args->fd;
+    e->kind = 1;
+    e->len = 0;
+    events.perf_submit(args, e, offsetof(struct event_t, data));
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    e->ts = bpf_ktime_get_ns();
+    e->pid = id >> 32;
+    e->tid = (u32)id;
+    e->fd = -1;
+    e->kind = 2;
+    e->len = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    events.perf_submit(args, e, offsetof(struct event_t, data));
+    return 0;
+}
+"""
+
+
+def program_text() -> str:
+    """The program with its limits filled in."""
+    return (
+        SOURCE.replace("__CHUNK__", str(CHUNK_BYTES))
+        .replace("__PIECES__", str(PIECES_PER_CALL))
+        .replace("__MAX_ACTIVE__", str(MAX_ACTIVE))
+        .replace("__MAX_SOCKETS__", str(MAX_SOCKETS))
+    )

@@ -1,0 +1,364 @@
+"""The eBPF source: plaintext of TLS connections, read from the processes' TLS library calls.
+
+Rule: off unless enabled, and it says why it cannot run (no BCC, no privilege, no tracefs) instead of
+failing the capture. Uprobes attach by library file (every process mapping that file is covered,
+including ones started later); new files are found by scanning /proc at start and the maps of each
+newly exec'd process shortly after it starts. Every chunk leaves with the process (pid, tid, comm,
+cgroup id) and the connection's 4-tuple; what cannot be placed or was lost is counted by reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from wiretide.capture.sources.ebpf import _program
+from wiretide.capture.sources.ebpf.conntab import ConnectionTable
+
+# Debian's BCC is a system package: found here when the environment does not already provide it.
+SYSTEM_BCC: Final = "/usr/lib/python3/dist-packages"
+TRACEFS: Final = Path("/sys/kernel/tracing")
+# A new process's libraries are mapped by its loader after exec: its maps are read this long after.
+EXEC_SCAN_DELAY_NS: Final = 100_000_000
+# Processes scanned per poll at most (an exec storm costs bounded work per poll; the rest wait).
+MAX_SCANS_PER_POLL: Final = 64
+# Processes waiting for a scan; beyond it new ones are skipped (counted) — their libraries are most
+# often one of the files already hooked, which covers them anyway.
+MAX_PENDING_EXECS: Final = 4096
+PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
+_LIBSSL = re.compile(r"/libssl\.so(\.[0-9.]+)?$")
+# The OpenSSL entry points (name, BPF function at entry); each returns through `leave`.
+FUNCTIONS: Final = (
+    ("SSL_write", "write_enter"),
+    ("SSL_read", "read_enter"),
+    ("SSL_write_ex", "write_ex_enter"),
+    ("SSL_read_ex", "read_ex_enter"),
+)
+
+
+class EbpfUnavailable(RuntimeError):
+    """The source cannot run here; the message says why."""
+
+
+class _Header(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 (ctypes declares fields this way)
+        ("ts", ctypes.c_uint64),
+        ("cgroup", ctypes.c_uint64),
+        ("offset", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("dir", ctypes.c_uint32),
+        ("total", ctypes.c_uint32),
+        ("pos", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+        ("comm", ctypes.c_ubyte * 16),
+    ]
+
+
+_HEADER_SIZE: Final = ctypes.sizeof(_Header)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Bytes one end of a TCP connection sent, as a hooked process wrote or read them."""
+
+    src_ip: bytes
+    src_port: int
+    dst_ip: bytes
+    dst_port: int
+    from_client: bool
+    offset: int
+    data: bytes
+    timestamp_ns: int
+    pid: int
+    tid: int
+    comm: str
+    cgroup_id: int
+    library: str
+    local_is_sender: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A library file the source looked at: hooked (with which functions) or why not."""
+
+    path: str
+    library: str
+    functions: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class EbpfStats:
+    chunks: int = 0
+    bytes: int = 0
+    drops: dict[str, int] = field(default_factory=dict)  # lost, unattributed, cut, exec_backlog
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+
+def library_of(path: str) -> str:
+    """`openssl 3` for …/libssl.so.3, `openssl 1.1` for …/libssl.so.1.1; `openssl` when unversioned."""
+    m = _LIBSSL.search(path)
+    version = m.group(1)[1:] if m and m.group(1) else ""
+    return f"openssl {version}".strip()
+
+
+def _load_bcc() -> Any:
+    try:
+        import bcc  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        import sys
+
+        if SYSTEM_BCC not in sys.path and os.path.isdir(os.path.join(SYSTEM_BCC, "bcc")):
+            sys.path.append(SYSTEM_BCC)
+        try:
+            import bcc  # type: ignore[import-not-found,import-untyped,unused-ignore,no-redef]
+        except ImportError as exc:
+            raise EbpfUnavailable(
+                "BCC is not installed (Debian: apt-get install python3-bpfcc; `make setup` does it)"
+            ) from exc
+    return bcc
+
+
+def _ensure_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    done = subprocess.run(
+        ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 or not (TRACEFS / "events").is_dir():
+        raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and cannot be: {done.stderr.strip()}")
+
+
+def libraries_in_maps(text: str) -> set[str]:
+    """The libssl files a /proc/PID/maps text maps."""
+    out: set[str] = set()
+    for line in text.splitlines():
+        path = line.rsplit(None, 1)[-1] if "/" in line else ""
+        if path.startswith("/") and _LIBSSL.search(path):
+            out.add(path)
+    return out
+
+
+class EbpfSource:
+    """Loads the program, hooks the TLS libraries and turns kernel events into `Chunk`s."""
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self.proc = proc
+        self.stats = EbpfStats()
+        self.hooks: dict[str, Hook] = {}  # by file path as the processes map it
+        self.conns = ConnectionTable(proc)
+        self._bpf: Any = None
+        self._out: list[Chunk] = []
+        self._execs: dict[int, int] = {}  # pid → monotonic ns of its exec
+        self._checked_exes: set[tuple[int, int]] = set()  # (dev, inode) of executables looked at
+        self._boot_offset = time.time_ns() - time.monotonic_ns()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise EbpfUnavailable("eBPF needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN for uprobes)")
+        bcc = _load_bcc()
+        _ensure_tracefs()
+        try:
+            self._bpf = bcc.BPF(text=_program.program_text())
+        except Exception as exc:
+            raise EbpfUnavailable(
+                f"the BPF program does not load: {exc} (kernel headers: see docs/ebpf.md)"
+            ) from exc
+        self._bpf["events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
+        for path in sorted(self._system_libraries() | self._mapped_libraries()):
+            self.hook(path)
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def _system_libraries(self) -> set[str]:
+        """The host's own libssl (hooked even before a process loads it)."""
+        import ctypes.util
+
+        name = ctypes.util.find_library("ssl")
+        out: set[str] = set()
+        if name:
+            for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib"):
+                candidate = os.path.join(d, name)
+                if os.path.exists(candidate):
+                    out.add(os.path.realpath(candidate))
+                    break
+        return out
+
+    def _mapped_libraries(self) -> set[str]:
+        out: set[str] = set()
+        for entry in os.scandir(self.proc):
+            if entry.name.isdigit():
+                out |= self._maps_of(int(entry.name))
+        return out
+
+    def _maps_of(self, pid: int) -> set[str]:
+        try:
+            text = (self.proc / str(pid) / "maps").read_text()
+        except OSError:
+            return set()  # gone, or a kernel thread
+        # A file in another mount namespace is reached through the process's root.
+        return {
+            p if os.path.exists(p) else str(self.proc / str(pid) / "root" / p.lstrip("/"))
+            for p in libraries_in_maps(text)
+        }
+
+    # -- hooking -------------------------------------------------------------------------------
+
+    def hook(self, path: str, library: str | None = None) -> Hook:
+        """Attach to the OpenSSL functions `path` exports; the result (and why not) is remembered."""
+        real = os.path.realpath(path)
+        known = self.hooks.get(real)
+        if known is not None:
+            return known
+        attached: list[str] = []
+        errors: list[str] = []
+        for sym, enter in FUNCTIONS:
+            try:
+                self._bpf.attach_uprobe(name=real, sym=sym, fn_name=enter)
+            except Exception as exc:
+                errors.append(f"{sym}: {exc}")
+                continue
+            try:
+                self._bpf.attach_uretprobe(name=real, sym=sym, fn_name="leave")
+            except Exception as exc:
+                self._bpf.detach_uprobe(name=real, sym=sym)
+                errors.append(f"{sym} return: {exc}")
+                continue
+            attached.append(sym)
+        hook = Hook(
+            real,
+            library or library_of(real),
+            tuple(attached),
+            None if attached else ("no OpenSSL functions found: " + "; ".join(errors)[:200]),
+        )
+        self.hooks[real] = hook
+        return hook
+
+    def _scan_execs(self, now: int) -> None:
+        due = [pid for pid, t in self._execs.items() if now - t >= EXEC_SCAN_DELAY_NS]
+        for pid in due[:MAX_SCANS_PER_POLL]:
+            del self._execs[pid]
+            self.conns.forget_process(pid)
+            for path in self._maps_of(pid):
+                self.hook(path)
+            self._check_static(pid)
+
+    def _check_static(self, pid: int) -> None:
+        """A statically linked OpenSSL/BoringSSL (Envoy, some Go/C++ binaries): its own symbols."""
+        exe = self.proc / str(pid) / "exe"
+        try:
+            st = os.stat(exe)
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self._checked_exes:
+            return
+        self._checked_exes.add(key)
+        try:
+            real = os.readlink(exe)
+        except OSError:
+            return
+        if _LIBSSL.search(real) or not os.path.exists(real):
+            return
+        with open(real, "rb") as f:  # cheap filter before BCC reads the symbol tables
+            if f.read(4) != b"\x7fELF":
+                return
+        try:
+            addr = self._bpf.get_user_functions_and_addresses(real, "^SSL_write$")
+        except Exception:
+            return
+        if addr:
+            self.hook(real, "openssl (static)")
+
+    # -- events --------------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 100) -> list[Chunk]:
+        """Wait up to `timeout_ms` for events; the chunks they carried, in kernel order."""
+        self._bpf.perf_buffer_poll(timeout=timeout_ms)
+        if self._execs:
+            self._scan_execs(time.monotonic_ns())
+        out, self._out = self._out, []
+        return out
+
+    def _on_lost(self, count: int) -> None:
+        self.stats.drop("lost", count)
+
+    def _on_event(self, _cpu: int, data: Any, size: int) -> None:
+        h = ctypes.cast(data, ctypes.POINTER(_Header)).contents
+        kind = h.kind
+        if kind == _program.EXEC:
+            if len(self._execs) < MAX_PENDING_EXECS:
+                self._execs[h.pid] = time.monotonic_ns()
+            else:
+                self.stats.drop("exec_backlog")
+            return
+        if kind == _program.CLOSE:
+            self.conns.forget(h.pid, h.fd)
+            return
+        n = h.len
+        if h.pos + n >= h.total and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:
+            self.stats.drop("cut", h.total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
+        conn = self.conns.get(h.pid, h.fd) if h.fd >= 0 else None
+        print("DBG", h.pid, h.fd, h.dir, h.total, h.offset)
+        if conn is None:
+            self.stats.drop("unattributed")
+            return
+        payload = ctypes.string_at(data + _HEADER_SIZE, min(n, size - _HEADER_SIZE))
+        sending = h.dir == _program.WRITE
+        if sending:
+            src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
+            from_client = not conn.local_is_server
+        else:
+            src, sport, dst, dport = conn.remote_ip, conn.remote_port, conn.local_ip, conn.local_port
+            from_client = conn.local_is_server
+        self.stats.chunks += 1
+        self.stats.bytes += n
+        self._out.append(
+            Chunk(
+                src,
+                sport,
+                dst,
+                dport,
+                from_client,
+                h.offset + h.pos,
+                payload,
+                h.ts + self._boot_offset,
+                h.pid,
+                h.tid,
+                bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+                h.cgroup,
+                "openssl",
+                sending,
+            )
+        )
+
+
+def probe() -> str | None:
+    """Why eBPF cannot run here (None when it can): for tests and `wiretide doctor`."""
+    if os.geteuid() != 0:
+        return "not root"
+    try:
+        _load_bcc()
+    except EbpfUnavailable as exc:
+        return str(exc)
+    return None
+
+
+OnChunks = Callable[[list[Chunk]], None]

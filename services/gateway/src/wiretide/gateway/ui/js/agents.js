@@ -1,0 +1,174 @@
+// Network agents in the UI: the marks agents put on entries (onItemQueried → test.pass / test.fail),
+// shown in the table and the detail pane, and the Agents tab (list, edit, enable, delete, live log).
+// Marks are asked for in batches for the rows on screen, once per entry, and only while some agent
+// defines onItemQueried.
+import { esc } from "./format.js";
+import { getJSON, postJSON, headers, ApiError } from "./api.js";
+
+const BATCH_MS = 300; // rows that appear within this time share one request
+const MAX_IDS = 200; // ids per request (the API takes 500)
+const AGENTS_TTL_MS = 10000; // how long the list of agents (and whether any marks entries) is reused
+const LOG_LINES = 500; // lines kept in the log view
+
+class Marks {
+  constructor() {
+    this.byId = new Map(); // entry id -> [{agent, result, note}] (empty: asked, none)
+    this.wanted = new Set();
+    this.timer = null;
+    this.listeners = [];
+    this.active = false;
+    this.checked = 0;
+  }
+  onChange(fn) { this.listeners.push(fn); }
+  get(id) { return this.byId.get(id) || []; }
+
+  async enabled() {
+    if (Date.now() - this.checked > AGENTS_TTL_MS) {
+      this.checked = Date.now();
+      try {
+        const { agents } = await getJSON("/api/agents");
+        this.active = agents.some((a) => a.state === "running" && a.hooks.includes("onItemQueried"));
+      } catch { this.active = false; }
+    }
+    return this.active;
+  }
+
+  want(ids) {
+    for (const id of ids) if (!this.byId.has(id)) this.wanted.add(id);
+    if (this.wanted.size && !this.timer) this.timer = setTimeout(() => this.fetch(), BATCH_MS);
+  }
+
+  async fetch() {
+    this.timer = null;
+    const ids = [...this.wanted].slice(0, MAX_IDS);
+    ids.forEach((id) => this.wanted.delete(id));
+    if (!ids.length || !(await this.enabled())) { this.wanted.clear(); return; }
+    try {
+      const { marks } = await postJSON("/api/agents/annotations", { ids });
+      for (const id of ids) this.byId.set(id, marks[id] || []);
+      this.listeners.forEach((fn) => fn());
+    } catch { /* agents away: no marks */ }
+    if (this.wanted.size) this.timer = setTimeout(() => this.fetch(), BATCH_MS);
+  }
+
+  badge(id) {
+    const list = this.get(id);
+    if (!list.length) return "";
+    const failed = list.filter((m) => m.result === "fail");
+    const title = list.map((m) => `${m.agent}: ${m.result}${m.note ? " — " + m.note : ""}`).join("\n");
+    return ` <span class="mark ${failed.length ? "fail" : "pass"}" title="${esc(title)}">${failed.length ? "✗" : "✓"}</span>`;
+  }
+
+  rows(id) {
+    return this.get(id).map((m) => `<tr><td>${esc(m.agent)}</td><td class="${m.result === "fail" ? "serr" : "s2"}">${esc(m.result)}${m.note ? " — " + esc(m.note) : ""}</td></tr>`).join("");
+  }
+}
+
+export const marks = new Marks();
+
+async function send(method, path, doc) {
+  const resp = await fetch(path, { method, headers: headers({ "content-type": "application/json" }), body: doc ? JSON.stringify(doc) : undefined });
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok) throw new ApiError(resp.status, body);
+  return body;
+}
+
+const TEMPLATE = `// A new agent: hooks are global functions; see docs/agents.md.
+function onItemCaptured(entry) {
+  if (kfl.match("http && status_code >= 500", entry)) console.log("server error", entry.path);
+}
+`;
+
+export class AgentsPanel {
+  constructor(root) {
+    this.root = root;
+    this.socket = null;
+    root.innerHTML = `
+      <div class="toolbar"><button data-act="new" class="primary">New agent</button><button data-act="refresh">Refresh</button>
+        <span class="agents-note muted"></span></div>
+      <table class="agents-list"><thead><tr><th>Name</th><th>State</th><th>Items</th><th>Pass</th><th>Fail</th><th>Hooks / error</th><th></th></tr></thead><tbody></tbody></table>
+      <div class="agents-edit" hidden>
+        <div class="toolbar"><input class="agents-name" placeholder="name" aria-label="Agent name">
+          <button data-act="save" class="primary">Save</button><button data-act="cancel">Cancel</button>
+          <span class="agents-problem serr"></span></div>
+        <textarea class="agents-source" rows="18" spellcheck="false" aria-label="Agent source"></textarea>
+      </div>
+      <h4 class="agents-log-title" hidden></h4><pre class="agents-log" hidden></pre>`;
+    this.$ = (sel) => root.querySelector(sel);
+    root.addEventListener("click", (ev) => this.click(ev));
+    document.querySelector('.tabs button[data-view="agents"]')?.addEventListener("click", () => this.refresh());
+  }
+
+  async refresh() {
+    try {
+      const { agents } = await getJSON("/api/agents");
+      this.$(".agents-note").textContent = agents.length ? "" : "No agents yet: New agent, or `wiretide agents put FILE.js`.";
+      this.$(".agents-list tbody").innerHTML = agents.map((a) => `<tr data-name="${esc(a.name)}">
+        <td>${esc(a.name)}</td><td class="${a.state === "failed" ? "serr" : a.state === "running" ? "s2" : "muted"}">${esc(a.state)}</td>
+        <td>${a.items.toLocaleString()}</td><td>${a.tests_passed}</td><td>${a.tests_failed}</td>
+        <td>${esc(a.last_error || a.hooks.join(", "))}</td>
+        <td><button data-act="edit">Edit</button><button data-act="${a.enabled ? "disable" : "enable"}">${a.enabled ? "Disable" : "Enable"}</button>
+          <button data-act="logs">Log</button><button data-act="delete">Delete</button></td></tr>`).join("");
+    } catch (e) { this.$(".agents-note").textContent = e.message; }
+  }
+
+  edit(name, source) {
+    this.$(".agents-edit").hidden = false;
+    this.$(".agents-name").value = name;
+    this.$(".agents-name").disabled = Boolean(name);
+    this.$(".agents-source").value = source;
+    this.$(".agents-problem").textContent = "";
+  }
+
+  async click(ev) {
+    const btn = ev.target.closest("button");
+    if (!btn) return;
+    const name = btn.closest("tr")?.dataset.name;
+    const act = btn.dataset.act;
+    try {
+      if (act === "refresh") await this.refresh();
+      else if (act === "new") this.edit("", TEMPLATE);
+      else if (act === "cancel") this.$(".agents-edit").hidden = true;
+      else if (act === "edit") { const a = await getJSON(`/api/agents/${encodeURIComponent(name)}`); this.edit(a.name, a.source); }
+      else if (act === "save") await this.save();
+      else if (act === "enable" || act === "disable") { await send("POST", `/api/agents/${encodeURIComponent(name)}/${act}`); await this.refresh(); }
+      else if (act === "delete") { if (window.confirm(`Delete agent ${name}?`)) { await send("DELETE", `/api/agents/${encodeURIComponent(name)}`); await this.refresh(); } }
+      else if (act === "logs") this.follow(name);
+    } catch (e) { this.$(".agents-note").textContent = e.message; }
+  }
+
+  async save() {
+    const name = this.$(".agents-name").value.trim();
+    const source = this.$(".agents-source").value;
+    try {
+      await send("PUT", `/api/agents/${encodeURIComponent(name)}`, { source });
+      this.$(".agents-edit").hidden = true;
+      await this.refresh();
+    } catch (e) {
+      const b = e.body || {};
+      this.$(".agents-problem").textContent = b.line ? `line ${b.line}${b.column ? ", column " + b.column : ""}: ${b.error}` : e.message;
+    }
+  }
+
+  follow(name) {
+    if (this.socket) this.socket.close();
+    const log = this.$(".agents-log");
+    const title = this.$(".agents-log-title");
+    log.hidden = false; title.hidden = false;
+    title.textContent = `Log of ${name}`;
+    log.textContent = "";
+    const token = localStorage.getItem("wiretide.token") || "";
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/agents/${encodeURIComponent(name)}/logs/stream${token ? "?token=" + encodeURIComponent(token) : ""}`;
+    this.socket = new WebSocket(url);
+    this.socket.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      const text = msg.type === "line" ? `${msg.stream === "log" ? "" : "[" + msg.stream + "] "}${msg.text}` : `[error] ${msg.error}`;
+      const lines = (log.textContent ? log.textContent.split("\n") : []).concat(text).slice(-LOG_LINES);
+      log.textContent = lines.join("\n");
+      log.scrollTop = log.scrollHeight;
+    };
+  }
+}
+
+const root = document.getElementById("agents");
+export const agentsPanel = root ? new AgentsPanel(root) : null;
