@@ -52,7 +52,9 @@ import orjson
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROCESSES: Final = ("capture", "dissector", "nats", "gateway", "tracer", "resolver", "agents")
-SUBNET: Final = "10.88.0"  # host side .1, nginx .2; exists only on the veth this bench creates
+# The /24s a run may take (host side .1, nginx .2), only ever on the veth it creates; each run takes one
+# no other route uses, so two runs (or a chaos run that reuses these parts) never share an address.
+SUBNETS: Final = tuple(f"10.88.{i}" for i in range(256))
 TICK_S: Final = 1 / os.sysconf("SC_CLK_TCK")
 SMALL_BODY: Final = '{"id":12345,"ok":true,"name":"widget"}'
 LARGE_BYTES: Final = 32 * 1024
@@ -89,7 +91,12 @@ def namespace() -> Iterator[Target]:
     """A namespace with a veth to this host; the host side is named so that no `auto` capture of
     another Wiretide on this machine picks it up (not veth*/eth*)."""
     tag = f"wtb{os.getpid() % 100000}"
-    target = Target(f"{tag}ns", f"{tag}h", f"{SUBNET}.2")
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    start = os.getpid() % len(SUBNETS)
+    subnet = next((n for n in SUBNETS[start:] + SUBNETS[:start] if f"{n}.0/24" not in routes), None)
+    if subnet is None:
+        raise SystemExit("no free 10.88.x.0/24 for the benchmark's namespace")
+    target = Target(f"{tag}ns", f"{tag}h", f"{subnet}.2")
     try:
         _ip("netns", "add", target.ns)
         subprocess.run(
@@ -100,7 +107,7 @@ def namespace() -> Iterator[Target]:
         subprocess.run(
             ["sysctl", "-q", "-w", f"net.ipv6.conf.{target.host_if}.disable_ipv6=1"], capture_output=True
         )
-        _ip("addr", "add", f"{SUBNET}.1/24", "dev", target.host_if)
+        _ip("addr", "add", f"{subnet}.1/24", "dev", target.host_if)
         _ip("link", "set", target.host_if, "up")
         _ip("-n", target.ns, "addr", "add", f"{target.ip}/24", "dev", "eth0")
         _ip("-n", target.ns, "link", "set", "eth0", "up")
@@ -243,7 +250,16 @@ class Up:
         full_env["WIRETIDE_CAPTURE_INTERFACES"] = interface
         self.log = (work / "up.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wiretide.cli", "up", "--data-dir", str(self.data), "--ui-port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "wiretide.cli",
+                "up",
+                "--data-dir",
+                str(self.data),
+                "--ui-port",
+                str(self.port),
+            ],
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -403,12 +419,14 @@ def paced_client(host: str, path: str, rate: int, seconds: float, connections: i
     sel = selectors.DefaultSelector()
     idle: list[socket.socket] = []
     buffers: dict[socket.socket, bytearray] = {}
+    buffers_by_fd: dict[int, socket.socket] = {}
     for _ in range(connections):
         s = socket.create_connection((host, 80))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
         buffers[s] = bytearray()
+        buffers_by_fd[s.fileno()] = s
         idle.append(s)
     sent = ok = failed = late = 0
     t0 = time.monotonic()
@@ -424,8 +442,7 @@ def paced_client(host: str, path: str, rate: int, seconds: float, connections: i
             sent += 1
         wait = 0.0005 if sent < due else max(0.0, min(0.01, t0 + sent / rate - time.monotonic()))
         for key, _ in sel.select(wait):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            s = buffers_by_fd[key.fd]
             try:
                 chunk = s.recv(65536)
             except BlockingIOError:
@@ -571,7 +588,11 @@ def print_row(row: Row) -> None:
 
 
 def print_table(rows: list[Row]) -> None:
-    print("\n| load | stored / answered | µs CPU per stored entry | " + " | ".join(PROCESSES) + " | drops | peak RSS MB (max) |")
+    print(
+        "\n| load | stored / answered | µs CPU per stored entry | "
+        + " | ".join(PROCESSES)
+        + " | drops | peak RSS MB (max) |"
+    )
     print("|---|---|---|" + "---|" * len(PROCESSES) + "---|---|")
     for row in rows:
         per = row.per_entry
@@ -579,9 +600,21 @@ def print_table(rows: list[Row]) -> None:
         drops = ", ".join(f"{k} {v:,}" for k, v in sorted(row.drops.items())) or "none"
         cells = " | ".join(f"{per.get(p, 0):.1f}" for p in PROCESSES)
         print(
-            f"| {row.load} | {row.stored:,} / {row.sent.answered:,} ({pct:.1f}%) | **{sum(per.values()):.0f}** | "
-            f"{cells} | {drops} | {max(row.rss.values()):.0f} |"
+            f"| {row.load} | {row.stored:,} / {row.sent.answered:,} ({pct:.1f}%) | "
+            f"**{sum(per.values()):.0f}** | {cells} | {drops} | {max(row.rss.values()):.0f} |"
         )
+
+
+def native_status() -> str:
+    """Whether each service with compiled hot modules runs them (a stale build runs the pure ones)."""
+    out = []
+    for service in ("dissector", "tracer", "gateway", "agents"):
+        try:
+            module = importlib.import_module(f"wiretide.{service}.native")
+        except ImportError:
+            continue
+        out.append(f"{service} {getattr(module, 'STATUS', '?')}")
+    return "; ".join(out) or "none"
 
 
 def main() -> int:
@@ -599,7 +632,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="paced load: how long")
     p.add_argument("--concurrency", type=int, default=16, help="ab's -c")
     p.add_argument("--connections", type=int, default=64, help="paced load: keep-alive connections")
-    p.add_argument("--small", action="store_true", help="CI-sized: 2k/1k/200 calls, a 20k burst, 1k/s for 5 s")
+    p.add_argument(
+        "--small", action="store_true", help="CI-sized: 2k/1k/200 calls, a 20k burst, 1k/s for 5 s"
+    )
     p.add_argument("--env", action="append", default=[], metavar="WIRETIDE_X=Y", help="extra settings")
     args = p.parse_args()
     if args.small:
@@ -615,26 +650,36 @@ def main() -> int:
     env = dict(e.split("=", 1) for e in args.env)
     loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     rows: list[Row] = []
-    from wiretide.dissector import native
-
     if "WIRETIDE_NATIVE_DIR" in env:
         os.environ["WIRETIDE_NATIVE_DIR"] = env["WIRETIDE_NATIVE_DIR"]
-        native = importlib.reload(native)
     print(
         f"wiretide e2e: {os.cpu_count()} CPUs; loads {', '.join(loads)}; settings {env or 'default'}; "
-        f"dissector modules: {native.STATUS}"
+        f"compiled modules: {native_status()}"
     )
-    with tempfile.TemporaryDirectory(prefix="wt-e2e-") as tmp, namespace() as target, nginx(target, Path(tmp)):
+    with (
+        tempfile.TemporaryDirectory(prefix="wt-e2e-") as tmp,
+        namespace() as target,
+        nginx(target, Path(tmp)),
+    ):
         small, large = f"http://{target.ip}/small", f"http://{target.ip}/large"
         c = args.concurrency
         plan: list[tuple[str, Any]] = []
         for load in loads:
             if load == "keepalive":
-                plan.append((f"{args.keepalive // 1000}k keep-alive", lambda: ab(small, args.keepalive, c, True)))
+                plan.append(
+                    (f"{args.keepalive // 1000}k keep-alive", lambda: ab(small, args.keepalive, c, True))
+                )
             elif load == "newconn":
-                plan.append((f"{args.newconn // 1000}k new connection each", lambda: ab(small, args.newconn, c, False)))
+                plan.append(
+                    (
+                        f"{args.newconn // 1000}k new connection each",
+                        lambda: ab(small, args.newconn, c, False),
+                    )
+                )
             elif load == "large":
-                plan.append((f"{args.large:,} keep-alive, 32 KiB bodies", lambda: ab(large, args.large, c, True)))
+                plan.append(
+                    (f"{args.large:,} keep-alive, 32 KiB bodies", lambda: ab(large, args.large, c, True))
+                )
             elif load == "burst":
                 for n in args.burst:
                     plan.append((f"{n // 1000}k keep-alive burst", lambda n=n: ab(small, n, c, True)))

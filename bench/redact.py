@@ -6,7 +6,7 @@ message) and times `Redactor.redact` with the default rules on fresh copies (mad
 printing CPU µs per entry (process time). Also prints whether the
 compiled (mypyc) build is the one running. Figures are printed, never asserted.
 
-    .venv/bin/python bench/redact.py [--rounds 5] [--n 2000]
+    .venv/bin/python bench/redact.py [--rounds 5] [--n 2000] [--analyze 48000]
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def cases() -> dict[str, dict[str, Any]]:
     }
 
 
-def cpu_per_call(take: Callable[[], dict[str, Any]], n: int, redact: Callable[[dict[str, Any]], object]) -> float:
+def cpu_per_call(
+    take: Callable[[], dict[str, Any]], n: int, redact: Callable[[dict[str, Any]], object]
+) -> float:
     """CPU µs per `redact(take())`, over n calls."""
     start = time.process_time()
     for _ in range(n):
@@ -133,11 +135,51 @@ def cpu_per_call(take: Callable[[], dict[str, Any]], n: int, redact: Callable[[d
     return (time.process_time() - start) / n * 1e6
 
 
+def analyze_cost(exchanges: int, rounds: int) -> None:
+    """CPU seconds of `wiretide analyze` (child process: user + sys) with and without redaction."""
+    import importlib.util
+    import resource
+    import subprocess
+    import tempfile
+
+    spec = importlib.util.spec_from_file_location("avt", Path(__file__).with_name("analyze_vs_tshark.py"))
+    assert spec is not None and spec.loader is not None
+    avt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(avt)
+    wiretide = str(Path(sys.executable).parent / "wiretide")
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "keepalive.pcap"
+        avt.generate(pcap, exchanges)
+        best = {"default rules": float("inf"), "--no-redact": float("inf")}
+        for _ in range(rounds):  # alternate, so that load swings hit both
+            for name in list(best):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                argv = [wiretide, "analyze", str(pcap), "--quiet"] + (["--no-redact"] if "no" in name else [])
+                subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                best[name] = min(best[name], cpu)
+    for name, cpu in best.items():
+        print(f"wiretide analyze, {name:14} {cpu:6.2f} CPU s  {cpu / exchanges * 1e6:6.1f} µs/exchange")
+    extra = (best["default rules"] - best["--no-redact"]) / exchanges * 1e6
+    print(f"redaction adds {extra:.1f} CPU µs per exchange (best of {rounds})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--rounds", type=int, default=5, help="rounds per case; the best is reported")
     ap.add_argument("--n", type=int, default=2000, help="entries per round (fewer for the large cases)")
+    ap.add_argument(
+        "--analyze",
+        type=int,
+        default=0,
+        metavar="EXCHANGES",
+        help="also time `wiretide analyze` with and without redaction, in alternation, on the capture of "
+        "bench/analyze_vs_tshark.py with this many exchanges (a cookie on every request)",
+    )
     args = ap.parse_args()
+    if args.analyze:
+        analyze_cost(args.analyze, args.rounds)
     redact = DEFAULT_REDACTOR.redact
     print(f"redact.py: {'compiled (mypyc)' if native.ACTIVE else 'pure Python'} ({native.STATUS})")
     print(f"{'entry':38} {'CPU µs/entry':>13} {'places redacted':>16}")

@@ -55,7 +55,10 @@ import orjson
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 import e2e  # noqa: E402 - the namespace, nginx, `wiretide up` and /proc readers of bench/e2e.py
+
+from tests.helpers.disk import fill, tmpfs  # noqa: E402
 
 SCENARIOS: Final = ("nats", "kill", "disk", "hostile")
 VICTIMS: Final = ("capture", "dissector", "resolver", "tracer", "agents", "gateway")
@@ -70,6 +73,7 @@ RECOVER_TIMEOUT_S: Final = 180.0
 SETTLE_S: Final = 10.0  # the store is drained once its count of our calls has not moved for this long
 DRAIN_TIMEOUT_S: Final = 300.0
 CALL_PREFIX: Final = "/c/"
+WORD: Final = "p"  # the hostile load's paths: /c/p<n>, each its own route
 STORE_TMPFS_MB: Final = 64
 SLOWLORIS_CONNECTIONS: Final = 1000
 SLOWLORIS_S: Final = 20.0
@@ -78,9 +82,10 @@ SLOWLORIS_S: Final = 20.0
 # -- the paced client (its own process) ---------------------------------------------------------
 
 
-def client(host: str, rate: int, seconds: float, connections: int, out: Path) -> None:
-    """Keep-alive GETs of /c/<n> at `rate`/s until `seconds` pass or SIGTERM; one call in flight per
-    connection. Writes {"sent_at": [wall time per call], "status": [HTTP status, 0 = no answer]}."""
+def client(host: str, rate: int, seconds: float, connections: int, out: Path, word: str = "") -> None:
+    """Keep-alive GETs of /c/<word><n> at `rate`/s until `seconds` pass or SIGTERM; one call in flight
+    per connection (a `word` keeps the segment from reading as an id, which routes fold to `{id}`).
+    Writes {"sent_at": [wall time per call], "status": [HTTP status, 0 = no answer]}."""
     stop = False
 
     def on_term(_sig: int, _frame: object) -> None:
@@ -123,7 +128,7 @@ def client(host: str, rate: int, seconds: float, connections: int, out: Path) ->
             sent_at.append(time.time())
             status.append(0)
             inflight[s] = n
-            s.send(f"GET {CALL_PREFIX}{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            s.send(f"GET {CALL_PREFIX}{word}{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         for key, _ in sel.select(0.002):
             s = key.fileobj  # type: ignore[assignment]  # only sockets are registered
             try:
@@ -162,7 +167,15 @@ class Load:
     out: Path
 
     @classmethod
-    def start(cls, host: str, rate: int, work: Path, seconds: float = 3600.0, connections: int = 16) -> Load:
+    def start(
+        cls,
+        host: str,
+        rate: int,
+        work: Path,
+        seconds: float = 3600.0,
+        connections: int = 16,
+        word: str = "",
+    ) -> Load:
         out = work / f"calls-{time.monotonic_ns()}.json"
         argv = [
             sys.executable,
@@ -173,13 +186,15 @@ class Load:
             str(seconds),
             str(connections),
             str(out),
+            word,
         ]
         return cls(subprocess.Popen(argv), out)
 
-    def finish(self) -> Calls:
-        if self.proc.poll() is None:
+    def finish(self, stop: bool = True) -> Calls:
+        """The calls made; `stop` ends an open-ended load now, else it runs its time out."""
+        if stop and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
+        self.proc.wait(None if not stop else 120)
         doc = orjson.loads(self.out.read_bytes())
         return Calls(doc["sent_at"], doc["status"])
 
@@ -204,7 +219,7 @@ def stored_calls(db: Path) -> Counter[int]:
         contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn,
     ):
         for (path,) in conn.execute("SELECT path FROM entries WHERE path LIKE ?", (f"{CALL_PREFIX}%",)):
-            tail = path[len(CALL_PREFIX) :]
+            tail = path[len(CALL_PREFIX) :].lstrip(WORD)
             if tail.isascii() and tail.isdigit():
                 counts[int(tail)] += 1
     return counts
@@ -384,15 +399,26 @@ def scenario_kill(target: e2e.Target, work: Path, args: argparse.Namespace) -> R
         time.sleep(LEAD_S)
         before = up.drops()
         outages = []
+        drops: Counter[str] = Counter()
+
+        def count(restarted: str = "") -> dict[str, int]:
+            """Add what was counted since `before`; a restarted process counts from 0 (all since the kill)."""
+            now = up.drops()
+            for k, v in now.items():
+                drops[k] += v - (0 if k.startswith(f"{restarted}.") else before.get(k, 0))
+            return now
+
         for victim in args.victims.split(","):
+            before = count()
             old = up.pids()[victim]
             start = time.time()
             os.kill(old, signal.SIGKILL)
             wait_until(f"{victim} restarted", lambda: pid_changed(up, victim, old))  # noqa: B023 - called now
             recovered(up)
             outages.append(Outage(victim, start, time.time(), accepts=victim not in TAKERS))
+            before = count(victim)
             time.sleep(GAP_S)
-        drops = drops_since(up, before)
+        count()
         calls = load.finish()
         stored = wait_drained(up.data / "entries.sqlite3", len(calls.answered()))
         counts = restarts(up)
@@ -401,35 +427,9 @@ def scenario_kill(target: e2e.Target, work: Path, args: argparse.Namespace) -> R
             calls,
             stored,
             outages,
-            drops,
+            {k: v for k, v in drops.items() if v > 0},
             ["restarts by the supervisor: " + ", ".join(f"{n} {counts[n]}" for n in VICTIMS)],
         )
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "wt-chaos", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """A file taking every free byte of the filesystem holding `directory`."""
-    ballast = directory / "ballast"
-    with ballast.open("wb") as f:
-        chunk = b"\0" * (1 << 20)
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(chunk)
-                f.flush()
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    return ballast
 
 
 def scenario_disk(target: e2e.Target, work: Path, args: argparse.Namespace) -> Report:
@@ -445,9 +445,11 @@ def scenario_disk(target: e2e.Target, work: Path, args: argparse.Namespace) -> R
 
             def failing() -> bool:
                 nonlocal error
+                now = ""
                 with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                    error = health(up)["store"]["last_error"] or ""
-                return bool(error)
+                    now = health(up)["store"]["last_error"] or ""
+                error = error or now  # the first error reported is the one printed
+                return bool(now)
 
             wait_until("the store to report the full disk", failing)
             time.sleep(args.outage)
@@ -555,10 +557,11 @@ def scenario_hostile(target: e2e.Target, work: Path, args: argparse.Namespace) -
             )
 
         host_mac = Path(f"/sys/class/net/{target.host_if}/address").read_text().strip()
-        spoofed = f"{e2e.SUBNET}.77"  # on the link, never answers ARP: the host's replies go nowhere
+        subnet = target.ip.rsplit(".", 1)[0]
+        spoofed = f"{subnet}.77"  # on the link, never answers ARP: the host's replies go nowhere
         subprocess.run(
             ["ip", "netns", "exec", target.ns, sys.executable, __file__, "_synflood", "eth0", host_mac,
-             spoofed, f"{e2e.SUBNET}.1", str(args.flows)],
+             spoofed, f"{subnet}.1", str(args.flows)],
             check=True,
         )  # fmt: skip
         packets0 = up.capture_status().packets
@@ -581,9 +584,9 @@ def scenario_hostile(target: e2e.Target, work: Path, args: argparse.Namespace) -
         big.unlink()
         step(f"a {int(got.stdout or 0) / 2**20:,.0f} MiB response body")
         load = Load.start(
-            target.ip, args.path_rate, work, seconds=args.paths / args.path_rate, connections=32
+            target.ip, args.path_rate, work, seconds=args.paths / args.path_rate, connections=32, word=WORD
         )
-        calls = load.finish()
+        calls = load.finish(stop=False)
         stored = wait_drained(up.data / "entries.sqlite3", len(calls.answered()))
         step(f"{len(calls.answered()):,} calls with distinct paths")
         rss = e2e.peak_rss_by_process(pids)
@@ -622,8 +625,8 @@ def print_report(r: Report) -> None:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_client":
-        host, rate, seconds, conns, out = sys.argv[2:7]
-        client(host, int(rate), float(seconds), int(conns), Path(out))
+        host, rate, seconds, conns, out, word = sys.argv[2:8]
+        client(host, int(rate), float(seconds), int(conns), Path(out), word)
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_synflood":
         interface, mac, src, dst, n = sys.argv[2:7]
@@ -637,6 +640,7 @@ def main() -> int:
     p.add_argument("--flows", type=int, default=100_000, help="half-open flows of the SYN flood")
     p.add_argument("--paths", type=int, default=100_000, help="calls with distinct paths")
     p.add_argument("--path-rate", type=int, default=2_000, help="calls per second of those")
+    p.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: logs, stores, calls")
     p.add_argument("--body-mb", type=int, default=1024, help="size of the large response body")
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -650,7 +654,11 @@ def main() -> int:
     print(f"wiretide chaos: {os.cpu_count()} CPUs; scenarios {', '.join(chosen)}; paced load {args.rate}/s")
     reports = []
     with (
-        tempfile.TemporaryDirectory(prefix="wt-chaos-") as tmp,
+        (
+            contextlib.nullcontext(str(args.keep.resolve()))
+            if args.keep
+            else tempfile.TemporaryDirectory(prefix="wt-chaos-")
+        ) as tmp,
         e2e.namespace() as target,
         e2e.nginx(target, Path(tmp)),
     ):

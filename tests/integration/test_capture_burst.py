@@ -6,6 +6,7 @@ default settings). The defaults give the ring and queue sizes the README's "Spee
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -77,6 +78,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     _need("nginx")
     _need("ab")
     tag = unique("wb")
+    net = f"10.89.{os.getpid() % 250}"  # host side .1, nginx .2
     ns, host_if = f"{tag}ns", f"{tag}h"  # not veth*: no other Wiretide's `auto` picks it up
     conf_dir = tmp_path / "nginx"
     conf_dir.mkdir()
@@ -87,9 +89,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
         ip("netns", "add", ns)
         ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
         subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True)
-        ip("addr", "add", "10.89.0.1/24", "dev", host_if)
+        ip("addr", "add", f"{net}.1/24", "dev", host_if)
         ip("link", "set", host_if, "up")
-        ip("-n", ns, "addr", "add", "10.89.0.2/24", "dev", "eth0")
+        ip("-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
         ip("-n", ns, "link", "set", "lo", "up")
         proc = subprocess.Popen(
@@ -100,12 +102,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
         def answers() -> bool:
             try:
-                return httpx.get("http://10.89.0.2/small", timeout=1).status_code == 200
+                return httpx.get(f"http://{net}.2/small", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         wait_for("nginx answers", answers, timeout=20)
-        yield host_if, "10.89.0.2"
+        yield host_if, f"{net}.2"
     finally:
         if proc is not None:
             proc.terminate()

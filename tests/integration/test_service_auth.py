@@ -199,7 +199,7 @@ async def test_the_dissector_s_identity_copy_loads_its_snapshot_with_the_service
     sync = IdentitySync(bus, f"127.0.0.1:{svc.grpc_port}", metadata=svc.auth.call_metadata())
     await sync.start()
     try:
-        await wait_for_async("the snapshot loads", lambda: sync.synced.is_set())
+        await wait_for_async("the snapshot loads", sync.synced.is_set)
         assert sync.resyncs == 1
     finally:
         await sync.stop()

@@ -131,6 +131,11 @@ def test_a_killed_service_is_restarted_and_serving_again(
         assert doc["services"]["dissector"]["status"] == "SERVING"
     log = (data / "logs").iterdir()
     assert {p.name for p in log} >= {f"{s}.log" for s in SERVICES}
+    argv = [sys.executable, "-m", "wiretide.cli", "status", "--data-dir", str(data)]
+    status = subprocess.run(argv, capture_output=True, text=True)
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:]}
+    assert rows["dissector"][3] == rows["nats"][3] == "1"  # the restarts, as the user sees them
+    assert rows["gateway"][3] == "0"
 
 
 def test_a_second_instance_on_the_same_data_dir_is_refused_and_leaves_the_first_running(

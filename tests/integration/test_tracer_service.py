@@ -156,8 +156,11 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
     from starlette.applications import Starlette
 
     from tests.helpers.nats import free_port
+    from wiretide.common.auth import Authenticator, AuthMiddleware
     from wiretide.common.tls import PLAINTEXT
     from wiretide.gateway.api.traces import routes
+
+    local = Authenticator().for_listener("127.0.0.1:0")  # the local default: the anonymous admin
 
     settings = TracerSettings(
         nats_url=nats_server.url,
@@ -172,9 +175,10 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
             "the trace's 5 spans", lambda: len(svc.engine.store.get(TRACE)), lambda n: n >= 5
         )
         gw = SimpleNamespace(
-            settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}", transport=PLAINTEXT)
+            settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}", transport=PLAINTEXT),
+            auth=local,
         )
-        app = Starlette(routes=routes(gw))
+        app = AuthMiddleware(Starlette(routes=routes(gw)), local)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             r = await client.get(f"/api/traces/{TRACE.upper()}")
             assert r.status_code == 200 and len(r.json()["spans"]) == 5
@@ -200,9 +204,9 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
                 assert r.status_code == status, (path, params, r.text)
                 assert "error" in r.json()
     gone = SimpleNamespace(
-        settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{free_port()}", transport=PLAINTEXT)
+        settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{free_port()}", transport=PLAINTEXT), auth=local
     )
-    app = Starlette(routes=routes(gone))
+    app = AuthMiddleware(Starlette(routes=routes(gone)), local)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         r = await client.get("/api/traces")
         assert r.status_code == 503

@@ -8,6 +8,7 @@ each workload; every process gets its mTLS Secret, from cert-manager or from `wi
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import shutil
@@ -449,6 +450,92 @@ def test_the_gateway_token_and_oidc_settings_come_from_secrets() -> None:
     assert {"secretRef": {"name": "wiretide-gateway-oidc", "optional": True}} in c["envFrom"]
 
 
+# -- authentication between services and for users ---------------------------------------------
+
+
+def settings_env(overlay: str, name: str) -> dict[str, str | None]:
+    """Every WIRETIDE_* variable workload `name` gets: its own env (None where it comes from a
+    Secret or the downward API) and the ConfigMaps it reads whole."""
+    docs = build(overlay)
+    w = workloads(overlay)[name]
+    maps = {(namespace_of(d), d["metadata"]["name"]): d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    out: dict[str, str | None] = {}
+    for c in pod(w)["containers"]:
+        for source in c.get("envFrom", []):
+            if "configMapRef" in source:
+                out.update(maps[(namespace_of(w), source["configMapRef"]["name"])])
+        for e in c.get("env", []):
+            out[e["name"]] = e.get("value")
+    return {k: v for k, v in out.items() if k.startswith("WIRETIDE_")}
+
+
+def secret_mounts(w: Doc) -> dict[str, str]:
+    """Secret name → the directory the (first) container mounts it at."""
+    spec = pod(w)
+    by_volume = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    return {
+        by_volume[m["name"]]: m["mountPath"]
+        for m in spec["containers"][0].get("volumeMounts", [])
+        if m["name"] in by_volume
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_a_pod_is_given_is_a_setting_of_its_service(overlay: str) -> None:
+    from wiretide.cli.validate import settings_classes
+    from wiretide.common.settings import NOT_SETTINGS, env_names
+
+    classes = settings_classes()
+    for name in SERVICES:
+        known = env_names([classes[name]]) | set(NOT_SETTINGS)
+        unknown = set(settings_env(overlay, name)) - known
+        assert not unknown, f"{name} is given variables it does not read: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_grpc_workload_mounts_the_service_token_and_its_tls_secret_where_the_settings_point(
+    overlay: str,
+) -> None:
+    for name, w in workloads(overlay).items():
+        if name == "nats":
+            continue
+        env = settings_env(overlay, name)
+        mounts = secret_mounts(w)
+        assert f"wiretide-{name}-tls" in mounts, name
+        token_file = env["WIRETIDE_AUTH_SERVICE_TOKEN_FILE"]
+        assert token_file is not None, name
+        directory, _, key = token_file.rpartition("/")
+        assert mounts.get("wiretide-service-token") == directory, name
+        assert key == certs.SERVICE_TOKEN_KEY, name
+        for setting in ("WIRETIDE_TLS_CA", "WIRETIDE_TLS_CERT", "WIRETIDE_TLS_KEY"):
+            assert str(env[setting]).startswith(mounts[f"wiretide-{name}-tls"] + "/"), (name, setting)
+
+
+def test_the_gateway_reads_users_tokens_from_a_secret_and_answers_the_names_it_is_reached_by() -> None:
+    w = workloads()["gateway"]
+    env = settings_env("k8s/base", "gateway")
+    tokens_file = env["WIRETIDE_AUTH_TOKENS_FILE"]
+    assert tokens_file is not None
+    directory, _, _key = tokens_file.rpartition("/")
+    assert secret_mounts(w)["wiretide-gateway-tokens"] == directory
+    # Mounted whole (no subPath): an updated Secret reaches the file, and the gateway re-reads it.
+    assert not any("subPath" in m for m in pod(w)["containers"][0]["volumeMounts"])
+    hosts = set(str(env["WIRETIDE_AUTH_ALLOWED_HOSTS"]).split(","))
+    assert {"gateway", "gateway.wiretide", "gateway.wiretide.svc"} <= hosts
+
+
+def test_the_secret_generator_makes_the_service_token_for_every_namespace_that_mounts_it() -> None:
+    made = [d for d in yaml.safe_load_all(certs.service_token_yaml(CORE_NS, CAPTURE_NS)) if d]
+    assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in made} == {
+        s for s in mounted_secrets() if s[1] == "wiretide-service-token"
+    }
+    tokens = {base64.b64decode(d["data"][certs.SERVICE_TOKEN_KEY]) for d in made}
+    assert len(tokens) == 1  # the same token on both sides
+    assert len(tokens.pop()) >= 32
+    again = [d for d in yaml.safe_load_all(certs.service_token_yaml(CORE_NS, CAPTURE_NS)) if d]
+    assert again[0]["data"] != made[0]["data"]  # a fresh one each run
+
+
 # -- skaffold -----------------------------------------------------------------------------------
 
 
@@ -469,3 +556,67 @@ def test_skaffold_requires_one_config_per_service_each_building_its_image() -> N
         assert dockerfile.exists()
         assert f"wiretide.{s}" in dockerfile.read_text()
         assert art["image"] in images
+
+
+# Every gRPC (and HTTP) call one Wiretide service makes to another: caller, callee, the callee's port.
+CALLS = [
+    ("capture", "dissector", 50052),
+    ("dissector", "resolver", 50053),
+    ("gateway", "capture", 50051),
+    ("gateway", "dissector", 50052),
+    ("gateway", "tracer", 50054),
+    ("gateway", "agents", 50055),
+    ("agents", "capture", 50051),
+    ("agents", "tracer", 50054),
+    ("agents", "gateway", 8899),
+]
+NODE_NETWORK = "10.0.0.0/8"  # where host-network pods' traffic comes from (capture's)
+
+
+def peer_matches(peer: Doc, labels: dict[str, str], ns: str, own_ns: str, host_network: bool) -> bool:
+    if "ipBlock" in peer:
+        return host_network and peer["ipBlock"]["cidr"] == NODE_NETWORK
+    if host_network:
+        return False
+    if "namespaceSelector" in peer:
+        wanted = peer["namespaceSelector"].get("matchLabels", {})
+        if wanted.get("kubernetes.io/metadata.name", ns) != ns:
+            return False
+    elif ns != own_ns:
+        return False
+    return "podSelector" not in peer or selects({"spec": {"podSelector": peer["podSelector"]}}, labels)
+
+
+def admits(
+    rules: list[Doc], port: int, names: dict[str, int], peer: tuple[dict[str, str], str, str, bool]
+) -> bool:
+    for rule in rules:
+        ports = {
+            names.get(p["port"], -1) if isinstance(p["port"], str) else p["port"]
+            for p in rule.get("ports", [])
+        }
+        peers = rule.get("to", rule.get("from"))
+        if (not ports or port in ports) and (peers is None or any(peer_matches(p, *peer) for p in peers)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(("caller", "callee", "port"), CALLS)
+def test_network_policies_let_every_service_reach_the_peers_it_calls(
+    caller: str, callee: str, port: int
+) -> None:
+    built = workloads()
+    c, d = built[caller], built[callee]
+    c_labels, d_labels = (w["spec"]["template"]["metadata"]["labels"] for w in (c, d))
+    c_ns, d_ns = namespace_of(c), namespace_of(d)
+    d_ports = {p["name"]: p["containerPort"] for p in pod(d)["containers"][0]["ports"]}
+    egress = [r for p in policies(c_ns) if selects(p, c_labels) for r in p["spec"].get("egress", [])]
+    ingress = [r for p in policies(d_ns) if selects(p, d_labels) for r in p["spec"].get("ingress", [])]
+    callee_on_host = bool(pod(d).get("hostNetwork"))
+    caller_on_host = bool(pod(c).get("hostNetwork"))
+    assert admits(egress, port, d_ports, (d_labels, d_ns, c_ns, callee_on_host)), (
+        f"{caller} may not call {callee}"
+    )
+    assert admits(ingress, port, d_ports, (c_labels, c_ns, d_ns, caller_on_host)), (
+        f"{callee} refuses {caller}"
+    )

@@ -1,9 +1,12 @@
-"""`wiretide agents put|list|get|rm|enable|disable|logs|test|templates`: network agents from the shell.
+"""`wiretide agents put|list|get|rm|enable|disable|logs|draft|improve|test|templates`: network agents
+from the shell.
 
 Rule: every command but `test` and `templates` talks to the running instance's REST API (found from
 `--data-dir` as `wiretide status` finds it, or `--url`), so it goes through the same authorization as
 the UI; `test` runs the agent offline over a capture (the replay harness) and exits 1 when any
-`test.fail` ran or the agent failed, 2 for a usage error or a syntax error.
+`test.fail` ran or the agent failed, 2 for a usage error or a syntax error. `draft` and `improve` ask
+the LLM and show what it proposes tried on recent traffic; they store it only once the user says yes
+(at the terminal, or `--yes`) — without a terminal and without `--yes` they refuse (exit 2).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from wiretide.common.paths import default_data_dir
 EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
 FOLLOW_POLL_S: Final = 0.5
+# A proposal waits for the model (WIRETIDE_LLM_TIMEOUT_S, 60 s by default) and for its trial run.
+PROPOSAL_TIMEOUT_S: Final = 300.0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +53,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     logs = remote("logs", "print an agent's log")
     logs.add_argument("name")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    draft = remote("draft", "the LLM writes an agent from a description; tried on recent traffic")
+    draft.add_argument("description", help="what the agent should do, in words")
+    draft.add_argument("--save", metavar="NAME", help="store the draft as this new agent (asks first)")
+    improve = remote("improve", "the LLM proposes a change to an agent, shown as a diff (asks first)")
+    improve.add_argument("name")
+    improve.add_argument("instruction", help="what to change, in words")
+    for c in (draft, improve):
+        c.add_argument("--yes", "-y", action="store_true", help="do not ask: store it (for scripts)")
+        c.add_argument("--kfl", default="", help="try it on the recent entries matching this filter")
+        c.add_argument("--limit", type=int, default=200, help="on this many recent entries (default 200)")
     test = cmds.add_parser("test", help="run an agent offline over a capture; exit 1 on any test.fail")
     test.add_argument("file", type=Path, help="the agent's JavaScript")
     test.add_argument("--pcap", required=True, type=Path, help="a pcap or pcapng file")
@@ -155,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "rm":
         status, doc = api.call("DELETE", f"/api/agents/{args.name}")
         return 0 if status == 200 else _fail(doc)
+    if cmd in ("draft", "improve"):
+        return run_proposal(api, args)
     if cmd in ("enable", "disable"):
         status, doc = api.call("POST", f"/api/agents/{args.name}/{cmd}")
         if status != 200:
@@ -178,6 +195,93 @@ def run_logs(api: Api, args: argparse.Namespace) -> int:
         if not args.follow:
             return 0
         time.sleep(FOLLOW_POLL_S)
+
+
+def _ask(question: str) -> bool | None:
+    """The user's yes/no at the terminal; None when there is no terminal to ask at."""
+    if not sys.stdin.isatty():
+        return None
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _show_try(test: dict[str, Any]) -> None:
+    """A proposal's run over recent traffic: its console output, then the counts (as `agents test`)."""
+    for line in test["lines"]:
+        prefix = "" if line["stream"] == "log" else f"[{line['stream']}] "
+        print(prefix + line["text"])
+    if test["lines_dropped"]:
+        print(f"… {test['lines_dropped']} more lines")
+    where = f" (line {test['line']}{', column ' + str(test['column']) if test['column'] else ''})"
+    failure = f"; agent failed{where if test['line'] else ''}: {test['error']}" if test["error"] else ""
+    print(
+        f"{test['entries']} entries, {test['passed']} passed, {test['failed']} failed{failure}",
+        file=sys.stderr,
+    )
+
+
+def run_proposal(api: Api, args: argparse.Namespace) -> int:
+    """`draft` and `improve`: ask, show, try again on a bad answer when the user wants, store on yes."""
+    import httpx
+
+    api.client.timeout = httpx.Timeout(PROPOSAL_TIMEOUT_S)
+    improving = args.agents_command == "improve"
+    path = f"/api/agents/{args.name}/improve" if improving else "/api/agents/draft"
+    body: dict[str, Any] = {"kfl": args.kfl, "limit": args.limit}
+    body["instruction" if improving else "description"] = args.instruction if improving else args.description
+    while True:
+        status, doc = api.call("POST", path, body)
+        if status == 422:  # no code in the answer
+            print(f"wiretide agents: {doc.get('error')}", file=sys.stderr)
+            if doc.get("answer"):
+                print(f"the model said: {doc['answer']}", file=sys.stderr)
+            if _ask("Ask the model again?"):
+                continue
+            return EXIT_FAIL
+        if status != 200:
+            return _fail(doc)
+        if improving:
+            sys.stdout.write(doc["diff"] or "(no change proposed)\n")
+        else:
+            sys.stdout.write(doc["source"])
+        if doc.get("explanation"):
+            print(doc["explanation"], file=sys.stderr)
+        test = doc["test"]
+        print(f"── tried on the {test['entries']} most recent entries ──")
+        _show_try(test)
+        if test["error"]:
+            if _ask("Ask the model to fix it?"):
+                body["previous"] = {"source": doc["source"], "error": test["error"]}
+                continue
+            return EXIT_FAIL
+        break
+    if improving:
+        if not doc["diff"]:
+            return 0
+        name, save = (
+            args.name,
+            {"env": doc["env"], "enabled": doc["enabled"], "base_revision": doc["base_revision"]},
+        )
+        question = f"Apply this change to {name}?"
+    elif args.save:
+        name, save = args.save, {"base_revision": 0}
+        question = f"Save it as {name}?"
+    else:
+        print("not saved: pass --save NAME to store it", file=sys.stderr)
+        return 0
+    answer = True if args.yes else _ask(question)
+    if answer is None:
+        print("wiretide agents: no terminal to confirm at: pass --yes to store it", file=sys.stderr)
+        return EXIT_USAGE
+    if not answer:
+        print(f"{name}: not applied" if improving else f"{name}: not saved", file=sys.stderr)
+        return EXIT_FAIL
+    status, stored = api.call("PUT", f"/api/agents/{name}", {"source": doc["source"], **save})
+    if status != 200:
+        return _fail(stored)
+    done = "applied to" if improving else "saved"
+    print(f"{done} {name} (revision {stored.get('revision')}, {stored.get('state')})")
+    return 0
 
 
 def run_templates() -> int:

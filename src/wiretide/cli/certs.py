@@ -4,7 +4,9 @@ Rule: a certificate names the Wiretide service it belongs to (a DNS subjectAltNa
 service's name, which is what clients check), private keys are written 0600 in a 0700 directory,
 and a set is made again whenever a file is missing, does not chain to the CA, or expires within
 `RENEW_BEFORE`. `wiretide up` keeps one set under the data dir; `python -m wiretide.cli.certs`
-prints a set for a cluster as Kubernetes Secrets (the Secret-based option of k8s/).
+prints a set for a cluster as Kubernetes Secrets (the Secret-based option of k8s/), with the
+Secret of the service token the services present to each other (common/auth), the same token in
+every namespace that runs a service.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import secrets
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +43,11 @@ NATS: Final = "nats"
 CLI: Final = "cli"
 LOCAL_PROCESSES: Final = (*SERVICES, NATS, CLI)
 LOCAL_IPS: Final = ("127.0.0.1", "::1")
+# The service token's Secret and its one key (k8s/: mounted at /etc/wiretide/service-token, read
+# through WIRETIDE_AUTH_SERVICE_TOKEN_FILE).
+SERVICE_TOKEN_SECRET: Final = "wiretide-service-token"
+SERVICE_TOKEN_KEY: Final = "token"
+SERVICE_TOKEN_BYTES: Final = 32  # 256 random bits: the services' shared admin credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,18 +235,56 @@ def secrets_yaml(namespace: str, capture_namespace: str) -> str:
     return "---\n".join(d + "\n" for d in docs)
 
 
+def new_service_token() -> str:
+    """A fresh service token (`wiretide up` keeps one under its data dir; a cluster, in a Secret)."""
+    return secrets.token_urlsafe(SERVICE_TOKEN_BYTES)
+
+
+def service_token_yaml(namespace: str, capture_namespace: str) -> str:
+    """The Secret `wiretide-service-token` (key `token`, a fresh random token) in both namespaces."""
+    token = base64.b64encode(new_service_token().encode()).decode()
+    docs = [
+        "\n".join(
+            [
+                "apiVersion: v1",
+                "kind: Secret",
+                "type: Opaque",
+                "metadata:",
+                f"  name: {SERVICE_TOKEN_SECRET}",
+                f"  namespace: {ns}",
+                "  labels: {app.kubernetes.io/part-of: wiretide}",
+                "data:",
+                f"  {SERVICE_TOKEN_KEY}: {token}",
+            ]
+        )
+        for ns in dict.fromkeys((namespace, capture_namespace))
+    ]
+    return "---\n".join(d + "\n" for d in docs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m wiretide.cli.certs",
-        description="Print a CA and one certificate per Wiretide service as Kubernetes Secrets "
-        "(pipe into `kubectl apply -f -`; the CA's key is not kept).",
+        description="Print a CA and one certificate per Wiretide service, and the service token the "
+        "services present to each other, as Kubernetes Secrets (pipe into `kubectl apply -f -`; the "
+        "CA's key is not kept).",
     )
     parser.add_argument("--namespace", default="wiretide", help="the namespace Wiretide runs in")
     parser.add_argument(
         "--capture-namespace", default="wiretide-capture", help="the namespace of the capture DaemonSet"
     )
+    parser.add_argument(
+        "--only",
+        choices=("tls", "service-token"),
+        help="print only these Secrets (service-token: when cert-manager issues the certificates)",
+    )
     args = parser.parse_args(argv)
-    sys.stdout.write(secrets_yaml(args.namespace, args.capture_namespace))
+    parts = []
+    if args.only in (None, "tls"):
+        parts.append(secrets_yaml(args.namespace, args.capture_namespace))
+    if args.only in (None, "service-token"):
+        parts.append(service_token_yaml(args.namespace, args.capture_namespace))
+    sys.stdout.write("---\n".join(parts))
     return 0
 
 

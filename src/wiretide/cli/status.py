@@ -40,11 +40,19 @@ def run(args: argparse.Namespace) -> int:
         return 0 if doc.get("status") == "SERVING" else 1
     services = doc.get("services", {})
     pids = {n: s.get("pid") for n, s in info.get("services", {}).items()}
+    # Restarts after a crash, counted by the supervisor (run.json): a service that keeps dying shows here.
+    restarts = {n: s.get("restarts", 0) for n, s in info.get("services", {}).items()}
     print(f"Wiretide {doc.get('status')} — {info['ui_url']} (supervisor pid {info.get('pid')})")
-    print(f"  {'SERVICE':<10} {'STATUS':<12} {'PID':<8} ADDRESS")
+    print(f"  {'SERVICE':<10} {'STATUS':<12} {'PID':<8} {'RESTARTS':<9} ADDRESS")
     for name, s in services.items():
-        print(f"  {name:<10} {s.get('status', '?'):<12} {pids.get(name) or '-'!s:<8} {s.get('address', '')}")
+        print(
+            f"  {name:<10} {s.get('status', '?'):<12} {pids.get(name) or '-'!s:<8} "
+            f"{restarts.get(name, 0)!s:<9} {s.get('address', '')}"
+        )
     nats = doc.get("nats", {})
     state = "CONNECTED" if nats.get("connected") else "DISCONNECTED"
-    print(f"  {'nats':<10} {state:<12} {pids.get('nats') or '-'!s:<8} {info.get('nats_url')}")
+    print(
+        f"  {'nats':<10} {state:<12} {pids.get('nats') or '-'!s:<8} {restarts.get('nats', 0)!s:<9} "
+        f"{info.get('nats_url')}"
+    )
     return 0 if doc.get("status") == "SERVING" else 1

@@ -16,7 +16,6 @@ import fcntl
 import logging
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -44,7 +43,6 @@ STABLE_AFTER_S = 30.0  # a child that ran this long starts its backoff from the 
 NATS_START_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
-SERVICE_TOKEN_BYTES = 32  # 256 random bits: the services' shared admin credential
 
 
 class SupervisorError(Exception):
@@ -252,7 +250,7 @@ class Supervisor:
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(SERVICE_TOKEN_BYTES))
+                f.write(certs.new_service_token())
         os.chmod(path, 0o600)
         return path.read_text().strip()
 

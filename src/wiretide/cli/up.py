@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--port", action="append", type=int, default=[], help="only these ports (repeatable)")
     p.add_argument("--cidr", action="append", default=[], help="only to/from these networks (repeatable)")
     p.add_argument("--kubeconfig", type=Path, help="name traffic from this cluster's Kubernetes API")
+    p.add_argument(
+        "--ebpf",
+        action="store_true",
+        help="read TLS plaintext from processes' OpenSSL calls (root, BCC; see docs/ebpf.md)",
+    )
 
 
 def print_table(states: dict[str, str], pids: dict[str, int | None], out: object = sys.stdout) -> None:
@@ -94,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         # A recording is explored after the fact: its entries are as old as its packets, so only the
         # size bound applies unless the user set an age bound explicitly.
         extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
+    if getattr(args, "ebpf", False):
+        extra["WIRETIDE_CAPTURE_EBPF"] = "true"
     if getattr(args, "kubeconfig", None) is not None:
         kubeconfig = args.kubeconfig.expanduser().resolve()
         if not kubeconfig.is_file():

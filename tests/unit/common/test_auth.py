@@ -304,3 +304,62 @@ def test_tokens_file_loads_from_disk(tmp_path: Path) -> None:
     assert len(load_tokens(path)) == 1
     with pytest.raises(TokenFileError, match="cannot read"):
         load_tokens(tmp_path / "missing.json")
+
+
+async def test_a_changed_tokens_file_is_read_again_after_the_check_period_and_no_sooner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wiretide.common.auth import TokensFile
+    from wiretide.common.auth import tokens as tokens_module
+
+    path = tmp_path / "tokens.json"
+
+    def publish(data: bytes) -> None:  # as a Secret volume does: the new file replaces the old one
+        staged = tmp_path / "tokens.json.new"
+        staged.write_bytes(data)
+        staged.replace(path)
+
+    stats = 0
+    real_stamp = tokens_module._stamp
+
+    def counted(p: Path) -> tuple[int, ...]:
+        nonlocal stats
+        stats += 1
+        return real_stamp(p)
+
+    monkeypatch.setattr(tokens_module, "_stamp", counted)
+    publish(tokens_doc({"token": VIEWER_TOKEN, "subject": "old", "role": "viewer", "namespaces": ["shop"]}))
+    now = [100.0]
+    tokens_file = TokensFile(path, check_every_s=5.0, clock=lambda: now[0])
+    auth = Authenticator(user_credentials=True, tokens_file=tokens_file)
+    assert (await auth.authenticate(f"Bearer {VIEWER_TOKEN}")).subject == "old"
+
+    publish(tokens_doc({"token": ADMIN_TOKEN, "subject": "new", "role": "admin"}))
+    now[0] = 104.9
+    stats = 0
+    for _ in range(100):  # within the period: the file is not looked at
+        assert (await auth.authenticate(f"Bearer {VIEWER_TOKEN}")).subject == "old"
+    assert stats == 0
+
+    now[0] = 105.0  # the period is over: one stat, and the new file is what counts
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"Bearer {VIEWER_TOKEN}")  # revoked
+    principal = await auth.authenticate(f"Bearer {ADMIN_TOKEN}")
+    assert (principal.subject, principal.role) == ("new", Role.ADMIN)
+    assert (stats, tokens_file.reloads) == (1, 1)
+
+    now[0] = 111.0  # unchanged: stat only, no reload
+    await auth.authenticate(f"Bearer {ADMIN_TOKEN}")
+    assert (stats, tokens_file.reloads) == (2, 1)
+
+    publish(b'{"tokens": [{"token": "short"}]}')  # a broken edit keeps the tokens last loaded
+    now[0] = 117.0
+    assert (await auth.authenticate(f"Bearer {ADMIN_TOKEN}")).subject == "new"
+    path.unlink()  # so does a missing file
+    now[0] = 123.0
+    assert (await auth.authenticate(f"Bearer {ADMIN_TOKEN}")).subject == "new"
+    assert tokens_file.reloads == 1
+
+    publish(tokens_doc({"token": VIEWER_TOKEN, "subject": "back", "role": "viewer", "namespaces": ["*"]}))
+    now[0] = 129.0
+    assert (await auth.authenticate(f"Bearer {VIEWER_TOKEN}")).subject == "back"

@@ -339,7 +339,7 @@ def test_half_open_flows_cost_little_memory_whatever_their_first_bytes() -> None
     """The budget: 100k flows (the default table) within 300 MB, so ≤ 3 KB a flow, a request waiting
     for its answer included — and far less for a flow that is only a SYN or a few first bytes."""
     cases = {
-        "syn only": (80, b"", 900),
+        "syn only": (80, b"", 1100),
         "http request, unanswered": (80, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 3000),
         "http/2 preface": (80, http2.PREFACE + SETTINGS_FRAME, 2000),
         "undecided bytes": (34567, b"\x00\x01" * 200, 2000),

@@ -73,3 +73,43 @@ def test_every_tracer_counter_series_ends_in_total() -> None:
     for family in counters:
         values = [s.name for s in family.samples if not s.name.endswith("_created")]
         assert all(name.endswith("_total") for name in values), family.name
+
+
+def test_red_metrics_read_as_prometheus_client_counters_and_histograms_would() -> None:
+    """The RED series are plain counts read at scrape time; what Prometheus reads is what a Counter and
+    a Histogram of the same names and labels, fed the same calls, export (`_created` aside: a time)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from wiretide.tracer.servicemap import DURATION_BUCKETS
+
+    reference = CollectorRegistry()
+    edge = ["source", "destination", "protocol"]
+    requests = Counter("wiretide_tracer_edge_requests", "", [*edge, "status_class"], registry=reference)
+    duration = Histogram(
+        "wiretide_tracer_edge_duration_seconds", "", edge, buckets=DURATION_BUCKETS, registry=reference
+    )
+    nbytes = Counter("wiretide_tracer_edge_bytes", "", edge, registry=reference)
+    smap = ServiceMap()
+    for i in range(300):
+        entry = to_learned_host(i, "redparity")
+        entry["dst"] = {**peer(f"svc{i % 3}", 0, "10.0.9.9", 443), "resolution": "ip"}
+        entry["elapsed_us"] = (i * 7919) % 12_000_000  # across every bucket, the edges included
+        entry["status"] = (200, 404, 503, 0)[i % 4]
+        entry["size"] = {"request": i % 5, "response": 0}
+        smap.add(entry)
+        labels = ("shop/redparity", f"shop/svc{i % 3}", "http")
+        klass = {200: "2xx", 404: "4xx", 503: "5xx", 0: "ok"}[entry["status"]]
+        requests.labels(*labels, klass).inc()
+        duration.labels(*labels).observe(entry["elapsed_us"] * 1000 / 1e9)
+        nbytes.labels(*labels).inc(i % 5)
+
+    def samples(families: Any) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value if not s.name.endswith("_created") else 0.0)
+            for f in families
+            if f.name.startswith("wiretide_tracer_edge")
+            for s in f.samples
+            if s.labels.get("source") == "shop/redparity"
+        )
+
+    assert samples(REGISTRY.collect()) == samples(reference.collect())

@@ -347,6 +347,36 @@ def _one_of(*values: Any) -> st.SearchStrategy[Any]:
 # Entries that differ in every value `describe` reads, each drawn from a few choices (so that calls of
 # one shape repeat with other per-call values), odd types included: a bool is no port, 1.0 no status,
 # an empty user agent is one, ALPN [""] names a protocol and "" does not.
+_TLS = st.fixed_dictionaries(
+    {},
+    optional={
+        "sni": _one_of("api.shop", "", 3),
+        "version": _one_of("TLSv1.3", "1.2", ""),
+        "alpn": _one_of(["h2"], [""], [], "", "http/1.1", [4]),
+        "cipher": _one_of("C", "", 5),
+        "ja3": _one_of("j", ""),
+        "decrypted": _one_of(True, False, 1),
+    },
+)
+_REQUEST = st.fixed_dictionaries(
+    {},
+    optional={
+        "headers": st.one_of(
+            _one_of("nope"),
+            st.fixed_dictionaries(
+                {},
+                optional={"host": _one_of("api:8080", "api", "bad host", "[::1]:99", ""),
+                          "user-agent": _one_of("curl/8", "", None)},
+            ),
+        ),  # fmt: skip
+        "query_string": _one_of("sig=a&b=c", "", None),
+        "url": _one_of("https://[::1]:9443/x", "http://api/y", "/z", 3),
+        "method": _one_of("PUT", ""),
+        "path": _one_of("/r?sig=q", ""),
+        "operation_name": _one_of("Q", "", 1),
+        "operation_type": _one_of("query", ""),
+    },
+)
 _ENTRIES = st.fixed_dictionaries(
     {
         "id": st.text(min_size=1, max_size=4),
@@ -360,21 +390,10 @@ _ENTRIES = st.fixed_dictionaries(
             {"ip": _one_of("10.0.0.1", "fe80::1", "", None), "port": _one_of(40000, 40001, True, None)}
         ),
         "dst": st.fixed_dictionaries(
-            {"ip": _one_of("10.0.1.1", "", None), "port": _one_of(8080, 80, 443, False, None)}
+            {"ip": _one_of("10.0.1.1", "", None), "port": _one_of(8080, 80, 443, 1, True, False, None)}
         ),
-        "tls": _one_of(
-            None, {}, "yes",
-            {"sni": "api.shop", "version": "TLSv1.3", "alpn": ["h2"], "decrypted": True},
-            {"sni": "", "alpn": [""], "cipher": "C", "ja3": "j", "decrypted": 1},
-            {"alpn": "", "version": "1.2"}, {"alpn": [], "cipher": 5},
-        ),  # fmt: skip
-        "request": _one_of(
-            None, {}, {"headers": {"host": "api:8080", "user-agent": "curl/8"}},
-            {"headers": {"host": "api", "user-agent": ""}, "query_string": "sig=a&b=c"},
-            {"url": "https://[::1]:9443/x", "headers": {}, "method": "PUT", "path": "/r"},
-            {"headers": {"host": "bad host"}, "operation_name": "Q", "operation_type": "query"},
-            {"headers": "nope", "operation_name": "M"},
-        ),  # fmt: skip
+        "tls": st.one_of(_one_of(None, "yes"), _TLS),
+        "request": st.one_of(_one_of(None), _REQUEST),
         "response": _one_of(None, {"status": 500}, {"status": 200, "grpc_status": 14}, {"grpc_status": 12}),
         "size": _one_of(None, {"request": 1, "response": 2}, {"request": 3}, {"response": True}),
         "error": _one_of(
@@ -386,11 +405,53 @@ _ENTRIES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(_ENTRIES, min_size=1, max_size=25))
-def test_calls_described_by_shape_read_exactly_as_described_one_by_one(entries: list[dict[str, Any]]) -> None:
+def _variant(base: dict[str, Any], other: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """`base` with a few values taken from `other` (a dotted name reaches into nested objects): a
+    call that differs from `base` in those values alone."""
+
+    def take(mine: Any, theirs: Any, path: list[str]) -> Any:
+        if not path:
+            return theirs
+        if type(mine) is not dict or type(theirs) is not dict:
+            return mine
+        out = {k: v for k, v in mine.items() if k != path[0]}
+        if path[0] in theirs:
+            out[path[0]] = take(mine.get(path[0]), theirs[path[0]], path[1:])
+        return out
+
+    out = base
+    for name in fields:
+        out = take(out, other, name.split("."))
+    return out
+
+
+_FIELDS = (
+        "protocol", "method", "path", "status", "version", "transport", "src", "dst", "tls", "request",
+        "response", "size", "error", "summary", "src.ip", "src.port", "dst.ip", "dst.port", "tls.sni",
+        "tls.version", "tls.alpn", "tls.cipher", "tls.ja3", "tls.decrypted", "request.headers",
+        "request.headers.host", "request.headers.user-agent", "request.query_string", "request.url",
+        "request.method", "request.path", "request.operation_name", "request.operation_type",
+        "response.status",
+)  # fmt: skip
+# Bases mostly of the calls described by shape (HTTP with a method and a path), so that variants of
+# them meet a remembered shape.
+_BASES = st.one_of(
+    _ENTRIES,
+    st.tuples(_ENTRIES, _one_of("http", "http2", "graphql"), _one_of("GET", "BREW"), _one_of("/a/1?x=1", "/")).map(
+        lambda t: {**t[0], "protocol": t[1], "method": t[2], "path": t[3]}
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_BASES, st.lists(_ENTRIES, min_size=1, max_size=3))
+def test_calls_described_by_shape_read_exactly_as_described_one_by_one(
+    base: dict[str, Any], others: list[dict[str, Any]]
+) -> None:
     """A call described from a remembered shape has the same name, attributes in the same order, errors
-    and `url.full` as `describe` gives it alone, whatever came before it."""
+    and `url.full` as `describe` gives it alone, whatever came before it — calls that differ from the
+    first in any one value included."""
+    entries = [base, *(_variant(base, other, [name]) for other in others for name in _FIELDS)]
     shapes = Descriptions()
     for entry in [*entries, *entries]:  # the second round finds every shape remembered
         got, want = shapes.of(entry), describe(entry)

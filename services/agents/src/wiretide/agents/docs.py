@@ -28,6 +28,18 @@ the error and the line; nothing else is affected. `wiretide agents put|list|get|
 `GET/PUT/DELETE /api/agents[/{name}]` and the UI's Agents panel manage them; `wiretide agents test
 AGENT.js --pcap FILE` runs one offline (the replay harness) and exits 1 on any `test.fail`.
 
+With an LLM configured (docs/console.md), `wiretide agents draft "what it should do" [--save NAME]`
+(`POST /api/agents/draft`, the Agents tab's *Draft with the LLM*) has the model write an agent
+against this reference, and `wiretide agents improve NAME "what to change"` (`POST
+/api/agents/{name}/improve`, *Improve*) has it propose a change as a unified diff. Either is run
+through the replay harness over the caller's most recent entries (200 by default, `--kfl`/`--limit`;
+only entries the caller may see) in a scratch sandbox of the agents service — nothing is sent, a loop
+is stopped at the time limit — and shown with its console output and pass/fail counts. Nothing is
+stored until the user saves or approves it: `PUT /api/agents/{name}` with `base_revision` (0 for a
+new agent) stores only over that revision, so an approval never overwrites a change made meanwhile
+(409). An answer without code is a 422 and a syntax error or a stopped run comes back with its line:
+ask again, with `previous: {source, error}` so that the model corrects its own draft.
+
 Definitions live in the JetStream key-value bucket `wiretide_agents` (16 versions kept per agent,
 file storage under the data dir): every replica of the agents service loads each definition and
 reloads it when it changes. Entries reach the agents through the durable consumer `agents`
@@ -47,7 +59,10 @@ def render() -> str:
         out.append(f"### `{helper.namespace}`\n")
         out.append(inspect.cleandoc(helper.doc) + "\n")
     out.append("## Templates\n")
-    out.append("Shipped in `services/agents/src/wiretide/agents/templates/` (`wiretide agents templates`):\n")
+    out.append(
+        "Shipped in `services/agents/src/wiretide/agents/templates/` (`wiretide agents templates`, "
+        "`GET /api/agents/templates`, the Agents tab's *Start from a template*):\n"
+    )
     for t in TEMPLATES:
         out.append(f"- `{t.name}.js` — {t.summary}")
     out.append("")

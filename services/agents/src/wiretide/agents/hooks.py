@@ -66,7 +66,8 @@ class PacketCaptured:
 class PodEvent:
     """Called for each pod the resolver sees appear, change or go (its identity deltas).
 
-    `event` is `{type: "upsert" | "removal", pod: {name, namespace, ip, node, labels, workload}}`.
+    `event` is `{type: "upsert" | "removal", pod: {name, namespace, ip, node, labels, workload}}`; a
+    deleted pod is a `removal` (the resolver keeps it, ended, for lookups at earlier times).
 
         function onPodEvent(event) {
           if (event.type === "removal") console.log("pod gone:", event.pod.namespace + "/" + event.pod.name);
@@ -92,7 +93,9 @@ class HubAction:
 
 @dataclass(frozen=True, slots=True)
 class Trace:
-    """Called when the tracer has completed a trace (its spans left the assembly window).
+    """Called once for each trace the tracer completes: when its spans have left the assembly window
+    and it stopped changing for `WIRETIDE_AGENTS_TRACE_SETTLE_S` (3 s), whatever its time — traces of a
+    replayed capture too. Traces complete before any agent defined `onTrace` are not offered.
 
     `trace` is `{trace_id, root_name, root_service, start_ns, duration_us, span_count, error,
     min_confidence}`; `GET /api/traces/{trace_id}` has its spans.

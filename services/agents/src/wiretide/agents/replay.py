@@ -34,6 +34,7 @@ class ReplayResult:
     passed: int = 0
     failed: int = 0
     error: str = ""  # the agent's failure (syntax, throw, limit), empty when it ran to the end
+    error_kind: str = ""  # "syntax" (it never ran) | "runtime" (it ran and was stopped) | ""
     line: int = 0
     column: int = 0
     lines: list[LogLine] = field(default_factory=list)
@@ -58,6 +59,7 @@ def replay(
     problem = check_syntax(source)
     if problem is not None:
         result.error, result.line, result.column = problem.message, problem.line, problem.column
+        result.error_kind = "syntax"
         return result
     backend = ReplayBackend()
     runtime = Runtime(backend, limits or Limits(memory_mb=64, time_limit_s=1.0))
@@ -97,5 +99,5 @@ def replay(
     flush()
     result.passed, result.failed = run.counters.passed, run.counters.failed_tests
     if run.state == FAILED:
-        result.error, result.line = run.last_error, run.error_line
+        result.error, result.line, result.error_kind = run.last_error, run.error_line, "runtime"
     return result

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -24,12 +24,15 @@ import orjson
 from prometheus_client import REGISTRY, Counter
 from pydantic import field_validator
 
+from wiretide.agents.docs import render
 from wiretide.agents.helpers import Host
 from wiretide.agents.hooks import ON_HUB_ACTION, ON_ITEM_CAPTURED, ON_PACKET_CAPTURED, ON_POD_EVENT, ON_TRACE
 from wiretide.agents.model import AgentDef, InvalidAgent, check_name
 from wiretide.agents.outbound import Outbound, Work
+from wiretide.agents.replay import replay
 from wiretide.agents.runtime import AgentRun, Backend, Limits, Runtime, check_syntax
-from wiretide.agents.store import AgentStore
+from wiretide.agents.store import AgentStore, RevisionConflict
+from wiretide.agents.templates import TEMPLATES
 from wiretide.common.bus import (
     AGENT_EVENTS,
     ENTRIES_ALL,
@@ -60,10 +63,14 @@ T = TypeVar("T")
 FETCH_BATCH: Final = 64  # EntryBatch messages per pull
 FETCH_TIMEOUT_S: Final = 0.25
 JOBS_TICK_S: Final = 0.2  # how often due jobs are looked for (a cron's resolution is a second)
-TRACES_LOOKBACK_NS: Final = 5 * 60 * 10**9  # traces newer than this are offered to onTrace once
 TRACES_SEEN: Final = 100_000  # trace ids remembered so that each is offered once
+# Completed traces asked for per poll, newest completed first: more than this completing within one
+# interval are not all offered (agents_stats_interval_s bounds the rate; the tracer keeps the rest).
+TRACES_PER_POLL: Final = 1000
 RPC_TIMEOUT_S: Final = 10.0
 MAX_QUERIED: Final = 500  # entries per QueryItems call
+MAX_TESTED: Final = 2000  # entries per TestAgent call: recent traffic, enough to exercise a draft
+MAX_TEST_LINES: Final = 400  # log lines a TestAgent answer carries (the first ones; the rest counted)
 
 ENTRIES_IN = Counter("wiretide_agents_entries_total", "Entries handed to the agents")
 AGENT_FAILURES = Counter("wiretide_agents_failures_total", "Agents stopped by an error or a limit", ["agent"])
@@ -79,6 +86,8 @@ class AgentsSettings(CommonSettings):
     agents_outbound_queue: int = 1000
     agents_outbound_workers: int = 4
     agents_stats_interval_s: float = 1.0  # onPacketCaptured and onTrace polling
+    # A trace is complete for onTrace once unchanged this long (the tracer's window is 2 s by default).
+    agents_trace_settle_s: float = 3.0
     # Where kfl.query asks (the gateway's HTTP address, as the gateway reads it) and with which token.
     gateway_http: str = "127.0.0.1:8899"
     gateway_token: str = ""
@@ -90,7 +99,9 @@ class AgentsSettings(CommonSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("agents_time_limit_s", "agents_outbound_timeout_s", "agents_stats_interval_s")
+    @field_validator(
+        "agents_time_limit_s", "agents_outbound_timeout_s", "agents_stats_interval_s", "agents_trace_settle_s"
+    )
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
@@ -270,7 +281,12 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
         if problem is not None:
             message, line, column = problem
             return agents_pb2.PutAgentResponse(stored=False, error=message, line=line, column=column)
-        revision = await store.put(definition)
+        expected = request.expected_revision if request.HasField("expected_revision") else None
+        try:
+            revision = await store.put(definition, expected)
+        except RevisionConflict as exc:
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+            raise AssertionError("abort() raises") from None
         stored = AgentDef(
             definition.name, definition.source, definition.env, definition.enabled, time.time_ns(), revision
         )
@@ -324,21 +340,71 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
     ) -> agents_pb2.QueryItemsResponse:
         if len(request.entries_json) > MAX_QUERIED:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_QUERIED} entries per call")
-        entries = []
-        for raw in request.entries_json:
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(doc, dict):
-                entries.append(doc)
-        marks = await self.s.in_js(self.s.runtime.query_items, entries)
+        marks = await self.s.in_js(self.s.runtime.query_items, _entries(request.entries_json))
         return agents_pb2.QueryItemsResponse(
             marks=[
                 agents_pb2.Mark(agent=m.agent, result=m.result, entry_id=m.entry_id, note=m.note)
                 for m in marks
             ]
         )
+
+    async def TestAgent(
+        self, request: agents_pb2.TestAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.TestAgentResponse:
+        if len(request.entries_json) > MAX_TESTED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_TESTED} entries per test")
+        name = request.name or "draft"
+        try:
+            check_name(name)
+            AgentDef(name, request.source, dict(request.env), True).check()
+        except InvalidAgent as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("abort() raises") from None
+        entries = _entries(request.entries_json)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.s.tests, try_source, request.source, dict(request.env), name, entries, self.s.asettings
+        )
+
+    async def GetReference(
+        self, request: agents_pb2.GetReferenceRequest, context: grpc.aio.ServicerContext
+    ) -> agents_pb2.GetReferenceResponse:
+        templates = [agents_pb2.Template(name=t.name, summary=t.summary, source=t.source) for t in TEMPLATES]
+        return agents_pb2.GetReferenceResponse(reference=render(), templates=templates)
+
+
+def _entries(raw: Sequence[bytes]) -> list[dict[str, Any]]:
+    """Entry JSON that decodes to an object; anything else is skipped."""
+    out = []
+    for item in raw:
+        try:
+            doc = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def try_source(
+    source: str, env: dict[str, str], name: str, entries: list[dict[str, Any]], settings: AgentsSettings
+) -> agents_pb2.TestAgentResponse:
+    """The replay harness over `entries` (oldest first), in batches as the bus brings them, with the
+    service's limits: a loop or an allocation bomb stops the draft, not the service."""
+    batches = [entries[i : i + FETCH_BATCH] for i in range(0, len(entries), FETCH_BATCH)]
+    result = replay(source, batches, env=env, name=name, limits=settings.limits())
+    shown = result.lines[:MAX_TEST_LINES]
+    return agents_pb2.TestAgentResponse(
+        entries=result.entries,
+        passed=result.passed,
+        failed=result.failed,
+        error=result.error,
+        line=result.line,
+        column=result.column,
+        error_kind=result.error_kind,
+        lines=[agents_pb2.LogLine(seq=x.seq, ts_ns=x.ts_ns, stream=x.stream, text=x.text) for x in shown],
+        ok=result.ok,
+        lines_dropped=len(result.lines) - len(shown),
+    )
 
 
 def trial_load(definition: AgentDef, settings: AgentsSettings) -> tuple[str, int, int] | None:
@@ -366,6 +432,8 @@ class AgentsService(Service):
         self.asettings = settings
         self.backend = ServiceBackend(self)
         self._js = ThreadPoolExecutor(1, thread_name_prefix="agents-js")
+        # Drafts are tried one at a time in a thread of their own: never in the live agents' thread.
+        self.tests = ThreadPoolExecutor(1, thread_name_prefix="agents-test")
         self.runtime = Runtime(self.backend, settings.limits(), wake=self._wake)
         self.store: AgentStore | None = None
         self.outbound: Outbound | None = None
@@ -377,6 +445,9 @@ class AgentsService(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: set[str] = set()
         self._traces_seen: OrderedDict[str, None] = OrderedDict()
+        self._traces_primed = False  # the traces completed before an agent wanted onTrace are known
+        # trace id -> ((span count, duration, error), since when unchanged): traces not yet settled
+        self._traces_pending: OrderedDict[str, tuple[tuple[int, int, bool], float]] = OrderedDict()
         self._last_stats: dict[str, int] = {}
         REGISTRY.register(self.backend.metrics)
 
@@ -455,6 +526,7 @@ class AgentsService(Service):
         if self.backend.http is not None:
             await self.backend.http.aclose()
         self._js.shutdown(wait=False, cancel_futures=True)
+        self.tests.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             REGISTRY.unregister(self.backend.metrics)
 
@@ -493,6 +565,8 @@ class AgentsService(Service):
                     await self._packet_stats()
                 if self.runtime.wants(ON_TRACE):
                     await self._traces()
+                else:
+                    self._traces_primed = False
             except grpc.aio.AioRpcError as exc:
                 log.debug("peer unavailable for agent events", extra={"error": exc.code().name})
 
@@ -506,20 +580,38 @@ class AgentsService(Service):
             await self.in_js(self.runtime.dispatch, ON_PACKET_CAPTURED, [event])
 
     async def _traces(self) -> None:
-        now = time.time_ns()
+        """Offer onTrace the traces completed since the previous poll, whatever their time (a replayed
+        capture's traces are years old): the tracer's newest completed, less those already offered;
+        the first poll only learns what was complete before (a restart offers nothing twice)."""
         async with channel(self.settings.tracer_grpc, self.settings.transport, peer="tracer") as ch:
             answer = await tracer_pb2_grpc.TracerServiceStub(ch).FindTraces(
-                tracer_pb2.FindTracesRequest(start_ns=now - TRACES_LOOKBACK_NS, end_ns=now, limit=1000),
+                tracer_pb2.FindTracesRequest(limit=TRACES_PER_POLL),
                 timeout=RPC_TIMEOUT_S,
                 metadata=self.auth.call_metadata(),
             )
         fresh = []
+        primed, self._traces_primed = self._traces_primed, True
+        now = time.monotonic()
+        settle = self.asettings.agents_trace_settle_s
         for t in answer.traces:
             if t.trace_id in self._traces_seen:
                 continue
+            if primed:  # offered once it stopped changing: the tracer adds spans as they leave its window
+                shape = (t.span_count, t.duration_ns, t.error)
+                since = self._traces_pending.get(t.trace_id)
+                if since is None or since[0] != shape:
+                    self._traces_pending[t.trace_id] = (shape, now)
+                    if len(self._traces_pending) > TRACES_PER_POLL:
+                        self._traces_pending.popitem(last=False)
+                    continue
+                if now - since[1] < settle:
+                    continue
+                del self._traces_pending[t.trace_id]
             self._traces_seen[t.trace_id] = None
             if len(self._traces_seen) > TRACES_SEEN:
                 self._traces_seen.popitem(last=False)
+            if not primed:
+                continue
             fresh.append(
                 {
                     "trace_id": t.trace_id,
@@ -533,6 +625,7 @@ class AgentsService(Service):
                 }
             )
         if fresh:
+            fresh.reverse()  # in the order they completed
             await self.in_js(self.runtime.dispatch, ON_TRACE, fresh)
 
     async def _on_identity(self, msg: Any) -> None:
@@ -600,14 +693,16 @@ def packet_delta(status: capture_pb2.GetStatusResponse, last: dict[str, int]) ->
 
 
 def pod_events(update: resolver_pb2.IdentityUpdate) -> list[dict[str, Any]]:
+    """The pods of a resolver delta: an identity whose holding ended (`valid_until_ns`, how the resolver
+    keeps a deleted pod for lookups at earlier times) or that was dropped is a removal."""
     out = []
-    for kind, identities in (("upsert", update.upserts), ("removal", update.removals)):
+    for dropped, identities in ((False, update.upserts), (True, update.removals)):
         for i in identities:
             if i.kind != "pod":
                 continue
             out.append(
                 {
-                    "type": kind,
+                    "type": "removal" if dropped or i.valid_until_ns else "upsert",
                     "pod": {
                         "name": i.name,
                         "namespace": i.namespace,

@@ -16,7 +16,7 @@ from typing import Final
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from wiretide.agents.model import AgentDef, InvalidAgent, check_name
@@ -27,6 +27,10 @@ BUCKET: Final = "wiretide_agents"  # the JetStream stream behind it is KV_wireti
 HISTORY: Final = 16  # versions kept per agent (JetStream's maximum is 64)
 
 Watcher = Callable[[str, AgentDef | None], Awaitable[None]]
+
+
+class RevisionConflict(RuntimeError):
+    """The agent changed since the revision a caller based its change on."""
 
 
 class AgentStore:
@@ -46,8 +50,19 @@ class AgentStore:
             )
         return cls(kv)
 
-    async def put(self, definition: AgentDef) -> int:
-        return int(await self.kv.put(definition.name, definition.to_json()))
+    async def put(self, definition: AgentDef, expected: int | None = None) -> int:
+        """Store `definition`; with `expected`, only over that revision (0: only if there is none)."""
+        try:
+            if expected is None:
+                return int(await self.kv.put(definition.name, definition.to_json()))
+            if expected == 0:
+                return int(await self.kv.create(definition.name, definition.to_json()))
+            return int(await self.kv.update(definition.name, definition.to_json(), last=expected))
+        except KeyWrongLastSequenceError:
+            current = await self.get(definition.name)
+            now = f"revision {current.revision}" if current is not None else "deleted"
+            since = "it was read" if expected == 0 else f"revision {expected}"
+            raise RevisionConflict(f"agent {definition.name!r} changed since {since} (now {now})") from None
 
     async def get(self, name: str) -> AgentDef | None:
         check_name(name)

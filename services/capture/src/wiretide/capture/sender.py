@@ -48,6 +48,9 @@ INITIAL_CREDITS: Final = 1  # until the server's first answer says how many it g
 QUEUE_FULL: Final = "queue_full"
 UNAVAILABLE: Final = "dissector_unavailable"
 UNACKED: Final = "unacknowledged"
+# Plaintext chunks (eBPF) lost the same ways, counted apart from packets.
+PLAINTEXT_QUEUE_FULL: Final = "ebpf_queue_full"
+PLAINTEXT_UNAVAILABLE: Final = "ebpf_dissector_unavailable"
 
 # Queued behind an input's last batch (compared by identity): sent as an empty batch marked
 # `end_of_input`, it tells the dissector to close the input's flows.
@@ -162,6 +165,26 @@ class EndpointSender:
         if not self.up:
             return False
         self._enqueue(END_OF_INPUT, 0)
+        return True
+
+    # -- eBPF plaintext (sources/ebpf): chunks ride in batches of their own, bounded like packets --
+
+    def offer_plaintext(self, chunks: list[packets_pb2.PlaintextChunk]) -> bool:
+        """Queue a batch of plaintext chunks; False (counted in chunks) when down or full."""
+        if not self.up:
+            self.drops.add(PLAINTEXT_UNAVAILABLE, len(chunks))
+            return False
+        size = sum(len(c.data) for c in chunks)
+        if len(self.queue) >= self.max_batches or self.queued_bytes + size > self.max_bytes:
+            self.drops.add(PLAINTEXT_QUEUE_FULL, len(chunks))
+            return False
+        batch = packets_pb2.PacketBatch(
+            node=self.node, source=packets_pb2.CAPTURE_SOURCE_EBPF_TLS, plaintext=chunks
+        )
+        self.queue.append(Queued(dissector_pb2.IngestRequest(batch=batch), 0, size))
+        self.queued_bytes += size
+        metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
+        self._wake.set()
         return True
 
     def _drop_queue(self, reason: str) -> None:
@@ -372,6 +395,13 @@ class SenderPool:
             self.drops.add(UNAVAILABLE, len(cols))
             return False
         return sender.offer(cols)
+
+    def offer_plaintext(self, endpoint: str, chunks: list[packets_pb2.PlaintextChunk]) -> bool:
+        sender = self.senders.get(endpoint)
+        if sender is None:
+            self.drops.add(PLAINTEXT_UNAVAILABLE, len(chunks))
+            return False
+        return sender.offer_plaintext(chunks)
 
     def end_input(self) -> None:
         """Every endpoint: the input (a replayed file) ends behind what is queued for it."""

@@ -35,10 +35,12 @@ from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLim
 from wiretide.capture.sender import DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES, UNAVAILABLE, SenderPool
 from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
+from wiretide.capture.sources.ebpf.feed import EbpfFeed
+from wiretide.capture.sources.ebpf.source import Chunk
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
 from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
-from wiretide.common.packets import PacketColumns
+from wiretide.common.packets import IPPROTO_TCP, PacketColumns, flow_hash
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
 from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, packets_pb2
@@ -99,6 +101,8 @@ class CaptureSettings(CommonSettings):
     capture_recorder_max_mb: int = 1024
     capture_recorder_file_age_s: float = 300.0
     capture_recorder_max_age_s: float = 3600.0
+    # TLS plaintext read from the processes' OpenSSL calls (docs/ebpf.md); live capture only, root.
+    capture_ebpf: bool = False
 
     @field_validator("capture_bpf")
     @classmethod
@@ -190,9 +194,16 @@ class CaptureSettings(CommonSettings):
 
 
 def _set_nice(nice: int) -> None:
-    """This thread's (the event loop's, which reads the rings) niceness; without the privilege, said."""
+    """Every thread's niceness (Linux keeps one per thread: the event loop reads the rings, gRPC's own
+    threads send); threads started later inherit it. Without the privilege, said once."""
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    try:
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
         log.warning("cannot set the capture's priority", extra={"nice": nice, "error": str(exc)})
 
@@ -309,6 +320,7 @@ class CaptureService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._readers: set[int] = set()
         self.paused = False  # the queues to the dissectors are full: the rings hold what comes
+        self.ebpf: EbpfFeed | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
@@ -348,6 +360,9 @@ class CaptureService(Service):
             self._rescan()
             self._spawn(self._rescan_loop(), "rescan")
             self._spawn(self._stats_loop(), "stats")
+            if s.capture_ebpf:
+                self.ebpf = EbpfFeed(self._on_plaintext, asyncio.get_running_loop())
+                self.ebpf.start()
         self._spawn(self._flush_loop(), "flush")
 
     def _spawn(self, coro: object, name: str) -> None:
@@ -362,6 +377,8 @@ class CaptureService(Service):
         self._remove_readers()
         if self.live is not None:
             self.live.close()
+        if self.ebpf is not None:
+            await asyncio.to_thread(self.ebpf.close)
         self._flush()
         if self.pool is not None:
             await self.pool.drain(1.0)
@@ -416,6 +433,19 @@ class CaptureService(Service):
         while True:
             await asyncio.sleep(interval)
             self._flush()
+
+    def _on_plaintext(self, chunks: list[Chunk]) -> None:
+        """eBPF chunks to the dissector that owns their connection's packets (same flow hash)."""
+        ring = self.sharder.ring
+        if not ring.endpoints or self.pool is None:
+            self._count_drop("ebpf_dissector_unavailable", len(chunks))
+            return
+        by_endpoint: dict[str, list[packets_pb2.PlaintextChunk]] = {}
+        for c in chunks:
+            owner = ring.owner(flow_hash(c.src_ip, c.src_port, c.dst_ip, c.dst_port, IPPROTO_TCP))
+            by_endpoint.setdefault(owner, []).append(c.to_proto())
+        for endpoint, protos in by_endpoint.items():
+            self.pool.offer_plaintext(endpoint, protos)
 
     # -- live --------------------------------------------------------------------------------
 
@@ -587,11 +617,10 @@ class CaptureService(Service):
         progress.waiting_for = []
 
     async def _wait_for_room(self) -> None:
-        """A file can wait for the dissectors (unlike a NIC): hold back while their queues are half full."""
+        """A file can wait for the dissectors (unlike a NIC): hold back while a queue is past its
+        high-water mark, as a live capture stops reading its rings."""
         pool = self.pool
-        while pool is not None and any(  # noqa: ASYNC110 - polls sender queues drained by other tasks
-            len(sender.queue) * 2 >= sender.max_batches for sender in pool.senders.values() if sender.up
-        ):
+        while pool is not None and not pool.has_room:  # noqa: ASYNC110 - queues drain in other tasks
             await asyncio.sleep(0.01)
 
     # -- status ------------------------------------------------------------------------------
@@ -630,6 +659,22 @@ class CaptureService(Service):
             resp.replay.done = r.done
             resp.replay.error = "; ".join(r.errors)
             resp.replay.filtered = r.filtered
+        if self.ebpf is not None:
+            feed = self.ebpf
+            stats = feed.stats
+            resp.ebpf.running = feed.running
+            resp.ebpf.error = feed.error
+            resp.ebpf.chunks = stats.chunks
+            resp.ebpf.bytes = stats.bytes
+            for hook in feed.hooks:
+                if hook.functions:
+                    resp.ebpf.hooked.append(f"{hook.path} ({hook.library})")
+                else:
+                    resp.ebpf.not_hooked[hook.path] = hook.error or ""
+            for reason, count in dict(stats.drops).items():
+                drops[f"ebpf_{reason}"] = drops.get(f"ebpf_{reason}", 0) + count
+            if feed.error:
+                resp.errors["ebpf"] = feed.error
         resp.packets = packets
         resp.bytes = nbytes
         for reason, count in drops.items():

@@ -133,7 +133,7 @@ def build_main(native: NativeModules, argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         import mypyc.build  # noqa: F401
-        import setuptools  # noqa: F401
+        import setuptools  # type: ignore[import-untyped]  # noqa: F401
     except ImportError as exc:
         print(f"{what}: not built ({exc}); the pure-Python modules will run")
         return 0
@@ -187,7 +187,7 @@ def _compile(native: NativeModules, paths: list[str], staging: Path) -> None:
     extensions = mypycify(paths, opt_level="3", group_name=native.group, target_dir=str(staging / "c"))
     dist = Distribution({"name": f"wiretide-{native.service}-native", "ext_modules": extensions})
     cmd = dist.get_command_obj("build_ext")
-    cmd.build_lib = str(staging / "lib")  # type: ignore[attr-defined]
-    cmd.build_temp = str(staging / "tmp")  # type: ignore[attr-defined]
+    cmd.build_lib = str(staging / "lib")
+    cmd.build_temp = str(staging / "tmp")
     cmd.ensure_finalized()
     cmd.run()

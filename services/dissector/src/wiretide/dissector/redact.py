@@ -33,6 +33,10 @@ MAX_MARKS: Final = 64
 MAX_DEPTH: Final = 64
 # Names remembered per rule (a header name is looked up on every message); cleared when full.
 NAME_CACHE_MAX: Final = 4096
+# Header values remembered per Redactor (the gate of a value, a Cookie's redacted form): at most this
+# many, each at most this long (longer ones are rarely repeated); cleared when full.
+VALUE_CACHE_MAX: Final = 4096
+VALUE_CACHE_LEN: Final = 512
 # Card numbers: 13-19 digits (ISO/IEC 7812), optionally grouped by single spaces or dashes.
 CARD_MIN_DIGITS: Final = 13
 CARD_MAX_DIGITS: Final = 19
@@ -93,8 +97,6 @@ DEFAULT_SKIPPED: Final = ("dns",)
 _CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC)([ \t]+)([A-Za-z0-9._~+/-]{8,}=*)")
 _AWS_SIGV4 = re.compile(r"\b(AWS4-HMAC-SHA256[ \t]+)([^\r\n]+)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-# Where a Bearer/Basic credential may start: the scheme without its first letter (either case).
-_SCHEME_HINTS: Final = ("earer", "EARER", "asic", "ASIC")
 # Bearer tokens shorter than this, or made of letters only, are words ("Bearer authentication").
 _MIN_BEARER: Final = 16
 _CARD = re.compile(r"(?<![0-9.])[2-6][0-9](?:[ -]?[0-9]){11,17}(?![0-9])")
@@ -105,6 +107,17 @@ _RUN_TABLE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256
 _MIN_FREE: Final = 13
 _RUN_DROP: Final = b" -"
 _RUN: Final = b"0" * 13
+# Texts longer than this are first tested for a digit at all (ten memchr passes) before the translate.
+_DIGIT_PROBE_FROM: Final = 256
+_DIGITS: Final = "0123456789"
+# `_CREDENTIAL` without its word boundary, one per case of the scheme's first letter: a pattern that
+# starts with a literal lets `re` skip to its candidates (the boundary is checked at each).
+_SCHEME_UPPER = re.compile(r"B(?:earer|EARER|asic|ASIC)[ \t]+[A-Za-z0-9._~+/-]{8}")
+_SCHEME_LOWER = re.compile(r"b(?:earer|asic)[ \t]+[A-Za-z0-9._~+/-]{8}")
+_MIN_SCHEME: Final = len("Basic 12345678")  # the shortest text `_CREDENTIAL` matches
+# ASCII letters and digits, the rarest in text first (English letter frequencies): a name's rarest
+# letter, absent in both cases from an ASCII text, rules the name out with one memchr per case.
+_RARITY: Final = "qjzxvkwyfbgpmucldhrsnioate9876543210"
 # JSON object keys, for deciding whether a document could hold a named key before parsing it.
 _JSON_KEY = re.compile(r'"([^"\\]{0,256})"\s*:')
 _FORM_MIME: Final = "x-www-form-urlencoded"
@@ -347,22 +360,54 @@ def _quoted_marker(m: re.Match[str]) -> str:
 
 def _has_digit_run(text: str) -> bool:
     """Whether `text` holds 13 or more digits in a row (spaces and dashes between them allowed)."""
+    if len(text) < CARD_MIN_DIGITS:
+        return False
+    if len(text) > _DIGIT_PROBE_FROM:  # memchr per digit first: a long text often holds none
+        for digit in _DIGITS:  # noqa: SIM110  (a loop compiles to direct calls)
+            if digit in text:
+                break
+        else:
+            return False
     raw = text.encode("utf-8", "surrogatepass")
     return _RUN in raw.translate(_RUN_TABLE, _RUN_DROP)
 
 
 def _credential_at(text: str) -> bool:
-    """Whether a Bearer/Basic credential, an AWS signature or a JWT may be in `text`: substring search,
-    then the credential regex anchored at each candidate only."""
-    if "eyJ" in text or "AWS4-HMAC-SHA256" in text:
+    """Whether a Bearer/Basic credential, an AWS signature or a JWT may be in `text`: a one-letter
+    test (memchr) before each substring search, then `_CREDENTIAL` at each candidate only."""
+    if "J" in text and "eyJ" in text:
         return True
-    for hint in _SCHEME_HINTS:
-        at = text.find(hint)
-        while at >= 0:
-            if _CREDENTIAL.match(text, max(0, at - 1)) is not None:
-                return True
-            at = text.find(hint, at + 1)
+    if "W" in text and "AWS4-HMAC-SHA256" in text:
+        return True
+    if len(text) < _MIN_SCHEME:
+        return False
+    if "B" in text and _scheme_at(_SCHEME_UPPER, text):
+        return True
+    return "b" in text and _scheme_at(_SCHEME_LOWER, text)
+
+
+def _scheme_at(finder: re.Pattern[str], text: str) -> bool:
+    """Whether `_CREDENTIAL` matches where `finder` (its body without the word boundary, from a
+    literal first letter that `re` skips to) does."""
+    m = finder.search(text)
+    while m is not None:
+        at = m.start()
+        if _CREDENTIAL.match(text, at) is not None:
+            return True
+        m = finder.search(text, at + 1)
     return False
+
+
+def _rare_letter(stem: str) -> str:
+    """The letter of `stem` that text holds least often (both cases are tested); "" when none is an
+    ASCII letter or digit (then the stem is always a candidate)."""
+    best = ""
+    rank = len(_RARITY)
+    for ch in stem:
+        at = _RARITY.find(ch)
+        if 0 <= at < rank:
+            best, rank = ch, at
+    return best
 
 
 class _Marks:
@@ -386,12 +431,16 @@ class Redactor:
     __slots__ = (
         "_assign",
         "_cards",
+        "_cookie_values",
         "_cookies",
         "_credentials",
+        "_gates",
         "_headers",
+        "_key_stems",
         "_keys",
         "_patterns",
         "_query",
+        "_set_cookie_values",
         "_skip",
         "_stems",
         "enabled",
@@ -407,6 +456,11 @@ class Redactor:
         self._query = Names(r.query)
         self._keys = Names(r.keys)
         self._skip = frozenset(r.skip_protocols)
+        # Per value, remembered (bounded): the text-rule gate of a header value, a Cookie's and a
+        # Set-Cookie's redacted form. They depend only on the value and these rules.
+        self._gates: dict[str, bool] = {}
+        self._cookie_values: dict[str, str] = {}
+        self._set_cookie_values: dict[str, str] = {}
         self._cards = r.cards
         self._credentials = r.credentials
         patterns = []
@@ -429,7 +483,12 @@ class Redactor:
             else None
         )
         # Whether text could name a key rule: the rules' literal stems, in the lowercased text.
-        self._stems = tuple(sorted({s for s in (_stem(k) for k in r.keys) if s}))
+        stems = sorted({s for s in (_stem(k) for k in r.keys) if s})
+        self._stems = _Stems.of(stems)
+        # Whether JSON could hold a named key: every rule's stem, and the GraphQL document keys; None
+        # (always look) when a rule has no literal part to look for (`**`).
+        blank = any(k.strip() and not _stem(k) and _glob_regex(k) != ".*" for k in r.keys)
+        self._key_stems: _Stems | None = None if blank else _Stems.of([*stems, *_DOCUMENT_KEYS])
 
     # ---- the entry --------------------------------------------------------------------------
 
@@ -531,7 +590,7 @@ class Redactor:
     def _headers_of(self, headers: dict[str, Any], where: str, marks: _Marks) -> None:
         rules = self._headers
         cookies = self._cookies
-        rest: list[str] = []
+        gate = False  # whether a text rule may match one of the values no name rule took
         for name, value in headers.items():
             if type(value) is not str or not value:
                 continue
@@ -541,14 +600,14 @@ class Redactor:
                 headers[name] = f"{scheme} {MARKER}" if sp and cred and scheme.isalpha() else MARKER
                 marks.add(f"{where}.{name}")
             elif name in _COOKIE_HEADERS and cookies:
-                new = _cookie_header(value, cookies, name == "set-cookie")
+                new = self._cookie_value(value, name == "set-cookie")
                 if new != value:
                     headers[name] = new
                     marks.add(f"{where}.{name}")
-            else:
-                rest.append(value)
-        # The other values: one gate over all of them, the rules per value only when it opens.
-        if rest and self._may_free("\n".join(rest), False):
+            elif not gate:
+                gate = self._value_gate(value)
+        # When one of those values opens the gate, the text rules run on every value (as written now).
+        if gate:
             for name, value in headers.items():
                 if type(value) is str and value and value != MARKER:
                     new_value = self._free(value, False)
@@ -556,21 +615,57 @@ class Redactor:
                         headers[name] = new_value
                         marks.add(f"{where}.{name}")
 
+    def _value_gate(self, value: str) -> bool:
+        """`_may_free(value, False)`, remembered for values of a cacheable length (keep-alive
+        connections send the same header values again and again)."""
+        if len(value) < CARD_MIN_DIGITS or len(value) > VALUE_CACHE_LEN:
+            return self._may_free(value, False)
+        cache = self._gates
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
+        hit = self._may_free(value, False)
+        if len(cache) >= VALUE_CACHE_MAX:
+            cache.clear()
+        cache[value] = hit
+        return hit
+
+    def _cookie_value(self, value: str, set_cookie: bool) -> str:
+        """`_cookie_header` of a Cookie or Set-Cookie value, remembered like `_value_gate`."""
+        if len(value) > VALUE_CACHE_LEN:
+            return _cookie_header(value, self._cookies, set_cookie)
+        cache = self._set_cookie_values if set_cookie else self._cookie_values
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
+        new = _cookie_header(value, self._cookies, set_cookie)
+        if len(cache) >= VALUE_CACHE_MAX:
+            cache.clear()
+        cache[value] = new
+        return new
+
     def _query_of(self, msg: dict[str, Any], query: dict[str, Any], side: str, marks: _Marks) -> None:
         names = self._query
         changed: dict[str, list[str]] = {}
         for name, values in query.items():
             if type(values) is not list:
                 continue
-            where = f"{side}.query.{name}"
             if names.match(name):
                 new = [MARKER if v else v for v in values]
             else:
-                new = [self._query_value(v, where, marks) for v in values]
+                new = values
+                for i, v in enumerate(values):
+                    nv = self._query_value(v, side, name, marks)
+                    if new is values:
+                        if nv != v:  # the first change: copy what came before
+                            new = values[:i]
+                            new.append(nv)
+                    else:
+                        new.append(nv)
             if new != values:
                 query[name] = new
                 changed[name] = new
-                marks.add(where)
+                marks.add(f"{side}.query.{name}")
         if changed:
             qs = msg.get("query_string")
             if type(qs) is str and qs:
@@ -580,11 +675,14 @@ class Redactor:
                 if type(url) is str and "?" in url:
                     msg["url"] = url.partition("?")[0] + "?" + new_qs
 
-    def _query_value(self, value: Any, where: str, marks: _Marks) -> Any:
+    def _query_value(self, value: Any, side: str, name: str, marks: _Marks) -> Any:
         if type(value) is not str or not value:
             return value
         # A JSON value (GraphQL over GET: `variables={"password": ...}`) is walked; else plain text.
-        new = self._json_text(value, where, marks) if value[:1] in _JSON_FIRST else self._free(value, True)
+        if value[:1] in _JSON_FIRST:
+            new = self._json_text(value, f"{side}.query.{name}", marks)
+        else:
+            new = self._free(value, True)
         return value if new is None else new
 
     # ---- bodies -----------------------------------------------------------------------------
@@ -750,12 +848,15 @@ class Redactor:
 
     def _may_name(self, text: str) -> bool:
         """Could the JSON `text` hold a key the rules name (or a GraphQL document)? Its keys are found
-        by one regex and checked each once; a key with an escape in it means maybe."""
+        by one regex and checked each once; a key with an escape in it means maybe. Before that, a
+        text that holds none of the rules' stems (case-folded) holds no such key."""
         keys = self._keys
         if not keys:
             return False
         if keys.everything or "\\" in text:
             return True
+        if self._key_stems is not None and not _stem_in(text, self._key_stems):
+            return False
         for key in set(_JSON_KEY.findall(text)):  # noqa: SIM110  (a loop compiles to direct calls)
             if keys.match(key) or key in _DOCUMENT_KEYS:
                 return True
@@ -796,8 +897,52 @@ class Redactor:
         """Whether `text` may write `name=value` for a key the rules name (its stems, case-folded)."""
         if "=" not in text and ":" not in text:
             return False
-        folded = text.lower().replace("-", "").replace("_", "")
-        return any(stem in folded for stem in self._stems)
+        return _stem_in(text, self._stems)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stems:
+    """Literal stems to look for in case-folded text, grouped by their rarest letter: a group whose
+    letter an ASCII text lacks in both cases is ruled out by two memchr passes, no folding."""
+
+    groups: tuple[tuple[str, str, tuple[str, ...]], ...]  # (letter, LETTER, stems)
+    always: tuple[str, ...]  # stems without an ASCII letter or digit: always looked for
+
+    @classmethod
+    def of(cls, stems: Iterable[str]) -> _Stems:
+        by_letter: dict[str, list[str]] = {}
+        always: list[str] = []
+        for stem in stems:
+            letter = _rare_letter(stem)
+            if letter:
+                by_letter.setdefault(letter, []).append(stem)
+            else:
+                always.append(stem)
+        groups = tuple((k, k.upper(), tuple(v)) for k, v in sorted(by_letter.items()))
+        return cls(groups, tuple(always))
+
+
+def _stem_in(text: str, stems: _Stems) -> bool:
+    """Whether `text`, lowercased and without `-` and `_`, contains one of `stems`."""
+    candidates: list[str] = list(stems.always)
+    if text.isascii():  # only ASCII letters lowercase to ASCII letters here (not so U+212A KELVIN SIGN)
+        for letter, upper, group in stems.groups:
+            if letter in text or upper in text:
+                candidates.extend(group)
+    else:
+        for _letter, _upper, group in stems.groups:
+            candidates.extend(group)
+    if not candidates:
+        return False
+    folded = text.lower()
+    if "-" in folded:
+        folded = folded.replace("-", "")
+    if "_" in folded:
+        folded = folded.replace("_", "")
+    for stem in candidates:  # noqa: SIM110  (a loop compiles to direct calls)
+        if stem in folded:
+            return True
+    return False
 
 
 def _requote(summary: str, excerpts: list[tuple[str, str]]) -> str:

@@ -32,6 +32,7 @@ from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
 from wiretide.dissector import redact
 from wiretide.dissector.pipeline import Limits, Pipeline
+from wiretide.dissector.plaintext import PlaintextFlows
 from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
@@ -195,6 +196,7 @@ class DissectorService(Service):
             body_cap=settings.dissector_body_cap,
         )
         self.pipelines: dict[str, Pipeline] = {}
+        self.plaintext: dict[str, PlaintextFlows] = {}  # eBPF TLS plaintext, per node, beside its pipeline
         # gRPC message schemas from descriptor sets dropped into a directory (read once).
         self.schemas = (
             grpc_protocol.SchemaStore.from_directory(settings.dissector_grpc_descriptors)
@@ -243,7 +245,8 @@ class DissectorService(Service):
         if self._sweeper is not None:
             self._sweeper.cancel()
         for node, pipeline in self.pipelines.items():
-            self._publish(node, pipeline.finish())
+            flows = self.plaintext.get(node)
+            self._publish(node, [*(flows.finish() if flows is not None else ()), *pipeline.finish()])
         for pub in self.publishers.values():
             await pub.close()
         if self.identity is not None:
@@ -259,7 +262,10 @@ class DissectorService(Service):
             for side in ("src", "dst"):
                 end = e.get(side)
                 if isinstance(end, dict) and end.get("ip"):
-                    e[side] = {**end, **table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)}
+                    named = table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)
+                    if end.get("process") is not None and named.get("process") is None:
+                        named = {**named, "process": end["process"]}  # seen by eBPF on this node
+                    e[side] = {**end, **named}
             if e["protocol"] == "dns":
                 response = e.get("response")
                 for answer in response.get("answers", ()) if isinstance(response, dict) else ():
@@ -321,12 +327,19 @@ class DissectorService(Service):
         if pipeline is None:
             self._count_drop("too_many_nodes", n)
             return
-        pipeline.source = SOURCES.get(batch.source, "af_packet")
+        if n or not batch.plaintext:  # a plaintext-only batch names its own entries (plaintext.py)
+            pipeline.source = SOURCES.get(batch.source, "af_packet")
         before = dict(pipeline.drops)
         entries = pipeline.feed(cols) if n else []
+        if batch.plaintext:
+            flows = self.plaintext.get(node)
+            if flows is None:
+                flows = self.plaintext[node] = PlaintextFlows(pipeline)
+            entries = [*entries, *flows.feed(batch.plaintext)]
         self._fed_at[node] = time.monotonic_ns()
         if batch.end_of_input:
-            entries = [*entries, *pipeline.finish()]
+            flows = self.plaintext.pop(node, None)
+            entries = [*entries, *(flows.finish() if flows is not None else ()), *pipeline.finish()]
             del self.pipelines[node]
             del self._fed_at[node]
         for reason, count in pipeline.drops.items():
@@ -381,6 +394,9 @@ class DissectorService(Service):
                 # Capture time moves on with the wall clock since the last batch (replays keep their own).
                 now = pipeline.now + (mono - self._fed_at.get(node, mono))
                 self._publish(node, pipeline.flush_idle(now))
+                flows = self.plaintext.get(node)
+                if flows is not None:  # chunks carry the wall clock (the kernel's, moved to the epoch)
+                    self._publish(node, flows.flush_idle(time.time_ns()))
             FLOWS.set(self.flows_active())
 
     def flows_active(self) -> int:

@@ -8,36 +8,110 @@ reported under "other".
 
 from __future__ import annotations
 
+import bisect
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from wiretide.common.protocols import server_error, status_class
 from wiretide.tracer.spans import Span, Workload, workload_of
 
-RED_REQUESTS = Counter(
-    "wiretide_tracer_edge_requests_total",
-    "Calls observed between two workloads",
-    ["source", "destination", "protocol", "status_class"],
-)
-RED_DURATION = Histogram(
-    "wiretide_tracer_edge_duration_seconds",
-    "Call duration between two workloads, from packet timestamps",
-    ["source", "destination", "protocol"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-RED_BYTES = Counter(
-    "wiretide_tracer_edge_bytes_total",
-    "Bytes on the wire between two workloads",
-    ["source", "destination", "protocol"],
-)
 RECORDS_EVICTED = Counter(
     "wiretide_tracer_servicemap_evicted_total", "Service-map records forgotten (window full)"
 )
+# Upper bounds (seconds) of the call-duration histogram's buckets; +Inf is implied.
+DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GO_FLOAT: Final = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
+_BOUNDS: Final = (*map(_GO_FLOAT, DURATION_BUCKETS), "+Inf")  # the `le` labels, as it spells them
+_EDGE_LABELS: Final = ("source", "destination", "protocol")
+
+
+class Series:
+    """The RED counts of one (source, destination, protocol) label set, kept as plain numbers: a call
+    costs a few additions, not one locked prometheus_client update per metric; `RedMetrics` reads them
+    when Prometheus scrapes."""
+
+    __slots__ = ("buckets", "bytes", "created", "labels", "requests", "sum")
+
+    def __init__(self, labels: tuple[str, str, str], created: float) -> None:
+        self.labels = labels
+        self.created = created
+        self.requests: dict[str, tuple[int, float]] = {}  # status class -> (calls, first seen)
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # calls per bucket (not cumulative), +Inf last
+        self.sum = 0.0  # seconds
+        self.bytes = 0
+
+    def add(self, klass: str, seconds: float, nbytes: int) -> None:
+        found = self.requests.get(klass)
+        self.requests[klass] = (found[0] + 1, found[1]) if found is not None else (1, time.time())
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1  # le: the first bound >= it
+        self.sum += seconds
+        self.bytes += nbytes
+
+
+class RedMetrics:
+    """The RED metrics of every service map in the process, as Prometheus reads them (the series a
+    Counter/Histogram with these names and labels would export, `_created` included). A collector by
+    its methods, not by inheritance: a compiled class cannot subclass prometheus_client's."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str, str], Series] = {}
+
+    def get(self, labels: tuple[str, str, str]) -> Series:
+        found = self.series.get(labels)
+        if found is None:
+            found = self.series[labels] = Series(labels, time.time())
+        return found
+
+    def describe(self) -> list[Metric]:
+        return self._families([])
+
+    def collect(self) -> list[Metric]:
+        # Copied in one C-level step each: the tracer adds series and calls while a scrape reads them.
+        return self._families(list(self.series.values()))
+
+    @staticmethod
+    def _families(series: list[Series]) -> list[Metric]:
+        requests = CounterMetricFamily(
+            "wiretide_tracer_edge_requests",
+            "Calls observed between two workloads",
+            labels=(*_EDGE_LABELS, "status_class"),
+        )
+        duration = HistogramMetricFamily(
+            "wiretide_tracer_edge_duration_seconds",
+            "Call duration between two workloads, from packet timestamps",
+            labels=_EDGE_LABELS,
+        )
+        nbytes = CounterMetricFamily(
+            "wiretide_tracer_edge_bytes", "Bytes on the wire between two workloads", labels=_EDGE_LABELS
+        )
+        for one in series:
+            labels = list(one.labels)
+            for klass, (calls, first) in list(one.requests.items()):
+                requests.add_metric([*labels, klass], calls, created=first)
+            counts, total, upto = list(one.buckets), one.sum, 0
+            cumulative = []
+            for bound, n in zip(_BOUNDS, counts, strict=True):
+                upto += n
+                cumulative.append((bound, float(upto)))
+            duration.add_metric(labels, cumulative, total)
+            created = dict(zip(_EDGE_LABELS, labels, strict=True))
+            duration.samples.append(Sample(f"{duration.name}_created", created, one.created))
+            nbytes.add_metric(labels, one.bytes, created=one.created)
+        return [requests, duration, nbytes]
+
+
+RED: Final = RedMetrics()
+REGISTRY.register(cast(Collector, RED))
 
 # Distinct (source, destination, protocol) label sets exported to Prometheus before folding into "other".
 MAX_EDGES: Final = 5_000
@@ -118,9 +192,8 @@ class ServiceMap:
         self.latest_ns = 0
         self.evicted = 0
         self._labelled: set[tuple[str, str, str]] = set()
-        # Bound Prometheus children per (source, destination, protocol): label lookups are not free.
-        self._children: dict[tuple[Workload, Workload, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
-        self._series: dict[tuple[str, str, str], tuple[Any, Any, Any, dict[str, Any]]] = {}  # by labels
+        # The RED series of each (source, destination, protocol) met (bounded), found without labels.
+        self._children: dict[tuple[Workload, Workload, str], Series] = {}
 
     def add(self, entry: dict[str, Any]) -> None:
         """Record one call, working out both ends and the error from the entry itself."""
@@ -168,8 +241,8 @@ class ServiceMap:
         duration_ns: int, nbytes: int,
     ) -> None:  # fmt: skip
         key = (source, destination, protocol)
-        children = self._children.get(key)
-        if children is None:
+        series = self._children.get(key)
+        if series is None:
             labels = (
                 node_id(source) if source.known and not source.learned else EXTERNAL,
                 node_id(destination) if destination.known and not destination.learned else EXTERNAL,
@@ -180,21 +253,10 @@ class ServiceMap:
                     labels = (OTHER, OTHER, protocol)
                 else:
                     self._labelled.add(labels)
-            children = self._series.get(labels)
-            if children is None:
-                children = (labels, RED_DURATION.labels(*labels), RED_BYTES.labels(*labels), {})
-                self._series[labels] = children
+            series = RED.get(labels)
             if len(self._children) < MAX_EDGES * 4:
-                self._children[key] = children
-        labels, duration_child, bytes_child, by_class = children
-        klass = status_class(entry, error)
-        counter = by_class.get(klass)
-        if counter is None:
-            counter = by_class[klass] = RED_REQUESTS.labels(*labels, klass)
-        counter.inc()
-        duration_child.observe(duration_ns / 1e9)
-        if nbytes:
-            bytes_child.inc(nbytes)
+                self._children[key] = series
+        series.add(status_class(entry, error), duration_ns / 1e9, nbytes)
 
     def compute(
         self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None

@@ -670,7 +670,8 @@ class Descriptions:
                 alpn = alpn[0] if alpn and type(alpn[0]) is str else None
             decrypted = tls.get("decrypted")
             tls_key: tuple[Any, ...] | None = (
-                _str(tls.get("sni")), _str(tls.get("version")), listed, _str(alpn), _str(tls.get("cipher")),
+                _str(tls.get("sni")), _str(tls.get("version")), listed, alpn if type(alpn) is str else None,
+                _str(tls.get("cipher")),
                 _str(tls.get("ja3")), decrypted if type(decrypted) is bool else None,
             )  # fmt: skip
         else:

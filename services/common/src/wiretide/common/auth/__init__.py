@@ -26,7 +26,13 @@ from wiretide.common.auth.principal import (
 )
 from wiretide.common.auth.scope import ALL_NAMESPACES, NO_NAMESPACES, NamespaceScope, check_restricted
 from wiretide.common.auth.server import server_interceptors
-from wiretide.common.auth.tokens import StaticTokens, TokenFileError, load_tokens, parse_tokens
+from wiretide.common.auth.tokens import (
+    StaticTokens,
+    TokenFileError,
+    TokensFile,
+    load_tokens,
+    parse_tokens,
+)
 
 __all__ = [
     "ALL_NAMESPACES",
@@ -47,6 +53,7 @@ __all__ = [
     "Role",
     "StaticTokens",
     "TokenFileError",
+    "TokensFile",
     "Unauthenticated",
     "anonymous_principal",
     "bearer_value",

@@ -21,7 +21,7 @@ from wiretide.common.auth.principal import (
     anonymous_principal,
     service_principal,
 )
-from wiretide.common.auth.tokens import StaticTokens, admin_token, digest, load_tokens, read_secret
+from wiretide.common.auth.tokens import StaticTokens, TokensFile, admin_token, digest, read_secret
 from wiretide.common.tls import host_of, is_loopback
 
 if TYPE_CHECKING:
@@ -43,17 +43,20 @@ def bearer_value(authorization: str | None) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Authenticator:
     """Every way this process accepts a caller. `user_credentials` counts the ways meant for people
-    (the service token is not one); `anonymous` is decided per listener (`for_listener`)."""
+    (the service token is not one); `anonymous` is decided per listener (`for_listener`). `tokens`
+    are given once (admin and service tokens); `tokens_file` is the users' file, which it re-reads
+    when it changes."""
 
     tokens: StaticTokens = field(default_factory=StaticTokens)
     oidc: OidcVerifier | None = None
     user_credentials: bool = False
     anonymous: bool = False
     service_token: str = ""  # what this process sends to its peers ("" when none is configured)
+    tokens_file: TokensFile | None = None
 
     @property
     def configured(self) -> bool:
-        return self.user_credentials or len(self.tokens) > 0
+        return self.user_credentials or len(self.tokens) > 0 or self.tokens_file is not None
 
     def for_listener(self, address: str) -> Authenticator:
         """This authenticator as a listener at `address` uses it: anonymous only when nothing is
@@ -77,6 +80,8 @@ class Authenticator:
 
     async def token(self, token: str) -> Principal:
         found = self.tokens.lookup(token)
+        if found is None and self.tokens_file is not None:
+            found = self.tokens_file.current().lookup(token)
         if found is not None:
             return found
         if self.oidc is not None and token.count(".") == 2:
@@ -93,8 +98,9 @@ def from_settings(settings: CommonSettings, admin_tokens: dict[str, str] | None 
     service takes from its own settings (WIRETIDE_GATEWAY_TOKEN). Raises ValueError naming the setting."""
     tokens = StaticTokens()
     user = False
+    tokens_file = None
     if settings.auth_tokens_file:
-        tokens = load_tokens(Path(settings.auth_tokens_file))
+        tokens_file = TokensFile(Path(settings.auth_tokens_file))
         user = True
     for token, subject in (admin_tokens or {}).items():
         if token:
@@ -115,7 +121,7 @@ def from_settings(settings: CommonSettings, admin_tokens: dict[str, str] | None 
         )
         oidc = OidcVerifier(config)
         user = True
-    return Authenticator(tokens, oidc, user, False, service_token)
+    return Authenticator(tokens, oidc, user, False, service_token, tokens_file)
 
 
 __all__ = ["SERVICE_SUBJECT", "Authenticator", "bearer_value", "from_settings"]

@@ -2,7 +2,10 @@
 
 Rule: tokens are looked up by their SHA-256 digest, never compared as text, and the file may hold the
 digest instead of the token (`token_sha256`), so the Secret need not contain what a client sends.
-A file that cannot be read or understood stops the process at start-up, naming the entry.
+A file that cannot be read or understood stops the process at start-up, naming the entry. A running
+process reads the file again when it changes (`TokensFile`: one `stat` every `RELOAD_CHECK_S` at
+most, never one per request); a changed file that does not load is logged and the tokens it last
+loaded stay in force.
 
     {"tokens": [
       {"token": "…", "subject": "alice", "role": "viewer", "namespaces": ["shop"]},
@@ -16,7 +19,10 @@ namespace whatever it says.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +32,12 @@ import orjson
 from wiretide.common.auth.principal import Principal, Role
 from wiretide.common.auth.scope import ALL_NAMESPACES, NamespaceScope
 
+log = logging.getLogger(__name__)
+
+# How stale the tokens may be: a Secret updated in a cluster reaches the pod within about a minute
+# anyway (the kubelet's sync period), so a few seconds more costs nothing, and requests between two
+# checks cost no system call.
+RELOAD_CHECK_S: Final = 5.0
 MIN_TOKEN_CHARS: Final = 16  # shorter secrets are guessable; refuse them rather than accept weak ones
 MAX_TOKEN_CHARS: Final = 4_096  # a bearer value longer than this is not one of ours (JWTs stay far below)
 
@@ -120,6 +132,74 @@ def load_tokens(path: Path) -> StaticTokens:
     except OSError as exc:
         raise TokenFileError(f"cannot read tokens file {path}: {exc.strerror}") from None
     return parse_tokens(data, str(path))
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when the file does: written in place (mtime, ctime, size) or replaced (device and
+    inode; a Kubernetes Secret volume swaps a symlink to a new directory)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class TokensFile:
+    """The tokens of a file, read again when it changes. Not a value: it caches what it last loaded.
+
+    `current()` costs a clock read between checks; every `check_every_s` it stats the file, and
+    loads it again only when the stat differs from the one taken before the last load."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        check_every_s: float = RELOAD_CHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.check_every_s = check_every_s
+        self._clock = clock
+        try:
+            # Stamped before reading: a change during the read is seen at the next check.
+            self._seen: tuple[int, ...] = _stamp(path)
+        except OSError as exc:
+            raise TokenFileError(f"cannot read tokens file {path}: {exc.strerror}") from None
+        self.tokens = load_tokens(path)
+        self.reloads = 0
+        self._checked = clock()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def current(self) -> StaticTokens:
+        now = self._clock()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._check()
+        return self.tokens
+
+    def _check(self) -> None:
+        try:
+            stamp = _stamp(self.path)
+        except OSError as exc:
+            if self._seen != ():
+                log.error(
+                    "tokens file unreadable; keeping the tokens last loaded",
+                    extra={"path": str(self.path), "error": exc.strerror},
+                )
+            self._seen = ()
+            return
+        if stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            self.tokens = load_tokens(self.path)
+        except TokenFileError as exc:
+            log.error(
+                "tokens file changed but does not load; keeping the tokens last loaded",
+                extra={"path": str(self.path), "error": str(exc)},
+            )
+            return
+        self.reloads += 1
+        log.info("tokens file reloaded", extra={"path": str(self.path), "tokens": len(self.tokens)})
 
 
 def read_secret(path: Path, what: str) -> str:

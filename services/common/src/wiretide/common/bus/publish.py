@@ -62,6 +62,10 @@ class BatchPublisher(Generic[T]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # The message last handed to NATS and not confirmed (a publish that timed out may still reach
+        # the server): sent again exactly, under its id, so JetStream drops it if it had arrived. A
+        # message id always names one content; reused for more items, the server would drop those.
+        self._unconfirmed: tuple[bytes, str, int] | None = None
 
     @property
     def backed_up(self) -> bool:
@@ -107,7 +111,10 @@ class BatchPublisher(Generic[T]):
         spool = self.spool
         if spool is not None:
             # The memory buffer is older than what the spool holds, the tail newer: keep that order.
-            older = self._messages(list(self.buffer))
+            sent = self._unconfirmed  # its items lead the buffer: spooled under the id it went out with
+            older = [] if sent is None else [(sent[1], sent[0], sent[2])]
+            older += self._messages(list(self.buffer)[sent[2] if sent else 0 :])
+            self._unconfirmed = None
             self.buffer.clear()
             kept = spool.prepend([(msg_id, payload) for msg_id, payload, _ in older])
             for _, _, n in older[kept:]:
@@ -198,7 +205,9 @@ class BatchPublisher(Generic[T]):
                 return
 
     async def _send_one(self) -> None:
-        fit = self._fitting([self.buffer[i] for i in range(min(self.max_items, len(self.buffer)))])
+        fit = self._unconfirmed or self._fitting(
+            [self.buffer[i] for i in range(min(self.max_items, len(self.buffer)))]
+        )
         if fit is None:  # one item larger than a NATS message can carry: drop it, counted
             self.buffer.popleft()
             self.dropped += 1
@@ -206,7 +215,9 @@ class BatchPublisher(Generic[T]):
             return
         payload, msg_id, n = fit
         if self.jetstream:
+            self._unconfirmed = fit
             await self.bus.js.publish(self.subject, payload, headers={"Nats-Msg-Id": msg_id})
+            self._unconfirmed = None
         else:
             await self.bus.nc.publish(self.subject, payload)
         # Only now that the server has it do the items leave the buffer.

@@ -23,6 +23,140 @@ def _q(
     }
 
 
+def _op(summary: str, ok: str, *errors: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": ok, "content": _JSON}, **{e: _ERROR for e in errors}},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_TEXT: dict[str, Any] = {"type": "string"}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_TRY = {  # where a draft is tried: the caller's newest entries matching kfl
+    "kfl": {"type": "string", "description": "KFL filter of the entries it is tried on"},
+    "limit": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "entries (default 200)"},
+    "previous": _obj(["source"], source=_TEXT, error=_TEXT),
+}
+
+
+def _agents_and_console() -> dict[str, Any]:
+    """Agents (docs/agents.md), the console and its tools (docs/console.md), MCP."""
+    put = _obj(
+        ["source"],
+        source=_TEXT,
+        env={"type": "object", "additionalProperties": {"type": "string"}},
+        enabled={"type": "boolean"},
+        base_revision={"type": "integer", "minimum": 0, "description": "store only over this revision"},
+    )
+    return {
+        "/api/agents": {"get": _op("The agents and their state", "agents", "503")},
+        "/api/agents/templates": {
+            "get": _op("The agent templates shipped with Wiretide", "templates", "503")
+        },
+        "/api/agents/annotations": {
+            "post": _op(
+                "The onItemQueried marks of entries",
+                "marks by entry id",
+                "400",
+                "503",
+                body=_obj(["ids"], ids={"type": "array", "items": _TEXT, "maxItems": 500}),
+            )
+        },
+        "/api/agents/draft": {
+            "post": _op(
+                "The LLM drafts an agent from a description, tried on recent traffic; nothing is stored",
+                "the draft and its trial run",
+                "400",
+                "403",
+                "422",
+                "502",
+                "503",
+                body=_obj(["description"], description=_TEXT, **_TRY),
+            )
+        },
+        "/api/agents/{name}": {
+            "parameters": _NAME,
+            "get": _op("One agent with its source and history", "the agent", "404", "503"),
+            "put": _op("Check and store an agent", "stored", "400", "403", "409", "503", body=put),
+            "delete": _op("Delete an agent", "deleted", "403", "404", "503"),
+        },
+        "/api/agents/{name}/improve": {
+            "parameters": _NAME,
+            "post": _op(
+                "The LLM proposes a change as a diff, tried on recent traffic; nothing is stored",
+                "the proposal (diff, source, base_revision) and its trial run",
+                "400",
+                "403",
+                "404",
+                "422",
+                "502",
+                "503",
+                body=_obj(["instruction"], instruction=_TEXT, **_TRY),
+            ),
+        },
+        "/api/agents/{name}/enable": {"parameters": _NAME, "post": _op("Enable", "the agent", "404", "503")},
+        "/api/agents/{name}/disable": {
+            "parameters": _NAME,
+            "post": _op("Disable", "the agent", "404", "503"),
+        },
+        "/api/agents/{name}/logs": {
+            "parameters": _NAME,
+            "get": {
+                **_op(
+                    "The agent's log (a WebSocket at …/logs/stream follows it)", "lines", "400", "404", "503"
+                ),
+                "parameters": [
+                    _q("after", "lines after this sequence number", {"type": "integer", "minimum": 0})
+                ],
+            },
+        },
+        "/api/console": {
+            "get": _op("Whether the LLM is on, the tools, the bounds", "the console"),
+            "post": {
+                **_op(
+                    "Ask the console: the answer streams back as server-sent events",
+                    "text/event-stream",
+                    "400",
+                    "503",
+                    body=_obj(
+                        ["question"],
+                        question=_TEXT,
+                        history={
+                            "type": "array",
+                            "items": _obj(["role", "content"], role=_TEXT, content=_TEXT),
+                        },
+                    ),
+                ),
+            },
+        },
+        "/api/tools": {"get": _op("The console's tools and their argument schemas", "tools")},
+        "/api/tools/{name}": {
+            "parameters": _NAME,
+            "post": _op(
+                "Call one tool as the caller",
+                "the tool's answer (ok false with an error the model can read)",
+                "400",
+                body={"type": "object"},
+            ),
+        },
+        "/mcp": {
+            "post": {
+                "summary": "The tools over the Model Context Protocol (streamable HTTP, JSON-RPC)",
+                "requestBody": {"required": True, "content": _JSON},
+                "responses": {"200": {"description": "JSON-RPC answer or event stream", "content": _JSON}},
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     kfl = _q("q", "KFL filter (docs/kfl.md); empty = everything")
     return {
@@ -182,6 +316,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_agents_and_console(),
             "/api/protocols": {
                 "get": {
                     "summary": "The protocol table: per protocol its family, status text and error rules, "

@@ -26,6 +26,7 @@ entries, the price of writing each index page about once.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import threading
 import zlib
@@ -446,7 +447,7 @@ class SqliteStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")  # and the combinations it added are not remembered
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"insert failed: {exc}") from exc
+                    raise StoreError(self._insert_error(exc)) from exc
                 raise
             self._seg, self._seg_rows = seg, seg_rows
             for key, combinations in added.items():
@@ -464,6 +465,19 @@ class SqliteStore:
                 except sqlite3.Error as exc:
                     log.warning("analyze after insert failed", extra={"error": str(exc)})
             return new
+
+    def _insert_error(self, exc: sqlite3.Error) -> str:
+        """What a failed insert tells the user; a full disk says which and what happens meanwhile."""
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            return f"insert failed: {exc}"
+        try:
+            free = f"{shutil.disk_usage(self.path.parent).free:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        return (
+            f"insert failed: the disk holding {self.path} is full ({free}); entries wait on the bus "
+            "(JetStream) and are written once space returns"
+        )
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
         rows = self._fetch("SELECT doc FROM entries WHERE id = ?", (entry_id,))

@@ -66,12 +66,30 @@ struct event_t {
     u32 len;
     u32 kind;
     char comm[16];
+    u8 local[16];
+    u8 remote[16];
+    u16 lport;
+    u16 rport;
+    u16 family;
+    u16 known;
     u8 data[CHUNK];
+};
+
+struct conn_t {
+    u8 local[16];
+    u8 remote[16];
+    u16 lport;
+    u16 rport;
+    u16 family;
+    u16 known;
 };
 
 BPF_TABLE("lru_hash", u64, struct call_t, active, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", struct sslkey_t, s32, ssl_fd, __MAX_SOCKETS__);
 BPF_TABLE("lru_hash", struct fdkey_t, u64, offsets, __MAX_SOCKETS__);
+BPF_TABLE("lru_hash", u64, u64, connecting, __MAX_ACTIVE__);
+BPF_TABLE("lru_hash", u64, u64, sk_owner, __MAX_ACTIVE__);
+BPF_TABLE("lru_hash", struct fdkey_t, struct conn_t, fd_conn, __MAX_SOCKETS__);
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 BPF_PERF_OUTPUT(events);
 
@@ -100,7 +118,7 @@ int leave(struct pt_regs *ctx) {
         return 0;
     struct call_t call = *c;
     active.delete(&id);
-    long rc = PT_REGS_RC(ctx);
+    int rc = (int)PT_REGS_RC(ctx);  // every hooked function returns an int (eax)
     u64 n = 0;
     if (call.ex) {
         if (rc == 1 && call.outlen) {
@@ -135,6 +153,8 @@ int leave(struct pt_regs *ctx) {
         u64 next = offset + n;
         offsets.update(&fk, &next);
     }
+    if (call.fd < 0)
+        return 0;  // a memory BIO (no socket call inside SSL_*): cannot be placed, not copied
     u32 zero = 0;
     struct event_t *e = scratch.lookup(&zero);
     if (!e)
@@ -149,6 +169,21 @@ int leave(struct pt_regs *ctx) {
     e->total = n > 0xffffffff ? 0xffffffff : (u32)n;
     e->kind = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    e->known = 0;
+    if (call.fd >= 0) {
+        struct fdkey_t ck = {};
+        ck.pid = pid;
+        ck.fd_dir = (u32)call.fd;
+        struct conn_t *conn = fd_conn.lookup(&ck);
+        if (conn) {
+            __builtin_memcpy(e->local, conn->local, 16);
+            __builtin_memcpy(e->remote, conn->remote, 16);
+            e->lport = conn->lport;
+            e->rport = conn->rport;
+            e->family = conn->family;
+            e->known = 1;
+        }
+    }
     for (int i = 0; i < PIECES; i++) {
         u64 pos = (u64)i * CHUNK;
         if (pos >= n)
@@ -188,6 +223,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     struct fdkey_t fk = {};
     fk.pid = id >> 32;
     fk.fd_dir = ((u32)args->fd << 1);
+    struct fdkey_t ck = {};
+    ck.pid = fk.pid;
+    ck.fd_dir = (u32)args->fd;
+    fd_conn.delete(&ck);
     int hit = offsets.delete(&fk) == 0;
     fk.fd_dir |= 1;
     hit |= offsets.delete(&fk) == 0;
@@ -204,6 +243,60 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     e->kind = 1;
     e->len = 0;
     events.perf_submit(args, e, offsetof(struct event_t, data));
+    return 0;
+}
+
+// A client's connection named in the kernel, so that a process gone before user space reads /proc
+// is still placed: connect() says which fd (this thread), the SYN_SENT transition (same thread) which
+// socket, and ESTABLISHED the 4-tuple.
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 id = bpf_get_current_pid_tgid();
+    u64 fd = (u64)args->fd;
+    connecting.update(&id, &fd);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    u64 id = bpf_get_current_pid_tgid();
+    connecting.delete(&id);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != 6)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == 2) {  // TCP_SYN_SENT, in the connecting thread
+        u64 id = bpf_get_current_pid_tgid();
+        u64 *fd = connecting.lookup(&id);
+        if (fd) {
+            u64 owner = (id & 0xffffffff00000000ULL) | (*fd & 0xffffffff);
+            sk_owner.update(&sk, &owner);
+        }
+        return 0;
+    }
+    if (args->newstate == 1 && args->oldstate == 2) {  // SYN_SENT -> ESTABLISHED
+        u64 *owner = sk_owner.lookup(&sk);
+        if (!owner)
+            return 0;
+        struct fdkey_t ck = {};
+        ck.pid = *owner >> 32;
+        ck.fd_dir = (u32)*owner;
+        struct conn_t conn = {};
+        conn.family = args->family;
+        if (args->family == 2) {
+            __builtin_memcpy(conn.local, args->saddr, 4);
+            __builtin_memcpy(conn.remote, args->daddr, 4);
+        } else {
+            __builtin_memcpy(conn.local, args->saddr_v6, 16);
+            __builtin_memcpy(conn.remote, args->daddr_v6, 16);
+        }
+        conn.lport = args->sport;
+        conn.rport = args->dport;
+        conn.known = 1;
+        fd_conn.update(&ck, &conn);
+        sk_owner.delete(&sk);
+    }
     return 0;
 }
 

@@ -15,15 +15,16 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from wiretide.capture.sources.ebpf import _program
-from wiretide.capture.sources.ebpf.conntab import ConnectionTable
+from wiretide.capture.sources.ebpf.conntab import Connection, ConnectionTable
 
-# Debian's BCC is a system package: found here when the environment does not already provide it.
-SYSTEM_BCC: Final = "/usr/lib/python3/dist-packages"
+if TYPE_CHECKING:
+    from wiretide.proto.v1 import packets_pb2
+
 TRACEFS: Final = Path("/sys/kernel/tracing")
 # A new process's libraries are mapped by its loader after exec: its maps are read this long after.
 EXEC_SCAN_DELAY_NS: Final = 100_000_000
@@ -32,6 +33,7 @@ MAX_SCANS_PER_POLL: Final = 64
 # Processes waiting for a scan; beyond it new ones are skipped (counted) — their libraries are most
 # often one of the files already hooked, which covers them anyway.
 MAX_PENDING_EXECS: Final = 4096
+MAX_OPEN: Final = 65536  # sockets remembered to report their close (the kernel side's bound)
 PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
 _LIBSSL = re.compile(r"/libssl\.so(\.[0-9.]+)?$")
 # The OpenSSL entry points (name, BPF function at entry); each returns through `leave`.
@@ -43,12 +45,21 @@ FUNCTIONS: Final = (
 )
 
 
+AF_INET: Final = 2
+_V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"
+
+
+def _unmap(ip: bytes) -> bytes:
+    """An IPv4-mapped IPv6 address (a dual-stack socket) as the IPv4 address it carries."""
+    return ip[12:] if len(ip) == 16 and ip[:12] == _V4_MAPPED else ip
+
+
 class EbpfUnavailable(RuntimeError):
     """The source cannot run here; the message says why."""
 
 
 class _Header(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 (ctypes declares fields this way)
+    _fields_ = [
         ("ts", ctypes.c_uint64),
         ("cgroup", ctypes.c_uint64),
         ("offset", ctypes.c_uint64),
@@ -61,6 +72,12 @@ class _Header(ctypes.Structure):
         ("len", ctypes.c_uint32),
         ("kind", ctypes.c_uint32),
         ("comm", ctypes.c_ubyte * 16),
+        ("local", ctypes.c_ubyte * 16),
+        ("remote", ctypes.c_ubyte * 16),
+        ("lport", ctypes.c_uint16),
+        ("rport", ctypes.c_uint16),
+        ("family", ctypes.c_uint16),
+        ("known", ctypes.c_uint16),
     ]
 
 
@@ -85,6 +102,28 @@ class Chunk:
     cgroup_id: int
     library: str
     local_is_sender: bool
+    closed: bool = False  # the hooked process closed the socket; `data` is empty
+
+    def to_proto(self) -> packets_pb2.PlaintextChunk:
+        from wiretide.proto.v1 import packets_pb2
+
+        return packets_pb2.PlaintextChunk(
+            src_ip=self.src_ip,
+            src_port=self.src_port,
+            dst_ip=self.dst_ip,
+            dst_port=self.dst_port,
+            from_client=self.from_client,
+            offset=self.offset,
+            data=self.data,
+            timestamp_ns=self.timestamp_ns,
+            pid=self.pid,
+            tid=self.tid,
+            comm=self.comm,
+            cgroup_id=self.cgroup_id,
+            library=self.library,
+            local_is_sender=self.local_is_sender,
+            closed=self.closed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +154,14 @@ def library_of(path: str) -> str:
 
 
 def _load_bcc() -> Any:
+    """BCC's Python module: Debian's python3-bpfcc, made importable in the venv by `make setup`."""
     try:
         import bcc  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        import sys
-
-        if SYSTEM_BCC not in sys.path and os.path.isdir(os.path.join(SYSTEM_BCC, "bcc")):
-            sys.path.append(SYSTEM_BCC)
-        try:
-            import bcc  # type: ignore[import-not-found,import-untyped,unused-ignore,no-redef]
-        except ImportError as exc:
-            raise EbpfUnavailable(
-                "BCC is not installed (Debian: apt-get install python3-bpfcc; `make setup` does it)"
-            ) from exc
+    except ImportError as exc:
+        raise EbpfUnavailable(
+            "BCC is not importable (Debian: apt-get install python3-bpfcc; `sudo make setup` installs it "
+            "and makes the venv see it)"
+        ) from exc
     return bcc
 
 
@@ -161,6 +195,7 @@ class EbpfSource:
         self.conns = ConnectionTable(proc)
         self._bpf: Any = None
         self._out: list[Chunk] = []
+        self._open: dict[tuple[int, int], Chunk] = {}  # (pid, fd) → its last chunk, to say it closed
         self._execs: dict[int, int] = {}  # pid → monotonic ns of its exec
         self._checked_exes: set[tuple[int, int]] = set()  # (dev, inode) of executables looked at
         self._boot_offset = time.time_ns() - time.monotonic_ns()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
@@ -173,12 +208,12 @@ class EbpfSource:
         bcc = _load_bcc()
         _ensure_tracefs()
         try:
-            self._bpf = bcc.BPF(text=_program.program_text())
+            self._bpf = bcc.BPF(text=_program.program_text().encode())  # bytes: BCC warns on str
         except Exception as exc:
             raise EbpfUnavailable(
-                f"the BPF program does not load: {exc} (kernel headers: see docs/ebpf.md)"
+                f"the BPF program does not load: {str(exc)[:300]} (kernel headers: see docs/ebpf.md)"
             ) from exc
-        self._bpf["events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
+        self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
         for path in sorted(self._system_libraries() | self._mapped_libraries()):
             self.hook(path)
 
@@ -194,7 +229,13 @@ class EbpfSource:
         name = ctypes.util.find_library("ssl")
         out: set[str] = set()
         if name:
-            for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/lib"):
+            for d in (
+                "/lib/x86_64-linux-gnu",
+                "/usr/lib/x86_64-linux-gnu",
+                "/lib64",
+                "/usr/lib64",
+                "/usr/lib",
+            ):
                 candidate = os.path.join(d, name)
                 if os.path.exists(candidate):
                     out.add(os.path.realpath(candidate))
@@ -231,14 +272,14 @@ class EbpfSource:
         errors: list[str] = []
         for sym, enter in FUNCTIONS:
             try:
-                self._bpf.attach_uprobe(name=real, sym=sym, fn_name=enter)
+                self._bpf.attach_uprobe(name=real.encode(), sym=sym.encode(), fn_name=enter.encode())
             except Exception as exc:
                 errors.append(f"{sym}: {exc}")
                 continue
             try:
-                self._bpf.attach_uretprobe(name=real, sym=sym, fn_name="leave")
+                self._bpf.attach_uretprobe(name=real.encode(), sym=sym.encode(), fn_name=b"leave")
             except Exception as exc:
-                self._bpf.detach_uprobe(name=real, sym=sym)
+                self._bpf.detach_uprobe(name=real.encode(), sym=sym.encode())
                 errors.append(f"{sym} return: {exc}")
                 continue
             attached.append(sym)
@@ -281,7 +322,7 @@ class EbpfSource:
             if f.read(4) != b"\x7fELF":
                 return
         try:
-            addr = self._bpf.get_user_functions_and_addresses(real, "^SSL_write$")
+            addr = self._bpf.get_user_functions_and_addresses(real.encode(), b"^SSL_write$")
         except Exception:
             return
         if addr:
@@ -311,12 +352,22 @@ class EbpfSource:
             return
         if kind == _program.CLOSE:
             self.conns.forget(h.pid, h.fd)
+            last = self._open.pop((h.pid, h.fd), None)
+            if last is not None:
+                self._out.append(
+                    replace(last, data=b"", offset=0, timestamp_ns=h.ts + self._boot_offset, closed=True)
+                )
             return
         n = h.len
         if h.pos + n >= h.total and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:
             self.stats.drop("cut", h.total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
-        conn = self.conns.get(h.pid, h.fd) if h.fd >= 0 else None
-        print("DBG", h.pid, h.fd, h.dir, h.total, h.offset)
+        conn: Connection | None
+        if h.known:  # a client's connection the kernel side named (see _program: connect)
+            width = 4 if h.family == AF_INET else 16
+            local, remote = bytes(h.local)[:width], bytes(h.remote)[:width]
+            conn = Connection(_unmap(local), h.lport, _unmap(remote), h.rport, False)
+        else:
+            conn = self.conns.get(h.pid, h.fd) if h.fd >= 0 else None
         if conn is None:
             self.stats.drop("unattributed")
             return
@@ -330,24 +381,26 @@ class EbpfSource:
             from_client = conn.local_is_server
         self.stats.chunks += 1
         self.stats.bytes += n
-        self._out.append(
-            Chunk(
-                src,
-                sport,
-                dst,
-                dport,
-                from_client,
-                h.offset + h.pos,
-                payload,
-                h.ts + self._boot_offset,
-                h.pid,
-                h.tid,
-                bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
-                h.cgroup,
-                "openssl",
-                sending,
-            )
+        chunk = Chunk(
+            src,
+            sport,
+            dst,
+            dport,
+            from_client,
+            h.offset + h.pos,
+            payload,
+            h.ts + self._boot_offset,
+            h.pid,
+            h.tid,
+            bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+            h.cgroup,
+            "openssl",
+            sending,
         )
+        if len(self._open) >= MAX_OPEN:
+            self._open.clear()
+        self._open[(h.pid, h.fd)] = chunk
+        self._out.append(chunk)
 
 
 def probe() -> str | None:

@@ -1,0 +1,88 @@
+"""The eBPF source run on its own thread, its chunks handed to the capture's event loop in order.
+
+Rule: the feed never takes the capture down. Loading the program (about a second of compiling) and
+polling the perf buffer happen on the feed's thread; whatever stops the source — no root, no BCC, no
+kernel headers, a failing poll — becomes `error`, one log line and the status the service reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from wiretide.capture.sources.ebpf.source import Chunk, EbpfSource, EbpfStats, Hook
+
+log = logging.getLogger(__name__)
+
+# How long one poll waits for events: the longest a chunk waits on the kernel side, and how quickly
+# `close` is answered.
+POLL_MS: Final = 100
+
+
+class EbpfFeed:
+    """Starts an `EbpfSource` and calls `on_chunks` on `loop` with every non-empty poll's chunks."""
+
+    def __init__(
+        self,
+        on_chunks: Callable[[list[Chunk]], None],
+        loop: asyncio.AbstractEventLoop,
+        source: Callable[[], EbpfSource] = EbpfSource,
+    ) -> None:
+        self._on_chunks = on_chunks
+        self._loop = loop
+        self._make = source
+        self._source: EbpfSource | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ebpf", daemon=True)
+        self.running = False
+        self.error = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def stats(self) -> EbpfStats:
+        return self._source.stats if self._source is not None else EbpfStats()
+
+    @property
+    def hooks(self) -> list[Hook]:
+        return list(self._source.hooks.values()) if self._source is not None else []
+
+    def _fail(self, reason: str) -> None:
+        self.error = reason
+        self.running = False
+        log.warning("eBPF TLS source unavailable: %s", reason, extra={"reason": reason})
+
+    def _run(self) -> None:
+        source = self._make()
+        try:
+            source.start()
+        except Exception as exc:  # EbpfUnavailable says why; anything else is reported the same way
+            self._fail(str(exc) or type(exc).__name__)
+            source.close()
+            return
+        self._source = source
+        self.running = True
+        hooked = sum(1 for h in source.hooks.values() if h.functions)
+        log.info("eBPF TLS source running", extra={"libraries_hooked": hooked})
+        try:
+            while not self._stop.is_set():
+                chunks = source.poll(POLL_MS)
+                if chunks:
+                    self._loop.call_soon_threadsafe(self._on_chunks, chunks)
+        except RuntimeError as exc:  # the loop closed under us: the service is stopping
+            if not self._stop.is_set():
+                self._fail(f"stopped: {exc}")
+        except Exception as exc:
+            self._fail(f"stopped: {exc}")
+        finally:
+            self.running = False
+            source.close()

@@ -1,0 +1,172 @@
+"""Plaintext chunks (eBPF, `PlaintextChunk`) → entries, through the same protocol sessions as packets.
+
+Rule: a connection's plaintext is its own flow, apart from the packet flow of the same 4-tuple (whose
+bytes are ciphertext); it is ordered per direction by the chunk offsets (a jump is a gap, a repeat
+is dropped) and fed to the pipeline's parsers as in-order TCP payload. When both ends of a connection
+are hooked, the first process seen owns the byte stream and the other end only names its process.
+The entries say `capture.source = "ebpf_tls"` and carry the packet flow's handshake metadata with
+`tls.decrypted = true`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from wiretide.dissector.flows.table import Flow
+from wiretide.dissector.pipeline import Pipeline
+from wiretide.proto.v1 import packets_pb2
+
+SOURCE: Final = "ebpf_tls"
+# How the handshake metadata reads when no packet of the connection was seen (capture filtered it).
+_NO_HANDSHAKE: Final = {"sni": None, "version": None, "alpn": None, "cipher": None, "ja3": None, "ja4": None}
+
+Key = tuple[bytes, int, bytes, int]
+
+
+@dataclass(slots=True)
+class _State:
+    """What a plaintext flow adds to the pipeline's `Flow`."""
+
+    owner: int  # pid whose chunks are the byte stream
+    library: str
+    next_offset: list[int] = field(default_factory=lambda: [0, 0])
+    processes: list[dict[str, Any] | None] = field(default_factory=lambda: [None, None])  # client, server
+
+
+class PlaintextFlows:
+    """The plaintext flows of one node, fed into `pipeline`'s sessions."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.flows: OrderedDict[Key, tuple[Flow, _State]] = OrderedDict()
+
+    def feed(self, chunks: Iterable[packets_pb2.PlaintextChunk]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        p = self.pipeline
+        for c in chunks:
+            try:
+                self._chunk(c, out)
+            except Exception:
+                p.stats["plaintext_errors"] += 1
+        return out
+
+    def _chunk(self, c: packets_pb2.PlaintextChunk, out: list[dict[str, Any]]) -> None:
+        p = self.pipeline
+        src, sport, dst, dport = c.src_ip, c.src_port, c.dst_ip, c.dst_port
+        key: Key = (
+            (src, sport, dst, dport)
+            if sport > dport or (sport == dport and src >= dst)
+            else (dst, dport, src, sport)
+        )
+        ts = c.timestamp_ns
+        item = self.flows.get(key)
+        if item is None:
+            if c.closed:
+                return
+            if len(self.flows) >= p.limits.max_flows:
+                _, (old, _st) = self.flows.popitem(last=False)
+                p.drops["plaintext_flow_table_full"] += 1
+                self._close(old, _st, old.last_ts, "evicted", out)
+            flow = Flow(key, "tcp", key[0], key[1], key[2], key[3], ts)
+            flow.interface = ""
+            d = 0 if (sport == flow.a_port and src == flow.a_ip) else 1
+            flow.client = d if c.from_client else 1 - d
+            item = self.flows[key] = (flow, _State(c.pid, c.library or "openssl"))
+            p.stats["plaintext_flows"] += 1
+        else:
+            self.flows.move_to_end(key)
+        flow, st = item
+        # Which end the reporting process is: the sender when it wrote the bytes.
+        local_is_client = c.from_client == c.local_is_sender
+        side = 0 if local_is_client else 1
+        if st.processes[side] is None:
+            st.processes[side] = {"pid": c.pid, "name": c.comm, "cgroup_id": c.cgroup_id}
+        if c.pid != st.owner:
+            p.stats["plaintext_other_end"] += 1
+            return
+        if c.closed:
+            self.flows.pop(key, None)
+            self._close(flow, st, ts, "fin", out)
+            return
+        d = 0 if (sport == flow.a_port and src == flow.a_ip) else 1
+        data = c.data
+        expected = st.next_offset[d]
+        if c.offset + len(data) <= expected:
+            p.stats["plaintext_repeats"] += 1
+            return
+        flow.last_ts = ts
+        if d == 0:
+            flow.pkts_a += 1
+            flow.bytes_a += len(data)
+        else:
+            flow.pkts_b += 1
+            flow.bytes_b += len(data)
+        if c.offset > expected:
+            self._run(flow, st, out, d, c.offset - expected, ts)  # bytes never seen: a gap
+        elif c.offset < expected:
+            data = data[expected - c.offset :]
+        st.next_offset[d] = c.offset + len(c.data)
+        self._run(flow, st, out, d, data, ts)
+
+    def _run(
+        self, flow: Flow, st: _State, out: list[dict[str, Any]], d: int, chunk: bytes | int, ts: int
+    ) -> None:
+        p = self.pipeline
+        flow.tls = self._tls(flow, st)
+        mine: list[dict[str, Any]] = []
+        saved, p._out = p._out, mine
+        try:
+            p._deliver(flow, d, chunk, ts)
+        finally:
+            p._out = saved
+        self._decorate(mine, st)
+        out.extend(mine)
+
+    def _close(self, flow: Flow, st: _State, ts: int, reason: str, out: list[dict[str, Any]]) -> None:
+        p = self.pipeline
+        flow.tls = self._tls(flow, st)
+        mine: list[dict[str, Any]] = []
+        saved, p._out = p._out, mine
+        try:
+            p._close(flow, ts, reason)
+        finally:
+            p._out = saved
+        self._decorate(mine, st)
+        out.extend(mine)
+
+    def _tls(self, flow: Flow, st: _State) -> dict[str, Any]:
+        packets = self.pipeline.tcp.get(flow.key)
+        seen = packets.tls if packets is not None and packets.tls else _NO_HANDSHAKE
+        return {**seen, "decrypted": True, "library": st.library}
+
+    def _decorate(self, entries: list[dict[str, Any]], st: _State) -> None:
+        client, server = st.processes
+        for doc in entries:
+            doc["capture"] = {"source": SOURCE, "interface": None}
+            if client is not None:
+                doc["src"]["process"] = client
+            if server is not None:
+                doc["dst"]["process"] = server
+
+    def flush_idle(self, now_ns: int) -> list[dict[str, Any]]:
+        """Close flows silent for the pipeline's TCP idle time (their process died without a close)."""
+        out: list[dict[str, Any]] = []
+        idle = self.pipeline.limits.tcp_idle_ns
+        while self.flows:
+            key = next(iter(self.flows))
+            flow, st = self.flows[key]
+            if now_ns - flow.last_ts < idle:
+                break
+            del self.flows[key]
+            self._close(flow, st, flow.last_ts, "idle", out)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while self.flows:
+            _, (flow, st) = self.flows.popitem(last=False)
+            self._close(flow, st, flow.last_ts, "end", out)
+        return out

@@ -1,0 +1,858 @@
+"""The redaction module as it was before its fast paths (a frozen copy, used by tests only).
+
+Rule: never edited to follow `wiretide.dissector.redact`; `test_redact_differential.py` checks that
+the module in use gives exactly this copy's output on generated and captured entries, so a fast path
+that changes what is redacted fails there. Below, the original module text, unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, unquote_plus
+
+import orjson
+
+# What replaces a redacted value: fixed, so that it says nothing about the value (not even its length).
+MARKER: Final = "[REDACTED]"
+# Places listed in one entry's `redacted`; beyond it values are still redacted, only not listed again.
+MAX_MARKS: Final = 64
+# JSON nesting walked member by member; deeper containers are redacted whole (bounded recursion).
+MAX_DEPTH: Final = 64
+# Names remembered per rule (a header name is looked up on every message); cleared when full.
+NAME_CACHE_MAX: Final = 4096
+# Card numbers: 13-19 digits (ISO/IEC 7812), optionally grouped by single spaces or dashes.
+CARD_MIN_DIGITS: Final = 13
+CARD_MAX_DIGITS: Final = 19
+
+# The defaults (docs/security.md, "Redaction"). Headers and gRPC metadata share one namespace (HTTP/2
+# carries both as header fields); the HTTP/2 `authorization` header is the same name as HTTP/1's.
+DEFAULT_HEADERS: Final = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "*token",
+    "*secret*",
+    "*password*",
+    "*apikey",
+    "x-amz-security-token",
+    "x-goog-iam-authorization-token",
+)
+# Every cookie's value (names are kept: which cookies were sent is useful, their values are sessions).
+DEFAULT_COOKIES: Final = ("*",)
+DEFAULT_QUERY: Final = (
+    "*password*",
+    "passwd",
+    "pwd",
+    "*secret*",
+    "*token",
+    "*apikey",
+    "key",
+    "auth",
+    "code",  # OAuth authorization codes (RFC 6749 §4.1.2)
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-goog-signature",
+    "x-goog-credential",
+)
+# JSON keys at any depth, form fields, GraphQL variables, gRPC JSON fields, `name=value` in text.
+DEFAULT_KEYS: Final = (
+    "*password*",
+    "passwd",
+    "pwd",
+    "*secret*",
+    "*token",
+    "*apikey",
+    "privatekey",
+    "credentials",
+    "authorization",
+    "proxyauthorization",
+)
+# Protocols whose entries are left alone unless configured otherwise: names and addresses in DNS are
+# what an investigation looks for, not secrets.
+DEFAULT_SKIPPED: Final = ("dns",)
+
+# Credentials in free text (any header value, query value, text body): the scheme is kept and the
+# credential replaced. RFC 9110 §11.4 (Bearer per RFC 6750 §2.1, Basic per RFC 7617), AWS SigV4, and
+# JWTs in compact form (RFC 7519). `_bearer`/`_basic` reject prose ("basic information").
+_CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC)([ \t]+)([A-Za-z0-9._~+/-]{8,}=*)")
+_AWS_SIGV4 = re.compile(r"\b(AWS4-HMAC-SHA256[ \t]+)([^\r\n]+)")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# Where a Bearer/Basic credential may start: the scheme without its first letter (either case).
+_SCHEME_HINTS: Final = ("earer", "EARER", "asic", "ASIC")
+# Bearer tokens shorter than this, or made of letters only, are words ("Bearer authentication").
+_MIN_BEARER: Final = 16
+_CARD = re.compile(r"(?<![0-9.])[2-6][0-9](?:[ -]?[0-9]){11,17}(?![0-9])")
+# Digit runs, cheaply: digits become "0", the separators a card may be grouped by vanish, anything
+# else becomes "x"; 13 zeros in a row then mean a run worth the card regex (C-speed translate + find).
+_RUN_TABLE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+# Text shorter than this holds no credential (`Basic ` + 8) nor card number (13 digits).
+_MIN_FREE: Final = 13
+_RUN_DROP: Final = b" -"
+_RUN: Final = b"0" * 13
+# JSON object keys, for deciding whether a document could hold a named key before parsing it.
+_JSON_KEY = re.compile(r'"([^"\\]{0,256})"\s*:')
+_FORM_MIME: Final = "x-www-form-urlencoded"
+_JSON_FIRST: Final = frozenset("{[")
+# A JSON object member whose string is a GraphQL document: its inline arguments are text to scan.
+_DOCUMENT_KEYS: Final = frozenset({"query", "query_text"})
+# Characters of a text's start that identify where a summary quotes it.
+_QUOTE_PROBE: Final = 20
+_COOKIE_HEADERS: Final = frozenset({"cookie", "set-cookie"})
+
+
+class RulesError(ValueError):
+    """A rule that cannot be used (a bad regex, an unknown key in a rules file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What to redact, as plain data: built from settings or a rules file, compiled by `Redactor`."""
+
+    headers: tuple[str, ...] = DEFAULT_HEADERS
+    cookies: tuple[str, ...] = DEFAULT_COOKIES
+    query: tuple[str, ...] = DEFAULT_QUERY
+    keys: tuple[str, ...] = DEFAULT_KEYS
+    patterns: tuple[str, ...] = ()  # regexes over bodies, paths, header and query values
+    cards: bool = True  # card numbers (digit runs of 13-19 that pass the Luhn check)
+    credentials: bool = True  # bearer/basic/digest credentials and JWTs in any value
+    skip_protocols: tuple[str, ...] = DEFAULT_SKIPPED
+    enabled: bool = True
+
+    @classmethod
+    def none(cls) -> Rules:
+        """Redact nothing."""
+        return cls(enabled=False)
+
+
+NO_DEFAULTS: Final = Rules(
+    headers=(), cookies=(), query=(), keys=(), cards=False, credentials=False, skip_protocols=DEFAULT_SKIPPED
+)
+_LIST_KEYS: Final = ("headers", "cookies", "query", "keys", "patterns", "skip_protocols")
+_BOOL_KEYS: Final = ("defaults", "cards", "credentials", "enabled")
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """A comma-separated setting as names (blanks dropped)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def rules_from_document(doc: Any, base: Rules | None = None) -> Rules:
+    """Rules from a parsed rules file (a mapping: the lists `headers`, `cookies`, `query`, `keys`,
+    `patterns`, `skip_protocols`; the switches `defaults`, `cards`, `credentials`, `enabled`).
+
+    With `defaults: false` the built-in names are dropped (and `cards`/`credentials` default to off);
+    otherwise the file's names are added to `base` (the built-in rules when None).
+    """
+    if not isinstance(doc, Mapping):
+        raise RulesError("a rules file holds one mapping (headers, cookies, query, keys, patterns, ...)")
+    unknown = sorted(str(k) for k in doc if k not in _LIST_KEYS and k not in _BOOL_KEYS)
+    if unknown:
+        raise RulesError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_LIST_KEYS + _BOOL_KEYS)}")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in _LIST_KEYS:
+        value = doc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RulesError(f"{key} must be a list of strings")
+        lists[key] = tuple(value)
+    switches: dict[str, bool] = {}
+    for key in _BOOL_KEYS:
+        if key in doc:
+            if not isinstance(doc[key], bool):
+                raise RulesError(f"{key} must be true or false")
+            switches[key] = doc[key]
+    start = (base or Rules()) if switches.get("defaults", True) else NO_DEFAULTS
+    rules = Rules(
+        headers=_union(start.headers, lists["headers"]),
+        cookies=_union(start.cookies, lists["cookies"]),
+        query=_union(start.query, lists["query"]),
+        keys=_union(start.keys, lists["keys"]),
+        patterns=_union(start.patterns, lists["patterns"]),
+        cards=switches.get("cards", start.cards),
+        credentials=switches.get("credentials", start.credentials),
+        skip_protocols=lists["skip_protocols"] if "skip_protocols" in doc else start.skip_protocols,
+        enabled=switches.get("enabled", start.enabled),
+    )
+    Redactor(rules)  # every regex compiles, or the error names it now
+    return rules
+
+
+def parse_rules_text(text: str, yaml: bool, base: Rules | None = None) -> Rules:
+    """A rules file's text (YAML when `yaml`, else JSON) as Rules, its names added to `base` (the
+    built-in rules when None) unless it says `defaults: false`; RulesError says what is wrong."""
+    try:
+        if yaml:
+            import yaml as yaml_lib  # type: ignore[import-untyped]  # only a YAML rules file needs it
+
+            doc = yaml_lib.safe_load(text)
+        else:
+            doc = orjson.loads(text)
+    except Exception as exc:  # both parsers' errors: a message for the operator, not a traceback
+        raise RulesError(f"does not parse: {exc}") from None
+    return rules_from_document({} if doc is None else doc, base)
+
+
+def rules_from_settings(
+    enabled: bool = True,
+    defaults: bool = True,
+    rules_file: tuple[str, bool] | None = None,
+    headers: str = "",
+    cookies: str = "",
+    query: str = "",
+    keys: str = "",
+) -> Rules:
+    """The rules the dissector's settings describe: the built-in ones (unless `defaults` is off), then
+    a rules file's (its text and whether it is YAML), then the comma-separated extra names per kind."""
+    if not enabled:
+        return Rules.none()
+    start = Rules() if defaults else NO_DEFAULTS
+    if rules_file is not None:
+        start = parse_rules_text(rules_file[0], rules_file[1], start)
+    return Rules(
+        headers=_union(start.headers, split_names(headers)),
+        cookies=_union(start.cookies, split_names(cookies)),
+        query=_union(start.query, split_names(query)),
+        keys=_union(start.keys, split_names(keys)),
+        patterns=start.patterns,
+        cards=start.cards,
+        credentials=start.credentials,
+        skip_protocols=start.skip_protocols,
+        enabled=start.enabled,
+    )
+
+
+def is_yaml(path: str) -> bool:
+    """Whether a rules file is YAML (by its name); anything else is read as JSON."""
+    return path.lower().endswith((".yaml", ".yml"))
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def _glob_regex(rule: str) -> str:
+    return ".*".join(re.escape(part) for part in _normal(rule).split("*"))
+
+
+def _text_regex(rule: str) -> str | None:
+    """A rule name as it may be written in text (`api_key`, `API-Key`); None for `*` alone."""
+    parts = _normal(rule).split("*")
+    if not any(parts):
+        return None
+    out = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(r"[\w-]*")
+        out.append("[-_]?".join(re.escape(c) for c in part))
+    return "".join(out)
+
+
+def _stem(rule: str) -> str:
+    """The longest literal run of a normalised rule: text naming it contains this once lowercased and
+    stripped of `-` and `_`."""
+    return max(_normal(rule).split("*"), key=len)
+
+
+class Names:
+    """A set of name rules (globs), matched against normalised names with a bounded cache."""
+
+    __slots__ = ("_cache", "_regex", "everything")
+
+    def __init__(self, rules: Iterable[str]) -> None:
+        globs = sorted({_glob_regex(r) for r in rules if r.strip()})
+        self.everything = ".*" in globs
+        self._regex: re.Pattern[str] | None = re.compile("|".join(globs)) if globs else None
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return self._regex is not None
+
+    def match(self, name: str) -> bool:
+        hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        regex = self._regex
+        hit = regex is not None and regex.fullmatch(_normal(name)) is not None
+        if len(self._cache) >= NAME_CACHE_MAX:
+            self._cache.clear()
+        self._cache[name] = hit
+        return hit
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn (mod 10) check of ISO/IEC 7812-1 Annex B."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(m: re.Match[str]) -> str:
+    text = m.group(0)
+    digits = text.replace(" ", "").replace("-", "")
+    if CARD_MIN_DIGITS <= len(digits) <= CARD_MAX_DIGITS and luhn(digits):
+        return MARKER
+    return text
+
+
+def _credential(m: re.Match[str]) -> str:
+    scheme, space, value = m.group(1), m.group(2), m.group(3)
+    if scheme[0] in "Bb" and scheme[1] in "eE":  # Bearer: a token, not a word
+        if len(value) < _MIN_BEARER or value.isalpha():
+            return m.group(0)
+    else:  # Basic: base64 of `user:password` (RFC 7617 §2)
+        try:
+            plain = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return m.group(0)
+        if b":" not in plain:
+            return m.group(0)
+    return f"{scheme}{space}{MARKER}"
+
+
+def _aws(m: re.Match[str]) -> str:
+    return m.group(1) + MARKER
+
+
+def _quoted_marker(m: re.Match[str]) -> str:
+    value = m.group(2)
+    if value[:1] in "\"'":
+        return f"{m.group(1)}{value[0]}{MARKER}{value[0]}"
+    return m.group(1) + MARKER
+
+
+def _has_digit_run(text: str) -> bool:
+    """Whether `text` holds 13 or more digits in a row (spaces and dashes between them allowed)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return _RUN in raw.translate(_RUN_TABLE, _RUN_DROP)
+
+
+def _credential_at(text: str) -> bool:
+    """Whether a Bearer/Basic credential, an AWS signature or a JWT may be in `text`: substring search,
+    then the credential regex anchored at each candidate only."""
+    if "eyJ" in text or "AWS4-HMAC-SHA256" in text:
+        return True
+    for hint in _SCHEME_HINTS:
+        at = text.find(hint)
+        while at >= 0:
+            if _CREDENTIAL.match(text, max(0, at - 1)) is not None:
+                return True
+            at = text.find(hint, at + 1)
+    return False
+
+
+class _Marks:
+    """The places redacted in one entry, in order, without repeats, at most MAX_MARKS."""
+
+    __slots__ = ("excerpts", "items")
+
+    def __init__(self) -> None:
+        self.items: dict[str, None] = {}
+        # (before, after) of message texts whose start a summary may quote (a WebSocket message's).
+        self.excerpts: list[tuple[str, str]] = []
+
+    def add(self, where: str) -> None:
+        if len(self.items) < MAX_MARKS:
+            self.items[where] = None
+
+
+class Redactor:
+    """A rule set compiled once (regexes, name caches); `redact(entry)` changes an entry in place."""
+
+    __slots__ = (
+        "_assign",
+        "_cards",
+        "_cookies",
+        "_credentials",
+        "_headers",
+        "_keys",
+        "_patterns",
+        "_query",
+        "_skip",
+        "_stems",
+        "enabled",
+        "rules",
+    )
+
+    def __init__(self, rules: Rules | None = None) -> None:
+        r = rules if rules is not None else Rules()
+        self.rules = r
+        self.enabled = r.enabled
+        self._headers = Names(r.headers)
+        self._cookies = Names(r.cookies)
+        self._query = Names(r.query)
+        self._keys = Names(r.keys)
+        self._skip = frozenset(r.skip_protocols)
+        self._cards = r.cards
+        self._credentials = r.credentials
+        patterns = []
+        for text in r.patterns:
+            try:
+                patterns.append(re.compile(text))
+            except re.error as exc:
+                raise RulesError(f"pattern {text!r} does not compile: {exc}") from None
+        self._patterns = tuple(patterns)
+        names = sorted({t for t in (_text_regex(k) for k in r.keys) if t is not None})
+        # `name: value` or `name=value` in text, for the key rules: a name standing alone (not the tail
+        # of a longer word), optionally quoted, then a quoted or bare value. The lookbehind lets each
+        # word start be tried once, so a long word costs linear time.
+        self._assign: re.Pattern[str] | None = (
+            re.compile(
+                r"(?i)(?<![\w-])([\"']?(?:" + "|".join(names) + r")[\"']?[ \t]*[:=][ \t]*)"
+                r"(\"(?:[^\"\\\n]|\\.){1,4096}\"|'[^'\n]{1,4096}'|[^\s&,;\"'<>{}\[\]()]{1,4096})"
+            )
+            if names
+            else None
+        )
+        # Whether text could name a key rule: the rules' literal stems, in the lowercased text.
+        self._stems = tuple(sorted({s for s in (_stem(k) for k in r.keys) if s}))
+
+    # ---- the entry --------------------------------------------------------------------------
+
+    def redact(self, entry: dict[str, Any]) -> list[str]:
+        """Redact `entry` in place; set and return its `redacted` places (nothing is added when none).
+
+        Never raises: should a rule fail on some input, the request and response objects are dropped
+        whole (fail closed) and `redacted` says so.
+        """
+        if not self.enabled or entry.get("protocol") in self._skip:
+            return []
+        try:
+            return self._redact(entry)
+        except Exception:  # a defect here must neither stop the pipeline nor let a value through
+            entry["request"] = entry["response"] = None
+            entry["redacted"] = ["request", "response"]
+            return ["request", "response"]
+
+    def _redact(self, entry: dict[str, Any]) -> list[str]:
+        marks = _Marks()
+        req = entry.get("request")
+        if type(req) is dict:
+            self._message(req, "request", marks)
+        resp = entry.get("response")
+        if type(resp) is dict:
+            self._message(resp, "response", marks)
+        path = entry.get("path")
+        if type(path) is str and path:
+            new = self._free(path, True)
+            if new is not None:
+                entry["path"] = new
+                summary = entry.get("summary")
+                if type(summary) is str:
+                    entry["summary"] = summary.replace(path, new)
+                if type(req) is dict:
+                    _request_path(req, path, new)
+                marks.add("path")
+        if marks.excerpts:
+            summary = entry.get("summary")
+            if type(summary) is str:
+                entry["summary"] = _requote(summary, marks.excerpts)
+        if not marks.items:
+            return []
+        found = list(marks.items)
+        old = entry.get("redacted")
+        entry["redacted"] = list(dict.fromkeys((*old, *found))) if type(old) is list else found
+        return found
+
+    def _message(self, msg: dict[str, Any], side: str, marks: _Marks) -> None:
+        headers = msg.get("headers")
+        if type(headers) is dict and headers:
+            self._headers_of(headers, side + ".headers", marks)
+        trailers = msg.get("trailers")
+        if type(trailers) is dict and trailers:
+            self._headers_of(trailers, side + ".trailers", marks)
+        info = msg.get("informational")
+        if type(info) is list:
+            for item in info:
+                if type(item) is dict and type(item.get("headers")) is dict:
+                    self._headers_of(item["headers"], side + ".informational.headers", marks)
+        cookies = msg.get("cookies")
+        if type(cookies) is dict and cookies and self._cookies:
+            names = self._cookies
+            for name, value in cookies.items():
+                if value and names.match(name):
+                    cookies[name] = MARKER
+                    marks.add(f"{side}.cookies.{name}")
+        query = msg.get("query")
+        if type(query) is dict and query:
+            self._query_of(msg, query, side, marks)
+        body = msg.get("body")
+        if type(body) is dict:
+            self._body(body, side + ".body", marks)
+        messages = msg.get("messages")  # gRPC: JSON by a schema, or schemaless protobuf fields
+        if type(messages) is list:
+            for item in messages:
+                if type(item) is dict:
+                    if "json" in item:
+                        self._tree(item, "json", side + ".messages[*].json", marks)
+                    fields = item.get("fields")
+                    if type(fields) is list:
+                        self._protobuf(fields, side + ".messages[*].fields", marks)
+        if "variables" in msg or "query_text" in msg:  # GraphQL
+            self._graphql(msg, side, marks)
+            batch = msg.get("batch")
+            if type(batch) is list:
+                for op in batch:
+                    if type(op) is dict:
+                        self._graphql(op, side + ".batch[*]", marks)
+        text = msg.get("text")  # a WebSocket text message (or close reason)
+        if type(text) is str and text:
+            new = self._json_text(text, side + ".text", marks)
+            if new is not None:
+                msg["text"] = new
+                marks.excerpts.append((text, new))
+
+    # ---- headers, cookies, query ------------------------------------------------------------
+
+    def _headers_of(self, headers: dict[str, Any], where: str, marks: _Marks) -> None:
+        rules = self._headers
+        cookies = self._cookies
+        rest: list[str] = []
+        for name, value in headers.items():
+            if type(value) is not str or not value:
+                continue
+            if rules.match(name):
+                scheme, sp, cred = value.partition(" ")
+                # `Authorization: Bearer x` keeps its scheme: which kind of credential is not secret.
+                headers[name] = f"{scheme} {MARKER}" if sp and cred and scheme.isalpha() else MARKER
+                marks.add(f"{where}.{name}")
+            elif name in _COOKIE_HEADERS and cookies:
+                new = _cookie_header(value, cookies, name == "set-cookie")
+                if new != value:
+                    headers[name] = new
+                    marks.add(f"{where}.{name}")
+            else:
+                rest.append(value)
+        # The other values: one gate over all of them, the rules per value only when it opens.
+        if rest and self._may_free("\n".join(rest), False):
+            for name, value in headers.items():
+                if type(value) is str and value and value != MARKER:
+                    new_value = self._free(value, False)
+                    if new_value is not None:
+                        headers[name] = new_value
+                        marks.add(f"{where}.{name}")
+
+    def _query_of(self, msg: dict[str, Any], query: dict[str, Any], side: str, marks: _Marks) -> None:
+        names = self._query
+        changed: dict[str, list[str]] = {}
+        for name, values in query.items():
+            if type(values) is not list:
+                continue
+            where = f"{side}.query.{name}"
+            if names.match(name):
+                new = [MARKER if v else v for v in values]
+            else:
+                new = [self._query_value(v, where, marks) for v in values]
+            if new != values:
+                query[name] = new
+                changed[name] = new
+                marks.add(where)
+        if changed:
+            qs = msg.get("query_string")
+            if type(qs) is str and qs:
+                new_qs = _rewrite_query(qs, changed)
+                msg["query_string"] = new_qs
+                url = msg.get("url")
+                if type(url) is str and "?" in url:
+                    msg["url"] = url.partition("?")[0] + "?" + new_qs
+
+    def _query_value(self, value: Any, where: str, marks: _Marks) -> Any:
+        if type(value) is not str or not value:
+            return value
+        # A JSON value (GraphQL over GET: `variables={"password": ...}`) is walked; else plain text.
+        new = self._json_text(value, where, marks) if value[:1] in _JSON_FIRST else self._free(value, True)
+        return value if new is None else new
+
+    # ---- bodies -----------------------------------------------------------------------------
+
+    def _body(self, body: dict[str, Any], where: str, marks: _Marks) -> None:
+        content = body.get("content")
+        if type(content) is not str or not content:
+            return
+        encoding = body.get("encoding")
+        if encoding == "json":  # typed as JSON by the dissector (media type and first byte)
+            new = self._json_text(content, where, marks, True)
+        elif encoding == "text":
+            mime = body.get("mime")
+            if type(mime) is str and _FORM_MIME in mime.lower():
+                new = self._form(content, where, marks)
+            else:
+                new = self._json_text(content, where, marks)
+        else:
+            return  # base64: binary, nothing a text rule can read
+        if new is not None:
+            body["content"] = new
+
+    def _json_text(self, text: str, where: str, marks: _Marks, typed: bool = False) -> str | None:
+        """A string that may hold JSON: parsed and walked when it does (key rules on its keys, text
+        rules on its strings when the whole text passes their gate), else the text rules over it.
+        None when nothing changed."""
+        if text[:1] in _JSON_FIRST or text.lstrip()[:1] in _JSON_FIRST:
+            free = self._may_free(text, False)
+            if not free and not self._may_name(text) and (typed or not self._names_in(text)):
+                # No key the rules name and nothing a text rule reads: not even parsed. (Text that
+                # only starts like JSON is also checked for `name=value`.)
+                return None
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                doc = None
+            if type(doc) is dict or type(doc) is list:
+                holder: dict[str, Any] = {"$": doc}
+                if self._walk(holder, where, marks, free):
+                    return orjson.dumps(holder["$"]).decode("utf-8")
+                return None
+        new = self._free(text, True)  # text, or JSON cut by the body cap: `name: value` by regex
+        if new is not None:
+            marks.add(where)
+        return new
+
+    def _form(self, content: str, where: str, marks: _Marks) -> str | None:
+        """application/x-www-form-urlencoded fields (WHATWG URL §5.1)."""
+        keys = self._keys
+        out = []
+        changed = False
+        for pair in content.split("&"):
+            name, eq, value = pair.partition("=")
+            plain = unquote_plus(name) if "%" in name or "+" in name else name
+            if eq and value and keys.match(plain):
+                out.append(f"{name}={MARKER}")
+                marks.add(f"{where}.{plain}")
+                changed = True
+                continue
+            if eq and value:
+                decoded = unquote_plus(value) if "%" in value or "+" in value else value
+                new = self._free(decoded, True)
+                if new is not None:
+                    out.append(f"{name}={quote(new, safe='[]')}")
+                    marks.add(f"{where}.{plain}")
+                    changed = True
+                    continue
+            out.append(pair)
+        return "&".join(out) if changed else None
+
+    def _walk(
+        self, node: dict[str, Any] | list[Any], where: str, marks: _Marks, free: bool, depth: int = 0
+    ) -> bool:
+        """Redact a parsed JSON value in place: the values of named keys; with `free`, the text rules
+        on strings (and card numbers written as JSON numbers). True when anything changed. Deeper than
+        MAX_DEPTH, a container's members are replaced whole (fail closed, bounded stack)."""
+        if depth >= MAX_DEPTH:
+            if isinstance(node, dict):
+                for key in node:
+                    node[key] = MARKER
+            elif node:
+                node[:] = [MARKER]
+            marks.add(where)
+            return True
+        changed = False
+        depth += 1
+        keys = self._keys
+        if type(node) is dict:
+            for key, value in node.items():
+                if value is None or value == "" or type(value) is bool:
+                    continue
+                if keys.match(key):
+                    node[key] = MARKER
+                    marks.add(f"{where}.{key}")
+                    changed = True
+                elif type(value) is dict or type(value) is list:
+                    if self._walk(value, f"{where}.{key}", marks, free, depth):
+                        changed = True
+                elif free or (type(value) is str and key in _DOCUMENT_KEYS):
+                    new = self._scalar(value, key in _DOCUMENT_KEYS)
+                    if new is not None:
+                        node[key] = new
+                        marks.add(f"{where}.{key}")
+                        changed = True
+        elif type(node) is list:
+            inner = where + "[*]"
+            for i, value in enumerate(node):
+                if type(value) is dict or type(value) is list:
+                    if self._walk(value, inner, marks, free, depth):
+                        changed = True
+                elif free:
+                    new = self._scalar(value, False)
+                    if new is not None:
+                        node[i] = new
+                        marks.add(inner)
+                        changed = True
+        return changed
+
+    def _scalar(self, value: Any, document: bool) -> Any:
+        if type(value) is str:
+            return self._free(value, document)
+        if type(value) is int and self._cards and 10 ** (CARD_MIN_DIGITS - 1) <= value < 10**CARD_MAX_DIGITS:
+            return self._free(str(value), False)
+        return None
+
+    def _tree(self, holder: dict[str, Any], key: str, where: str, marks: _Marks) -> None:
+        """A parsed JSON value held at `holder[key]` (gRPC JSON messages, GraphQL variables)."""
+        value = holder[key]
+        if type(value) is dict or type(value) is list:
+            self._walk(value, where, marks, True)
+        elif type(value) is str and value:
+            new = self._free(value, False)
+            if new is not None:
+                holder[key] = new
+                marks.add(where)
+
+    def _protobuf(self, fields: list[Any], where: str, marks: _Marks) -> None:
+        """Schemaless protobuf (numbers, no names): the text rules on every decoded string."""
+        for item in fields:
+            if type(item) is not dict:
+                continue
+            text = item.get("string")
+            if type(text) is str and text:
+                new = self._free(text, True)
+                if new is not None:
+                    item["string"] = new
+                    marks.add(where)
+            inner = item.get("message")
+            if type(inner) is list:
+                self._protobuf(inner, where, marks)
+
+    def _graphql(self, op: dict[str, Any], where: str, marks: _Marks) -> None:
+        if "variables" in op:
+            self._tree(op, "variables", where + ".variables", marks)
+        text = op.get("query_text")
+        if type(text) is str and text:
+            new = self._free(text, True)  # inline arguments: `login(password: "...")`
+            if new is not None:
+                op["query_text"] = new
+                marks.add(where + ".query_text")
+
+    # ---- free text --------------------------------------------------------------------------
+
+    def _may_name(self, text: str) -> bool:
+        """Could the JSON `text` hold a key the rules name (or a GraphQL document)? Its keys are found
+        by one regex and checked each once; a key with an escape in it means maybe."""
+        keys = self._keys
+        if not keys:
+            return False
+        if keys.everything or "\\" in text:
+            return True
+        for key in set(_JSON_KEY.findall(text)):  # noqa: SIM110  (a loop compiles to direct calls)
+            if keys.match(key) or key in _DOCUMENT_KEYS:
+                return True
+        return False
+
+    def _may_free(self, text: str, assign: bool) -> bool:
+        """Could a text rule match `text`? Substring tests at C speed; the regexes only when one says
+        maybe. `assign`: also the `name=value` rule for the key names."""
+        if self._patterns:
+            return True
+        if self._credentials and _credential_at(text):
+            return True
+        if self._cards and len(text) >= CARD_MIN_DIGITS and _has_digit_run(text):
+            return True
+        return assign and self._assign is not None and self._names_in(text)
+
+    def _free(self, text: str, assign: bool) -> str | None:
+        """The text rules (credentials, `name=value` for named keys when `assign`, patterns, card
+        numbers) on one string; None when nothing matched (usually decided by `_may_free` alone)."""
+        if len(text) < _MIN_FREE and not self._patterns and not (assign and ("=" in text or ":" in text)):
+            return None  # shorter than any credential or card number, and no `name=value` in it
+        new = text
+        if self._credentials and _credential_at(text):
+            new = _CREDENTIAL.sub(_credential, new)
+            if "AWS4-HMAC-SHA256" in new:
+                new = _AWS_SIGV4.sub(_aws, new)
+            if "eyJ" in new:
+                new = _JWT.sub(MARKER, new)
+        if assign and self._assign is not None and self._names_in(text):
+            new = self._assign.sub(_quoted_marker, new)
+        for pattern in self._patterns:
+            new = pattern.sub(MARKER, new)
+        if self._cards and len(text) >= CARD_MIN_DIGITS and _has_digit_run(text):
+            new = _CARD.sub(_card, new)
+        return None if new == text else new
+
+    def _names_in(self, text: str) -> bool:
+        """Whether `text` may write `name=value` for a key the rules name (its stems, case-folded)."""
+        if "=" not in text and ":" not in text:
+            return False
+        folded = text.lower().replace("-", "").replace("_", "")
+        return any(stem in folded for stem in self._stems)
+
+
+def _requote(summary: str, excerpts: list[tuple[str, str]]) -> str:
+    """A summary that quotes the start of a redacted text, quoting the redacted text instead (to the
+    same length: the quote runs to the end of the summary)."""
+    for old, new in excerpts:
+        at = summary.find(old[:_QUOTE_PROBE])
+        if at >= 0:
+            summary = summary[:at] + new[: len(summary) - at]
+    return summary
+
+
+def _request_path(req: dict[str, Any], old: str, new: str) -> None:
+    """A redacted path written into the request's own copies of it."""
+    if req.get("path") == old:
+        req["path"] = new
+    url = req.get("url")
+    if type(url) is str:
+        req["url"] = url.replace(old, new, 1)
+    if type(req.get("path_segments")) is list:
+        req["path_segments"] = [s for s in new.split("/") if s]
+
+
+def _cookie_header(value: str, names: Names, set_cookie: bool) -> str:
+    """A Cookie header (`a=1; b=2`, RFC 6265 §5.4) or Set-Cookie (`a=1; Path=/`, §4.1) with the values
+    of named cookies replaced; Set-Cookie attributes are kept. HTTP/1 joins repeated Set-Cookie
+    fields with `, `; each is handled (an `Expires` date's comma is not followed by `name=`)."""
+    if set_cookie:
+        out = []
+        for part in _SET_COOKIE_SPLIT.split(value):
+            pair, semi, attrs = part.partition(";")
+            name, eq, val = pair.partition("=")
+            named = eq and val.strip() and names.match(name.strip())
+            out.append(f"{name}={MARKER}{semi}{attrs}" if named else part)
+        return ", ".join(out)
+    pieces = []
+    for pair in value.split(";"):
+        name, eq, val = pair.partition("=")
+        if eq and val.strip() and names.match(name.strip()):
+            pieces.append(f"{name}={MARKER}")
+        else:
+            pieces.append(pair)
+    return ";".join(pieces)
+
+
+_SET_COOKIE_SPLIT = re.compile(r",\s*(?=[^;,=\s]+=)")
+
+
+def _rewrite_query(qs: str, changed: Mapping[str, list[str]]) -> str:
+    """The raw query string with the values of `changed` parameters written anew, in their order."""
+    remaining = {k: list(v) for k, v in changed.items()}
+    out = []
+    for pair in qs.split("&"):
+        name, eq, value = pair.partition("=")
+        plain = unquote_plus(name) if "%" in name or "+" in name else name
+        values = remaining.get(plain)
+        if values and eq:
+            new = values.pop(0)
+            out.append(f"{name}={new if new == MARKER else quote(new, safe='[]')}")
+        else:
+            out.append(pair)
+    return "&".join(out)
+
+
+DEFAULT_REDACTOR: Final = Redactor(Rules())
+NO_REDACTION: Final = Redactor(Rules.none())
