@@ -91,9 +91,11 @@ $(STAMPS)/protos: $(STAMPS)/venv $(PROTO_SRC) protos/generate.py
 
 protos: $(STAMPS)/protos ## generate the gRPC/protobuf stubs from protos/
 
-NATIVE_SRC := services/dissector/build_native.py $(wildcard services/dissector/src/wiretide/dissector/*.py services/dissector/src/wiretide/dissector/*/*.py)
+NATIVE_SERVICES := dissector tracer
+NATIVE_SRC := services/common/src/wiretide/common/native.py $(foreach s,$(NATIVE_SERVICES),services/$(s)/build_native.py \
+  $(wildcard services/$(s)/src/wiretide/$(s)/*.py services/$(s)/src/wiretide/$(s)/*/*.py))
 $(STAMPS)/native: $(STAMPS)/venv $(STAMPS)/system $(NATIVE_SRC)
-	$(BIN)/python services/dissector/build_native.py
+	@for s in $(NATIVE_SERVICES); do $(BIN)/python services/$$s/build_native.py || exit 1; done
 	@touch $@
 
 PY_SRC := $(shell find src services/*/src -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
@@ -101,7 +103,7 @@ $(STAMPS)/bytecode: $(STAMPS)/protos $(PY_SRC)
 	$(BIN)/python -m compileall -q -j 0 src services/*/src protos/wiretide > /dev/null
 	@touch $@
 
-native: $(STAMPS)/native ## compile the dissector's hot modules with mypyc (pure Python runs without them)
+native: $(STAMPS)/native ## compile the dissector's and tracer's hot modules with mypyc (pure Python runs without them)
 
 uv.lock: pyproject.toml protos/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
 	$(UV) lock --quiet
@@ -114,11 +116,12 @@ run: setup ## run Wiretide locally (NATS, six services, UI on :8899)
 demo: setup ## a mini-cluster of network namespaces with live traffic, captured by Wiretide (root)
 	$(BIN)/wiretide demo $(ARGS)
 
-test: setup ## run the whole test suite (the dissector's twice: compiled, then pure Python)
+test: setup ## run the whole test suite (the dissector's and tracer's twice: compiled, then pure Python)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ]; then \
-	  echo "dissector tests again on the pure-Python modules (WIRETIDE_NATIVE=0):"; \
-	  WIRETIDE_NATIVE=0 $(BIN)/pytest -q -p no:cacheprovider tests/unit/dissector tests/integration/test_pipeline_pcap.py; \
+	  echo "dissector and tracer tests again on the pure-Python modules (WIRETIDE_NATIVE=0):"; \
+	  WIRETIDE_NATIVE=0 $(BIN)/pytest -q -p no:cacheprovider tests/unit/dissector tests/integration/test_pipeline_pcap.py \
+	    tests/unit/tracer; \
 	fi
 
 lint: setup ## ruff, mypy --strict (common, protos, every service, the CLI), import-linter, buf lint

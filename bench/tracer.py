@@ -13,6 +13,9 @@ times and reports the best (least CPU time) and the median run: CPU time is infl
 runs on the cores, never deflated, so the best run is the closest to the code's own cost.
 
     .venv/bin/python bench/tracer.py [--entries 30000] [--requests 300] [--repeat 3] [--no-live]
+
+The tracer's hot modules run compiled when `make setup` built them (the header says which);
+`WIRETIDE_NATIVE=0` runs the pure-Python modules, for comparison.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tests.unit.tracer.chains import build, score
 from wiretide.common.bus.entries import Skipped, documents_in_end_order, encode_entries
 from wiretide.common.collector import collect_rarely
 from wiretide.common.entry import encode_batch
+from wiretide.tracer import native
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
@@ -144,6 +148,10 @@ def main() -> None:
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
     print(f"tracer benchmark — {os.cpu_count()} CPUs, load average {load}, one Python thread")
+    print(
+        f"tracer modules: {native.STATUS} (compiled: the mypyc build of `make setup`;"
+        " WIRETIDE_NATIVE=0: pure Python)"
+    )
     print()
     print("Throughput (entries → spans assembled → OTLP protobuf encoded), 3-hop chains, 4 pods per tier:")
     for concurrency, propagate, full in (

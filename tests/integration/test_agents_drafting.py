@@ -169,7 +169,8 @@ async def test_improve_proposes_a_diff_and_nothing_changes_until_the_user_approv
     assert proposal["diff"].startswith(f"--- errors (revision {rev})\n+++ errors (proposed)\n@@")
     assert '-  if (entry.status >= 500) console.log("5xx", entry.path);\n' in proposal["diff"]
     assert '+  if (entry.status >= 500) console.log("5xx", entry.method, entry.path);\n' in proposal["diff"]
-    assert proposal["test"]["entries"] == len(DOCS) and proposal["test"]["lines"][0]["text"].startswith("5xx ")
+    assert proposal["test"]["entries"] == len(DOCS)
+    assert proposal["test"]["lines"][0]["text"].startswith("5xx ")
     assert "```javascript\n" + COUNTER + "```" in llm.requests[0]["messages"][1]["content"]
     assert unchanged["source"] == COUNTER and unchanged["revision"] == rev
     assert applied.status_code == 200 and now["source"] == better

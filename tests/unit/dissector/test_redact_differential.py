@@ -27,11 +27,8 @@ from .pcaps import PCAPS, read_columns
 # key rules: an empty literal part, a dash alone, a non-ASCII name; switches off).
 RULES: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "patterns and named cookies": {
-        "patterns": (r"\b\d{3}-\d{2}-\d{4}\b", "s3cr3t"),
-        "cookies": ("session", "sid"),
-        "keys": (*redact.DEFAULT_KEYS, "ssn", "*_pin"),
-    },
+    "named cookies": {"cookies": ("session", "sid"), "keys": (*redact.DEFAULT_KEYS, "ssn", "*_pin")},
+    "patterns": {"patterns": (r"\b\d{3}-\d{2}-\d{4}\b", "s3cr3t"), "cookies": ("session",)},
     "odd key rules, no credentials": {
         "headers": ("x-*", "authorization"),
         "cookies": ("theme",),
@@ -135,6 +132,7 @@ FRAGMENTS = (
     "a1b2c3d4e5f6g7h8i9",
     "eyJhbGciOiJIUzI1NiJ9",
     "eyJzdWIiOiIxIn0",
+    "eyJ",
     ".",
     "AWS4-HMAC-SHA256 ",
     "Credential=AKIA/20240101/x",
@@ -157,7 +155,8 @@ FRAGMENTS = (
     "token",
     "TOKEN",
     "to_ken",
-    "\u212aey",  # KELVIN SIGN: lowercases to an ASCII k
+    "to\u212aen",  # KELVIN SIGN: lowercases to an ASCII k
+    "api\u212aey",
     "privatekey",
     "secret",
     "query",
@@ -293,11 +292,11 @@ def entries(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("rules", list(RULES))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entry=entries())
-def test_generated_entries_are_redacted_exactly_as_before(rules: str, entry: dict[str, Any]) -> None:
-    same_output(rules, entry)
+def test_generated_entries_are_redacted_exactly_as_before(entry: dict[str, Any]) -> None:
+    for rules in RULES:
+        same_output(rules, entry)
 
 
 @settings(max_examples=300, deadline=None)
@@ -307,6 +306,41 @@ def test_a_header_block_gate_opens_for_the_other_values_exactly_as_before(values
     hdrs = {f"x-{i}": v for i, v in enumerate(values)} | {"cookie": f"theme={named}; session=1", "authorization": named}
     for rules in RULES:
         same_output(rules, http({"headers": hdrs}, {"headers": {"set-cookie": f"theme={named}, a=b; Path=/"}}))
+
+
+# Texts on one edge each: a fast path that misjudges one of them changes what is redacted.
+EDGES = (
+    "to\u212aen=abc",
+    '{"to\u212aen": "abc"}',
+    '{"api\u212aey": 1, "n": 2}',
+    "x \u0130d: 1",
+    '{"\u0130d": 1}',
+    '{"to-ken": 1}',
+    '{"query": "{ login(password: \\"x\\") }"}',
+    '{"a": "Bearer\\u0020abcdefghijklmnop1"}',
+    '{"a": 4111111111111111}',
+    '{"a": "4111-1111-1111-1111"}',
+    "eyJ",
+    "Basic dXNlcjpwYXNz",
+    "xBasic dXNlcjpwYXNz",
+    "bearer abcdefghijklmnop1",
+    "AWS4-HMAC-SHA256 Credential=x",
+    "1 2 3 4 5 6 7 8 9 0 1 2 3",
+    "<p>basic text.</p>" * 40,
+    "w" * 300 + " 4111111111111111",
+)
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_each_edge_text_is_judged_as_before(text: str) -> None:
+    for rules in RULES:
+        new, old = _PAIRS[rules]
+        assert new._may_free(text, False) == old._may_free(text, False)
+        assert new._may_free(text, True) == old._may_free(text, True)
+        assert new._may_name(text) == old._may_name(text)
+        assert new._names_in(text) == old._names_in(text)
+        assert new._free(text, True) == old._free(text, True)
+        same_output(rules, http({"headers": {"x": text, "cookie": "theme=4111 1111 1111 1111"}, "body": body(text)}))
 
 
 @settings(max_examples=500, deadline=None)

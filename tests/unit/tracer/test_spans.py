@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from wiretide.common.protocols import route_of
 from wiretide.tracer.spans import (
     KIND_CLIENT,
-    Descriptions,
     KIND_SERVER,
     SCHEMA_URL,
     SEMCONV_VERSION,
+    Descriptions,
     Span,
     SpanIds,
     Workloads,
@@ -365,10 +365,12 @@ _REQUEST = st.fixed_dictionaries(
             _one_of("nope"),
             st.fixed_dictionaries(
                 {},
-                optional={"host": _one_of("api:8080", "api", "bad host", "[::1]:99", ""),
-                          "user-agent": _one_of("curl/8", "", None)},
+                optional={
+                    "host": _one_of("api:8080", "api", "bad host", "[::1]:99", ""),
+                    "user-agent": _one_of("curl/8", "", None),
+                },
             ),
-        ),  # fmt: skip
+        ),
         "query_string": _one_of("sig=a&b=c", "", None),
         "url": _one_of("https://[::1]:9443/x", "http://api/y", "/z", 3),
         "method": _one_of("PUT", ""),
@@ -397,9 +399,13 @@ _ENTRIES = st.fixed_dictionaries(
         "response": _one_of(None, {"status": 500}, {"status": 200, "grpc_status": 14}, {"grpc_status": 12}),
         "size": _one_of(None, {"request": 1, "response": 2}, {"request": 3}, {"response": True}),
         "error": _one_of(
-            None, {}, {"type": "timeout", "message": "no answer"}, {"type": "", "message": "m"},
-            {"message": 4}, "broken",
-        ),  # fmt: skip
+            None,
+            {},
+            {"type": "timeout", "message": "no answer"},
+            {"type": "", "message": "m"},
+            {"message": 4},
+            "broken",
+        ),
         "summary": _one_of("GET /a", "", None),
     }
 )
@@ -437,9 +443,9 @@ _FIELDS = (
 # them meet a remembered shape.
 _BASES = st.one_of(
     _ENTRIES,
-    st.tuples(_ENTRIES, _one_of("http", "http2", "graphql"), _one_of("GET", "BREW"), _one_of("/a/1?x=1", "/")).map(
-        lambda t: {**t[0], "protocol": t[1], "method": t[2], "path": t[3]}
-    ),
+    st.tuples(
+        _ENTRIES, _one_of("http", "http2", "graphql"), _one_of("GET", "BREW"), _one_of("/a/1?x=1", "/")
+    ).map(lambda t: {**t[0], "protocol": t[1], "method": t[2], "path": t[3]}),
 )
 
 

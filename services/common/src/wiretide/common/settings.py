@@ -27,8 +27,8 @@ ENV_PREFIX = "WIRETIDE_"
 
 # WIRETIDE_* variables that are read directly, not settings of any service: never "unknown".
 NOT_SETTINGS: Final[dict[str, str]] = {
-    "WIRETIDE_NATIVE": "dissector: 0 runs the pure-Python protocol modules instead of the compiled ones",
-    "WIRETIDE_NATIVE_DIR": "dissector: where the compiled protocol modules live",
+    "WIRETIDE_NATIVE": "dissector, tracer: 0 runs the pure-Python hot modules instead of the compiled ones",
+    "WIRETIDE_NATIVE_DIR": "dissector, tracer: where the compiled modules live (one directory per service)",
     "WIRETIDE_TEST_PCAPS": "tests: the directory of shared captures",
     "WIRETIDE_UPDATE_GOLDEN": "tests: 1 rewrites the golden files",
 }

@@ -35,7 +35,7 @@ MODULES: Final = (
 )
 NATIVE: Final = NativeModules("dissector", MODULES, Path(__file__).resolve().parents[2])
 GROUP: Final = NATIVE.group
-__all__ = ["ENV_DIR", "ENV_SWITCH", "GROUP", "MANIFEST", "MODULES", "NATIVE", "STATUS", "ACTIVE"]
+__all__ = ["ACTIVE", "ENV_DIR", "ENV_SWITCH", "GROUP", "MANIFEST", "MODULES", "NATIVE", "STATUS"]
 
 source_of = NATIVE.source_of
 fingerprint = NATIVE.fingerprint

@@ -703,7 +703,8 @@ class Descriptions:
             _str(src.get("ip")), type(src_port) is int, _str(dst.get("ip")),
             dst_port if type(dst_port) is int else None, tls_key, ua, _authority(request),
             _str(request.get("operation_name")), _str(request.get("operation_type")),
-            bool(url_path), bool(query), type(req_size) is int, type(resp_size) is int, err_type, bool(message),
+            bool(url_path), bool(query), type(req_size) is int, type(resp_size) is int, err_type,
+            bool(message),
         )  # fmt: skip
         shape = self._shapes.get(key)
         if shape is None:
