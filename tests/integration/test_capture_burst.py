@@ -17,6 +17,7 @@ import grpc
 import httpx
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from tests.helpers.netns import ip, is_root, unique
 from tests.helpers.pcaps import in_ci
@@ -28,7 +29,8 @@ from wiretide.capture.sources.afpacket import RingConfig
 from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, dissector_pb2, dissector_pb2_grpc
 
 BURST = 20_000  # calls: ~40k packets, ~9 MB of frames, many times the queue below
-SMALL_QUEUE_MB = 1  # so the burst cannot fit the queue and must wait in the kernel ring
+SMALL_QUEUE_MB = 2  # so the burst cannot fit the queue and must wait in the kernel ring…
+SMALL_BLOCK_KB = 256  # …read in blocks small enough for the room this queue leaves above its high water
 NGINX_CONF = """
 worker_processes 1;
 user root;
@@ -60,6 +62,13 @@ def test_the_defaults_give_a_64_mib_ring_of_1_mib_blocks_and_a_128_mib_queue_per
     assert settings.capture_queue_mb << 20 == DEFAULT_QUEUE_BYTES == 128 << 20
     assert 0 < LOW_WATER < HIGH_WATER < 1
     assert settings.capture_nice < 0  # the one stage that cannot wait runs ahead of those that can
+
+
+def test_a_queue_without_room_for_two_blocks_above_its_high_water_mark_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="capture_queue_mb") as caught:
+        CaptureSettings(capture_queue_mb=4, capture_block_kb=1024)
+    assert "at least 8 with WIRETIDE_CAPTURE_BLOCK_KB=1024" in str(caught.value)
+    assert CaptureSettings(capture_queue_mb=2, capture_block_kb=256).capture_queue_mb == 2
 
 
 def _need(tool: str) -> None:
@@ -173,6 +182,7 @@ def test_a_burst_far_beyond_the_capture_queue_waits_in_the_kernel_ring_and_every
         None,
         WIRETIDE_CAPTURE_INTERFACES=host_if,
         WIRETIDE_CAPTURE_QUEUE_MB=str(SMALL_QUEUE_MB),
+        WIRETIDE_CAPTURE_BLOCK_KB=str(SMALL_BLOCK_KB),
     )
     try:
         stack.wait_up()

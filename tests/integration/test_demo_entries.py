@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers.demo import running_demo
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
 
@@ -48,3 +49,14 @@ def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Pat
         ).json()["entries"][0]
         assert one["src"]["resolution"] == "ip" and one["dst"]["pod"]["name"].startswith("frontend-")
         assert one["dst"]["service"]["name"] == "frontend"
+
+        # The api's Redis calls are Redis entries (command, key, reply), not raw TCP rows.
+        def redis_calls() -> list[dict[str, Any]]:
+            return httpx.get(
+                f"{base}/api/entries", params={"q": 'redis && redis_command == "INCR"', "limit": 5}, timeout=5
+            ).json()["entries"]
+
+        calls = wait_for("redis entries from the api", redis_calls, timeout=60)
+        assert calls[0]["path"] == "hits" and calls[0]["response"]["type"] == "integer"
+        assert named(calls[0], "src") == ("shop", "Deployment", "api")
+        assert named(calls[0], "dst") == ("data", "StatefulSet", "redis")

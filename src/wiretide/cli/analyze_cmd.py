@@ -179,6 +179,7 @@ def _work(
         "stats": dict(pipeline.stats),
         "drops": dict(pipeline.drops) | {f"defrag_{k}": v for k, v in pipeline.defrag.drops.items()},
         "entries": dict(pipeline.entries_by_protocol),
+        "undissected": dict(pipeline.undissected),
         "error": error,
         "truncated": truncated,
     }
@@ -255,10 +256,12 @@ def _summary(results: list[dict[str, Any]], elapsed: float, out: IO[str]) -> Non
     stats: Counter[str] = Counter()
     drops: Counter[str] = Counter()
     entries: Counter[str] = Counter()
+    undissected: Counter[str] = Counter()  # packets no entry stands for, by protocol (pipeline.py)
     for r in results:
         stats.update(r["stats"])
         drops.update(r["drops"])
         entries.update(r["entries"])
+        undissected.update(r.get("undissected", {}))
     packets = stats["packets"] // max(1, len(results)) if len(results) > 1 else stats["packets"]
     rate = packets / elapsed if elapsed > 0 else 0.0
     out.write(
@@ -271,6 +274,9 @@ def _summary(results: list[dict[str, Any]], elapsed: float, out: IO[str]) -> Non
         f"unparsed flows {stats['flows_unparsed']}, "
         f"not IP {stats['packets_not_ip'] // max(1, len(results))}\n"
     )
+    if undissected:
+        counted = ", ".join(f"{k} {v}" for k, v in sorted(undissected.items()))
+        out.write(f"  counted, not dissected: {counted}\n")
     if drops:
         out.write("  drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) + "\n")
 

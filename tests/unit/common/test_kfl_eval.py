@@ -181,6 +181,11 @@ CASES: list[tuple[str, list[str]]] = [
     ('"93.184.216.35" in dns_answers', ["01DNS"]),
     ("size(dns_answers) == 2", ["01DNS"]),
     ("dns_rcode == 0", ["01DNS"]),
+    ('redis_command == "GET" || redis_key == "user:1"', []),  # defined only on redis entries
+    ('postgresql || pg_query.contains("FROM") || pg_sqlstate == "42P01"', []),  # only on postgresql entries
+    ('mysql || mysql_query.contains("FROM") || mysql_command == "COM_PING" || mysql_sqlstate == "42000"', []),
+    ('mongodb || mongodb_command == "find" || mongodb_database == "shop" || mongodb_collection == "o"', []),
+    ('amqp_exchange == "amq.direct" || amqp_routing_key == "orders" || amqp_queue == "orders"', []),
     ('tlsx_sni.endsWith(".example.com")', ["01HTTP503"]),
     ('tlsx_sni == "api.stripe.com" && tls_version == "1.2"', ["01TLS"]),
     ('tls.sni == "api.stripe.com"', ["01TLS"]),

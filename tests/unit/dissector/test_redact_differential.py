@@ -102,7 +102,9 @@ def large_entries() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("rules", list(RULES))
-def test_every_captured_entry_is_redacted_exactly_as_before(rules: str, captured: list[dict[str, Any]]) -> None:
+def test_every_captured_entry_is_redacted_exactly_as_before(
+    rules: str, captured: list[dict[str, Any]]
+) -> None:
     assert len(captured) > 300  # every protocol's captures, not a few
     for entry in captured:
         same_output(rules, entry)
@@ -227,7 +229,9 @@ header_names = st.sampled_from(
 )
 headers = st.dictionaries(header_names | names, texts, max_size=6)
 cookie_jars = st.dictionaries(st.sampled_from(("session", "sid", "theme", "x")) | names, texts, max_size=3)
-queries = st.dictionaries(st.sampled_from(("code", "otp", "q", "token", "state")) | names, st.lists(texts, max_size=3), max_size=3)
+queries = st.dictionaries(
+    st.sampled_from(("code", "otp", "q", "token", "state")) | names, st.lists(texts, max_size=3), max_size=3
+)
 
 
 @st.composite
@@ -301,11 +305,18 @@ def test_generated_entries_are_redacted_exactly_as_before(entry: dict[str, Any])
 
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(texts, min_size=1, max_size=4), named=texts)
-def test_a_header_block_gate_opens_for_the_other_values_exactly_as_before(values: list[str], named: str) -> None:
+def test_a_header_block_gate_opens_for_the_other_values_exactly_as_before(
+    values: list[str], named: str
+) -> None:
     # One value opens the gate; the rules then run on every value, the redacted cookie header included.
-    hdrs = {f"x-{i}": v for i, v in enumerate(values)} | {"cookie": f"theme={named}; session=1", "authorization": named}
+    hdrs = {f"x-{i}": v for i, v in enumerate(values)} | {
+        "cookie": f"theme={named}; session=1",
+        "authorization": named,
+    }
     for rules in RULES:
-        same_output(rules, http({"headers": hdrs}, {"headers": {"set-cookie": f"theme={named}, a=b; Path=/"}}))
+        same_output(
+            rules, http({"headers": hdrs}, {"headers": {"set-cookie": f"theme={named}, a=b; Path=/"}})
+        )
 
 
 # Texts on one edge each: a fast path that misjudges one of them changes what is redacted.
@@ -340,7 +351,9 @@ def test_each_edge_text_is_judged_as_before(text: str) -> None:
         assert new._may_name(text) == old._may_name(text)
         assert new._names_in(text) == old._names_in(text)
         assert new._free(text, True) == old._free(text, True)
-        same_output(rules, http({"headers": {"x": text, "cookie": "theme=4111 1111 1111 1111"}, "body": body(text)}))
+        same_output(
+            rules, http({"headers": {"x": text, "cookie": "theme=4111 1111 1111 1111"}, "body": body(text)})
+        )
 
 
 @settings(max_examples=500, deadline=None)

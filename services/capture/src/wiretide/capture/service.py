@@ -25,14 +25,20 @@ from typing import Final
 
 import grpc
 from nats.errors import Error as NatsError
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from wiretide.capture import metrics
 from wiretide.capture.bpf import FilterError, OfflineFilter, combine, compile_bpf, structured_expression
 from wiretide.capture.interfaces import Selection
 from wiretide.capture.live import LiveCapture
 from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLimits
-from wiretide.capture.sender import DEFAULT_QUEUE_BATCHES, DEFAULT_QUEUE_BYTES, UNAVAILABLE, SenderPool
+from wiretide.capture.sender import (
+    DEFAULT_QUEUE_BATCHES,
+    DEFAULT_QUEUE_BYTES,
+    HIGH_WATER,
+    UNAVAILABLE,
+    SenderPool,
+)
 from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
 from wiretide.capture.sources.ebpf.feed import EbpfFeed
@@ -49,9 +55,12 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S: Final = 1.0
 MIB: Final = 1 << 20
-# Ring blocks read per wake-up: a block of small frames is a batch's worth, and the queues' room is
-# checked again before the next one (see sender.HIGH_WATER).
+# Ring blocks read per wake-up, each then sent on as its own batch: a batch never holds more frame
+# bytes than a block, and the queues' room is checked again before the next block (sender.HIGH_WATER),
+# so a queue past its high-water mark grows by at most one block before the capture stops reading.
 DRAIN_BLOCKS: Final = 1
+# The queue above the high-water mark must hold what one more wake-up adds, with a block to spare.
+HEADROOM_BLOCKS: Final = 2
 # The defaults of the ring (per captured interface) and of the queue to each dissector: what a burst
 # of 200k small keep-alive calls (~2 s at ~90k calls/s, ~100 MB of frames) needs while the dissector
 # catches up, within a capture budget of 300 MB RSS. See README "Speed".
@@ -136,6 +145,18 @@ class CaptureSettings(CommonSettings):
     @classmethod
     def _interfaces(cls, value: str) -> str:
         Selection.parse(value)
+        return value
+
+    @field_validator("capture_queue_mb")
+    @classmethod
+    def _queue(cls, value: int, info: ValidationInfo) -> int:
+        block = int(info.data.get("capture_block_kb", DEFAULT_BLOCK_KB)) * 1024
+        if value * MIB * (1 - HIGH_WATER) < HEADROOM_BLOCKS * block:
+            need = -(-HEADROOM_BLOCKS * block // int(MIB * (1 - HIGH_WATER)))
+            raise ValueError(
+                f"must be at least {need} with WIRETIDE_CAPTURE_BLOCK_KB={block // 1024}: capture stops "
+                f"reading at {HIGH_WATER:.0%} of the queue and needs {HEADROOM_BLOCKS} blocks above it"
+            )
         return value
 
     @field_validator("capture_nice")
@@ -496,7 +517,7 @@ class CaptureService(Service):
                 self._readers.discard(fd)
             return
         self.captured_packets += n
-        if before and self.sharder.buffered >= self.settings_c.capture_batch_packets:
+        if before:
             self._flush()
 
     async def _rescan_loop(self) -> None:

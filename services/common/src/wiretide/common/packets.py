@@ -291,6 +291,85 @@ def _l3_offset(buf: memoryview, off: int, end: int, link_type: int) -> tuple[int
     return -1, 0
 
 
+# Names of the IP protocols (IANA) and EtherTypes Wiretide counts without dissecting. The set is
+# fixed, so a counter keyed by these names (and a metric label) stays bounded: anything else is
+# `IP_OTHER` / `L2_OTHER`.
+IP_PROTOCOL_NAMES: Final[dict[int, str]] = {
+    IPPROTO_ICMP: "icmp",
+    2: "igmp",
+    4: "ipip",
+    IPPROTO_TCP: "tcp",
+    IPPROTO_UDP: "udp",
+    41: "ipv6-in-ipv4",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    IPPROTO_ICMPV6: "icmpv6",
+    88: "eigrp",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    115: "l2tp",
+    IPPROTO_SCTP: "sctp",
+    136: "udplite",
+}
+ETHERTYPE_NAMES: Final[dict[int, str]] = {
+    0x0806: "arp",
+    0x8035: "rarp",
+    0x809B: "appletalk",
+    0x8863: "pppoe",
+    0x8864: "pppoe",
+    0x8847: "mpls",
+    0x8848: "mpls",
+    0x888E: "eapol",
+    0x88CC: "lldp",
+    0x88F7: "ptp",
+    0x8906: "fcoe",
+    0x88E5: "macsec",
+    0x22F0: "avtp",
+}
+IP_OTHER: Final = "ip-other"
+L2_OTHER: Final = "l2-other"
+IP_MALFORMED: Final = "ip-malformed"  # an IP frame too short or inconsistent to decode
+ETHERNET_MAX_LENGTH: Final = 1500  # an EtherType field up to this is an 802.3 length (LLC/STP/CDP follow)
+
+
+def frame_protocol(buf: memoryview, off: int, end: int, link_type: int) -> str:
+    """The name under which a frame `decode_headers` refused is counted: its EtherType's name (`arp`,
+    `lldp`, `llc` for 802.3 frames), `ip-malformed` for IP it could not place, else `l2-other`. Only
+    called for such frames (off the TCP/UDP path). Never raises."""
+    try:
+        l3, _ = _l3_offset(buf, off, end, link_type)
+        if l3 >= 0:
+            return IP_MALFORMED
+        if link_type == LINKTYPE_ETHERNET and end - off >= 14:
+            etype = _U16.unpack_from(buf, off + 12)[0]
+            pos = off + 14
+            tags = 0
+            while etype in (ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ_OLD) and tags < MAX_VLAN_TAGS:
+                if end - pos < 4:
+                    return L2_OTHER
+                etype = _U16.unpack_from(buf, pos + 2)[0]
+                pos += 4
+                tags += 1
+        elif link_type == LINKTYPE_LINUX_SLL and end - off >= 16:
+            etype = _U16.unpack_from(buf, off + 14)[0]
+        elif link_type == LINKTYPE_LINUX_SLL2 and end - off >= 20:
+            etype = _U16.unpack_from(buf, off)[0]
+        else:
+            return L2_OTHER
+        if etype <= ETHERNET_MAX_LENGTH:
+            return "llc"
+        return ETHERTYPE_NAMES.get(etype, L2_OTHER)
+    except (struct.error, IndexError, ValueError, TypeError):
+        return L2_OTHER
+
+
+def ip_protocol_name(proto: int) -> str:
+    """The counted name of an IP protocol number (bounded: unknown numbers are `ip-other`)."""
+    return IP_PROTOCOL_NAMES.get(proto, IP_OTHER)
+
+
 def decode_headers(buf: memoryview, off: int, end: int, link_type: int) -> Headers | None:
     """Decode L2–L4 of the frame at `buf[off:end]`.
 

@@ -140,6 +140,58 @@ DNS_RCODES: Final[Mapping[int, str]] = MappingProxyType({
 })  # fmt: skip
 # DNS RCODEs that mean the resolver failed rather than answered (SERVFAIL, REFUSED); NXDOMAIN is an answer.
 DNS_ERROR_RCODES: Final = frozenset({2, 5})
+# Kafka error codes (kafka.apache.org/protocol#protocol_error_codes; Errors.java).
+KAFKA_ERRORS: Final[Mapping[int, str]] = MappingProxyType({
+    -1: "UNKNOWN_SERVER_ERROR", 0: "NONE", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
+    3: "UNKNOWN_TOPIC_OR_PARTITION", 4: "INVALID_FETCH_SIZE", 5: "LEADER_NOT_AVAILABLE",
+    6: "NOT_LEADER_OR_FOLLOWER", 7: "REQUEST_TIMED_OUT", 8: "BROKER_NOT_AVAILABLE",
+    9: "REPLICA_NOT_AVAILABLE", 10: "MESSAGE_TOO_LARGE", 11: "STALE_CONTROLLER_EPOCH",
+    12: "OFFSET_METADATA_TOO_LARGE", 13: "NETWORK_EXCEPTION", 14: "COORDINATOR_LOAD_IN_PROGRESS",
+    15: "COORDINATOR_NOT_AVAILABLE", 16: "NOT_COORDINATOR", 17: "INVALID_TOPIC_EXCEPTION",
+    18: "RECORD_LIST_TOO_LARGE", 19: "NOT_ENOUGH_REPLICAS", 20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    21: "INVALID_REQUIRED_ACKS", 22: "ILLEGAL_GENERATION", 23: "INCONSISTENT_GROUP_PROTOCOL",
+    24: "INVALID_GROUP_ID", 25: "UNKNOWN_MEMBER_ID", 26: "INVALID_SESSION_TIMEOUT",
+    27: "REBALANCE_IN_PROGRESS", 28: "INVALID_COMMIT_OFFSET_SIZE", 29: "TOPIC_AUTHORIZATION_FAILED",
+    30: "GROUP_AUTHORIZATION_FAILED", 31: "CLUSTER_AUTHORIZATION_FAILED", 32: "INVALID_TIMESTAMP",
+    33: "UNSUPPORTED_SASL_MECHANISM", 34: "ILLEGAL_SASL_STATE", 35: "UNSUPPORTED_VERSION",
+    36: "TOPIC_ALREADY_EXISTS", 37: "INVALID_PARTITIONS", 38: "INVALID_REPLICATION_FACTOR",
+    39: "INVALID_REPLICA_ASSIGNMENT", 40: "INVALID_CONFIG", 41: "NOT_CONTROLLER", 42: "INVALID_REQUEST",
+    43: "UNSUPPORTED_FOR_MESSAGE_FORMAT", 44: "POLICY_VIOLATION", 45: "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    46: "DUPLICATE_SEQUENCE_NUMBER", 47: "INVALID_PRODUCER_EPOCH", 48: "INVALID_TXN_STATE",
+    49: "INVALID_PRODUCER_ID_MAPPING", 50: "INVALID_TRANSACTION_TIMEOUT", 51: "CONCURRENT_TRANSACTIONS",
+    52: "TRANSACTION_COORDINATOR_FENCED", 53: "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+    54: "SECURITY_DISABLED", 55: "OPERATION_NOT_ATTEMPTED", 56: "KAFKA_STORAGE_ERROR",
+    57: "LOG_DIR_NOT_FOUND", 58: "SASL_AUTHENTICATION_FAILED", 59: "UNKNOWN_PRODUCER_ID",
+    60: "REASSIGNMENT_IN_PROGRESS", 61: "DELEGATION_TOKEN_AUTH_DISABLED", 62: "DELEGATION_TOKEN_NOT_FOUND",
+    63: "DELEGATION_TOKEN_OWNER_MISMATCH", 64: "DELEGATION_TOKEN_REQUEST_NOT_ALLOWED",
+    65: "DELEGATION_TOKEN_AUTHORIZATION_FAILED", 66: "DELEGATION_TOKEN_EXPIRED",
+    67: "INVALID_PRINCIPAL_TYPE", 68: "NON_EMPTY_GROUP", 69: "GROUP_ID_NOT_FOUND",
+    70: "FETCH_SESSION_ID_NOT_FOUND", 71: "INVALID_FETCH_SESSION_EPOCH", 72: "LISTENER_NOT_FOUND",
+    73: "TOPIC_DELETION_DISABLED", 74: "FENCED_LEADER_EPOCH", 75: "UNKNOWN_LEADER_EPOCH",
+    76: "UNSUPPORTED_COMPRESSION_TYPE", 77: "STALE_BROKER_EPOCH", 78: "OFFSET_NOT_AVAILABLE",
+    79: "MEMBER_ID_REQUIRED", 80: "PREFERRED_LEADER_NOT_AVAILABLE", 81: "GROUP_MAX_SIZE_REACHED",
+    82: "FENCED_INSTANCE_ID", 83: "ELIGIBLE_LEADERS_NOT_AVAILABLE", 84: "ELECTION_NOT_NEEDED",
+    85: "NO_REASSIGNMENT_IN_PROGRESS", 86: "GROUP_SUBSCRIBED_TO_TOPIC", 87: "INVALID_RECORD",
+    88: "UNSTABLE_OFFSET_COMMIT", 89: "THROTTLING_QUOTA_EXCEEDED", 90: "PRODUCER_FENCED",
+    91: "RESOURCE_NOT_FOUND", 92: "DUPLICATE_RESOURCE", 93: "UNACCEPTABLE_CREDENTIAL",
+    94: "INCONSISTENT_VOTER_SET", 95: "INVALID_UPDATE_VERSION", 96: "FEATURE_UPDATE_FAILED",
+    97: "PRINCIPAL_DESERIALIZATION_FAILURE", 98: "SNAPSHOT_NOT_FOUND", 99: "POSITION_OUT_OF_RANGE",
+    100: "UNKNOWN_TOPIC_ID", 101: "DUPLICATE_BROKER_REGISTRATION", 102: "BROKER_ID_NOT_REGISTERED",
+    103: "INCONSISTENT_TOPIC_ID", 104: "INCONSISTENT_CLUSTER_ID", 105: "TRANSACTIONAL_ID_NOT_FOUND",
+    106: "FETCH_SESSION_TOPIC_ID_ERROR", 107: "INELIGIBLE_REPLICA", 108: "NEW_LEADER_ELECTED",
+    109: "OFFSET_MOVED_TO_TIERED_STORAGE", 110: "FENCED_MEMBER_EPOCH", 111: "UNRELEASED_INSTANCE_ID",
+    112: "UNSUPPORTED_ASSIGNOR", 113: "STALE_MEMBER_EPOCH", 114: "MISMATCHED_ENDPOINT_TYPE",
+    115: "UNSUPPORTED_ENDPOINT_TYPE", 116: "UNKNOWN_CONTROLLER_ID", 117: "UNKNOWN_SUBSCRIPTION_ID",
+    118: "TELEMETRY_TOO_LARGE", 119: "INVALID_REGISTRATION", 120: "TRANSACTION_ABORTABLE",
+})  # fmt: skip
+# AMQP 0-9-1 reply codes (the spec's constants; RabbitMQ's close reasons). 200 is a clean close.
+AMQP_REPLY_CODES: Final[Mapping[int, str]] = MappingProxyType({
+    200: "REPLY_SUCCESS", 311: "CONTENT_TOO_LARGE", 312: "NO_ROUTE", 313: "NO_CONSUMERS",
+    320: "CONNECTION_FORCED", 402: "INVALID_PATH", 403: "ACCESS_REFUSED", 404: "NOT_FOUND",
+    405: "RESOURCE_LOCKED", 406: "PRECONDITION_FAILED", 501: "FRAME_ERROR", 502: "SYNTAX_ERROR",
+    503: "COMMAND_INVALID", 504: "CHANNEL_ERROR", 505: "UNEXPECTED_FRAME", 506: "RESOURCE_ERROR",
+    530: "NOT_ALLOWED", 540: "NOT_IMPLEMENTED", 541: "INTERNAL_ERROR",
+})  # fmt: skip
 
 _HTTP_CLIENT: Final = Codes(ranges=((400, None),))
 _HTTP_SERVER: Final = Codes(ranges=((500, None),))
@@ -171,9 +223,36 @@ _DNS_RULES: Final = tuple(
 )
 _PLAIN: Final = (StatusRule(("status",)),)
 _MESSAGING: Final = (StatusRule(("status",), NONZERO, NONZERO),)
+# AMQP: `status` is the reply code of a close (or a basic.return); 300 and above is a failure, which the
+# broker reports for both sides (a refused declare is the caller's mistake and the server's error span).
+_AMQP_FAILED: Final = Codes(ranges=((300, None),))
+_AMQP: Final = (
+    StatusRule(
+        ("status",), _AMQP_FAILED, _AMQP_FAILED, AMQP_REPLY_CODES, "{name} ({code})", "{name}"
+    ),
+)
 # Stores report a failed command as a negative status.
 _NEGATIVE: Final = Codes(ranges=((None, -1),))
+# MySQL/MariaDB: the status is the ERR packet's error code (1064 …), 0 for an OK or a result set.
+_MYSQL: Final = (StatusRule(("status",), NONZERO, NONZERO),)
 _DATABASE: Final = (StatusRule(("status",), _NEGATIVE, _NEGATIVE, error_type="db_error"),)
+# MongoDB: the status is a failed command's `code` (-1 when the reply has none), 0 for `ok: 1`; the
+# error type is its codeName (error_codes.yml in the server's source) for the common codes; -1 is ours.
+MONGODB_ERRORS: Final[Mapping[int, str]] = MappingProxyType({
+    -1: "CommandFailed",
+    1: "InternalError", 2: "BadValue", 9: "FailedToParse", 11: "UserNotFound", 13: "Unauthorized",
+    14: "TypeMismatch", 18: "AuthenticationFailed", 20: "IllegalOperation", 26: "NamespaceNotFound",
+    43: "CursorNotFound", 48: "NamespaceExists", 50: "MaxTimeMSExpired", 59: "CommandNotFound",
+    67: "CannotCreateIndex", 85: "IndexOptionsConflict", 86: "IndexKeySpecsConflict",
+    112: "WriteConflict", 251: "NoSuchTransaction", 10107: "NotWritablePrimary", 11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown", 13435: "NotPrimaryNoSecondaryOk",
+})  # fmt: skip
+_MONGODB: Final = (StatusRule(("status",), NONZERO, NONZERO, MONGODB_ERRORS, "{name} ({code})", "{name}"),)
+# PostgreSQL: 0 is a completed command; an ErrorResponse leaves `status` unset and sets `error` with
+# the SQLSTATE as its type (a five-character code, not a number), which is then the status text.
+_POSTGRESQL: Final = (
+    StatusRule(("status",), _NEGATIVE, _NEGATIVE, MappingProxyType({0: "OK"}), "{name}", "db_error"),
+)
 
 
 def _row_of(
@@ -227,18 +306,51 @@ _TABLE: Final = (
     _row_of("tcp", "TCP", "transport", ("tcp",), "a raw TCP exchange no protocol claimed"),
     _row_of("udp", "UDP", "transport", ("udp",), "a raw UDP exchange no protocol claimed"),
     _row_of("sctp", "SCTP", "transport", ("sctp",), "an SCTP exchange"),
-    _row_of("icmp", "ICMP", "network", ("icmp",), "an ICMP message"),
     _row_of(
-        "redis", "Redis", "database", ("tcp",), "a Redis command",
-        status=_DATABASE, span_naming="database", system="redis",
+        "icmp", "ICMP", "network", ("icmp",),
+        "an ICMP/ICMPv6 echo and its reply (elapsed = round trip), or an error naming the flow it quotes "
+        "(method = unreachable, time_exceeded, packet_too_big, parameter_problem; status = ICMP code; "
+        "version 4 or 6)",
     ),
     _row_of(
-        "kafka", "Kafka", "messaging", ("tcp",), "a Kafka request",
-        status=_MESSAGING, span_naming="messaging", system="kafka",
+        "redis", "Redis", "database", ("tcp",),
+        "a Redis command and its reply, or a pub/sub push (status 0 ok, 1 MOVED/ASK, -1 error reply)",
+        kfl_fields=("redis_command", "redis_key"), status=_DATABASE, span_naming="database",
+        system="redis",
     ),
     _row_of(
-        "amqp", "AMQP", "messaging", ("tcp",), "an AMQP method",
-        status=_MESSAGING, span_naming="messaging", system="rabbitmq",
+        "postgresql", "PostgreSQL", "database", ("tcp",),
+        "a PostgreSQL query, prepared-statement execution, startup or notification "
+        "(status 0 OK; an ErrorResponse is an error whose type, the status text, is its SQLSTATE)",
+        kfl_fields=("pg_query", "pg_sqlstate"), status=_POSTGRESQL, span_naming="database",
+        system="postgresql",
+    ),
+    _row_of(
+        "mysql", "MySQL", "database", ("tcp",),
+        "a MySQL/MariaDB command (COM_QUERY, a prepared statement, the login …) and its OK, ERR or "
+        "result set (status 0 OK; an ERR packet is an error whose status is its error code)",
+        kfl_fields=("mysql_command", "mysql_query", "mysql_sqlstate"), status=_MYSQL,
+        span_naming="database", system="mysql",
+    ),
+    _row_of(
+        "mongodb", "MongoDB", "database", ("tcp",),
+        "a MongoDB command (OP_MSG, or legacy OP_QUERY) and its reply, paired by requestID "
+        "(status 0 ok; `ok: 0` is an error whose status is its code and whose type is its codeName)",
+        kfl_fields=("mongodb_command", "mongodb_database", "mongodb_collection"), status=_MONGODB,
+        span_naming="database", system="mongodb",
+    ),
+    _row_of(
+        "kafka", "Kafka", "messaging", ("tcp",),
+        "a Kafka request and its response, paired by correlation id (status: the error code, 0 = none)",
+        kfl_fields=("kafka_topic", "kafka_topics", "kafka_api_key", "kafka_client_id"),
+        status=(StatusRule(("status",), NONZERO, NONZERO, KAFKA_ERRORS, "{name} ({code})", "{name}"),),
+        span_naming="messaging", system="kafka",
+    ),
+    _row_of(
+        "amqp", "AMQP 0-9-1", "messaging", ("tcp",),
+        "an AMQP 0-9-1 method and its reply (a delivery and its ack; a publish and its confirm)",
+        kfl_fields=("amqp_exchange", "amqp_routing_key", "amqp_queue"),
+        status=_AMQP, span_naming="messaging", system="rabbitmq",
     ),
     _row_of("ldap", "LDAP", "directory", ("tcp", "udp"), "an LDAP operation"),
     _row_of("radius", "RADIUS", "aaa", ("udp",), "a RADIUS exchange"),
@@ -426,6 +538,7 @@ __all__ = [
     "FAMILIES",
     "GRPC_CODES",
     "GRPC_SERVER_ERRORS",
+    "KAFKA_ERRORS",
     "PROTOCOLS",
     "Codes",
     "Family",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Transport = Literal["tcp", "udp", "sctp"]
@@ -106,6 +106,9 @@ class SessionConfig:
 
     body_cap: int = 64 * 1024  # bytes of body kept per message and direction (DESIGN.md §3)
     schemas: Any = None  # protobuf schemas for gRPC (grpc.SchemaStore), built once from settings
+    # Facts one pipeline's sessions share across flows, by protocol (Kafka: topic id -> name); each
+    # protocol bounds what it keeps here. One per pipeline, so a run over the same bytes is repeatable.
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 Probe = Callable[[bytes, bytes], Verdict]

@@ -31,6 +31,7 @@ MODULES: Final = (
     "wiretide.dissector.protocols.graphql",
     "wiretide.dissector.protocols.http1",
     "wiretide.dissector.protocols.http_overlays",
+    "wiretide.dissector.protocols.postgresql",
     "wiretide.dissector.redact",
 )
 NATIVE: Final = NativeModules("dissector", MODULES, Path(__file__).resolve().parents[2])

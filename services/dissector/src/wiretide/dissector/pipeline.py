@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wiretide.common.entry import UlidGenerator
-from wiretide.common.packets import IPPROTO_TCP, IPPROTO_UDP, PacketColumns, decode_headers, flow_id
+from wiretide.common.packets import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PacketColumns,
+    decode_headers,
+    flow_id,
+    frame_protocol,
+    ip_protocol_name,
+)
 from wiretide.dissector.api import (
     FlowMark,
     Message,
@@ -27,6 +37,7 @@ from wiretide.dissector.api import (
 from wiretide.dissector.flows.defrag import Defragmenter
 from wiretide.dissector.flows.table import DETECT, PINNED, RAW, Flow
 from wiretide.dissector.flows.tcp import SEQ_MASK
+from wiretide.dissector.icmp import IcmpTracker
 from wiretide.dissector.matching import Matcher
 from wiretide.dissector.redact import DEFAULT_REDACTOR, Redactor
 from wiretide.dissector.registry import Registry
@@ -152,6 +163,12 @@ class Pipeline:
         self._next_sweep = 0
         self._now = 0
         self._early_total = 0  # early bytes held by undecided flows (bounded by MAX_EARLY_TOTAL)
+        # Packets no dissector turns into entries, by protocol name (`sctp`, `arp`, `icmpv6`…; a bounded
+        # set of names, see packets.IP_PROTOCOL_NAMES). With --jobs only the first worker counts them
+        # and handles ICMP, so that every such packet is seen once.
+        self.undissected: Counter[str] = Counter()
+        self._owns_other = shard is None or shard[0] == 0
+        self.icmp = IcmpTracker(self._adopt, self.ulid, self.stats, self.undissected, node, source)
 
     # ---- packets in -------------------------------------------------------------------------
 
@@ -172,6 +189,7 @@ class Pipeline:
         undecodable = 0
         ts = self._now
         shard_index, shard_count = self.shard if self.shard is not None else (0, 0)
+        self.icmp.source = self.source  # the service names each batch's source
         quick = _ETH_IP4_PORTS.unpack_from
         fast = _ETH_IP4_TCP.unpack_from
         tcp_get = self.tcp.get
@@ -290,6 +308,8 @@ class Pipeline:
                     off = end
                     if h is None:
                         undecodable += 1
+                        if self._owns_other and ifid < nlinks:
+                            self.undissected[frame_protocol(buf, end - caplen, end, links[ifid])] += 1
                         continue
                     proto = h[3]
                     if h[7] or h[8]:  # a fragment: reassemble first
@@ -316,6 +336,8 @@ class Pipeline:
                             self._udp(
                                 h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid]
                             )
+                        elif self._owns_other:
+                            self._other(proto, h[1], h[2], h2[8], 0, len(h2[8]), h[15], ts, names[ifid])
                     elif proto == IPPROTO_TCP:
                         self._tcp(
                             h[1],
@@ -334,8 +356,8 @@ class Pipeline:
                         )
                     elif proto == IPPROTO_UDP:
                         self._udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
-                    else:
-                        self.stats["packets_other_l4"] += 1
+                    elif self._owns_other:
+                        self._other(proto, h[1], h[2], buf, h[9], h[11], h[15], ts, names[ifid])
                     if ts >= self._next_sweep:
                         self._sweep(ts)
                 break
@@ -359,6 +381,7 @@ class Pipeline:
             while table:
                 _, flow = table.popitem(last=False)
                 self._close(flow, flow.last_ts, reason)
+        self.icmp.finish()
         self._out = []
         return out
 
@@ -381,12 +404,39 @@ class Pipeline:
 
     # ---- L4 ---------------------------------------------------------------------------------
 
+    def _other(
+        self,
+        proto: int,
+        src: bytes,
+        dst: bytes,
+        buf: memoryview | bytes,
+        l4: int,
+        end: int,
+        ttl: int,
+        ts: int,
+        iface: str,
+    ) -> None:
+        """An IP packet that is neither TCP nor UDP: ICMP goes to its tracker (icmp.py), anything else
+        is counted by protocol name."""
+        self.stats["packets_other_l4"] += 1
+        if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            self.icmp.packet(proto, src, dst, buf, l4, end, ttl, ts, iface)
+        else:
+            self.undissected[ip_protocol_name(proto)] += 1
+
+    def _adopt(self, doc: dict[str, Any]) -> None:
+        """An entry built outside the flow tables (icmp.py)."""
+        self.entries_by_protocol[doc["protocol"]] += 1
+        self._out.append(doc)
+
     def _fragment(self, h: tuple[Any, ...], buf: memoryview, ts: int) -> tuple[Any, ...] | None:
         self.stats["fragments"] += 1
         whole = self.defrag.add(h[1], h[2], h[3], h[6], h[7], h[8], bytes(buf[h[9] : h[11]]), ts)
         if whole is None:
             return None
         proto = h[3]
+        if proto not in (IPPROTO_UDP, IPPROTO_TCP):
+            return (h[1], 0, h[2], 0, 0, 0, 0, h[0], whole)  # `_other`: ICMP whole, the rest counted
         if proto == IPPROTO_UDP and len(whole) >= 8:
             sport = (whole[0] << 8) | whole[1]
             dport = (whole[2] << 8) | whole[3]
@@ -838,6 +888,7 @@ class Pipeline:
                     break
                 del table[key]
                 self._close(flow, flow.last_ts, "idle")
+        self.icmp.expire(ts)
         self.defrag.expire(ts)
 
     # ---- entries out -------------------------------------------------------------------------

@@ -107,8 +107,10 @@ _RUN_TABLE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256
 _MIN_FREE: Final = 13
 _RUN_DROP: Final = b" -"
 _RUN: Final = b"0" * 13
-# Texts longer than this are first tested for a digit at all (ten memchr passes) before the translate.
-_DIGIT_PROBE_FROM: Final = 256
+_LOOSE_TABLE: Final = bytes(0x30 if 0x30 <= b <= 0x39 or b in _RUN_DROP else 0x78 for b in range(256))
+# Texts longer than this are first tested for a digit at all (ten memchr passes) before the
+# translate; shorter ones are translated at once (a `re` call costs more than that for them).
+_DIGIT_PROBE_FROM: Final = 4096
 _DIGITS: Final = "0123456789"
 # `_CREDENTIAL` without its word boundary, one per case of the scheme's first letter: a pattern that
 # starts with a literal lets `re` skip to its candidates (the boundary is checked at each).
@@ -360,16 +362,22 @@ def _quoted_marker(m: re.Match[str]) -> str:
 
 def _has_digit_run(text: str) -> bool:
     """Whether `text` holds 13 or more digits in a row (spaces and dashes between them allowed)."""
-    if len(text) < CARD_MIN_DIGITS:
+    n = len(text)
+    if n < CARD_MIN_DIGITS:
         return False
-    if len(text) > _DIGIT_PROBE_FROM:  # memchr per digit first: a long text often holds none
-        for digit in _DIGITS:  # noqa: SIM110  (a loop compiles to direct calls)
+    if n > _DIGIT_PROBE_FROM:  # memchr per digit first: a long text often holds none
+        for digit in _DIGITS:
             if digit in text:
                 break
         else:
             return False
     raw = text.encode("utf-8", "surrogatepass")
-    return _RUN in raw.translate(_RUN_TABLE, _RUN_DROP)
+    # Separators counted as digits first (a table without deletions is the fast path of translate);
+    # only a text that then shows a run is translated again with the separators dropped. (`find`, not
+    # `in`: `in` on bytes first tries the needle as an integer, an exception per call.)
+    if raw.translate(_LOOSE_TABLE).find(_RUN) < 0:
+        return False
+    return raw.translate(_RUN_TABLE, _RUN_DROP).find(_RUN) >= 0
 
 
 def _credential_at(text: str) -> bool:
@@ -383,7 +391,9 @@ def _credential_at(text: str) -> bool:
         return False
     if "B" in text and _scheme_at(_SCHEME_UPPER, text):
         return True
-    return "b" in text and _scheme_at(_SCHEME_LOWER, text)
+    if "b" not in text or ("asic" not in text and "earer" not in text):  # before a `re` call's cost
+        return False
+    return _scheme_at(_SCHEME_LOWER, text)
 
 
 def _scheme_at(finder: re.Pattern[str], text: str) -> bool:
@@ -652,6 +662,8 @@ class Redactor:
                 continue
             if names.match(name):
                 new = [MARKER if v else v for v in values]
+                if new == values:
+                    continue
             else:
                 new = values
                 for i, v in enumerate(values):
@@ -662,10 +674,11 @@ class Redactor:
                             new.append(nv)
                     else:
                         new.append(nv)
-            if new != values:
-                query[name] = new
-                changed[name] = new
-                marks.add(f"{side}.query.{name}")
+                if new is values or new == values:
+                    continue
+            query[name] = new
+            changed[name] = new
+            marks.add(f"{side}.query.{name}")
         if changed:
             qs = msg.get("query_string")
             if type(qs) is str and qs:
@@ -905,43 +918,67 @@ class _Stems:
     """Literal stems to look for in case-folded text, grouped by their rarest letter: a group whose
     letter an ASCII text lacks in both cases is ruled out by two memchr passes, no folding."""
 
-    groups: tuple[tuple[str, str, tuple[str, ...]], ...]  # (letter, LETTER, stems)
+    letters: tuple[str, ...]  # each group's letter, lowercase
+    uppers: tuple[str, ...]  # the same, uppercase
+    groups: tuple[tuple[str, ...], ...]  # the stems of each group
     always: tuple[str, ...]  # stems without an ASCII letter or digit: always looked for
+    every: tuple[str, ...]  # all of them
 
     @classmethod
     def of(cls, stems: Iterable[str]) -> _Stems:
         by_letter: dict[str, list[str]] = {}
         always: list[str] = []
+        every: list[str] = []
         for stem in stems:
+            every.append(stem)
             letter = _rare_letter(stem)
             if letter:
                 by_letter.setdefault(letter, []).append(stem)
             else:
                 always.append(stem)
-        groups = tuple((k, k.upper(), tuple(v)) for k, v in sorted(by_letter.items()))
-        return cls(groups, tuple(always))
+        letters = tuple(sorted(by_letter, key=_RARITY.find))
+        return cls(
+            letters,
+            tuple(k.upper() for k in letters),
+            tuple(tuple(by_letter[k]) for k in letters),
+            tuple(always),
+            tuple(every),
+        )
 
 
-def _stem_in(text: str, stems: _Stems) -> bool:
-    """Whether `text`, lowercased and without `-` and `_`, contains one of `stems`."""
-    candidates: list[str] = list(stems.always)
-    if text.isascii():  # only ASCII letters lowercase to ASCII letters here (not so U+212A KELVIN SIGN)
-        for letter, upper, group in stems.groups:
-            if letter in text or upper in text:
-                candidates.extend(group)
-    else:
-        for _letter, _upper, group in stems.groups:
-            candidates.extend(group)
-    if not candidates:
-        return False
+def _fold(text: str) -> str:
+    """Lowercased, without `-` and `_` (as names are compared)."""
     folded = text.lower()
     if "-" in folded:
         folded = folded.replace("-", "")
     if "_" in folded:
         folded = folded.replace("_", "")
-    for stem in candidates:  # noqa: SIM110  (a loop compiles to direct calls)
+    return folded
+
+
+def _stem_in(text: str, stems: _Stems) -> bool:
+    """Whether `text`, lowercased and without `-` and `_`, contains one of `stems`."""
+    if not text.isascii():  # only ASCII letters lowercase to ASCII letters in ASCII text (U+212A: k)
+        folded = _fold(text)
+        for stem in stems.every:  # noqa: SIM110  (a loop compiles to direct calls)
+            if stem in folded:
+                return True
+        return False
+    folded = ""
+    for stem in stems.always:
+        if not folded:
+            folded = _fold(text)
         if stem in folded:
             return True
+    letters = stems.letters
+    uppers = stems.uppers
+    for i in range(len(letters)):
+        if letters[i] in text or uppers[i] in text:
+            if not folded:
+                folded = _fold(text)
+            for stem in stems.groups[i]:
+                if stem in folded:
+                    return True
     return False
 
 

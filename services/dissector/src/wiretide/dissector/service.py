@@ -47,6 +47,11 @@ CAPTURE_DROPS = Counter(
     "Packets the capture side reports it dropped",
     ["node", "reason"],
 )
+UNDISSECTED = Counter(
+    "wiretide_dissector_undissected_packets_total",
+    "Packets no entry stands for, by protocol (sctp, arp, icmpv6 neighbour discovery…; a bounded set)",
+    ["protocol"],
+)
 FLOWS = Gauge("wiretide_dissector_flows_active", "Flows in the tables")
 
 # Batches a sender may have in flight per stream (credit-based backpressure).
@@ -330,7 +335,11 @@ class DissectorService(Service):
         if n or not batch.plaintext:  # a plaintext-only batch names its own entries (plaintext.py)
             pipeline.source = SOURCES.get(batch.source, "af_packet")
         before = dict(pipeline.drops)
+        counted = dict(pipeline.undissected)
         entries = pipeline.feed(cols) if n else []
+        for proto, count in pipeline.undissected.items():
+            if count != counted.get(proto, 0):
+                UNDISSECTED.labels(proto).inc(count - counted.get(proto, 0))
         if batch.plaintext:
             flows = self.plaintext.get(node)
             if flows is None:

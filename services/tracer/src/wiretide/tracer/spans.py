@@ -552,8 +552,14 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
         if origin:  # url.full is the client's view (semconv http-spans.md, HTTP client span)
             url_full = f"{origin}{url_path or '/'}?{query}" if query else f"{origin}{url_path or '/'}"
     elif family == "database":
-        # semconv db/database-spans.md (db/redis.md): the command as sent, not normalised
-        attrs["db.system.name"] = system
+        # semconv db/database-spans.md (db/redis.md): the command as sent, not normalised; a dissector
+        # that tells the product apart (MySQL's greeting: MariaDB) names it in `request.db_system`
+        attrs["db.system.name"] = _str(request.get("db_system")) or system
+        db_err = response.get("error")
+        db_code = db_err.get("code") if type(db_err) is dict else None
+        if (type(db_code) is int or type(db_code) is str) and db_code != "":
+            # semconv: the database's own code (MySQL's ERR number, PostgreSQL's SQLSTATE)
+            attrs["db.response.status_code"] = str(db_code)
         if method:
             attrs["db.operation.name"] = method
         if _str(get("summary")):
@@ -562,6 +568,16 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
         attrs["messaging.system"] = system
         if method:
             attrs["messaging.operation.name"] = method
+        args = request.get("arguments")
+        if system == "rabbitmq" and type(args) is dict:
+            # semconv messaging/rabbitmq.md: the destination is the exchange ("" = the default one)
+            if "exchange" in args:
+                path = _str(args["exchange"])
+                attrs["messaging.destination.name"] = path
+            if _str(args.get("routing_key")):
+                attrs["messaging.rabbitmq.destination.routing_key"] = args["routing_key"]
+            if type(args.get("delivery_tag")) is int:
+                attrs["messaging.rabbitmq.message.delivery_tag"] = args["delivery_tag"]
         if path:
             attrs["messaging.destination.name"] = path
     elif family == "dns":

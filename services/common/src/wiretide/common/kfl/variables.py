@@ -144,6 +144,17 @@ def _strings(doc: dict[str, Any], path: tuple[str, ...], field: str) -> Any:
     return [item[field] for item in items if type(item) is dict and type(item.get(field)) is str]
 
 
+def _kafka_topics(doc: dict[str, Any]) -> list[str]:
+    """The topics a Kafka entry names: its request's, else its response's (`topics[].topic`)."""
+    for side in ("request", "response"):
+        items = fetch(doc, (side, "topics"))
+        if type(items) is list:
+            names = [t["topic"] for t in items if type(t) is dict and type(t.get("topic")) is str]
+            if names:
+                return names
+    return []
+
+
 def _query_string(doc: dict[str, Any]) -> Any:
     query = fetch(doc, ("request", "query"))
     if type(query) is not dict:
@@ -297,6 +308,125 @@ _VARIABLES: Final = (
         "the DNS response code",
         "dns && dns_rcode != 0",
         ("response", "rcode"),
+    ),
+    Variable(
+        "redis_command",
+        "string",
+        "the Redis command, upper-case (`CLIENT SETNAME` for a subcommand)",
+        'redis && redis_command == "GET"',
+        ("request", "command"),
+    ),
+    Variable(
+        "redis_key",
+        "string",
+        "the key a Redis command names (the channel for pub/sub)",
+        'redis_key.startsWith("user:")',
+        ("request", "key"),
+    ),
+    Variable(
+        "pg_query",
+        "string",
+        "the SQL of a PostgreSQL query or prepared-statement execution",
+        'postgresql && pg_query.contains("FROM orders")',
+        ("request", "query"),
+    ),
+    Variable(
+        "pg_sqlstate",
+        "string",
+        "the SQLSTATE of a PostgreSQL ErrorResponse",
+        'pg_sqlstate.startsWith("23")',
+        ("response", "error", "code"),
+    ),
+    Variable(
+        "mysql_command",
+        "string",
+        "the MySQL command (`COM_QUERY`, `COM_STMT_EXECUTE`, `COM_PING`, `CONNECT` for the login)",
+        'mysql && mysql_command == "COM_STMT_EXECUTE"',
+        ("request", "command"),
+    ),
+    Variable(
+        "mysql_query",
+        "string",
+        "the SQL of a MySQL query, or of the prepared statement a COM_STMT_* command runs",
+        'mysql_query.contains("FROM orders")',
+        ("request", "query"),
+    ),
+    Variable(
+        "mysql_sqlstate",
+        "string",
+        "the SQLSTATE of a MySQL ERR packet (its error code is the entry's `status`)",
+        'mysql_sqlstate == "42000"',
+        ("response", "error", "sqlstate"),
+    ),
+    Variable(
+        "mongodb_command",
+        "string",
+        "the MongoDB command (the first key of its body: `find`, `insert`, `aggregate`, `hello` …)",
+        'mongodb && mongodb_command == "aggregate"',
+        ("request", "command"),
+    ),
+    Variable(
+        "mongodb_database",
+        "string",
+        "the database a MongoDB command runs in (`$db`)",
+        'mongodb_database == "shop"',
+        ("request", "database"),
+    ),
+    Variable(
+        "mongodb_collection",
+        "string",
+        "the collection a MongoDB command names",
+        'mongodb_collection == "orders"',
+        ("request", "collection"),
+    ),
+    Variable(
+        "kafka_topic",
+        "string",
+        "the (first) topic a Kafka request names",
+        'kafka && kafka_topic == "orders"',
+        compute=lambda doc: next(iter(_kafka_topics(doc)), ERROR),
+    ),
+    Variable(
+        "kafka_topics",
+        "list",
+        "every topic a Kafka request (or its response) names",
+        '"orders" in kafka_topics',
+        compute=_kafka_topics,
+    ),
+    Variable(
+        "kafka_api_key",
+        "int",
+        "the Kafka API key (0 Produce, 1 Fetch, 3 Metadata ...); `method` holds its name",
+        "kafka && kafka_api_key == 0",
+        ("request", "api_key"),
+    ),
+    Variable(
+        "kafka_client_id",
+        "string",
+        "the client id a Kafka request carries",
+        'kafka_client_id.startsWith("rdkafka")',
+        ("request", "client_id"),
+    ),
+    Variable(
+        "amqp_exchange",
+        "string",
+        "the exchange an AMQP method names (publish, deliver, exchange.declare, queue.bind ...)",
+        'amqp && amqp_exchange == "amq.direct"',
+        ("request", "arguments", "exchange"),
+    ),
+    Variable(
+        "amqp_routing_key",
+        "string",
+        "the routing key of an AMQP publish, delivery or binding",
+        'amqp_routing_key.startsWith("orders.")',
+        ("request", "arguments", "routing_key"),
+    ),
+    Variable(
+        "amqp_queue",
+        "string",
+        "the queue an AMQP method names (queue.*, basic.consume, basic.get)",
+        'amqp && amqp_queue == "orders"',
+        ("request", "arguments", "queue"),
     ),
     Variable(
         "tlsx_sni",

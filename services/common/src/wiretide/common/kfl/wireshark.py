@@ -113,6 +113,6 @@ PROTOCOLS: Final = frozenset(
     {
         "eth", "arp", "vlan", "ip", "ipv6", "icmp", "icmpv6", "tcp", "udp", "sctp", "frame", "http",
         "http2", "grpc", "dns", "mdns", "tls", "ssl", "kafka", "amqp", "redis", "ldap", "radius",
-        "diameter", "websocket", "quic",
+        "diameter", "websocket", "quic", "pgsql", "mysql",
     }
 )  # fmt: skip

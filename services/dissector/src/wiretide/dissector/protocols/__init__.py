@@ -13,7 +13,19 @@ from wiretide.dissector import native
 native.extend(__name__, __path__)
 
 from wiretide.dissector.api import ProtocolSpec  # noqa: E402
-from wiretide.dissector.protocols import dns, http1, http2, tls, websocket  # noqa: E402
+from wiretide.dissector.protocols import (  # noqa: E402
+    amqp,
+    dns,
+    http1,
+    http2,
+    kafka,
+    mongodb,
+    mysql,
+    postgresql,
+    redis,
+    tls,
+    websocket,
+)
 
 # HTTP/2 goes last: its mid-connection heuristic should only run when nothing else claims a flow.
 # H2C_SPEC is reached only through HTTP/1.1's `Upgrade: h2c` (never by detection).
@@ -23,6 +35,12 @@ BUILTINS: Final[tuple[ProtocolSpec, ...]] = (
     dns.SPEC,
     dns.TCP_SPEC,
     websocket.SPEC,
+    postgresql.SPEC,
+    mysql.SPEC,
+    mongodb.SPEC,
+    redis.SPEC,
+    amqp.SPEC,  # before Kafka: its mid-stream length heuristic also takes AMQP frames
+    kafka.SPEC,
     http2.SPEC,
     http2.H2C_SPEC,
 )

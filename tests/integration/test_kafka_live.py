@@ -1,0 +1,201 @@
+"""Live Kafka traffic from a real client library: confluent-kafka (librdkafka) producing and consuming
+against librdkafka's built-in mock cluster (`test.mock.num.brokers`), which speaks the real Kafka wire
+protocol on loopback — no Kafka broker runs here. The client runs inside a network namespace of its
+own, tcpdump captures that namespace's `lo`, and the capture is dissected offline: the entries must
+equal what the clients themselves did (topics, record counts, keys and values, the consumer group's
+calls), for every compression codec the client offers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.netns import NetPair, veth_pair
+from wiretide.capture.sources.pcapfile import read_batches
+from wiretide.dissector.pipeline import Pipeline
+from wiretide.dissector.registry import default_registry
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace and tcpdump"),
+]
+confluent_kafka = pytest.importorskip("confluent_kafka", reason="confluent-kafka (dev group) not installed")
+
+READY_TIMEOUT_S = 15.0
+RECORDS = 5
+CAPTURE_ATTEMPTS = 3
+
+# Producer and consumer in one process: the producer's mock cluster is the consumer's bootstrap.
+CLIENT = """
+import json, sys, time
+from confluent_kafka import Consumer, Producer
+
+codec, n = sys.argv[1], int(sys.argv[2])
+topic = "orders-" + codec
+p = Producer({"test.mock.num.brokers": 1, "client.id": "wt-producer", "compression.type": codec,
+              "linger.ms": 50, "log_level": 0})
+broker = next(iter(p.list_topics(timeout=10).brokers.values()))
+sent = []
+for i in range(n):
+    p.produce(topic, key=f"k{i}", value=f"order {i} " + "x" * 40, headers=[("source", b"live-test")],
+              partition=0)
+    sent.append([f"k{i}", f"order {i} " + "x" * 40])
+assert p.flush(10) == 0
+c = Consumer({"bootstrap.servers": f"{broker.host}:{broker.port}", "group.id": "billing",
+              "client.id": "wt-consumer", "auto.offset.reset": "earliest", "log_level": 0,
+              "enable.auto.commit": False})
+c.subscribe([topic])
+got = []
+deadline = time.monotonic() + 30
+while len(got) < n and time.monotonic() < deadline:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        got.append([m.key().decode(), m.value().decode()])
+c.commit(asynchronous=False)
+c.close()
+print(json.dumps({"topic": topic, "sent": sent, "got": got}), flush=True)
+"""
+
+
+class Watched:
+    """tcpdump, with its stderr collected by a thread so that waiting for "listening on" never blocks."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[bytes] = []
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, needle: bytes) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.lines):
+                return
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"never saw {needle!r}: {b''.join(self.lines)!r}")
+
+    def dropped(self) -> int:
+        """Packets tcpdump says the kernel dropped (its closing summary)."""
+        for line in self.lines:
+            if b"dropped by kernel" in line:
+                return int(line.split()[0])
+        return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[NetPair]:
+    with veth_pair(subnet="10.78.0") as p:
+        yield p
+
+
+def capture_client(pair: NetPair, tmp: Path, codec: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the client in namespace a with tcpdump on its `lo`; (what the client did, the entries).
+    A capture that lost packets (tcpdump counts what the kernel dropped on a loaded machine) is not
+    the traffic the clients made: the run is repeated, a bounded number of times."""
+    for attempt in range(CAPTURE_ATTEMPTS):
+        record, entries, dropped = _capture_once(pair, tmp / f"kafka-{codec}-{attempt}.pcap", codec)
+        if not dropped:
+            return record, entries
+    raise AssertionError(f"every capture lost packets ({dropped} dropped in the last one)")
+
+
+def _capture_once(pair: NetPair, pcap: Path, codec: str) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    dump = Watched(
+        pair.popen(
+            pair.ns_a,
+            ["tcpdump", "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-w", str(pcap), "tcp"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+    )
+    try:
+        dump.wait_for(b"listening on")
+        done = pair.run(
+            pair.ns_a, [sys.executable, "-c", CLIENT, codec, str(RECORDS)], capture_output=True, timeout=120, check=False
+        )
+    finally:
+        dump.stop()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    record = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    p = Pipeline(default_registry())
+    entries = [e for batch in read_batches(pcap) for e in p.feed(batch)] + p.finish()
+    return record, entries, dump.dropped()
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_a_producer_and_a_consumer_group_against_the_mock_cluster_become_kafka_entries(
+    pair: NetPair, tmp_path: Path, codec: str
+) -> None:
+    record, entries = capture_client(pair, tmp_path, codec)
+    topic = record["topic"]
+    assert sorted(record["got"]) == sorted(record["sent"])  # the clients' own account
+    kafka = [e for e in entries if e["protocol"] == "kafka"]
+    assert kafka and all(e["protocol"] == "kafka" for e in entries if e["transport"] == "tcp")
+    methods = {e["method"] for e in kafka}
+    # The calls a producer and a consumer group make, each named.
+    named = {"ApiVersions", "Metadata", "Produce", "FindCoordinator", "JoinGroup", "SyncGroup", "Fetch",
+             "OffsetCommit"}  # fmt: skip
+    assert named <= methods, " ".join(f"{e['src']['port']}:{e['method']}" for e in entries)
+    # Every response found its request. The only errors are requests the clients' close cut short
+    # (a long-polling Fetch, a background Metadata or coordinator query): never a dissection error,
+    # never a call the clients waited for.
+    cut_short = [e for e in kafka if e["error"]]
+    assert all(e["response"] is None and e["error"]["type"] == "unmatched" for e in cut_short)
+    assert not {e["method"] for e in cut_short} & {"Produce", "JoinGroup", "SyncGroup", "OffsetCommit"}
+    produced = [e for e in kafka if e["method"] == "Produce" and e["path"] == topic]
+    assert sum(e["request"]["topics"][0]["partitions"][0]["record_count"] for e in produced) == RECORDS
+    assert all(e["status"] == 0 for e in produced)
+    keys_values = [
+        [r["key"], r["value"]]
+        for e in produced
+        for r in e["request"]["topics"][0]["partitions"][0].get("records", [])
+    ]
+    assert keys_values == record["sent"]
+    headers = produced[0]["request"]["topics"][0]["partitions"][0]["records"][0]["headers"]
+    assert headers == [{"key": "source", "value": "live-test"}]
+    assert produced[0]["request"]["topics"][0]["partitions"][0]["compression"] == codec
+    assert produced[0]["summary"].startswith(f"Produce {topic} (")
+    fetched = [
+        [r["key"], r["value"]]
+        for e in kafka
+        if e["method"] == "Fetch" and e["response"] and e["path"] == topic
+        for t in e["response"].get("topics") or ()
+        for part in t.get("partitions") or ()
+        for r in part.get("records", ())
+    ]
+    assert sorted(fetched) == sorted(record["sent"])
+    (join, *_) = [e for e in kafka if e["method"] == "JoinGroup" and e["status"] == 0]
+    assert join["path"] == "billing" and join["request"]["client_id"] == "wt-consumer"
+    commits = [e for e in kafka if e["method"] == "OffsetCommit"]
+    assert commits and commits[-1]["path"] == topic and commits[-1]["status"] == 0
+    assert commits[-1]["request"]["topics"][0]["partitions"][0]["committed_offset"] == RECORDS
