@@ -209,6 +209,7 @@ HARNESSES: Final[dict[str, Callable[[bytes], None]]] = {
     "tls": _session("tls"),
     "dns": _session("dns"),
     "dns-tcp": _session("dns-tcp"),
+    "postgresql": _session("postgresql"),
     "hpack": fuzz_hpack,
     "grpc": fuzz_grpc,
     "protobuf": fuzz_protobuf,

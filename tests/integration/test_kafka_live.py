@@ -141,7 +141,11 @@ def _capture_once(pair: NetPair, pcap: Path, codec: str) -> tuple[dict[str, Any]
     try:
         dump.wait_for(b"listening on")
         done = pair.run(
-            pair.ns_a, [sys.executable, "-c", CLIENT, codec, str(RECORDS)], capture_output=True, timeout=120, check=False
+            pair.ns_a,
+            [sys.executable, "-c", CLIENT, codec, str(RECORDS)],
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
     finally:
         dump.stop()

@@ -182,6 +182,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("size(dns_answers) == 2", ["01DNS"]),
     ("dns_rcode == 0", ["01DNS"]),
     ('redis_command == "GET" || redis_key == "user:1"', []),  # defined only on redis entries
+    ('kafka_topic == "orders" || "orders" in kafka_topics || kafka_api_key == 0', []),  # only on kafka
+    ('kafka_client_id == "rdkafka"', []),
     ('postgresql || pg_query.contains("FROM") || pg_sqlstate == "42P01"', []),  # only on postgresql entries
     ('mysql || mysql_query.contains("FROM") || mysql_command == "COM_PING" || mysql_sqlstate == "42000"', []),
     ('mongodb || mongodb_command == "find" || mongodb_database == "shop" || mongodb_collection == "o"', []),

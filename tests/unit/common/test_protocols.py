@@ -34,7 +34,10 @@ def grpc(grpc_status: int | None, http_status: int = 200) -> dict[str, Any]:
         ({"protocol": "dns", "status": 2}, "rcode_2", "rcode_2", "SERVFAIL"),
         ({"protocol": "dns", "status": None, "error": {"type": "timeout", "message": "x"}}, "timeout",
          "timeout", "timeout"),
-        ({"protocol": "kafka", "status": 3}, "3", "3", "3"),
+        (
+            {"protocol": "kafka", "status": 3},
+            "UNKNOWN_TOPIC_OR_PARTITION", "UNKNOWN_TOPIC_OR_PARTITION", "UNKNOWN_TOPIC_OR_PARTITION (3)",
+        ),
         ({"protocol": "redis", "status": -1}, "db_error", "db_error", "-1"),
         ({"protocol": "tcp", "error": {"type": "connection", "message": "reset"}}, "connection", "connection",
          "connection"),

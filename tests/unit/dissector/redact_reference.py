@@ -2,7 +2,7 @@
 
 Rule: never edited to follow `wiretide.dissector.redact`; `test_redact_differential.py` checks that
 the module in use gives exactly this copy's output on generated and captured entries, so a fast path
-that changes what is redacted fails there. Below, the original module text, unchanged.
+that changes what is redacted fails there. Below, the original code, unchanged.
 """
 
 from __future__ import annotations

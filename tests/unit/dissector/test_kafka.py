@@ -8,10 +8,12 @@ import gzip
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cramjam
+import dpkt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from tests.helpers.pcaps import PCAPS, files_or_missing, require_pcaps
 from wiretide.capture.sources.pcapfile import read_batches
 from wiretide.common import protocols
 from wiretide.common.kfl import compile_predicate, parse_query
+from wiretide.common.packets import ColumnBuilder, PacketColumns
 from wiretide.dissector.api import Message, SessionConfig, Verdict, Violation
 from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.protocols import kafka
@@ -87,7 +90,7 @@ def record(delta: int, key: bytes | None, value: bytes, headers: list[tuple[byte
     return varint(len(body)) + body
 
 
-COMPRESS = {
+COMPRESS: dict[int, Callable[[bytes], bytes]] = {
     0: lambda b: b,
     1: gzip.compress,
     2: lambda b: bytes(cramjam.snappy.compress_raw(b)),
@@ -224,7 +227,12 @@ def test_a_compressed_produce_lists_its_records_keys_headers_and_values(codec: i
     conv.send(True, produce(7, "orders", batch(records, codec, base_offset=40)))
     conv.send(False, produce_ok(7, "orders", base_offset=40)).close()
     (e,) = entries_of(conv)
-    assert (e["method"], e["path"], e["status"], e["summary"]) == ("Produce", "orders", 0, "Produce orders (3 records)")
+    assert (e["method"], e["path"], e["status"], e["summary"]) == (
+        "Produce",
+        "orders",
+        0,
+        "Produce orders (3 records)",
+    )
     part = e["request"]["topics"][0]["partitions"][0]
     assert part["compression"] == name and part["record_count"] == 3 and part["base_offset"] == 40
     assert [(r["offset"], r["key"], r["value"], r["headers"]) for r in part["records"]] == [
@@ -239,7 +247,10 @@ def test_classic_and_flexible_versions_of_one_api_read_alike() -> None:
         conv.send(True, produce(1, "orders", rec, version)).send(False, produce_ok(1, "orders", version))
         (e,) = entries_of(conv.close())
         assert (e["version"], e["path"], e["status"], e["summary"]) == (
-            str(version), "orders", 0, "Produce orders (1 record)"
+            str(version),
+            "orders",
+            0,
+            "Produce orders (1 record)",
         ), version
 
 
@@ -279,7 +290,10 @@ def test_an_api_this_module_does_not_decode_is_still_named_and_paired() -> None:
     conv.send(True, describe_cluster).send(False, response(60, 1, 5, i32(0) + i16(0))).close()
     es = entries_of(conv)
     assert [(e["method"], e["stream"], e["status"], e["error"]) for e in es][1] == (
-        "DescribeCluster", "5", None, None
+        "DescribeCluster",
+        "5",
+        None,
+        None,
     )
     unknown_key = request(4000, 0, 6, b"")  # a future API, after the stream proved to be Kafka
     conv = Conversation(sport=9092).handshake().send(True, heartbeat(4)).send(False, heartbeat_resp(4))
@@ -293,7 +307,9 @@ def test_an_api_versions_answer_in_v0_to_a_newer_request_is_read_as_v0() -> None
     resp = response(18, 4, 1, i16(35) + i32(1) + i16(18) + i16(0) + i16(3))
     conv = Conversation(sport=9092).handshake().send(True, req).send(False, resp).close()
     (e,) = entries_of(conv)
-    assert e["status"] == 35 and e["response"]["api_keys"] == [{"api_key": 18, "min_version": 0, "max_version": 3}]
+    assert e["status"] == 35 and e["response"]["api_keys"] == [
+        {"api_key": 18, "min_version": 0, "max_version": 3}
+    ]
 
 
 def test_fetch_by_topic_id_is_named_from_a_metadata_answer_seen_on_another_connection() -> None:
@@ -306,8 +322,8 @@ def test_fetch_by_topic_id_is_named_from_a_metadata_answer_seen_on_another_conne
     first.send(False, meta).close()
     recs = batch([record(0, b"k", b"v")], base_offset=5)
     fetch_req = request(1, 13, 9, i32(-1) + i32(500) + i32(1) + i32(1 << 20) + b"\x00" + i32(0) + i32(-1)
-                        + b"\x02" + tid + b"\x02" + i32(0) + i32(0) + i64(5) + i32(-1) + i64(-1) + i32(1 << 20)
-                        + b"\x00" + b"\x00" + b"\x01" + b"\x01" + b"\x00")  # fmt: skip
+                        + b"\x02" + tid + b"\x02" + i32(0) + i32(0) + i64(5) + i32(-1) + i64(-1)
+                        + i32(1 << 20) + b"\x00" + b"\x00" + b"\x01" + b"\x01" + b"\x00")  # fmt: skip
     fetch_resp = response(1, 13, 9, i32(0) + i16(0) + i32(0) + b"\x02" + tid + b"\x02" + i32(0) + i16(0)
                           + i64(6) + i64(6) + i64(0) + b"\x01" + i32(-1) + blob(recs, True) + b"\x00"
                           + b"\x00" + b"\x00")  # fmt: skip
@@ -317,7 +333,9 @@ def test_fetch_by_topic_id_is_named_from_a_metadata_answer_seen_on_another_conne
     p = Pipeline(default_registry())
     es = p.feed(second.columns()) + p.finish()
     fetch = [e for e in es if e["method"] == "Fetch"]
-    assert [(e["path"], e["status"], e["summary"]) for e in fetch] == [("orders", 0, "Fetch orders (1 record)")]
+    assert [(e["path"], e["status"], e["summary"]) for e in fetch] == [
+        ("orders", 0, "Fetch orders (1 record)")
+    ]
     assert fetch[0]["response"]["topics"][0]["partitions"][0]["records"][0]["value"] == "v"
 
 
@@ -348,7 +366,9 @@ def test_values_are_capped_by_the_body_cap_and_records_by_their_listing_cap() ->
 
 def test_a_message_set_of_the_old_formats_is_counted() -> None:
     def message(value: bytes, magic: int = 1) -> bytes:
-        body = b"\x00" * 4 + bytes([magic, 0]) + (i64(0) if magic else b"") + i32(-1) + i32(len(value)) + value
+        body = (
+            b"\x00" * 4 + bytes([magic, 0]) + (i64(0) if magic else b"") + i32(-1) + i32(len(value)) + value
+        )
         return i64(0) + i32(len(body)) + body
 
     msgs = message(b"a") + message(b"bc") + message(b"d", magic=0)
@@ -388,6 +408,35 @@ def test_every_kafka_capture_gives_as_many_messages_as_tshark_finds(path: Path) 
     assert not [e for e in entries if e["error"] and e["error"]["type"] == "dissection"]
 
 
+def _late(path: Path, skip: int) -> PacketColumns:
+    """The capture as if it had started `skip` packets late (mid-connection: no SYN, cut frames)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(0)
+        reader = dpkt.pcapng.Reader(fh) if head == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(fh)
+        builder = ColumnBuilder()
+        iface = builder.interface("file", reader.datalink())
+        for n, (ts, frame) in enumerate(reader):
+            if n >= skip:
+                builder.append(frame, len(frame), int(ts * 1_000_000_000), iface)
+    return builder.take()
+
+
+@pytest.mark.parametrize("skip", [0, 3, 5])
+def test_no_capture_of_another_protocol_is_taken_for_kafka_even_joined_late(skip: int) -> None:
+    """Every shared capture outside kafka/, whole and joined late: SMB's NetBIOS frames and a late
+    HTTP/2 SETTINGS frame once read as Kafka requests."""
+    require_pcaps()
+    others = [f for f in sorted(PCAPS.rglob("*.pcap*")) if f.parent.name != "kafka"]
+    assert others
+    claimed = []
+    for path in others:
+        p = Pipeline(default_registry())
+        entries = p.feed(_late(path, skip)) + p.finish()
+        claimed += [path.name for e in entries if e["protocol"] == "kafka"]
+    assert claimed == []
+
+
 def test_the_captures_give_the_calls_tshark_shows() -> None:
     path = PCAPS / "kafka" / "deepflow_mixed-with-unsupported.pcap"
     require_pcaps(path)
@@ -420,7 +469,11 @@ def test_a_capture_starting_mid_frame_finds_the_next_frame_by_content() -> None:
     conv = Conversation(cport=40000, sport=9092)
     conv.frames = [(t, f) for t, f in conv.send(True, client[cut_c:]).send(False, server[cut_s:]).frames]
     es = entries_of(conv)
-    assert [(e["stream"], e["status"], e["error"]) for e in es] == [("3", 0, None), ("4", 0, None), ("5", 0, None)]
+    assert [(e["stream"], e["status"], e["error"]) for e in es] == [
+        ("3", 0, None),
+        ("4", 0, None),
+        ("5", 0, None),
+    ]
 
 
 def test_a_gap_inside_a_frame_flags_it_and_one_across_frames_resyncs() -> None:
@@ -445,11 +498,14 @@ def test_truncated_frames_lying_lengths_and_garbage_never_raise() -> None:
     lying = request(3, 12, 2, uvarint(1_000_000_000) + b"\x00")
     (m,) = events([(True, lying)])
     assert isinstance(m, Message) and m.fields["malformed"] and m.fields["api"] == "Metadata"
-    # A record batch whose length runs past its frame.
-    liar = batch([record(0, None, b"abc")])
-    liar = liar[:8] + i32(10_000) + liar[12:]
-    (m,) = events([(True, produce(1, "orders", liar))])
-    assert isinstance(m, Message) and m.fields["topics"][0]["partitions"][0]["record_count"] == 1
+    # A record batch whose length runs past its record set: a partial batch, not counted (a Fetch
+    # response's last batch often is one), after the whole batches before it.
+    whole = batch([record(0, None, b"abc")])
+    liar = whole[:8] + i32(10_000) + whole[12:]
+    (m,) = events([(True, produce(1, "orders", whole + liar))])
+    assert isinstance(m, Message)
+    part = m.fields["topics"][0]["partitions"][0]
+    assert part["record_count"] == 1 and part["partial_batch"] and len(part["records"]) == 1
     # A size prefix beyond any Kafka frame on a stream that is not Kafka at all.
     assert probe(b"GET / HTTP/1.1\r\n\r\n", b"") == Verdict.NO
     assert probe(i32(kafka.MAX_FRAME + 1) + i16(0) + i16(9) + i32(1) + i16(3) + b"abc", b"") == Verdict.NO
@@ -524,3 +580,20 @@ def test_kfl_selects_kafka_entries_by_topic_api_key_and_client_id() -> None:
     ]:
         match = compile_predicate(parse_query(query))
         assert [e["method"] for e in es if match(e)] == expected, query
+
+
+def test_the_tracer_names_topic_group_and_client_by_the_messaging_conventions() -> None:
+    from wiretide.tracer.spans import describe
+
+    conv = Conversation(sport=9092).handshake()
+    conv.send(True, produce(7, "orders", batch([record(0, None, b"x")]))).send(False, produce_ok(7, "orders"))
+    conv.send(True, heartbeat(8)).send(False, heartbeat_resp(8, error=27)).close()
+    produced, beat = entries_of(conv)
+    attrs = describe(produced).attributes
+    assert attrs["messaging.system"] == "kafka" and attrs["messaging.operation.name"] == "Produce"
+    assert attrs["messaging.destination.name"] == "orders" and attrs["messaging.operation.type"] == "send"
+    assert attrs["messaging.client.id"] == "orders-svc"
+    shown = describe(beat)
+    assert shown.attributes["messaging.consumer.group.name"] == "billing"
+    assert "messaging.destination.name" not in shown.attributes  # a group is not a destination
+    assert shown.server_error == "REBALANCE_IN_PROGRESS"

@@ -271,6 +271,17 @@ def test_a_pipelined_batch_pairs_each_execute_and_an_error_aborts_the_rest_up_to
     assert found[0]["response"]["rows_affected"] == 1 and found[2]["response"] == {"aborted": True}
 
 
+def test_an_error_at_sync_itself_is_an_error_entry_of_its_own() -> None:
+    found = logged_in(
+        (True, parse("INSERT INTO t VALUES (1)") + bind([]) + execute() + SYNC),
+        (False, PARSE_OK + BIND_OK + complete("INSERT 0 1") + error("23503", "deferred fk violated")),
+        (False, ready()),
+    )
+    kinds = [(e["method"], e["error"] and e["error"]["type"]) for e in found]
+    assert kinds == [("INSERT", None), ("ERROR", "23503")]
+    assert found[1]["request"] is None and found[1]["summary"] == "23503 deferred fk violated"
+
+
 def test_a_parse_that_fails_without_an_execute_is_an_entry_of_its_own() -> None:
     (bad,) = logged_in(
         (True, parse("SELEC 1", "s9") + describe() + SYNC),

@@ -162,7 +162,8 @@ REGISTRY = frozenset({
     "url.query", "url.scheme", "url.full", "user_agent.original", "graphql.operation.name",
     "graphql.operation.type", "rpc.system.name", "rpc.method", "rpc.method_original",
     "rpc.response.status_code", "db.system.name", "db.operation.name", "db.query.text", "messaging.system",
-    "messaging.operation.name", "messaging.destination.name", "dns.question.name", "error.type",
+    "messaging.operation.name", "messaging.destination.name", "messaging.operation.type",
+    "messaging.client.id", "messaging.consumer.group.name", "dns.question.name", "error.type",
     "service.peer.name", "service.peer.namespace",
 })  # fmt: skip
 # Names earlier releases used that the registry has retired (or never had).

@@ -227,9 +227,7 @@ _MESSAGING: Final = (StatusRule(("status",), NONZERO, NONZERO),)
 # broker reports for both sides (a refused declare is the caller's mistake and the server's error span).
 _AMQP_FAILED: Final = Codes(ranges=((300, None),))
 _AMQP: Final = (
-    StatusRule(
-        ("status",), _AMQP_FAILED, _AMQP_FAILED, AMQP_REPLY_CODES, "{name} ({code})", "{name}"
-    ),
+    StatusRule(("status",), _AMQP_FAILED, _AMQP_FAILED, AMQP_REPLY_CODES, "{name} ({code})", "{name}"),
 )
 # Stores report a failed command as a negative status.
 _NEGATIVE: Final = Codes(ranges=((None, -1),))

@@ -222,6 +222,10 @@ class SpanIds:
                 return value.to_bytes(16, "big")
 
 
+# semconv messaging-spans.md `messaging.operation.type` of the Kafka calls that move records.
+_KAFKA_OPERATION_TYPES: Final = {"Produce": "send", "Fetch": "receive"}
+
+
 def _str(value: Any) -> str:
     return value if type(value) is str else ""
 
@@ -578,6 +582,17 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
                 attrs["messaging.rabbitmq.destination.routing_key"] = args["routing_key"]
             if type(args.get("delivery_tag")) is int:
                 attrs["messaging.rabbitmq.message.delivery_tag"] = args["delivery_tag"]
+        elif system == "kafka":
+            # semconv messaging/kafka.md: the destination is the topic; a group call names a group
+            if _str(request.get("client_id")):
+                attrs["messaging.client.id"] = request["client_id"]
+            group = _str(request.get("group_id")) or _str(request.get("key"))
+            if group:
+                attrs["messaging.consumer.group.name"] = group
+                if path == group:
+                    path = ""
+            if method in _KAFKA_OPERATION_TYPES:
+                attrs["messaging.operation.type"] = _KAFKA_OPERATION_TYPES[method]
         if path:
             attrs["messaging.destination.name"] = path
     elif family == "dns":

@@ -21,6 +21,7 @@ in the batch header). SASL authentication bytes are never kept (only their size)
 from __future__ import annotations
 
 import base64
+import importlib
 import struct
 import uuid
 import zlib
@@ -30,8 +31,9 @@ from typing import Any, Final
 from wiretide.common.protocols import KAFKA_ERRORS
 from wiretide.dissector.api import Event, Message, Presented, ProtocolSpec, SessionConfig, Verdict, Violation
 
-try:  # optional: snappy, lz4 and zstd record batches (a batch stays counted without it)
-    import cramjam as _cramjam
+_cramjam: Any
+try:  # snappy, lz4 and zstd record batches; without it such a batch is counted, not listed
+    _cramjam = importlib.import_module("cramjam")
 except ImportError:  # pragma: no cover - cramjam is a dependency of the dissector
     _cramjam = None
 
@@ -602,8 +604,9 @@ def read_struct(r: _Reader, fields: tuple[Field, ...], v: int, out: dict[str, An
         elif typ == "records":
             blob = r.blob()
             if blob is not None:
-                out.update(read_records(r.data, blob[0], min(blob[0] + blob[1], r.end), budget))
-                if blob[0] + blob[1] > r.end:
+                cut = blob[0] + blob[1] > r.end
+                out.update(read_records(r.data, blob[0], min(blob[0] + blob[1], r.end), budget, cut))
+                if cut:
                     out["records_truncated"] = True
         elif typ == "bytes":
             blob = r.blob()
@@ -727,9 +730,11 @@ def _xerial(payload: bytes) -> bytes | None:
     return bytes(out)
 
 
-def read_records(data: bytes, pos: int, end: int, budget: _Budget) -> dict[str, Any]:
-    """A partition's record set: batches counted, records listed within the budget. A batch cut by the
-    frame's end (Fetch responses end with a partial batch by design) stops the walk, no error."""
+def read_records(data: bytes, pos: int, end: int, budget: _Budget, cut: bool = False) -> dict[str, Any]:
+    """A partition's record set: batches counted, records listed within the budget. A batch running
+    past a whole record set is a Fetch response's partial last batch (sent by design, not delivered to
+    the consumer): not counted. `cut`: the record set itself was cut short here (a gap, the keep
+    limit), so its last batch is whole on the wire and counted from its header."""
     out: dict[str, Any] = {}
     listed: list[dict[str, Any]] = []
     count = batches = 0
@@ -740,6 +745,9 @@ def read_records(data: bytes, pos: int, end: int, budget: _Budget) -> dict[str, 
         magic = data[pos + 16]
         batch_end = pos + 12 + length
         if length < 14:
+            break
+        if batch_end > end and not cut:
+            out["partial_batch"] = True
             break
         if batches == 0:
             out["base_offset"] = base_offset
@@ -871,20 +879,36 @@ def find_request(data: bytes, start: int, limit: int) -> int:
 
 def probe(client: bytes, server: bytes) -> Verdict:
     """A Kafka request header from the client: at its first byte, or (mid-stream pickup) at a frame
-    boundary found by content within the bytes the probes see. A client side that holds no header at
-    its start while the other side does is the other orientation (the registry tries both)."""
+    boundary found by content within the bytes the probes see. A header found by scanning must be
+    confirmed — its frame ends where the client's bytes end or where another header starts — since
+    any binary protocol holds such bytes somewhere (a server's bytes confirm nothing: an HTTP/2
+    stream id or an SMB field reads as a correlation id as well as any). A client
+    side that holds no header at its start while the other side does is the other orientation."""
     if len(client) < MIN_REQUEST:
         if not client:
             return Verdict.MAYBE if server and len(server) >= 4 and server[0] == 0 else Verdict.NO
         head = client + bytes(MIN_REQUEST - len(client))
         return Verdict.MAYBE if len(client) < 8 or plausible_request(head, 0, False) else Verdict.NO
-    if plausible_request(client, 0, False):
+    if plausible_request(client, 0, True):
         return Verdict.YES if _chained(client, 0) else Verdict.NO
+    if plausible_request(client, 0, False):
+        # No client id (rare; zero-filled frames of other protocols look like this): the first frame
+        # must end inside the bytes seen, where the bytes end or another header starts.
+        after = 4 + _I32.unpack_from(client, 0)[0]
+        whole = after == len(client) or plausible_request(client, after, False)
+        return Verdict.YES if whole else Verdict.NO
     if plausible_request(server, 0, False):
         return Verdict.NO
-    if find_request(client, 1, len(client)) > 0:
-        return Verdict.YES
-    return Verdict.NO
+    verdict = Verdict.NO
+    pos = find_request(client, 1, len(client))
+    while pos > 0:
+        after = pos + 4 + _I32.unpack_from(client, pos)[0]
+        if after == len(client) or plausible_request(client, after, True):
+            return Verdict.YES
+        if after > len(client):
+            verdict = Verdict.MAYBE  # more of the client's bytes may confirm it
+        pos = find_request(client, pos + 1, len(client))
+    return verdict
 
 
 # ---- the session ----------------------------------------------------------------------------------
@@ -893,7 +917,7 @@ def probe(client: bytes, server: bytes) -> Verdict:
 class _Direction:
     """One direction's framing: the current frame's kept bytes, how much of it is still to come."""
 
-    __slots__ = ("buf", "frame", "skip", "synced", "scanned", "ts", "cut")
+    __slots__ = ("buf", "cut", "frame", "scanned", "skip", "synced", "ts")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # the current frame (size prefix included), up to the keep limit

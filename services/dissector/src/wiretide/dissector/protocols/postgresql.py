@@ -193,7 +193,7 @@ class PostgresSession:
         self.portals: dict[str, tuple[str | None, bool, str, int]] = {}  # → (SQL, cut, statement, params)
         self.awaiting = 0  # the untyped request (SSL/GSSENC) whose one-byte answer comes next
         self.copy: _Op | None = None  # the op whose COPY data is flowing
-        self.dead = False  # encrypted or given up: bytes are only counted
+        self.dead = False  # encrypted or given up: later bytes are ignored
         self.group_ts = 0  # the extended-query messages building the next Execute (time, bytes)
         self.group_size = 0
         self.seq = 0
@@ -652,8 +652,8 @@ class PostgresSession:
                     resp["aborted"] = True
                 self._emit(op, out, ts)
         if failed is None:  # no Execute in the batch (a prepare that failed): the failing message itself
-            if not batch:
-                self._count("orphan_responses")
+            if not batch:  # at Sync itself (a deferred constraint failing the implicit commit)
+                out.append(Message(False, ts, ts, size, {"type": "error", "error": err}, standalone=True))
                 return
             first = batch[0]
             req = first.aside or {"type": _KIND_NAMES.get(first.kind, first.kind)}
