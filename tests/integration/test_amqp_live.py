@@ -14,15 +14,12 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers.tcpdump import dissect, loopback_capture
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.pcapfile import read_batches
 from wiretide.common.protocols import is_error, status_text
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.registry import default_registry
 
 pika = pytest.importorskip("pika")
 
@@ -118,24 +115,6 @@ def rabbit_node(tmp: Path) -> Iterator[int]:
         stop(epmd)
 
 
-@contextmanager
-def loopback_capture(path: Path, port: int) -> Iterator[None]:
-    assert TCPDUMP is not None
-    proc = subprocess.Popen(
-        [TCPDUMP, "-i", "lo", "-U", "-n", "-w", str(path), "tcp", "port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "listening on lo, ..." once the socket is open
-        assert b"listening on" in line, line
-        yield
-    finally:
-        stop(proc)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
 def client(port: int) -> list[tuple[int, bytes]]:
     """What the client does; returns the (delivery tag, body) of every message it consumed."""
     params = pika.ConnectionParameters("127.0.0.1", port, credentials=pika.PlainCredentials("guest", "guest"))
@@ -163,15 +142,6 @@ def client(port: int) -> list[tuple[int, bytes]]:
     finally:
         conn.close()
     return got
-
-
-def dissect(path: Path) -> list[dict[str, Any]]:
-    pipe = Pipeline(default_registry())
-    docs: list[dict[str, Any]] = []
-    for cols in read_batches(str(path), 4096):
-        docs.extend(pipe.feed(cols))
-    docs.extend(pipe.finish())
-    return docs
 
 
 def test_pika_against_rabbitmq_becomes_the_entries_it_did(tmp_path: Path) -> None:

@@ -4,12 +4,10 @@ server and curl, a UDP flood for the filter test, interfaces that appear and van
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.netns import NetPair, ip, unique, veth_pair
+from tests.helpers.tcpdump import Watched, tcpdump_argv
 from wiretide.capture.sources.pcapfile import read_batches
 from wiretide.common.packets import decode_headers, flow_hash
 
@@ -28,7 +27,6 @@ pytestmark = [
 
 VENV_BIN = Path(sys.executable).parent
 WIRETIDE = str(VENV_BIN / "wiretide")
-READY_TIMEOUT_S = 10.0
 # tcpdump loses what sits in a not yet retired ring block when interrupted; let both settle first.
 SETTLE_S = 1.2
 
@@ -47,48 +45,6 @@ def same_frames(mine: list[bytes], reference: list[bytes]) -> bool:
     return Counter(mine) == Counter(reference)
 
 
-class Watched:
-    """A child process whose stderr is collected by a thread, so waiting for a line never blocks."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.lines: list[bytes] = []
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, needle: bytes, timeout: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(needle in line for line in self.lines):
-                return
-            if self.proc.poll() is not None and not self._thread.is_alive():
-                break
-            time.sleep(0.02)
-        self.proc.kill()
-        self.wait()
-        raise AssertionError(f"never saw {needle!r}: {b''.join(self.lines)!r}")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGINT)
-        return self.wait()
-
-    def wait(self, timeout: float = 20) -> str:
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._thread.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        return b"".join(self.lines).decode()
-
-
 def watched(pair: NetPair, argv: list[str]) -> Watched:
     return Watched(pair.popen(pair.ns_b, argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL))
 
@@ -102,7 +58,7 @@ def start_side_by_side(
     bpf = [extra[extra.index("--bpf") + 1]] if "--bpf" in extra else []
     theirs = watched(
         pair,
-        ["tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-w", str(tmp / "tcpdump.pcap"), *bpf],
+        tcpdump_argv(interface, tmp / "tcpdump.pcap", *bpf),
     )
     ours.wait_for(b"listening on")
     theirs.wait_for(b"listening on")

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.netns import NetPair, veth_pair
-from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.registry import default_registry
+from tests.helpers.tcpdump import Watched, dissect, tcpdump_argv
 
 pytestmark = [
     pytest.mark.root,
@@ -67,51 +62,6 @@ print(json.dumps({"topic": topic, "sent": sent, "got": got}), flush=True)
 """
 
 
-class Watched:
-    """tcpdump, with its stderr collected by a thread so that waiting for "listening on" never blocks."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.lines: list[bytes] = []
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, needle: bytes) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if any(needle in line for line in self.lines):
-                return
-            if self.proc.poll() is not None and not self._thread.is_alive():
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"never saw {needle!r}: {b''.join(self.lines)!r}")
-
-    def dropped(self) -> int:
-        """Packets tcpdump says the kernel dropped (its closing summary)."""
-        for line in self.lines:
-            if b"dropped by kernel" in line:
-                return int(line.split()[0])
-        return 0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._thread.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 @pytest.fixture
 def pair() -> Iterator[NetPair]:
     with veth_pair(subnet="10.78.0") as p:
@@ -133,13 +83,13 @@ def _capture_once(pair: NetPair, pcap: Path, codec: str) -> tuple[dict[str, Any]
     dump = Watched(
         pair.popen(
             pair.ns_a,
-            ["tcpdump", "-i", "lo", "--immediate-mode", "-B", "8192", "-U", "-n", "-w", str(pcap), "tcp"],
+            tcpdump_argv("lo", pcap, "tcp", buffer_kib=8192),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )
     )
     try:
-        dump.wait_for(b"listening on")
+        dump.wait_for(b"listening on", READY_TIMEOUT_S)
         done = pair.run(
             pair.ns_a,
             [sys.executable, "-c", CLIENT, codec, str(RECORDS)],
@@ -151,9 +101,7 @@ def _capture_once(pair: NetPair, pcap: Path, codec: str) -> tuple[dict[str, Any]
         dump.stop()
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     record = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    p = Pipeline(default_registry())
-    entries = [e for batch in read_batches(pcap) for e in p.feed(batch)] + p.finish()
-    return record, entries, dump.dropped()
+    return record, dissect(pcap), dump.dropped()
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])

@@ -9,15 +9,12 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers.mongo import WireMongo
+from tests.helpers.tcpdump import dissect, loopback_capture
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.registry import default_registry
 
 pytestmark = [
     pytest.mark.root,
@@ -26,42 +23,27 @@ pytestmark = [
 ]
 
 
-def dissect(path: Path) -> list[dict[str, Any]]:
-    pipe = Pipeline(default_registry())
-    docs: list[dict[str, Any]] = []
-    for cols in read_batches(str(path), 4096):
-        docs.extend(pipe.feed(cols))
-    docs.extend(pipe.finish())
-    return docs
-
-
 def test_pymongo_against_the_wire_stand_in_becomes_mongodb_entries(tmp_path: Path) -> None:
     pymongo = pytest.importorskip("pymongo")
     server = WireMongo(tmp_path / "mongo")
     server.start()
     out = tmp_path / "mongo.pcap"
-    cap = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-w", str(out), f"tcp port {server.port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        wait_for("tcpdump to open its file", lambda: out.exists() and out.stat().st_size > 0, timeout=10)
-        client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=5000)
-        orders = client.shop.orders
-        orders.insert_one({"sku": "a", "qty": 2})
-        assert len(list(orders.find({"sku": "a"}))) == 1
-        assert len(list(orders.aggregate([{"$match": {"qty": {"$gt": 1}}}]))) == 1
-        with pytest.raises(pymongo.errors.OperationFailure):
-            list(orders.aggregate([{"$bogus": 1}]))
-        client.close()
-        wait_for(  # every exchange written out (-U flushes per packet) before tcpdump stops
-            "the failed aggregate's reply in the capture",
-            lambda: [d["status"] for d in dissect(out) if d["protocol"] == "mongodb"].count(-1) == 1,
-            timeout=10,
-        )
+        with loopback_capture(out, server.port):
+            client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=5000)
+            orders = client.shop.orders
+            orders.insert_one({"sku": "a", "qty": 2})
+            assert len(list(orders.find({"sku": "a"}))) == 1
+            assert len(list(orders.aggregate([{"$match": {"qty": {"$gt": 1}}}]))) == 1
+            with pytest.raises(pymongo.errors.OperationFailure):
+                list(orders.aggregate([{"$bogus": 1}]))
+            client.close()
+            wait_for(  # every exchange written out (-U flushes per packet) before tcpdump stops
+                "the failed aggregate's reply in the capture",
+                lambda: [d["status"] for d in dissect(out) if d["protocol"] == "mongodb"].count(-1) == 1,
+                timeout=10,
+            )
     finally:
-        cap.terminate()
-        cap.wait(10)
         server.stop()
     docs = [d for d in dissect(out) if d["protocol"] == "mongodb"]
     shop = [(d["method"], d["path"], d["status"]) for d in docs if d["path"] == "shop.orders"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -17,15 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers.tcpdump import dissect, loopback_capture
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.protocols.mysql import COMMANDS
-from wiretide.dissector.registry import default_registry
 
 SERVER_BIN = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 pytestmark = [
@@ -186,18 +182,8 @@ def _workload(port: int, record: Record) -> None:
 @pytest.fixture(scope="module")
 def captured(server: Server) -> tuple[Path, Record]:
     pcap = server.root / "mysql.pcap"
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-n", "-w", str(pcap), f"tcp port {server.port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert dump.stderr is not None
-    banner = b""
-    while b"listening on" not in banner:  # tcpdump says so once its socket is open
-        line = dump.stderr.readline()
-        assert line, "tcpdump exited before listening"
-        banner += line
     record = Record()
-    try:
+    with loopback_capture(pcap, server.port):
         _workload(server.port, record)
         # tcpdump -U writes each packet as it comes: the marker's answer comes after all the rest.
         wait_for(
@@ -205,19 +191,7 @@ def captured(server: Server) -> tuple[Path, Record]:
             lambda: (pcap.stat().st_size, pcap.read_bytes().count(END_MARKER.encode())),
             lambda seen: seen[1] >= 2,
         )
-    finally:
-        dump.send_signal(signal.SIGINT)
-        dump.wait(timeout=30)
-        dump.stderr.close()
     return pcap, record
-
-
-def dissect(pcap: Path) -> list[dict[str, Any]]:
-    p = Pipeline(default_registry())
-    out: list[dict[str, Any]] = []
-    for batch in read_batches(str(pcap)):
-        out += p.feed(batch)
-    return out + p.finish()
 
 
 def test_entries_equal_what_the_clients_saw(captured: tuple[Path, Record]) -> None:

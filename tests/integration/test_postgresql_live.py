@@ -11,13 +11,10 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +23,7 @@ from typing import Any
 
 import pytest
 
-from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.registry import default_registry
+from tests.helpers.tcpdump import dissect, loopback_capture
 
 pytestmark = [
     pytest.mark.root,
@@ -182,60 +177,6 @@ def _serve(bindir: Path, base: Path) -> Iterator[Cluster]:
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False)
 
 
-class Dump:
-    """tcpdump on lo for one port, its stderr read by a thread so that waiting never blocks."""
-
-    def __init__(self, pcap: Path, port: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "tcpdump",
-                "-i",
-                "lo",
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-w",
-                str(pcap),
-                "tcp",
-                "port",
-                str(port),
-            ],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-        )
-        self.lines: list[bytes] = []
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if any(b"listening on" in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"tcpdump never listened: {b''.join(self.lines)!r}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._thread.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 def tshark_types(pcap: Path, port: int) -> Counter[str]:
     """How many messages of each kind tshark's pgsql dissector sees (decoding the port as pgsql)."""
     out = subprocess.run(
@@ -246,20 +187,13 @@ def tshark_types(pcap: Path, port: int) -> Counter[str]:
     return Counter(kind for line in out.stdout.decode().splitlines() for kind in line.split(",") if kind)
 
 
-def dissect(pcap: Path) -> list[dict[str, Any]]:
-    p = Pipeline(default_registry())
-    return [e for batch in read_batches(pcap) for e in p.feed(batch)] + p.finish()
-
-
 def test_psycopg_and_psql_sessions_become_entries_equal_to_the_clients_own_record(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     if shutil.which("psql") is None:
         pytest.skip("psql missing (Makefile APT_PACKAGES: postgresql-client)")
     pcap = tmp_path / "pg.pcap"
-    dump = Dump(pcap, cluster.port)
-    try:
-        dump.wait_listening()
+    with loopback_capture(pcap, cluster.port, READY_TIMEOUT_S):
         client = subprocess.run(
             [sys.executable, "-c", CLIENT, cluster.dsn], capture_output=True, timeout=120, check=False
         )
@@ -268,8 +202,6 @@ def test_psycopg_and_psql_sessions_become_entries_equal_to_the_clients_own_recor
              "-c", "SELECT count(*) FROM items", "-c", "SELECT 1/0"],
             capture_output=True, timeout=60, check=False,
         )  # fmt: skip
-    finally:
-        dump.stop()
     assert client.returncode == 0, client.stderr.decode()[-2000:]
     rec = json.loads(client.stdout.decode().strip().splitlines()[-1])
     assert psql.stdout.decode().split() == ["8"] and b"22012" not in psql.stdout

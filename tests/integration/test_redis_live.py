@@ -9,16 +9,13 @@ import os
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers.netns import NetPair, veth_pair
+from tests.helpers.tcpdump import dissect
 from tests.helpers.wait import wait_for
 from tests.integration.test_http2_live import Capture, stop
-from wiretide.capture.sources.pcapfile import read_batches
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.registry import default_registry
 
 pytestmark = [
     pytest.mark.root,
@@ -44,15 +41,6 @@ def ping(pair: NetPair) -> bool:
     argv = ["redis-cli", "-h", pair.ip_b, "-a", PASSWORD, "--no-auth-warning", "PING"]
     done = pair.run(pair.ns_a, argv, capture_output=True, timeout=10)
     return b"PONG" in done.stdout
-
-
-def dissect(path: Path) -> list[dict[str, Any]]:
-    pipe = Pipeline(default_registry())
-    docs: list[dict[str, Any]] = []
-    for cols in read_batches(str(path), 4096):
-        docs.extend(pipe.feed(cols))
-    docs.extend(pipe.finish())
-    return docs
 
 
 def test_redis_clients_become_redis_entries_command_by_command(tmp_path: Path) -> None:

@@ -36,6 +36,21 @@ class _State:
     processes: list[dict[str, Any] | None] = field(default_factory=lambda: [None, None])  # client, server
 
 
+def _key(c: packets_pb2.PlaintextChunk) -> Key:
+    """The direction-independent 4-tuple of a chunk's connection."""
+    src, sport, dst, dport = c.src_ip, c.src_port, c.dst_ip, c.dst_port
+    if sport > dport or (sport == dport and src >= dst):
+        return (src, sport, dst, dport)
+    return (dst, dport, src, sport)
+
+
+def _name_end(st: _State, c: packets_pb2.PlaintextChunk) -> None:
+    """Record the reporting process as the end it is: the sender when it wrote the bytes."""
+    side = 0 if c.from_client == c.local_is_sender else 1
+    if st.processes[side] is None:
+        st.processes[side] = {"pid": c.pid, "name": c.comm, "cgroup_id": c.cgroup_id}
+
+
 class PlaintextFlows:
     """The plaintext flows of one node, fed into `pipeline`'s sessions."""
 
@@ -46,7 +61,15 @@ class PlaintextFlows:
     def feed(self, chunks: Iterable[packets_pb2.PlaintextChunk]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         p = self.pipeline
-        for c in chunks:
+        batch = list(chunks)
+        # Both ends of a connection may be hooked, and their chunks come from different per-CPU
+        # buffers in no particular order: name every end seen in this batch before any call of it
+        # completes, so an entry names both processes whenever both were seen together.
+        for c in batch:
+            item = self.flows.get(_key(c))
+            if item is not None:
+                _name_end(item[1], c)
+        for c in batch:
             try:
                 self._chunk(c, out)
             except Exception:
@@ -55,12 +78,8 @@ class PlaintextFlows:
 
     def _chunk(self, c: packets_pb2.PlaintextChunk, out: list[dict[str, Any]]) -> None:
         p = self.pipeline
-        src, sport, dst, dport = c.src_ip, c.src_port, c.dst_ip, c.dst_port
-        key: Key = (
-            (src, sport, dst, dport)
-            if sport > dport or (sport == dport and src >= dst)
-            else (dst, dport, src, sport)
-        )
+        src, sport = c.src_ip, c.src_port
+        key = _key(c)
         ts = c.timestamp_ns
         item = self.flows.get(key)
         if item is None:
@@ -79,11 +98,7 @@ class PlaintextFlows:
         else:
             self.flows.move_to_end(key)
         flow, st = item
-        # Which end the reporting process is: the sender when it wrote the bytes.
-        local_is_client = c.from_client == c.local_is_sender
-        side = 0 if local_is_client else 1
-        if st.processes[side] is None:
-            st.processes[side] = {"pid": c.pid, "name": c.comm, "cgroup_id": c.cgroup_id}
+        _name_end(st, c)
         if c.pid != st.owner:
             p.stats["plaintext_other_end"] += 1
             return
