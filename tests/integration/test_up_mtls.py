@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.helpers.stack import Stack
+from tests.helpers.wait import wait_for_async
 from wiretide.cli import certs
 from wiretide.common.bus import connect_with_retry
 from wiretide.common.rpc import check_health
@@ -44,9 +45,14 @@ async def test_up_generates_certificates_and_every_service_serves_mutual_tls_onl
     stranger = Transport(certs.ensure(tmp_path / "other-ca", certs.local_leaves())[certs.CLI])
     for name in SERVICES:
         address = run["services"][name]["grpc"]
-        assert (
-            await check_health(address, GRPC_SERVICE[name], timeout=5, transport=mine, peer=name) == "SERVING"
-        )
+
+        async def with_certificate(name: str = name, address: str = address) -> str:
+            return await check_health(address, GRPC_SERVICE[name], timeout=5, transport=mine, peer=name)
+
+        # Reachable over mutual TLS at once; SERVING once its readiness holds (a loaded machine can
+        # make a service's NATS connection flap after the stack was first all SERVING).
+        assert await with_certificate() != "UNREACHABLE"
+        await wait_for_async(f"{name} SERVING over mutual TLS", with_certificate, lambda s: s == "SERVING")
         assert await check_health(address, GRPC_SERVICE[name], timeout=5) == "UNREACHABLE"  # plaintext
         assert await check_health(address, timeout=5, transport=stranger, peer=name) == "UNREACHABLE"
         log = (stack.data_dir / "logs" / f"{name}.log").read_text()

@@ -51,6 +51,21 @@ class WatchStats:
     errors: list[str] = field(default_factory=list)
 
 
+class RawWatch(watch.Watch):  # the client is untyped: mypy sees Any
+    """The client's watch without its model decoding: events carry the plain JSON only.
+
+    The client turns each object into its model (strictly validated models from client 35 on): one
+    object the models reject — a Service with `clusterIPs: [null]` — raised out of the stream and
+    stopped every later event of that kind. We read `raw_object` only, and judge each object ourselves.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def get_return_type(self, func: Callable[..., Any]) -> str:
+        return ""  # no type: the client returns the event as decoded JSON, `raw_object` included
+
+
 class ResourceWatcher:
     """Watches one kind (e.g. "pod") through `list_fn` (e.g. CoreV1Api.list_pod_for_all_namespaces)."""
 
@@ -72,7 +87,7 @@ class ResourceWatcher:
         self.watch_timeout_s = watch_timeout_s
         self.stats = WatchStats()
         self.resource_version = ""
-        self._watch: watch.Watch | None = None
+        self._watch: RawWatch | None = None
         self.thread = threading.Thread(target=self.run, name=f"k8s-watch-{kind}", daemon=True)
 
     def start(self) -> None:
@@ -147,7 +162,7 @@ class ResourceWatcher:
 
     def _follow(self) -> None:
         self.stats.watches += 1
-        w = watch.Watch()  # type: ignore[no-untyped-call]
+        w = RawWatch()
         self._watch = w
         stream = w.stream(  # type: ignore[no-untyped-call]
             self.list_fn,
@@ -163,8 +178,7 @@ class ResourceWatcher:
             if not isinstance(event, dict):
                 continue
             kind = event.get("type")
-            # the plain JSON; the client's own ERROR path needs it, so models are decoded too
-            obj = event.get("raw_object")
+            obj = event.get("raw_object")  # the plain JSON (RawWatch decodes no models)
             if not isinstance(obj, dict):
                 continue
             rv = resource_version(obj)
