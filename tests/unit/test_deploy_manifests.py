@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ Doc = dict[str, Any]
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
+    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("kubectl (kustomize) is needed to build k8s/")
@@ -547,7 +548,7 @@ def test_skaffold_requires_one_config_per_service_each_building_its_image() -> N
     root = docs_of(ROOT / "skaffold.yaml")[0]
     required = [r["path"] for r in root["requires"]]
     assert required == [f"services/{s}/skaffold.yaml" for s in SERVICES]
-    images = {c["image"] for w in workloads().values() for c in pod(w)["containers"]}
+    images = {c["image"].split(":")[0] for w in workloads().values() for c in pod(w)["containers"]}
     for s in SERVICES:
         cfg = docs_of(ROOT / f"services/{s}/skaffold.yaml")[0]
         assert cfg["metadata"]["name"] == s
@@ -556,6 +557,35 @@ def test_skaffold_requires_one_config_per_service_each_building_its_image() -> N
         assert dockerfile.exists()
         assert f"wiretide.{s}" in dockerfile.read_text()
         assert art["image"] in images
+
+
+def key(doc: Doc) -> tuple[str, str, str]:
+    return doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"]
+
+
+def test_skaffold_run_applies_every_object_of_the_base_exactly_once() -> None:
+    root = docs_of(ROOT / "skaffold.yaml")[0]
+    paths = list(root["manifests"]["kustomize"]["paths"])
+    for s in SERVICES:
+        cfg = docs_of(ROOT / f"services/{s}/skaffold.yaml")[0]
+        paths += [
+            str((ROOT / f"services/{s}" / p).resolve().relative_to(ROOT))
+            for p in cfg["manifests"]["kustomize"]["paths"]
+        ]
+    applied = [key(d) for p in paths for d in build(p)]
+    twice = sorted({k for k in applied if applied.count(k) > 1})
+    assert twice == [], f"applied more than once by `skaffold run`: {twice}"
+    assert set(applied) == {key(d) for d in build("k8s/base")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_wiretide_image_is_tagged_with_the_version_and_pulled_only_if_absent(overlay: str) -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for w in of_kind(build(overlay), *WORKLOADS):
+        for c in pod(w)["containers"]:
+            if c["image"].startswith("wiretide-"):
+                assert c["image"].endswith(f":{version}"), (w["metadata"]["name"], c["image"])
+                assert c.get("imagePullPolicy") == "IfNotPresent", (w["metadata"]["name"], c)
 
 
 # Every gRPC (and HTTP) call one Wiretide service makes to another: caller, callee, the callee's port.

@@ -26,8 +26,11 @@ COMMANDS: dict[str, str] = {
     "query": "query_cmd",
     "demo": "demo_cmd",
     "agents": "agents_cmd",
+    "record": "record_cmd",
     "ask": "ask_cmd",
     "mcp": "mcp_cmd",
+    "tap": "tap_cmd",
+    "clean": "clean_cmd",
 }
 # The prefix of Wiretide's settings (wiretide.common.settings.ENV_PREFIX, spelled here so that a run
 # without any WIRETIDE_* variable does not import the settings machinery at all).

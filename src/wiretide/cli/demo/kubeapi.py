@@ -90,6 +90,12 @@ class KubeApi:
         self.oldest_rv = 1  # watches from below this get 410
         self.down = False
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
+        # Every other kind (Deployments, ConfigMaps, RBAC…), as `wiretide tap` applies them: by
+        # (group path, plural, namespace, name); kept whole, not watched.
+        self.generic: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        # Workloads applied become ready at once, like a cluster with room and pulled images; False
+        # leaves them unready until `make_ready` (a test of waiting and progress).
+        self.auto_ready = True
         self._generation = 0  # bumped to cut every open watch
         self._pages: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}  # paged lists
         self._cond = threading.Condition()
@@ -193,6 +199,59 @@ class KubeApi:
     def count(self, fragment: str) -> int:
         return sum(1 for _m, p in list(self.requests) if fragment in p)
 
+    # -- applied objects (server-side apply of any kind) ----------------------------------------
+    def apply(
+        self, group: str, plural: str, namespace: str, name: str, doc: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Server-side apply, simplified: the applied fields replace the object's; status is kept."""
+        res = BY_PLURAL.get((group, plural))
+        if res is not None:  # a kind the resolver watches: through `put`, so watches see it
+            with self._cond:
+                current = self.objects.get((res.kind, namespace if res.namespaced else "", name))
+            md = {**(current or {}).get("metadata", {}), **(doc.get("metadata") or {}), "name": name}
+            if res.namespaced:
+                md["namespace"] = namespace
+            merged = {**(current or {}), **doc, "metadata": md}
+            return self.put({**merged, "kind": res.kind})
+        with self._cond:
+            key = (group, plural, namespace, name)
+            current = self.generic.get(key)
+            self.rv += 1
+            md = {**(current or {}).get("metadata", {}), **(doc.get("metadata") or {}), "name": name}
+            if namespace:
+                md["namespace"] = namespace
+            md.setdefault("uid", f"uid-{self.rv}")
+            md["resourceVersion"] = str(self.rv)
+            md["generation"] = int(md.get("generation") or 0) + 1
+            stored = {**doc, "metadata": md}
+            if current is not None and "status" in current:
+                stored["status"] = current["status"]
+            if self.auto_ready:
+                _ready(stored)
+            self.generic[key] = stored
+            return stored
+
+    def make_ready(self, kind: str, namespace: str, name: str) -> None:
+        with self._cond:
+            for (_g, _p, ns, n), doc in self.generic.items():
+                if doc.get("kind") == kind and ns == namespace and n == name:
+                    _ready(doc)
+
+    def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._cond:
+            for (_g, _p, ns, n), doc in self.generic.items():
+                if doc.get("kind") == kind and ns == namespace and n == name:
+                    return doc
+            return self.objects.get((kind, namespace, name))
+
+    def delete_generic(self, group: str, plural: str, namespace: str, name: str) -> bool:
+        with self._cond:
+            gone = self.generic.pop((group, plural, namespace, name), None) is not None
+            if plural == "namespaces" and group == "/api/v1":  # its contents go with it
+                for key in [k for k in self.generic if k[2] == name]:
+                    del self.generic[key]
+            return gone
+
     # -- answering ----------------------------------------------------------------------------
     def list_items(self, res: Resource, namespace: str | None) -> list[dict[str, Any]]:
         items = [
@@ -236,21 +295,101 @@ def _handler(api: KubeApi) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             m = _PATH.match(parts.path)
-            if m is None or (m["group"], m["plural"]) not in BY_PLURAL:
+            if m is None:
                 self._send(404, status(404, "NotFound", f"no route {parts.path}"))
                 return None
-            return BY_PLURAL[(m["group"], m["plural"])], m["ns"], m["name"], query
+            res = BY_PLURAL.get((m["group"], m["plural"]))
+            if res is None:  # any other kind: kept whole (apply, get, list, delete)
+                res = Resource("", m["group"], m["plural"], m["ns"] is not None)
+            return res, m["ns"], m["name"], query
 
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("Content-Length") or 0)
             doc: dict[str, Any] = orjson.loads(self.rfile.read(length)) if length else {}
             return doc
 
+        def do_PATCH(self) -> None:
+            routed = self._route()
+            if routed is None:
+                return
+            res, ns, name, query = routed
+            kind = self.headers.get("Content-Type", "")
+            if name is None or not kind.startswith("application/apply-patch"):
+                self._send(
+                    415, status(415, "UnsupportedMediaType", f"only server-side apply here, not {kind}")
+                )
+                return
+            if not query.get("fieldManager"):
+                self._send(422, status(422, "Invalid", "fieldManager is required for apply patch"))
+                return
+            doc = self._body()
+            md = doc.get("metadata") or {}
+            if md.get("name") not in (None, name):
+                self._send(400, status(400, "BadRequest", "the name of the object does not match the URL"))
+                return
+            stored = api.apply(res.group_path, res.plural, ns or "", name, doc)
+            self._send(200, stored)
+
+        def do_DELETE(self) -> None:
+            routed = self._route()
+            if routed is None:
+                return
+            res, ns, name, _query = routed
+            if name is None:
+                self._send(405, status(405, "MethodNotAllowed", "collection delete is not served here"))
+                return
+            if res.kind:
+                gone = api.delete(res.kind, ns or "", name)
+                if res.kind == "Namespace":
+                    api.delete_generic(res.group_path, res.plural, "", name)
+                    for kind, obj_ns, obj_name in [k for k in api.objects if k[1] == name]:
+                        api.delete(kind, obj_ns, obj_name)
+            else:
+                gone = api.delete_generic(res.group_path, res.plural, ns or "", name)
+            if not gone:
+                self._send(404, status(404, "NotFound", f'{res.plural} "{name}" not found'))
+                return
+            self._send(200, to_json(client.V1Status(api_version="v1", kind="Status", status="Success")))
+
+        def _generic_get(
+            self, res: Resource, ns: str | None, name: str | None, query: dict[str, str]
+        ) -> None:
+            with api._cond:
+                if name is not None:
+                    doc = api.generic.get((res.group_path, res.plural, ns or "", name))
+                    if doc is None:
+                        self._send(404, status(404, "NotFound", f'{res.plural} "{name}" not found'))
+                    else:
+                        self._send(200, doc)
+                    return
+                wanted = _selector(query.get("labelSelector", ""))
+                items = [
+                    d
+                    for (g, p, obj_ns, _n), d in sorted(api.generic.items())
+                    if g == res.group_path
+                    and p == res.plural
+                    and (ns is None or obj_ns == ns)
+                    and _labels_match(d, wanted)
+                ]
+                rv = api.rv
+            self._send(
+                200,
+                {
+                    "kind": "List",
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(rv)},
+                    "items": items,
+                },
+            )
+
         def do_GET(self) -> None:
             routed = self._route()
             if routed is None:
                 return
             res, ns, name, query = routed
+            if not res.kind:
+                self._generic_get(res, ns, name, query)
+                return
             if name is not None:
                 with api._cond:
                     doc = api.objects.get((res.kind, ns or "", name))
@@ -312,7 +451,8 @@ def _handler(api: KubeApi) -> type[BaseHTTPRequestHandler]:
                         return
                     rv, items = cached
                 else:
-                    rv, items = api.rv, api.list_items(res, ns)
+                    wanted = _selector(query.get("labelSelector", ""))
+                    rv, items = api.rv, [d for d in api.list_items(res, ns) if _labels_match(d, wanted)]
                     api._pages[key] = (rv, items)  # the consistent snapshot later pages are cut from
             page = items[offset : offset + limit] if limit else items[offset:]
             md: dict[str, Any] = {"resourceVersion": str(rv)}
@@ -405,6 +545,44 @@ def _handler(api: KubeApi) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
 
     return Handler
+
+
+def _selector(text: str) -> dict[str, str]:
+    """An equality-based label selector (`a=b,c==d`); set-based selectors are not served here."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.replace("==", "=").partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _labels_match(doc: dict[str, Any], wanted: dict[str, str]) -> bool:
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _ready(doc: dict[str, Any]) -> None:
+    """The status a scheduler and kubelet would give a workload once all its pods are ready."""
+    kind, spec = doc.get("kind"), doc.get("spec") or {}
+    generation = (doc.get("metadata") or {}).get("generation", 1)
+    if kind in ("Deployment", "StatefulSet"):
+        n = int(spec.get("replicas", 1))
+        doc["status"] = {
+            "observedGeneration": generation,
+            "replicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+            "updatedReplicas": n,
+        }
+    elif kind == "DaemonSet":
+        doc["status"] = {
+            "observedGeneration": generation,
+            "desiredNumberScheduled": 1,
+            "currentNumberScheduled": 1,
+            "numberReady": 1,
+            "numberAvailable": 1,
+            "updatedNumberScheduled": 1,
+        }
 
 
 # -- objects built from the client's models ------------------------------------------------------

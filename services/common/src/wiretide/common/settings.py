@@ -83,6 +83,13 @@ class CommonSettings(BaseSettings):
     # Seconds a service waits for in-flight work when asked to stop.
     shutdown_grace_s: float = 5.0
 
+    # What is captured (`wiretide tap POD_REGEX -n NS`, docs/deploy.md): pods whose name matches the
+    # regex, in these namespaces (comma-separated; empty = all), never in the excluded ones. All empty =
+    # everything. The starting value: `PUT /api/targets` changes it live for every node.
+    target_pod_regex: str = ""
+    target_namespaces: str = ""
+    target_excluded_namespaces: str = ""
+
     # The optional LLM (common/llm.py): any OpenAI-compatible endpoint. Empty base URL = off, and
     # nothing leaves the cluster; the model is then required, the key only if the endpoint wants one.
     llm_base_url: str = ""
