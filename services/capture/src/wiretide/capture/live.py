@@ -8,6 +8,7 @@ Kernel counters are folded into the per-interface totals and metrics on every `r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import select
@@ -69,6 +70,18 @@ class LiveCapture:
                 added.append(name)
         metrics.INTERFACES.set(len(self.sockets))
         return added, removed
+
+    def set_filter(self, bpf: str) -> dict[str, str]:
+        """The kernel filter of every socket, now and for interfaces opened later; {interface: error}
+        for sockets that refused it (they keep their old filter)."""
+        self.config = dataclasses.replace(self.config, bpf=bpf)
+        failed: dict[str, str] = {}
+        for name, ring in self.sockets.items():
+            try:
+                ring.set_filter(bpf)
+            except FilterError as exc:
+                failed[name] = str(exc)
+        return failed
 
     def _open(self, name: str) -> bool:
         try:

@@ -44,11 +44,14 @@ from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, Rin
 from wiretide.capture.sources.ebpf.feed import EbpfFeed
 from wiretide.capture.sources.ebpf.source import Chunk
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
+from wiretide.capture.targeting import Targeting
 from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
+from wiretide.common.identity import IdentitySync
 from wiretide.common.packets import IPPROTO_TCP, PacketColumns, flow_hash
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.common.targets import TargetSpec
 from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, packets_pb2
 
 log = logging.getLogger(__name__)
@@ -342,6 +345,7 @@ class CaptureService(Service):
         self._readers: set[int] = set()
         self.paused = False  # the queues to the dissectors are full: the rings hold what comes
         self.ebpf: EbpfFeed | None = None
+        self.targeting: Targeting | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
@@ -379,6 +383,17 @@ class CaptureService(Service):
                 self.interfaces,
             )
             self._rescan()
+            live = self.live
+            self.targeting = Targeting(
+                s.node_name,
+                s.filter_expression(),
+                live.set_filter,
+                lambda: IdentitySync(
+                    bus, s.resolver_grpc, transport=s.transport, metadata=self.auth.call_metadata()
+                ),
+                TargetSpec.from_settings(s),
+            )
+            await self.targeting.start(bus.js)
             self._spawn(self._rescan_loop(), "rescan")
             self._spawn(self._stats_loop(), "stats")
             if s.capture_ebpf:
@@ -396,6 +411,8 @@ class CaptureService(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._remove_readers()
+        if self.targeting is not None:
+            await self.targeting.stop()
         if self.live is not None:
             self.live.close()
         if self.ebpf is not None:

@@ -390,6 +390,10 @@ class IdentityTable:
     def __len__(self) -> int:
         return len(self._index)
 
+    def held(self, kind: str) -> list[resolver_pb2.Identity]:
+        """The identities of `kind` ("pod", "node"…) that hold their address now (no end)."""
+        return [s.ident for s in self._index.values() if s.end == 0 and s.ident.kind == kind]
+
     def stats(self) -> TableStats:
         addresses = sum(1 for k in self._by_ip if isinstance(k, str)) + sum(
             1 for k in self._by_port if isinstance(k, str)

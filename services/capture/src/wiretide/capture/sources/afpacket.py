@@ -8,6 +8,7 @@ ever reaches the ring.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import mmap
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from wiretide.capture.bpf import BpfProgram, compile_bpf, skip_outgoing
+from wiretide.capture.bpf import SO_DETACH_FILTER, BpfProgram, compile_bpf, skip_outgoing
 from wiretide.capture.shard import (
     FAST_MIN,
     FAST_PROTOS,
@@ -215,15 +216,7 @@ class RingSocket:
         # Protocol 0 until bound: the socket sees nothing before its filter and ring are in place.
         sock = socket.socket(socket.AF_PACKET, self.sock_type, 0)
         try:
-            filter_link = LINKTYPE_RAW if self._cooked else self.link_type
-            if config.bpf or config.snaplen < DEFAULT_SNAPLEN:
-                self.program = compile_bpf(config.bpf, filter_link, config.snaplen)
-            if self._arphrd == ARPHRD_LOOPBACK:
-                self.program = skip_outgoing(self.program, filter_link, config.snaplen)
-            elif self.ifname == "any":
-                lo = _loopback_ifindex()
-                if lo:
-                    self.program = skip_outgoing(self.program, filter_link, config.snaplen, only_ifindex=lo)
+            self.program = self._program(config.bpf)
             if self.program is not None:
                 self.program.attach(sock)
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
@@ -268,6 +261,31 @@ class RingSocket:
             sock.close()
             raise
         self.sock = sock
+
+    def _program(self, bpf: str) -> BpfProgram | None:
+        """The kernel program for `bpf` on this socket: the expression (and snaplen), and on loopback
+        or `any` the rule that keeps each looped-back packet once."""
+        snaplen = self.config.snaplen
+        filter_link = LINKTYPE_RAW if self._cooked else self.link_type
+        program = compile_bpf(bpf, filter_link, snaplen) if bpf or snaplen < DEFAULT_SNAPLEN else None
+        if self._arphrd == ARPHRD_LOOPBACK:
+            program = skip_outgoing(program, filter_link, snaplen)
+        elif self.ifname == "any":
+            lo = _loopback_ifindex()
+            if lo:
+                program = skip_outgoing(program, filter_link, snaplen, only_ifindex=lo)
+        return program
+
+    def set_filter(self, bpf: str) -> None:
+        """Replace the kernel filter while capturing (SO_ATTACH_FILTER swaps it atomically); raises
+        FilterError, leaving the old one in place, when `bpf` does not compile or attach."""
+        program = self._program(bpf)
+        if program is None:
+            with contextlib.suppress(OSError):  # ENOENT: there was none
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+        else:
+            program.attach(self.sock)
+        self.program = program
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -33,10 +33,11 @@ from wiretide.common.auth import (
 )
 from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
 from wiretide.common.protocols import table_json
-from wiretide.gateway.api import agents, console, mcp, traces
-from wiretide.gateway.api.health import service_health
+from wiretide.gateway.api import agents, console, mcp, targets, traces
+from wiretide.gateway.api.health import service_health, undissected
 from wiretide.gateway.api.openapi import document
 from wiretide.gateway.query import QueryError
+from wiretide.gateway.recording import api as recordings
 from wiretide.gateway.store import StoreError
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ def build_app(gw: GatewayService) -> Starlette:
             "nats": nats,
             "store": gw.store_status(),
             "capture": gw.completeness.capture,
+            "undissected": undissected(gw.completeness.undissected),
+            "recordings": gw.recording_status(),
         }
         return OrjsonResponse(body)
 
@@ -184,7 +187,8 @@ def build_app(gw: GatewayService) -> Starlette:
             if len(q) > MAX_QUERY_CHARS:
                 raise QueryError(f"query longer than {MAX_QUERY_CHARS} characters")
             gw.queries.check(q)
-            predicate = compile_predicate(q) if q.strip() else (lambda _e: True)
+            q_run = gw.queries.expand(q)  # record("name") -> that recording's selection
+            predicate = compile_predicate(q_run) if q.strip() else (lambda _e: True)
         except (QueryError, KflError) as exc:
             err = exc.to_dict() if isinstance(exc, QueryError) else {"error": str(exc)}
             await ws.send_text(orjson.dumps({"type": "error", **err}).decode())
@@ -257,6 +261,8 @@ def build_app(gw: GatewayService) -> Starlette:
         routes=[
             *traces.routes(gw),
             *agents.routes(gw),
+            *targets.routes(gw),
+            *recordings.routes(lambda: gw.recordings),
             *console.routes(gw),
             *mcp.routes(lambda _scope: console.tools_for(gw)),
             Route("/whoami", whoami),

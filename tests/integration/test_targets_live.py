@@ -1,0 +1,170 @@
+"""Targeting restricts capture live: `wiretide up` captures the host side of a veth behind which two
+"pods" (two addresses, named by the Kubernetes API emulator) serve HTTP. With `WIRETIDE_TARGET_POD_REGEX`
+only the matching pod's calls are stored — the others never leave the kernel — and `PUT /api/targets`
+changes that for the running capture, which `GET /api/targets` reports per node."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.kubeapi import KubeApi, namespace, pod
+from tests.helpers.netns import ip, is_root, unique
+from tests.helpers.stack import Stack
+from tests.helpers.wait import wait_for
+
+NODE = "node-1"
+CALLS = 5
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """An HTTP server in a new namespace on two addresses behind a veth: (host interface, ip 1, ip 2)."""
+    if not is_root():
+        pytest.skip("needs root (network namespaces, AF_PACKET)")
+    tag = unique("wt")
+    net = f"10.93.{os.getpid() % 250}"
+    ns, host_if = f"{tag}ns", f"{tag}h"
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "ok").write_text("ok")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True)
+        ip("addr", "add", f"{net}.1/24", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        for last in (2, 3):
+            ip("-n", ns, "addr", "add", f"{net}.{last}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "http.server",
+                "80",
+                "-d",
+                str(tmp_path / "www"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for("the server answers", lambda: _get(f"{net}.2") == 200)
+        yield host_if, f"{net}.2", f"{net}.3"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _get(address: str) -> int:
+    try:
+        return httpx.get(f"http://{address}/ok", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _headers(stack: Stack) -> dict[str, str]:
+    token = stack.data_dir / "service-token"
+    return {"authorization": f"Bearer {token.read_text().strip()}"} if token.is_file() else {}
+
+
+def _targets(stack: Stack) -> dict[str, Any]:
+    answer = httpx.get(f"{stack.base}/api/targets", headers=_headers(stack), timeout=10)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _calls_to(stack: Stack, address: str) -> int:
+    q = f'http && dst.ip == "{address}"'
+    body = httpx.get(
+        f"{stack.base}/api/entries", params={"q": q, "limit": 1000}, headers=_headers(stack), timeout=10
+    ).json()
+    return len(body["entries"])
+
+
+def _node_pods(stack: Stack) -> list[str]:
+    nodes = _targets(stack)["nodes"]
+    return sorted(p["name"] for n in nodes if n["node"] == NODE for p in n["pods"])
+
+
+def test_targeting_captures_only_the_targeted_pods_and_changes_live(
+    pods: tuple[str, str, str], tmp_path: Path
+) -> None:
+    host_if, checkout_ip, web_ip = pods
+    kube = KubeApi().start()
+    kube.put(namespace("shop"))
+    kube.put(pod("checkout-1", "shop", checkout_ip, node_name=NODE))
+    kube.put(pod("web-1", "shop", web_ip, node_name=NODE))
+    stack = Stack(
+        tmp_path / "wt",
+        None,
+        WIRETIDE_CAPTURE_INTERFACES=host_if,
+        WIRETIDE_NODE_NAME=NODE,
+        WIRETIDE_RESOLVER_KUBECONFIG=str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        WIRETIDE_TARGET_POD_REGEX="^checkout-",
+    )
+    try:
+        stack.wait_up()
+        wait_for(
+            "the node targets checkout-1 alone", lambda: _node_pods(stack), lambda p: p == ["checkout-1"]
+        )
+        node = next(n for n in _targets(stack)["nodes"] if n["node"] == NODE)
+        assert f"host {checkout_ip}" in node["filter"] and web_ip not in node["filter"]
+
+        for _ in range(CALLS):  # the untargeted pod first: had it been captured, it would be stored first
+            assert _get(web_ip) == 200
+        for _ in range(CALLS):
+            assert _get(checkout_ip) == 200
+        wait_for("the targeted calls are stored", lambda: _calls_to(stack, checkout_ip), lambda n: n >= CALLS)
+        assert _calls_to(stack, web_ip) == 0
+
+        # live change: everything
+        put = httpx.put(f"{stack.base}/api/targets", json={}, headers=_headers(stack), timeout=10)
+        assert put.status_code == 200 and put.json()["everything"] is True, put.text
+        wait_for(
+            "the node captures everything",
+            lambda: next(n for n in _targets(stack)["nodes"] if n["node"] == NODE),
+            lambda n: n["filter"] == "" and n["revision"] == put.json()["revision"],
+        )
+        for _ in range(CALLS):
+            assert _get(web_ip) == 200
+        wait_for(
+            "the other pod's calls are stored now", lambda: _calls_to(stack, web_ip), lambda n: n >= CALLS
+        )
+
+        # live change: a namespace nobody runs in — nothing is captured, not everything
+        put = httpx.put(
+            f"{stack.base}/api/targets", json={"namespaces": ["billing"]}, headers=_headers(stack), timeout=10
+        )
+        assert put.status_code == 200, put.text
+        wait_for(
+            "the node captures nothing",
+            lambda: next(n for n in _targets(stack)["nodes"] if n["node"] == NODE),
+            lambda n: n["revision"] == put.json()["revision"] and n["pods"] == [],
+        )
+        assert "nothing is captured" in next(n for n in _targets(stack)["nodes"] if n["node"] == NODE)["note"]
+
+        # bad specs are refused, the running one is kept
+        for bad in ({"pod_regex": "("}, {"namespaces": "shop"}, {"namespaces": ["Not_A_Name"]}, {"other": 1}):
+            answer = httpx.put(f"{stack.base}/api/targets", json=bad, headers=_headers(stack), timeout=10)
+            assert answer.status_code == 400, (bad, answer.text)
+        assert _targets(stack)["spec"]["namespaces"] == ["billing"]
+    finally:
+        stack.stop()
+        kube.stop()
