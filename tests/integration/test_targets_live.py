@@ -91,11 +91,28 @@ def _targets(stack: Stack) -> dict[str, Any]:
 
 
 def _calls_to(stack: Stack, address: str) -> int:
+    return len(_entries_to(stack, address))
+
+
+def _entries_to(stack: Stack, address: str) -> list[dict[str, Any]]:
     q = f'http && dst.ip == "{address}"'
     body = httpx.get(
         f"{stack.base}/api/entries", params={"q": q, "limit": 1000}, headers=_headers(stack), timeout=10
     ).json()
-    return len(body["entries"])
+    entries: list[dict[str, Any]] = body["entries"]
+    return entries
+
+
+def _tshark_hosts(tmp_path: Path, data: bytes) -> set[str]:
+    path = tmp_path / "cut.pcapng"
+    path.write_bytes(data)
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "ip.src", "-e", "ip.dst"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {a for line in out.stdout.split() for a in line.split(",") if a}
 
 
 def _node_pods(stack: Stack) -> list[str]:
@@ -133,6 +150,29 @@ def test_targeting_captures_only_the_targeted_pods_and_changes_live(
             assert _get(checkout_ip) == 200
         wait_for("the targeted calls are stored", lambda: _calls_to(stack, checkout_ip), lambda n: n >= CALLS)
         assert _calls_to(stack, web_ip) == 0
+
+        # the node's recorder, reached through the per-node registry: an entry's flow, and a window
+        first = _entries_to(stack, checkout_ip)[0]
+        flow = httpx.get(f"{stack.base}/api/entries/{first['id']}/pcap", headers=_headers(stack), timeout=30)
+        assert flow.status_code == 200, flow.text
+        assert _tshark_hosts(tmp_path, flow.content) == {checkout_ip, checkout_ip.rsplit(".", 1)[0] + ".1"}
+        window = httpx.get(
+            f"{stack.base}/api/pcap",
+            params={
+                "start_ns": int(first["timestamp"]) - 10**9,
+                "end_ns": int(first["timestamp"]) + 30 * 10**9,
+            },
+            headers=_headers(stack),
+            timeout=30,
+        )
+        assert window.status_code == 200, window.text
+        assert window.headers["x-wiretide-nodes"] == NODE
+        assert checkout_ip in _tshark_hosts(tmp_path, window.content)
+        assert web_ip not in _tshark_hosts(tmp_path, window.content)  # never left the kernel
+        bad = httpx.get(
+            f"{stack.base}/api/pcap", params={"start_ns": 5, "end_ns": 1}, headers=_headers(stack)
+        )
+        assert bad.status_code == 400
 
         # live change: everything
         put = httpx.put(f"{stack.base}/api/targets", json={}, headers=_headers(stack), timeout=10)

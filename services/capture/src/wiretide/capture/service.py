@@ -45,6 +45,7 @@ from wiretide.capture.sources.ebpf.feed import EbpfFeed
 from wiretide.capture.sources.ebpf.source import Chunk
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
 from wiretide.capture.targeting import Targeting
+from wiretide.common import nodes
 from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
 from wiretide.common.identity import IdentitySync
@@ -107,6 +108,9 @@ class CaptureSettings(CommonSettings):
     capture_queue_mb: int = DEFAULT_QUEUE_MB
     capture_dns_refresh_s: float = 0.0  # > 0: resolve endpoint host names (headless Service) this often
     capture_rescan_s: float = 2.0
+    # The address other services reach this node's capture at (its recorder holds this node's packets);
+    # empty: WIRETIDE_CAPTURE_GRPC. In a cluster the pod's own address (the DaemonSet sets it).
+    capture_advertise_grpc: str = ""
     capture_record: bool = True
     capture_recorder_dir: Path | None = None  # default: <data_dir>/capture/recordings
     capture_recorder_file_mb: int = 64
@@ -400,6 +404,23 @@ class CaptureService(Service):
                 self.ebpf = EbpfFeed(self._on_plaintext, asyncio.get_running_loop())
                 self.ebpf.start()
         self._spawn(self._flush_loop(), "flush")
+        self._spawn(self._advertise_loop(bus), "advertise")
+
+    async def _advertise_loop(self, bus: Bus) -> None:
+        """Keep this node in the per-node registry (common/nodes.py) while it runs."""
+        s = self.settings_c
+        address = s.capture_advertise_grpc or s.capture_grpc
+        kv = None
+        while True:
+            try:
+                kv = kv or await nodes.open_bucket(bus.js)
+                await nodes.advertise(kv, s.node_name, address)
+            except Exception as exc:  # NATS away: the next round tries again
+                kv = None
+                log.debug(
+                    "cannot advertise the capture node", extra={"error": f"{type(exc).__name__}: {exc}"}
+                )
+            await asyncio.sleep(nodes.REFRESH_S)
 
     def _spawn(self, coro: object, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import grpc
 import uvicorn
 from pydantic import field_validator
 
+from wiretide.common import nodes
 from wiretide.common.auth import Authenticator, from_settings
 from wiretide.common.bus import ENTRIES_STREAM, STORE_WRITER_DURABLE, Bus
 from wiretide.common.collector import collect_rarely
@@ -23,6 +25,7 @@ from wiretide.gateway.api.grpc_api import GatewayApi
 from wiretide.gateway.api.rest import build_app
 from wiretide.gateway.live import LiveHub
 from wiretide.gateway.query import Completeness, QueryService
+from wiretide.gateway.recording.manager import RecordingManager, RecordingSettings
 from wiretide.gateway.retention import Retention
 from wiretide.gateway.store import EntryStore, SqliteStore
 from wiretide.gateway.upstream import UpstreamPoller
@@ -33,9 +36,10 @@ log = logging.getLogger(__name__)
 
 PCAP_MARGIN_NS = 2_000_000_000  # widen an entry's time window when asking the recorder for its flow
 SNAPSHOT_TIMEOUT_S = 30.0
+CAPTURE_NODES_CACHE_S = 5.0
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(RecordingSettings):
     gateway_http: str = "127.0.0.1:8899"
     # SQLite file; empty = <data_dir>/entries.sqlite3
     gateway_db: str = ""
@@ -85,6 +89,8 @@ class GatewayService(Service):
         self._queries: QueryService | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.recordings: RecordingManager | None = None
+        self._capture_nodes: tuple[float, dict[str, str]] | None = None
 
     @property
     def queries(self) -> QueryService:
@@ -126,7 +132,8 @@ class GatewayService(Service):
             sock.close()
             raise OSError(f"cannot serve HTTP on {self.gs.gateway_http}: {exc.strerror}") from None
         self.store = await asyncio.to_thread(self.open_store)
-        self._queries = QueryService(self.store, self.completeness)
+        self.recordings = RecordingManager(self.gs, self.store, self.auth, self.live)
+        self._queries = QueryService(self.store, self.completeness, self.recordings.record_kfl)
         self.writer = StoreWriter(
             bus, self.store, self.gs.gateway_durable, self.gs.gateway_ack_wait_s, self.completeness
         )
@@ -141,6 +148,7 @@ class GatewayService(Service):
         self.completeness.retention_deleted = self.retention.deleted
         self.retention.start()
         self.upstream.start()
+        await self.recordings.start(bus.js)
         config = uvicorn.Config(
             build_app(self),
             host=host,
@@ -159,6 +167,8 @@ class GatewayService(Service):
             self._http.should_exit = True
             await self.live.stop()
             await self._http_task
+        if self.recordings is not None:
+            await self.recordings.stop()
         for part in (self.upstream, self.retention, self.writer):
             if part is not None:
                 await part.stop()
@@ -167,6 +177,9 @@ class GatewayService(Service):
 
     def ready(self) -> bool:
         return self.writer is not None and self.writer.healthy
+
+    def recording_status(self) -> dict[str, Any] | None:
+        return self.recordings.health() if self.recordings is not None else None
 
     def store_status(self) -> dict[str, Any]:
         return {
@@ -195,8 +208,40 @@ class GatewayService(Service):
             doc["error"] = str(exc)
         return doc
 
+    async def capture_nodes(self) -> dict[str, str]:
+        """node → the gRPC address of its capture (the per-node registry; cached for a few seconds)."""
+        now = time.monotonic()
+        cached = self._capture_nodes
+        if cached is not None and now - cached[0] < CAPTURE_NODES_CACHE_S:
+            return cached[1]
+        found: dict[str, str] = {}
+        bus = self.bus
+        if bus is not None and bus.connected:
+            try:
+                found = await nodes.addresses(await nodes.open_bucket(bus.js))
+            except Exception as exc:  # the registry is a hint: the configured address still answers
+                log.warning(
+                    "capture node registry unavailable", extra={"error": f"{type(exc).__name__}: {exc}"}
+                )
+        self._capture_nodes = (now, found)
+        return found
+
+    async def _snapshot(
+        self, address: str, request: capture_pb2.CaptureServiceSnapshotRequest
+    ) -> bytes | None:
+        async with channel(address, self.settings.transport, peer="capture") as ch:
+            try:
+                resp = await capture_pb2_grpc.CaptureServiceStub(ch).Snapshot(
+                    request, timeout=SNAPSHOT_TIMEOUT_S, metadata=self.auth.call_metadata()
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.warning("capture snapshot failed", extra={"address": address, "error": exc.details()})
+                return None
+        return resp.data if resp.packets else None
+
     async def flow_pcap(self, doc: dict[str, Any]) -> bytes | None:
-        """The packets of an entry's flow from the capture recorder (None when it has none)."""
+        """The packets of an entry's flow from the recorder of the node that captured it (None when
+        it has none)."""
         flow = doc.get("flow_id")
         if not isinstance(flow, str) or not flow:
             return None
@@ -205,12 +250,17 @@ class GatewayService(Service):
         request = capture_pb2.CaptureServiceSnapshotRequest(
             start_ns=start, end_ns=end, flow_id=flow, inline=True
         )
-        async with channel(self.settings.capture_grpc, self.settings.transport, peer="capture") as ch:
-            try:
-                resp = await capture_pb2_grpc.CaptureServiceStub(ch).Snapshot(
-                    request, timeout=SNAPSHOT_TIMEOUT_S, metadata=self.auth.call_metadata()
-                )
-            except grpc.aio.AioRpcError as exc:
-                log.warning("capture snapshot failed", extra={"error": exc.details()})
-                return None
-        return resp.data if resp.packets else None
+        node = doc.get("node")
+        address = (await self.capture_nodes()).get(node) if isinstance(node, str) else None
+        return await self._snapshot(address or self.settings.capture_grpc, request)
+
+    async def window_pcap(self, start_ns: int, end_ns: int, bpf: str) -> tuple[bytes, list[str]]:
+        """A time window from every capture node, merged: one pcapng section per node (tshark and
+        Wireshark read a multi-section file as one capture). Returns (data, nodes that answered)."""
+        targets = await self.capture_nodes() or {"": self.settings.capture_grpc}
+        request = capture_pb2.CaptureServiceSnapshotRequest(
+            start_ns=start_ns, end_ns=end_ns, bpf=bpf, inline=True
+        )
+        answers = await asyncio.gather(*(self._snapshot(a, request) for a in targets.values()))
+        parts = [(n, data) for n, data in zip(targets, answers, strict=True) if data]
+        return b"".join(d for _n, d in parts), [n for n, _d in parts]
