@@ -127,6 +127,7 @@ async def serve(service: Service, *, handle_signals: bool = True) -> None:
             f"wiretide-{service.name}-{settings.node_name}",
             lifecycle.stop_event,
             tls=transport.nats_context(settings.nats_url),
+            replicas=settings.nats_replicas,
         )
     )
     stop_wait = asyncio.create_task(lifecycle.wait())

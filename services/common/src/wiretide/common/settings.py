@@ -61,6 +61,9 @@ class CommonSettings(BaseSettings):
     node_name: str = socket.gethostname()
     data_dir: Path = default_data_dir()
     nats_url: str = "nats://127.0.0.1:4222"
+    # Copies JetStream keeps of Wiretide's streams: 3 on a 3-node NATS cluster (a node may die without
+    # losing what it had accepted), 1 on a single server.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

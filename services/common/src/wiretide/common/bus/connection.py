@@ -42,8 +42,9 @@ class Bus:
             await self.nc.close()
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
     config = StreamConfig(
+        num_replicas=replicas,
         name=spec.name,
         subjects=list(spec.subjects),
         retention=RetentionPolicy.LIMITS,
@@ -60,7 +61,12 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
 
 
 async def connect_with_retry(
-    url: str, name: str, stop: asyncio.Event | None = None, *, tls: ssl.SSLContext | None = None
+    url: str,
+    name: str,
+    stop: asyncio.Event | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    replicas: int = 1,
 ) -> Bus:
     """Connect, retrying with exponential backoff until NATS answers (or `stop` is set). With `tls`,
     a server that does not speak TLS is refused (nats-py would otherwise fall back to plaintext)."""
@@ -93,6 +99,6 @@ async def connect_with_retry(
             delay = min(delay * 2, BACKOFF_MAX_S)
     js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
     for spec in STREAMS:
-        await ensure_stream(js, spec)
+        await ensure_stream(js, spec, replicas)
     log.info("connected to NATS", extra={"url": url, "attempts": attempt})
     return Bus(nc=nc, js=js)
