@@ -7,8 +7,9 @@ import { FilterBar } from "./filter.js";
 import { StatusBar } from "./status.js";
 import { closeDetail, showDetail } from "./detail.js";
 import { renderMap } from "./servicemap.js";
-import { renderTrace } from "./traces.js";
+import { findTraces, renderTrace } from "./traces.js";
 import { ConsolePanel, watchEntryLinks } from "./console.js";
+import { TargetsPanel } from "./targets.js";
 import { esc, kflString, loadProtocols } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
@@ -30,7 +31,7 @@ function toast(text) {
   clearTimeout(toastTimer); toastTimer = setTimeout(() => { t.hidden = true; }, 2500);
 }
 
-const state = { paused: false, pending: [], buffer: [], received: 0, rate: 0, query: "", view: "traffic" };
+const state = { paused: false, pending: [], buffer: [], received: 0, rate: 0, query: "", view: "traffic", traceServices: null };
 
 const table = new TrafficTable({
   viewport: $("viewport"), rows: $("rows"), spacer: $("spacer"),
@@ -141,21 +142,50 @@ function drawMap() {
     filter.input.value = `${endClause("src", src)} && ${endClause("dst", dst)}`;
     switchView("traffic");
     filter.apply();
-  });
+  }, { highlight: state.traceServices, onNode: (node) => searchTraces(node.id) });
 }
 $("map-refresh").onclick = drawMap;
 $("map-window").onchange = drawMap;
 
-function openTrace(id) { $("trace-id").value = id; switchView("trace"); renderTrace($("trace"), $("trace-note"), id); }
+// The trace view: search, waterfall, a span's entry, and the trace's services on the map.
+async function openTrace(id) {
+  $("trace-id").value = id;
+  if (state.view !== "trace") switchView("trace");
+  $("trace-detail").hidden = true;
+  const spans = await renderTrace($("trace"), $("trace-note"), id, { onSpan: openSpan });
+  state.traceServices = spans.length ? new Set(spans.map((s) => s.service)) : null;
+  $("trace-map").disabled = !spans.length;
+}
+async function openSpan(span) {
+  if (!span.entry_id) return;
+  try {
+    const e = await getJSON(`/api/entries/${encodeURIComponent(span.entry_id)}`);
+    showDetail($("trace-detail"), e, { onFilter: (c) => { filter.append(c); }, onTrace: openTrace, toast });
+  } catch (err) { toast(`entry ${span.entry_id}: ${err.status === 404 ? "not stored (yet)" : err.message}`); }
+}
+function searchTraces(service) {
+  if (service !== undefined) $("trace-service").value = service;
+  if (state.view !== "trace") switchView("trace");
+  return findTraces($("trace-list"), $("trace-note"), {
+    query: state.query, service: $("trace-service").value.trim(), min: $("trace-min").value.trim(),
+    max: $("trace-max").value.trim(), errors: $("trace-errors").checked,
+  }, openTrace);
+}
+$("trace-search").onsubmit = (ev) => { ev.preventDefault(); searchTraces(); };
 $("trace-open").onclick = () => openTrace($("trace-id").value.trim());
+$("trace-map").onclick = () => switchView("map");
 
 function switchView(view) {
   state.view = view;
   document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
   document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.id === `view-${view}`));
   if (view === "map") drawMap();
-  if (view === "trace" && !$("trace").innerHTML) renderTrace($("trace"), $("trace-note"), $("trace-id").value.trim());
+  if (view === "trace" && !$("trace").innerHTML) {
+    renderTrace($("trace"), $("trace-note"), $("trace-id").value.trim());
+    if (!$("trace-list").innerHTML) searchTraces();
+  }
   if (view === "console") consolePanel.refresh();
+  if (view === "targets") targetsPanel.refresh();
 }
 document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => switchView(b.dataset.view); });
 
@@ -171,6 +201,7 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === " ") { ev.preventDefault(); setPaused(!state.paused); }
 });
 
+const targetsPanel = new TargetsPanel($("targets"));
 const consolePanel = new ConsolePanel({ log: $("console-log"), form: $("console-form"), input: $("console-input"), note: $("console-note") });
 // An entry link (#entry=ID, as the console's answers cite entries): the traffic view with its detail open.
 watchEntryLinks(async (id) => {
