@@ -26,7 +26,7 @@ from wiretide.cli import certs
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("capture", "dissector", "resolver", "tracer", "agents", "gateway")
-WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet")
+WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet", "Job")
 OVERLAYS = ("k8s/base", "k8s/overlays/local", "k8s/overlays/production", "k8s/overlays/ebpf")
 CAPTURE_NS, CORE_NS = "wiretide-capture", "wiretide"
 Doc = dict[str, Any]
@@ -75,7 +75,19 @@ def namespace_of(d: Doc) -> str:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_builds_with_all_six_services_and_nats(overlay: str) -> None:
-    assert set(workloads(overlay)) == {*SERVICES, "nats"}
+    store = {"mongo", "mongo-init"} if overlay == "k8s/overlays/production" else set()
+    assert set(workloads(overlay)) == {*SERVICES, "nats", *store}
+
+
+def test_production_runs_two_gateways_on_the_mongodb_replica_set() -> None:
+    docs = build("k8s/overlays/production")
+    assert workloads("k8s/overlays/production")["gateway"]["spec"]["replicas"] == 2
+    [cm] = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "wiretide-gateway"]
+    url = cm["data"]["WIRETIDE_GATEWAY_MONGO_URL"]
+    assert "replicaSet=rs0" in url and url.count("mongo-") == 3
+    mongo = workloads("k8s/overlays/production")["mongo"]
+    assert mongo["spec"]["replicas"] == 3
+    assert "--replSet=rs0" in pod(mongo)["containers"][0]["args"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -168,7 +180,7 @@ def test_the_ebpf_overlay_adds_host_pid_and_the_ebpf_capabilities_to_capture_onl
 
 def test_node_names_come_from_the_downward_api() -> None:
     for name, w in workloads().items():
-        if name == "nats":
+        if name in ("nats", "mongo", "mongo-init"):  # not Wiretide processes
             continue
         env = {e["name"]: e for e in w["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["WIRETIDE_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -498,7 +510,7 @@ def test_every_grpc_workload_mounts_the_service_token_and_its_tls_secret_where_t
     overlay: str,
 ) -> None:
     for name, w in workloads(overlay).items():
-        if name == "nats":
+        if name in ("nats", "mongo", "mongo-init"):  # not Wiretide processes
             continue
         env = settings_env(overlay, name)
         mounts = secret_mounts(w)
