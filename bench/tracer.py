@@ -2,17 +2,20 @@
 
 1. Throughput — spans/s assembled (streaming, timing + header links) and encoded for OTLP export, from a
    stream of entries on one core (target >= 20k spans/s); also with the service map and trace store on.
-2. Accuracy — precision/recall of outbound-call → inbound-request links at 1, 10 and 50 concurrent
-   requests over fresh and keep-alive connections, on real traffic: three real HTTP servers on loopback
-   (frontend → api → backend), captured with tcpdump, dissected by the dissector's pipeline; ground truth
-   written by the servers. Timing alone, and with `traceparent` propagation. Needs root (tcpdump);
-   without it only the synthetic figures are printed.
+2. Accuracy — precision/recall of outbound-call → inbound-request links at 1, 4, 10 and 50 concurrent
+   requests over fresh and keep-alive connections, on real traffic made by this run (new captures every
+   time, never the ones the tracer was developed against): a 4-service chain of thread-per-request
+   HTTP servers, one network namespace per service or all on one shared address (tests/helpers/chain.py),
+   captured with tcpdump, dissected by the dissector's pipeline; ground truth written by the servers;
+   with names (an inventory) and without. Timing alone, and with `traceparent` propagation; each row
+   also counts the traces that are not one connected tree. Needs root (namespaces, tcpdump); without it
+   only the synthetic figures are printed.
 
 Figures are printed, never asserted. The machine is shared, so each throughput row is run `--repeat`
 times and reports the best (least CPU time) and the median run: CPU time is inflated by whatever else
 runs on the cores, never deflated, so the best run is the closest to the code's own cost.
 
-    .venv/bin/python bench/tracer.py [--entries 30000] [--requests 300] [--repeat 3] [--no-live]
+    .venv/bin/python bench/tracer.py [--entries 30000] [--requests 150] [--repeat 3] [--no-live] [--only-live]
 
 The tracer's hot modules run compiled when `make setup` built them (the header says which);
 `WIRETIDE_NATIVE=0` runs the pure-Python modules, for comparison.
@@ -21,13 +24,13 @@ The tracer's hot modules run compiled when `make setup` built them (the header s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,13 +39,12 @@ from wiretide.common.bus.entries import Skipped, documents_in_end_order, encode_
 from wiretide.common.collector import collect_rarely
 from wiretide.common.entry import encode_batch
 from wiretide.tracer import native
-from wiretide.tracer.assemble import Assembler, AssemblyConfig
+from wiretide.tracer.assemble import Assembler
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
 
 BATCH = 500  # entries per EntryBatch, as the dissector publishes them
 FETCH = BATCH * 8  # entries per pull of the tracer's consumer (a few messages at a time under load)
-CONFIDENT = 0.5  # the second accuracy column counts only links at least this confident
 
 
 def throughput(n_entries: int, concurrency: int, propagate: bool, full: bool) -> tuple[int, float, float]:
@@ -103,47 +105,52 @@ def ingest(n_entries: int, version: int) -> tuple[int, float]:
 
 
 def live_accuracy(
-    requests: int, concurrency: int, keepalive: bool, propagate: bool, tmp: Path
-) -> tuple[float, float, float, float, float, int]:
-    """(precision, recall, mean confidence, precision and recall of links with confidence >= 0.5, links)."""
-    from tests.integration.test_tracer_live import call_of, capture_chain
+    tmp: Path, *, shared: bool, keepalive: bool, propagate: bool, concurrency: int, requests: int, seed: int
+) -> list[tuple[str, float, float, float, int, int]]:
+    """One capture of the 4-service chain, made now (tests/helpers/chain.py), scored with the names
+    an inventory would give (pods only) and without any: (names, precision, recall, mean confidence,
+    links, traces that are not one connected tree)."""
+    from tests.helpers.chain import drive_chain, entries_of, link_scores
 
-    chain, entries = asyncio.run(
-        capture_chain(
-            tmp, propagate=propagate, keepalive=keepalive, requests=requests, concurrency=concurrency
+    run = drive_chain(
+        tmp, shared=shared, keepalive=keepalive, propagate=propagate, requests=requests,
+        concurrency=concurrency, seed=seed,
+    )  # fmt: skip
+    rows = []
+    for named in (True, False) if not shared else (False,):
+        entries = entries_of(run, named)
+        assembler = Assembler()
+        assembler.add_many(entries)
+        assembler.flush()
+        spans = assembler.drain()
+        precision, recall, confidence = link_scores(run, entries, spans)
+        rows.append(
+            ("known" if named else "unknown", precision, recall, confidence, len(run.truth), not_trees(spans))
         )
-    )
-    assembler = Assembler(AssemblyConfig(window_ns=2 * 10**9))
-    assembler.add_many(entries)
-    assembler.flush()
-    spans = assembler.drain()
-    by_span = {s.span_id: s for s in spans}
-    call = {e["id"]: call_of(e) for e in entries}
-    predicted: dict[str, tuple[str, float]] = {}
+    run.pcap.unlink()
+    return rows
+
+
+def not_trees(spans: list[Any]) -> int:
+    """Traces that are not one connected tree (more than one root, or a parent id not among them)."""
+    traces: dict[bytes, list[Any]] = {}
     for s in spans:
-        parent = by_span.get(s.parent_span_id)
-        if s.kind == 3 and parent is not None and parent.kind == 2:
-            predicted[call[s.entry_id]] = (call[parent.entry_id], s.confidence)
-
-    def pr(min_confidence: float) -> tuple[float, float]:
-        chosen = {c: p for c, (p, conf) in predicted.items() if conf >= min_confidence}
-        correct = sum(1 for child, parent in chosen.items() if chain.truth.get(child) == parent)
-        return (correct / len(chosen) if chosen else 1.0), (
-            correct / len(chain.truth) if chain.truth else 1.0
-        )
-
-    precision, recall = pr(0.0)
-    sure_p, sure_r = pr(CONFIDENT)
-    mean_conf = sum(conf for _, conf in predicted.values()) / len(predicted) if predicted else 0.0
-    return precision, recall, mean_conf, sure_p, sure_r, len(chain.truth)
+        traces.setdefault(s.trace_id, []).append(s)
+    bad = 0
+    for members in traces.values():
+        ids = {s.span_id for s in members}
+        roots = sum(1 for s in members if not s.parent_span_id)
+        bad += roots != 1 or any(s.parent_span_id and s.parent_span_id not in ids for s in members)
+    return bad
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=30_000)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=150, help="root requests per live accuracy row")
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput row (best and median)")
     parser.add_argument("--no-live", action="store_true", help="skip the live-traffic accuracy rows")
+    parser.add_argument("--only-live", action="store_true", help="only the live-traffic accuracy rows")
     args = parser.parse_args()
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
@@ -153,71 +160,86 @@ def main() -> None:
         " WIRETIDE_NATIVE=0: pure Python)"
     )
     print()
-    print("Throughput (entries → spans assembled → OTLP protobuf encoded), 3-hop chains, 4 pods per tier:")
-    for concurrency, propagate, full in (
-        (4, False, False),
-        (4, True, False),
-        (4, False, True),
-        (10, False, False),
-    ):
-        runs = sorted(
-            (throughput(args.entries, concurrency, propagate, full) for _ in range(max(args.repeat, 1))),
-            key=lambda run: run[2],
-        )
-        spans, seconds, cpu = runs[0]
-        median_cpu = runs[len(runs) // 2][2]
-        what = "headers" if propagate else "timing"
-        extra = " + service map + store" if full else ""
+    if not args.only_live:
         print(
-            f"  {what:7s} c={concurrency:<3d}{extra:22s} {spans:7d} spans: {spans / seconds:7.0f} spans/s"
-            f" wall, {spans / cpu:7.0f} spans per CPU-second"
-            f" (median of {len(runs)}: {spans / median_cpu:.0f})"
+            "Throughput (entries → spans assembled → OTLP protobuf encoded), 3-hop chains, 4 pods per tier:"
         )
-    print()
-    print("Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):")
-    per_entry: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
-        for version in (2, 1):
-            n, cpu = ingest(args.entries, version)
-            per_entry[version].append(cpu / n * 1e6)
-    for version, label in ((2, "contract v2 (lifted order)"), (1, "contract v1 (JSON only)")):
-        per = sorted(per_entry[version])
+        for concurrency, propagate, full in (
+            (4, False, False),
+            (4, True, False),
+            (4, False, True),
+            (10, False, False),
+        ):
+            runs = sorted(
+                (throughput(args.entries, concurrency, propagate, full) for _ in range(max(args.repeat, 1))),
+                key=lambda run: run[2],
+            )
+            spans, seconds, cpu = runs[0]
+            median_cpu = runs[len(runs) // 2][2]
+            what = "headers" if propagate else "timing"
+            extra = " + service map + store" if full else ""
+            print(
+                f"  {what:7s} c={concurrency:<3d}{extra:22s} {spans:7d} spans: {spans / seconds:7.0f} spans/s"
+                f" wall, {spans / cpu:7.0f} spans per CPU-second"
+                f" (median of {len(runs)}: {spans / median_cpu:.0f})"
+            )
+        print()
         print(
-            f"  {label:28s} {per[0]:6.1f} µs CPU per entry"
-            f" (best of {len(per)}; median {per[len(per) // 2]:.1f})"
+            "Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):"
         )
-    print()
-    print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")
-    for concurrency in (1, 4, 10, 50):
-        chains = build(1500, concurrency, seed=5)
-        a = Assembler()
-        a.add_many(chains.entries)
-        a.flush()
-        p, r = score(chains, a.drain())
-        print(f"  timing  c={concurrency:<3d} precision {p:.3f} recall {r:.3f}")
-    print()
+        per_entry: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
+            for version in (2, 1):
+                n, cpu = ingest(args.entries, version)
+                per_entry[version].append(cpu / n * 1e6)
+        for version, label in ((2, "contract v2 (lifted order)"), (1, "contract v1 (JSON only)")):
+            per = sorted(per_entry[version])
+            print(
+                f"  {label:28s} {per[0]:6.1f} µs CPU per entry"
+                f" (best of {len(per)}; median {per[len(per) // 2]:.1f})"
+            )
+        print()
+        print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")
+        for concurrency in (1, 4, 10, 50):
+            chains = build(1500, concurrency, seed=5)
+            a = Assembler()
+            a.add_many(chains.entries)
+            a.flush()
+            p, r = score(chains, a.drain())
+            print(f"  timing  c={concurrency:<3d} precision {p:.3f} recall {r:.3f}")
+        print()
     if args.no_live:
         return
     if os.geteuid() != 0:
-        print("Live accuracy skipped: tcpdump on lo needs root.")
+        print("Live accuracy skipped: network namespaces and tcpdump need root.")
         return
     print(
-        f"Parent-link accuracy, live traffic ({args.requests} requests per row, 2 links each; three server"
-        " processes on loopback, tcpdump → dissector pipeline):"
+        "Parent-link accuracy, live traffic: a 4-service chain (client → s0 → s1 → s2 → s3) of thread-per-"
+        "request"
+        f" HTTP servers, {args.requests} root requests per row (3 links each), captured by tcpdump in network"
+        " namespaces by this run (new captures, seeds from the clock); pods = one namespace and address per"
+        " service, shared = every service on one loopback address; names known = an inventory names each"
+        " address, unknown = no names at all:"
     )
+    seed = int(time.time()) % 100_000
+    rows = [(False, shared, c) for shared in (False, True) for c in (1, 4, 10, 50)]
+    rows += [(True, shared, c) for shared in (False, True) for c in (10, 50)]
     with tempfile.TemporaryDirectory() as tmp:
-        for propagate in (False, True):
+        for propagate, shared, concurrency in rows:
             for keepalive in (False, True):
-                for concurrency in (1, 4, 10, 50):
-                    p, r, conf, sp, sr, links = live_accuracy(
-                        args.requests, concurrency, keepalive, propagate, Path(tmp)
-                    )
+                seed += 1
+                for names, p, r, conf, links, bad in live_accuracy(
+                    Path(tmp), shared=shared, keepalive=keepalive, propagate=propagate,
+                    concurrency=concurrency, requests=args.requests, seed=seed,
+                ):  # fmt: skip
                     what = "headers" if propagate else "timing"
+                    where = "shared" if shared else "pods"
                     conn = "keep-alive" if keepalive else "fresh"
                     print(
-                        f"  {what:7s} {conn:10s} c={concurrency:<3d} precision {p:.3f} recall {r:.3f}"
-                        f" mean confidence {conf:.2f} | confidence>={CONFIDENT}: precision {sp:.3f}"
-                        f" recall {sr:.3f} ({links} links)"
+                        f"  {what:7s} {where:6s} names {names:7s} {conn:10s} c={concurrency:<3d}"
+                        f" precision {p:.3f} recall {r:.3f} mean confidence {conf:.2f}"
+                        f" ({links} links; traces not one tree: {bad})",
+                        flush=True,
                     )
 
 

@@ -200,6 +200,26 @@ _SAMPLE_ENTRY: Final[dict[str, Any]] = {
     "trace": None,
 }
 
+
+def fuzz_sctp(data: bytes) -> None:
+    """SCTP chunks (flows/sctp.py): each input chunk is the chunk area of one packet from its side,
+    after an INIT from the client; the messages it hands up and the association's entry must encode."""
+    import struct
+
+    from wiretide.dissector.flows.sctp import INIT, SctpAssociation
+
+    assoc = SctpAssociation()
+    init = struct.pack("!HHII", 1, 2, 0, 0) + struct.pack("!BBHIIHHI", INIT, 0, 20, 7, 65535, 10, 10, 1)
+    assoc.packet(0, init, 0, len(init), T0)
+    ts = T0
+    for from_client, piece in chunks(data):
+        ts += 1000
+        packet = struct.pack("!HHII", 1, 2, 0 if from_client else 7, 0) + piece
+        assoc.packet(0 if from_client else 1, packet, 0, len(packet), ts)
+    assoc.flush(ts)
+    _encodable(assoc.describe(0, T0))
+
+
 # Every harness by name: one per built-in dissector, the pieces inside them, the pipeline, and KFL.
 HARNESSES: Final[dict[str, Callable[[bytes], None]]] = {
     "http1": _session("http"),
@@ -210,6 +230,14 @@ HARNESSES: Final[dict[str, Callable[[bytes], None]]] = {
     "dns": _session("dns"),
     "dns-tcp": _session("dns-tcp"),
     "postgresql": _session("postgresql"),
+    "radius": _session("radius"),
+    "diameter": _session("diameter"),
+    "sctp": fuzz_sctp,
+    "ldap": _session("ldap"),
+    "cldap": _session("cldap"),
+    "smtp": _session("smtp"),
+    "imap": _session("imap"),
+    "pop3": _session("pop3"),
     "hpack": fuzz_hpack,
     "grpc": fuzz_grpc,
     "protobuf": fuzz_protobuf,

@@ -40,7 +40,9 @@ async def publish(url: str, docs: list[dict[str, Any]]) -> None:
 
 @asynccontextmanager
 async def agents(url: str, node: str = "n1", **extra: Any) -> AsyncIterator[tuple[AgentsService, Any]]:
-    settings = AgentsSettings(nats_url=url, agents_grpc="127.0.0.1:0", node_name=node, **extra)
+    settings = AgentsSettings(
+        nats_url=url, agents_grpc="127.0.0.1:0", node_name=node, agents_replica=node, **extra
+    )
     async with (
         running(AgentsService(settings)) as svc,
         grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc_port}") as ch,
@@ -236,3 +238,25 @@ async def test_definitions_reach_every_replica_hub_actions_reach_both_and_surviv
         assert [(a.name, a.enabled, a.state) for a in listed] == [("hub", False, "disabled")]
         assert (await stub_c.DeleteAgent(agents_pb2.DeleteAgentRequest(name="hub"))).deleted
         assert list((await stub_c.ListAgents(agents_pb2.ListAgentsRequest())).agents) == []
+
+
+async def test_vendor_slack_posts_a_slack_message_to_a_real_receiver(
+    nats_server: NatsServer, receiver: Receiver
+) -> None:
+    source = (
+        "function onItemCaptured(e) {\n"
+        "  if (e.status >= 500) vendor.slack(env.URL, '#alerts', 'server error', e.id + ' ' + e.status);\n}\n"
+    )
+    docs = entries(60, seed=8)
+    errors = [d for d in docs if (d.get("status") or 0) >= 500]
+    assert errors
+    async with agents(nats_server.url) as (_svc, stub):
+        assert (await put(stub, "slack", source, URL=receiver.url)).stored
+        await publish(nats_server.url, docs)
+        await wait_for_async("every error posted", lambda: len(receiver.bodies), lambda n: n == len(errors))
+    got = sorted((orjson.loads(b) for b in receiver.bodies), key=lambda m: m["attachments"][0]["text"])
+    want = sorted(f"{d['id']} {d['status']}" for d in errors)
+    assert got == [
+        {"text": "server error", "channel": "#alerts", "attachments": [{"text": t, "color": "#d00000"}]}
+        for t in want
+    ]

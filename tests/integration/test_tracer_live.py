@@ -314,7 +314,7 @@ async def trace_through_service(
         traces_otlp_endpoint=receiver.endpoint,
         traces_otlp_flush_interval_s=0.05,
     )
-    expected = sum(1 if not e["src"].get("name") else 2 for e in entries)
+    expected = 2 * len(entries)  # a client and a server span per call (the client unnamed: by address)
     async with running(TracerService(settings)):
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
@@ -342,15 +342,17 @@ async def test_propagated_traceparent_gives_one_trace_per_request_with_the_apps_
         spans = await trace_through_service(nats_server.url, entries, receiver)
     finally:
         receiver.stop()
-    assert len(spans) == 25  # per request: frontend server; frontend+api client; api+backend server
+    assert len(spans) == 30  # per request: 3 calls (client → frontend → api → backend), 2 spans each
     traces = {r.span.trace_id.hex() for r in spans}
     assert traces == chain.app_traces
     for trace in traces:
         members = [r for r in spans if r.span.trace_id.hex() == trace]
         ids = {r.span.span_id for r in members}
         roots = [r for r in members if r.span.parent_span_id not in ids]
-        assert len(members) == 5 and len(roots) == 1
-        assert roots[0].resource["service.name"] == "frontend" and roots[0].span.kind == 2
+        assert len(members) == 6 and len(roots) == 1
+        # The root is the unnamed client's call, named by its address; the app's span id is a link.
+        assert roots[0].resource["service.name"] == IPS["client"] and roots[0].span.kind == 3
+        assert roots[0].span.parent_span_id == b"" and len(roots[0].span.links) == 1
         assert all(r.attributes["wiretide.confidence"] == 1.0 for r in members)
     api_server = next(r for r in spans if r.resource["service.name"] == "api" and r.span.kind == 2)
     assert (
@@ -384,7 +386,7 @@ async def test_without_propagation_timing_builds_one_trace_per_request_with_conf
     traces: dict[bytes, list[Received]] = {}
     for r in spans:
         traces.setdefault(r.span.trace_id, []).append(r)
-    assert len(traces) == 8 and all(len(m) == 5 for m in traces.values())
+    assert len(traces) == 8 and all(len(m) == 6 for m in traces.values())
     timing = [r for r in spans if r.attributes["wiretide.link"] == "timing"]
     assert len(timing) == 16 and all(0 < r.attributes["wiretide.confidence"] < 1 for r in timing)
     precision, recall = link_accuracy(chain, entries, spans)

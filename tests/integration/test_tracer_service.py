@@ -67,9 +67,9 @@ async def test_entries_on_the_bus_become_exported_and_queryable_traces(
     try:
         async with running(TracerService(settings)) as svc:
             await publish(nats_server.url, [*with_headers, *plain, invalid], raw=b"\xff\x00garbage")
-            got = await asyncio.to_thread(receiver.collected.wait_for, 10, 20.0)
-            assert len(got) == 10
-            assert sum(1 for g in got if g.span.trace_id.hex() == TRACE) == 5
+            got = await asyncio.to_thread(receiver.collected.wait_for, 12, 20.0)
+            assert len(got) == 12  # 2 traces of 3 calls, 2 spans each (the outside caller by address)
+            assert sum(1 for g in got if g.span.trace_id.hex() == TRACE) == 6
             assert {g.attributes["wiretide.link"] for g in got if g.span.trace_id.hex() != TRACE} >= {
                 "timing"
             }
@@ -80,13 +80,15 @@ async def test_entries_on_the_bus_become_exported_and_queryable_traces(
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = tracer_pb2_grpc.TracerServiceStub(channel)
                 trace = await stub.GetTrace(tracer_pb2.GetTraceRequest(trace_id=TRACE))
-                assert len(trace.spans) == 5 and trace.spans[0].service_name == "frontend"
+                assert len(trace.spans) == 6 and trace.spans[0].service_name == "frontend"
+                root = next(s for s in trace.spans if not s.parent_span_id)
+                assert root.service_name == "192.168.1.1" and root.kind == "client"
                 assert {s.link for s in trace.spans} == {"header", "entry"}
 
                 found = await stub.FindTraces(tracer_pb2.FindTracesRequest(query='dst.name == "backend"'))
-                assert len(found.traces) == 2 and all(t.span_count == 5 for t in found.traces)
+                assert len(found.traces) == 2 and all(t.span_count == 6 for t in found.traces)
                 timing = next(t for t in found.traces if t.trace_id != TRACE)
-                assert 0 < timing.min_confidence < 1 and timing.root_service == "frontend"
+                assert 0 < timing.min_confidence < 1 and timing.root_service == "192.168.1.1"
                 none = await stub.FindTraces(tracer_pb2.FindTracesRequest(query="status >= 500"))
                 assert list(none.traces) == []
 
@@ -172,7 +174,7 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
         await publish(nats_server.url, three_hops(headers=True))
         assert isinstance(svc, TracerService)
         await wait_for_async(
-            "the trace's 5 spans", lambda: len(svc.engine.store.get(TRACE)), lambda n: n >= 5
+            "the trace's 6 spans", lambda: len(svc.engine.store.get(TRACE)), lambda n: n >= 6
         )
         gw = SimpleNamespace(
             settings=SimpleNamespace(tracer_grpc=f"127.0.0.1:{svc.grpc_port}", transport=PLAINTEXT),
@@ -181,10 +183,22 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
         app = AuthMiddleware(Starlette(routes=routes(gw)), local)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             r = await client.get(f"/api/traces/{TRACE.upper()}")
-            assert r.status_code == 200 and len(r.json()["spans"]) == 5
+            assert r.status_code == 200 and len(r.json()["spans"]) == 6
             assert r.json()["spans"][0]["attributes"]["http.request.method"] == "GET"
             r = await client.get("/api/traces", params={"q": 'dst.name == "api"'})
             assert r.status_code == 200 and [t["trace_id"] for t in r.json()["traces"]] == [TRACE]
+            # The trace view's search: a service (named, namespaced, or an anonymous workload's
+            # address), a duration range, errors only.
+            for params, found in (
+                ({"service": "shop/api", "min_duration": "5ms"}, [TRACE]),
+                ({"service": "backend", "max_duration": "1ms"}, []),
+                ({"service": "192.168.1.1"}, [TRACE]),
+                ({"service": "10.0.1.1:8080", "error": "false"}, [TRACE]),
+                ({"service": "nobody"}, []),
+                ({"q": "http", "error": "true"}, []),
+            ):
+                r = await client.get("/api/traces", params=params)
+                assert r.status_code == 200 and [t["trace_id"] for t in r.json()["traces"]] == found, params
             r = await client.get("/api/servicemap", params={"window": "1h"})
             body = r.json()
             assert r.status_code == 200 and {(e["source"], e["destination"]) for e in body["edges"]} == {
@@ -199,6 +213,9 @@ async def test_the_gateway_routes_answer_traces_and_the_service_map_over_the_tra
                 ("/api/traces", {"limit": "-1"}, 400),
                 ("/api/servicemap", {"window": "forever"}, 400),
                 ("/api/servicemap", {"q": "x" * 9000}, 400),
+                ("/api/traces", {"min_duration": "soon"}, 400),
+                ("/api/traces", {"error": "maybe"}, 400),
+                ("/api/traces", {"service": "x" * 300}, 400),
             ):
                 r = await client.get(path, params=params)
                 assert r.status_code == status, (path, params, r.text)

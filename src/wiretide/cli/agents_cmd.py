@@ -6,7 +6,9 @@ Rule: every command but `test` and `templates` talks to the running instance's R
 the UI; `test` runs the agent offline over a capture (the replay harness) and exits 1 when any
 `test.fail` ran or the agent failed, 2 for a usage error or a syntax error. `draft` and `improve` ask
 the LLM and show what it proposes tried on recent traffic; they store it only once the user says yes
-(at the terminal, or `--yes`) — without a terminal and without `--yes` they refuse (exit 2).
+(at the terminal, or `--yes`) — without a terminal and without `--yes` they refuse (exit 2). With
+several replicas of the agents service, `list` adds a row per replica under an agent and `logs`
+starts each line with the replica that wrote it.
 """
 
 from __future__ import annotations
@@ -160,6 +162,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{a['name']:<24} {a['state']:<9} {a.get('items', 0):>9} "
                 f"{a.get('tests_passed', 0):>6} {a.get('tests_failed', 0):>6}  {tail}"
             )
+            replicas = a.get("replicas") or []
+            if len(replicas) > 1:
+                for r in replicas:
+                    state = "stale" if r.get("stale") else r.get("state", "")
+                    who = f"replica {r.get('replica')}"
+                    print(
+                        f"  {who:<22} {state:<9} {r.get('items', 0):>9} {r.get('tests_passed', 0):>6} "
+                        f"{r.get('tests_failed', 0):>6}  {r.get('last_error', '')}"
+                    )
         return 0
     if cmd == "get":
         status, doc = api.call("GET", f"/api/agents/{args.name}")
@@ -183,13 +194,16 @@ def run(args: argparse.Namespace) -> int:
 
 def run_logs(api: Api, args: argparse.Namespace) -> int:
     after = 0
+    several = False  # lines name their replica once more than one has written
     while True:
         status, doc = api.call("GET", f"/api/agents/{args.name}/logs", params={"after": after})
         if status != 200:
             return _fail(doc)
+        several = several or len(doc.get("replicas") or ()) > 1
         for line in doc["lines"]:
             out = sys.stderr if line["stream"] == "error" else sys.stdout
-            prefix = "" if line["stream"] == "log" else f"[{line['stream']}] "
+            prefix = f"{line.get('replica')}: " if several and line.get("replica") else ""
+            prefix += "" if line["stream"] == "log" else f"[{line['stream']}] "
             print(prefix + line["text"], file=out, flush=True)
             after = line["seq"]
         if not args.follow:

@@ -5,7 +5,9 @@ Rule: stdout carries only the requested output (jsonl, table or HAR) so that it 
 progress, KFL warnings, errors and the closing summary go to stderr. A capture that ends mid-record
 still yields the entries read before the cut, then an error and exit 1, as tshark does. `--jobs N`
 splits flows across N processes by the direction-independent flow hash, so every flow is dissected
-whole by exactly one of them.
+whole by exactly one of them. Output is streamed — JSON lines and table rows as each batch is
+dissected, HAR through a bounded reorder window (`har.HarStream`) — so memory does not grow with the
+number of entries.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from wiretide.cli.output import TimeColumn, add_time_format, endpoint, kfl_warnings, reader_gone
-from wiretide.common.har import HarWriter
+from wiretide.common.har import HarStream
 
 if TYPE_CHECKING:
     from wiretide.common.kfl import Query
@@ -49,7 +51,11 @@ def add_parser(sub: Any) -> None:
         help="dissect a pcap/pcapng file into entries (API calls)",
         description="Run the dissector offline on a capture file and print its entries.",
     )
-    p.add_argument("file", nargs="?", help="pcap or pcapng file ('-' reads standard input)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="pcap or pcapng file ('-' reads standard input), or a recording bundle (.tar.gz)",
+    )
     p.add_argument(
         "-r",
         "--read-file",
@@ -79,6 +85,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-redact", action="store_true", help="keep every value as captured (no redaction)")
     p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.add_argument(
+        "--traces", metavar="OUT.json", help="also write the capture's traces there, as OTLP/JSON lines"
+    )
+    p.add_argument(
+        "--traces-endpoint", metavar="URL", help="also export the capture's traces over OTLP to URL"
+    )
+    p.add_argument(
+        "--traces-protocol",
+        choices=("grpc", "http/protobuf"),
+        help="OTLP protocol of --traces-endpoint (default: http/protobuf for port 4318 or a /v1/traces"
+        " path, else grpc)",
+    )
 
 
 def _parse_filter(text: str | None) -> Query | None:
@@ -266,7 +284,9 @@ def _summary(results: list[dict[str, Any]], elapsed: float, out: IO[str]) -> Non
     rate = packets / elapsed if elapsed > 0 else 0.0
     out.write(
         f"wiretide analyze: {packets} packets in {elapsed:.2f}s ({rate:,.0f} packets/s), "
-        f"{stats['flows_tcp']} TCP + {stats['flows_udp']} UDP flows, {sum(entries.values())} entries\n"
+        f"{stats['flows_tcp']} TCP + {stats['flows_udp']} UDP flows"
+        + (f" + {stats['flows_sctp']} SCTP associations" if stats["flows_sctp"] else "")
+        + f", {sum(entries.values())} entries\n"
     )
     out.write("  entries: " + (", ".join(f"{k} {v}" for k, v in sorted(entries.items())) or "none") + "\n")
     out.write(
@@ -302,6 +322,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"give the capture once: FILE ({args.file}) or -r FILE ({args.read_file}), not both")
     if args.jobs < 1:
         return _usage("--jobs must be at least 1")
+    from wiretide.cli.record_cmd import analyze_bundle, looks_like_bundle
+
+    if path != STDIN and looks_like_bundle(path):  # a recording bundle: its entries, names as recorded
+        return analyze_bundle(args, path)
     if args.body_cap < 0:
         return _usage("--body-cap must be >= 0")
     from wiretide.capture.sources.pcapfile import PcapError, check_readable
@@ -336,16 +360,22 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if query is not None:
         kfl_warnings("wiretide analyze", query.text, query.warnings, sys.stderr)
+    from wiretide.cli.traces_out import traces_output
+
+    try:
+        traces = traces_output(args)
+    except (ValueError, OSError) as exc:
+        return _usage(str(exc))
 
     fmt: str = args.format
     stdout = sys.stdout
     binary = stdout.buffer
-    har = HarWriter()
+    har = HarStream(binary.write)  # streamed: written as entries come, within a bounded window
     times = TimeColumn(args.time_format)
     if fmt == "table":
         _table_header(stdout, times)
 
-    def sink(entries: list[dict[str, Any]]) -> None:
+    def write(entries: list[dict[str, Any]]) -> None:
         if fmt == "jsonl":
             binary.write(_jsonl(entries))
         elif fmt == "table":
@@ -353,6 +383,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             har.add(entries)
 
+    sink = write if traces is None else traces.wrap(write)
     show = size >= PROGRESS_MIN_BYTES and (args.progress or sys.stderr.isatty())
     started = time.monotonic()
     progress = _Progress(size) if show else None
@@ -362,21 +393,27 @@ def run(args: argparse.Namespace) -> int:
                 _work(path, None, registry, args.node, args.body_cap, args.filter, sink, progress, redactor)
             ]
         else:
-            results = _run_jobs(args, path, registry, fmt, sink, redactor)
+            # (traces need every entry parsed: the jsonl pass-through is left for the sink's own)
+            results = _run_jobs(args, path, registry, fmt if traces is None else "", sink, redactor)
     except BrokenPipeError:
         reader_gone()
         return 0
     if progress is not None:
         progress.done()
     if fmt == "har":
-        doc = har.document()
-        binary.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        try:
+            har.close()
+        except BrokenPipeError:
+            reader_gone()
+            return 0
     stdout.flush()
     # Every job reads the whole file, so they all stop at the same damage: say it once.
     error = next((r for r in results if r.get("error")), None)
     read_nothing = not any(r["stats"].get("packets") for r in results)
     if not args.quiet and not (error is not None and read_nothing):
         _summary(results, time.monotonic() - started, sys.stderr)
+    if traces is not None and not traces.finish(None if args.quiet else sys.stderr) and error is None:
+        return EXIT_BAD_CAPTURE
     if error is not None:
         print(f"wiretide analyze: {error['error']}", file=sys.stderr)
         return EXIT_BAD_CAPTURE

@@ -55,4 +55,7 @@ def run(args: argparse.Namespace) -> int:
         f"  {'nats':<10} {state:<12} {pids.get('nats') or '-'!s:<8} {restarts.get('nats', 0)!s:<9} "
         f"{info.get('nats_url')}"
     )
+    counted = (doc.get("undissected") or {}).get("by_protocol") or {}
+    if counted:  # captured, but no entry stands for these packets (the same line `wiretide analyze` prints)
+        print("  counted, not dissected: " + ", ".join(f"{p} {n}" for p, n in counted.items()))
     return 0 if doc.get("status") == "SERVING" else 1

@@ -45,6 +45,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--pace", action="store_true", help="with --pcap: replay at the recorded pace, not full speed"
     )
+    p.add_argument(
+        "--recording",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="BUNDLE",
+        help="open these recording bundles (wiretide record get): their entries, names as recorded",
+    )
     p.add_argument("--bpf", default="", help="capture filter in tcpdump syntax (live and --pcap)")
     p.add_argument("--port", action="append", type=int, default=[], help="only these ports (repeatable)")
     p.add_argument("--cidr", action="append", default=[], help="only to/from these networks (repeatable)")
@@ -98,6 +106,16 @@ def run(args: argparse.Namespace) -> int:
             extra["WIRETIDE_CAPTURE_PACE"] = "true"
         # A recording is explored after the fact: its entries are as old as its packets, so only the
         # size bound applies unless the user set an age bound explicitly.
+        extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
+    bundles = getattr(args, "recording", None) or []
+    if bundles:
+        from wiretide.cli.record_cmd import check_bundles
+
+        try:
+            extra["WIRETIDE_RECORDING_IMPORT"] = os.pathsep.join(map(str, check_bundles(bundles)))
+        except ValueError as exc:
+            print(f"wiretide up: --recording {exc}", file=sys.stderr)
+            return 2
         extra["WIRETIDE_GATEWAY_RETENTION_AGE_S"] = os.environ.get("WIRETIDE_GATEWAY_RETENTION_AGE_S", "0")
     if getattr(args, "ebpf", False):
         extra["WIRETIDE_CAPTURE_EBPF"] = "true"

@@ -37,18 +37,18 @@ BAD: list[tuple[str, str, str, int]] = [
         "TypeError: cannot read property 'y' of null",
         3,
     ),
-    ("loops", "function onItemCaptured(e) {\n  while (true) {}\n}\n", "time limit exceeded", 0),
+    ("loops", "function onItemCaptured(e) {\n  while (true) {}\n}\n", "time limit exceeded", 2),
     (
         "allocates",
         "function onItemCaptured(e) {\n  var a = [];\n  for (;;) a.push(new Array(100000).fill(1));\n}\n",
         "memory limit exceeded (32 MiB)",
-        0,
+        3,
     ),
     (
         "doubles",
         "function onItemCaptured(e) {\n  var s = 'x';\n  for (;;) s = s + s;\n}\n",
         "memory limit exceeded",
-        0,
+        3,
     ),
     (
         "recurses",
@@ -119,6 +119,81 @@ def test_a_bad_agent_is_stopped_with_its_error_and_line_and_the_others_see_every
     assert bad.counters.invocations == 1
 
 
+# Where a limit stopped an agent: QuickJS names a position only for operations that can throw, so a
+# loop of local arithmetic is placed by the line named and the source (`sandbox.loop_line`).
+LIMITS: list[tuple[str, str, str, int]] = [
+    (
+        "loop-after-statements",
+        "function onItemCaptured(e) {\n  var n = 0;\n  var m = 1;\n\n  while (true) { n++; }\n}\n",
+        "time limit exceeded",
+        5,
+    ),
+    (
+        "loop-in-a-branch",
+        "function onItemCaptured(e) {\n  var x = 0;\n  if (e.id) {\n"
+        "    while (x >= 0) { x = x + 1; }\n  }\n}\n",
+        "time limit exceeded",
+        4,
+    ),
+    (
+        "loop-in-a-called-function",
+        "function spin() {\n  for (;;) { Math.random(); }\n}\nfunction onItemCaptured(e) {\n  spin();\n}\n",
+        "time limit exceeded",
+        2,
+    ),
+    (
+        "interrupted-inside-the-body-before-a-later-loop",
+        "function onItemCaptured(e) {\n  var x = 0;\n  while (true) {\n    Math.random();\n    x++;\n  }\n"
+        "  for (;;) {}\n}\n",
+        "time limit exceeded",
+        3,
+    ),
+    (
+        "loop-in-an-arrow-hook",
+        "const onItemCaptured = (e) => {\n  for (let i = 0; i >= 0; i++) {}\n};\n",
+        "time limit exceeded",
+        2,
+    ),
+    (
+        "loop-in-a-job",
+        "jobs.schedule('j', '* * * * * *', function () {\n  var i = 0;\n  do { i++; } while (i > 0);\n});\n"
+        "function onItemCaptured(e) {}\n",
+        "time limit exceeded",
+        3,
+    ),
+    (
+        "allocation-in-a-job",
+        "var keep = [];\njobs.schedule('j', '* * * * * *', function () {\n"
+        "  for (;;) keep.push('x'.repeat(1 << 16) + keep.length);\n});\nfunction onItemCaptured(e) {}\n",
+        "memory limit exceeded (32 MiB)",
+        3,
+    ),
+    ("loop-at-the-top-level", "var ready = false;\n\nwhile (!ready) {}\n", "time limit exceeded", 3),
+    (
+        "allocation-at-the-top-level",
+        "var a = [];\nfor (;;) a.push(new Array(100000).fill(1));\n",
+        "memory limit exceeded",
+        2,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "source", "error", "line"), LIMITS, ids=[c[0] for c in LIMITS])
+def test_an_agent_stopped_by_a_limit_is_failed_with_the_line_where_the_limit_hit(
+    name: str, source: str, error: str, line: int
+) -> None:
+    rt = runtime()
+    agent = rt.put(AgentDef(name, source))
+    rt.dispatch("onItemCaptured", entries(3, seed=1))
+    if agent.jobs:
+        agent.run_job("j")
+    assert agent.state == "failed"
+    assert error in agent.last_error
+    assert agent.error_line == line
+    assert agent.last_error.endswith(f"(line {line})")
+    assert agent.lines[-1].text == f"agent stopped: {agent.last_error}"
+
+
 def test_a_bad_kfl_query_or_cron_at_the_top_level_fails_the_load_with_the_line() -> None:
     rt = runtime()
     kfl = rt.put(
@@ -164,17 +239,9 @@ def test_kfl_match_answers_the_compiled_query_for_each_entry() -> None:
 
 def test_helpers_and_hooks_are_the_registered_ones() -> None:
     namespaces = [h.namespace for h in helpers()]
-    assert namespaces[:9] == [
-        "console",
-        "test",
-        "vendor",
-        "prometheus",
-        "jobs",
-        "kfl",
-        "pcap",
-        "hub",
-        "utils",
-    ]
+    issue = ["console", "test", "vendor", "prometheus", "jobs", "kfl", "pcap", "hub", "utils"]
+    # The issue's helpers, in the documented order (other namespaces may sit between them).
+    assert [n for n in namespaces if n in issue] == issue
     assert "llm" in MODULES
     assert HOOKS == (
         "onItemCaptured",
@@ -198,6 +265,7 @@ def test_console_lines_beyond_the_per_call_bound_are_counted_not_kept() -> None:
     )
     rt.dispatch("onItemCaptured", docs[:256])
     assert any("280 console lines dropped" in line.text for line in noisy.lines)
+    assert noisy.status()["log_dropped"] == 280 and agent.status()["log_dropped"] == 0
 
 
 def test_hub_actions_offline_come_back_to_the_same_agent_and_utils_name_the_node() -> None:
@@ -208,3 +276,40 @@ def test_hub_actions_offline_come_back_to_the_same_agent_and_utils_name_the_node
     agent = rt.put(AgentDef("hub", source))
     rt.process_inboxes()
     assert [line.text for line in agent.lines] == ["sum 3 node-x"]
+
+
+def test_the_lines_a_failing_call_logged_are_kept_and_its_other_helper_calls_are_not() -> None:
+    rt = runtime()
+    source = (
+        "function onItemCaptured(e) {\n  console.log('before', e.id);\n"
+        "  vendor.webhook('POST', 'http://127.0.0.1:9/x', e.id);\n  test.fail(e, 'never counted');\n"
+        "  var s = 'x';\n  for (;;) s = s + s;\n}\n"
+    )
+    agent = rt.put(AgentDef("dies", source))
+    rt.dispatch("onItemCaptured", [{"id": "e1"}, {"id": "e2"}])
+    assert agent.state == "failed" and agent.error_line == 6
+    assert [line.text for line in agent.lines] == [
+        "before e1",
+        "agent stopped: memory limit exceeded (32 MiB) (line 6)",
+    ]
+    assert agent.counters.failed_tests == 0
+
+
+def test_jobs_are_listed_run_on_demand_and_removed() -> None:
+    rt = runtime()
+    source = (
+        "var runs = 0;\njobs.schedule('a', '*/5 * * * * *', function () { runs++; });\n"
+        "jobs.schedule('b', '0 0 * * * *', function () { console.log('b ran', runs); });\n"
+        "function onItemCaptured(e) {\n  if (e.id === 'list') console.log(jobs.list().join(','));\n"
+        "  if (e.id === 'run') { jobs.run('a'); jobs.run('b'); }\n"
+        "  if (e.id === 'remove')\n"
+        "    console.log(jobs.remove('a'), jobs.remove('nope'), jobs.list().join(','));\n"
+        "  if (e.id === 'missing') jobs.run('a');\n}\n"
+    )
+    agent = rt.put(AgentDef("jobs", source))
+    assert sorted(agent.jobs) == ["a", "b"] and agent.jobs["a"].cron is not None
+    rt.dispatch("onItemCaptured", [{"id": "list"}, {"id": "run"}, {"id": "remove"}])
+    assert [line.text for line in agent.lines] == ["a,b", "b ran 1", "true false b"]
+    assert sorted(agent.jobs) == ["b"]  # the host's schedule follows jobs.remove
+    rt.dispatch("onItemCaptured", [{"id": "missing"}])
+    assert agent.state == "failed" and 'jobs.run: no job "a"' in agent.last_error and agent.error_line == 9

@@ -188,6 +188,11 @@ CASES: list[tuple[str, list[str]]] = [
     ('mysql || mysql_query.contains("FROM") || mysql_command == "COM_PING" || mysql_sqlstate == "42000"', []),
     ('mongodb || mongodb_command == "find" || mongodb_database == "shop" || mongodb_collection == "o"', []),
     ('amqp_exchange == "amq.direct" || amqp_routing_key == "orders" || amqp_queue == "orders"', []),
+    ('ldap.operation == "search" || ldap.messageID == 2 || ldap.dn == "dc=x" || ldap.filter == "(a=*)"', []),
+    ('ldap.scope == "baseObject" || ldap.resultCode == 49 || ldap.entries > 1 || ldap.oid == "1.3"', []),
+    ('smtp || imap || pop3 || smtp.req.command == "MAIL" || smtp.response.code == 550', []),
+    ('imap.request.command == "LOGIN" || imap.response.status == "NO"', []),  # only on mail entries
+    ('pop.request.command == "RETR" || pop.response.indicator == "-ERR"', []),
     ('tlsx_sni.endsWith(".example.com")', ["01HTTP503"]),
     ('tlsx_sni == "api.stripe.com" && tls_version == "1.2"', ["01TLS"]),
     ('tls.sni == "api.stripe.com"', ["01TLS"]),

@@ -1,7 +1,7 @@
 """ICMP/ICMPv6 (dissector/icmp.py): echo pairs with their round trip, errors naming the quoted flow,
 everything else counted by type; packets of other protocols counted by name.
 
-The captures in shared/pcaps/icmp, icmpv6 and sctp are compared with tshark: one entry per echo request
+The captures in shared/pcaps/icmp and icmpv6 are compared with tshark: one entry per echo request
 (answered or not), one per error message, and every other ICMP message counted, never an entry.
 """
 
@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from tests.helpers.pcaps import files_or_missing, needs_pcaps
 from wiretide.common.packets import LINKTYPE_ETHERNET, ColumnBuilder, flow_id
 from wiretide.dissector.icmp import ECHO_TIMEOUT_NS, MAX_PENDING
-from wiretide.dissector.pipeline import Pipeline
+from wiretide.dissector.pipeline import MAX_ICMP_NOTES, Pipeline
 from wiretide.dissector.registry import default_registry
 
-from .builders import T0, columns, ether, ipv4, udp_frame
+from .builders import SYN, T0, columns, ether, ipv4, tcp_frame, udp_frame
 from .pcaps import PCAPS, read_columns
 
 TSHARK = shutil.which("tshark")
@@ -120,6 +120,73 @@ def test_a_port_unreachable_names_the_udp_flow_it_quotes_under_that_flows_id() -
         err["flow_id"] == flow["flow_id"] == flow_id(bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 2]), 9, 17)
     )
     assert "10.0.0.1:40000 → 10.0.0.2:9" in err["summary"]
+
+
+def port_unreachable(probe: bytes, router: str = "10.0.0.2") -> bytes:
+    """What a host answers a UDP datagram to a closed port: the IP header and 8 bytes of it (RFC 792)."""
+    return ether(ipv4(router, "10.0.0.1", 1, icmp(3, 3, b"\0\0\0\0" + probe[14 : 14 + 28])))
+
+
+def test_the_quoted_udp_flow_s_entry_carries_the_error_as_an_icmp_errors_note() -> None:
+    probe = udp_frame("10.0.0.1", 40000, "10.0.0.2", 9, b"hello")
+    p, out = run([(T0, probe), (T0 + MS, port_unreachable(probe))])
+    [err] = [e for e in out if e["protocol"] == "icmp"]
+    [flow] = [e for e in out if e["protocol"] == "udp"]
+    assert flow["icmp_errors"] == [
+        {"id": err["id"], "type": "unreachable", "code": 3, "reason": "port unreachable", "from": "10.0.0.2"}
+    ]
+    assert "icmp_errors" not in err
+    assert p.stats["icmp_errors_flow_marked"] == 1
+
+
+def test_an_unanswered_dns_query_to_a_closed_port_names_the_port_unreachable_that_answered_it() -> None:
+    query = bytes.fromhex("1234010000010000000000000377777706676f6f676c6503636f6d0000010001")
+    probe = udp_frame("10.0.0.1", 40000, "10.0.0.2", 53, query)
+    _, out = run([(T0, probe), (T0 + MS, port_unreachable(probe))])
+    [dns] = [e for e in out if e["protocol"] == "dns"]
+    assert dns["error"]["type"] == "timeout"
+    assert [n["reason"] for n in dns["icmp_errors"]] == ["port unreachable"]
+
+
+def test_an_error_quoting_a_flow_that_already_made_entries_names_its_last_entry() -> None:
+    query = bytes.fromhex("1234010000010000000000000377777706676f6f676c6503636f6d0000010001")
+    answer = bytearray(query)
+    answer[2] = 0x81
+    answer[3] = 0x80
+    first = udp_frame("10.0.0.1", 40000, "10.0.0.2", 53, query)
+    p = Pipeline(default_registry())
+    done = p.feed(
+        columns([(T0, first), (T0 + MS, udp_frame("10.0.0.2", 53, "10.0.0.1", 40000, bytes(answer)))])
+    )
+    [dns] = [e for e in done if e["protocol"] == "dns"]
+    later = p.feed(columns([(T0 + 2 * MS, port_unreachable(first, router="10.0.0.254"))]))
+    [err] = [e for e in later if e["protocol"] == "icmp"]
+    assert err["request"]["quoted"]["entry_id"] == dns["id"]
+
+
+def test_an_error_about_a_flow_never_seen_names_it_without_marking_anything() -> None:
+    probe = udp_frame("10.0.0.1", 40000, "10.0.0.2", 9, b"hello")
+    p, [err] = run([(T0, port_unreachable(probe))])
+    assert "entry_id" not in err["request"]["quoted"]
+    assert p.stats["icmp_errors_flow_unknown"] == 1
+
+
+def test_a_flow_keeps_a_bounded_number_of_notes() -> None:
+    probe = udp_frame("10.0.0.1", 40000, "10.0.0.2", 9, b"hello")
+    frames = [(T0, probe)] + [(T0 + i * MS, port_unreachable(probe)) for i in range(1, 20)]
+    p, out = run(frames)
+    [flow] = [e for e in out if e["protocol"] == "udp"]
+    assert len(flow["icmp_errors"]) == MAX_ICMP_NOTES
+    assert p.stats["icmp_errors_notes_dropped"] == 19 - MAX_ICMP_NOTES
+
+
+def test_a_tcp_connection_refused_by_an_administratively_prohibited_error_carries_it() -> None:
+    syn = tcp_frame("10.0.0.1", 40001, "10.0.0.9", 443, 100, 0, SYN)
+    prohibited = ether(ipv4("10.0.0.254", "10.0.0.1", 1, icmp(3, 13, b"\0\0\0\0" + syn[14 : 14 + 28])))
+    _, out = run([(T0, syn), (T0 + MS, prohibited)])
+    [conn] = [e for e in out if e["protocol"] == "tcp"]
+    [note] = conn["icmp_errors"]
+    assert (note["reason"], note["from"]) == ("communication administratively prohibited", "10.0.0.254")
 
 
 def test_other_icmp_types_and_other_protocols_are_counted_not_entries() -> None:
@@ -236,25 +303,3 @@ def test_each_icmp_capture_gives_tsharks_echoes_and_errors(path: Path) -> None:
     assert all(e["elapsed_us"] > 0 for e in echoes if e["response"] is not None)
     assert all(e["request"].get("quoted") for e in failures)
     assert p.undissected["icmp"] + p.undissected["icmpv6"] == other
-
-
-def sctp_captures() -> list[Path]:
-    return files_or_missing(sorted((PCAPS / "sctp").glob("*.*cap*")))
-
-
-@needs_pcaps
-@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
-@pytest.mark.parametrize("path", sctp_captures(), ids=lambda p: p.name)
-def test_sctp_packets_are_counted_by_protocol(path: Path) -> None:
-    assert TSHARK is not None
-    frames = subprocess.run(
-        [TSHARK, "-r", str(path), "-Y", "sctp", "-T", "fields", "-e", "frame.number"],
-        capture_output=True,
-        check=True,
-        text=True,
-        timeout=120,
-    ).stdout.split()
-    p = Pipeline(default_registry())
-    p.feed(read_columns(path))
-    p.finish()
-    assert p.undissected["sctp"] == len(frames) > 0

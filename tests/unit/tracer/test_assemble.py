@@ -60,9 +60,11 @@ def three_hops(headers: bool) -> list[dict[str, Any]]:
 
 def test_propagated_traceparent_links_the_chain_into_the_applications_trace() -> None:
     _, spans = run(three_hops(headers=True))
-    assert len(spans) == 5 and {s.trace_id.hex() for s in spans} == {TRACE}
+    assert len(spans) == 6 and {s.trace_id.hex() for s in spans} == {TRACE}
     s = by_entry(spans)
-    assert s[("a", KIND_SERVER)].parent_span_id.hex() == "00000000000000a1"  # the app's own caller span
+    # The outside caller's call is the root (the app's span that sent it becomes a span link).
+    assert s[("a", KIND_CLIENT)].parent_span_id == b"" and s[("a", KIND_CLIENT)].link == "header"
+    assert s[("a", KIND_SERVER)].parent_span_id == s[("a", KIND_CLIENT)].span_id
     assert s[("b", KIND_CLIENT)].parent_span_id == s[("a", KIND_SERVER)].span_id
     assert s[("c", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
     assert all(x.confidence == 1.0 for x in spans)
@@ -77,7 +79,7 @@ def test_without_headers_timing_links_the_chain_with_confidence_below_one() -> N
     assert s[("c", KIND_CLIENT)].parent_span_id == s[("b", KIND_SERVER)].span_id
     for key in (("b", KIND_CLIENT), ("c", KIND_CLIENT)):
         assert s[key].link == "timing" and 0 < s[key].confidence < 1
-    assert s[("a", KIND_SERVER)].link == "root" and s[("a", KIND_SERVER)].parent_span_id == b""
+    assert s[("a", KIND_CLIENT)].link == "root" and s[("a", KIND_CLIENT)].parent_span_id == b""
 
 
 def test_concurrent_requests_lower_the_confidence_of_a_timing_link() -> None:
@@ -123,11 +125,13 @@ def test_spans_are_held_back_until_their_window_closes_and_the_trace_id_is_final
     a.add(call("b", "frontend", "api", 2, 10))
     assert a.drain() == [] and a.pending == 1
     a.add(call("a", None, "frontend", 0, 12))
-    first = a.drain()
-    assert [(x.entry_id, x.kind) for x in first] == [("a", KIND_SERVER)]
-    a.advance(T0 + 111 * MS)
-    rest = a.drain()
-    assert {x.trace_id for x in rest} == {first[0].trace_id} and len(rest) == 2
+    # The request's server span waits for its caller's call, which waits for its window.
+    assert a.drain() == [] and a.pending == 2
+    a.advance(T0 + 111 * MS)  # the call is decided, but its ancestors are not: held back
+    assert a.drain() == [] and a.pending == 1
+    a.advance(T0 + 112 * MS)  # the caller's window closed: the root, and with it the whole trace
+    spans = a.drain()
+    assert len(spans) == 4 and len({x.trace_id for x in spans}) == 1
 
 
 def test_clock_skew_between_nodes_is_tolerated_up_to_the_bound_only() -> None:
@@ -145,7 +149,7 @@ def test_a_huge_fan_out_trace_is_capped_and_the_rest_counted() -> None:
     entries.append(call("root", None, "frontend", 0, 50))
     a, spans = run(entries, max_spans_per_trace=100)
     assert len(spans) == 100
-    assert a.stats["dropped_fanout"] == 601 - 100
+    assert a.stats["dropped_fanout"] == 2 * 301 - 100
 
 
 def test_span_rules_rename_and_drop_by_kfl() -> None:

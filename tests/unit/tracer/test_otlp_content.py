@@ -210,7 +210,9 @@ def link(kind: str, confidence: float) -> list[tuple[str, Any]]:
 def test_each_span_carries_exactly_its_conventional_attributes_in_order() -> None:
     spans = assembled()
     got = decoded(encode_request(spans))
-    assert set(got) == {("e-api", 3), ("e-api", 2), ("e-cart", 3), ("e-cart", 2), ("e-front", 2)}
+    assert set(got) == {
+        ("e-api", 3), ("e-api", 2), ("e-cart", 3), ("e-cart", 2), ("e-front", 3), ("e-front", 2)
+    }  # fmt: skip
     timing = next(x.confidence for x in spans if x.entry_id == "e-api" and x.kind == 3)
     assert 0 < timing < 1
 
@@ -221,10 +223,22 @@ def test_each_span_carries_exactly_its_conventional_attributes_in_order() -> Non
         *FRONT_CALL,
         ("network.peer.address", s("192.168.1.9")),
         ("network.peer.port", i(51000)),
-        *link("root", 1.0),
+        *link("entry", 1.0),
     ]
     assert front["status"] == (0, "")
     assert front["times"] == (T0, T0 + 10 * MS)
+    # The caller nobody named is an anonymous workload: its address is its name, and its call the root.
+    outside = got[("e-front", 3)]
+    assert outside["resource"] == [("service.name", s("192.168.1.9")), ("telemetry.sdk.name", s("wiretide"))]
+    assert outside["attributes"] == [
+        *FRONT_CALL,
+        ("network.peer.address", s("10.0.0.1")),
+        ("network.peer.port", i(443)),
+        ("url.full", s("https://shop.example/checkout")),
+        ("service.peer.name", s("frontend")),
+        ("service.peer.namespace", s("shop")),
+        *link("root", 1.0),
+    ]
 
     api_client, api_server = got[("e-api", 3)], got[("e-api", 2)]
     assert api_client["resource"] == resource("frontend") and api_server["resource"] == resource("api")
@@ -270,7 +284,8 @@ def test_each_span_carries_exactly_its_conventional_attributes_in_order() -> Non
 
     # One trace; each call's client span is the parent of its server span, the front request of both.
     trace, front_id, _ = front["ids"]
-    assert front["ids"][2] == b"" and len(trace) == 16 and len(front_id) == 8
+    assert outside["ids"][2] == b"" and len(trace) == 16 and len(front_id) == 8
+    assert front["ids"] == (trace, front_id, outside["ids"][1])
     for call in ("e-api", "e-cart"):
         client, server = got[(call, 3)]["ids"], got[(call, 2)]["ids"]
         assert client == (trace, client[1], front_id)

@@ -129,3 +129,32 @@ def test_a_grpc_call_answered_503_by_a_proxy_without_grpc_status_is_a_server_err
             "wiretide_tracer_edge_requests_total", {**labels, "status_class": klass}
         )
         assert sample == 1
+
+
+def test_an_end_named_late_is_drawn_once_as_the_workload_that_held_its_address() -> None:
+    smap = ServiceMap()
+    early = call(1, "mapweb", "latepod", ms=1, status=200)
+    early["dst"] = {"ip": "10.0.0.2", "port": 80}  # the identity had not arrived yet
+    smap.add(early)
+    smap.add(call(2, "mapweb", "latepod", ms=1, status=200))  # named: shop/latepod at 10.0.0.2
+    stranger = call(3, "mapweb", "latepod", ms=1, status=200)
+    stranger["dst"] = {"ip": "10.0.0.99", "port": 80}  # nobody ever named this one
+    smap.add(stranger)
+    nodes, edges = smap.compute(window_ns=0)
+    assert [n.id for n in nodes] == ["10.0.0.99:80", "shop/latepod", "shop/mapweb"]
+    assert {(e.destination, e.requests) for e in edges} == {("shop/latepod", 2), ("10.0.0.99:80", 1)}
+
+
+def test_an_address_that_changed_hands_names_each_call_by_its_holder_at_the_time() -> None:
+    smap = ServiceMap()
+    first, second = (
+        call(1, "mapweb", "oldpod", ms=1, status=200),
+        call(5, "mapweb", "newpod", ms=1, status=200),
+    )
+    unnamed = [call(i, "mapweb", "x", ms=1, status=200) for i in (3, 7)]
+    for e in unnamed:
+        e["dst"] = {"ip": "10.0.0.2", "port": 80}
+    for e in (first, unnamed[0], second, unnamed[1]):
+        smap.add(e)
+    _, edges = smap.compute(window_ns=0)
+    assert {(e.destination, e.requests) for e in edges} == {("shop/oldpod", 2), ("shop/newpod", 2)}

@@ -129,22 +129,34 @@ def test_redis_dns_and_kafka_carry_their_own_conventions() -> None:
     assert span.attributes["messaging.destination.name"] == "orders" and span.name == "Produce orders"
 
 
-def test_an_end_known_only_by_address_gets_no_span_of_its_own() -> None:
+def test_an_end_known_only_by_address_is_an_anonymous_workload_with_spans_of_its_own() -> None:
     entry = http_entry(src={"ip": "203.0.113.9", "port": 5555})
-    spans = spans_from_entry(entry, SpanIds(1))
-    assert [s.kind for s in spans] == [KIND_SERVER]
-    assert spans[0].peer.service_name == "203.0.113.9" and not spans[0].peer.known
+    client, server = spans_from_entry(entry, SpanIds(1))
+    assert (client.kind, server.kind) == (KIND_CLIENT, KIND_SERVER)
+    # The calling end is named by its IP (its port is ephemeral), not known, and says its address.
+    assert client.workload.service_name == "203.0.113.9" and not client.workload.known
+    assert client.workload.address == "203.0.113.9" and server.peer is client.workload
     neither = spans_from_entry(
         http_entry(src={"ip": "203.0.113.9"}, dst={"ip": "198.51.100.1", "port": 80}), SpanIds(1)
     )
-    assert len(neither) == 1 and neither[0].workload.service_name == "198.51.100.1"
+    # The listening end is named by ip:port: several servers may share one address.
+    assert [s.workload.service_name for s in neither] == ["203.0.113.9", "198.51.100.1:80"]
+    assert neither[1].workload.address == "198.51.100.1" and neither[1].workload.instance == "198.51.100.1:80"
+    v6 = spans_from_entry(http_entry(src={"ip": "fd00::1"}, dst={"ip": "fd00::2", "port": 8080}), SpanIds(1))
+    assert v6[1].workload.service_name == "[fd00::2]:8080"
+    # The memo gives the same names as the function (the listening port is part of its key).
+    memo = Workloads()
+    for port in (80, 81, 80):
+        assert memo.of({"ip": "10.0.0.7", "port": port}, "n", True).service_name == f"10.0.0.7:{port}"
+    assert memo.of({"ip": "10.0.0.7", "port": 81}, "n").service_name == "10.0.0.7"
 
 
 def test_a_hostile_entry_with_wrong_types_still_gives_spans_without_raising() -> None:
     entry = {"id": "x", "timestamp": 5, "protocol": "http", "src": "nope", "dst": 7, "request": [],
              "response": "x", "size": None, "tls": 3, "elapsed_us": "slow", "status": "200"}  # fmt: skip
     spans = spans_from_entry(entry, SpanIds(1))
-    assert len(spans) == 1 and spans[0].end_ns == 5
+    assert len(spans) == 2 and spans[1].end_ns == 5
+    assert spans[1].workload.service_name == "unknown" and not spans[1].workload.known
 
 
 def test_identifier_segments_are_folded_in_span_names() -> None:

@@ -24,7 +24,8 @@ flag. It defines any of the hooks below as global functions and calls the helper
 each agent in its own sandbox with a per-call time limit (`WIRETIDE_AGENTS_TIME_LIMIT_S`, default
 1 s for a call of up to 256 items) and a memory limit (`WIRETIDE_AGENTS_MEMORY_MB`, default 64).
 An agent that throws, loops past the limit or allocates past it is stopped and marked `failed` with
-the error and the line; nothing else is affected. `wiretide agents put|list|get|rm|enable|disable|logs`,
+the error and the line of its source where it stopped (for a loop QuickJS cannot place, the loop
+that follows the last line it names), keeping the lines it logged before; nothing else is affected. `wiretide agents put|list|get|rm|enable|disable|logs`,
 `GET/PUT/DELETE /api/agents[/{name}]` and the UI's Agents panel manage them; `wiretide agents test
 AGENT.js --pcap FILE` runs one offline (the replay harness) and exits 1 on any `test.fail`.
 
@@ -45,6 +46,20 @@ file storage under the data dir): every replica of the agents service loads each
 reloads it when it changes. Entries reach the agents through the durable consumer `agents`
 (`WIRETIDE_AGENTS_DURABLE`): replicas share them, so each entry is seen by one replica's copy of each
 agent — use `hub.action` / `onHubAction` to add up across replicas.
+
+Each replica runs its own copy of each agent, so a copy can fail on one replica (on the entry that
+broke it) while the others run. Replicas share their copies' state and log lines through the
+JetStream key-value bucket `wiretide_agent_runs` (a few times a second; 64 batches of lines kept per
+agent and replica, a week at most), so whichever replica the API reaches answers for all of them:
+an agent is `failed` when a live replica stopped it (`last_error` then starts with that replica's
+name when there are several), its counters add up the live replicas, and `replicas` lists each
+one's own state, counters, error and line (`wiretide agents list` prints a row per replica). Every
+log line names the replica that wrote it (`replica`; `wiretide agents logs` starts each line with it
+once two have written) and carries a cursor (`seq`) that every replica gives the same, so `logs -f`
+and the WebSocket resume wherever they are answered. A replica's name is
+`WIRETIDE_AGENTS_REPLICA`, by default the host name (the pod's name in a cluster); a replica that
+stops takes its state with it and leaves its lines; one that stops answering for 15 s is listed as
+`stale` and left out of the agent's state. Deleting an agent deletes every replica's lines of it.
 """
 
 

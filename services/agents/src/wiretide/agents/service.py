@@ -1,6 +1,7 @@
 """The agents service process: agent definitions from JetStream KV (hot reload), entries from a durable
 JetStream consumer shared by the replicas, events (packet counts, pod deltas, traces, hub actions)
-and schedules, all handed to the agents' hooks; the gRPC API behind `/api/agents`.
+and schedules, all handed to the agents' hooks; the gRPC API behind `/api/agents`, which answers
+with every replica's state and log of an agent (`replicas.py`), whichever replica it reaches.
 
 Rule: JavaScript runs in one thread of its own (`agents-js`) — never on the event loop's own turn, and
 never two calls into a sandbox at once; the event loop only moves data and acknowledges an entries
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +32,8 @@ from wiretide.agents.hooks import ON_HUB_ACTION, ON_ITEM_CAPTURED, ON_PACKET_CAP
 from wiretide.agents.model import AgentDef, InvalidAgent, check_name
 from wiretide.agents.outbound import Outbound, Work
 from wiretide.agents.replay import replay
-from wiretide.agents.runtime import AgentRun, Backend, Limits, Runtime, check_syntax
+from wiretide.agents.replicas import FLUSH_S, Replicas, state_doc
+from wiretide.agents.runtime import FAILED, AgentRun, Backend, Limits, Runtime, check_syntax
 from wiretide.agents.store import AgentStore, RevisionConflict
 from wiretide.agents.templates import TEMPLATES
 from wiretide.common.bus import (
@@ -80,6 +83,9 @@ class AgentsSettings(CommonSettings):
     """`WIRETIDE_AGENTS_*`: the sandbox's limits, the outbound worker, the consumer."""
 
     agents_durable: str = "agents"
+    # This replica's name in agents' state and logs (empty: the host name, a pod's name in a cluster);
+    # replicas sharing the durable consumer need different names.
+    agents_replica: str = ""
     agents_memory_mb: int = 64
     agents_time_limit_s: float = 1.0
     agents_outbound_timeout_s: float = 5.0
@@ -116,6 +122,10 @@ class AgentsSettings(CommonSettings):
 
     def limits(self) -> Limits:
         return Limits(memory_mb=self.agents_memory_mb, time_limit_s=self.agents_time_limit_s)
+
+    @property
+    def replica(self) -> str:
+        return self.agents_replica or socket.gethostname()
 
 
 class ServiceBackend(Backend):
@@ -195,8 +205,14 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def agent_message(
-    run: AgentRun | None, definition: AgentDef | None, with_source: bool = True
+    run: AgentRun | None,
+    definition: AgentDef | None,
+    with_source: bool = True,
+    others: dict[str, dict[str, Any]] | None = None,
+    replica: str = "",
 ) -> agents_pb2.Agent:
+    """The agent as the API shows it: its definition, and its state over the replicas — this one's
+    (`run`, live) and the others' as they last shared it (`others`, replica -> state)."""
     d = definition if definition is not None else (run.definition if run is not None else None)
     msg = agents_pb2.Agent()
     if d is not None:
@@ -208,20 +224,63 @@ def agent_message(
         msg.revision = d.revision
         msg.updated_ns = d.updated_ns
         msg.state = "running" if d.enabled else "disabled"
+    states: list[dict[str, Any]] = []
     if run is not None:
         st = run.status()
-        msg.state = st["state"]
-        msg.last_error = st["last_error"]
-        msg.error_line = st["error_line"]
         msg.hooks.extend(st["hooks"])
         msg.jobs.extend(st["jobs"])
-        msg.invocations = st["invocations"]
-        msg.items = st["items"]
-        msg.failures = st["failures"]
-        msg.tests_passed = st["tests_passed"]
-        msg.tests_failed = st["tests_failed"]
-        msg.log_dropped = st["log_dropped"]
-        msg.outbound_dropped = st["outbound_dropped"]
+        states.append({**state_doc(run, replica, 0), "stale": False})
+    states.extend(st for name, st in sorted((others or {}).items()) if st.get("replica") != replica)
+    for st in states:
+        msg.replicas.append(
+            agents_pb2.ReplicaState(
+                replica=str(st.get("replica", "")),
+                state=str(st.get("state", "")),
+                last_error=str(st.get("last_error", "")),
+                error_line=int(st.get("error_line") or 0),
+                revision=int(st.get("revision") or 0),
+                invocations=int(st.get("invocations") or 0),
+                items=int(st.get("items") or 0),
+                failures=int(st.get("failures") or 0),
+                tests_passed=int(st.get("tests_passed") or 0),
+                tests_failed=int(st.get("tests_failed") or 0),
+                log_dropped=int(st.get("log_dropped") or 0),
+                outbound_dropped=int(st.get("outbound_dropped") or 0),
+                seen_ns=int(st.get("seen_ns") or 0),
+                stale=bool(st.get("stale")),
+            )
+        )
+    # What the agent is now: the replicas that are alive and run the current revision.
+    live = [
+        st
+        for st in states
+        if not st.get("stale") and (d is None or not d.revision or st.get("revision") == d.revision)
+    ]
+    if not live:
+        return msg
+    failed = [st for st in live if st.get("state") == FAILED]
+    if d is not None and not d.enabled:
+        msg.state = "disabled"
+    elif failed:
+        msg.state = FAILED
+        first = failed[0]
+        where = f"{first.get('replica')}: " if len(live) > 1 else ""
+        msg.last_error = where + str(first.get("last_error", ""))
+        msg.error_line = int(first.get("error_line") or 0)
+    elif any(st.get("state") == "running" for st in live):
+        msg.state = "running"
+    else:
+        msg.state = str(live[0].get("state", msg.state))
+    for counter in (
+        "invocations",
+        "items",
+        "failures",
+        "tests_passed",
+        "tests_failed",
+        "log_dropped",
+        "outbound_dropped",
+    ):
+        setattr(msg, counter, sum(int(st.get(counter) or 0) for st in live))
     return msg
 
 
@@ -247,12 +306,8 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
     ) -> agents_pb2.ListAgentsResponse:
         store = await self._store(context)
         out = agents_pb2.ListAgentsResponse()
-        for name in await store.names():
-            definition = await store.get(name)
-            if definition is not None:
-                out.agents.append(
-                    agent_message(self.s.runtime.agents.get(name), definition, not request.without_source)
-                )
+        for definition in await store.all():
+            out.agents.append(self.s.message(definition.name, definition, not request.without_source))
         return out
 
     async def GetAgent(
@@ -264,8 +319,7 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
         if definition is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {name!r}")
         return agents_pb2.GetAgentResponse(
-            agent=agent_message(self.s.runtime.agents.get(name), definition),
-            history=await store.history(name),
+            agent=self.s.message(name, definition), history=await store.history(name)
         )
 
     async def PutAgent(
@@ -290,8 +344,8 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
         stored = AgentDef(
             definition.name, definition.source, definition.env, definition.enabled, time.time_ns(), revision
         )
-        run = await self.s.apply(definition.name, stored)
-        return agents_pb2.PutAgentResponse(agent=agent_message(run, stored), stored=True)
+        await self.s.apply(definition.name, stored)
+        return agents_pb2.PutAgentResponse(agent=self.s.message(definition.name, stored), stored=True)
 
     async def DeleteAgent(
         self, request: agents_pb2.DeleteAgentRequest, context: grpc.aio.ServicerContext
@@ -301,6 +355,8 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
         deleted = await store.delete(name)
         if deleted:
             await self.s.apply(name, None)
+            if self.s.replicas is not None:
+                await self.s.replicas.forget(name)
         return agents_pb2.DeleteAgentResponse(deleted=deleted)
 
     async def SetEnabled(
@@ -317,22 +373,28 @@ class AgentsApi(agents_pb2_grpc.AgentsServiceServicer):
         stored = AgentDef(
             changed.name, changed.source, changed.env, changed.enabled, time.time_ns(), revision
         )
-        run = await self.s.apply(name, stored)
-        return agents_pb2.SetEnabledResponse(agent=agent_message(run, stored))
+        await self.s.apply(name, stored)
+        return agents_pb2.SetEnabledResponse(agent=self.s.message(name, stored))
 
     async def GetLogs(
         self, request: agents_pb2.GetLogsRequest, context: grpc.aio.ServicerContext
     ) -> agents_pb2.GetLogsResponse:
         name = await self._name(request.name, context)
-        run = self.s.runtime.agents.get(name)
-        if run is None:
+        replicas = self.s.replicas
+        if replicas is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the agents' logs are not open yet (NATS)")
+            raise AssertionError("abort() raises")
+        if name not in self.s.runtime.agents and not replicas.shared.knows(name):
             store = await self._store(context)
             if await store.get(name) is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {name!r}")
-            return agents_pb2.GetLogsResponse()
-        lines = run.logs_since(request.after_seq, request.limit)
+        lines = replicas.shared.lines(name, request.after_seq, request.limit)
         return agents_pb2.GetLogsResponse(
-            lines=[agents_pb2.LogLine(seq=x.seq, ts_ns=x.ts_ns, stream=x.stream, text=x.text) for x in lines]
+            lines=[
+                agents_pb2.LogLine(seq=x.seq, ts_ns=x.ts_ns, stream=x.stream, text=x.text, replica=x.replica)
+                for x in lines
+            ],
+            replicas=replicas.shared.replicas_with_lines(name),
         )
 
     async def QueryItems(
@@ -436,6 +498,7 @@ class AgentsService(Service):
         self.tests = ThreadPoolExecutor(1, thread_name_prefix="agents-test")
         self.runtime = Runtime(self.backend, settings.limits(), wake=self._wake)
         self.store: AgentStore | None = None
+        self.replicas: Replicas | None = None
         self.outbound: Outbound | None = None
         self.entries_in = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -477,6 +540,12 @@ class AgentsService(Service):
             elif run.state != "failed":
                 self._failed.discard(run.agent)
 
+    def message(self, name: str, definition: AgentDef | None, with_source: bool = True) -> agents_pb2.Agent:
+        """The agent with this replica's live state and the others' shared ones."""
+        others = self.replicas.shared.states(name) if self.replicas is not None else {}
+        run = self.runtime.agents.get(name)
+        return agent_message(run, definition, with_source, others, self.asettings.replica)
+
     async def apply(self, name: str, definition: AgentDef | None) -> AgentRun | None:
         """Load (or remove) a definition read from the store, unless this revision already runs."""
         return await self.in_js(self._apply, name, definition)
@@ -500,6 +569,7 @@ class AgentsService(Service):
             s.agents_outbound_queue, s.agents_outbound_timeout_s, s.agents_outbound_workers
         )
         self.store = await AgentStore.open(bus.js)
+        self.replicas = await Replicas.open(bus.js, s.replica)
         self._sub = await durable_pull(bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, s.agents_durable)
         self._hub = await bus.nc.subscribe(AGENT_EVENTS, cb=self._on_hub)
         self._pods = await bus.nc.subscribe(IDENTITY_UPDATES, cb=self._on_identity)
@@ -510,6 +580,8 @@ class AgentsService(Service):
             asyncio.create_task(self._inbox_loop(), name="agents-inbox"),
             asyncio.create_task(self._jobs_loop(), name="agents-jobs"),
             asyncio.create_task(self._stats_loop(), name="agents-stats"),
+            asyncio.create_task(self.replicas.follow(), name="agents-replicas-follow"),
+            asyncio.create_task(self._share_loop(), name="agents-replicas-share"),
         ]
         await asyncio.wait_for(self._loaded.wait(), timeout=30)
         log.info("agents loaded", extra={"agents": len(self.runtime.agents)})
@@ -521,6 +593,10 @@ class AgentsService(Service):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.replicas is not None:  # the last lines, then this replica's states go
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._share(), timeout=RPC_TIMEOUT_S)
+                await asyncio.wait_for(self.replicas.leave(), timeout=RPC_TIMEOUT_S)
         if self.outbound is not None:
             await self.outbound.close()
         if self.backend.http is not None:
@@ -554,6 +630,20 @@ class AgentsService(Service):
                 await self.in_js(self.runtime.run_due_jobs, None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=JOBS_TICK_S)
+
+    async def _share(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.flush(list(self.runtime.agents.values()))
+
+    async def _share_loop(self) -> None:
+        """This replica's new log lines and due states to the other replicas, a few times a second."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=FLUSH_S)
+            try:
+                await self._share()
+            except Exception as exc:  # NATS away: the next round tries again from the agents' logs
+                log.debug("agents' state not shared", extra={"error": str(exc)})
 
     async def _stats_loop(self) -> None:
         interval = self.asettings.agents_stats_interval_s

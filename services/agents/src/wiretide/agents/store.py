@@ -3,7 +3,9 @@ file storage (kept across restarts of the same data dir), and a watch every repl
 
 Rule: the bucket is the one truth about which agents exist and what they say; a replica never runs
 a definition it did not read from here (hot reload is the watch), and a value that does not decode
-is skipped with a log line, never run.
+is skipped with a log line, never run. Listings read the stream's state (its subjects, then each
+key's messages), never a watcher's "no more pending" marker: nats-py can send that marker before
+messages already on their way have been seen, and a listing would then miss agents that exist.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from typing import Final
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from wiretide.agents.model import AgentDef, InvalidAgent, check_name
 
 log = logging.getLogger(__name__)
 
 BUCKET: Final = "wiretide_agents"  # the JetStream stream behind it is KV_wiretide_agents
+STREAM: Final = f"KV_{BUCKET}"
+PREFIX: Final = f"$KV.{BUCKET}."
 HISTORY: Final = 16  # versions kept per agent (JetStream's maximum is 64)
 
 Watcher = Callable[[str, AgentDef | None], Awaitable[None]]
@@ -34,8 +38,9 @@ class RevisionConflict(RuntimeError):
 
 
 class AgentStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
         self._watch: asyncio.Task[None] | None = None
 
     @classmethod
@@ -48,7 +53,7 @@ class AgentStore:
                     bucket=BUCKET, history=HISTORY, storage=StorageType.FILE, description="Wiretide agents"
                 )
             )
-        return cls(kv)
+        return cls(kv, js)
 
     async def put(self, definition: AgentDef, expected: int | None = None) -> int:
         """Store `definition`; with `expected`, only over that revision (0: only if there is none)."""
@@ -81,18 +86,45 @@ class AgentStore:
         return True
 
     async def names(self) -> list[str]:
-        try:
-            return sorted(await self.kv.keys())
-        except NoKeysError:
-            return []
+        """The agents that exist (not deleted), sorted."""
+        return [d.name for d in await self.all()]
+
+    async def all(self) -> list[AgentDef]:
+        """Every stored agent's current definition, by name: the keys are the stream's subjects, each
+        read by its last message (a deleted agent's last message is its delete marker)."""
+        info = await self.js.stream_info(STREAM, subjects_filter=f"{PREFIX}>")
+        keys = sorted(subject[len(PREFIX) :] for subject in (info.state.subjects or {}))
+        found = []
+        for key in keys:
+            try:
+                definition = await self.get(key)
+            except InvalidAgent as exc:
+                log.warning("stored agent skipped", extra={"agent": key, "error": str(exc)})
+                continue
+            if definition is not None:
+                found.append(definition)
+        return found
 
     async def history(self, name: str) -> list[int]:
-        """Revisions kept for `name`, newest first."""
-        try:
-            entries = await self.kv.history(name)
-        except (KeyNotFoundError, NoKeysError):
-            return []
-        return sorted((int(e.revision or 0) for e in entries if e.operation is None), reverse=True)
+        """Revisions kept for `name`, newest first (since its last delete, when it was deleted)."""
+        check_name(name)
+        subject = f"{PREFIX}{name}"
+        revisions: list[int] = []
+        seq = 1
+        for _ in range(HISTORY + 1):  # the versions kept, and a delete marker among them
+            try:
+                msg = await self.js.get_msg(STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if msg.seq is None:
+                break
+            op = (msg.headers or {}).get(KV_OP)
+            if op in (KV_DEL, KV_PURGE):
+                revisions.clear()
+            else:
+                revisions.append(int(msg.seq))
+            seq = int(msg.seq) + 1
+        return sorted(revisions, reverse=True)
 
     async def watch(self, on_change: Watcher, initial_done: asyncio.Event) -> None:
         """Follow every change (the current values first); `initial_done` is set once they are in."""

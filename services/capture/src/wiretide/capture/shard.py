@@ -36,8 +36,10 @@ TABLE_SHIFT: Final = 32 - TABLE_BITS
 # Datagrams whose first fragment we remember; beyond this the oldest is forgotten (a reassembly
 # window on a busy node is far smaller).
 MAX_FRAG_KEYS: Final = 8192
-# Later fragments held while their first fragment is still to come.
+# Later fragments held while their first fragment is still to come, by count and by frame bytes (a
+# hostile sender's fragments can each be near 64 KiB: the count alone would allow 128 MiB).
 MAX_PENDING_FRAGMENTS: Final = 2048
+MAX_PENDING_FRAGMENT_BYTES: Final = 4 << 20
 # Seconds a held fragment may wait for its first fragment before it is routed by address pair
 # (hosts reassemble within 30-60 s, but a first fragment arrives within microseconds when it arrives).
 HOLD_S: Final = 1.0
@@ -151,6 +153,7 @@ class Sharder:
             tuple[bytes, bytes, int, int], list[tuple[bytes, int, int, int, float]]
         ] = OrderedDict()
         self._n_pending = 0
+        self._pending_bytes = 0
         self._orphans: list[EndpointBatch] = []
         self._nowhere = EndpointBatch(interfaces)
         self.set_ring(ring)
@@ -245,6 +248,7 @@ class Sharder:
                 builder.append(buf[start:end], origlen, ts, ifid)
                 for frame, olen, t, i, _held_at in held:
                     builder.append(frame, olen, t, i)
+                    self._pending_bytes -= len(frame)
                 self._n_pending -= len(held)
                 return -1
             return fh
@@ -254,13 +258,15 @@ class Sharder:
         self.counters.fragments_held += 1
         self._pending.setdefault(key, []).append((bytes(buf[start:end]), origlen, ts, ifid, self._clock()))
         self._n_pending += 1
-        while self._n_pending > MAX_PENDING_FRAGMENTS:
+        self._pending_bytes += end - start
+        while self._n_pending > MAX_PENDING_FRAGMENTS or self._pending_bytes > MAX_PENDING_FRAGMENT_BYTES:
             self._release_oldest()
         return -1
 
     def _release_oldest(self) -> None:
         key, held = self._pending.popitem(last=False)
         self._n_pending -= len(held)
+        self._pending_bytes -= sum(len(h[0]) for h in held)
         self.counters.fragments_orphaned += len(held)
         if not self._table:
             builder = self._nowhere

@@ -137,6 +137,9 @@ class Entry(_EntryRequired, total=False):
     # Where the dissector replaced a value by its redaction marker ("request.headers.authorization",
     # "request.body.$.password"); absent when nothing was (docs/security.md, "Redaction").
     redacted: list[str]
+    # ICMP errors that quoted this call's flow before the entry was made ({id, type, code, reason,
+    # from}: the ICMP entry's id and who sent it); absent when none did (docs/protocols.md, "ICMP").
+    icmp_errors: list[dict[str, Any]]
 
 
 REQUIRED: Final = tuple(_EntryRequired.__annotations__)  # in declaration order

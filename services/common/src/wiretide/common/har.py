@@ -1,5 +1,5 @@
 """HAR 1.2 (http://www.softwareishard.com/blog/har-12-spec/) from Entries: the one writer behind
-`wiretide analyze --format har` and the gateway's `/api/export.har`.
+`wiretide analyze --format har` (streamed: `HarStream`) and the gateway's `/api/export.har`.
 
 Rule: only what an Entry holds is written, in the shape browsers write (Chrome's HAR export where the
 spec leaves a choice) — no invented headers, sizes or timings; what is unknown is -1 or left out, as
@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import heapq
 import importlib.metadata
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -42,6 +44,19 @@ _H2_ONLY: Final = frozenset({"http2", "grpc"})
 _FORM: Final = "application/x-www-form-urlencoded"
 # Chrome's `_webSocketMessages[].type` per direction.
 _WS_SENT, _WS_RECEIVED = "send", "receive"
+# HarStream: serialized entries held to put them in start order (entries come in response order, and
+# `--jobs` interleaves its workers' output) before the oldest is written. Beyond it an entry that
+# started earlier than one already written is written out of order (HAR readers sort; the spec only
+# prefers sorted entries).
+REORDER_BYTES: Final = 16 << 20
+# HarStream: WebSocket upgrade entries wait for their messages, the messages costing about their data
+# plus this each; past WS_HELD_BYTES the oldest upgrade is written with the messages it has, and later
+# ones of its connection are counted in the log's comment.
+WS_MESSAGE_COST: Final = 200
+WS_HELD_BYTES: Final = 32 << 20
+# Upgrades written early whose ids are remembered (to count their late messages rather than skip them).
+WS_WRITTEN_IDS: Final = 65_536
+_SWITCHING_PROTOCOLS: Final = 101
 
 
 @functools.cache
@@ -315,6 +330,175 @@ class HarWriter:
         if comment:
             log["comment"] = comment
         return {"log": log}
+
+
+class HarStream:
+    """Writes one HAR document to `write` as Entries come, holding a bounded amount: what `HarWriter`
+    writes, with the same `OPT_INDENT_2` layout, but in constant memory for any number of entries.
+
+    Entries wait in a reorder window of `reorder_bytes` (serialized) so that they come out by start
+    time; WebSocket upgrade entries (`101`) wait for their messages within `ws_bytes`. `close()`
+    writes what is held and ends the document; call it once, also when nothing was added.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_heap",
+        "_held",
+        "_late_messages",
+        "_reorder_bytes",
+        "_seq",
+        "_started",
+        "_upgrades",
+        "_upgrades_bytes",
+        "_write",
+        "_written",
+        "_ws_bytes",
+        "_ws_dropped",
+        "count",
+        "skipped",
+    )
+
+    def __init__(
+        self,
+        write: Callable[[bytes], object],
+        *,
+        reorder_bytes: int = REORDER_BYTES,
+        ws_bytes: int = WS_HELD_BYTES,
+    ) -> None:
+        self._write = write
+        self._reorder_bytes = reorder_bytes
+        self._ws_bytes = ws_bytes
+        self._heap: list[tuple[int, int, bytes]] = []
+        self._held = 0  # serialized bytes in the heap
+        self._seq = 0
+        # Upgrade entries waiting for messages: id -> (start ns, HAR entry, messages, bytes charged).
+        self._upgrades: OrderedDict[str, tuple[int, dict[str, Any], list[dict[str, Any]], int]] = OrderedDict()
+        self._upgrades_bytes = 0
+        self._ws_dropped: dict[str, int] = {}
+        self._written: OrderedDict[str, None] = OrderedDict()  # upgrades written before the end
+        self._late_messages = 0
+        self._started = False
+        self._closed = False
+        self.count = 0  # HAR entries so far
+        self.skipped = 0  # entries of protocols HAR does not carry, messages without their upgrade
+
+    def add(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        for entry in entries:
+            protocol = str(entry.get("protocol") or "")
+            if protocol == WEBSOCKET:
+                self._message(entry)
+            elif is_http(protocol):
+                self.count += 1
+                start = int(entry.get("timestamp") or 0)
+                item = har_entry(entry)
+                if item["response"]["status"] == _SWITCHING_PROTOCOLS and entry.get("id"):
+                    cost = len(str(entry.get("id"))) + 4096
+                    self._upgrades[str(entry["id"])] = (start, item, [], cost)
+                    self._upgrades_bytes += cost
+                    self._bound_upgrades()
+                else:
+                    self._push(start, item)
+            else:
+                self.skipped += 1
+
+    def _message(self, entry: Mapping[str, Any]) -> None:
+        found = _ws_message(entry)
+        if found is None:
+            self.skipped += 1
+            return
+        upgrade, message = found
+        held = self._upgrades.get(upgrade)
+        if held is None:
+            if upgrade in self._written:
+                self._late_messages += 1
+            else:
+                self.skipped += 1  # its upgrade was before the capture (HarWriter leaves these out too)
+            return
+        start, item, messages, cost = held
+        if len(messages) >= MAX_WS_MESSAGES:
+            self._ws_dropped[upgrade] = self._ws_dropped.get(upgrade, 0) + 1
+            return
+        messages.append(message)
+        add = WS_MESSAGE_COST + len(message["data"])
+        self._upgrades[upgrade] = (start, item, messages, cost + add)
+        self._upgrades_bytes += add
+        self._bound_upgrades()
+
+    def _bound_upgrades(self) -> None:
+        while self._upgrades_bytes > self._ws_bytes and self._upgrades:
+            upgrade = next(iter(self._upgrades))
+            self._written[upgrade] = None
+            if len(self._written) > WS_WRITTEN_IDS:
+                self._written.popitem(last=False)
+            self._release(upgrade)
+
+    def _release(self, upgrade: str) -> None:
+        start, item, messages, cost = self._upgrades.pop(upgrade)
+        self._upgrades_bytes -= cost
+        if messages:
+            item["_resourceType"] = "websocket"
+            item["_webSocketMessages"] = sorted(messages, key=lambda m: m["time"])
+        dropped = self._ws_dropped.pop(upgrade, 0)
+        if dropped:
+            item["_webSocketMessagesDropped"] = dropped
+        self._push(start, item)
+
+    def _push(self, start: int, item: dict[str, Any]) -> None:
+        data = _indented(item)
+        heapq.heappush(self._heap, (start, self._seq, data))
+        self._seq += 1
+        self._held += len(data)
+        while self._held > self._reorder_bytes:
+            self._pop()
+
+    def _pop(self) -> None:
+        _start, _seq, data = heapq.heappop(self._heap)
+        self._held -= len(data)
+        if not self._started:
+            self._write(self._head())
+            self._started = True
+        else:
+            self._write(b",\n")
+        self._write(data)
+
+    def _head(self) -> bytes:
+        creator_json = orjson.dumps(creator(), option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+        return (
+            b'{\n  "log": {\n    "version": '
+            + orjson.dumps(HAR_VERSION)
+            + b',\n    "creator": '
+            + creator_json
+            + b',\n    "pages": [],\n    "entries": [\n'
+        )
+
+    def close(self, comment: str = "") -> None:
+        """Write every entry still held, then the end of the document."""
+        if self._closed:
+            return
+        self._closed = True
+        for upgrade in list(self._upgrades):
+            self._release(upgrade)
+        while self._heap:
+            self._pop()
+        if self._late_messages:
+            late = (
+                f"{self._late_messages} WebSocket message(s) left out: their connection's entry was "
+                f"written before they came (more than {self._ws_bytes} bytes of messages were waiting)"
+            )
+            comment = f"{comment}; {late}" if comment else late
+        tail = b'\n    ]' if self._started else b""
+        if not self._started:
+            self._write(self._head()[: -len(b"[\n")] + b"[]")
+        if comment:
+            tail += b',\n    "comment": ' + orjson.dumps(comment)
+        self._write(tail + b"\n  }\n}\n")
+
+
+def _indented(item: dict[str, Any]) -> bytes:
+    """One HAR entry as `orjson.dumps(document, option=OPT_INDENT_2)` lays it out at its depth (JSON
+    text holds no raw newline inside a string, so lines are whole)."""
+    return b"      " + orjson.dumps(item, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n      ")
 
 
 def har_log(entries: Iterable[Mapping[str, Any]], comment: str = "") -> dict[str, Any]:

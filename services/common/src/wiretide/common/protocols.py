@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 Family = Literal[
     "http", "rpc", "messaging", "database", "dns", "directory", "aaa", "tls", "transport", "network"
 ]  # fmt: skip
-SpanNaming = Literal["http", "rpc", "dns", "messaging", "database", "summary"]
+SpanNaming = Literal["http", "rpc", "dns", "messaging", "database", "method", "summary"]
 
 # Longest span name kept; beyond it names are cut (tracing backends index them).
 MAX_NAME_CHARS: Final = 200
@@ -251,6 +251,112 @@ _MONGODB: Final = (StatusRule(("status",), NONZERO, NONZERO, MONGODB_ERRORS, "{n
 _POSTGRESQL: Final = (
     StatusRule(("status",), _NEGATIVE, _NEGATIVE, MappingProxyType({0: "OK"}), "{name}", "db_error"),
 )
+# RADIUS: the status is the answer's packet code (RFC 2865 §4, RFC 5176 §3); a refusal — Access-Reject,
+# Password-Reject, Disconnect-NAK, CoA-NAK — is an error for both sides (as a failed login is).
+RADIUS_CODES: Final[Mapping[int, str]] = MappingProxyType({
+    1: "Access-Request", 2: "Access-Accept", 3: "Access-Reject", 4: "Accounting-Request",
+    5: "Accounting-Response", 8: "Password-Ack", 9: "Password-Reject", 11: "Access-Challenge",
+    12: "Status-Server", 40: "Disconnect-Request", 41: "Disconnect-ACK", 42: "Disconnect-NAK",
+    43: "CoA-Request", 44: "CoA-ACK", 45: "CoA-NAK",
+})  # fmt: skip
+_RADIUS_REFUSED: Final = Codes(frozenset({3, 9, 42, 45}))
+_RADIUS: Final = (
+    StatusRule(("status",), _RADIUS_REFUSED, _RADIUS_REFUSED, RADIUS_CODES, "{name}", "{name}"),
+)
+
+# LDAP result codes (RFC 4511 §4.1.9 and Appendix A; RFC 3909 cancel, RFC 4528 assertion, RFC 4370
+# proxied authorization, RFC 4533 sync). Appendix A.1's non-error codes — success, compareFalse,
+# compareTrue, referral, saslBindInProgress — are no error; every other code is an error for both sides.
+LDAP_RESULT_CODES: Final[Mapping[int, str]] = MappingProxyType({
+    0: "success", 1: "operationsError", 2: "protocolError", 3: "timeLimitExceeded",
+    4: "sizeLimitExceeded", 5: "compareFalse", 6: "compareTrue", 7: "authMethodNotSupported",
+    8: "strongerAuthRequired", 10: "referral", 11: "adminLimitExceeded", 12: "unavailableCriticalExtension",
+    13: "confidentialityRequired", 14: "saslBindInProgress", 16: "noSuchAttribute",
+    17: "undefinedAttributeType", 18: "inappropriateMatching", 19: "constraintViolation",
+    20: "attributeOrValueExists", 21: "invalidAttributeSyntax", 32: "noSuchObject", 33: "aliasProblem",
+    34: "invalidDNSyntax", 36: "aliasDereferencingProblem", 48: "inappropriateAuthentication",
+    49: "invalidCredentials", 50: "insufficientAccessRights", 51: "busy", 52: "unavailable",
+    53: "unwillingToPerform", 54: "loopDetect", 64: "namingViolation", 65: "objectClassViolation",
+    66: "notAllowedOnNonLeaf", 67: "notAllowedOnRDN", 68: "entryAlreadyExists",
+    69: "objectClassModsProhibited", 71: "affectsMultipleDSAs", 80: "other", 118: "canceled",
+    119: "noSuchOperation", 120: "tooLate", 121: "cannotCancel", 122: "assertionFailed",
+    123: "authorizationDenied", 4096: "e-syncRefreshRequired",
+})  # fmt: skip
+_LDAP_ERRORS: Final = Codes(ranges=((None, -1), (1, 4), (7, 9), (11, 13), (15, None)))
+_LDAP: Final = (
+    StatusRule(("status",), _LDAP_ERRORS, _LDAP_ERRORS, LDAP_RESULT_CODES, "{name} ({code})", "{name}"),
+)
+# SMTP reply codes (RFC 5321 §4.2.1): 4yz (transient) and 5yz (permanent) are failures.
+_SMTP_FAILED: Final = Codes(ranges=((400, 599),))
+_SMTP: Final = (StatusRule(("status",), _SMTP_FAILED, _SMTP_FAILED),)
+# IMAP (RFC 9051 §7.1) and POP3 (RFC 1939 §3): the status is the completion — 0 for OK/+OK, 1 for
+# NO/-ERR, 2 for BAD; a refused or malformed command is an error for both sides.
+_IMAP: Final = (
+    StatusRule(
+        ("status",), Codes(frozenset({1, 2})), Codes(frozenset({1, 2})),
+        MappingProxyType({0: "OK", 1: "NO", 2: "BAD"}), "{name}", "{name}",
+    ),
+)  # fmt: skip
+_POP3: Final = (
+    StatusRule(
+        ("status",), Codes(frozenset({1})), Codes(frozenset({1})), MappingProxyType({0: "+OK", 1: "-ERR"}),
+        "{name}", "ERR",
+    ),
+)  # fmt: skip
+
+# Diameter Result-Code values (RFC 6733 §7.1, RFC 4006 §9, RFC 4072 §6): 1xxx informational, 2xxx
+# success, 3xxx protocol errors, 4xxx transient and 5xxx permanent failures.
+DIAMETER_RESULT_CODES: Final[Mapping[int, str]] = MappingProxyType({
+    1001: "DIAMETER_MULTI_ROUND_AUTH", 2001: "DIAMETER_SUCCESS", 2002: "DIAMETER_LIMITED_SUCCESS",
+    3001: "DIAMETER_COMMAND_UNSUPPORTED", 3002: "DIAMETER_UNABLE_TO_DELIVER",
+    3003: "DIAMETER_REALM_NOT_SERVED", 3004: "DIAMETER_TOO_BUSY", 3005: "DIAMETER_LOOP_DETECTED",
+    3006: "DIAMETER_REDIRECT_INDICATION", 3007: "DIAMETER_APPLICATION_UNSUPPORTED",
+    3008: "DIAMETER_INVALID_HDR_BITS", 3009: "DIAMETER_INVALID_AVP_BITS", 3010: "DIAMETER_UNKNOWN_PEER",
+    4001: "DIAMETER_AUTHENTICATION_REJECTED", 4002: "DIAMETER_OUT_OF_SPACE", 4003: "ELECTION_LOST",
+    4010: "DIAMETER_END_USER_SERVICE_DENIED", 4011: "DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE",
+    4012: "DIAMETER_CREDIT_LIMIT_REACHED", 5001: "DIAMETER_AVP_UNSUPPORTED",
+    5002: "DIAMETER_UNKNOWN_SESSION_ID", 5003: "DIAMETER_AUTHORIZATION_REJECTED",
+    5004: "DIAMETER_INVALID_AVP_VALUE", 5005: "DIAMETER_MISSING_AVP", 5006: "DIAMETER_RESOURCES_EXCEEDED",
+    5007: "DIAMETER_CONTRADICTING_AVPS", 5008: "DIAMETER_AVP_NOT_ALLOWED",
+    5009: "DIAMETER_AVP_OCCURS_TOO_MANY_TIMES", 5010: "DIAMETER_NO_COMMON_APPLICATION",
+    5011: "DIAMETER_UNSUPPORTED_VERSION", 5012: "DIAMETER_UNABLE_TO_COMPLY",
+    5013: "DIAMETER_INVALID_BIT_IN_HEADER", 5014: "DIAMETER_INVALID_AVP_LENGTH",
+    5015: "DIAMETER_INVALID_MESSAGE_LENGTH", 5016: "DIAMETER_INVALID_AVP_BIT_COMBO",
+    5017: "DIAMETER_NO_COMMON_SECURITY", 5030: "DIAMETER_USER_UNKNOWN", 5031: "DIAMETER_RATING_FAILED",
+})  # fmt: skip
+# 3GPP Experimental-Result-Code values (vendor 10415; TS 29.229 §6.2, 29.272 §7.4, 29.212 §5.5,
+# 29.214 §5.5), which reuse numbers of the base codes with other meanings.
+DIAMETER_3GPP_RESULT_CODES: Final[Mapping[int, str]] = MappingProxyType({
+    2001: "DIAMETER_FIRST_REGISTRATION", 2002: "DIAMETER_SUBSEQUENT_REGISTRATION",
+    2003: "DIAMETER_UNREGISTERED_SERVICE", 2004: "DIAMETER_SUCCESS_SERVER_NAME_NOT_STORED",
+    4100: "DIAMETER_USER_DATA_NOT_AVAILABLE", 4101: "DIAMETER_PRIOR_UPDATE_IN_PROGRESS",
+    4141: "DIAMETER_PCC_BEARER_EVENT", 4181: "DIAMETER_AUTHENTICATION_DATA_UNAVAILABLE",
+    4182: "DIAMETER_ERROR_CAMEL_SUBSCRIPTION_PRESENT", 5001: "DIAMETER_ERROR_USER_UNKNOWN",
+    5002: "DIAMETER_ERROR_IDENTITIES_DONT_MATCH", 5003: "DIAMETER_ERROR_IDENTITY_NOT_REGISTERED",
+    5004: "DIAMETER_ERROR_ROAMING_NOT_ALLOWED", 5005: "DIAMETER_ERROR_IDENTITY_ALREADY_REGISTERED",
+    5006: "DIAMETER_ERROR_AUTH_SCHEME_NOT_SUPPORTED", 5007: "DIAMETER_ERROR_IN_ASSIGNMENT_TYPE",
+    5008: "DIAMETER_ERROR_TOO_MUCH_DATA", 5009: "DIAMETER_ERROR_NOT_SUPPORTED_USER_DATA",
+    5011: "DIAMETER_ERROR_FEATURE_UNSUPPORTED", 5061: "INVALID_SERVICE_INFORMATION",
+    5062: "FILTER_RESTRICTIONS", 5063: "REQUESTED_SERVICE_NOT_AUTHORIZED",
+    5065: "IP-CAN_SESSION_NOT_AVAILABLE", 5100: "DIAMETER_ERROR_USER_DATA_NOT_RECOGNIZED",
+    5101: "DIAMETER_ERROR_OPERATION_NOT_ALLOWED", 5420: "DIAMETER_ERROR_UNKNOWN_EPS_SUBSCRIPTION",
+    5421: "DIAMETER_ERROR_RAT_NOT_ALLOWED", 5422: "DIAMETER_ERROR_EQUIPMENT_UNKNOWN",
+    5423: "DIAMETER_ERROR_UNKNOWN_SERVING_NODE",
+})  # fmt: skip
+# Diameter: every code from 3000 up is a failure for the caller; the server's fault are the answers
+# that say a node could not do its job (unsupported command, cannot deliver, too busy, a routing
+# loop, unable to comply); the rest (unknown user, invalid AVP, credit limit) are the request's.
+_DIAMETER_FAILED: Final = Codes(ranges=((3000, None),))
+_DIAMETER: Final = (
+    StatusRule(
+        ("response", "experimental_result_code"), _DIAMETER_FAILED, NONE, DIAMETER_3GPP_RESULT_CODES,
+        "{name} ({code})", "{name}",
+    ),
+    StatusRule(
+        ("status",), _DIAMETER_FAILED, Codes(frozenset({3001, 3002, 3004, 3005, 5012})),
+        DIAMETER_RESULT_CODES, "{name} ({code})", "{name}",
+    ),
+)  # fmt: skip
 
 
 def _row_of(
@@ -303,7 +409,11 @@ _TABLE: Final = (
     ),
     _row_of("tcp", "TCP", "transport", ("tcp",), "a raw TCP exchange no protocol claimed"),
     _row_of("udp", "UDP", "transport", ("udp",), "a raw UDP exchange no protocol claimed"),
-    _row_of("sctp", "SCTP", "transport", ("sctp",), "an SCTP exchange"),
+    _row_of(
+        "sctp", "SCTP", "transport", ("sctp",),
+        "an SCTP association from INIT to SHUTDOWN or ABORT: both ends' tags, streams, DATA chunks, "
+        "messages, duplicates and payload protocols (its messages are entries of their own protocol)",
+    ),
     _row_of(
         "icmp", "ICMP", "network", ("icmp",),
         "an ICMP/ICMPv6 echo and its reply (elapsed = round trip), or an error naming the flow it quotes "
@@ -350,9 +460,59 @@ _TABLE: Final = (
         kfl_fields=("amqp_exchange", "amqp_routing_key", "amqp_queue"),
         status=_AMQP, span_naming="messaging", system="rabbitmq",
     ),
-    _row_of("ldap", "LDAP", "directory", ("tcp", "udp"), "an LDAP operation"),
-    _row_of("radius", "RADIUS", "aaa", ("udp",), "a RADIUS exchange"),
-    _row_of("diameter", "Diameter", "aaa", ("tcp", "sctp"), "a Diameter exchange"),
+    _row_of(
+        "ldap", "LDAP", "directory", ("tcp", "udp"),
+        "an LDAP operation (bind, search, modify, add, delete, modDN, compare, extended …) and its result, "
+        "paired by messageID; CLDAP over UDP too (status: the resultCode; compareFalse, compareTrue, "
+        "referral and saslBindInProgress are no error)",
+        kfl_fields=(
+            "ldap.operation", "ldap.messageID", "ldap.dn", "ldap.filter", "ldap.scope", "ldap.resultCode",
+            "ldap.entries", "ldap.oid",
+        ),
+        status=_LDAP, span_naming="method", system="ldap",
+    ),
+    _row_of(
+        "smtp", "SMTP", "messaging", ("tcp",),
+        "an SMTP command and its reply, or the server's greeting (status: the reply code; 4xx and 5xx "
+        "are errors); STARTTLS hands the connection to TLS",
+        kfl_fields=("smtp.req.command", "smtp.response.code"),
+        status=_SMTP, span_naming="method", system="smtp",
+    ),
+    _row_of(
+        "imap", "IMAP", "messaging", ("tcp",),
+        "an IMAP command and its tagged completion, with the untagged responses counted, or the "
+        "server's greeting (status 0 OK, 1 NO, 2 BAD); STARTTLS hands the connection to TLS",
+        kfl_fields=("imap.request.command", "imap.response.status"),
+        status=_IMAP, span_naming="method", system="imap",
+    ),
+    _row_of(
+        "pop3", "POP3", "messaging", ("tcp",),
+        "a POP3 command and its reply, or the server's greeting (status 0 +OK, 1 -ERR); STLS hands the "
+        "connection to TLS",
+        kfl_fields=("pop.request.command", "pop.response.indicator"),
+        status=_POP3, span_naming="method", system="pop3",
+    ),
+    _row_of(
+        "radius", "RADIUS", "aaa", ("udp",),
+        "a RADIUS request (Access, Accounting, Status-Server, CoA, Disconnect) and its answer, paired by "
+        "identifier (status: the answer's code; Access-Reject and the NAKs are errors)",
+        kfl_fields=(
+            "radius_code", "radius_user_name", "radius_nas_identifier", "radius_calling_station_id",
+            "radius_acct_status_type", "radius_eap_type",
+        ),
+        status=_RADIUS, span_naming="method", system="radius",
+    ),
+    _row_of(
+        "diameter", "Diameter", "aaa", ("tcp", "sctp"),
+        "a Diameter request and its answer, paired by hop-by-hop and end-to-end id; method the command "
+        "(CCR, ULR …), path the application (Gx, S6a …) (status: the Result-Code, else the 3GPP "
+        "Experimental-Result-Code; 3000 and above are errors)",
+        kfl_fields=(
+            "diameter_command_code", "diameter_application_id", "diameter_session_id",
+            "diameter_origin_host", "diameter_result_code",
+        ),
+        status=_DIAMETER, span_naming="messaging", system="diameter",
+    ),
     _row_of(
         "tls", "TLS", "tls", ("tcp",),
         'a TLS session (protocol "tls"), or any call that travelled over TLS (has a `tls` object)',
@@ -507,6 +667,8 @@ def span_name(entry: Mapping[str, Any]) -> str:
         name = f"{method} {route_of(url_path)}" if method else (url_path or protocol)
     elif naming == "database":
         name = method.upper() if method else protocol
+    elif naming == "method":  # the operation alone (RADIUS "Access-Request"): a bounded set of names
+        name = method or protocol
     elif naming == "messaging":
         name = f"{method} {path}".strip() or protocol
     elif naming == "dns":
@@ -531,6 +693,8 @@ def table_json() -> dict[str, Any]:
 
 
 __all__ = [
+    "DIAMETER_3GPP_RESULT_CODES",
+    "DIAMETER_RESULT_CODES",
     "DNS_ERROR_RCODES",
     "DNS_RCODES",
     "FAMILIES",

@@ -29,4 +29,5 @@ GRPC_SERVICE: Final[dict[str, str]] = {
 # Environment prefixes owned by each service (beyond WIRETIDE_<NAME>_).
 EXTRA_PREFIXES: Final[dict[str, tuple[str, ...]]] = {
     "tracer": ("TRACES_",),
+    "gateway": ("RECORDING_",),
 }

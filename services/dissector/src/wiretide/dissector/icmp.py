@@ -5,7 +5,9 @@ sequence); a reply pairs with it into one entry whose `elapsed_us` is the round 
 nobody answers becomes an entry with error `timeout` once ECHO_TIMEOUT_NS of capture time has passed
 (or at the end of input). An error message (unreachable, time exceeded, packet too big, parameter
 problem) is an entry of its own naming the flow it quotes — the quoted packet's addresses, protocol
-and ports — under that flow's `flow_id`, so the flow's entries and the error read together. Every
+and ports — under that flow's `flow_id`, so the flow's entries and the error read together; when
+the quoted TCP/UDP flow is in the pipeline's tables, the flow is marked (`mark`), so that its later
+entries carry the error as an `icmp_errors` note and the error names the flow's last entry. Every
 other type (neighbour discovery, router advertisements, MLD, redirects…) is counted per type name,
 never an entry. Nothing here raises on packet bytes: a message too short for its type is counted as
 `malformed`.
@@ -114,10 +116,15 @@ def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def quoted(buf: memoryview | bytes, pos: int, end: int) -> dict[str, Any] | None:
-    """The flow an ICMP error quotes: the invoking packet's IP header and first L4 bytes at
-    `buf[pos:end]` (RFC 792: IP header + 64 bits; RFC 4443 §2.4(c): as much as fits). None when too
-    little of it is there to name the addresses. Never raises."""
+# Where a quoted packet's flow is: (IP protocol, source, source port, destination, destination port).
+QuotedFlow = tuple[int, bytes, int, bytes, int]
+# Marks a quoted flow with an error note; answers the id of the flow's last entry (None: not known).
+Mark = Callable[[QuotedFlow, dict[str, Any]], str | None]
+
+
+def _invoking(buf: memoryview | bytes, pos: int, end: int) -> tuple[QuotedFlow, int] | None:
+    """The invoking packet's flow and where its L4 header starts, from the quoted IP header at
+    `buf[pos:end]`; None when too little is there to name the addresses."""
     if end - pos < 1:
         return None
     version = buf[pos] >> 4
@@ -137,9 +144,19 @@ def quoted(buf: memoryview | bytes, pos: int, end: int) -> dict[str, Any] | None
     else:
         return None
     sport = dport = 0
-    has_ports = proto in (6, 17, 132, 136) and end - l4 >= 4
-    if has_ports:
+    if proto in (6, 17, 132, 136) and end - l4 >= 4:
         sport, dport = _U16.unpack_from(buf, l4)[0], _U16.unpack_from(buf, l4 + 2)[0]
+    return (proto, src, sport, dst, dport), l4
+
+
+def quoted(buf: memoryview | bytes, pos: int, end: int) -> dict[str, Any] | None:
+    """The flow an ICMP error quotes: the invoking packet's IP header and first L4 bytes at
+    `buf[pos:end]` (RFC 792: IP header + 64 bits; RFC 4443 §2.4(c): as much as fits). None when too
+    little of it is there to name the addresses. Never raises."""
+    found = _invoking(buf, pos, end)
+    if found is None:
+        return None
+    (proto, src, sport, dst, dport), l4 = found
     out: dict[str, Any] = {
         "protocol": ip_protocol_name(proto),
         "src": {"ip": _ip(src), "port": sport},
@@ -156,9 +173,10 @@ def quoted(buf: memoryview | bytes, pos: int, end: int) -> dict[str, Any] | None
 
 class IcmpTracker:
     """One pipeline's ICMP state: outstanding echo requests and per-type counts. `emit` receives
-    every finished entry; `source`/`node` are read when one is built."""
+    every finished entry; `mark` is told of every flow an error quotes; `source`/`node` are read when
+    an entry is built."""
 
-    __slots__ = ("_emit", "counted", "node", "pending", "source", "stats", "ulid")
+    __slots__ = ("_emit", "_mark", "counted", "node", "pending", "source", "stats", "ulid")
 
     def __init__(
         self,
@@ -168,8 +186,10 @@ class IcmpTracker:
         counted: Counter[str],
         node: str = "",
         source: str = "pcap",
+        mark: Mark | None = None,
     ) -> None:
         self._emit = emit
+        self._mark = mark
         self.ulid = ulid
         self.stats = stats  # counted messages by `<icmp|icmpv6>_<type name>` (a bounded set of keys)
         self.counted = counted  # messages that are no entry, by protocol (`icmp`, `icmpv6`)
@@ -364,4 +384,11 @@ class IcmpTracker:
         doc["size"]["request"] = end - l4
         doc["summary"] = f"{_NAME[proto]} {reason} from {s} for {about}"
         doc["error"] = {"type": method, "message": f"{reason} for {about}"}
+        invoking = _invoking(buf, l4 + ICMP_HEADER, end) if inner is not None else None
+        if invoking is not None and inner is not None and self._mark is not None:
+            # The quoted flow's later entries carry this error; this entry names its last one.
+            note = {"id": doc["id"], "type": method, "code": code, "reason": reason, "from": s}
+            last = self._mark(invoking[0], note)
+            if last is not None:
+                inner["entry_id"] = last
         self._emit(doc)

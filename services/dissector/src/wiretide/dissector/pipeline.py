@@ -17,6 +17,7 @@ from wiretide.common.entry import UlidGenerator
 from wiretide.common.packets import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     PacketColumns,
@@ -32,9 +33,14 @@ from wiretide.dissector.api import (
     ProtocolSpec,
     SessionConfig,
     Upgrade,
+    Verdict,
     Violation,
 )
 from wiretide.dissector.flows.defrag import Defragmenter
+from wiretide.dissector.flows.sctp import COMMON_HEADER as SCTP_COMMON_HEADER
+from wiretide.dissector.flows.sctp import INIT as SCTP_INIT
+from wiretide.dissector.flows.sctp import PPIDS as SCTP_PPIDS
+from wiretide.dissector.flows.sctp import SctpAssociation
 from wiretide.dissector.flows.table import DETECT, PINNED, RAW, Flow
 from wiretide.dissector.flows.tcp import SEQ_MASK
 from wiretide.dissector.icmp import IcmpTracker
@@ -63,6 +69,8 @@ PROBE_GROWTH: Final = 2
 # Protocol switches per flow (HTTP/1.1 → WebSocket or h2c is one; a proxy chain two or three): beyond
 # it the flow is a violation, so that 101 answers stacked in one segment cost bounded work.
 MAX_UPGRADES: Final = 8
+# ICMP error notes kept per flow (`icmp_errors` on its entries); more are counted, not kept.
+MAX_ICMP_NOTES: Final = 8
 # How often (capture time) idle flows are swept.
 SWEEP_INTERVAL_NS: Final = 1_000_000_000
 # Flows whose ports were claimed by another --jobs worker, remembered to skip their packets cheaply.
@@ -80,6 +88,12 @@ _ETH_IP4_TCP_MIN: Final = 14 + 20 + 20
 _ETH_LEN: Final = 14
 _IP4_LEN: Final = 20
 _TCP_MIN: Final = 20
+# SCTP user messages whose PPID names a protocol with a dissector go straight to it (no probing);
+# those whose PPID names a protocol without one (M3UA, S1AP, NGAP, Diameter over DTLS …) are counted
+# in the association's entry, never probed; PPID 0 ("unspecified") and unknown ones are probed by content.
+SCTP_DISSECTORS: Final[dict[int, str]] = {46: "diameter", 63: "http"}
+SCTP_COUNTED: Final = frozenset(p for p in SCTP_PPIDS if p and p not in SCTP_DISSECTORS)
+_IP_NUMBER: Final = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
 
 
 def shard_of(src: bytes, sport: int, dst: bytes, dport: int, count: int) -> int:
@@ -153,6 +167,7 @@ class Pipeline:
         self.shard = shard  # (index, count): keep only flows whose hash lands on this index
         self.tcp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
         self.udp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()
+        self.sctp: OrderedDict[tuple[bytes, int, bytes, int], Flow] = OrderedDict()  # associations
         self._foreign: set[tuple[bytes, int, bytes, int, int]] = set()
         self.defrag = Defragmenter()
         self.ulid = UlidGenerator()
@@ -168,7 +183,9 @@ class Pipeline:
         # and handles ICMP, so that every such packet is seen once.
         self.undissected: Counter[str] = Counter()
         self._owns_other = shard is None or shard[0] == 0
-        self.icmp = IcmpTracker(self._adopt, self.ulid, self.stats, self.undissected, node, source)
+        self.icmp = IcmpTracker(
+            self._adopt, self.ulid, self.stats, self.undissected, node, source, self._icmp_mark
+        )
 
     # ---- packets in -------------------------------------------------------------------------
 
@@ -336,6 +353,8 @@ class Pipeline:
                             self._udp(
                                 h2[0], h2[1], h2[2], h2[3], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid]
                             )
+                        elif proto == IPPROTO_SCTP:  # `_fragment` hands the whole SCTP packet
+                            self._sctp(h[1], h[2], memoryview(h2[8]), 0, len(h2[8]), ts, names[ifid])
                         elif self._owns_other:
                             self._other(proto, h[1], h[2], h2[8], 0, len(h2[8]), h[15], ts, names[ifid])
                     elif proto == IPPROTO_TCP:
@@ -356,6 +375,8 @@ class Pipeline:
                         )
                     elif proto == IPPROTO_UDP:
                         self._udp(h[1], h[4], h[2], h[5], buf, h[10], h[11], ts, names[ifid])
+                    elif proto == IPPROTO_SCTP:
+                        self._sctp(h[1], h[2], buf, h[9], h[11], ts, names[ifid])
                     elif self._owns_other:
                         self._other(proto, h[1], h[2], buf, h[9], h[11], h[15], ts, names[ifid])
                     if ts >= self._next_sweep:
@@ -377,7 +398,7 @@ class Pipeline:
         """End of input: close every flow (pending requests become entries with errors)."""
         out: list[dict[str, Any]] = []
         self._out = out
-        for table, reason in ((self.tcp, "end"), (self.udp, "end")):
+        for table, reason in ((self.tcp, "end"), (self.udp, "end"), (self.sctp, "end")):
             while table:
                 _, flow = table.popitem(last=False)
                 self._close(flow, flow.last_ts, reason)
@@ -400,7 +421,7 @@ class Pipeline:
 
     @property
     def active_flows(self) -> int:
-        return len(self.tcp) + len(self.udp)
+        return len(self.tcp) + len(self.udp) + len(self.sctp)
 
     # ---- L4 ---------------------------------------------------------------------------------
 
@@ -423,6 +444,37 @@ class Pipeline:
             self.icmp.packet(proto, src, dst, buf, l4, end, ttl, ts, iface)
         else:
             self.undissected[ip_protocol_name(proto)] += 1
+
+    def _icmp_mark(self, quoted: tuple[int, bytes, int, bytes, int], note: dict[str, Any]) -> str | None:
+        """An ICMP error quotes a TCP/UDP flow or an SCTP association: its later entries carry the note
+        (`icmp_errors`; an association's own entry too); answer the id of the flow's last entry, if it
+        is in the tables and had one."""
+        proto, src, sport, dst, dport = quoted
+        table = (
+            self.tcp
+            if proto == IPPROTO_TCP
+            else self.udp
+            if proto == IPPROTO_UDP
+            else self.sctp
+            if proto == IPPROTO_SCTP
+            else None
+        )
+        if table is None:
+            return None
+        forward = sport > dport or (sport == dport and src >= dst)  # the tables' key order (`_lookup`)
+        flow = table.get((src, sport, dst, dport) if forward else (dst, dport, src, sport))
+        if flow is None:
+            self.stats["icmp_errors_flow_unknown"] += 1
+            return None
+        notes = flow.icmp_errors
+        if notes is None:
+            notes = flow.icmp_errors = []
+        if len(notes) < MAX_ICMP_NOTES:
+            notes.append(note)
+        else:
+            self.stats["icmp_errors_notes_dropped"] += 1
+        self.stats["icmp_errors_flow_marked"] += 1
+        return flow.last_entry_id
 
     def _adopt(self, doc: dict[str, Any]) -> None:
         """An entry built outside the flow tables (icmp.py)."""
@@ -475,7 +527,7 @@ class Pipeline:
             table.move_to_end(key)
             return flow
         if self.shard is not None:
-            fkey = (*key, 6 if transport == "tcp" else 17)
+            fkey = (*key, _IP_NUMBER[transport])
             if fkey in self._foreign:
                 return None
             index, count = self.shard
@@ -636,6 +688,89 @@ class Pipeline:
         if plen and flow.state != RAW:
             self._deliver(flow, d, bytes(buf[po:pe]), ts)
 
+    def _sctp(self, src: bytes, dst: bytes, buf: memoryview, l4: int, end: int, ts: int, iface: str) -> None:
+        """One SCTP packet (RFC 9260): the association's chunk state (flows/sctp.py) turns it into
+        user messages, which go to the association's parser as a TCP flow's bytes go to its parser."""
+        if end - l4 < SCTP_COMMON_HEADER:
+            self.drops["sctp_short"] += 1
+            return
+        sport = (buf[l4] << 8) | buf[l4 + 1]
+        dport = (buf[l4 + 2] << 8) | buf[l4 + 3]
+        init = end - l4 > SCTP_COMMON_HEADER and buf[l4 + SCTP_COMMON_HEADER] == SCTP_INIT
+        for _ in range(2):  # the second time round: the packet restarted the association
+            flow = self._lookup(self.sctp, "sctp", src, sport, dst, dport, ts, iface)
+            if flow is None:
+                return
+            if flow.closed and init:  # a new association on the same addresses and ports
+                self.sctp.pop(flow.key, None)
+                continue
+            assoc = flow.sctp
+            assert assoc is not None
+            d = 0 if (sport == flow.a_port and src == flow.a_ip) else 1
+            plen = end - l4 - SCTP_COMMON_HEADER
+            if d == 0:
+                flow.pkts_a += 1
+                flow.bytes_a += plen
+            else:
+                flow.pkts_b += 1
+                flow.bytes_b += plen
+            flow.last_ts = ts
+            if flow.closed:
+                return  # a straggler after SHUTDOWN COMPLETE or ABORT
+            delivered = assoc.packet(d, buf, l4, end, ts)
+            if assoc.restart:
+                if d == 0:  # the packet belongs to the association that begins now
+                    flow.pkts_a -= 1
+                    flow.bytes_a -= plen
+                else:
+                    flow.pkts_b -= 1
+                    flow.bytes_b -= plen
+                self.stats["sctp_restarts"] += 1
+                self._close(flow, ts, "restart")
+                self.sctp.pop(flow.key, None)
+                continue
+            if flow.client is None and assoc.client is not None:
+                flow.client = assoc.client
+            for md, _, ppid, chunk, mts in delivered:
+                self._sctp_message(flow, md, ppid, chunk, mts)
+            if assoc.ended is not None and not flow.closed:
+                self._close(flow, ts, assoc.ended)
+            return
+
+    def _sctp_message(self, flow: Flow, d: int, ppid: int, chunk: bytes | int, ts: int) -> None:
+        """One user message (or a gap) of an association: to the parser its PPID names, else to the
+        content probes; a message of a protocol without a dissector is only counted (flows/sctp.py)."""
+        if type(chunk) is bytes:
+            if ppid in SCTP_COUNTED:
+                return
+            if flow.state == DETECT and not flow.early:
+                name = SCTP_DISSECTORS.get(ppid)
+                spec = self.registry.by_name.get(name) if name is not None else None
+                if spec is not None:
+                    self._pin(flow, spec, d, chunk)
+        self._deliver(flow, d, chunk, ts)
+
+    def _pin(self, flow: Flow, spec: ProtocolSpec, d: int, first: bytes) -> None:
+        """Give an undecided flow to `spec` without probing (an SCTP PPID named it). Which end is the
+        client, when no handshake said so: the probe's view of the first message, else the port."""
+        if flow.client is None:
+            try:
+                if spec.probe(first, b"") == Verdict.YES:
+                    flow.client = d
+                elif spec.probe(b"", first) == Verdict.YES:
+                    flow.client = 1 - d
+            except Exception:
+                self.stats["probe_errors"] += 1
+            if flow.client is None:
+                on_port = flow.a_port in spec.ports and flow.b_port not in spec.ports
+                flow.client = 1 if on_port else 0 if flow.a_port >= flow.b_port else 1
+        self.stats[f"sctp_ppid_{spec.name}"] += 1
+        flow.state = PINNED
+        flow.spec = spec
+        flow.session = spec.session(self.config)
+        flow.matcher = Matcher(spec.matcher)
+        self._release(flow)
+
     # ---- protocol sessions -------------------------------------------------------------------
 
     def _deliver(self, flow: Flow, d: int, chunk: bytes | int, ts: int) -> None:
@@ -735,6 +870,12 @@ class Pipeline:
             spec, first_is_client, undecided = self.registry.detect(
                 flow.transport, flow.a_port, flow.b_port, first, second, oriented
             )
+            if spec is None and flow.transport == "sctp":
+                # Ordered SCTP user messages carry any stream protocol (HTTP over SCTP): TCP's next.
+                spec, first_is_client, more = self.registry.detect(
+                    "tcp", flow.a_port, flow.b_port, first, second, oriented
+                )
+                undecided = undecided or more
         if spec is None:
             if udp and flow.early_bytes <= MAX_EARLY_BYTES:
                 if not undecided:
@@ -839,8 +980,12 @@ class Pipeline:
             for d in (0, 1):
                 for chunk in flow.streams[d].flush():
                     self._deliver(flow, d, chunk, ts)
+        assoc = flow.sctp
+        if assoc is not None:
+            for d, _, ppid, chunk, t in assoc.flush(ts):
+                self._sctp_message(flow, d, ppid, chunk, t)
         if flow.state == DETECT and flow.early:
-            if flow.transport == "tcp":
+            if flow.transport != "udp":
                 try:  # the probes may not have seen the last bytes yet
                     self._detect(flow, 0, 0, ts, final=True)
                 except Exception as exc:
@@ -867,7 +1012,9 @@ class Pipeline:
                         else {"type": "unmatched", "message": "response without a captured request"}
                     )
                     self._emit(flow, req, resp, err)
-        if flow.state != PINNED:
+        if assoc is not None:
+            self._association_entry(flow, assoc, reason)
+        elif flow.state != PINNED:
             self._connection_entry(flow, reason)
         elif flow.last_entry_id is None:
             # Claimed but never completed a message (cut by gaps, oversized): still visible, as a flow.
@@ -879,7 +1026,8 @@ class Pipeline:
     def _sweep(self, ts: int) -> None:
         self._next_sweep = ts + SWEEP_INTERVAL_NS
         lim = self.limits
-        for table, idle in ((self.tcp, lim.tcp_idle_ns), (self.udp, lim.udp_idle_ns)):
+        tables = ((self.tcp, lim.tcp_idle_ns), (self.udp, lim.udp_idle_ns), (self.sctp, lim.tcp_idle_ns))
+        for table, idle in tables:
             while table:
                 key = next(iter(table))
                 flow = table[key]
@@ -902,9 +1050,7 @@ class Pipeline:
             if client is None:  # nobody told us: the higher (ephemeral) port is the client's
                 client = 0 if flow.a_port >= flow.b_port else 1
             a_ip, b_ip = _ip(flow.a_ip), _ip(flow.b_ip)
-            fid = flow_id(
-                flow.a_ip, flow.a_port, flow.b_ip, flow.b_port, 6 if flow.transport == "tcp" else 17
-            )
+            fid = flow_id(flow.a_ip, flow.a_port, flow.b_ip, flow.b_port, _IP_NUMBER[flow.transport])
             if client == 0:
                 ends = (a_ip, flow.a_port, b_ip, flow.b_port, fid)
             else:
@@ -995,6 +1141,8 @@ class Pipeline:
             "stream": shown.stream if shown is not None else None,
             "trace": None,
         }
+        if flow.icmp_errors is not None:
+            doc["icmp_errors"] = list(flow.icmp_errors)
         classify = spec.classify
         if classify is not None:
             # A spec may refine what the exchange was (gRPC-Web, GraphQL) and add its error.
@@ -1056,6 +1204,57 @@ class Pipeline:
             doc["error"] = {"type": "dissection", "message": flow.error}
         elif flow.resets:
             doc["error"] = {"type": "connection", "message": "reset"}
+        if flow.icmp_errors is not None:
+            doc["icmp_errors"] = list(flow.icmp_errors)
         self.stats["flows_unparsed"] += 1
         self.entries_by_protocol[flow.transport] += 1
+        self._out.append(doc)
+
+    def _association_entry(self, flow: Flow, assoc: SctpAssociation, reason: str) -> None:
+        """Every SCTP association is an entry when it ends (whatever its messages became): its
+        handshake, both ends' tags, streams and counts, its events (INIT, ABORT, SHUTDOWN …)."""
+        doc = self._base(flow, flow.first_ts)
+        client = flow.client if flow.client is not None else (0 if flow.a_port >= flow.b_port else 1)
+        req, resp = assoc.describe(client, flow.first_ts)
+        sides = (
+            {"packets": flow.pkts_a, "bytes": flow.bytes_a},
+            {"packets": flow.pkts_b, "bytes": flow.bytes_b},
+        )
+        req = {**sides[client], **req}
+        resp = {**sides[1 - client], **resp}
+        duration_us = (flow.last_ts - flow.first_ts) // 1000
+        req["duration_us"] = duration_us
+        req["close"] = reason
+        if flow.spec is not None:
+            req["protocol"] = flow.spec.protocol  # what its user messages were dissected as
+        doc["elapsed_us"] = duration_us
+        doc["request"] = req
+        doc["response"] = resp
+        doc["size"] = {"request": req["bytes"], "response": resp["bytes"]}
+        messages = req["messages"] + resp["messages"]
+        src, dst = doc["src"], doc["dst"]
+        summary = (
+            f"sctp {_endpoint(src['ip'], src['port'])} → {_endpoint(dst['ip'], dst['port'])} "
+            f"{req['packets'] + resp['packets']} pkts {req['bytes'] + resp['bytes']} B, "
+            f"{messages} message{'' if messages == 1 else 's'}"
+        )
+        if flow.spec is not None:
+            summary += f" ({flow.spec.protocol})"
+        abort = req.get("abort")
+        if abort is not None:
+            causes = ", ".join(abort["causes"]) or "no cause given"
+            summary += " ABORT"
+            doc["error"] = {"type": "connection", "message": f"ABORT from the {abort['from']}: {causes}"}
+        elif assoc.init_ts and not assoc.init_ack_ts:
+            doc["error"] = {"type": "connection", "message": "INIT not answered"}
+        if flow.error is not None:
+            doc["error"] = {"type": "dissection", "message": flow.error}
+        if flow.icmp_errors is not None:
+            doc["icmp_errors"] = list(flow.icmp_errors)
+        doc["summary"] = summary
+        self.stats["sctp_associations"] += 1
+        for key, n in assoc.counters.items():
+            if n:
+                self.stats[f"sctp_{key}"] += n
+        self.entries_by_protocol["sctp"] += 1
         self._out.append(doc)

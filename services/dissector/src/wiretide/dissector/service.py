@@ -182,6 +182,7 @@ class DissectorApi(dissector_pb2_grpc.DissectorServiceServicer):
             flows_active=s.flows_active(),
             entries=s.entries,
             drops=s.all_drops(),
+            undissected=s.undissected,
         )
 
 
@@ -216,6 +217,9 @@ class DissectorService(Service):
         self.bytes = 0
         self.entries = 0
         self.drops: dict[str, int] = {}
+        # Packets no entry stands for, by protocol, over every node's pipeline since start-up (a
+        # pipeline's own counter goes with it at the end of a replayed file).
+        self.undissected: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.identity: IdentitySync | None = None
         self._fed_at: dict[str, int] = {}
@@ -339,7 +343,9 @@ class DissectorService(Service):
         entries = pipeline.feed(cols) if n else []
         for proto, count in pipeline.undissected.items():
             if count != counted.get(proto, 0):
-                UNDISSECTED.labels(proto).inc(count - counted.get(proto, 0))
+                delta = count - counted.get(proto, 0)
+                UNDISSECTED.labels(proto).inc(delta)
+                self.undissected[proto] = self.undissected.get(proto, 0) + delta
         if batch.plaintext:
             flows = self.plaintext.get(node)
             if flows is None:

@@ -18,6 +18,8 @@ from wiretide.common.auth import ALL_NAMESPACES, NamespaceScope, check_restricte
 from wiretide.common.har import har_log
 from wiretide.common.kfl import KflError, validate
 from wiretide.common.protocols import is_error, status_class
+from wiretide.gateway.recording.kfl import expand as expand_records
+from wiretide.gateway.recording.kfl import placeholder
 from wiretide.gateway.store import Cursor, EntryStore
 
 DEFAULT_LIMIT = 100
@@ -52,6 +54,8 @@ class Completeness:
     retention_deleted: dict[str, int] = field(default_factory=dict)
     invalid_skipped: int = 0
     capture: dict[str, Any] = field(default_factory=dict)  # the capture node's last status
+    # Packets the dissectors count but make no entry of, by protocol (`sctp`, `arp`…), summed over them.
+    undissected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -109,9 +113,26 @@ def group_key(by: str) -> Callable[[dict[str, Any]], str]:
 
 
 class QueryService:
-    def __init__(self, store: EntryStore, completeness: Completeness) -> None:
+    def __init__(
+        self,
+        store: EntryStore,
+        completeness: Completeness,
+        records: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.store = store
         self.completeness = completeness
+        self.records = records  # record("name") -> the recording's selection as KFL (None: unknown)
+
+    def expand(self, query: str) -> str:
+        """`query`, checked as the user wrote it (errors point into their text), with every
+        record("name") replaced by that recording's selection."""
+        if "record" not in query:
+            return query
+        self.check(query)
+        try:
+            return expand_records(query, self.records or (lambda _name: None))
+        except KflError as exc:
+            raise _kfl(exc) from None
 
     def _qualify(self, scanned: int, matched: int, exhausted: bool, capped: bool) -> dict[str, Any]:
         return {
@@ -126,7 +147,7 @@ class QueryService:
 
     @staticmethod
     def check(query: str) -> None:
-        errors = [p for p in validate(query) if p.severity == "error"]
+        errors = [p for p in validate(placeholder(query)) if p.severity == "error"]
         if errors:
             p = errors[0]
             raise QueryError(f"invalid query: {p.message}", p.position, p.hint)
@@ -153,7 +174,7 @@ class QueryService:
     ) -> QueryResult:
         n, capped = clamp_limit(limit)
         b, a = _cursor(before, "before"), _cursor(after, "after")
-        text = self.scoped(query, scope)
+        text = self.scoped(self.expand(query), scope)
         try:
             page = await asyncio.to_thread(self.store.scan, text, limit=n, before=b, after=a)
         except KflError as exc:
@@ -176,7 +197,7 @@ class QueryService:
     async def har(
         self, query: str = "", limit: int | None = None, scope: NamespaceScope = ALL_NAMESPACES
     ) -> dict[str, Any]:
-        text = self.scoped(query, scope)
+        text = self.scoped(self.expand(query), scope)
         n = min(limit if limit is not None and limit >= 0 else HAR_MAX_ENTRIES, HAR_MAX_ENTRIES)
         try:
             page = await asyncio.to_thread(self.store.scan, text, limit=n)
@@ -191,7 +212,7 @@ class QueryService:
     ) -> dict[str, Any]:
         if by not in GROUP_KEYS:
             raise QueryError(f"by must be one of {', '.join(GROUP_KEYS)}, got {by[:40]!r}")
-        text = self.scoped(query, scope)
+        text = self.scoped(self.expand(query), scope)
         try:
             page = await asyncio.to_thread(
                 self.store.scan, text, limit=STATS_MAX_SCAN, max_scan=STATS_MAX_SCAN
@@ -259,7 +280,7 @@ class QueryService:
 
     @staticmethod
     def validate(query: str) -> dict[str, Any]:
-        problems = validate(query)
+        problems = validate(placeholder(query))
         return {
             "valid": all(p.severity != "error" for p in problems),
             "problems": [p.to_dict() for p in problems],

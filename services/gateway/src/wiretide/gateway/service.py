@@ -25,7 +25,7 @@ from wiretide.gateway.api.grpc_api import GatewayApi
 from wiretide.gateway.api.rest import build_app
 from wiretide.gateway.live import LiveHub
 from wiretide.gateway.query import Completeness, QueryService
-from wiretide.gateway.recording.manager import RecordingManager, RecordingSettings
+from wiretide.gateway.recording.manager import RecordingManager, RecordingSettings, advertise_url
 from wiretide.gateway.retention import Retention
 from wiretide.gateway.store import EntryStore, SqliteStore
 from wiretide.gateway.upstream import UpstreamPoller
@@ -132,7 +132,14 @@ class GatewayService(Service):
             sock.close()
             raise OSError(f"cannot serve HTTP on {self.gs.gateway_http}: {exc.strerror}") from None
         self.store = await asyncio.to_thread(self.open_store)
-        self.recordings = RecordingManager(self.gs, self.store, self.auth, self.live)
+        self.recordings = RecordingManager(
+            self.gs,
+            self.store,
+            self.auth,
+            self.live,
+            capture_nodes=self.capture_nodes,
+            url=advertise_url(self.gs, self.gs.gateway_http),
+        )
         self._queries = QueryService(self.store, self.completeness, self.recordings.record_kfl)
         self.writer = StoreWriter(
             bus, self.store, self.gs.gateway_durable, self.gs.gateway_ack_wait_s, self.completeness

@@ -356,20 +356,33 @@ class GrpcUpstreams:
             "agents",
             self.settings.agents_grpc,
             lambda ch: agents_pb2_grpc.AgentsServiceStub(ch).ListAgents(
-                agents_pb2.ListAgentsRequest(), timeout=RPC_TIMEOUT_S, metadata=tuple(self.metadata())
+                agents_pb2.ListAgentsRequest(without_source=True),
+                timeout=RPC_TIMEOUT_S,
+                metadata=tuple(self.metadata()),
             ),
         )
-        return [
-            {
+        out = []
+        for a in answer.agents:
+            doc: dict[str, Any] = {
                 "name": a.name,
                 "enabled": a.enabled,
                 "state": a.state,
                 "last_error": a.last_error or None,
+                "error_line": a.error_line or None,
                 "invocations": a.invocations,
                 "failures": a.failures,
             }
-            for a in answer.agents
-        ]
+            if len(a.replicas) > 1:  # each replica runs its own copy: say which one failed
+                doc["replicas"] = [
+                    {
+                        "replica": r.replica,
+                        "state": "stale" if r.stale else r.state,
+                        "last_error": r.last_error or None,
+                    }
+                    for r in a.replicas
+                ]
+            out.append(doc)
+        return out
 
 
 # -- the tools ----------------------------------------------------------------------------------

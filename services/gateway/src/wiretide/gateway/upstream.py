@@ -1,4 +1,5 @@
-"""What was lost before entries reached the store: drop counters polled from capture and the dissectors."""
+"""What was lost before entries reached the store, and what was captured but only counted: drop
+counters and undissected-packet counts polled from capture and the dissectors."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class UpstreamPoller:
         self.completeness = completeness
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Each dissector's last answer: one that misses a poll keeps its counts in the sum.
+        self._undissected: dict[str, dict[str, int]] = {}
 
     async def poll_once(self) -> dict[str, int]:
         drops: dict[str, int] = {}
@@ -58,6 +61,12 @@ class UpstreamPoller:
                     )
                     for reason, n in ds.drops.items():
                         drops[f"dissector.{reason}"] = drops.get(f"dissector.{reason}", 0) + n
+                    self._undissected[address] = dict(ds.undissected)
+        total: dict[str, int] = {}
+        for counts in self._undissected.values():
+            for proto, n in counts.items():
+                total[proto] = total.get(proto, 0) + n
+        self.completeness.undissected = total
         return drops
 
     def start(self) -> None:

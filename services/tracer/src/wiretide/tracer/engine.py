@@ -44,10 +44,11 @@ class Engine:
             if not spans:
                 self.map.add(entry)  # dropped by a span rule: still traffic on the map
             else:
-                first = spans[0]
-                server = spans[-1]
-                caller = first.workload if first.kind != KIND_SERVER else first.peer
-                record(server, caller, server.workload if server.kind == KIND_SERVER else first.peer)
+                client, server = spans[0], spans[-1]
+                if client.workload.known:
+                    record(server, client.workload, server.workload)
+                # An anonymous caller is on the map when its call is decided: by then it may be known
+                # as the anonymous server whose request made the call (`_collect`).
         self._last_arrival_wall_ns = wall_ns
         self._idle_base_ns = self.assembler.watermark
         return self._collect()
@@ -64,6 +65,11 @@ class Engine:
 
     def _collect(self) -> list[Span]:
         spans = self.assembler.drain()
+        record = self.map.add_span
+        for span in spans:
+            server = span.partner
+            if span.kind != KIND_SERVER and server is not None and not server.peer.known:
+                record(server, span.workload, server.workload)
         if spans:
             self.store.add(spans)
             if self.export is not None:

@@ -22,6 +22,7 @@ from wiretide.common.native import NativeModules
 MODULES: Final = (
     "wiretide.tracer.spans",
     "wiretide.tracer.propagation",
+    "wiretide.tracer.delays",
     "wiretide.tracer.assemble",
     "wiretide.tracer.servicemap",
     "wiretide.tracer.store",

@@ -47,6 +47,8 @@ class TracerSettings(CommonSettings):
     tracer_max_traces: int = 50_000
     tracer_map_records: int = 100_000
     tracer_span_rules: str = ""
+    # Where Wiretide's spans hang when the application propagates context (assemble.PARENT_MODES).
+    tracer_parent: Literal["wiretide", "app"] = "wiretide"
 
     traces_otlp_endpoint: str = ""  # empty: no export (traces stay queryable over gRPC)
     traces_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
@@ -112,6 +114,7 @@ class TracerSettings(CommonSettings):
             clock_skew_ns=int(self.tracer_clock_skew_ms * 1e6),
             max_spans_per_trace=self.tracer_max_spans_per_trace,
             max_pending=self.tracer_max_pending_spans,
+            parent=self.tracer_parent,
         )
 
     def otlp_target(self) -> OtlpTarget | None:

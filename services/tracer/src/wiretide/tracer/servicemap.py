@@ -2,8 +2,10 @@
 
 Rule: one record per entry, kept in a bounded window (oldest forgotten first, counted); the map is
 computed from those records at query time over packet time, so it reads the same for a pcap replay as
-for live traffic. Prometheus label sets are bounded: past `MAX_EDGES` distinct edges, new ones are
-reported under "other".
+for live traffic — and names each end as it is known at query time: an end recorded by its address
+alone (its identity arrived after its first calls) is drawn as the workload that held that address
+then (`Holders`), not as a second node. Prometheus label sets are bounded: past `MAX_EDGES` distinct
+edges, new ones are reported under "other".
 """
 
 from __future__ import annotations
@@ -125,6 +127,47 @@ OTHER: Final = "other"
 EXTERNAL: Final = "external"
 
 
+# Addresses whose holders are remembered, and holders per address (all forgotten at once beyond).
+MAX_HOLDER_ADDRESSES: Final = 50_000
+MAX_HOLDERS_PER_ADDRESS: Final = 16
+
+
+class Holders:
+    """Which named workload held an address, from when (packet time): learned from the calls whose
+    ends came named, read to name the ends of calls recorded by their address alone."""
+
+    __slots__ = ("_by_ip",)
+
+    def __init__(self) -> None:
+        self._by_ip: dict[str, list[tuple[int, Workload]]] = {}
+
+    def saw(self, ip: str, ts: int, workload: Workload) -> None:
+        held = self._by_ip.get(ip)
+        if held is None:
+            if len(self._by_ip) >= MAX_HOLDER_ADDRESSES:
+                self._by_ip.clear()
+            self._by_ip[ip] = [(ts, workload)]
+        elif held[-1][1] != workload:
+            if len(held) >= MAX_HOLDERS_PER_ADDRESS:
+                del held[0]
+            held.append((ts, workload))
+        elif ts < held[-1][0] and len(held) == 1:
+            held[0] = (ts, workload)
+
+    def at(self, ip: str, ts: int) -> Workload | None:
+        """The workload that held `ip` at `ts`: the last one seen with it by then, else (a name that
+        arrived after the first calls) the first one seen with it afterwards."""
+        held = self._by_ip.get(ip)
+        if not held:
+            return None
+        found = held[0][1]
+        for since, workload in held:
+            if since > ts:
+                break
+            found = workload
+        return found
+
+
 class CallRecord(NamedTuple):
     """One call on the map (a tuple: one is made per entry, and a frozen dataclass costs twice as much)."""
 
@@ -197,12 +240,13 @@ class ServiceMap:
         self._labelled: set[tuple[str, str, str]] = set()
         # The RED series of each (source, destination, protocol) met (bounded), found without labels.
         self._children: dict[tuple[Workload, Workload, str], Series] = {}
+        self.holders = Holders()
 
     def add(self, entry: dict[str, Any]) -> None:
         """Record one call, working out both ends and the error from the entry itself."""
         node = _str(entry.get("node"))
         source = workload_of(_dict(entry.get("src")), node)
-        destination = workload_of(_dict(entry.get("dst")), node)
+        destination = workload_of(_dict(entry.get("dst")), node, True)
         self.add_call(entry, source, destination, server_error(entry) != "")
 
     def add_call(self, entry: dict[str, Any], source: Workload, destination: Workload, error: bool) -> None:
@@ -236,6 +280,10 @@ class ServiceMap:
             self.evicted += 1
             RECORDS_EVICTED.inc()
         records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes, entry))
+        if source.known and not source.learned:
+            self._saw(entry.get("src"), ts, source)
+        if destination.known and not destination.learned:
+            self._saw(entry.get("dst"), ts, destination)
         self.latest_ns = max(self.latest_ns, ts + duration)
         self._red(source, destination, protocol, entry, error, duration, nbytes)
 
@@ -261,6 +309,17 @@ class ServiceMap:
                 self._children[key] = series
         series.add(status_class(entry, error), duration_ns / 1e9, nbytes)
 
+    def _saw(self, end: Any, ts: int, workload: Workload) -> None:
+        ip = end.get("ip") if type(end) is dict else None
+        if type(ip) is str and ip:
+            self.holders.saw(ip, ts, workload)
+
+    def resolved(self, workload: Workload, ts: int) -> Workload:
+        """`workload`, or for an end recorded by its address alone the workload that held it."""
+        if workload.known or not workload.address:
+            return workload
+        return self.holders.at(workload.address, ts) or workload
+
     def compute(
         self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None
     ) -> tuple[list[Node], list[Edge]]:
@@ -272,7 +331,8 @@ class ServiceMap:
                 continue
             if predicate is not None and not predicate(rec.entry):
                 continue
-            src, dst = node_of(rec.source), node_of(rec.destination)
+            src = node_of(self.resolved(rec.source, rec.ts_ns))
+            dst = node_of(self.resolved(rec.destination, rec.ts_ns))
             nodes.setdefault(src.id, src)
             nodes.setdefault(dst.id, dst)
             groups.setdefault((src.id, dst.id, rec.protocol), []).append(rec)

@@ -125,10 +125,13 @@ class Workload:
     pid: int = 0
     process_name: str = ""
     container_id: str = ""
-    known: bool = True  # False when only an address identifies this end
+    known: bool = True  # False when only an address identifies this end (an anonymous workload)
     # True when the name was learned from traffic (a DNS answer), not from the resolver's identities:
     # such names are as many as the hosts called, so they never become a metric label.
     learned: bool = False
+    # The IP of an anonymous workload (`known=False`): its calling side is named by the IP, its
+    # listening side by ip:port, and the assembler relates the two through it.
+    address: str = ""
 
     @property
     def instance(self) -> str:
@@ -238,8 +241,18 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def workload_of(end: dict[str, Any], node: str) -> Workload:
-    """The identity of one end of an entry; an end known only by address is `known=False`."""
+def anonymous_name(ip: str, port: int | None) -> str:
+    """The name of an end nobody named: its IP, or, for the listening end, ip:port (several servers
+    may share an IP — a host, host-network pods, one loopback address — and a listening port tells
+    them apart); IPv6 in brackets (RFC 3986 §3.2.2)."""
+    if port is None:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def workload_of(end: dict[str, Any], node: str, listening: bool = False) -> Workload:
+    """The identity of one end of an entry; an end known only by address is an anonymous workload
+    (`known=False`): named by its IP, or by ip:port when it is the `listening` (server) end."""
     pod = _dict(end.get("pod"))
     svc = _dict(end.get("service"))
     wl = _dict(end.get("workload"))
@@ -247,9 +260,11 @@ def workload_of(end: dict[str, Any], node: str) -> Workload:
     namespace = _str(end.get("namespace")) or _str(pod.get("namespace")) or _str(svc.get("namespace"))
     name = _str(wl.get("name")) or _str(svc.get("name")) or _str(end.get("name")) or _str(pod.get("name"))
     known = bool(name)
+    address = ""
     if not name:
-        ip = _str(end.get("ip"))
-        name = ip or "unknown"
+        address = _str(end.get("ip"))
+        port = _int(end.get("port")) if listening else None
+        name = anonymous_name(address, port) if address else "unknown"
     resolution = end.get("resolution")
     learned = known and type(resolution) is str and resolution not in RESOLVER_MECHANISMS and resolution != ""
     return Workload(
@@ -264,6 +279,7 @@ def workload_of(end: dict[str, Any], node: str) -> Workload:
         container_id=_str(proc.get("container_id")),
         known=known,
         learned=learned,
+        address=address,
     )
 
 
@@ -280,7 +296,7 @@ class Workloads:
         self._known: dict[tuple[Any, ...], Workload] = {}
         self.limit = limit
 
-    def of(self, end: dict[str, Any], node: str) -> Workload:
+    def of(self, end: dict[str, Any], node: str, listening: bool = False) -> Workload:
         get = end.get
         pod, svc, wl, proc = get("pod"), get("service"), get("workload"), get("process")
         pod = pod if isinstance(pod, dict) else _EMPTY
@@ -291,14 +307,14 @@ class Workloads:
             node, get("name"), get("namespace"), get("node"), get("ip"),
             pod.get("name"), pod.get("namespace"), svc.get("name"), svc.get("namespace"),
             wl.get("name"), wl.get("kind"), proc.get("pid"), proc.get("name"), proc.get("container_id"),
-            get("resolution"),
+            get("resolution"), get("port") if listening else None,
         )  # fmt: skip
         try:
             found = self._known.get(key)
         except TypeError:  # an unhashable value where a string belongs: not worth remembering
-            return workload_of(end, node)
+            return workload_of(end, node, listening)
         if found is None:
-            found = workload_of(end, node)
+            found = workload_of(end, node, listening)
             if len(self._known) >= self.limit:
                 self._known.clear()
             self._known[key] = found
@@ -775,10 +791,10 @@ def spans_from_entry(
     workloads: Workloads | None = None,
     descriptions: Descriptions | None = None,
 ) -> list[Span]:
-    """The client and/or server span of one entry (both when both ends are known workloads).
+    """The client span (at the caller) and the server span (at the callee) of one entry.
 
-    An end known only by its address gets no span of its own; when neither end is known the call
-    is still reported, as a server span under the destination's address.
+    An end known only by its address is an anonymous workload and has its spans like any other: the
+    caller named by its IP, the callee by ip:port (`workload_of`).
     """
     get = entry.get
     node, src, dst = get("node"), get("src"), get("dst")
@@ -786,9 +802,9 @@ def spans_from_entry(
     src = src if type(src) is dict else {}
     dst = dst if type(dst) is dict else {}
     if workloads is not None:
-        caller, callee = workloads.of(src, node), workloads.of(dst, node)
+        caller, callee = workloads.of(src, node), workloads.of(dst, node, True)
     else:
-        caller, callee = workload_of(src, node), workload_of(dst, node)
+        caller, callee = workload_of(src, node), workload_of(dst, node, True)
     start, elapsed = get("timestamp"), get("elapsed_us")
     start = start if type(start) is int else 0
     elapsed = elapsed if type(elapsed) is int else 0
@@ -821,18 +837,14 @@ def spans_from_entry(
             context, bool(error), error, b"", b"", LINK_ROOT, 1.0, None, signature,
         )  # fmt: skip
 
-    if caller.known:
-        client = half(dst, described.kind_client, caller, callee, described.client_error)
-        own = client.own
-        if described.url_full:
-            own["url.full"] = described.url_full
-        own["service.peer.name"] = callee.service_name  # the retired `peer.service`
-        if callee.namespace:
-            own["service.peer.namespace"] = callee.namespace
-        if not callee.known:
-            return [client]
-        server = half(src, described.kind_server, callee, caller, described.server_error)
-        client.partner = server
-        server.partner = client
-        return [client, server]
-    return [half(src, described.kind_server, callee, caller, described.server_error)]
+    client = half(dst, described.kind_client, caller, callee, described.client_error)
+    own = client.own
+    if described.url_full:
+        own["url.full"] = described.url_full
+    own["service.peer.name"] = callee.service_name  # the retired `peer.service`
+    if callee.namespace:
+        own["service.peer.namespace"] = callee.namespace
+    server = half(src, described.kind_server, callee, caller, described.server_error)
+    client.partner = server
+    server.partner = client
+    return [client, server]

@@ -1,7 +1,9 @@
 """Recent traces, kept in memory for `GetTrace` and `FindTraces`.
 
-Rule: bounded by trace count — the trace touched longest ago is forgotten first, and every eviction
-is counted; the store answers only from what it still holds (long-term storage is the OTLP backend's).
+Rule: bounded by trace count and by bytes — each span is charged what it holds (the span, its
+attributes and the entry it was built from, whose bodies may be up to the body cap each), and while
+either bound is exceeded the trace touched longest ago is forgotten; every eviction is counted. The
+store answers only from what it still holds (long-term storage is the OTLP backend's).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
@@ -17,6 +19,61 @@ from wiretide.tracer.spans import Span
 
 EVICTED = Counter("wiretide_tracer_store_evicted_traces_total", "Traces forgotten by the in-memory store")
 HELD = Gauge("wiretide_tracer_store_traces", "Traces held by the in-memory store")
+HELD_BYTES = Gauge("wiretide_tracer_store_bytes", "Estimated bytes of the traces held by the in-memory store")
+
+DEFAULT_MAX_TRACES: Final = 50_000
+# Estimated bytes of everything the store holds: a quarter of the tracer's 300 MB budget (the
+# assembler's pending spans, the service map and the export queue share the rest).
+DEFAULT_MAX_BYTES: Final = 64 << 20
+# What CPython spends on the objects of a decoded entry, beyond the characters of its strings
+# (measured with tracemalloc on decoded entries, `sys.getsizeof` for the shapes): a dict's table per
+# key, a list's slot per item, a str's header, an int.
+DICT_BASE: Final = 64
+DICT_ITEM: Final = 48
+LIST_BASE: Final = 56
+LIST_ITEM: Final = 8
+STR_BASE: Final = 49
+SCALAR: Final = 32
+KEY_CACHED: Final = 64  # orjson decodes keys up to this length into one cached str each
+# A span object with its two attribute dicts and the bookkeeping of assembly, apart from the entry.
+SPAN_BASE: Final = 1_500
+# Containers walked below this depth are charged a flat amount instead (entries are a few levels
+# deep; a decoded protobuf or JSON body can nest further, and the walk must stay cheap and bounded).
+MAX_DEPTH: Final = 12
+DEEP: Final = 256
+
+
+def value_bytes(value: object, depth: int = 0) -> int:
+    """Estimated bytes CPython holds for a decoded JSON value (dicts, lists, str, numbers)."""
+    if isinstance(value, str):
+        return STR_BASE + len(value)
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return DEEP * (1 + len(value))
+        total = DICT_BASE
+        for k, v in value.items():
+            total += DICT_ITEM + value_bytes(v, depth + 1)
+            if len(k) > KEY_CACHED:  # shorter keys are one shared object per spelling (orjson's cache)
+                total += STR_BASE + len(k)
+        return total
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return DEEP * (1 + len(value))
+        total = LIST_BASE
+        for v in value:
+            total += LIST_ITEM + value_bytes(v, depth + 1)
+        return total
+    if isinstance(value, bytes):
+        return 33 + len(value)
+    return SCALAR
+
+
+def span_bytes(span: Span, entry_counted: bool = False) -> int:
+    """Estimated bytes one span holds: its own objects, plus its entry unless already charged to the
+    other side of the same call."""
+    if entry_counted:
+        return SPAN_BASE
+    return SPAN_BASE + value_bytes(span.entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,25 +107,46 @@ def summarize(trace_id: bytes, spans: list[Span]) -> TraceSummary:
 
 
 class TraceStore:
-    def __init__(self, max_traces: int = 50_000) -> None:
+    def __init__(self, max_traces: int = DEFAULT_MAX_TRACES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_traces < 1 or max_bytes < 1:
+            raise ValueError("the trace store needs room for at least one trace and one byte")
         self.max_traces = max_traces
+        self.max_bytes = max_bytes
         self.traces: OrderedDict[bytes, list[Span]] = OrderedDict()
+        self.sizes: dict[bytes, int] = {}  # estimated bytes per held trace
+        self.held_bytes = 0
         self.evicted = 0
 
     def add(self, spans: list[Span]) -> None:
         traces = self.traces
+        sizes = self.sizes
+        # Both sides of a call share one entry: charge it once (by identity, within this batch).
+        charged: set[int] = set()
         for span in spans:
-            bucket = traces.get(span.trace_id)
+            entry_id = id(span.entry)
+            size = span_bytes(span, entry_id in charged)
+            charged.add(entry_id)
+            key = span.trace_id
+            bucket = traces.get(key)
             if bucket is None:
-                bucket = traces[span.trace_id] = []
-                if len(traces) > self.max_traces:
-                    traces.popitem(last=False)
-                    self.evicted += 1
-                    EVICTED.inc()
+                bucket = traces[key] = []
+                sizes[key] = 0
             else:
-                traces.move_to_end(span.trace_id)
+                traces.move_to_end(key)
             bucket.append(span)
+            sizes[key] += size
+            self.held_bytes += size
+            while self.held_bytes > self.max_bytes or len(traces) > self.max_traces:
+                self._evict_oldest()
         HELD.set(len(traces))
+        HELD_BYTES.set(self.held_bytes)
+
+    def _evict_oldest(self) -> None:
+        """Forget the trace touched longest ago (the one being added too, when it alone is too big)."""
+        key, _spans = self.traces.popitem(last=False)
+        self.held_bytes -= self.sizes.pop(key)
+        self.evicted += 1
+        EVICTED.inc()
 
     def get(self, trace_id_hex: str) -> list[Span]:
         try:

@@ -87,7 +87,19 @@ class Helper:
 
 
 # The helper modules under wiretide.agents.helpers, in the order their namespaces are documented.
-MODULES: Final = ("console", "testing", "vendor", "prometheus", "jobs", "kfl", "pcap", "hub", "utils", "llm")
+MODULES: Final = (
+    "console",
+    "testing",
+    "vendor",
+    "prometheus",
+    "jobs",
+    "kfl",
+    "pcap",
+    "record",
+    "hub",
+    "utils",
+    "llm",
+)
 
 
 @cache

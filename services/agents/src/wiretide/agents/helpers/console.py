@@ -37,6 +37,9 @@ def _error(call: Call, host: Host) -> None:
 
 
 def _dropped(call: Call, host: Host) -> None:
+    counters = getattr(host, "counters", None)  # the service's and the harness's hosts count them
+    if counters is not None:
+        counters.log_dropped += int(call.args[0])
     host.log("system", f"{call.args[0]} console lines dropped: more than {MAX_LINES_PER_CALL} in one call")
 
 

@@ -8,6 +8,7 @@ next agent and the next entry. Only the runtime's thread calls into it, except `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 LOG_LINES: Final = 1000  # lines kept per agent (the newest); older lines are counted, not kept
 MAX_LINE_CHARS: Final = 4096  # a console line longer than this is cut (and says so)
+# What a failed call recorded is kept only as far as these go: its console lines (never its webhooks,
+# metrics or marks, which a call that did not finish must not leave behind).
+KEPT_FROM_A_FAILED_CALL: Final = frozenset({"console.log", "console.error", "console.dropped"})
 RUNNING: Final = "running"
 FAILED: Final = "failed"
 DISABLED: Final = "disabled"
@@ -209,7 +213,7 @@ class AgentRun:
         try:
             out = sandbox.call(hook, payload, kfl, spread)
         except JsError as exc:
-            self.fail(str(exc), exc.line)
+            self.failed_call(sandbox, exc)
             return
         if out is not None:
             self.handle(out)
@@ -223,7 +227,7 @@ class AgentRun:
             sandbox.eval(f"__wt_jobs_run({orjson.dumps(tag).decode()})")
             out = sandbox.drain()
         except JsError as exc:
-            self.fail(str(exc), exc.line)
+            self.failed_call(sandbox, exc)
             return
         if out is not None:
             self.handle(out)
@@ -240,7 +244,7 @@ class AgentRun:
                 try:
                     out = sandbox.settle(int(call_id), bool(ok), orjson.dumps(value).decode())
                 except JsError as exc:
-                    self.fail(str(exc), exc.line)
+                    self.failed_call(sandbox, exc)
                     continue
                 if out is not None:
                     self.handle(out)
@@ -249,8 +253,16 @@ class AgentRun:
                 if hook in self.hooks:
                     self.call(hook, orjson.dumps([list(args)]).decode(), 1, None, True)
 
-    def handle(self, out: str | None) -> None:
-        """Route the outbox's records to their helpers' handlers."""
+    def failed_call(self, sandbox: Sandbox, exc: JsError) -> None:
+        """A call stopped by an error or a limit: keep the lines it logged first, then fail."""
+        out = sandbox.salvage()
+        if out is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.handle(out, KEPT_FROM_A_FAILED_CALL)
+        self.fail(str(exc), exc.line)
+
+    def handle(self, out: str | None, only: frozenset[str] | None = None) -> None:
+        """Route the outbox's records to their helpers' handlers (`only` these kinds, when given)."""
         if out is None:
             return
         table = handlers()
@@ -258,6 +270,8 @@ class AgentRun:
             if self.state != RUNNING:
                 return  # a handler failed the agent: the rest of its outbox is void
             kind = rec[0] if rec else ""
+            if only is not None and kind not in only:
+                continue
             handler = table.get(kind)
             if handler is None:
                 self.log("system", f"unknown helper record {str(kind)[:60]!r} ignored")
@@ -290,6 +304,13 @@ class AgentRun:
         }
 
     def logs_since(self, seq: int, limit: int) -> list[LogLine]:
+        """The lines after `seq`, oldest first (the newest `limit`): read from the newest back, so a
+        caller that keeps up (the replicas' flush, a few times a second) reads only what is new."""
+        newer: list[LogLine] = []
         with self._lock:
-            lines = [line for line in self.lines if line.seq > seq]
-        return lines[-limit:] if limit else lines
+            for line in reversed(self.lines):
+                if line.seq <= seq or (limit and len(newer) == limit):
+                    break
+                newer.append(line)
+        newer.reverse()
+        return newer

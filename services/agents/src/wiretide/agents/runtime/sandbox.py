@@ -75,13 +75,44 @@ def agent_line(text: str) -> int:
     return 0
 
 
-def to_js_error(exc: BaseException, time_limit_s: float, memory_mb: int) -> JsError:
+_LOOP: Final = re.compile(r"\b(?:while\s*\(|for\s*\(|do\b)")
+_FUNCTION: Final = re.compile(r"\bfunction\b|=>")
+_COMMENT: Final = re.compile(r"//.*$")
+LOOP_SCAN_LINES: Final = 200  # how far past the interrupted line a loop is looked for
+
+
+def loop_line(source: str, line: int) -> int:
+    """The line of the loop a time limit interrupted, from the line QuickJS names.
+
+    QuickJS records a source position only for operations that can throw (calls, property reads...);
+    a loop made of local arithmetic (`while (true) { n++; }`) has none, so the interrupt is reported
+    at the last statement before it. When the named line is not itself inside a loop, the first loop
+    that starts at or after it in the same block is the one that ran: a block that closes first, or a
+    new function, means the named line was already inside the loop and is kept."""
+    lines = source.split("\n")
+    start = max(line, 1)
+    depth = 0
+    for number in range(start, min(len(lines), start + LOOP_SCAN_LINES) + 1):
+        code = _COMMENT.sub("", lines[number - 1])
+        if _LOOP.search(code):
+            return number
+        if number > start and _FUNCTION.search(code):
+            break
+        depth += code.count("{") - code.count("}")
+        if depth < 0:
+            break
+    return line
+
+
+def to_js_error(exc: BaseException, time_limit_s: float, memory_mb: int, source: str = "") -> JsError:
     text = str(exc)
     first = text.split("\n", 1)[0].strip()
     line = agent_line(text)
     if isinstance(exc, quickjs.StackOverflow) or "stack overflow" in first:
         return JsError("stack", "stack overflow (runaway recursion)", line)
     if first == "InternalError: interrupted":
+        if source:
+            line = loop_line(source, line)
         return JsError("time", f"time limit exceeded: a call ran longer than {time_limit_s:g} s", line)
     if first == "InternalError: out of memory" or isinstance(exc, MemoryError):
         return JsError("memory", f"memory limit exceeded ({memory_mb} MiB)", line)
@@ -105,10 +136,11 @@ class Sandbox:
         self._settle = self.ctx.get("__wt_settle")
         self._drain = self.ctx.get("__wt_drain")
         self.broken = False
+        self.source = ""  # the agent's source, once loaded (to place a time limit's interrupt)
 
     def _error(self, exc: BaseException) -> JsError:
         self.broken = True
-        return to_js_error(exc, self.time_limit_s, self.memory_mb)
+        return to_js_error(exc, self.time_limit_s, self.memory_mb, self.source)
 
     def set_global(self, name: str, value: Any) -> None:
         """Define a global from a JSON value (env, the node name)."""
@@ -116,6 +148,7 @@ class Sandbox:
 
     def load(self, source: str, hook_names: tuple[str, ...]) -> tuple[list[str], str | None]:
         """Run the agent's top level; return the hooks it defines and the outbox. Raises JsError."""
+        self.source = source
         try:
             self.ctx.eval(source)
             hooks = orjson.loads(str(self.ctx.get("__wt_bind")(orjson.dumps(list(hook_names)).decode())))
@@ -156,6 +189,15 @@ class Sandbox:
             return self.ctx.eval(code)
         except (quickjs.JSException, quickjs.StackOverflow, MemoryError) as exc:
             raise self._error(exc) from None
+
+    def salvage(self) -> str | None:
+        """After a failed call: what the agent recorded before it failed (its console lines), if the
+        context can still hand it over (the call's garbage is gone once the error unwound it)."""
+        try:
+            out = self._drain()
+        except (quickjs.JSException, quickjs.StackOverflow, MemoryError):
+            return None
+        return out if isinstance(out, str) else None
 
     def drain(self) -> str | None:
         try:

@@ -24,6 +24,10 @@ from typing import BinaryIO, Final
 from wiretide.common.packets import ColumnBuilder, PacketColumns
 
 DEFAULT_BATCH: Final = 1024
+# Frame bytes in one batch, whatever its packet count: a capture of 64 KiB super-frames (TSO/GRO)
+# would otherwise make a batch of 1,024 packets 64 MiB, held several times over on its way (columns,
+# the message, the queue). A live ring block is this size too. A single larger frame is a batch alone.
+DEFAULT_BATCH_BYTES: Final = 1 << 20
 # Larger than any real frame (jumbo/TSO 256 KiB); a record claiming more is corruption, not data.
 MAX_RECORD: Final = 1 << 20
 # Larger than any block a capture tool writes (packet blocks hold at most MAX_RECORD bytes, name and
@@ -173,9 +177,14 @@ class _Paced:
 
 
 def read_batches(
-    path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH, *, pace: bool = False
+    path: str | os.PathLike[str],
+    batch_size: int = DEFAULT_BATCH,
+    *,
+    pace: bool = False,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> Iterator[PacketColumns]:
-    """Yield the packets of a pcap or pcapng file in batches of up to `batch_size`.
+    """Yield the packets of a pcap or pcapng file in batches of up to `batch_size` packets and
+    `batch_bytes` frame bytes (a frame larger than that alone).
 
     With `pace`, packets come out at their recorded spacing (a batch is cut whenever the next packet
     is not yet due). A path that is not a regular file (a named pipe, `/dev/stdin`) is read as a
@@ -183,8 +192,7 @@ def read_batches(
     for a path that cannot be opened (naming what is wrong with it).
     """
     name = str(path)
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+    _check_sizes(batch_size, batch_bytes)
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done with it
     except OSError as exc:
@@ -192,14 +200,14 @@ def read_batches(
     with fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            yield from read_stream(fh, name, batch_size, pace=pace)
+            yield from read_stream(fh, name, batch_size, pace=pace, batch_bytes=batch_bytes)
             return
         if st.st_size == 0:
             raise PcapError(name, "empty file (0 bytes), not a pcap or pcapng capture", 0, 0)
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         window = _Window(memoryview(mm))
         try:
-            yield from _read(name, window, batch_size, pace)
+            yield from _read(name, window, batch_size, batch_bytes, pace)
         finally:
             try:
                 window.buf.release()
@@ -209,23 +217,36 @@ def read_batches(
 
 
 def read_stream(
-    fh: BinaryIO, name: str = "<stdin>", batch_size: int = DEFAULT_BATCH, *, pace: bool = False
+    fh: BinaryIO,
+    name: str = "<stdin>",
+    batch_size: int = DEFAULT_BATCH,
+    *,
+    pace: bool = False,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> Iterator[PacketColumns]:
     """`read_batches` over an open binary stream (a pipe, stdin): read in chunks, never seeking.
 
     What has been read is handed on before each wait for more input, so packets written into a pipe
     come out as they arrive. At the end of input inside a record, `PcapError(truncated=True)`.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+    _check_sizes(batch_size, batch_bytes)
     read: Callable[[int], bytes] = getattr(fh, "read1", fh.read)
     window = _Window(memoryview(b""), read)
     if not window.more(0):
         raise PcapError(name, "empty input (0 bytes), not a pcap or pcapng capture", 0, 0)
-    yield from _read(name, window, batch_size, pace)
+    yield from _read(name, window, batch_size, batch_bytes, pace)
 
 
-def _read(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+def _check_sizes(batch_size: int, batch_bytes: int) -> None:
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if batch_bytes < 1:
+        raise ValueError("batch_bytes must be >= 1")
+
+
+def _read(
+    name: str, window: _Window, batch_size: int, batch_bytes: int, pace: bool
+) -> Iterator[PacketColumns]:
     """Dispatch on the first four bytes: the pcapng section header type, else a pcap magic."""
     while len(window.buf) < 4:
         if not window.more(0):
@@ -233,9 +254,9 @@ def _read(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[P
                 name, f"only {len(window.buf)} bytes, too short for a pcap or pcapng header", 0, 0
             )
     if struct.unpack_from("<I", window.buf, 0)[0] == BT_SHB:
-        yield from _read_pcapng(name, window, batch_size, pace)
+        yield from _read_pcapng(name, window, batch_size, batch_bytes, pace)
     else:
-        yield from _read_pcap(name, window, batch_size, pace)
+        yield from _read_pcap(name, window, batch_size, batch_bytes, pace)
 
 
 def _pace(builder: ColumnBuilder, pacer: _Paced, ts: int) -> Iterator[PacketColumns]:
@@ -254,7 +275,9 @@ def _sleep_until(pacer: _Paced, ts: int, wait: float) -> None:
         wait = pacer.due_in(ts)
 
 
-def _read_pcap(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+def _read_pcap(
+    name: str, window: _Window, batch_size: int, batch_bytes: int, pace: bool
+) -> Iterator[PacketColumns]:
     while len(window.buf) < PCAP_HEADER:
         if not window.more(0):
             raise PcapError(name, f"only {len(window.buf)} bytes, too short for a pcap file header", 0, 0)
@@ -286,13 +309,15 @@ def _read_pcap(name: str, window: _Window, batch_size: int, pace: bool) -> Itera
     caplens: list[int] = []
     origlens: list[int] = []
     stamps: list[int] = []
+    nbytes = 0
 
     def take() -> PacketColumns:
-        nonlocal frames, caplens, origlens, stamps
+        nonlocal frames, caplens, origlens, stamps, nbytes
         cols = PacketColumns(
             b"".join(frames), caplens, origlens, stamps, [0] * len(caplens), list(interfaces)
         )
         frames, caplens, origlens, stamps = [], [], [], []
+        nbytes = 0
         return cols
 
     try:
@@ -326,9 +351,10 @@ def _read_pcap(name: str, window: _Window, batch_size: int, pace: bool) -> Itera
                     if caplens:
                         yield take()
                     _sleep_until(pacer, ts, wait)
-            if len(caplens) >= batch_size:
+            if caplens and (len(caplens) >= batch_size or nbytes + caplen > batch_bytes):
                 yield take()
             frames.append(buf[start:off])
+            nbytes += caplen
             caplens.append(caplen)
             origlens.append(origlen)
             stamps.append(ts)
@@ -360,7 +386,9 @@ def read_info(path: str | os.PathLike[str]) -> FileInfo:
     return FileInfo("pcapng" if head == struct.pack("<I", BT_SHB) else "pcap", tuple(interfaces))
 
 
-def _read_pcapng(name: str, window: _Window, batch_size: int, pace: bool) -> Iterator[PacketColumns]:
+def _read_pcapng(
+    name: str, window: _Window, batch_size: int, batch_bytes: int, pace: bool
+) -> Iterator[PacketColumns]:
     buf = window.buf
     size = len(buf)
     builder = ColumnBuilder()
@@ -456,7 +484,7 @@ def _read_pcapng(name: str, window: _Window, batch_size: int, pace: bool) -> Ite
             ts = ((ts_hi << 32) | ts_lo) * mul // div + ts_off
             if pacer is not None:
                 yield from _pace(builder, pacer, ts)
-            if len(builder) >= batch_size:
+            if len(builder) and (len(builder) >= batch_size or builder.nbytes + caplen > batch_bytes):
                 yield builder.take()
             builder.append(buf[data : data + caplen], origlen, ts, idx)
             count += 1
@@ -468,7 +496,7 @@ def _read_pcapng(name: str, window: _Window, batch_size: int, pace: bool) -> Ite
             origlen = struct.unpack_from(endian + "I", buf, body)[0]
             idx, _mul, _div, _ts_off, snap = section[0]
             caplen = min(origlen, body_end - body - 4, snap or origlen)
-            if len(builder) >= batch_size:
+            if len(builder) and (len(builder) >= batch_size or builder.nbytes + caplen > batch_bytes):
                 yield builder.take()
             builder.append(buf[body + 4 : body + 4 + caplen], origlen, 0, idx)
             count += 1

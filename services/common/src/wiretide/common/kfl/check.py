@@ -123,6 +123,21 @@ def check(tree: Node, folder: Folder, now_ns: int | None = None, *, require_bool
     return Checked(node, kind, checker.slots, tuple(checker.warnings))
 
 
+def _record_outside(node: Call) -> KflError:
+    """`record("name")` is replaced by a recording's selection before checking, where recordings are
+    known (the gateway's queries, `wiretide analyze --filter` of a bundle); reaching here, it is misspelt
+    or used elsewhere."""
+    arg = node.args[0] if len(node.args) == 1 else None
+    if not isinstance(arg, Literal) or not isinstance(arg.value, str):
+        return KflError("record takes one string: the recording's name", node.pos, 'write record("errors")')
+    return KflError(
+        'record("name") selects a recording\'s entries only where recordings are known',
+        node.pos,
+        "use it in a query to Wiretide (UI, REST, WebSocket, wiretide query) or in "
+        "wiretide analyze --filter of a recording bundle",
+    )
+
+
 def _pos(node: Node) -> int:
     return node.pos
 
@@ -466,6 +481,8 @@ class _Checker:
             if REPLACED_FUNCTIONS[name] is _DATETIME and (moment := _datetime_argument(node)) is not None:
                 instead = f'write timestamp("{moment}")'
             raise KflError(f"{name}() is not a KFL function: {why}", node.pos, instead)
+        if name == "record" and node.target is None:
+            raise _record_outside(node)
         if name not in table:
             other = METHODS if node.target is None else GLOBAL_FUNCTIONS
             if name in other:

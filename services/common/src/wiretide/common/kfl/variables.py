@@ -155,6 +155,22 @@ def _kafka_topics(doc: dict[str, Any]) -> list[str]:
     return []
 
 
+def _either(field: str) -> Callable[[dict[str, Any]], Any]:
+    """A field of the request, else of the response (a Diameter answer whose request was not captured)."""
+
+    def get(doc: dict[str, Any]) -> Any:
+        value = fetch(doc, ("request", field))
+        return fetch(doc, ("response", field)) if value is ERROR else value
+
+    return get
+
+
+def _diameter_result(doc: dict[str, Any]) -> Any:
+    """A Diameter answer's Result-Code, else its Experimental-Result-Code."""
+    code = fetch(doc, ("response", "result_code"))
+    return fetch(doc, ("response", "experimental_result_code")) if code is ERROR else code
+
+
 def _query_string(doc: dict[str, Any]) -> Any:
     query = fetch(doc, ("request", "query"))
     if type(query) is not dict:
@@ -427,6 +443,182 @@ _VARIABLES: Final = (
         "the queue an AMQP method names (queue.*, basic.consume, basic.get)",
         'amqp && amqp_queue == "orders"',
         ("request", "arguments", "queue"),
+    ),
+    Variable(
+        "radius_code",
+        "int",
+        "the RADIUS request's packet code (1 Access-Request, 4 Accounting-Request, 43 CoA-Request ...); "
+        "`method` holds its name, `status_code` the answer's",
+        "radius && radius_code == 1",
+        ("request", "code"),
+    ),
+    Variable(
+        "radius_user_name",
+        "string",
+        "the User-Name a RADIUS request carries",
+        'radius_user_name == "alice"',
+        ("request", "attributes", "User-Name"),
+    ),
+    Variable(
+        "radius_nas_identifier",
+        "string",
+        "the NAS-Identifier a RADIUS request carries",
+        'radius_nas_identifier.startsWith("ap-")',
+        ("request", "attributes", "NAS-Identifier"),
+    ),
+    Variable(
+        "radius_calling_station_id",
+        "string",
+        "the Calling-Station-Id (usually the device's MAC address) a RADIUS request carries",
+        'radius_calling_station_id == "00-11-22-33-44-55"',
+        ("request", "attributes", "Calling-Station-Id"),
+    ),
+    Variable(
+        "radius_acct_status_type",
+        "dyn",
+        "the Acct-Status-Type of a RADIUS accounting request by name (`Start`, `Stop`, `Interim-Update` ...)",
+        'radius_acct_status_type == "Stop"',
+        ("request", "attributes", "Acct-Status-Type"),
+    ),
+    Variable(
+        "radius_eap_type",
+        "string",
+        "the EAP method a RADIUS request carries (`Identity`, `PEAP`, `EAP-TLS` ...)",
+        'radius_eap_type == "PEAP"',
+        ("request", "eap", "type_name"),
+    ),
+    Variable(
+        "ldap.operation",
+        "string",
+        "the LDAP operation: `bind`, `search`, `modify`, `add`, `delete`, `modDN`, `compare`, `extended` …",
+        'ldap && ldap.operation == "search"',
+        ("request", "operation"),
+    ),
+    Variable(
+        "ldap.messageID",
+        "int",
+        "the LDAP messageID pairing a request with its response",
+        "ldap.messageID == 2",
+        ("request", "message_id"),
+    ),
+    Variable(
+        "ldap.dn",
+        "string",
+        "the DN an LDAP operation names (the bind name, a search's base, the entry changed)",
+        'ldap.dn.endsWith("dc=example,dc=com")',
+        ("request", "dn"),
+    ),
+    Variable(
+        "ldap.filter",
+        "string",
+        "an LDAP search's filter as RFC 4515 text",
+        'ldap.filter.contains("(uid=")',
+        ("request", "filter"),
+    ),
+    Variable(
+        "ldap.scope",
+        "string",
+        "an LDAP search's scope: `baseObject`, `singleLevel` or `wholeSubtree`",
+        'ldap.scope == "wholeSubtree"',
+        ("request", "scope"),
+    ),
+    Variable(
+        "ldap.resultCode",
+        "int",
+        "the LDAP resultCode (0 success, 32 noSuchObject, 49 invalidCredentials …)",
+        "ldap && ldap.resultCode == 49",
+        ("response", "result_code"),
+    ),
+    Variable(
+        "ldap.entries",
+        "int",
+        "the SearchResultEntry messages an LDAP search returned",
+        "ldap.entries > 100",
+        ("response", "entries"),
+    ),
+    Variable(
+        "ldap.oid",
+        "string",
+        "the OID of an LDAP extended operation (StartTLS is 1.3.6.1.4.1.1466.20037)",
+        'ldap.oid == "1.3.6.1.4.1.1466.20037"',
+        ("request", "oid"),
+    ),
+    Variable(
+        "smtp.req.command",
+        "string",
+        "the SMTP command, upper-case (`EHLO`, `MAIL`, `RCPT`, `DATA`, `AUTH`, `STARTTLS` …)",
+        'smtp && smtp.req.command == "RCPT"',
+        ("request", "command"),
+    ),
+    Variable(
+        "smtp.response.code",
+        "int",
+        "the SMTP reply code (the entry's `status`)",
+        "smtp.response.code >= 500",
+        ("response", "code"),
+    ),
+    Variable(
+        "imap.request.command",
+        "string",
+        "the IMAP command, upper-case (`LOGIN`, `SELECT`, `FETCH`, `UID FETCH` …)",
+        'imap && imap.request.command == "SELECT"',
+        ("request", "command"),
+    ),
+    Variable(
+        "imap.response.status",
+        "string",
+        "the IMAP completion: `OK`, `NO` or `BAD`",
+        'imap.response.status == "NO"',
+        ("response", "completion"),
+    ),
+    Variable(
+        "pop.request.command",
+        "string",
+        "the POP3 command, upper-case (`USER`, `RETR`, `STLS` …)",
+        'pop3 && pop.request.command == "RETR"',
+        ("request", "command"),
+    ),
+    Variable(
+        "pop.response.indicator",
+        "string",
+        "the POP3 status indicator: `+OK` or `-ERR`",
+        'pop.response.indicator == "-ERR"',
+        ("response", "indicator"),
+    ),
+    Variable(
+        "diameter_command_code",
+        "int",
+        "the Diameter command code (272 Credit-Control, 316 Update-Location …); `method` holds its name",
+        "diameter && diameter_command_code == 272",
+        compute=_either("command_code"),
+    ),
+    Variable(
+        "diameter_application_id",
+        "int",
+        "the Diameter application id (4 credit control, 16777238 Gx, 16777251 S6a …)",
+        "diameter_application_id == 16777238",
+        compute=_either("application_id"),
+    ),
+    Variable(
+        "diameter_session_id",
+        "string",
+        "the Session-Id AVP of a Diameter request (else of its answer)",
+        'diameter_session_id.startsWith("pgw.example.com;")',
+        compute=_either("session_id"),
+    ),
+    Variable(
+        "diameter_origin_host",
+        "string",
+        "the Origin-Host AVP of a Diameter request (the peer that sent it)",
+        'diameter_origin_host == "mme.example.com"',
+        compute=_either("origin_host"),
+    ),
+    Variable(
+        "diameter_result_code",
+        "int",
+        "a Diameter answer's Result-Code, else its 3GPP Experimental-Result-Code (2001 success)",
+        "diameter && diameter_result_code >= 3000",
+        compute=_diameter_result,
     ),
     Variable(
         "tlsx_sni",

@@ -87,6 +87,17 @@ _FIELDS: Final = (
     DisplayField("dns.cname", (("dns_answers",),), flag="dns", listed=True),
     DisplayField("dns.flags.rcode", (("dns_rcode",),), flag="dns"),
     DisplayField("dns.time", (("elapsed_time",),), flag="dns", seconds="duration"),
+    DisplayField(
+        "radius.code",
+        (("radius_code",),),
+        flag="radius",
+        note="the request's code (the answer's is `status_code`)",
+    ),
+    DisplayField("radius.User_Name", (("radius_user_name",),), flag="radius"),
+    DisplayField("radius.NAS_Identifier", (("radius_nas_identifier",),), flag="radius"),
+    DisplayField("radius.Calling_Station_Id", (("radius_calling_station_id",),), flag="radius"),
+    DisplayField("radius.Acct_Status_Type", (("radius_acct_status_type",),), flag="radius"),
+    DisplayField("radius.time", (("elapsed_time",),), flag="radius", seconds="duration"),
     *(
         field
         for tls in ("tls", "ssl")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from wiretide.dissector.api import ProtocolSpec, Session
+from wiretide.dissector.flows.sctp import SctpAssociation
 from wiretide.dissector.flows.tcp import TcpStream
 from wiretide.dissector.matching import Matcher
 
@@ -34,6 +35,7 @@ class Flow:
         "endpoints",
         "error",
         "first_ts",
+        "icmp_errors",
         "interface",
         "key",
         "last_entry_id",
@@ -44,6 +46,7 @@ class Flow:
         "pkts_b",
         "resets",
         "rtt_ns",
+        "sctp",
         "seen",
         "session",
         "spec",
@@ -79,6 +82,8 @@ class Flow:
         self.streams: tuple[TcpStream, TcpStream] | None = (
             (TcpStream(), TcpStream()) if transport == "tcp" else None
         )
+        # SCTP: the association's chunk state (flows/sctp.py); its user messages are this flow's chunks.
+        self.sctp: SctpAssociation | None = SctpAssociation() if transport == "sctp" else None
         self.state = DETECT
         self.spec: ProtocolSpec | None = None
         self.session: Session | None = None
@@ -99,6 +104,8 @@ class Flow:
         self.tls: dict[str, Any] | None = None
         self.link_id: str | None = None
         self.last_entry_id: str | None = None
+        # ICMP errors quoting this flow (icmp.py), a note each, carried by its later entries; bounded.
+        self.icmp_errors: list[dict[str, Any]] | None = None
         self.interface = ""
         # (src ip, src port, dst ip, dst port, flow id) rendered once, for every entry of the flow.
         self.endpoints: tuple[str, int, str, int, str] | None = None

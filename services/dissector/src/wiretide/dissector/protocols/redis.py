@@ -235,9 +235,11 @@ class _Direction:
                             raise RespError("bulk string not followed by CRLF")
                         self.msg_size += end + 2 - pos
                         pos = end + 2
-                        self._value(
-                            self._bulk_value(t, buf[start : start + min(length, self.budget)], length), out
-                        )
+                        if stack and self.items_left <= 0:
+                            self._value(None, out)  # beyond MAX_ITEMS: counted, not decoded
+                        else:
+                            raw = buf[start : start + min(length, max(self.budget, 0))]
+                            self._value(self._bulk_value(t, raw, length), out)
                         continue
                     if length <= self.cap:
                         break  # within the cap: taken whole once it is all here
@@ -430,20 +432,25 @@ class _Direction:
         self._reset_message()
 
 
-class _Error(str):
-    """An error reply's text (a `str`, so that it is kept in arrays as text)."""
+class _Error:
+    """An error reply's text, told apart from a string reply until the entry is built (`_plain`)."""
 
-    __slots__ = ()
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _key(value: Any) -> str:
-    return value if type(value) is str else str(value)
+    if type(value) is str:
+        return value
+    return value.text if isinstance(value, _Error) else str(value)
 
 
 def _plain(value: Any) -> Any:
     """Error texts inside aggregates (EXEC's answers) become {"error": text}."""
     if isinstance(value, _Error):
-        return {"error": str(value)}
+        return {"error": value.text}
     if type(value) is list:
         return [_plain(v) for v in value]
     if type(value) is dict:
@@ -650,7 +657,7 @@ class RedisSession:
             push = True  # MONITOR's stream of executed commands
         fields: dict[str, Any] = {"type": TYPE_NAMES.get(t, "simple"), "resp": 3 if self.resp3 else 2}
         if isinstance(value, _Error):
-            text = str(value)
+            text = value.text
             fields["value"] = None
             fields["error"] = text
             word, _, rest = text.partition(" ")

@@ -5,6 +5,10 @@
 (POST: a proposed source, tried by the replay harness over the caller's recent traffic, never stored).
 Each one calls the agents service over gRPC (`gw.settings.agents_grpc`).
 
+An agent's state is over the replicas of the agents service (`replicas`: each one's state, counters
+and error; the agent is failed when a live replica stopped it), and its log merges every replica's
+lines, each naming its replica, whichever replica answers.
+
 Rule: the handlers only translate; a definition the agents service refuses is a 400 with its message
 (and the line and column of a syntax error), an unknown agent a 404, a PUT based on a revision that is
 no longer current a 409, an agents service that cannot be reached a 503, never a 500. Routes that
@@ -103,10 +107,30 @@ def agent_json(a: agents_pb2.Agent, with_source: bool = True) -> dict[str, Any]:
         "outbound_dropped": a.outbound_dropped,
         "revision": a.revision,
         "updated_ns": a.updated_ns,
+        "replicas": [replica_json(r) for r in a.replicas],
     }
     if with_source:
         doc["source"] = a.source
     return doc
+
+
+def replica_json(r: agents_pb2.ReplicaState) -> dict[str, Any]:
+    return {
+        "replica": r.replica,
+        "state": r.state,
+        "last_error": r.last_error,
+        "error_line": r.error_line,
+        "revision": r.revision,
+        "invocations": r.invocations,
+        "items": r.items,
+        "failures": r.failures,
+        "tests_passed": r.tests_passed,
+        "tests_failed": r.tests_failed,
+        "log_dropped": r.log_dropped,
+        "outbound_dropped": r.outbound_dropped,
+        "seen_ns": r.seen_ns,
+        "stale": r.stale,
+    }
 
 
 async def _body(request: Request) -> Any:
@@ -212,7 +236,7 @@ def routes(gw: _Gateway) -> list[BaseRoute]:
         answer = await call(
             "GetLogs", agents_pb2.GetLogsRequest(name=request.path_params["name"], after_seq=int(after))
         )
-        return _json({"lines": [_line(x) for x in answer.lines]})
+        return _json({"lines": [_line(x) for x in answer.lines], "replicas": list(answer.replicas)})
 
     async def annotations(request: Request) -> Response:
         doc = await _body(request)
@@ -387,4 +411,4 @@ def routes(gw: _Gateway) -> list[BaseRoute]:
 
 
 def _line(x: agents_pb2.LogLine) -> dict[str, Any]:
-    return {"seq": x.seq, "ts_ns": x.ts_ns, "stream": x.stream, "text": x.text}
+    return {"seq": x.seq, "ts_ns": x.ts_ns, "stream": x.stream, "text": x.text, "replica": x.replica}

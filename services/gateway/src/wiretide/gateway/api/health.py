@@ -1,8 +1,10 @@
-"""Health of the whole deployment: every service's grpc.health.v1 answer plus NATS, in one document."""
+"""Health of the whole deployment: every service's grpc.health.v1 answer plus NATS, in one document,
+and how complete the picture is (packets captured but only counted, by protocol)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from wiretide.common.rpc import check_health
@@ -24,3 +26,9 @@ async def service_health(settings: CommonSettings, own: str, own_serving: bool) 
 
     results = await asyncio.gather(*(one(n) for n in SERVICES))
     return dict(results)
+
+
+def undissected(counts: Mapping[str, int]) -> dict[str, Any]:
+    """Packets the dissectors counted but made no entry of: `{total, by_protocol}`, most first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"total": sum(counts.values()), "by_protocol": dict(ordered)}

@@ -193,7 +193,8 @@ def document() -> dict[str, Any]:
             },
             "/api/health": {
                 "get": {
-                    "summary": "Health of every service and NATS",
+                    "summary": "Health of every service and NATS, the store, capture, and the packets "
+                    "counted but not dissected (`undissected`: total and by protocol)",
                     "responses": {"200": {"description": "health", "content": _JSON}},
                 }
             },

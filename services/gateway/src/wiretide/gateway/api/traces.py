@@ -1,5 +1,9 @@
-"""REST routes for traces and the service map: `/api/traces/{id}`, `/api/traces?q=`,
+"""REST routes for traces and the service map: `/api/traces/{id}`,
+`/api/traces?q=&service=&min_duration=&max_duration=&error=&start=&end=&limit=`,
 `/api/servicemap?q=&window=`. Each one calls the tracer over gRPC (`gw.settings.tracer_grpc`).
+A trace search's `service` becomes a KFL clause on either end of a call (a workload's, a service's
+or an end's name; `namespace/name`; an anonymous workload's `ip` or `ip:port`); its duration and error
+filters are applied to the tracer's summaries.
 
 Rule: the handlers only translate — HTTP parameters to a tracer request and the answer back to JSON;
 a bad parameter or a query the tracer refuses is a 400 with the tracer's message, a tracer that cannot
@@ -35,6 +39,11 @@ RPC_TIMEOUT_S: Final = 10.0
 _DURATION: Final = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
 _UNIT_NS: Final = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _TRACE_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+# An anonymous workload's name: an IPv4 address or [IPv6], with the listening port when it has one.
+_ANONYMOUS: Final = re.compile(
+    r"^(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9a-fA-F:.]+)\])(?::(\d{1,5}))?$|^([0-9a-fA-F]*:[0-9a-fA-F:.]+)$"
+)
+MAX_SERVICE_CHARS: Final = 256
 # GetTrace calls in flight at once while a scoped caller's trace search is summarised again.
 SCOPED_SUMMARY_CONCURRENCY: Final = 8
 
@@ -95,9 +104,52 @@ def _int(request: Request, name: str, default: int = 0) -> int:
     return int(raw)
 
 
+def _kfl_string(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def service_clause(service: str) -> str:
+    """A KFL clause matching the calls that `service` (a trace view's service name) made or served."""
+    text = service.strip()
+    if not text or len(text) > MAX_SERVICE_CHARS or not text.isprintable():
+        raise BadRequest(f"service must be a name of up to {MAX_SERVICE_CHARS} characters")
+    anonymous = _ANONYMOUS.match(text)
+    if anonymous:
+        ip = anonymous.group(1) or anonymous.group(2) or anonymous.group(4)
+        port = anonymous.group(3)
+        if port:
+            return f"(dst.ip == {_kfl_string(ip)} && dst.port == {int(port)})"
+        return f"(src.ip == {_kfl_string(ip)} || dst.ip == {_kfl_string(ip)})"
+    namespace, _, name = text.rpartition("/")
+    sides = []
+    for side in ("src", "dst"):
+        n = _kfl_string(name)
+        named = f"({side}.workload.name == {n} || {side}.service.name == {n} || {side}.name == {n})"
+        if namespace:
+            named = f"({named} && {side}.namespace == {_kfl_string(namespace)})"
+        sides.append(named)
+    return f"({sides[0]} || {sides[1]})"
+
+
+def _duration_param(request: Request, name: str) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return 0
+    try:
+        return parse_window(raw)
+    except BadRequest:
+        raise BadRequest(
+            f"{name} must be a duration like 250ms, 2s or nanoseconds, got {raw[:40]!r}"
+        ) from None
+
+
 def _query(request: Request) -> str:
-    """The `q` parameter narrowed to the caller's namespace scope."""
+    """The `q` parameter (and `service`, as a clause) narrowed to the caller's namespace scope."""
     q = request.query_params.get("q", "")
+    service = request.query_params.get("service", "")
+    if service:
+        clause = service_clause(service)
+        q = f"({q}) && {clause}" if q.strip() else clause
     if len(q) > MAX_QUERY_CHARS:
         raise BadRequest(f"query longer than {MAX_QUERY_CHARS} characters")
     scope = principal_of(request.scope).scope
@@ -227,13 +279,30 @@ def routes(gw: _Gateway) -> list[Route]:
         return summarize(trace_id, spans) if spans else None
 
     async def find_traces(request: Request) -> Response:
+        limit = min(_int(request, "limit", 100), MAX_LIMIT)
+        shortest, longest = _duration_param(request, "min_duration"), _duration_param(request, "max_duration")
+        errors = request.query_params.get("error", "")
+        if errors not in ("", "true", "false"):
+            raise BadRequest(f"error must be true or false, got {errors[:40]!r}")
+        filtered = bool(shortest or longest or errors)
         message = tracer_pb2.FindTracesRequest(
             query=_query(request),
             start_ns=_int(request, "start"),
             end_ns=_int(request, "end"),
-            limit=min(_int(request, "limit", 100), MAX_LIMIT),
+            # Filters on the summaries: ask for as many as one answer may hold, keep `limit` of them.
+            limit=MAX_LIMIT if filtered else limit,
         )
         answer = await call("FindTraces", message)
+        if filtered:
+            kept = [
+                t
+                for t in answer.traces
+                if t.duration_ns >= shortest
+                and (not longest or t.duration_ns <= longest)
+                and (not errors or t.error == (errors == "true"))
+            ][:limit]
+            del answer.traces[:]
+            answer.traces.extend(kept)
         scope = principal_of(request.scope).scope
         if not scope.unrestricted:
             # The tracer's summaries speak for every span; a scoped caller's are made from its own.

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-from wiretide.tracer.spans import SCHEMA_URL, AttrValue, Span, Workload
+from wiretide.tracer.spans import KIND_SERVER, SCHEMA_URL, AttrValue, Span, Workload
 
 SCOPE_NAME: Final = "wiretide.tracer"
 SCOPE_VERSION: Final = "0.1.0"
@@ -34,6 +34,10 @@ UNIQUE_KEYS: Final = frozenset({"wiretide.entry_id", "client.port"})
 
 # Calls whose shared attributes wait, encoded, for their second span (oldest forgotten first).
 MAX_SHARED: Final = 20_000
+
+# The attribute on a span link to the application's own span (the one that sent the call, named by
+# the propagated header): what the link is, for a reader of the trace.
+APP_LINK_ATTRIBUTE: Final = ("wiretide.link", "application")
 
 _FIXED64: Final = struct.Struct("<Q")
 _TIMES: Final = struct.Struct("<BBBQBQ")
@@ -247,6 +251,19 @@ class Encoder:
         parts.append(self._attributes(span.own))
         tail = self._tails.get((span.link, span.confidence))
         parts.append(tail if tail is not None else self._tail(span.link, span.confidence))
+        # The application's span that sent this call, when it is not this span's parent: a span link
+        # (Span.links=13; Link: trace_id=1, span_id=2, trace_state=3, attributes=4).
+        if (
+            context is not None
+            and context.parent_id
+            and span.kind != KIND_SERVER
+            and span.parent_span_id != context.parent_id
+        ):
+            link = b"\x0a\x10" + context.trace_id + _ld(2, context.parent_id)
+            if context.tracestate:
+                link += _ld(3, context.tracestate.encode())
+            link += _ld(4, key_value(*APP_LINK_ATTRIBUTE))
+            parts.append(_ld(13, link))
         if span.error:  # Status: message=2, code=3
             parts.append(_ld(15, _ld(2, span.status_message.encode()) + b"\x18" + _varint(STATUS_ERROR)))
         return _ld(2, b"".join(parts))  # ScopeSpans.spans=2

@@ -214,7 +214,7 @@ export class AgentsPanel {
       this.$(".agents-list tbody").innerHTML = agents.map((a) => `<tr data-name="${esc(a.name)}">
         <td>${esc(a.name)}</td><td class="${a.state === "failed" ? "serr" : a.state === "running" ? "s2" : "muted"}">${esc(a.state)}</td>
         <td>${a.items.toLocaleString()}</td><td>${a.tests_passed}</td><td>${a.tests_failed}</td>
-        <td>${esc(a.last_error || a.hooks.join(", "))}</td>
+        <td>${esc(a.last_error || a.hooks.join(", "))}${replicaStates(a)}</td>
         <td><button data-act="edit">Edit</button><button data-act="${a.enabled ? "disable" : "enable"}">${a.enabled ? "Disable" : "Enable"}</button>
           <button data-act="improve">Improve</button><button data-act="logs">Log</button><button data-act="delete">Delete</button></td></tr>`).join("");
     } catch (e) { this.$(".agents-note").textContent = e.message; }
@@ -276,14 +276,24 @@ export class AgentsPanel {
     const token = localStorage.getItem("wiretide.token") || "";
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/agents/${encodeURIComponent(name)}/logs/stream${token ? "?token=" + encodeURIComponent(token) : ""}`;
     this.socket = new WebSocket(url);
+    const writers = new Set();  // once two replicas have written, every line names its replica
     this.socket.onmessage = (m) => {
       const msg = JSON.parse(m.data);
-      const text = msg.type === "line" ? `${msg.stream === "log" ? "" : "[" + msg.stream + "] "}${msg.text}` : `[error] ${msg.error}`;
+      if (msg.replica) writers.add(msg.replica);
+      const who = writers.size > 1 && msg.replica ? `${msg.replica}: ` : "";
+      const text = msg.type === "line" ? `${who}${msg.stream === "log" ? "" : "[" + msg.stream + "] "}${msg.text}` : `[error] ${msg.error}`;
       const lines = (log.textContent ? log.textContent.split("\n") : []).concat(text).slice(-LOG_LINES);
       log.textContent = lines.join("\n");
       log.scrollTop = log.scrollHeight;
     };
   }
+}
+
+// Each replica of the agents service runs its own copy of an agent: with several, show each one's state.
+function replicaStates(a) {
+  const rs = a.replicas || [];
+  if (rs.length < 2) return "";
+  return `<div class="muted agents-replicas">${rs.map((r) => `${esc(r.replica)}: ${esc(r.stale ? "stale" : r.state)}${r.error_line ? " (line " + r.error_line + ")" : ""}`).join(" · ")}</div>`;
 }
 
 const root = document.getElementById("agents");

@@ -46,13 +46,22 @@ function body(b) {
   return `<div class="muted">${note}</div><pre class="body">${shown}</pre>`;
 }
 
+// Diameter AVPs as an indented tree: `Name (code) = value (text)`, grouped AVPs nested below.
+function avpTree(avps, depth = 0) {
+  return avps.map((a) => {
+    const head = `${"  ".repeat(depth)}${a.name || "AVP"} (${a.code}${a.vendor ? `, vendor ${a.vendor}` : ""})`;
+    const value = "value" in a ? ` = ${typeof a.value === "string" ? a.value : JSON.stringify(a.value)}${a.text ? ` (${a.text})` : ""}` : a.size != null ? ` [${a.size} bytes not kept]` : "";
+    return [head + value, ...(a.avps ? [avpTree(a.avps, depth + 1)] : [])].join("\n");
+  }).join("\n");
+}
+
 function side(title, obj, kflSide) {
   if (!obj) return `<div><h4>${title}</h4><div class="muted">—</div></div>`;
   const parts = [`<h4>${title}</h4>`];
   const scalars = {};
   for (const [k, v] of Object.entries(obj)) {
-    if (["headers", "cookies", "query", "body", "messages", "questions", "answers", "authorities", "additionals"].includes(k)) continue;
-    if (v !== null && typeof v === "object") continue;
+    if (["headers", "cookies", "query", "body", "questions", "answers", "authorities", "additionals"].includes(k)) continue;
+    if (v !== null && typeof v === "object") continue; // messages, AVPs, events … below
     scalars[k] = v;
   }
   parts.push(kvTable(scalars));
@@ -62,7 +71,10 @@ function side(title, obj, kflSide) {
   if (obj.questions) parts.push(`<h4>Questions</h4>${kvTable(Object.fromEntries(obj.questions.map((q, i) => [i, `${q.name} ${q.type}`])))}`);
   if (obj.answers) parts.push(`<h4>Answers</h4>${kvTable(Object.fromEntries(obj.answers.map((a, i) => [i, `${a.name} ${a.type} ${a.data} ttl=${a.ttl}`])))}`);
   if (obj.query_text || obj.graphql_query) parts.push(`<h4>GraphQL</h4><pre class="body">${gqlHighlight(obj.query_text || obj.graphql_query)}</pre>`);
-  if (obj.messages) parts.push(`<h4>Messages (${obj.messages.length})</h4><pre class="body">${esc(JSON.stringify(obj.messages, null, 2))}</pre>`);
+  if (Array.isArray(obj.messages)) parts.push(`<h4>Messages (${obj.messages.length})</h4><pre class="body">${esc(JSON.stringify(obj.messages, null, 2))}</pre>`);
+  if (Array.isArray(obj.avps)) parts.push(`<h4>AVPs (${obj.avp_count ?? obj.avps.length})</h4><pre class="body">${esc(avpTree(obj.avps))}</pre>`);
+  if (Array.isArray(obj.events)) parts.push(`<h4>Events</h4>${kvTable(Object.fromEntries(obj.events.map((ev, i) => [i, `+${ev.at_us} µs ${ev.from} ${ev.chunk}${ev.causes?.length ? ": " + ev.causes.join(", ") : ""}${ev.tag ? " tag " + ev.tag : ""}`])))}`);
+  for (const k of ["chunks", "ppids", "m3ua", "malformed", "abort"]) if (obj[k] && typeof obj[k] === "object") parts.push(`<h4>${esc(k)}</h4>${kvTable(obj[k])}`);
   if ("body" in obj) parts.push(`<h4>Body</h4>${body(obj.body)}`);
   return `<div>${parts.join("")}</div>`;
 }
@@ -142,6 +154,7 @@ export async function showDetail(pane, entry, { onFilter, onTrace, toast }) {
       <tr><td>capture</td><td>${esc(e.capture?.source || "")} ${esc(e.capture?.interface || "")} · node ${esc(e.node || "")}</td></tr>
       ${e.error ? `<tr><td>error</td><td class="serr">${esc(e.error.type)}: ${esc(e.error.message)}</td></tr>` : ""}
       ${e.redacted?.length ? `<tr><td>redacted</td><td class="s4 clickable" data-kfl="size(redacted) > 0" title="replaced by [REDACTED] in the dissector, before anything was stored (docs/security.md)">🔒 ${esc(e.redacted.join(", "))}</td></tr>` : ""}
+      ${e.icmp_errors?.length ? `<tr><td>icmp errors</td><td class="serr">${e.icmp_errors.map((n) => `<span class="clickable" data-kfl="${esc(`id == ${kflString(n.id)}`)}" title="ICMP ${esc(n.type)} (code ${esc(n.code)}) quoting this flow: show that entry">${esc(n.reason)} from ${esc(n.from)}</span>`).join(", ")}</td></tr>` : ""}
       ${trace ? `<tr><td>trace</td><td>${esc(trace)} (${esc(e.trace.link || "")}, lowest confidence ${esc(e.trace.confidence ?? "")})</td></tr>` : ""}
     </table>
     ${marks.get(e.id).length ? `<h4>Agents</h4><table class="kv marks">${marks.rows(e.id)}</table>` : ""}

@@ -28,7 +28,8 @@ async function loadMap(query, windowS) {
   }
 }
 
-export async function renderMap(el, note, query, windowS, onEdge) {
+// `highlight`: names of services to mark (a trace's), `onNode(node)`: a node picked (its traces).
+export async function renderMap(el, note, query, windowS, onEdge, { highlight = null, onNode = null } = {}) {
   let m;
   try { m = await loadMap(query, windowS); } catch (e) { el.innerHTML = `<div class="empty">Cannot load the map: ${esc(e.message)}</div>`; return; }
   note.textContent = `${m.nodes.length} workloads, ${m.edges.length} edges (from ${m.source})`;
@@ -58,20 +59,24 @@ export async function renderMap(el, note, query, windowS, onEdge) {
       : self ? `M${x1} ${y1} C ${x1 + 60} ${y1 - 50}, ${x1 + 60} ${y1 + 50}, ${x1} ${y1 + 4}`
       : `M${x1} ${y1} C ${(x1 + x2) / 2 + 40} ${y1}, ${(x1 + x2) / 2 - 40} ${y2}, ${x2} ${y2}`;
     const err = (e.error_rate || 0) > 0.05;
+    const hot = highlight && [e.source, e.destination].every((id) => { const n = m.nodes.find((x) => x.id === id); return n && highlight.has(n.name || n.id); });
     const rate = (e.request_rate || 0) >= 0.1 ? `${e.request_rate.toFixed(1)}/s` : `${e.requests || 0} req`;
     const label = `${e.protocol || ""} ${rate} ${((e.error_rate || 0) * 100).toFixed(0)}% err p95 ${e.p95_ms != null ? e.p95_ms.toFixed(1) : "–"}ms`;
-    if (m.edges.length > LABELS_UP_TO) return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}" d="${d}" stroke-width="1.5"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path></g>`;
+    if (m.edges.length > LABELS_UP_TO) return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}${hot ? " hot" : ""}" d="${d}" stroke-width="1.5"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path></g>`;
     const lx = self ? x1 + 64 : sameColumn ? x1 + bulge : (x1 + x2) / 2, ly = self ? y1 : (y1 + y2) / 2 - 4;
-    return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}" d="${d}" stroke-width="${1.5 + Math.min(4, Math.log10(1 + (e.requests || 1)))}"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path>`
+    return `<g data-edge="${i}"><path class="edge${err ? " err" : ""}${hot ? " hot" : ""}" d="${d}" stroke-width="${1.5 + Math.min(4, Math.log10(1 + (e.requests || 1)))}"><title>${esc(e.source)} → ${esc(e.destination)}\n${esc(label)}</title></path>`
       + `<text class="elabel" x="${lx}" y="${ly}" text-anchor="middle">${esc(label)}</text></g>`;
   });
-  const nodes = m.nodes.map((n) => {
+  const nodes = m.nodes.map((n, i) => {
     const p = pos.get(n.id);
-    return `<g class="node"><rect x="${p.x}" y="${p.y}" width="${NODE_W}" height="${NODE_H}" rx="5"/>`
+    const hot = highlight && highlight.has(n.name || n.id) ? " hot" : "";
+    return `<g class="node${hot}" data-node="${i}"><title>${esc(n.id)}: click for its traces</title><rect x="${p.x}" y="${p.y}" width="${NODE_W}" height="${NODE_H}" rx="5"/>`
       + `<text x="${p.x + 10}" y="${p.y + 21}">${esc((n.name || n.id).slice(0, 22))}</text></g>`;
   });
   el.innerHTML = `<svg width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${boxes.join("")}${edges.join("")}${nodes.join("")}</svg>`;
   el.querySelector("svg").addEventListener("click", (ev) => {
+    const node = ev.target.closest("[data-node]");
+    if (node && onNode) { onNode(m.nodes[Number(node.dataset.node)]); return; }
     const g = ev.target.closest("[data-edge]");
     if (!g) return;
     const e = m.edges[Number(g.dataset.edge)];

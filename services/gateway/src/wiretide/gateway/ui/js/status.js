@@ -16,6 +16,12 @@ export class StatusBar {
       pills.push(`<span class="pill ${h.nats?.connected ? "ok" : "bad"}" title="NATS">nats</span>`);
       const capErrors = Object.entries(h.capture?.errors || {});
       if (capErrors.length) pills.push(`<span class="pill bad" title="${esc(capErrors.map(([i, e]) => `${i}: ${e}`).join("\n"))}">capture errors ${capErrors.length}</span>`);
+      // Captured but only counted (no dissector for them): shown, never an error.
+      const counted = h.undissected || {};
+      if (counted.total) {
+        const byProto = Object.entries(counted.by_protocol || {}).map(([p, n]) => `${p}: ${n}`).join("\n");
+        pills.push(`<span class="pill" id="undissected" title="${esc("packets counted, not dissected\n" + byProto)}">undissected ${counted.total}</span>`);
+      }
       const entries = await getJSON("/api/entries", { limit: 1 }).catch(() => null);
       const c = entries?.completeness || {};
       this.drops = c.upstream_drops || {};

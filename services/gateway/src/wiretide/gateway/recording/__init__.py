@@ -1,0 +1,1 @@
+"""Traffic recording: jobs (scheduled and triggered), bundles, uploads and `record("name")`."""

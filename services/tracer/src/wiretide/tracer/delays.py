@@ -1,0 +1,236 @@
+"""What each workload's requests do, learned from the links already made: which inbound endpoints
+make which outbound calls (the call graph), which connections serve which (a thread that serves one
+inbound connection and calls out on its own), and how long after a request starts its call goes out
+(`before`) and how long after the call returns the request is answered (`after`).
+
+Rule: the model only ever re-weighs timing costs — it never makes or refuses a link alone — and each
+part learns from evidence fit for it: the gaps only from links not in doubt (a propagated header, the
+kernel, a call with a single possible parent, a joint assignment whose winner was clear); the call
+graph and connection pairs from every link, as rates, where wrong links scatter and right ones add up.
+
+The timing cost of "request r made call c" is then the squared distance of both gaps from what that
+workload's endpoint usually shows, each in units of its own spread (a robust z-score: median and
+median absolute deviation), instead of raw milliseconds: a service whose calls go out at a steady
+point of its work but whose answers wait in a queue is weighed by the gap that is steady. Until a
+(workload, endpoint, call) has `MIN_SAMPLES` links, its cost is the raw one, in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from wiretide.tracer.spans import Span
+
+# Links per (workload, endpoint, call) before their gaps are trusted to weigh a cost.
+MIN_SAMPLES: Final = 8
+# Gaps kept per (workload, endpoint, call) (the most recent; older ones forgotten).
+MAX_SAMPLES: Final = 256
+# Statistics are recomputed every this many new samples (sorting 256 floats per link costs more).
+REFRESH_EVERY: Final = 16
+# The narrowest spread a gap is measured in (ms): timestamps are microseconds and the machines
+# that serve the calls are never that steady.
+MIN_SPREAD_MS: Final = 0.05
+# A spread is never less than this fraction of the gap itself.
+MIN_SPREAD_FRACTION: Final = 0.1
+# The (workload, endpoint, call) keys remembered (all forgotten at once beyond it).
+MAX_KEYS: Final = 20_000
+# The cost added when an endpoint has been seen to make calls, many times, but never this one:
+# unlikely rather than impossible (a rare branch of its code), so large, not infinite.
+UNSEEN_CALL_COST: Final = 25.0
+# Samples of an endpoint before a call it has never made counts as unlikely.
+MIN_ENDPOINT_SAMPLES: Final = 32
+# Requests of an endpoint before a call it makes on fewer than `RARE_CALL_RATE` of them counts as
+# unlikely for it (`RARE_CALL_COST`): timing guesses scatter over endpoints, true calls repeat.
+MIN_ENDPOINT_REQUESTS: Final = 32
+RARE_CALL_RATE: Final = 0.15
+RARE_CALL_COST: Final = 30.0
+# A connection paired with another in at least this many links and this share of its links serves
+# it (a thread bound to both); a call on another connection then costs `UNPAIRED_COST` more.
+MIN_PAIRINGS: Final = 3
+PAIRED_SHARE: Final = 0.75
+UNPAIRED_COST: Final = 12.0
+MAX_FLOWS: Final = 50_000
+# A request that calls the very server it is served by: possible (recursion through the network) but
+# rare, while on a shared address its concurrent requests enclose each other's calls all the time.
+SELF_CALL_COST: Final = 30.0
+# Median absolute deviation → standard deviation of a normal distribution.
+MAD_TO_SIGMA: Final = 1.4826
+NS_PER_MS: Final = 1_000_000.0
+
+
+class Gaps:
+    """The recent gaps of one (workload, endpoint, call), and their robust centre and spread."""
+
+    __slots__ = ("after", "after_mid", "after_spread", "before", "before_mid", "before_spread", "fresh", "n")
+
+    def __init__(self) -> None:
+        self.before: list[float] = []
+        self.after: list[float] = []
+        self.n = 0
+        self.fresh = 0
+        self.before_mid = 0.0
+        self.after_mid = 0.0
+        self.before_spread = 1.0
+        self.after_spread = 1.0
+
+    def add(self, before_ms: float, after_ms: float) -> None:
+        if len(self.before) >= MAX_SAMPLES:
+            del self.before[0]
+            del self.after[0]
+        self.before.append(before_ms)
+        self.after.append(after_ms)
+        self.n += 1
+        self.fresh += 1
+        if self.n == MIN_SAMPLES or self.fresh >= REFRESH_EVERY:
+            self.fresh = 0
+            self.before_mid, self.before_spread = _centre(self.before)
+            self.after_mid, self.after_spread = _centre(self.after)
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= MIN_SAMPLES
+
+    def cost(self, before_ms: float, after_ms: float) -> float:
+        zb = (before_ms - self.before_mid) / self.before_spread
+        za = (after_ms - self.after_mid) / self.after_spread
+        return zb * zb + za * za
+
+
+def _centre(values: list[float]) -> tuple[float, float]:
+    """Median and robust spread (scaled MAD, floored) of `values`."""
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    deviations = sorted(abs(v - mid) for v in ordered)
+    mad = deviations[len(deviations) // 2] * MAD_TO_SIGMA
+    return mid, max(mad, MIN_SPREAD_MS, abs(mid) * MIN_SPREAD_FRACTION)
+
+
+class Pairing:
+    """The connections one connection was linked with, and how often (`DelayModel`)."""
+
+    __slots__ = ("best", "best_count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.best = ""
+        self.best_count = 0
+
+    def add(self, other: str) -> None:
+        n = self.counts.get(other, 0) + 1
+        if len(self.counts) < MAX_SAMPLES or n > 1:
+            self.counts[other] = n
+        self.total += 1
+        if n > self.best_count:
+            self.best, self.best_count = other, n
+
+    def partner(self) -> str:
+        """The connection this one is bound to, or "" when none is (yet, or at all)."""
+        if self.best_count >= MIN_PAIRINGS and self.best_count >= PAIRED_SHARE * self.total:
+            return self.best
+        return ""
+
+
+def _flow(span: Span) -> str:
+    flow = span.entry.get("flow_id")
+    return flow if type(flow) is str else ""
+
+
+class DelayModel:
+    """Per workload: endpoint → calls it makes, their gaps (`Gaps`), and connection pairs.
+    Bounded by `MAX_KEYS` and `MAX_FLOWS` (each table forgotten at once beyond its bound)."""
+
+    __slots__ = ("_calls", "_endpoints", "_gaps", "_inbound_flows", "_outbound_flows", "_requests", "learned")
+
+    def __init__(self) -> None:
+        self._gaps: dict[tuple[str, str, str, str], Gaps] = {}
+        self._endpoints: dict[tuple[str, str, str], int] = {}  # links learned per endpoint
+        self._requests: dict[tuple[str, str, str], int] = {}  # requests seen per endpoint
+        self._calls: dict[tuple[str, str, str, str], int] = {}  # links made per (endpoint, call)
+        self._inbound_flows: dict[str, Pairing] = {}  # inbound connection -> its calls' connections
+        self._outbound_flows: dict[str, Pairing] = {}  # outbound connection -> its requests' connections
+        self.learned = 0
+
+    def request(self, span: Span) -> None:
+        """Count one inbound request (a server span) of its endpoint."""
+        w = span.workload
+        key = (w.namespace, w.service_name, span.name)
+        requests = self._requests
+        if len(requests) >= MAX_KEYS and key not in requests:
+            requests.clear()
+            self._calls.clear()
+        requests[key] = requests.get(key, 0) + 1
+
+    def linked(self, parent: Span, call: Span) -> None:
+        """Record a link made by any evidence (the call graph's rates, the connections' pairs)."""
+        w = parent.workload
+        key = (w.namespace, w.service_name, parent.name, call.signature)
+        self._calls[key] = self._calls.get(key, 0) + 1
+        inbound, outbound = _flow(parent), _flow(call)
+        if inbound and outbound:
+            for table, mine, other in (
+                (self._inbound_flows, inbound, outbound),
+                (self._outbound_flows, outbound, inbound),
+            ):
+                pairing = table.get(mine)
+                if pairing is None:
+                    if len(table) >= MAX_FLOWS:
+                        table.clear()
+                    pairing = table[mine] = Pairing()
+                pairing.add(other)
+
+    def learn(self, parent: Span, call: Span) -> None:
+        """Record that `parent` (an inbound request) made `call` (an outbound call)."""
+        w = parent.workload
+        key = (w.namespace, w.service_name, parent.name, call.signature)
+        gaps = self._gaps.get(key)
+        if gaps is None:
+            if len(self._gaps) >= MAX_KEYS:
+                self._gaps.clear()
+                self._endpoints.clear()
+            gaps = self._gaps[key] = Gaps()
+        gaps.add((call.start_ns - parent.start_ns) / NS_PER_MS, (parent.end_ns - call.end_ns) / NS_PER_MS)
+        endpoint = (w.namespace, w.service_name, parent.name)
+        self._endpoints[endpoint] = self._endpoints.get(endpoint, 0) + 1
+        self.learned += 1
+
+    def cost(self, parent: Span, call: Span) -> float:
+        """The timing cost of `parent` having made `call` (both gaps >= 0 are assumed by the caller)."""
+        before_ms = (call.start_ns - parent.start_ns) / NS_PER_MS
+        after_ms = (parent.end_ns - call.end_ns) / NS_PER_MS
+        w = parent.workload
+        endpoint = (w.namespace, w.service_name, parent.name)
+        key = (w.namespace, w.service_name, parent.name, call.signature)
+        gaps = self._gaps.get(key) if self._gaps else None
+        if gaps is not None and gaps.ready:
+            cost = gaps.cost(before_ms, after_ms)
+        else:
+            cost = before_ms * before_ms + after_ms * after_ms
+            if gaps is None and self._endpoints.get(endpoint, 0) >= MIN_ENDPOINT_SAMPLES:
+                cost += UNSEEN_CALL_COST
+        return cost + self.penalty(parent, call)
+
+    def penalty(self, parent: Span, call: Span) -> float:
+        """What the call graph and the connection pairs add to the timing cost of `parent` having
+        made `call` (0 when nothing learned speaks against it)."""
+        w = parent.workload
+        endpoint = (w.namespace, w.service_name, parent.name)
+        key = (w.namespace, w.service_name, parent.name, call.signature)
+        cost = 0.0
+        if call.peer == w:
+            cost += SELF_CALL_COST
+        requests = self._requests.get(endpoint, 0)
+        if requests >= MIN_ENDPOINT_REQUESTS and self._calls.get(key, 0) < RARE_CALL_RATE * requests:
+            cost += RARE_CALL_COST
+        if self._inbound_flows:
+            inbound, outbound = _flow(parent), _flow(call)
+            mine = self._inbound_flows.get(inbound)
+            bound = mine.partner() if mine is not None else ""
+            if not bound:
+                theirs = self._outbound_flows.get(outbound)
+                bound_in = theirs.partner() if theirs is not None else ""
+                if bound_in and bound_in != inbound:
+                    cost += UNPAIRED_COST
+            elif bound != outbound:
+                cost += UNPAIRED_COST
+        return cost

@@ -1,0 +1,93 @@
+"""The trace store is bounded by bytes, not only by traces: calls with large bodies evict the oldest
+traces once the estimate of what they hold passes the bound, each eviction counted, and the estimate
+follows what the held objects really cost (measured with tracemalloc)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.unit.tracer.chains import build
+from wiretide.tracer.engine import Engine
+from wiretide.tracer.spans import Span
+from wiretide.tracer.store import DEFAULT_MAX_BYTES, TraceStore, value_bytes
+
+BODY = 20_000  # characters of response body per call
+
+
+def entries(calls: int, body: int = BODY, seed: int = 1) -> list[bytes]:
+    """Calls as the tracer receives them: JSON, decoded per batch (orjson, as the bus readers do)."""
+    out = []
+    for e in build(calls, 4, seed=seed).entries:
+        e["response"]["body"] = {"size": body, "mime": "text/plain", "content": "x" * body}
+        out.append(orjson.dumps(e))
+    return out
+
+
+def spans_of(engine: Engine, docs: list[bytes]) -> list[Span]:
+    got: list[Span] = []
+    for i in range(0, len(docs), 200):
+        got += engine.ingest([orjson.loads(d) for d in docs[i : i + 200]], 0)
+    return got + engine.flush()
+
+
+def test_calls_with_large_bodies_evict_the_oldest_traces_by_bytes_and_count_each() -> None:
+    engine = Engine(max_traces=1_000_000)  # the count bound far away: bytes must bind
+    store = engine.store
+    store.max_bytes = 4 << 20
+    spans = spans_of(engine, entries(1_000))
+    assert store.held_bytes <= store.max_bytes
+    assert store.evicted > 0
+    assert len(store.traces) + store.evicted == len({s.trace_id for s in spans})
+    assert store.held_bytes == sum(store.sizes.values())
+    # What is held is the newest: the last trace is answered, the first is not.
+    assert store.get(spans[-1].trace_id.hex())
+    assert not store.get(spans[0].trace_id.hex())
+
+
+def test_the_count_bound_still_holds_for_small_calls() -> None:
+    engine = Engine(max_traces=50)
+    spans_of(engine, entries(300, body=0))
+    assert len(engine.store.traces) == 50
+    assert engine.store.evicted > 0
+
+
+def test_a_single_trace_larger_than_the_bound_is_forgotten_too_and_counted() -> None:
+    engine = Engine()
+    store = engine.store
+    store.max_bytes = 10_000  # less than one call with its body
+    spans_of(engine, entries(5))
+    assert store.held_bytes <= store.max_bytes
+    assert store.evicted >= 1
+
+
+def test_the_estimate_follows_what_the_held_spans_and_entries_really_cost() -> None:
+    docs = entries(1_500)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        objs: list[dict[str, Any]] = [orjson.loads(d) for d in docs]
+        real = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    estimate = sum(value_bytes(o) for o in objs)
+    # Never far below what they cost (the bound would not bind), never wildly above (it would evict
+    # for nothing).
+    assert 0.8 * real <= estimate <= 1.5 * real
+
+
+def test_the_default_bound_keeps_the_store_far_within_the_tracers_memory_budget() -> None:
+    assert DEFAULT_MAX_BYTES <= 300 * 1_000_000 // 4
+    with pytest.raises(ValueError):
+        TraceStore(max_bytes=0)
+
+
+def test_deeply_nested_values_are_estimated_without_walking_them_all() -> None:
+    deep: Any = "x"
+    for _ in range(5_000):  # deeper than the recursion limit: the walk must stop early
+        deep = [deep]
+    assert value_bytes({"body": deep}) > 0
