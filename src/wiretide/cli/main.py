@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "mcp": "mcp_cmd",
     "tap": "tap_cmd",
     "clean": "clean_cmd",
+    "tls": "tls_cmd",
 }
 # The prefix of Wiretide's settings (wiretide.common.settings.ENV_PREFIX, spelled here so that a run
 # without any WIRETIDE_* variable does not import the settings machinery at all).

@@ -42,6 +42,7 @@ from wiretide.capture.sender import (
 from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
 from wiretide.capture.sources.ebpf.feed import EbpfFeed
+from wiretide.capture.sources.ebpf.report import Scanner
 from wiretide.capture.sources.ebpf.source import Chunk
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
 from wiretide.capture.targeting import Targeting
@@ -327,6 +328,11 @@ class CaptureControl(capture_pb2_grpc.CaptureServiceServicer):
             path=str(snap.path), packets=snap.packets, data=data
         )
 
+    async def TlsReport(
+        self, request: capture_pb2.TlsReportRequest, context: grpc.aio.ServicerContext
+    ) -> capture_pb2.TlsReportResponse:
+        return await self.service.tls_report()
+
 
 class CaptureService(Service):
     name = "capture"
@@ -350,6 +356,7 @@ class CaptureService(Service):
         self.paused = False  # the queues to the dissectors are full: the rings hold what comes
         self.ebpf: EbpfFeed | None = None
         self.targeting: Targeting | None = None
+        self.tls_scanner: Scanner | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
@@ -405,6 +412,48 @@ class CaptureService(Service):
                 self.ebpf.start()
         self._spawn(self._flush_loop(), "flush")
         self._spawn(self._advertise_loop(bus), "advertise")
+
+    def ebpf_state(self) -> str:
+        """Why the eBPF source reads nothing ("" while it runs)."""
+        if not self.settings_c.capture_ebpf:
+            return "the eBPF source is off (WIRETIDE_CAPTURE_EBPF=true, `wiretide up --ebpf`)"
+        if self.ebpf is None:
+            return "the eBPF source runs only with live capture, not on a replay"
+        if self.ebpf.error:
+            return f"the eBPF source is unavailable: {self.ebpf.error}"
+        return "" if self.ebpf.running else "the eBPF source is starting"
+
+    def _hooked_files(self) -> dict[str, bool]:
+        return {h.path: bool(h.functions) for h in self.ebpf.hooks} if self.ebpf is not None else {}
+
+    async def tls_report(self) -> capture_pb2.TlsReportResponse:
+        if self.tls_scanner is None:
+            self.tls_scanner = Scanner(hooks=self._hooked_files, source_state=self.ebpf_state)
+        processes, truncated = await asyncio.to_thread(self.tls_scanner.scan)
+        state = self.ebpf_state()
+        resp = capture_pb2.TlsReportResponse(
+            node=self.settings_c.node_name, ebpf_running=not state, ebpf_state=state, truncated=truncated
+        )
+        for p in processes:
+            resp.processes.append(
+                capture_pb2.TlsProcess(
+                    pid=p.pid,
+                    comm=p.comm,
+                    exe=p.exe,
+                    container_id=p.container_id,
+                    libraries=[
+                        capture_pb2.TlsLibrary(
+                            kind=lib.kind,
+                            path=lib.path,
+                            version=lib.version,
+                            hooked=lib.hooked,
+                            reason=lib.reason,
+                        )
+                        for lib in p.libraries
+                    ],
+                )
+            )
+        return resp
 
     async def _advertise_loop(self, bus: Bus) -> None:
         """Keep this node in the per-node registry (common/nodes.py) while it runs."""

@@ -33,7 +33,7 @@ from wiretide.common.auth import (
 )
 from wiretide.common.kfl import VARIABLES, KflError, compile_predicate
 from wiretide.common.protocols import table_json
-from wiretide.gateway.api import agents, console, mcp, pcap, targets, traces
+from wiretide.gateway.api import agents, console, mcp, pcap, targets, tls, traces
 from wiretide.gateway.api.health import service_health, undissected
 from wiretide.gateway.api.openapi import document
 from wiretide.gateway.query import QueryError
@@ -263,6 +263,7 @@ def build_app(gw: GatewayService) -> Starlette:
             *agents.routes(gw),
             *targets.routes(gw),
             *pcap.routes(gw),
+            *tls.routes(gw),
             *recordings.routes(lambda: gw.recordings),
             *console.routes(gw),
             *mcp.routes(lambda _scope: console.tools_for(gw)),
