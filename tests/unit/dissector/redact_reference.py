@@ -106,6 +106,14 @@ _DOCUMENT_KEYS: Final = frozenset({"query", "query_text"})
 # Characters of a text's start that identify where a summary quotes it.
 _QUOTE_PROBE: Final = 20
 _COOKIE_HEADERS: Final = frozenset({"cookie", "set-cookie"})
+# Trace context: ids that the tracer needs intact (a 16-digit run in a trace id can pass the Luhn check).
+# The free-text rules skip them; a header-name rule that names one still applies. Not `baggage`: its
+# values are the application's, and may be anything.
+TRACE_CONTEXT_HEADERS: Final = frozenset(
+    {"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+     "uber-trace-id", "x-cloud-trace-context", "x-amzn-trace-id", "sentry-trace", "x-datadog-trace-id",
+     "x-datadog-parent-id"}
+)  # fmt: skip
 
 
 class RulesError(ValueError):
@@ -537,12 +545,12 @@ class Redactor:
                 if new != value:
                     headers[name] = new
                     marks.add(f"{where}.{name}")
-            else:
+            elif name not in TRACE_CONTEXT_HEADERS:
                 rest.append(value)
         # The other values: one gate over all of them, the rules per value only when it opens.
         if rest and self._may_free("\n".join(rest), False):
             for name, value in headers.items():
-                if type(value) is str and value and value != MARKER:
+                if type(value) is str and value and value != MARKER and name not in TRACE_CONTEXT_HEADERS:
                     new_value = self._free(value, False)
                     if new_value is not None:
                         headers[name] = new_value

@@ -69,6 +69,18 @@ def test_http1_authorization_keeps_its_scheme_and_loses_its_credential() -> None
     assert nowhere(e, SECRET)
 
 
+def test_trace_context_ids_stay_intact_while_a_card_number_beside_them_is_redacted() -> None:
+    # 4111111111111111 passes the Luhn check; as the start of a trace id it is an id, not a card.
+    traceparent = "00-4111111111111111abcdefabcdefabcd-00f067aa0ba902b7-01"
+    b3 = "4111111111111111abcdefabcdefabcd-00f067aa0ba902b7-1"
+    extra = f"traceparent: {traceparent}\r\nb3: {b3}\r\nX-Note: card 4111111111111111\r\n"
+    e = exchange(http_get("/pay", extra=extra), http_ok())
+    headers = e["request"]["headers"]
+    assert (headers["traceparent"], headers["b3"]) == (traceparent, b3)
+    assert headers["x-note"] == f"card {MARKER}"
+    assert e["redacted"] == ["request.headers.x-note"]
+
+
 def test_http1_cookie_values_are_redacted_and_their_names_kept() -> None:
     e = exchange(
         http_get("/", extra=f"Cookie: session={SECRET}; theme=dark\r\n"),
