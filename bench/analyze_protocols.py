@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import dpkt  # noqa: E402
+import dpkt  # type: ignore[import-untyped]  # noqa: E402
 
 from tests.helpers.pcaps import PCAPS  # noqa: E402
 from tests.unit.dissector.builders import Conversation  # noqa: E402
@@ -235,7 +235,9 @@ def postgresql_keepalive(conv: Conversation, calls: int) -> None:
             conv.send(False, pg.row_desc("id", "name") + rows + pg.complete("SELECT 5") + pg.ready())
         else:
             conv.send(True, pg.bind([str(i).encode()], "s1") + pg.execute() + pg.SYNC)
-            conv.send(False, pg.BIND_OK + pg.data_row("widget", "9.99") + pg.complete("SELECT 1") + pg.ready())
+            conv.send(
+                False, pg.BIND_OK + pg.data_row("widget", "9.99") + pg.complete("SELECT 1") + pg.ready()
+            )
 
 
 def mysql_keepalive(conv: Conversation, calls: int) -> None:
@@ -262,9 +264,13 @@ def mongodb_keepalive(conv: Conversation, calls: int) -> None:
         if i % 2:
             req = mo.op_msg(rid, 0, {"find": "orders", "filter": {"sku": f"s{i}"}, "limit": 5, "$db": "shop"})
             docs = [{"_id": n, "sku": f"s{i}", "qty": n} for n in range(5)]
-            rep = mo.op_msg(rid + 1, rid, {"cursor": {"firstBatch": docs, "id": 0, "ns": "shop.orders"}, "ok": 1.0})
+            rep = mo.op_msg(
+                rid + 1, rid, {"cursor": {"firstBatch": docs, "id": 0, "ns": "shop.orders"}, "ok": 1.0}
+            )
         else:
-            req = mo.op_msg(rid, 0, {"insert": "orders", "$db": "shop"}, documents=[{"sku": f"s{i}", "qty": 1}])
+            req = mo.op_msg(
+                rid, 0, {"insert": "orders", "$db": "shop"}, documents=[{"sku": f"s{i}", "qty": 1}]
+            )
             rep = mo.op_msg(rid + 1, rid, {"n": 1, "ok": 1.0})
         conv.send(True, req).send(False, rep)
         rid += 2
@@ -364,17 +370,22 @@ def main() -> None:
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     chosen = [w for w in WORKLOADS if not wanted or w.protocol in wanted or w.name in wanted]
     print(f"native={native.ACTIVE} ({native.STATUS}); CPU seconds: user + system")
-    print(f"{'workload':24} {'packets':>9} {'messages':>9} {'entries':>8} {'ours s':>7} {'msg/CPU-s':>10} "
-          f"{'tshark s':>8} {'msg/CPU-s':>10} {'ratio':>6}")  # fmt: skip
+    print(f"{'workload':24} {'packets':>9} {'messages':>9} {'entries':>8} {'ours s':>7} "
+          f"{'msg/CPU-s':>10} {'tshark s':>8} {'msg/CPU-s':>10} {'ratio':>6}")  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
         for w in chosen:
             r = run(w, args.messages, tmp)
             mine, theirs = r["messages"] / r["ours"], r["messages"] / r["tshark"]
-            flag = "" if r["entries"] == r["expected_entries"] else f"  (expected {r['expected_entries']} entries)"
-            print(f"{r['workload']:24} {r['packets']:>9,} {r['messages']:>9,} {r['entries']:>8,} {r['ours']:>7.2f} "
-                  f"{mine:>10,.0f} {r['tshark']:>8.2f} {theirs:>10,.0f} {mine / theirs:>5.1f}x{flag}")  # fmt: skip
+            flag = (
+                ""
+                if r["entries"] == r["expected_entries"]
+                else f"  (expected {r['expected_entries']} entries)"
+            )
+            counts = f"{r['packets']:>9,} {r['messages']:>9,} {r['entries']:>8,}"
+            print(f"{r['workload']:24} {counts} {r['ours']:>7.2f} {mine:>10,.0f} {r['tshark']:>8.2f} "
+                  f"{theirs:>10,.0f} {mine / theirs:>5.1f}x{flag}")  # fmt: skip
 
 
 if __name__ == "__main__":

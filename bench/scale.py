@@ -2,7 +2,8 @@
 
 Runs the services as separate processes (as in a cluster: `python -m wiretide.<service>`) on one NATS
 server: one capture on the host side of a veth to nginx in a namespace (bench/e2e.py builds it), a
-resolver, D dissectors sharing the flows (the capture's hash ring), and G gateways consuming the
+resolver, a tracer, the agents service (no agent loaded), D dissectors sharing the flows (the
+capture's hash ring), and G gateways consuming the
 entries stream through one durable consumer into one store (SQLite for G=1, the MongoDB-wire
 stand-in nx-27017 for G=2, and G=1 on it too, so the store is compared like for like). For each
 layout it drives `ab -k` keep-alive calls (small JSON) and prints: calls answered, entries stored,
@@ -104,6 +105,8 @@ def stack(layout: Layout, work: Path, interface: str) -> Iterator[tuple[list[str
             WIRETIDE_DISSECTOR_GRPC=ring,
             WIRETIDE_RESOLVER_GRPC=resolver.grpc,
         )
+        start("tracer", "tracer", WIRETIDE_RESOLVER_GRPC=resolver.grpc)
+        start("agents", "agents", WIRETIDE_RESOLVER_GRPC=resolver.grpc)
         bases = []
         for i in range(layout.gateways):
             port = free_port()
@@ -192,6 +195,7 @@ def report(r: Result) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=30_000)
+    parser.add_argument("--layouts", type=int, default=4, help="run the first N layouts (of 4)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/scale.py needs root (network namespaces, AF_PACKET)", file=sys.stderr)
@@ -208,7 +212,7 @@ def main() -> int:
         namespace() as target,
         nginx(target, Path(tmp)),
     ):
-        for i, layout in enumerate(layouts):
+        for i, layout in enumerate(layouts[: args.layouts]):
             report(run(layout, args.calls, target, Path(tmp) / f"run{i}"))
     return 0
 

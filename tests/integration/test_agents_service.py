@@ -180,12 +180,13 @@ async def test_a_looping_agent_is_stopped_and_marked_failed_and_another_agent_se
         assert (await put(stub, "count", count)).stored
         await publish(nats_server.url, docs)
 
-        async def state() -> dict[str, tuple[str, str]]:
+        async def state() -> dict[str, tuple[str, str, int]]:
             listed = (await stub.ListAgents(agents_pb2.ListAgentsRequest(without_source=True))).agents
-            return {a.name: (a.state, a.last_error) for a in listed}
+            return {a.name: (a.state, a.last_error, a.error_line) for a in listed}
 
         seen = await wait_for_async("the loop fails", state, lambda s: s["loop"][0] == "failed")
-        assert "time limit exceeded" in seen["loop"][1]
+        assert seen["loop"][1] == "time limit exceeded: a call ran longer than 0.2 s (line 3)"
+        assert seen["loop"][2] == 3
         assert seen["count"][0] == "running"
         await wait_for_async(
             "the other agent counted every entry",

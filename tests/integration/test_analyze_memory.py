@@ -83,4 +83,6 @@ def test_peak_memory_does_not_grow_with_the_number_of_entries_written(
     base, small_out = peak_rss_mb(small, fmt)
     peak, large_out = peak_rss_mb(large, fmt)
     assert large_out > 15 * small_out  # every entry written: the output grew with the input
-    assert peak - base <= GROWTH_MB, f"{fmt}: peak RSS {base:.0f} MB for {SMALL:,} flows, {peak:.0f} MB for {LARGE:,}"
+    assert peak - base <= GROWTH_MB, (
+        f"{fmt}: peak RSS {base:.0f} MB for {SMALL:,} flows, {peak:.0f} MB for {LARGE:,}"
+    )

@@ -1,5 +1,6 @@
 """`wiretide demo` end to end: live packets on the demo bridge become entries in the store with the
-Kubernetes identity of both ends (pod, namespace, workload) from the resolver's Kubernetes path."""
+Kubernetes identity of both ends (pod, namespace, workload) from the resolver's Kubernetes path; the
+api's Redis calls are Redis entries and the db's PostgreSQL queries PostgreSQL entries."""
 
 from __future__ import annotations
 
@@ -60,3 +61,19 @@ def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Pat
         assert calls[0]["path"] == "hits" and calls[0]["response"]["type"] == "integer"
         assert named(calls[0], "src") == ("shop", "Deployment", "api")
         assert named(calls[0], "dst") == ("data", "StatefulSet", "redis")
+
+        # The db reads its rows from PostgreSQL: queries with their rows, and the failing audit query.
+        def pg(q: str) -> list[dict[str, Any]]:
+            return httpx.get(f"{base}/api/entries", params={"q": q, "limit": 5}, timeout=5).json()["entries"]
+
+        queries = wait_for(
+            "postgresql queries from the db", lambda: pg('postgresql && method == "SELECT"'), timeout=60
+        )
+        assert queries[0]["request"]["query"].startswith("SELECT n, 'item-' || n")
+        assert 1 <= queries[0]["response"]["rows"] <= 8 and queries[0]["status"] == 0
+        assert named(queries[0], "src") == ("data", "StatefulSet", "db")
+        assert named(queries[0], "dst") == ("data", "StatefulSet", "postgres")
+        failed = wait_for(
+            "the failing audit query", lambda: pg('postgresql && pg_sqlstate == "42P01"'), timeout=60
+        )
+        assert failed[0]["error"]["type"] == "42P01" and "audit_log" in failed[0]["error"]["message"]

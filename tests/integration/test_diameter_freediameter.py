@@ -105,7 +105,16 @@ def _tshark_messages(pcap: Path) -> list[tuple[int, int, bool]]:
     """(command code, hop-by-hop id, request?) of every Diameter message tshark finds in the capture."""
     assert TSHARK is not None
     fields = ("diameter.cmd.code", "diameter.hopbyhopid", "diameter.flags.request")
-    argv = [TSHARK, "-r", str(pcap), "-Y", "diameter", "-T", "fields", *(x for f in fields for x in ("-e", f))]
+    argv = [
+        TSHARK,
+        "-r",
+        str(pcap),
+        "-Y",
+        "diameter",
+        "-T",
+        "fields",
+        *(x for f in fields for x in ("-e", f)),
+    ]
     out = subprocess.run(argv, capture_output=True, check=True, timeout=120).stdout.decode()
     found = []
     for line in out.splitlines():
@@ -123,8 +132,12 @@ def _listening(pair: NetPair) -> bool:
 def _session(pair: NetPair, conf: Path, pcap: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int, str]:
     # The daemon logs to stdout: sent to stderr, where Watched reads it.
     daemon = Watched(
-        pair.popen(pair.ns_b, ["sh", "-c", 'exec freeDiameterd -c "$0" 1>&2', str(conf)],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        pair.popen(
+            pair.ns_b,
+            ["sh", "-c", 'exec freeDiameterd -c "$0" 1>&2', str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     )
     try:
         daemon.wait_for(b"daemon initialized", READY_TIMEOUT_S)
@@ -196,7 +209,9 @@ def test_freediameterd_answers_become_one_entry_per_exchange(tmp_path: Path) -> 
                 for e in found for request in (True, False)]  # fmt: skip
         assert sorted(ours) == sorted(_tshark_messages(pcap))
 
-    by_hbh = {int(e["request"]["hop_by_hop_id"], 16): e for e in found if e["request"].get("sender") != "server"}
+    by_hbh = {
+        int(e["request"]["hop_by_hop_id"], 16): e for e in found if e["request"].get("sender") != "server"
+    }
     assert by_hbh[dia.FD_HBH_STRANGER]["summary"] == "CER base → DIAMETER_UNKNOWN_PEER (3010)"
     assert by_hbh[3]["summary"] == "CCR Gx INITIAL_REQUEST → DIAMETER_APPLICATION_UNSUPPORTED (3007)"
     assert by_hbh[4]["summary"] == "CCR Gx INITIAL_REQUEST → DIAMETER_UNABLE_TO_DELIVER (3002)"

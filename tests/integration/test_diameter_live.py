@@ -1,11 +1,11 @@
 """Live Diameter over TCP between two network namespaces: a client that does a peer's whole session
 (capabilities exchange, pipelined Gx credit control, an S6a Update-Location for an unknown subscriber, a
 200 KB request, a watchdog, disconnect) against a peer that answers each request and sends a
-Re-Auth-Request of its own. No Diameter server package is installed here (freeDiameter is in Debian
-but not in this environment), so the peer is the small responder in tests/helpers/diameter.py: real
-sockets, real TCP, captured by tcpdump on the server's veth and dissected offline. The entries must be
-what the client itself did, exchange by exchange. (SCTP is not tested live: this kernel has no SCTP
-sockets; see test_sctp.py and test_sctp_pcaps.py.)"""
+Re-Auth-Request of its own. The peer is the small responder in tests/helpers/diameter.py, because the
+stock freeDiameterd serves no application (test_diameter_freediameter.py runs the real daemon for what
+it does answer): real sockets, real TCP, captured by tcpdump on the server's veth and dissected
+offline. The entries must be what the client itself did, exchange by exchange. (SCTP is not tested
+live: this kernel has no SCTP sockets; see test_sctp.py and test_sctp_pcaps.py.)"""
 
 from __future__ import annotations
 

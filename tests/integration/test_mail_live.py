@@ -34,7 +34,7 @@ import pytest
 from tests.helpers.netns import NetPair, inside, veth_pair
 from tests.helpers.tcpdump import Watched, dissect, tcpdump_argv
 from tests.helpers.wait import wait_for
-from tests.integration.test_ldap_live import certificates
+from wiretide.dissector.redact import MARKER
 
 pytestmark = [
     pytest.mark.root,
@@ -45,7 +45,7 @@ pytestmark = [
     ),
 ]
 
-HOST = "ldap.wiretide.test"  # the name the test CA's server certificate carries (SNI)
+HOST = "mail.wiretide.test"  # the name the server's certificate carries, sent as SNI
 USER = "alice"
 PASSWORD = "live-mail-s3cret"
 WRONG = "not-the-mail-pass"
@@ -132,7 +132,9 @@ def serve_smtp(c: Conn) -> None:
             extensions = ["PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES"]
             extensions += [] if c.tls else ["STARTTLS"]
             extensions += ["AUTH PLAIN LOGIN"]
-            c.send(f"250-{HOST} greets {arg}", *(f"250-{x}" for x in extensions[:-1]), f"250 {extensions[-1]}")
+            c.send(
+                f"250-{HOST} greets {arg}", *(f"250-{x}" for x in extensions[:-1]), f"250 {extensions[-1]}"
+            )
         elif verb == "HELO":
             c.send(f"250 {HOST}")
         elif verb == "STARTTLS" and not c.tls:
@@ -155,7 +157,11 @@ def serve_smtp(c: Conn) -> None:
             else:
                 c.send("504 5.5.4 Unrecognized authentication type")
                 continue
-            c.send("235 2.7.0 Authentication successful" if ok else "535 5.7.8 Authentication credentials invalid")
+            c.send(
+                "235 2.7.0 Authentication successful"
+                if ok
+                else "535 5.7.8 Authentication credentials invalid"
+            )
         elif verb == "MAIL":
             c.send("250 2.1.0 Ok")
         elif verb == "RCPT":
@@ -163,7 +169,7 @@ def serve_smtp(c: Conn) -> None:
             c.send("250 2.1.5 Ok" if known else f"550 5.1.1 {arg[3:]}: Recipient address rejected")
         elif verb == "DATA":
             c.send("354 End data with <CR><LF>.<CR><LF>")
-            while (body := c.line()) not in (None, b"."):
+            while c.line() not in (None, b"."):
                 pass
             queued += 1
             c.send(f"250 2.0.0 Ok: queued as Q{queued}")
@@ -193,7 +199,9 @@ def imap_command(c: Conn) -> tuple[list[bytes], int] | None:
     while True:
         m = _LITERAL.search(line)
         head = line[: m.start()] if m else line
-        tokens += [q.replace(b"\\\\", b"\\").replace(b'\\"', b'"') if q else a for q, a in _TOKEN.findall(head)]
+        tokens += [
+            q.replace(b"\\\\", b"\\").replace(b'\\"', b'"') if q else a for q, a in _TOKEN.findall(head)
+        ]
         if m is None:
             return tokens, literal_bytes
         if not m.group(2):
@@ -224,7 +232,11 @@ def serve_imap(c: Conn) -> None:
             c.starttls()
         elif verb == "LOGIN" and len(args) == 2:
             authenticated = args[0] == USER.encode() and args[1] == PASSWORD.encode()
-            c.send(f"{tag} OK Logged in" if authenticated else f"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials")
+            c.send(
+                f"{tag} OK Logged in"
+                if authenticated
+                else f"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"
+            )
         elif verb == "AUTHENTICATE" and args and args[0].upper() == b"PLAIN":
             response = args[1] if len(args) > 1 else None
             if response is None:
@@ -234,7 +246,11 @@ def serve_imap(c: Conn) -> None:
                 c.send(f"{tag} BAD Authentication cancelled")
                 continue
             authenticated = plain_ok(response)
-            c.send(f"{tag} OK Logged in" if authenticated else f"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials")
+            c.send(
+                f"{tag} OK Logged in"
+                if authenticated
+                else f"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"
+            )
         elif not authenticated and verb not in ("NOOP", "LOGOUT"):
             c.send(f"{tag} BAD Not authenticated")
         elif verb in ("SELECT", "EXAMINE"):
@@ -242,7 +258,7 @@ def serve_imap(c: Conn) -> None:
                 c.send(
                     "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)", "* 1 EXISTS", "* 0 RECENT",
                     "* OK [UIDVALIDITY 1] UIDs valid", "* OK [UIDNEXT 2] Predicted next UID",
-                    f"{tag} OK [READ-WRITE] {verb} completed",
+                    f"{tag} OK [{'READ-WRITE' if verb == 'SELECT' else 'READ-ONLY'}] {verb} completed",
                 )  # fmt: skip
             else:
                 c.send(f"{tag} NO [NONEXISTENT] Unknown mailbox")
@@ -274,7 +290,15 @@ def serve_pop3(c: Conn) -> None:
         verb, _, arg = line.decode().partition(" ")
         verb = verb.upper()
         if verb == "CAPA":
-            c.send("+OK Capability list follows", "USER", "SASL PLAIN", "TOP", "UIDL", *([] if c.tls else ["STLS"]), ".")
+            c.send(
+                "+OK Capability list follows",
+                "USER",
+                "SASL PLAIN",
+                "TOP",
+                "UIDL",
+                *([] if c.tls else ["STLS"]),
+                ".",
+            )
         elif verb == "STLS" and not c.tls:
             c.send("+OK Begin TLS negotiation")
             c.starttls()
@@ -334,6 +358,7 @@ class MailServers:
         self.errors: list[BaseException] = []
         self.accepted = 0
         self.open = 0  # connections being served
+        self.lock = threading.Lock()
         self.listeners: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
         handlers: tuple[tuple[int, Callable[[Conn], None]], ...] = (
@@ -356,20 +381,22 @@ class MailServers:
                 sock, _ = listener.accept()
             except OSError:
                 return
-            self.accepted += 1
-            self.open += 1
+            with self.lock:
+                self.accepted += 1
+                self.open += 1
             self._start(self._serve, sock, handler)
 
     def _serve(self, sock: socket.socket, handler: Callable[[Conn], None]) -> None:
         conn = Conn(sock, self.context)
         try:
             handler(conn)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
+        except Exception as exc:  # reported by the test
             self.errors.append(exc)
         finally:
             conn.rfile.close()
             conn.sock.close()
-            self.open -= 1
+            with self.lock:
+                self.open -= 1
 
     def close(self) -> None:
         for listener in self.listeners:
@@ -464,7 +491,6 @@ except poplib.error_proto:
 p.apop(user, password)
 p.stat()
 p.list()
-p.list(7) if False else None
 try:
     p.retr(7)
 except poplib.error_proto:
@@ -522,6 +548,7 @@ def python_trace(stderr: bytes) -> list[Trace]:
 
 
 Record = list[tuple[str, int]]
+LOGOUT: dict[str, tuple[str, int]] = {"smtp": ("QUIT", 221), "imap": ("LOGOUT", 0), "pop3": ("QUIT", 0)}
 
 
 def smtp_record(trace: Trace) -> Record:
@@ -559,6 +586,9 @@ def imap_record(trace: Trace) -> Record:
                 pending[words[0]] = f"UID {words[2].upper()}" if command == "UID" else command
         elif words[0] in pending and len(words) > 1 and words[1] in ("OK", "NO", "BAD"):
             record.append((pending.pop(words[0]), ("OK", "NO", "BAD").index(words[1])))
+        elif words[:2] == ["*", "BYE"] and "LOGOUT" in pending.values():  # imaplib stops reading here
+            tag = next(t for t, command in pending.items() if command == "LOGOUT")
+            record.append((pending.pop(tag), 0))
     return record
 
 
@@ -597,13 +627,16 @@ def openssl(*args: str) -> None:
 
 def certificates(d: Path, ip: str) -> None:
     """A test CA and a server certificate it signed for HOST and the server's address."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=Wiretide mail test CA",
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    openssl("req", "-x509", *key, "-days", "1", "-subj", "/CN=Wiretide mail test CA",
             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
-            "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))  # fmt: skip
+    openssl(
+        "req", *key, "-subj", f"/CN={HOST}", "-keyout", str(d / "server.key"), "-out", str(d / "server.csr")
+    )
     (d / "san.ext").write_text(f"subjectAltName=DNS:{HOST},IP:{ip}\n")
-    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-            "-CAcreateserial", "-days", "1", "-extfile", str(d / "san.ext"), "-out", str(d / "server.pem"))  # fmt: skip
+    ca = ["-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"), "-CAcreateserial"]
+    openssl("x509", "-req", "-in", str(d / "server.csr"), *ca, "-days", "1", "-extfile", str(d / "san.ext"),
+            "-out", str(d / "server.pem"))  # fmt: skip
 
 
 def ended(pcap: Path, client_ip: str) -> int:
@@ -627,7 +660,9 @@ def ended(pcap: Path, client_ip: str) -> int:
 def captured(pair: NetPair, pcap: Path) -> Iterator[Watched]:
     """tcpdump on the server's veth, listening when the block starts, stopped after."""
     dump = Watched(
-        pair.popen(pair.ns_b, tcpdump_argv(pair.if_b, pcap, "tcp"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        pair.popen(
+            pair.ns_b, tcpdump_argv(pair.if_b, pcap, "tcp"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        )
     )
     try:
         dump.wait_for(b"listening on")
@@ -653,32 +688,40 @@ def test_mail_clients_become_entries_command_by_command_and_starttls_becomes_a_t
                     scheme = "pop3" if name == "pop3" else name
                     argv = ["curl", "-sS", "-v", "--max-time", "60", "--cacert", str(tmp_path / "ca.pem"),
                             "--resolve", f"{HOST}:{port}:{pair.ip_b}", "-u", f"{USER}:{PASSWORD}",
-                            *(["--ssl-reqd"] if tls else []), *args, f"{scheme}://{HOST}:{port}/{url_path}"]  # fmt: skip
+                            *(["--ssl-reqd"] if tls else []), *args,
+                            f"{scheme}://{HOST}:{port}/{url_path}"]  # fmt: skip
                     done = pair.run(pair.ns_a, argv, capture_output=True, timeout=CLIENT_TIMEOUT_S)
                     assert done.returncode == 0, done.stderr.decode()[-3000:]
-                    traces[name] += [(f"curl {'--ssl-reqd' if tls else 'clear'}", t) for t in curl_trace(done.stderr)]
+                    traces[name] += [
+                        (f"curl {'--ssl-reqd' if tls else 'clear'}", t) for t in curl_trace(done.stderr)
+                    ]
                     return done.stdout
 
                 def python(name: str, script: str) -> None:
-                    argv = [sys.executable, "-c", PY_PRELUDE + script, HOST, pair.ip_b, str(tmp_path / "ca.pem"),
-                            USER, PASSWORD, WRONG, MESSAGE]  # fmt: skip
+                    argv = [sys.executable, "-c", PY_PRELUDE + script, HOST, pair.ip_b,
+                            str(tmp_path / "ca.pem"), USER, PASSWORD, WRONG, MESSAGE]  # fmt: skip
                     done = pair.run(pair.ns_a, argv, capture_output=True, timeout=CLIENT_TIMEOUT_S)
                     assert done.returncode == 0, done.stderr.decode()[-3000:]
                     traces[name] += [(f"python {name}", t) for t in python_trace(done.stderr)]
 
-                send = ["--mail-from", "alice@example.com", "--mail-rcpt", "bob@example.com", "-T", str(message_file)]
-                curl("smtp", SMTP_PORT, "", *send)
-                curl("smtp", SMTP_PORT, "", *send, "--login-options", "AUTH=LOGIN", tls=False)
+                send = ["--mail-from", "alice@example.com", "--mail-rcpt", "bob@example.com"]
+                send += ["-T", str(message_file)]
+                curl("smtp", SMTP_PORT, "client.example", *send)
+                curl("smtp", SMTP_PORT, "client.example", *send, "--login-options", "AUTH=LOGIN", tls=False)
                 assert curl("imap", IMAP_PORT, "INBOX/;UID=1") == MESSAGE.encode()
                 curl("imap", IMAP_PORT, "INBOX", "--sasl-ir", "-X", "EXAMINE INBOX", tls=False)
                 assert curl("pop3", POP3_PORT, "1") == MESSAGE.encode()
-                curl("pop3", POP3_PORT, "", "--sasl-ir", tls=False)
+                curl("pop3", POP3_PORT, "", tls=False)
                 python("smtp", SMTPLIB)
                 python("imap", IMAPLIB)
                 python("pop3", POPLIB)
                 connections = servers.accepted
                 wait_for("the servers' connections closed", lambda: servers.open, lambda n: n == 0)
-                wait_for("every connection's end captured", lambda: ended(pcap, pair.ip_a), lambda n: n >= connections)
+                wait_for(
+                    "every connection's end captured",
+                    lambda: ended(pcap, pair.ip_a),
+                    lambda n: n >= connections,
+                )
             assert dump.dropped() == 0
         finally:
             servers.close()
@@ -698,13 +741,57 @@ def test_mail_clients_become_entries_command_by_command_and_starttls_becomes_a_t
         assert len(flows) == len(traces[protocol]) == 4, (protocol, len(flows), len(traces[protocol]))
         for (client, trace), (flow_id, flow) in zip(traces[protocol], flows.items(), strict=True):
             record = until_tls(recorder(trace))
+            if client == "curl clear":  # `curl -v` does not show the logout it sends as it exits
+                record.append(LOGOUT[protocol])
             assert flow[0]["method"] == "greeting" and flow[0]["status"] in (0, 220), (client, flow[0])
             mine = [(e["method"], e["status"]) for e in flow[1:]]
             assert mine == record, (protocol, client, mine, record)
-            assert all(e["response"] is not None for e in flow), (client, [e for e in flow if not e["response"]])
+            assert all(e["response"] is not None for e in flow), (
+                client,
+                [e for e in flow if not e["response"]],
+            )
             upgraded = record[-1][0] in ("STARTTLS", "STLS")
             assert (flow_id in handshakes) == upgraded, (protocol, client)
             if upgraded:
-                tls = handshakes[flow_id]["tls"]
+                handshake = handshakes[flow_id]
+                tls = handshake["tls"]
                 assert tls["sni"] == HOST and tls["ja3"] and tls["ja4"].startswith("t1"), tls
-                assert tls["alpn"] == {"python imap": "imap", "python pop3": "pop3"}.get(client), (client, tls)
+                # curl and smtplib offer no ALPN; imaplib and poplib were given the IANA ids. (TLS 1.3
+                # carries the server's choice encrypted, so the offer is what the capture shows.)
+                offered = {"python imap": ["imap"], "python pop3": ["pop3"]}.get(client, [])
+                assert handshake["request"]["alpn"] == offered, (client, handshake["request"])
+                ja4_alpn = f"{offered[0][0]}{offered[0][-1]}" if offered else "00"
+                assert tls["ja4"].split("_")[0].endswith(ja4_alpn), (client, tls)
+
+    def only(protocol: str, method: str, status: int) -> list[dict[str, Any]]:
+        return [
+            e for e in found if e["protocol"] == protocol and (e["method"], e["status"]) == (method, status)
+        ]
+
+    # What the entries say beyond commands and codes: the message each client sent or fetched, the
+    # credentials' places marked, refusals typed.
+    for data in only("smtp", "DATA", 250):  # curl in the clear, smtplib in the clear
+        assert data["request"]["headers"]["subject"] == "live mail test", data["request"]
+        assert data["request"]["message_lines"] == MESSAGE.count("\r\n"), data["request"]
+        assert data["response"]["intermediate"] == 354
+    [rejected] = only("smtp", "RCPT", 550)
+    assert rejected["path"] == "nobody@example.com" and rejected["error"]["type"] == "5.1.1", rejected
+    [login_failed] = only("smtp", "AUTH", 535)
+    assert login_failed["request"]["auth_lines"] == 2 and login_failed["error"]["type"] == "5.7.8"
+    assert {e["request"]["args"] for e in only("smtp", "AUTH", 235)} == {"LOGIN", f"PLAIN {MARKER}"}
+    [fetched] = only("imap", "FETCH", 0)
+    [appended] = only("imap", "APPEND", 0)
+    assert fetched["response"]["literal_bytes"] == appended["request"]["literal_bytes"] == len(MESSAGE)
+    [login] = only("imap", "LOGIN", 0)
+    assert login["path"] == USER and login["request"]["args"] == f"{USER} {MARKER}"
+    [refused] = only("imap", "AUTHENTICATE", 1)
+    assert refused["request"]["auth_lines"] == 1 and refused["error"]["type"] == "AUTHENTICATIONFAILED"
+    assert only("imap", "SELECT", 1)[0]["error"]["type"] == "NONEXISTENT"
+    [retrieved] = only("pop3", "RETR", 0)
+    assert retrieved["response"]["line_count"] == MESSAGE.count("\r\n")
+    [wrong_pass] = only("pop3", "PASS", 1)
+    assert wrong_pass["request"]["args"] == MARKER and wrong_pass["error"]["type"] == "AUTH"
+    assert only("pop3", "APOP", 0)[0]["request"]["args"] == f"{USER} {MARKER}"
+    [challenged] = only("pop3", "AUTH", 0)  # curl in the clear: AUTH PLAIN, `+ `, the credentials
+    assert challenged["request"]["auth_lines"] == 1 and challenged["response"]["challenges"] == 1
+    assert all(e["error"] is None for e in found if e["status"] in (0, 220, 221, 235, 250, 252))

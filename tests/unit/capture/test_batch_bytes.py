@@ -1,6 +1,7 @@
 """Batches are bounded by bytes as well as packets: a replayed capture of 64 KiB super-frames (a large
-body through TSO/GRO) never makes a batch of thousands of such frames, and fragments held for their
-first piece are bounded by bytes as well as by count."""
+body through TSO/GRO) never makes a batch of thousands of such frames, fragments held for their first
+piece are bounded by bytes as well as by count, and the queue to a dissector charges small frames
+what they hold (their columns too)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.dissector.builders import ACK, T0, ipv4, ether, tcp_frame
+from tests.unit.dissector.builders import ACK, SYN, T0, ether, ipv4, tcp_frame
 from wiretide.capture.pcapng import PcapngWriter
+from wiretide.capture.sender import PACKET_OVERHEAD, QUEUE_FULL, Drops, EndpointSender
 from wiretide.capture.shard import MAX_PENDING_FRAGMENT_BYTES, HashRing, Sharder
 from wiretide.capture.sources.pcapfile import DEFAULT_BATCH_BYTES, read_batches, read_stream
 from wiretide.common.packets import LINKTYPE_ETHERNET, ColumnBuilder
@@ -20,7 +22,10 @@ SUPER = 65_000  # payload of one TSO super-frame, as a capture on the sending ho
 
 
 def super_frames(n: int) -> list[bytes]:
-    return [tcp_frame("10.0.0.2", 80, "10.0.0.1", 40000, i * SUPER, 1, ACK, bytes([i % 251]) * SUPER) for i in range(n)]
+    return [
+        tcp_frame("10.0.0.2", 80, "10.0.0.1", 40000, i * SUPER, 1, ACK, bytes([i % 251]) * SUPER)
+        for i in range(n)
+    ]
 
 
 def pcap_bytes(frames: list[bytes]) -> bytes:
@@ -96,3 +101,21 @@ def test_held_fragments_are_bounded_by_bytes_and_the_rest_counted_as_orphaned() 
     assert routed == orphaned
     sharder.release_held()
     assert sharder._pending_bytes == 0 and sharder.counters.fragments_orphaned == n
+
+
+def test_a_queue_of_small_frames_is_charged_their_columns_too_and_refuses_past_its_bound() -> None:
+    drops = Drops({})
+    sender = EndpointSender("127.0.0.1:1", "node-a", 0, drops, lambda: None, max_bytes=120_000)
+    sender.up = True  # as once its stream is open (nothing is sent here: the task is not started)
+    syn = tcp_frame("10.66.0.1", 1024, "10.66.9.9", 80, 1, 0, SYN)
+    b = ColumnBuilder()
+    iface = b.interface("eth0", LINKTYPE_ETHERNET)
+    for i in range(1_000):
+        b.append(syn, len(syn), T0 + i, iface)
+    cols = b.take()
+    assert sender.offer(cols)
+    assert sender.queued_bytes == len(cols.data) + PACKET_OVERHEAD * len(cols)
+    # Two batches of frames alone (108 KB) would fit 120 KB; what they hold does not.
+    assert 2 * len(cols.data) < sender.max_bytes
+    assert not sender.offer(cols)
+    assert drops.counts == {QUEUE_FULL: 1_000}

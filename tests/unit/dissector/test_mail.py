@@ -71,7 +71,8 @@ def test_an_smtp_session_pairs_every_command_with_its_reply_and_counts_the_messa
     assert auth["request"]["args"] == f"PLAIN {MARKER}" and "request.args" in auth["redacted"]
     assert "AGFsaWNl" not in repr(found)
     assert mail["path"] == "alice@example.com" and rcpt["path"] == "bob@example.com"
-    assert bad["error"] is None and bad["response"]["enhanced_code"] == "5.1.1"
+    assert bad["response"]["enhanced_code"] == "5.1.1"
+    assert bad["error"] == {"type": "5.1.1", "message": "<nobody@example.com>: unknown user"}
     assert data["request"]["headers"] == {"subject": "hello", "from": "alice@example.com"}
     assert data["request"]["message_lines"] == 5 and data["response"]["intermediate"] == 354
 
@@ -117,7 +118,7 @@ def test_an_imap_session_pairs_by_tag_counts_untagged_responses_and_skips_litera
         (False, b"* BYE bye\r\na5 OK LOGOUT completed\r\n"),
     )
     assert rows(found) == [
-        ("imap", "greeting", None), ("imap", "LOGIN", 0), ("imap", "SELECT", 0), ("imap", "UID FETCH", 0),
+        ("imap", "greeting", 0), ("imap", "LOGIN", 0), ("imap", "SELECT", 0), ("imap", "UID FETCH", 0),
         ("imap", "SELECT", 1), ("imap", "LOGOUT", 0),
     ]  # fmt: skip
     _, login, select, fetch, nope, _ = found
@@ -129,7 +130,8 @@ def test_an_imap_session_pairs_by_tag_counts_untagged_responses_and_skips_litera
     }
     assert select["response"]["code"] == "READ-WRITE" and select["stream"] == "a2"
     assert fetch["response"]["literal_bytes"] == len(body) and fetch["response"]["untagged"] == {"FETCH": 1}
-    assert nope["error"] is None and nope["response"]["completion"] == "NO"
+    assert nope["error"] == {"type": "NONEXISTENT", "message": "no such mailbox"}
+    assert nope["response"]["completion"] == "NO"
 
 
 def test_imap_starttls_and_a_client_literal() -> None:
@@ -163,7 +165,8 @@ def test_a_pop3_session_reads_listings_and_never_keeps_the_password() -> None:
     ]  # fmt: skip
     assert SECRET not in repr(found) and found[3]["request"]["args"] == MARKER
     assert found[1]["response"]["lines"] == ["USER", "STLS"] and found[4]["response"]["line_count"] == 3
-    assert found[5]["error"] is None and found[-1]["tls"]["sni"] == "pop.test"
+    assert found[5]["error"] == {"type": "ERR", "message": "no such message"}
+    assert found[-1]["tls"]["sni"] == "pop.test"
 
 
 def test_the_probes_tell_mail_protocols_from_each_other_and_from_ftp() -> None:

@@ -248,10 +248,38 @@ def test_analyze_prints_a_bundles_entries_as_recorded_with_names(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     assert [orjson.loads(line) for line in out.stdout.splitlines()] == docs
     assert "checksums verified" in out.stderr
-    table = run_cli("analyze", str(path), "--format", "table", "--filter", "status_code >= 500")
+    table = run_cli(
+        "analyze", str(path), "--format", "table", "--filter", 'record("rec") && status_code >= 500'
+    )
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()[1:]
     assert len(rows) == 3 and all("shop/api-1" in r and "shop/frontend-1" in r for r in rows)
+    other = run_cli("analyze", str(path), "--filter", 'record("nope")')
+    assert other.returncode == 2 and "no recording named 'nope'" in other.stderr and other.stdout == ""
+
+
+def test_record_in_a_bundles_filter_is_its_recording_and_another_name_is_an_error() -> None:
+    from wiretide.cli.record_cmd import bundle_filter
+    from wiretide.common.kfl import parse_query
+
+    docs = [entry(i, status=500 if i % 2 else 200) for i in range(6)]
+    for text in ('record("rec") && status_code >= 500', 'status_code >= 500 && record("rec-1")'):
+        keep = compile_predicate(parse_query(bundle_filter(text, "rec", "rec-1")))
+        assert [d["id"] for d in docs if keep(d)] == [d["id"] for d in docs if d["status"] >= 500]
+    with pytest.raises(KflError) as caught:
+        bundle_filter('http && record("other")', "rec", "rec-1")
+    assert caught.value.position == 8 and "rec" in caught.value.hint
+
+
+def test_record_outside_a_place_that_knows_recordings_is_explained_not_unknown() -> None:
+    from wiretide.common.kfl import parse_query
+
+    with pytest.raises(KflError, match="only where recordings are known") as caught:
+        parse_query('http && record("errors")')
+    assert caught.value.position == 8
+    for bad in ("record(5)", "record()", 'record("a", "b")'):
+        with pytest.raises(KflError, match="record takes one string"):
+            parse_query(bad)
 
 
 def test_analyze_refuses_a_corrupt_bundle_with_exit_1(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The demo mini-cluster: network namespaces as pods on one bridge, as a CNI would wire them.
 
-Three "namespaces" (shop, data, load), five pods running real servers, and a Kubernetes API emulator
-describing exactly these pods, their ReplicaSets/StatefulSets, Services and EndpointSlices.
+Three "namespaces" (shop, data, load), six pods running real servers (PostgreSQL and Redis among
+them, when installed), and a Kubernetes API emulator describing exactly these pods, their
+ReplicaSets/StatefulSets, Services and EndpointSlices.
 
 Rule: everything created is written to the state file *before* it is created, so that `down()` —
 from this process or from `wiretide demo --down` in another shell — removes all of it, even after a
@@ -13,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +56,7 @@ PODS: Final = (
     PodPlan("api-58b9d-m4q8z", "shop", "api", "ReplicaSet", "api-58b9d", 11, 8080),
     PodPlan("redis-0", "data", "redis", "StatefulSet", "redis", 20, 6379),
     PodPlan("db-0", "data", "db", "StatefulSet", "db", 21, 5432),
+    PodPlan("postgres-0", "data", "postgres", "StatefulSet", "postgres", 22, 5432),
     PodPlan("loadgen-7f6c8-q9w2e", "load", "loadgen", "ReplicaSet", "loadgen-7f6c8", 30, 0),
 )
 SERVICE_IPS: Final = {
@@ -60,7 +64,13 @@ SERVICE_IPS: Final = {
     "api": "10.96.0.11",
     "redis": "10.96.0.20",
     "db": "10.96.0.21",
+    "postgres": "10.96.0.22",
 }
+# The demo's PostgreSQL: small, unlogged-fast, trusting its one client (it lives only in its namespace).
+POSTGRES_USER: Final = "demo"
+POSTGRES_SETTINGS: Final = (
+    "fsync=off", "shared_buffers=16MB", "max_connections=20", "log_min_messages=fatal"
+)  # fmt: skip
 
 
 def _ip(*args: str) -> None:
@@ -84,6 +94,7 @@ class DemoState:
     links: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     kubeapi: str = ""
+    dirs: list[str] = field(default_factory=list)  # scratch directories (PostgreSQL's data)
 
     def save(self) -> None:
         doc = {k: v for k, v in self.__dict__.items() if k != "path"}
@@ -119,6 +130,10 @@ def teardown(state: DemoState) -> list[str]:
     for link in [*state.links, state.bridge]:
         if link and subprocess.run(["ip", "link", "del", link], capture_output=True).returncode == 0:
             removed.append(f"link {link}")
+    for path in state.dirs:
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(f"directory {path}")
     with contextlib.suppress(OSError):
         state.path.unlink()
     return removed
@@ -207,7 +222,10 @@ class DemoCluster:
                 [redis_bin, "--bind", redis.ip, "--port", str(redis.port), "--save", "", "--appendonly", "no",
                  "--protected-mode", "no", "--daemonize", "no"],
             )  # fmt: skip
-        self._spawn(by_app["db"], [*app, "db", "--listen", addr("db")])
+        db_up = []
+        if self._start_postgres(by_app["postgres"]):
+            db_up = ["--upstream", f"postgres={addr('postgres')}"]
+        self._spawn(by_app["db"], [*app, "db", "--listen", addr("db"), *db_up])
         api_up = ["--upstream", f"db={addr('db')}"]
         if redis_bin is not None:
             api_up += ["--upstream", f"redis={addr('redis')}"]
@@ -217,6 +235,42 @@ class DemoCluster:
             [*app, "frontend", "--listen", addr("frontend"), "--upstream", f"api={addr('api')}"],
         )
         self._spawn(by_app["loadgen"], [*app, "loadgen", "--upstream", f"frontend={addr('frontend')}"])
+
+    def _start_postgres(self, pod: PodPlan) -> bool:
+        """A throwaway PostgreSQL cluster in the pod, run as the `postgres` user (the server refuses
+        root); False, and the db pod makes its rows up, when PostgreSQL is not installed."""
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        runuser = shutil.which("runuser")
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+        if not bins or runuser is None:
+            return False
+        bindir = bins[-1].parent
+        # Not under the data dir: its parents may be closed to the `postgres` user.
+        base = Path(tempfile.mkdtemp(prefix=f"{self.tag}-pg-"))
+        self.state.dirs.append(str(base))
+        self.state.save()
+        base.chmod(0o755)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        data = base / "data"
+        init = subprocess.run(
+            [runuser, "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER,
+             "--auth=trust", "--no-sync"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if init.returncode != 0:
+            return False
+        with (data / "pg_hba.conf").open("a") as hba:  # the pods' subnet may log in as the demo user
+            hba.write(f"host all {POSTGRES_USER} {SUBNET}.0/24 trust\n")
+        settings = [arg for kv in POSTGRES_SETTINGS for arg in ("-c", kv)]
+        self._spawn(
+            pod,
+            [runuser, "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data), "-p", str(pod.port),
+             "-c", f"listen_addresses={pod.ip}", "-k", str(base), *settings],
+        )  # fmt: skip
+        return True
 
     # -- the API's view ------------------------------------------------------------------------
     def start_kubeapi(self) -> ka.KubeApi:

@@ -25,9 +25,10 @@ each agent in its own sandbox with a per-call time limit (`WIRETIDE_AGENTS_TIME_
 1 s for a call of up to 256 items) and a memory limit (`WIRETIDE_AGENTS_MEMORY_MB`, default 64).
 An agent that throws, loops past the limit or allocates past it is stopped and marked `failed` with
 the error and the line of its source where it stopped (for a loop QuickJS cannot place, the loop
-that follows the last line it names), keeping the lines it logged before; nothing else is affected. `wiretide agents put|list|get|rm|enable|disable|logs`,
-`GET/PUT/DELETE /api/agents[/{name}]` and the UI's Agents panel manage them; `wiretide agents test
-AGENT.js --pcap FILE` runs one offline (the replay harness) and exits 1 on any `test.fail`.
+that follows the last line it names), keeping the lines it logged before; nothing else is affected.
+`wiretide agents put|list|get|rm|enable|disable|logs`, `GET/PUT/DELETE /api/agents[/{name}]` and the
+UI's Agents panel manage them; `wiretide agents test AGENT.js --pcap FILE` runs one offline (the
+replay harness) and exits 1 on any `test.fail`.
 
 With an LLM configured (docs/console.md), `wiretide agents draft "what it should do" [--save NAME]`
 (`POST /api/agents/draft`, the Agents tab's *Draft with the LLM*) has the model write an agent

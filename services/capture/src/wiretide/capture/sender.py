@@ -43,6 +43,10 @@ CONNECT_TIMEOUT_S: Final = 2.0
 BACKOFF_MIN_S: Final = 0.2
 BACKOFF_MAX_S: Final = 5.0
 INITIAL_CREDITS: Final = 1  # until the server's first answer says how many it grants
+# What a queued packet costs besides its frame: its columns in the message (caplen, origlen,
+# timestamp, interface: 4 + 4 + 8 + 4 bytes as the message holds them) and a little slack. Charged
+# to the byte bound, so a queue of small frames (a SYN flood) is bounded by what it really holds.
+PACKET_OVERHEAD: Final = 24
 
 # Drop reasons (also the keys of PacketBatch.dropped and GetStatusResponse.drops).
 QUEUE_FULL: Final = "queue_full"
@@ -63,7 +67,8 @@ class Queued:
 
     request: dissector_pb2.IngestRequest
     packets: int
-    nbytes: int
+    nbytes: int  # frame bytes
+    charge: int  # what it counts against the queue's byte bound: frames and per-packet overhead
 
 
 @dataclass(slots=True)
@@ -133,18 +138,18 @@ class EndpointSender:
         if not self.up:
             self.drops.add(UNAVAILABLE, len(cols))
             return False
-        size = len(cols.data)
+        size = len(cols.data) + PACKET_OVERHEAD * len(cols)
         if len(self.queue) >= self.max_batches or self.queued_bytes + size > self.max_bytes:
             self.drops.add(QUEUE_FULL, len(cols))
             return False
         self._enqueue(cols, size)
         return True
 
-    def _enqueue(self, cols: PacketColumns, size: int) -> None:
+    def _enqueue(self, cols: PacketColumns, charge: int) -> None:
         request = dissector_pb2.IngestRequest(batch=cols.to_proto(self.node, self.source, 0))
         request.batch.end_of_input = cols is END_OF_INPUT
-        self.queue.append(Queued(request, len(cols), size))
-        self.queued_bytes += size
+        self.queue.append(Queued(request, len(cols), len(cols.data), charge))
+        self.queued_bytes += charge
         metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
         self._wake.set()
 
@@ -181,7 +186,7 @@ class EndpointSender:
         batch = packets_pb2.PacketBatch(
             node=self.node, source=packets_pb2.CAPTURE_SOURCE_EBPF_TLS, plaintext=chunks
         )
-        self.queue.append(Queued(dissector_pb2.IngestRequest(batch=batch), 0, size))
+        self.queue.append(Queued(dissector_pb2.IngestRequest(batch=batch), 0, size, size))
         self.queued_bytes += size
         metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
         self._wake.set()
@@ -274,7 +279,7 @@ class EndpointSender:
             while not ended and not self._stopping:
                 if self.queue and len(in_flight) < credits:
                     queued = self.queue.popleft()
-                    self.queued_bytes -= queued.nbytes
+                    self.queued_bytes -= queued.charge
                     metrics.QUEUED.labels(self.endpoint).set(len(self.queue))
                     if self.on_room is not None and self._below(LOW_WATER):
                         self.on_room()

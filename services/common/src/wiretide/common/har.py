@@ -332,6 +332,10 @@ class HarWriter:
         return {"log": log}
 
 
+# An upgrade entry waiting for its WebSocket messages: start ns, HAR entry, messages, bytes charged.
+_Held = tuple[int, dict[str, Any], list[dict[str, Any]], int]
+
+
 class HarStream:
     """Writes one HAR document to `write` as Entries come, holding a bounded amount: what `HarWriter`
     writes, with the same `OPT_INDENT_2` layout, but in constant memory for any number of entries.
@@ -372,8 +376,8 @@ class HarStream:
         self._heap: list[tuple[int, int, bytes]] = []
         self._held = 0  # serialized bytes in the heap
         self._seq = 0
-        # Upgrade entries waiting for messages: id -> (start ns, HAR entry, messages, bytes charged).
-        self._upgrades: OrderedDict[str, tuple[int, dict[str, Any], list[dict[str, Any]], int]] = OrderedDict()
+        # Upgrade entries waiting for their messages, by entry id, oldest first.
+        self._upgrades: OrderedDict[str, _Held] = OrderedDict()
         self._upgrades_bytes = 0
         self._ws_dropped: dict[str, int] = {}
         self._written: OrderedDict[str, None] = OrderedDict()  # upgrades written before the end
@@ -487,7 +491,7 @@ class HarStream:
                 f"written before they came (more than {self._ws_bytes} bytes of messages were waiting)"
             )
             comment = f"{comment}; {late}" if comment else late
-        tail = b'\n    ]' if self._started else b""
+        tail = b"\n    ]" if self._started else b""
         if not self._started:
             self._write(self._head()[: -len(b"[\n")] + b"[]")
         if comment:

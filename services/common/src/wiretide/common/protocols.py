@@ -666,7 +666,11 @@ def span_name(entry: Mapping[str, Any]) -> str:
             method = "HTTP"  # semconv http-spans.md#name: an unknown method never names a span
         name = f"{method} {route_of(url_path)}" if method else (url_path or protocol)
     elif naming == "database":
-        name = method.upper() if method else protocol
+        # database-spans.md#name: `{db.operation.name} {target}`: with a collection the request names,
+        # the command as sent (MongoDB's `find orders`); else the command or SQL verb in capitals
+        # (`GET`, `SELECT`) — never a Redis key
+        collection = _str(request.get("collection"))
+        name = (f"{method} {collection}" if collection else method.upper()) if method else protocol
     elif naming == "method":  # the operation alone (RADIUS "Access-Request"): a bounded set of names
         name = method or protocol
     elif naming == "messaging":

@@ -227,6 +227,14 @@ class SpanIds:
 
 # semconv messaging-spans.md `messaging.operation.type` of the Kafka calls that move records.
 _KAFKA_OPERATION_TYPES: Final = {"Produce": "send", "Fetch": "receive"}
+# messaging/rabbitmq.md: the AMQP methods that move or settle messages, by `messaging.operation.type`.
+_AMQP_OPERATION_TYPES: Final = {
+    "basic.publish": "send", "basic.deliver": "receive", "basic.get": "receive", "basic.ack": "settle",
+    "basic.nack": "settle", "basic.reject": "settle",
+}  # fmt: skip
+# database-spans.md: systems whose entry `path` is the table a statement works on (db.collection.name);
+# for Redis it is a key, which is no collection.
+_PATH_IS_TABLE: Final = frozenset({"postgresql", "mysql", "mariadb"})
 
 
 def _str(value: Any) -> str:
@@ -574,14 +582,21 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
     elif family == "database":
         # semconv db/database-spans.md (db/redis.md): the command as sent, not normalised; a dissector
         # that tells the product apart (MySQL's greeting: MariaDB) names it in `request.db_system`
-        attrs["db.system.name"] = _str(request.get("db_system")) or system
+        db_system = attrs["db.system.name"] = _str(request.get("db_system")) or system
         db_err = response.get("error")
         db_code = db_err.get("code") if type(db_err) is dict else None
+        if type(db_err) is str and db_err:  # db/redis.md: the simple error's prefix (ERR, WRONGTYPE)
+            db_code = db_err.partition(" ")[0]
         if (type(db_code) is int or type(db_code) is str) and db_code != "":
             # semconv: the database's own code (MySQL's ERR number, PostgreSQL's SQLSTATE)
             attrs["db.response.status_code"] = str(db_code)
         if method:
             attrs["db.operation.name"] = method
+        collection = _str(request.get("collection")) or (path if db_system in _PATH_IS_TABLE else "")
+        if collection:
+            attrs["db.collection.name"] = collection
+        if _str(request.get("database")):  # the database a command names (MongoDB's `$db`, a login's)
+            attrs["db.namespace"] = request["database"]
         if _str(get("summary")):
             attrs["db.query.text"] = entry["summary"][:MAX_QUERY_TEXT]
     elif family == "messaging":
@@ -598,6 +613,17 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
                 attrs["messaging.rabbitmq.destination.routing_key"] = args["routing_key"]
             if type(args.get("delivery_tag")) is int:
                 attrs["messaging.rabbitmq.message.delivery_tag"] = args["delivery_tag"]
+            if method in _AMQP_OPERATION_TYPES:
+                attrs["messaging.operation.type"] = _AMQP_OPERATION_TYPES[method]
+            props = request.get("properties")
+            if type(props) is dict:  # messaging-spans.md: the message's own ids
+                if _str(props.get("message_id")):
+                    attrs["messaging.message.id"] = props["message_id"]
+                if _str(props.get("correlation_id")):
+                    attrs["messaging.message.conversation_id"] = props["correlation_id"]
+            body = request.get("body")
+            if type(body) is dict and type(body.get("size")) is int:
+                attrs["messaging.message.body.size"] = body["size"]
         elif system == "kafka":
             # semconv messaging/kafka.md: the destination is the topic; a group call names a group
             if _str(request.get("client_id")):
@@ -609,6 +635,7 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
                     path = ""
             if method in _KAFKA_OPERATION_TYPES:
                 attrs["messaging.operation.type"] = _KAFKA_OPERATION_TYPES[method]
+                _kafka_records(attrs, request if method == "Produce" else response)
         if path:
             attrs["messaging.destination.name"] = path
     elif family == "dns":
@@ -650,6 +677,29 @@ def _describe(entry: dict[str, Any]) -> tuple[Described, str]:
         span_name(entry), attrs, caller_error, server_error(entry) if caller_error else "", url_full
     )
     return described, origin
+
+
+def _kafka_records(attrs: Attributes, side: dict[str, Any]) -> None:
+    """messaging/kafka.md: the records a Produce request or Fetch response carries — how many
+    (`messaging.batch.message_count`), and the partition and first offset when they are one partition's."""
+    count, partitions, offset = 0, set(), None
+    for topic in side.get("topics") or ():
+        for part in (topic.get("partitions") or ()) if type(topic) is dict else ():
+            if type(part) is not dict:
+                continue
+            n = part.get("record_count")
+            if type(n) is int and n > 0:
+                count += n
+                partitions.add(part.get("partition"))
+                offset = part.get("base_offset")
+    if count > 1:  # not on a span of a single message (messaging-spans.md)
+        attrs["messaging.batch.message_count"] = count
+    if len(partitions) == 1:
+        (partition,) = partitions
+        if type(partition) is int:
+            attrs["messaging.destination.partition.id"] = str(partition)
+        if type(offset) is int:
+            attrs["messaging.kafka.offset"] = offset
 
 
 class Shape(NamedTuple):

@@ -473,7 +473,15 @@ class ImapSession(_LineSession):
             if word.isdigit():  # `* 23 EXISTS`, `* 5 FETCH (...)`
                 kind = args.split(" ", 1)[0].upper()
             if not self.greeted and not self.cmds and word in ("OK", "PREAUTH", "BYE"):
-                self._greeting({"completion": word, "text": args}, ts, wire, out)
+                # RFC 9051 §7.1: OK and PREAUTH welcome the client, BYE turns it away (an error).
+                greeting: dict[str, Any] = {"completion": word, "status": 1 if word == "BYE" else 0}
+                if args.startswith("["):  # `* OK [CAPABILITY …] ready`, `* BYE [UNAVAILABLE] …`
+                    code, _, args = args[1:].partition("]")
+                    greeting["code"] = code
+                    if code.startswith("CAPABILITY"):
+                        greeting["capabilities"] = code[len("CAPABILITY") :].strip()
+                greeting["text"] = args.strip()
+                self._greeting(greeting, ts, wire, out)
                 return
             target = self.cmds[0] if self.cmds else None
             if target is None:
@@ -744,12 +752,43 @@ def present_status(req: Message | None, resp: Message | None) -> Presented:
     return _present(req, resp, "status")
 
 
+def _error(response: dict[str, Any]) -> dict[str, str] | None:
+    """A refusal as the entry's error: SMTP 4xx/5xx typed by its enhanced code (RFC 3463) or reply code,
+    IMAP NO/BAD by its response code (RFC 5530: AUTHENTICATIONFAILED, NONEXISTENT …), POP3 -ERR by its
+    extended response code (RFC 2449 §8, RFC 3206: AUTH, IN-USE, SYS/TEMP …); the server's text as the
+    message. A greeting that turns the client away (SMTP 554, IMAP BYE, POP3 -ERR) is one too."""
+    text = response.get("text")
+    message = text if type(text) is str else ""
+    code = response.get("code")
+    if type(code) is int:  # SMTP
+        if code < 400:
+            return None
+        enhanced = response.get("enhanced_code")
+        if type(enhanced) is str:
+            return {"type": enhanced, "message": message[len(enhanced) :].strip()}
+        return {"type": str(code), "message": message}
+    status = response.get("status")
+    if type(status) is not int or status == 0:
+        return None
+    if "indicator" in response:  # POP3: `-ERR [AUTH] …`
+        kind = message[1 : message.find("]")] if message.startswith("[") and "]" in message else ""
+        return {"type": kind or "ERR", "message": message}
+    completion = response.get("completion")
+    kind = code.split(" ", 1)[0] if type(code) is str and code else ""
+    return {"type": kind or (completion if type(completion) is str else "NO"), "message": message}
+
+
 def classify(request: dict[str, Any] | None, response: dict[str, Any] | None) -> dict[str, Any]:
-    """The places the parser replaced by the marker, in `redacted`."""
+    """The places the parser replaced by the marker, in `redacted`; a refusal as `error`."""
+    over: dict[str, Any] = {}
     args = request.get("args") if request is not None else None
     if type(args) is str and MARKER in args:
-        return {"redacted": ["request.args"]}
-    return {}
+        over["redacted"] = ["request.args"]
+    if response is not None:
+        error = _error(response)
+        if error is not None:
+            over["error"] = error
+    return over
 
 
 SMTP_SPEC: Final = ProtocolSpec(

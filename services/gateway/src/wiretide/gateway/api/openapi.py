@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wiretide.gateway.recording.api import openapi_paths as recording_paths
+
 _ERROR = {
     "description": "bad request",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -318,6 +320,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **_agents_and_console(),
+            **recording_paths(),
             "/api/protocols": {
                 "get": {
                     "summary": "The protocol table: per protocol its family, status text and error rules, "

@@ -192,3 +192,62 @@ def routes(manager_of: Any) -> list[BaseRoute]:
         Route("/api/recordings/{name}/stop", guarded(stop_job, Role.EDITOR), methods=["POST"]),
         Route("/api/recordings/{name}/runs/{run}/bundle", guarded(bundle, Role.VIEWER), methods=["GET"]),
     ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """These routes in the OpenAPI document (docs/recording.md describes a job's fields)."""
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    err = {
+        "description": "refused",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    obj = {"application/json": {"schema": {"type": "object"}}}
+
+    def op(summary: str, ok: str, *errors: str, body: bool = False, status: str = "200") -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "summary": summary,
+            "responses": {status: {"description": ok, "content": obj}, **{e: err for e in errors}},
+        }
+        if body:
+            doc["requestBody"] = {"required": True, "content": obj}
+        return doc
+
+    return {
+        "/api/recordings": {
+            "get": op(
+                "Recording jobs with their runs, runs without a job, this node's limits", "jobs", "503"
+            ),
+            "post": op(
+                "Start, schedule or arm a recording job (editor)",
+                "the stored job",
+                "400",
+                "403",
+                "409",
+                body=True,
+                status="201",
+            ),
+        },
+        "/api/recordings/{name}": {
+            "parameters": name,
+            "get": op("A job, its state and runs", "the job", "404"),
+            "delete": op("Delete a job (its bundles stay)", "deleted", "404"),
+        },
+        "/api/recordings/{name}/stop": {
+            "parameters": name,
+            "post": op("Stop a job: its current run ends now and becomes a bundle", "the job", "404"),
+        },
+        "/api/recordings/{name}/runs/{run}/bundle": {
+            "parameters": [
+                *name,
+                {"name": "run", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "get": {
+                "summary": "A run's bundle (tar.gz), from whichever gateway replica keeps it",
+                "responses": {
+                    "200": {"description": "the bundle", "content": {"application/gzip": {}}},
+                    "404": err,
+                    "502": err,
+                },
+            },
+        },
+    }

@@ -212,6 +212,8 @@ class Run:
         return cls(**known)
 
     def note(self, message: str) -> None:
+        if self.errors and self.errors[-1] == message:
+            return  # the same trouble cut after cut: once is enough (its drops count each time)
         self.errors = [*self.errors[-(MAX_ERRORS - 1) :], message]
 
     def count(self, reason: str, n: int = 1) -> None:
@@ -466,7 +468,9 @@ class RecordingManager:
             for run in [r for r in self.runs.values() if r.state == "recording"]:
                 job = self.jobs.get(run.job)
                 if job is None or job.stopped:
-                    run.end_ns = min(run.end_ns, max(now - lag, run.start_ns))
+                    # The run ends when the stop is seen; its last cut waits the lag like any other,
+                    # so calls made just before the stop (still on their way to the store) are in.
+                    run.end_ns = min(run.end_ns, max(now, run.start_ns))
                 due = min(now - lag, run.end_ns)
                 if due >= run.end_ns or due - run.collected_until_ns >= cut_ns:
                     await self._cut(run, job, due, final=due >= run.end_ns)
@@ -630,10 +634,20 @@ class RecordingManager:
             docs = docs[: max(room, 0)]
         flows = {str(e["flow_id"]) for e in docs if e.get("flow_id")}
         packets_to = self.clock()
-        wanted = flows | set(run.carry_flows)
+        # The last cut's flows continue from where their packets were taken; a flow new in this cut
+        # is taken from its first call here (less the handshake margin) — its packets may be older
+        # than the last cut's packet bound, since entries reach the store later than packets the ring.
+        carried = set(run.carry_flows)
+        asks: list[tuple[frozenset[str], int, int]] = []
+        if carried:
+            asks.append((frozenset(carried), run.packets_until_ns, packets_to))
+        new = flows - carried
+        if new:
+            first = min(int(e["timestamp"]) for e in docs if e.get("flow_id") in new)
+            asks.append((frozenset(new), first - HANDSHAKE_MARGIN_NS, packets_to))
         selections: dict[str, Selection] = {}
-        if wanted:
-            selections = await self._packets_of_nodes(run, wanted, run.packets_until_ns, packets_to)
+        if asks:
+            selections = await self._packets_of_nodes(run, asks)
         identities = await self._identities(run, until_ns)
         sizes = _sizes(d)
         try:
@@ -680,10 +694,11 @@ class RecordingManager:
             tmp.replace(d / bundles.IDENTITIES)
 
     async def _packets_of_nodes(
-        self, run: Run, flows: set[str], start_ns: int, end_ns: int
+        self, run: Run, asks: list[tuple[frozenset[str], int, int]]
     ) -> dict[str, Selection]:
-        """The packets of `flows` in [start_ns, end_ns) from every capture node in the run's scope
-        (the per-node registry; the configured capture address when it names none): node → kept."""
+        """For each (flows, start, end) of `asks`, the packets of those flows in [start, end) from
+        every capture node in the run's scope (the per-node registry; the configured capture address
+        when it names none): node → what was kept."""
         targets: dict[str, str] = {}
         if self.capture_nodes is not None:
             try:
@@ -695,17 +710,17 @@ class RecordingManager:
         if not targets:
             targets = {"": self.settings.capture_grpc}
         selections = {node: Selection(node=node) for node in targets}
-        await asyncio.gather(
-            *(
-                self._packets(run, flows, start_ns, end_ns, selections[node], address)
-                for node, address in targets.items()
-            )
-        )
+
+        async def node_asks(node: str, address: str) -> None:
+            for flows, start_ns, end_ns in asks:
+                await self._packets(run, flows, start_ns, end_ns, selections[node], address)
+
+        await asyncio.gather(*(node_asks(node, address) for node, address in targets.items()))
         # A node the registry does not name (one configured address) is named by its own recording.
         return {(node or sel.node or "node"): sel for node, sel in selections.items()}
 
     async def _packets(
-        self, run: Run, flows: set[str], start_ns: int, end_ns: int, out: Selection, address: str
+        self, run: Run, flows: frozenset[str], start_ns: int, end_ns: int, out: Selection, address: str
     ) -> None:
         """The packets of `flows` in [start_ns, end_ns) from the capture recorder at `address`."""
         s = self.settings

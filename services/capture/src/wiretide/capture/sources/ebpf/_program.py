@@ -27,6 +27,10 @@ EXEC: Final = 2
 WRITE: Final = 0
 READ: Final = 1
 
+# Libraries (the `lib` of a call and of its events).
+OPENSSL: Final = 0
+GO: Final = 1
+
 SOURCE: Final = r"""
 #include <uapi/linux/ptrace.h>
 
@@ -40,6 +44,15 @@ struct call_t {
     s32 fd;
     u32 dir;
     u32 ex;
+    u32 lib;
+};
+
+// A Go call is keyed by its goroutine (R14 in the register ABI), not its thread: a goroutine
+// blocked in Read can resume on another thread.
+struct gokey_t {
+    u64 g;
+    u32 pid;
+    u32 pad;
 };
 
 struct sslkey_t {
@@ -72,6 +85,8 @@ struct event_t {
     u16 rport;
     u16 family;
     u16 known;
+    u32 lib;
+    u32 pad;
     u8 data[CHUNK];
 };
 
@@ -90,6 +105,8 @@ BPF_TABLE("lru_hash", struct fdkey_t, u64, offsets, __MAX_SOCKETS__);
 BPF_TABLE("lru_hash", u64, u64, connecting, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u64, u64, sk_owner, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", struct fdkey_t, struct conn_t, fd_conn, __MAX_SOCKETS__);
+BPF_TABLE("lru_hash", struct gokey_t, struct call_t, go_active, __MAX_ACTIVE__);
+BPF_TABLE("lru_hash", u32, u32, go_pids, __MAX_ACTIVE__);  // processes that entered a hooked Go call
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 BPF_PERF_OUTPUT(events);
 
@@ -111,6 +128,8 @@ int read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0); }
 int write_ex_enter(struct pt_regs *ctx) { return enter(ctx, 0, 1); }
 int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1); }
 
+static int emit(struct pt_regs *ctx, struct call_t call, u64 n, u64 id);
+
 int leave(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
     struct call_t *c = active.lookup(&id);
@@ -131,6 +150,49 @@ int leave(struct pt_regs *ctx) {
     }
     if (n == 0)
         return 0;
+    return emit(ctx, call, n, id);
+}
+
+// Go crypto/tls.(*Conn).Read/Write, register ABI (Go 1.17+): receiver in RAX, the slice's data
+// pointer in RBX (its length in RCX), the current goroutine in R14. The return sites are uprobes on
+// each RET instruction (uretprobes corrupt Go stacks), where RAX holds n.
+static int go_enter(struct pt_regs *ctx, u32 dir) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct gokey_t k = {};
+    k.g = ctx->r14;
+    k.pid = id >> 32;
+    struct call_t c = {};
+    c.ssl = ctx->ax;
+    c.buf = ctx->bx;
+    c.fd = -1;
+    c.dir = dir;
+    c.lib = 1;
+    go_active.update(&k, &c);
+    u32 one = 1;
+    go_pids.update(&k.pid, &one);
+    return 0;
+}
+
+int go_write_enter(struct pt_regs *ctx) { return go_enter(ctx, 0); }
+int go_read_enter(struct pt_regs *ctx) { return go_enter(ctx, 1); }
+
+int go_leave(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct gokey_t k = {};
+    k.g = ctx->r14;
+    k.pid = id >> 32;
+    struct call_t *c = go_active.lookup(&k);
+    if (!c)
+        return 0;
+    struct call_t call = *c;
+    go_active.delete(&k);
+    s64 n = (s64)ctx->ax;
+    if (n <= 0)
+        return 0;
+    return emit(ctx, call, (u64)n, id);
+}
+
+static __always_inline int emit(struct pt_regs *ctx, struct call_t call, u64 n, u64 id) {
     u32 pid = id >> 32;
     struct sslkey_t sk = {};
     sk.ssl = call.ssl;
@@ -168,6 +230,7 @@ int leave(struct pt_regs *ctx) {
     e->dir = call.dir;
     e->total = n > 0xffffffff ? 0xffffffff : (u32)n;
     e->kind = 0;
+    e->lib = call.lib;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
     e->known = 0;
     if (call.fd >= 0) {
@@ -207,6 +270,17 @@ static void note_fd(int fd) {
     struct call_t *c = active.lookup(&id);
     if (c && c->fd < 0)
         c->fd = fd;
+    u32 pid = id >> 32;
+    if (!go_pids.lookup(&pid))
+        return;
+    // A Go process: the goroutine making this syscall is the R14 it entered the kernel with.
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct gokey_t k = {};
+    bpf_probe_read_kernel(&k.g, sizeof(k.g), &regs->r14);
+    k.pid = pid;
+    struct call_t *gc = go_active.lookup(&k);
+    if (gc && gc->fd < 0)
+        gc->fd = fd;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args->fd); return 0; }

@@ -2,8 +2,9 @@
 source reads its plaintext, and if not, why not.
 
 Found from /proc alone (works with the eBPF source off, when it says so): the shared libraries each
-process maps (libssl, GnuTLS, NSS, the JVM) and its executable (a Go binary's build info and whether
-it links crypto/tls; OpenSSL/BoringSSL linked in statically; rustls). Hooked means the eBPF source
+process maps (libssl, GnuTLS, NSS, the JVM) and its executable (a Go binary's build info, whether
+it links crypto/tls and whether the source can hook it — `gobin`; OpenSSL/BoringSSL linked in
+statically; rustls). Hooked means the eBPF source
 attached to that very file. Executables are examined once per (device, inode, mtime).
 
 Rule: the report never guesses "readable": a library counts as hooked only when the source says it
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from wiretide.capture.sources.ebpf import gobin
+
 MAX_PROCESSES: Final = 4096  # processes examined per report (a node with more is cut, and says so)
 MAX_EXE_CACHE: Final = 4096
 # Bytes of a library file read to find its version string (OpenSSL prints "OpenSSL 3.0.15 3 Sep 2024").
 VERSION_SCAN_BYTES: Final = 8 * 1024 * 1024
-GO_BUILDINFO_MAGIC: Final = b"\xff Go buildinf:"
 
 _OPENSSL_VERSION: Final = re.compile(rb"OpenSSL (\d+\.\d+\.\d+[a-z]?)")
-_GO_VERSION: Final = re.compile(rb"go1\.\d+(?:\.\d+)?(?:[a-z0-9]+)?")
 _CONTAINER: Final = re.compile(r"([0-9a-f]{64})")
 _SHARED: Final = (
     # (kind, file-name pattern, reason when not hooked; "" = hookable by the source)
@@ -43,7 +44,8 @@ _SHARED: Final = (
         "Java's JSSE runs inside the JVM: there is no native function to hook",
     ),
 )
-GO_REASON: Final = "Go crypto/tls is not hooked yet (OpenSSL and BoringSSL are)"
+# Kinds found in an executable that the source hooks in the executable itself.
+HOOKABLE_EXECUTABLES: Final = ("openssl (static)", "boringssl", "go")
 RUSTLS_REASON: Final = "rustls is not hooked (no stable exported functions to attach to)"
 
 
@@ -155,7 +157,7 @@ class Scanner:
         if exe and not any(lib.kind == "openssl" for lib in report.libraries):
             real_exe = self._real(base, exe)
             for kind, version, reason in self._exe(base / "exe").found:
-                hooked = bool(hooks.get(real_exe)) and kind in ("openssl (static)", "boringssl")
+                hooked = bool(hooks.get(real_exe)) and kind in HOOKABLE_EXECUTABLES
                 why = "" if hooked else (reason or self._why_not(state, real_exe, hooks))
                 report.libraries.append(Library(kind, real_exe, version, hooked, why))
         return report
@@ -257,11 +259,11 @@ def examine(path: str) -> list[tuple[str, str, str]]:
         except ELFError:
             return found
         names = {s.name for s in elf.iter_sections()}
-        buildinfo = elf.get_section_by_name(".go.buildinfo")
-        if buildinfo is not None:
-            version = _go_version(buildinfo.data())
-            if _go_uses_tls(elf, names):
-                found.append(("go", version, GO_REASON))
+        if ".go.buildinfo" in names or ".gopclntab" in names:
+            # Go: hookable ("" reason) for the register ABI (Go 1.17+); else the reason it is not.
+            go = gobin.inspect_elf(elf, f)
+            if go is not None and go.uses_tls:
+                found.append(("go", go.version, go.reason))
             return found
         if _has_symbol(elf, "SSL_write"):
             rodata = elf.get_section_by_name(".rodata")
@@ -284,26 +286,3 @@ def _has_symbol(elf: Any, name: str) -> bool:
         if section is not None and section.get_symbol_by_name(name):
             return True
     return False
-
-
-def _go_version(data: bytes) -> str:
-    if data.startswith(GO_BUILDINFO_MAGIC) and len(data) > 33 and data[15] & 2:
-        n, shift, i = 0, 0, 32  # the inline form (Go 1.18+): a varint length, then the version
-        while i < len(data):
-            b = data[i]
-            n |= (b & 0x7F) << shift
-            i += 1
-            if not b & 0x80:
-                break
-            shift += 7
-        return data[i : i + n].decode("ascii", "replace")
-    m = _GO_VERSION.search(data)
-    return m.group(0).decode() if m else ""
-
-
-def _go_uses_tls(elf: Any, names: set[str]) -> bool:
-    if _has_symbol(elf, "crypto/tls.(*Conn).Read"):
-        return True
-    pclntab = elf.get_section_by_name(".gopclntab") if ".gopclntab" in names else None
-    # stripped: the function name table still names it
-    return pclntab is not None and b"crypto/tls.(*Conn).Read" in pclntab.data()

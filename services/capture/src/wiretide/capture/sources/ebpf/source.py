@@ -3,7 +3,8 @@
 Rule: off unless enabled, and it says why it cannot run (no BCC, no privilege, no tracefs) instead of
 failing the capture. Uprobes attach by library file (every process mapping that file is covered,
 including ones started later); new files are found by scanning /proc at start and the maps of each
-newly exec'd process shortly after it starts. Every chunk leaves with the process (pid, tid, comm,
+newly exec'd process shortly after it starts. Executables are examined once each (by device and
+inode): a Go binary's crypto/tls and a statically linked OpenSSL are hooked in the executable itself. Every chunk leaves with the process (pid, tid, comm,
 cgroup id) and the connection's 4-tuple; what cannot be placed or was lost is counted by reason.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from wiretide.capture.sources.ebpf import _program
+from wiretide.capture.sources.ebpf import _program, gobin
 from wiretide.capture.sources.ebpf.conntab import Connection, ConnectionTable
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ FUNCTIONS: Final = (
     ("SSL_write_ex", "write_ex_enter"),
     ("SSL_read_ex", "read_ex_enter"),
 )
+# Go crypto/tls: (function, BPF function at entry); each RET instruction gets `go_leave`.
+GO_FUNCTIONS: Final = ((gobin.WRITE, "go_write_enter"), (gobin.READ, "go_read_enter"))
+_LIBRARY_OF_EVENT: Final = {_program.OPENSSL: "openssl", _program.GO: "go"}
 
 
 AF_INET: Final = 2
@@ -78,6 +82,8 @@ class _Header(ctypes.Structure):
         ("rport", ctypes.c_uint16),
         ("family", ctypes.c_uint16),
         ("known", ctypes.c_uint16),
+        ("lib", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 
@@ -216,6 +222,9 @@ class EbpfSource:
         self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
         for path in sorted(self._system_libraries() | self._mapped_libraries()):
             self.hook(path)
+        for entry in os.scandir(self.proc):
+            if entry.name.isdigit():
+                self._check_static(int(entry.name))
 
     def close(self) -> None:
         if self._bpf is not None:
@@ -301,8 +310,57 @@ class EbpfSource:
                 self.hook(path)
             self._check_static(pid)
 
+    def hook_go(self, path: str) -> Hook | None:
+        """Attach to a Go binary's crypto/tls.(*Conn).Read/Write (entry and every RET); None when
+        `path` is not a Go binary. A Go binary with crypto/tls that cannot be hooked is remembered
+        with the reason; one without it is answered but not remembered."""
+        real = os.path.realpath(path)
+        known = self.hooks.get(real)
+        if known is not None:
+            return known
+        try:
+            binary = gobin.inspect(real)
+        except OSError as exc:
+            self.stats.drop("go_unreadable")
+            return Hook(real, "go", (), f"unreadable: {exc}")
+        if binary is None:
+            return None
+        library = f"go crypto/tls {binary.version}".strip()
+        if not binary.uses_tls:  # nothing to hook, and not kept: it does not speak TLS
+            return Hook(real, library, (), binary.reason)
+        if not binary.hookable:
+            hook = self.hooks[real] = Hook(real, library, (), binary.reason)
+            return hook
+        attached: list[int] = []
+        error = None
+        by_name = {f.name: f for f in binary.functions}
+        name = real.encode()
+        for func, enter in GO_FUNCTIONS:
+            f = by_name[func]
+            try:
+                for ret in f.returns:
+                    self._bpf.attach_uprobe(name=name, addr=ret, fn_name=b"go_leave")
+                    attached.append(ret)
+                self._bpf.attach_uprobe(name=name, addr=f.entry, fn_name=enter.encode())
+                attached.append(f.entry)
+            except Exception as exc:
+                error = f"{func}: {exc}"[:200]
+                break
+        if error is not None:
+            for addr in attached:
+                try:
+                    self._bpf.detach_uprobe(name=name, addr=addr)
+                except Exception:
+                    pass
+            hook = Hook(real, library, (), f"attaching failed: {error}")
+        else:
+            hook = Hook(real, library, tuple(func for func, _ in GO_FUNCTIONS))
+        self.hooks[real] = hook
+        return hook
+
     def _check_static(self, pid: int) -> None:
-        """A statically linked OpenSSL/BoringSSL (Envoy, some Go/C++ binaries): its own symbols."""
+        """The executable itself: Go's crypto/tls, or a statically linked OpenSSL/BoringSSL (Envoy,
+        some C++ binaries) found by its own symbols."""
         exe = self.proc / str(pid) / "exe"
         try:
             st = os.stat(exe)
@@ -311,16 +369,25 @@ class EbpfSource:
         key = (st.st_dev, st.st_ino)
         if key in self._checked_exes:
             return
+        if len(self._checked_exes) >= MAX_OPEN:
+            self._checked_exes.clear()
         self._checked_exes.add(key)
         try:
             real = os.readlink(exe)
         except OSError:
             return
+        if not os.path.exists(real):  # another mount namespace: reached through the process's root
+            real = str(self.proc / str(pid) / "root" / real.lstrip("/"))
         if _LIBSSL.search(real) or not os.path.exists(real):
             return
-        with open(real, "rb") as f:  # cheap filter before BCC reads the symbol tables
-            if f.read(4) != b"\x7fELF":
-                return
+        try:
+            with open(real, "rb") as f:  # cheap filter before the ELF readers
+                if f.read(4) != b"\x7fELF":
+                    return
+        except OSError:
+            return
+        if self.hook_go(real) is not None:
+            return
         try:
             addr = self._bpf.get_user_functions_and_addresses(real.encode(), b"^SSL_write$")
         except Exception:
@@ -359,7 +426,7 @@ class EbpfSource:
                 )
             return
         n = h.len
-        if h.pos + n >= h.total and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:
+        if h.pos == 0 and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:  # once per call
             self.stats.drop("cut", h.total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
         conn: Connection | None
         if h.known:  # a client's connection the kernel side named (see _program: connect)
@@ -394,7 +461,7 @@ class EbpfSource:
             h.tid,
             bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
             h.cgroup,
-            "openssl",
+            _LIBRARY_OF_EVENT.get(h.lib, "openssl"),
             sending,
         )
         if len(self._open) >= MAX_OPEN:

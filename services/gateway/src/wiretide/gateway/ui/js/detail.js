@@ -55,26 +55,92 @@ function avpTree(avps, depth = 0) {
   }).join("\n");
 }
 
+// Fields shown on their own below the scalars, by the code above (headers …) or by `nested` (the rest).
+const OWN_SECTIONS = ["headers", "cookies", "query", "body", "messages", "questions", "answers", "authorities", "additionals"];
+const TEXT_BLOCK = 96; // a string longer than this (or on several lines) is shown as a block of text
+const JSON_LIMIT = 20000; // characters of a nested value shown as JSON
+
+function jsonBlock(v) {
+  let text = JSON.stringify(v, null, 2) ?? "";
+  if (text.length > JSON_LIMIT) text = `${text.slice(0, JSON_LIMIT)}\n… ${text.length - JSON_LIMIT} more characters`;
+  return `<pre class="body">${esc(text)}</pre>`;
+}
+const isScalar = (v) => v === null || typeof v !== "object";
+const heading = (k) => esc(String(k).replace(/_/g, " "));
+
+// A database or messaging error object (a MySQL ERR, a PostgreSQL ErrorResponse, a MongoDB failure):
+// code, SQLSTATE and message first, in the error colour.
+function errorBlock(err) {
+  const first = ["code", "name", "sqlstate", "severity", "message"].filter((k) => err[k] !== undefined && err[k] !== null);
+  const rest = Object.keys(err).filter((k) => !first.includes(k));
+  const rows = [...first, ...rest].map((k) => `<tr><td>${esc(k)}</td><td class="serr">${esc(isScalar(err[k]) ? err[k] : JSON.stringify(err[k]))}</td></tr>`);
+  return `<h4 class="serr">Error</h4><table class="kv error">${rows.join("")}</table>`;
+}
+
+// Records of a Kafka Produce request or Fetch response: one row per record under its topic-partition.
+function recordsTable(topics) {
+  const rows = [];
+  for (const t of topics) {
+    for (const p of Array.isArray(t?.partitions) ? t.partitions : []) {
+      for (const r of Array.isArray(p?.records) ? p.records : []) {
+        const show = (v) => (v && typeof v === "object" ? (v.base64 !== undefined ? `base64:${v.base64}` : JSON.stringify(v)) : v ?? "");
+        const headers = Array.isArray(r.headers) ? r.headers.map((h) => `${h.key}=${show(h.value)}`).join(", ") : "";
+        rows.push(`<tr><td>${esc(t.topic ?? t.topic_id ?? "")}[${esc(p.partition ?? "")}] @${esc(r.offset ?? "")}</td><td>${esc(show(r.key))}</td><td>${esc(show(r.value))}</td><td>${esc(headers)}</td></tr>`);
+      }
+    }
+  }
+  if (!rows.length) return "";
+  return `<h4>Records (${rows.length})</h4><table class="kv records"><tr><td>topic[partition] @offset</td><td>key</td><td>value</td><td>headers</td></tr>${rows.join("")}</table>`;
+}
+
+// What a side holds beyond scalars, readably: the statement or command as text, errors highlighted,
+// small objects as tables, lists of scalars joined, anything deeper as bounded JSON.
+function nested(obj) {
+  const parts = [];
+  if (typeof obj.command === "string" && Array.isArray(obj.args)) {
+    const word = (a) => (typeof a === "string" && a !== "" && !/[\s"']/.test(a) ? a : JSON.stringify(a));
+    parts.push(`<h4>Command</h4><pre class="body command">${esc([obj.command, ...obj.args.map(word)].join(" "))}</pre>`);
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    if (OWN_SECTIONS.includes(k) || (k === "args" && parts.length)) continue;
+    if (typeof v === "string" && (v.length > TEXT_BLOCK || v.includes("\n"))) {
+      parts.push(`<h4>${heading(k)}</h4><pre class="body">${esc(v)}</pre>`);
+    } else if (v === null || typeof v !== "object") {
+      continue; // in the scalar table
+    } else if (k === "error" && !Array.isArray(v)) {
+      parts.push(errorBlock(v));
+    } else if (Array.isArray(v) && v.every(isScalar)) {
+      parts.push(`<h4>${heading(k)} (${v.length})</h4><pre class="body">${esc(v.map((x) => (typeof x === "string" ? x : JSON.stringify(x))).join("\n"))}</pre>`);
+    } else if (!Array.isArray(v) && Object.values(v).every(isScalar)) {
+      parts.push(`<h4>${heading(k)}</h4>${kvTable(v)}`);
+    } else {
+      if (k === "topics" && Array.isArray(v)) parts.push(recordsTable(v));
+      parts.push(`<h4>${heading(k)}</h4>${jsonBlock(v)}`);
+    }
+  }
+  return parts.join("");
+}
+
 function side(title, obj, kflSide) {
   if (!obj) return `<div><h4>${title}</h4><div class="muted">—</div></div>`;
   const parts = [`<h4>${title}</h4>`];
   const scalars = {};
   for (const [k, v] of Object.entries(obj)) {
-    if (["headers", "cookies", "query", "body", "questions", "answers", "authorities", "additionals"].includes(k)) continue;
-    if (v !== null && typeof v === "object") continue; // messages, AVPs, events … below
+    if (OWN_SECTIONS.includes(k)) continue;
+    if (v !== null && typeof v === "object") continue;
+    if (typeof v === "string" && (v.length > TEXT_BLOCK || v.includes("\n"))) continue;
     scalars[k] = v;
   }
   parts.push(kvTable(scalars));
+  parts.push(nested(obj));
   if (obj.headers) parts.push(`<h4>Headers</h4>${kvTable(obj.headers, `${kflSide}.headers`)}`);
   if (obj.cookies && Object.keys(obj.cookies).length) parts.push(`<h4>Cookies</h4>${kvTable(obj.cookies)}`);
-  if (obj.query && Object.keys(obj.query).length) parts.push(`<h4>Query</h4>${kvTable(obj.query)}`);
+  if (obj.query && typeof obj.query === "object" && Object.keys(obj.query).length) parts.push(`<h4>Query</h4>${kvTable(obj.query)}`);
+  if (typeof obj.query === "string") parts.push(`<h4>SQL</h4><pre class="body sql">${esc(obj.query)}</pre>`);
   if (obj.questions) parts.push(`<h4>Questions</h4>${kvTable(Object.fromEntries(obj.questions.map((q, i) => [i, `${q.name} ${q.type}`])))}`);
   if (obj.answers) parts.push(`<h4>Answers</h4>${kvTable(Object.fromEntries(obj.answers.map((a, i) => [i, `${a.name} ${a.type} ${a.data} ttl=${a.ttl}`])))}`);
   if (obj.query_text || obj.graphql_query) parts.push(`<h4>GraphQL</h4><pre class="body">${gqlHighlight(obj.query_text || obj.graphql_query)}</pre>`);
-  if (Array.isArray(obj.messages)) parts.push(`<h4>Messages (${obj.messages.length})</h4><pre class="body">${esc(JSON.stringify(obj.messages, null, 2))}</pre>`);
-  if (Array.isArray(obj.avps)) parts.push(`<h4>AVPs (${obj.avp_count ?? obj.avps.length})</h4><pre class="body">${esc(avpTree(obj.avps))}</pre>`);
-  if (Array.isArray(obj.events)) parts.push(`<h4>Events</h4>${kvTable(Object.fromEntries(obj.events.map((ev, i) => [i, `+${ev.at_us} µs ${ev.from} ${ev.chunk}${ev.causes?.length ? ": " + ev.causes.join(", ") : ""}${ev.tag ? " tag " + ev.tag : ""}`])))}`);
-  for (const k of ["chunks", "ppids", "m3ua", "malformed", "abort"]) if (obj[k] && typeof obj[k] === "object") parts.push(`<h4>${esc(k)}</h4>${kvTable(obj[k])}`);
+  if (obj.messages) parts.push(`<h4>Messages (${obj.messages.length})</h4><pre class="body">${esc(JSON.stringify(obj.messages, null, 2))}</pre>`);
   if ("body" in obj) parts.push(`<h4>Body</h4>${body(obj.body)}`);
   return `<div>${parts.join("")}</div>`;
 }

@@ -10,6 +10,7 @@ import { renderMap } from "./servicemap.js";
 import { findTraces, renderTrace } from "./traces.js";
 import { ConsolePanel, watchEntryLinks } from "./console.js";
 import { TargetsPanel } from "./targets.js";
+import { RecordingsPanel } from "./recordings.js";
 import { esc, kflString, loadProtocols } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
@@ -186,6 +187,7 @@ function switchView(view) {
   }
   if (view === "console") consolePanel.refresh();
   if (view === "targets") targetsPanel.refresh();
+  if (view === "recordings") recordingsPanel.show(); else recordingsPanel.hide();
 }
 document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => switchView(b.dataset.view); });
 
@@ -202,6 +204,10 @@ document.addEventListener("keydown", (ev) => {
 });
 
 const targetsPanel = new TargetsPanel($("targets"));
+// A recording's "Entries": the traffic view filtered by record("name").
+const recordingsPanel = new RecordingsPanel($("recordings"), {
+  onOpen: (q) => { filter.input.value = q; switchView("traffic"); filter.apply(); },
+});
 const consolePanel = new ConsolePanel({ log: $("console-log"), form: $("console-form"), input: $("console-input"), note: $("console-note") });
 // An entry link (#entry=ID, as the console's answers cite entries): the traffic view with its detail open.
 watchEntryLinks(async (id) => {
