@@ -10,6 +10,7 @@ import { renderMap } from "./servicemap.js";
 import { findTraces, renderTrace } from "./traces.js";
 import { ConsolePanel, watchEntryLinks } from "./console.js";
 import { TargetsPanel } from "./targets.js";
+import { TlsPanel } from "./tls.js";
 import { RecordingsPanel } from "./recordings.js";
 import { esc, kflString, loadProtocols } from "./format.js";
 
@@ -187,6 +188,7 @@ function switchView(view) {
   }
   if (view === "console") consolePanel.refresh();
   if (view === "targets") targetsPanel.refresh();
+  if (view === "tls") tlsPanel.refresh();
   if (view === "recordings") recordingsPanel.show(); else recordingsPanel.hide();
 }
 document.querySelectorAll(".tabs button").forEach((b) => { b.onclick = () => switchView(b.dataset.view); });
@@ -204,6 +206,7 @@ document.addEventListener("keydown", (ev) => {
 });
 
 const targetsPanel = new TargetsPanel($("targets"));
+const tlsPanel = new TlsPanel($("tls"));
 // A recording's "Entries": the traffic view filtered by record("name").
 const recordingsPanel = new RecordingsPanel($("recordings"), {
   onOpen: (q) => { filter.input.value = q; switchView("traffic"); filter.apply(); },
