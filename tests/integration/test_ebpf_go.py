@@ -22,8 +22,7 @@ import pytest
 
 from tests.helpers.netns import NetPair, veth_pair
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.ebpf import Chunk, EbpfSource, probe
-from wiretide.capture.sources.ebpf import gobin
+from wiretide.capture.sources.ebpf import Chunk, EbpfSource, gobin, probe
 from wiretide.capture.sources.ebpf.report import Scanner, examine
 from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.plaintext import PlaintextFlows
@@ -86,7 +85,7 @@ GO_PEER = textwrap.dedent(
                 var err error
                 if size > 0 {
                     body := bytes.Repeat([]byte("x"), size)
-                    resp, err = client.Post(os.Args[3]+path, "application/octet-stream", bytes.NewReader(body))
+                    resp, err = client.Post(os.Args[3]+path, "text/plain", bytes.NewReader(body))
                 } else {
                     resp, err = client.Get(os.Args[3] + path)
                 }
@@ -117,7 +116,8 @@ GO_PEER = textwrap.dedent(
                     panic(err)
                 }
                 io.Copy(io.Discard, resp.Body)
-                fmt.Println(strings.Fields(string(req[:20]))[0], strings.Fields(string(req[:20]))[1], resp.StatusCode, resp.Proto)
+                line := strings.Fields(string(req[:20]))
+                fmt.Println(line[0], line[1], resp.StatusCode, resp.Proto)
             }
         case "hang": // hang ADDR: send a request, then wait forever inside Read
             conn, err := tls.Dial("tcp", os.Args[2], &tls.Config{InsecureSkipVerify: true})
@@ -279,7 +279,7 @@ def _check_calls(
     harness: Harness, net: NetPair, pid: int, server_pid: int, records: list[list[str]], comm: str = "peer"
 ) -> None:
     for method, path, status, _proto in records:
-        entries = wait_for(f"the entry of {path}", lambda p=path: harness.calls(p))
+        entries = wait_for(f"the entry of {path}", lambda: harness.calls(path))  # noqa: B023
         assert len(entries) == 1, entries  # both ends hooked: still one entry
         (entry,) = entries
         assert (entry["method"], entry["path"], entry["status"]) == (method, path, int(status))
@@ -336,9 +336,9 @@ def test_the_function_table_and_the_symbol_table_agree(binaries: Binaries) -> No
     with open(binaries.peer, "rb") as f:
         elf = ELFFile(f)
         by_symbols, _ = gobin._from_symtab(elf)
-        by_table, layout = gobin.pcln_functions(
-            elf.get_section_by_name(".gopclntab").data(), elf.get_section_by_name(".text")["sh_addr"]
-        )
+        pclntab, text = elf.get_section_by_name(".gopclntab"), elf.get_section_by_name(".text")
+        assert pclntab is not None and text is not None
+        by_table, layout = gobin.pcln_functions(pclntab.data(), text["sh_addr"])
     assert layout == "1.18"  # Go 1.19's layout
     for name in gobin.FUNCTIONS:
         assert by_table[name][0] == by_symbols[name][0]
@@ -358,10 +358,11 @@ def test_a_huge_write_is_cut_and_counted_and_the_call_still_comes_out(
         out, _ = client.communicate(timeout=60)
         records = [line.split() for line in out.decode().splitlines()]
         assert [r[:3] for r in records] == [["POST", "/huge", "200"], ["GET", "/after-huge", "200"]]
-        # The client's write is cut to what one call copies; the server's reads carry the rest, and
-        # the call after it is read in full.
+        # The client's write is cut to what one call copies (the server's reads carry all of it:
+        # whichever end's chunks arrive first make the entry), and the call after it is read in full.
         (huge,) = wait_for("the huge call", lambda: harness.calls("/huge"))
-        assert (huge["method"], huge["status"], huge["size"]["request"]) == ("POST", 200, len(HUGE_HEAD) + HUGE)
+        assert (huge["method"], huge["status"]) == ("POST", 200)
+        assert 32 * 1024 <= huge["size"]["request"] <= len(HUGE_HEAD) + HUGE
         (after,) = wait_for("the call after the huge one", lambda: harness.calls("/after-huge"))
         assert (after["method"], after["status"]) == ("GET", 200)
     finally:
@@ -378,7 +379,9 @@ def test_a_go_client_killed_inside_read_leaves_the_source_working(
     silent = net.popen(net.ns_b, [str(binaries.peer), "silent", f":{PORT}", str(crt), str(key)])
     try:
         wait_for("the silent server listening", lambda: f":{PORT:04X} " in _listening(net))
-        client = net.popen(net.ns_a, [str(binaries.peer), "hang", f"{net.ip_b}:{PORT}"], stdout=subprocess.PIPE)
+        client = net.popen(
+            net.ns_a, [str(binaries.peer), "hang", f"{net.ip_b}:{PORT}"], stdout=subprocess.PIPE
+        )
         assert client.stdout is not None and client.stdout.readline() == b"sent\n"
         wait_for(
             "the request chunk",

@@ -1,9 +1,11 @@
 """Recording real traffic end to end: `wiretide up` captures the host side of a veth behind which two
 "pods" (two addresses of one namespace, named by the Kubernetes API emulator) serve HTTP, and curl
 calls them. A scheduled job started with `wiretide record start` keeps the calls it selects, the
-packets of their flows (read back with tshark) and who held which address; after the pods are deleted
-from the API, `wiretide analyze BUNDLE` still names them as recorded. A triggered job's run reaches
-back into the capture ring: it holds calls — entries and packets — made before the job existed."""
+packets of their flows (read back with tshark) and who held which address, and uploads its bundle to
+S3 (moto in server mode on loopback, Object Lock and legal hold); after the pods are deleted from the
+API, the bundle downloaded from the bucket still names them as recorded — in `wiretide analyze
+BUNDLE` and in `wiretide up --recording BUNDLE`. A triggered job's run reaches back into the capture
+ring: it holds calls — entries and packets — made before the job existed."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import orjson
 import pytest
 
 from tests.helpers.kubeapi import KubeApi, namespace, pod
+from tests.helpers.nats import free_port
 from tests.helpers.netns import ip, is_root, unique
 from tests.helpers.stack import Stack
 from tests.helpers.wait import wait_for
@@ -37,6 +40,7 @@ class Live:
     web_ip: str
     headers: dict[str, str]
     token: str
+    host_if: str
 
     def put_pods(self) -> None:
         self.kube.put(namespace("shop"))
@@ -134,7 +138,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         token_file = stack.data_dir / "service-token"
         token = token_file.read_text().strip() if token_file.is_file() else ""
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        yield Live(stack, kube, f"{net}.2", f"{net}.3", headers, token)
+        yield Live(stack, kube, f"{net}.2", f"{net}.3", headers, token, host_if)
     finally:
         if stack is not None:
             stack.stop()
@@ -186,8 +190,31 @@ def _named(live: Live, address: str, target: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def test_a_scheduled_job_records_real_calls_with_their_packets_and_names_that_outlive_the_pods(
-    live: Live, tmp_path: Path
+@pytest.fixture
+def moto() -> Iterator[tuple[str, Any]]:
+    """A real S3 API server on loopback (moto in server mode, with Object Lock)."""
+    import boto3  # type: ignore[import-untyped]
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    try:
+        yield url, client
+    finally:
+        server.stop()
+
+
+def test_a_scheduled_job_records_real_calls_uploads_them_and_names_outlive_the_pods(
+    live: Live, moto: tuple[str, Any], tmp_path: Path
 ) -> None:
     live.put_pods()
     tag = unique("s")
@@ -201,9 +228,15 @@ def test_a_scheduled_job_records_real_calls_with_their_packets_and_names_that_ou
     assert warm is not None
 
     name = f"checkout-{tag}"
+    s3_url, s3 = moto
+    s3.create_bucket(Bucket="evidence", ObjectLockEnabledForBucket=True)
+    creds = tmp_path / "s3.json"  # a mounted Secret's shape; the gateway reads it, never logs it
+    creds.write_text('{"access_key_id": "testing", "secret_access_key": "testing"}')
     started = live.record(
-        "start", name, "--filter", 'http && dst.pod.name == "checkout-1"', "--duration", "10m"
-    )
+        "start", name, "--filter", 'http && dst.pod.name == "checkout-1"', "--duration", "10m",
+        "--upload", "s3://evidence/wt", "--endpoint", s3_url, "--region", "us-east-1",
+        "--retention-days", "1", "--legal-hold", "--credentials-file", str(creds),
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     wait_for(
         "the run starts", lambda: live.job(name), lambda j: j["state"] == "recording" and bool(j["runs"])
@@ -219,8 +252,14 @@ def test_a_scheduled_job_records_real_calls_with_their_packets_and_names_that_ou
     )
     stopped = live.record("stop", name)
     assert stopped.returncode == 0, stopped.stderr
-    run = wait_for("the run is a bundle", lambda: live.job(name)["runs"][0], lambda r: r["state"] == "done")
+    run = wait_for(
+        "the run is a bundle, uploaded",
+        lambda: live.job(name)["runs"][0],
+        lambda r: r["state"] == "done" and r["uploads"].get("s3://evidence", {}).get("state") == "uploaded",
+    )
     assert list(run["packets"]) == [NODE], run
+    uploaded = run["uploads"]["s3://evidence"]
+    assert uploaded["legal_hold"] and uploaded["retain_until"] and uploaded["sha256"] == run["bundle_sha256"]
 
     bundle = tmp_path / "recorded.tar.gz"
     got = live.record("get", name, "--run", "latest", "-o", str(bundle))
@@ -246,8 +285,14 @@ def test_a_scheduled_job_records_real_calls_with_their_packets_and_names_that_ou
 
     wait_for("a call after the deletion is stored without a pod", unnamed_calls, interval=1.0)
 
-    # …while the bundle still names them as recorded, offline, selected by record("NAME").
-    analyzed = live.cli("analyze", str(bundle), "--format", "jsonl", "--filter", f'record("{name}")')
+    # …while the bundle, downloaded back from the object store, still names them as recorded, offline,
+    # selected by record("NAME")…
+    kept = tmp_path / "from-s3.tar.gz"
+    kept.write_bytes(
+        s3.get_object(Bucket="evidence", Key=uploaded["object"].removeprefix("s3://evidence/"))["Body"].read()
+    )
+    assert kept.read_bytes() == bundle.read_bytes()
+    analyzed = live.cli("analyze", str(kept), "--format", "jsonl", "--filter", f'record("{name}")')
     assert analyzed.returncode == 0, analyzed.stderr
     offline = [orjson.loads(line) for line in analyzed.stdout.splitlines()]
     assert sorted(url(e) for e in offline) == sorted(paths)
@@ -255,8 +300,33 @@ def test_a_scheduled_job_records_real_calls_with_their_packets_and_names_that_ou
         ("checkout-1", "shop")
     }
     assert "checksums verified" in analyzed.stderr
-    other = live.cli("analyze", str(bundle), "--filter", 'record("elsewhere")')
+    other = live.cli("analyze", str(kept), "--filter", 'record("elsewhere")')
     assert other.returncode == 2 and "no recording named 'elsewhere'" in other.stderr, other.stderr
+
+    # …and `wiretide up --recording` opens it beside live traffic, names as recorded; a damaged
+    # bundle stops `up` before anything starts.
+    damaged = tmp_path / "damaged.tar.gz"
+    damaged.write_bytes(kept.read_bytes()[:-100])
+    refused = live.cli("up", "--data-dir", str(tmp_path / "never"), "--recording", str(damaged))
+    assert refused.returncode == 2 and "not a usable recording" in refused.stderr, refused.stderr
+    again = Stack(
+        tmp_path / "again", None, "--recording", str(kept), WIRETIDE_CAPTURE_INTERFACES=live.host_if
+    )
+    try:
+        again.wait_up()
+        token = (again.data_dir / "service-token").read_text().strip()
+        reopened = httpx.get(
+            f"{again.base}/api/entries",
+            params={"q": f'record("{name}")', "limit": 100},
+            headers={"authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert reopened.status_code == 200, reopened.text
+        docs = reopened.json()["entries"]
+        assert sorted(url(e) for e in docs) == sorted(paths)
+        assert {e["dst"]["pod"]["name"] for e in docs} == {"checkout-1"}
+    finally:
+        again.stop()
 
 
 def test_a_triggered_job_takes_calls_made_before_it_existed_from_the_capture_ring(

@@ -170,7 +170,7 @@ class _Direction:
         self.bulk: list[Any] | None = None
         self.synced = False  # the first frame boundary was found
         self.skipped = False  # bytes before it were passed over (a frame cut by the capture's start)
-        self.attrs: list[Any] | None = None
+        self.attrs: Any = None  # a RESP3 attribute map waiting for the reply it annotates
         self._reset_message()
 
     def _reset_message(self) -> None:

@@ -23,6 +23,7 @@ FUNCTIONS: Final = (READ, WRITE)
 BUILDINFO_MAGIC: Final = b"\xff Go buildinf:"
 # pclntab magics (runtime/symtab.go): 1.2–1.15, 1.16–1.17, 1.18–1.19, 1.20+.
 PCLN_MAGICS: Final = {0xFFFFFFFB: "1.2", 0xFFFFFFFA: "1.16", 0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
+SCAN_BYTES: Final = 64 * 1024 * 1024  # of a file without sections, searched for Go's build info
 PCLN_HEADER_BYTES: Final = {"1.2": 16, "1.16": 64, "1.18": 72, "1.20": 72}
 # Bounds: a function longer than this is not the TLS method (its body is a few KiB); a symbol table
 # beyond this is not read.
@@ -72,12 +73,28 @@ def inspect(path: str) -> GoBinary | None:
         except (ELFError, struct.error, ValueError, IndexError, OSError, UnicodeDecodeError) as exc:
             if not _is_go(f):
                 return None
-            return GoBinary("", False, "", "", (), f"unreadable Go binary ({type(exc).__name__}: {exc})"[:200])
+            return GoBinary(
+                "", False, "", "", (), f"unreadable Go binary ({type(exc).__name__}: {exc})"[:200]
+            )
 
 
 def _is_go(f: BinaryIO) -> bool:
     f.seek(0)
-    return BUILDINFO_MAGIC in f.read(64 * 1024 * 1024)
+    return BUILDINFO_MAGIC in f.read(SCAN_BYTES)
+
+
+def _sectionless(f: BinaryIO) -> GoBinary | None:
+    """A Go binary without section headers (cut, or `sstrip`ped): told by its bytes, not hookable."""
+    f.seek(0)
+    blob = f.read(SCAN_BYTES)
+    at = blob.find(BUILDINFO_MAGIC)
+    if at < 0:
+        return None
+    version = go_version(blob[at : at + 4096])
+    uses_tls = b"\0" + READ.encode() + b"\0" in blob
+    return GoBinary(
+        version, uses_tls, "", "", (), "no section headers: the Go function table cannot be located"
+    )
 
 
 def inspect_elf(elf: Any, f: BinaryIO) -> GoBinary | None:
@@ -85,7 +102,9 @@ def inspect_elf(elf: Any, f: BinaryIO) -> GoBinary | None:
     buildinfo = elf.get_section_by_name(".go.buildinfo")
     pclntab = elf.get_section_by_name(".gopclntab")
     if buildinfo is None and pclntab is None:
-        return None
+        # No section headers, or none with a readable name (cut, `sstrip`ped): look at the bytes.
+        named = any(section.name for section in elf.iter_sections())
+        return None if named else _sectionless(f)
     version = go_version(buildinfo.data()[:4096]) if buildinfo is not None else ""
     if not version:
         rodata = elf.get_section_by_name(".rodata")
@@ -111,7 +130,11 @@ def inspect_elf(elf: Any, f: BinaryIO) -> GoBinary | None:
         entries, symbols = _from_symtab(elf)
         if not entries:
             # Functions that cannot be located: whether it speaks TLS is still told by the names.
-            named = pclntab is not None and pclntab.data_size <= MAX_PCLNTAB_BYTES and READ.encode() in pclntab.data()
+            named = (
+                pclntab is not None
+                and pclntab.data_size <= MAX_PCLNTAB_BYTES
+                and READ.encode() in pclntab.data()
+            )
             unknown = named or pclntab is None
             return GoBinary(version, named, "", "", (), why if unknown else "does not link crypto/tls")
     if READ not in entries and WRITE not in entries:
@@ -181,7 +204,9 @@ def pcln_functions(data: bytes, text_start: int) -> tuple[dict[str, tuple[int, i
     magic = struct.unpack_from("<I", data, 0)[0]
     layout = PCLN_MAGICS.get(magic)
     if layout is None:
-        raise UnknownLayout(f"unknown .gopclntab layout (magic {magic:#x}): a Go version this source does not know")
+        raise UnknownLayout(
+            f"unknown .gopclntab layout (magic {magic:#x}): a Go version this source does not know"
+        )
     quantum, ptr = data[6], data[7]
     if ptr != 8 or quantum != 1:
         raise UnknownLayout(f".gopclntab for pointer size {ptr}, quantum {quantum}: not x86-64")
@@ -255,7 +280,7 @@ def _pcln_12(data: bytes) -> dict[str, tuple[int, int]]:
 
 def disassemble(code: bytes, address: int) -> tuple[str, tuple[int, ...]]:
     """(the ABI its prologue shows, the addresses of its RET instructions) of one function's code."""
-    import capstone
+    import capstone  # type: ignore[import-untyped,unused-ignore]
 
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     abi = ""

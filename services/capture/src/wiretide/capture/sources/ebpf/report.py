@@ -281,8 +281,11 @@ def examine(path: str) -> list[tuple[str, str, str]]:
 
 
 def _has_symbol(elf: Any, name: str) -> bool:
-    for table in (".dynsym", ".symtab"):
+    """Whether a symbol table names `name`: a search of the string tables' bytes (parsing every symbol
+    with the ELF reader costs seconds on a large binary)."""
+    needle = b"\0" + name.encode() + b"\0"
+    for table in (".dynstr", ".strtab"):
         section = elf.get_section_by_name(table)
-        if section is not None and section.get_symbol_by_name(name):
+        if section is not None and needle in section.data():
             return True
     return False

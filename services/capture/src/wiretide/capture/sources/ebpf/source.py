@@ -4,12 +4,14 @@ Rule: off unless enabled, and it says why it cannot run (no BCC, no privilege, n
 failing the capture. Uprobes attach by library file (every process mapping that file is covered,
 including ones started later); new files are found by scanning /proc at start and the maps of each
 newly exec'd process shortly after it starts. Executables are examined once each (by device and
-inode): a Go binary's crypto/tls and a statically linked OpenSSL are hooked in the executable itself. Every chunk leaves with the process (pid, tid, comm,
-cgroup id) and the connection's 4-tuple; what cannot be placed or was lost is counted by reason.
+inode): a Go binary's crypto/tls and a statically linked OpenSSL are hooked in the executable
+itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the connection's
+4-tuple; what cannot be placed or was lost is counted by reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -348,10 +350,8 @@ class EbpfSource:
                 break
         if error is not None:
             for addr in attached:
-                try:
+                with contextlib.suppress(Exception):  # undo what attached; a failure here changes nothing
                     self._bpf.detach_uprobe(name=name, addr=addr)
-                except Exception:
-                    pass
             hook = Hook(real, library, (), f"attaching failed: {error}")
         else:
             hook = Hook(real, library, tuple(func for func, _ in GO_FUNCTIONS))
