@@ -25,7 +25,7 @@ Figures are printed, never asserted. The machine is shared: compare CPU time, no
 requests/s figures move with whatever else runs. Needs root and BCC (python3-bpfcc), nginx, ab and
 openssl; exits 2 saying which is missing. The namespace and veth are removed on exit.
 
-    .venv/bin/python bench/ebpf.py                  # 3 rounds of 5k keep-alive / 1k new connection, a flood
+    .venv/bin/python bench/ebpf.py                  # 3 rounds of 5k keep-alive / 500 new connection, floods
     .venv/bin/python bench/ebpf.py --small          # CI-sized
     .venv/bin/python bench/ebpf.py --rounds 5 --keepalive 20000 --newconn 2000 --flood 100000
 """

@@ -51,11 +51,15 @@ def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Pat
         assert one["src"]["resolution"] == "ip" and one["dst"]["pod"]["name"].startswith("frontend-")
         assert one["dst"]["service"]["name"] == "frontend"
 
+        def query(q: str) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = httpx.get(
+                f"{base}/api/entries", params={"q": q, "limit": 5}, timeout=5
+            ).json()["entries"]
+            return found
+
         # The api's Redis calls are Redis entries (command, key, reply), not raw TCP rows.
         def redis_calls() -> list[dict[str, Any]]:
-            return httpx.get(
-                f"{base}/api/entries", params={"q": 'redis && redis_command == "INCR"', "limit": 5}, timeout=5
-            ).json()["entries"]
+            return query('redis && redis_command == "INCR"')
 
         calls = wait_for("redis entries from the api", redis_calls, timeout=60)
         assert calls[0]["path"] == "hits" and calls[0]["response"]["type"] == "integer"
@@ -63,17 +67,14 @@ def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(tmp_path: Pat
         assert named(calls[0], "dst") == ("data", "StatefulSet", "redis")
 
         # The db reads its rows from PostgreSQL: queries with their rows, and the failing audit query.
-        def pg(q: str) -> list[dict[str, Any]]:
-            return httpx.get(f"{base}/api/entries", params={"q": q, "limit": 5}, timeout=5).json()["entries"]
-
         queries = wait_for(
-            "postgresql queries from the db", lambda: pg('postgresql && method == "SELECT"'), timeout=60
+            "postgresql queries from the db", lambda: query('postgresql && method == "SELECT"'), timeout=60
         )
         assert queries[0]["request"]["query"].startswith("SELECT n, 'item-' || n")
         assert 1 <= queries[0]["response"]["rows"] <= 8 and queries[0]["status"] == 0
         assert named(queries[0], "src") == ("data", "StatefulSet", "db")
         assert named(queries[0], "dst") == ("data", "StatefulSet", "postgres")
         failed = wait_for(
-            "the failing audit query", lambda: pg('postgresql && pg_sqlstate == "42P01"'), timeout=60
+            "the failing audit query", lambda: query('postgresql && pg_sqlstate == "42P01"'), timeout=60
         )
         assert failed[0]["error"]["type"] == "42P01" and "audit_log" in failed[0]["error"]["message"]

@@ -275,12 +275,25 @@ def _client(net: NetPair, binary: Path, mode: str, body: int, *paths: str) -> tu
     return client.pid, [line.split() for line in out.decode().splitlines()]
 
 
+def _seen(harness: Harness, pid: int, server_pid: int) -> str:
+    """What the source reported of the two processes (for a failure's message)."""
+    seen = [
+        (c.pid, c.src_port, c.dst_port, c.from_client, c.local_is_sender, c.offset, c.data[:24])
+        for c in harness.chunks
+        if c.pid in (pid, server_pid)
+    ]
+    return f"client {pid}, server {server_pid}; source {harness.source.stats}; chunks {seen}"
+
+
 def _check_calls(
     harness: Harness, net: NetPair, pid: int, server_pid: int, records: list[list[str]], comm: str = "peer"
 ) -> None:
     for method, path, status, _proto in records:
-        entries = wait_for(f"the entry of {path}", lambda: harness.calls(path))  # noqa: B023
-        assert len(entries) == 1, entries  # both ends hooked: still one entry
+        try:
+            entries = wait_for(f"the entry of {path}", lambda: harness.calls(path))  # noqa: B023
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_seen(harness, pid, server_pid)}") from None
+        assert len(entries) == 1, (entries, _seen(harness, pid, server_pid))  # both ends hooked: one entry
         (entry,) = entries
         assert (entry["method"], entry["path"], entry["status"]) == (method, path, int(status))
         assert entry["tls"]["decrypted"] is True
@@ -292,9 +305,9 @@ def _check_calls(
         named = {end: entry[end]["process"] for end in ("src", "dst") if entry[end].get("process")}
         assert named, "the process that owns the byte stream names its end"
         if "src" in named:
-            assert (named["src"]["pid"], named["src"]["name"]) == (pid, comm)
+            assert (named["src"]["pid"], named["src"]["name"]) == (pid, comm), _seen(harness, pid, server_pid)
         if "dst" in named:
-            assert named["dst"]["pid"] == server_pid
+            assert named["dst"]["pid"] == server_pid, _seen(harness, pid, server_pid)
 
 
 @pytest.mark.parametrize("mode", ["h1", "h2"])
@@ -313,6 +326,26 @@ def test_a_go_client_and_server_give_entries_equal_to_the_clients_record(
     hook = harness.source.hooks[os.path.realpath(binaries.peer)]
     assert hook.functions == (gobin.WRITE, gobin.READ) and hook.error is None
     assert hook.library.startswith("go crypto/tls go1.")
+
+
+def test_on_kernels_without_task_registers_go_calls_are_placed_by_their_thread(
+    net: NetPair, binaries: Binaries, cert: tuple[Path, Path]
+) -> None:
+    source = EbpfSource(go_task_regs=False)  # the program older kernels (< 5.15) load
+    source.start()
+    harness = Harness(source)
+    try:
+        assert source.go_goroutine_of_syscall == "thread"
+        server = _serve(harness, net, binaries.peer, cert, "h1")
+        try:
+            pid, records = _client(net, binaries.peer, "h1", 0, "/by-thread", "/by-thread/created")
+            _check_calls(harness, net, pid, server.pid, records)
+        finally:
+            server.kill()
+            server.wait()
+    finally:
+        harness.close()
+        source.close()
 
 
 def test_a_stripped_go_binary_is_hooked_through_its_function_table(

@@ -195,10 +195,8 @@ CASES: list[tuple[str, list[str]]] = [
     ('pop.request.command == "RETR" || pop.response.indicator == "-ERR"', []),
     ('radius || radius_code == 1 || radius_user_name == "a" || radius_nas_identifier == "n"', []),
     ('radius_calling_station_id == "m" || radius_acct_status_type == "Stop" || radius_eap_type == "x"', []),
-    (
-        'diameter || diameter_command_code == 272 || diameter_application_id == 4 || diameter_session_id == "s"',
-        [],
-    ),
+    ("diameter || diameter_command_code == 272 || diameter_application_id == 4", []),
+    ('diameter_session_id == "s"', []),
     ('diameter_origin_host == "pcrf" || diameter_result_code == 5001', []),
     ('tlsx_sni.endsWith(".example.com")', ["01HTTP503"]),
     ('tlsx_sni == "api.stripe.com" && tls_version == "1.2"', ["01TLS"]),

@@ -36,6 +36,7 @@ SOURCE: Final = r"""
 
 #define CHUNK __CHUNK__
 #define PIECES __PIECES__
+#define GO_TASK_REGS __GO_TASK_REGS__
 
 struct call_t {
     u64 buf;
@@ -45,6 +46,8 @@ struct call_t {
     u32 dir;
     u32 ex;
     u32 lib;
+    u32 done;  // a Go write already emitted (at its first syscall)
+    u32 pad;
 };
 
 // A Go call is keyed by its goroutine (R14 in the register ABI), not its thread: a goroutine
@@ -107,6 +110,9 @@ BPF_TABLE("lru_hash", u64, u64, sk_owner, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", struct fdkey_t, struct conn_t, fd_conn, __MAX_SOCKETS__);
 BPF_TABLE("lru_hash", struct gokey_t, struct call_t, go_active, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u32, u32, go_pids, __MAX_ACTIVE__);  // processes that entered a hooked Go call
+#if !GO_TASK_REGS
+BPF_TABLE("lru_hash", u64, u64, go_thread, __MAX_ACTIVE__);  // thread -> goroutine that entered on it
+#endif
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 BPF_PERF_OUTPUT(events);
 
@@ -128,7 +134,7 @@ int read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0); }
 int write_ex_enter(struct pt_regs *ctx) { return enter(ctx, 0, 1); }
 int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1); }
 
-static int emit(struct pt_regs *ctx, struct call_t call, u64 n, u64 id);
+static int emit(void *ctx, struct call_t call, u64 n, u64 id);
 
 int leave(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
@@ -155,7 +161,9 @@ int leave(struct pt_regs *ctx) {
 
 // Go crypto/tls.(*Conn).Read/Write, register ABI (Go 1.17+): receiver in RAX, the slice's data
 // pointer in RBX (its length in RCX), the current goroutine in R14. The return sites are uprobes on
-// each RET instruction (uretprobes corrupt Go stacks), where RAX holds n.
+// each RET instruction (uretprobes corrupt Go stacks), where RAX holds n. A Write is emitted at its
+// first write syscall, before its bytes leave: emitted at its return, a fast answer read by another
+// goroutine could come out before the request it answers.
 static int go_enter(struct pt_regs *ctx, u32 dir) {
     u64 id = bpf_get_current_pid_tgid();
     struct gokey_t k = {};
@@ -164,12 +172,16 @@ static int go_enter(struct pt_regs *ctx, u32 dir) {
     struct call_t c = {};
     c.ssl = ctx->ax;
     c.buf = ctx->bx;
+    c.outlen = ctx->cx;
     c.fd = -1;
     c.dir = dir;
     c.lib = 1;
     go_active.update(&k, &c);
     u32 one = 1;
     go_pids.update(&k.pid, &one);
+#if !GO_TASK_REGS
+    go_thread.update(&id, &k.g);
+#endif
     return 0;
 }
 
@@ -187,12 +199,12 @@ int go_leave(struct pt_regs *ctx) {
     struct call_t call = *c;
     go_active.delete(&k);
     s64 n = (s64)ctx->ax;
-    if (n <= 0)
+    if (n <= 0 || call.done)
         return 0;
     return emit(ctx, call, (u64)n, id);
 }
 
-static __always_inline int emit(struct pt_regs *ctx, struct call_t call, u64 n, u64 id) {
+static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
     u32 pid = id >> 32;
     struct sslkey_t sk = {};
     sk.ssl = call.ssl;
@@ -265,7 +277,7 @@ static __always_inline int emit(struct pt_regs *ctx, struct call_t call, u64 n, 
     return 0;
 }
 
-static void note_fd(int fd) {
+static __always_inline void note_fd(void *ctx, int fd, int writing) {
     u64 id = bpf_get_current_pid_tgid();
     struct call_t *c = active.lookup(&id);
     if (c && c->fd < 0)
@@ -273,24 +285,40 @@ static void note_fd(int fd) {
     u32 pid = id >> 32;
     if (!go_pids.lookup(&pid))
         return;
+    struct gokey_t k = {};
+    k.pid = pid;
+#if GO_TASK_REGS
     // A Go process: the goroutine making this syscall is the R14 it entered the kernel with.
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    struct gokey_t k = {};
     bpf_probe_read_kernel(&k.g, sizeof(k.g), &regs->r14);
-    k.pid = pid;
+#else
+    // Kernels without bpf_task_pt_regs (< 5.15): the goroutine that last entered a call on this
+    // thread (wrong only when it blocked before its first syscall and another took the thread).
+    u64 *g = go_thread.lookup(&id);
+    if (!g)
+        return;
+    k.g = *g;
+#endif
     struct call_t *gc = go_active.lookup(&k);
-    if (gc && gc->fd < 0)
+    if (!gc)
+        return;
+    if (gc->fd < 0)
         gc->fd = fd;
+    if (writing && gc->dir == 0 && !gc->done && gc->outlen > 0) {
+        gc->done = 1;
+        struct call_t call = *gc;
+        emit(ctx, call, call.outlen, id);
+    }
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { note_fd(args->fd); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { note_fd(args->fd); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args, args->fd, 1); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { note_fd(args, args->fd, 0); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { note_fd(args, args->fd, 1); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { note_fd(args, args->fd, 0); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { note_fd(args, args->fd, 1); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { note_fd(args, args->fd, 0); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { note_fd(args, args->fd, 1); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { note_fd(args, args->fd, 0); return 0; }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     u64 id = bpf_get_current_pid_tgid();
@@ -393,10 +421,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 """
 
 
-def program_text() -> str:
-    """The program with its limits filled in."""
+def program_text(go_task_regs: bool = True) -> str:
+    """The program with its limits filled in; `go_task_regs` names a Go syscall's goroutine by the
+    task's saved registers (kernel 5.15+, BTF) instead of by its thread."""
     return (
         SOURCE.replace("__CHUNK__", str(CHUNK_BYTES))
+        .replace("__GO_TASK_REGS__", "1" if go_task_regs else "0")
         .replace("__PIECES__", str(PIECES_PER_CALL))
         .replace("__MAX_ACTIVE__", str(MAX_ACTIVE))
         .replace("__MAX_SOCKETS__", str(MAX_SOCKETS))

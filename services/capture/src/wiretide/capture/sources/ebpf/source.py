@@ -196,8 +196,9 @@ def libraries_in_maps(text: str) -> set[str]:
 class EbpfSource:
     """Loads the program, hooks the TLS libraries and turns kernel events into `Chunk`s."""
 
-    def __init__(self, proc: Path = Path("/proc")) -> None:
+    def __init__(self, proc: Path = Path("/proc"), go_task_regs: bool = True) -> None:
         self.proc = proc
+        self._go_task_regs = go_task_regs  # False: as on a kernel without bpf_task_pt_regs
         self.stats = EbpfStats()
         self.hooks: dict[str, Hook] = {}  # by file path as the processes map it
         self.conns = ConnectionTable(proc)
@@ -207,6 +208,9 @@ class EbpfSource:
         self._execs: dict[int, int] = {}  # pid → monotonic ns of its exec
         self._checked_exes: set[tuple[int, int]] = set()  # (dev, inode) of executables looked at
         self._boot_offset = time.time_ns() - time.monotonic_ns()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+        # How a Go call's socket is found: the goroutine of each syscall from the task's registers,
+        # or (older kernels) the thread its call entered on.
+        self.go_goroutine_of_syscall = "registers" if go_task_regs else "thread"
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -216,11 +220,18 @@ class EbpfSource:
         bcc = _load_bcc()
         _ensure_tracefs()
         try:
+            if not self._go_task_regs:
+                raise EbpfUnavailable("asked to place Go syscalls by thread")
             self._bpf = bcc.BPF(text=_program.program_text().encode())  # bytes: BCC warns on str
-        except Exception as exc:
-            raise EbpfUnavailable(
-                f"the BPF program does not load: {str(exc)[:300]} (kernel headers: see docs/ebpf.md)"
-            ) from exc
+        except Exception:
+            # A kernel without bpf_task_pt_regs (< 5.15): Go syscalls are placed by their thread.
+            try:
+                self._bpf = bcc.BPF(text=_program.program_text(go_task_regs=False).encode())
+            except Exception as exc:
+                raise EbpfUnavailable(
+                    f"the BPF program does not load: {str(exc)[:300]} (kernel headers: see docs/ebpf.md)"
+                ) from exc
+            self.go_goroutine_of_syscall = "thread"
         self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
         for path in sorted(self._system_libraries() | self._mapped_libraries()):
             self.hook(path)
@@ -403,6 +414,9 @@ class EbpfSource:
         if self._execs:
             self._scan_execs(time.monotonic_ns())
         out, self._out = self._out, []
+        # Per-CPU buffers are read one CPU after another: put the poll's chunks back in kernel order
+        # (a request written on one CPU before its answer was read on another comes first).
+        out.sort(key=_timestamp)
         return out
 
     def _on_lost(self, count: int) -> None:
@@ -468,6 +482,10 @@ class EbpfSource:
             self._open.clear()
         self._open[(h.pid, h.fd)] = chunk
         self._out.append(chunk)
+
+
+def _timestamp(chunk: Chunk) -> int:
+    return chunk.timestamp_ns
 
 
 def probe() -> str | None:
