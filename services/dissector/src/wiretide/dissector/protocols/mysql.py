@@ -449,14 +449,17 @@ class MysqlSession:
     # ---- the Session protocol ----
 
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
-        if self.opaque or self.upgrade is not None:
+        # (Not `if self.upgrade is not None: return`: a compiled build would then take `self.upgrade`
+        # for None after `_split` set it — mypyc keeps mypy's narrowing of the attribute.)
+        handed_over = self.opaque or self.upgrade is not None
+        if handed_over:
             return []
         out: list[Event] = []
         reader = self.client if from_client else self.server
         rest = self._split(reader, data, ts, from_client, out)
-        if self.upgrade is None:
-            return out
         up = self.upgrade
+        if up is None:
+            return out
         server_rest = self.server.buf
         if from_client:
             out.append(Upgrade(up.protocol, rest, server_rest))
