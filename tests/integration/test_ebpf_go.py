@@ -324,7 +324,7 @@ def test_a_go_client_and_server_give_entries_equal_to_the_clients_record(
         server.kill()
         server.wait()
     hook = harness.source.hooks[os.path.realpath(binaries.peer)]
-    assert hook.functions == (gobin.WRITE, gobin.READ) and hook.error is None
+    assert hook.functions == (gobin.WRITE, gobin.READ, gobin.HANDSHAKE) and hook.error is None
     assert hook.library.startswith("go crypto/tls go1.")
 
 

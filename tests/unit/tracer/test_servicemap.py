@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 import wiretide.tracer.service  # noqa: F401 - registers every tracer metric
 from wiretide.common.kfl import compile_predicate
+from wiretide.tracer.engine import Engine
 from wiretide.tracer.servicemap import ServiceMap, percentile
 
 from .chains import peer
@@ -39,14 +40,34 @@ def test_edges_carry_rate_error_rate_latency_percentiles_and_bytes() -> None:
     assert web.requests == 100 and web.error_rate == 0.1 and web.bytes == 100 * 200
     assert (web.p50_ms, web.p95_ms, web.p99_ms) == (50.0, 95.0, 99.0)
     assert web.request_rate == 10.0  # 100 calls over a 10 s window
-    only_errors = smap.compute(10 * 10**9, compile_predicate("status >= 500"))[1]
-    assert [(e.source, e.requests) for e in only_errors] == [("shop/mapweb", 10)]
     labels = {"source": "shop/mapweb", "destination": "shop/mapapi", "protocol": "http"}
     assert (
         REGISTRY.get_sample_value("wiretide_tracer_edge_requests_total", {**labels, "status_class": "5xx"})
         == 10
     )
     assert REGISTRY.get_sample_value("wiretide_tracer_edge_duration_seconds_count", labels) == 100
+
+
+def test_a_filtered_map_counts_the_matching_calls_the_trace_store_holds() -> None:
+    engine = Engine()
+    calls = [call(i, "fmapweb", "fmapapi", ms=i + 1, status=500 if i % 10 == 0 else 200) for i in range(100)]
+    calls.append(call(200, "fmapapi", "fmapdb", ms=3, status=200))
+    engine.ingest(calls)
+    engine.flush()
+    nodes, edges, missing = engine.service_map(10 * 10**9, compile_predicate("status >= 500"))
+    assert [(e.source, e.destination, e.requests, e.error_rate) for e in edges] == [
+        ("shop/fmapweb", "shop/fmapapi", 10, 1.0)
+    ]
+    assert [n.id for n in nodes] == ["shop/fmapapi", "shop/fmapweb"] and missing == 0
+    # Unfiltered, from the map's own records: every call, errors or not.
+    _, everything, _ = engine.service_map(10 * 10**9)
+    assert sorted(e.requests for e in everything) == [1, 100]
+    # Calls the store has forgotten are missing from a filtered map, and the answer says how many.
+    engine.store.max_traces = 1
+    engine.ingest([call(300, "fmapweb", "fmapapi", ms=1, status=503)])
+    engine.flush()
+    _, edges, missing = engine.service_map(10 * 10**9, compile_predicate("status >= 500"))
+    assert [e.requests for e in edges] == [1] and missing == 101
 
 
 def test_the_window_is_packet_time_and_the_record_bound_is_counted() -> None:

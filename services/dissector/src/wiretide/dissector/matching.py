@@ -2,6 +2,15 @@
 
 Rule: every table is bounded; a request pushed out by the bound is handed back as unanswered so that
 it still becomes an entry (with an error), and the caller counts it.
+
+FIFO after a capture gap: each direction resynchronises on its own, so a response may reach the matcher
+before the request it answers (released later from behind the other direction's hole), or answer a
+request that was lost in the hole. Two rules keep the pairs right: a response that finds no request
+waiting is held — the next request that started no later than it pairs with it, while a request
+that started after it cannot be what it answers, so the response leaves as an orphan; and a waiting
+request that started after a response is not what that response answers either, so the response
+leaves as an orphan and the request goes on waiting. Times are capture times of the first byte, and
+"after" means by more than CLOCK_SKEW_NS.
 """
 
 from __future__ import annotations
@@ -13,6 +22,10 @@ from wiretide.dissector.api import Message
 
 # Requests waiting for a response per flow: far beyond any sane pipelining depth.
 MAX_PENDING = 256
+# How far apart two capture times must be before one message is taken to have started after the
+# other: captures over several NIC queues or interfaces stamp packets slightly out of order, and a
+# pair wrongly refused would shift every later pair of the flow by one.
+CLOCK_SKEW_NS = 1_000_000
 
 Pair = tuple[Message | None, Message | None]
 
@@ -20,7 +33,7 @@ Pair = tuple[Message | None, Message | None]
 class Matcher:
     """Pairs messages of one flow. `add` returns finished pairs (request or response may be None)."""
 
-    __slots__ = ("_by_key", "_fifo", "mode")
+    __slots__ = ("_by_key", "_fifo", "_orphans", "mode")
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -29,6 +42,8 @@ class Matcher:
         # at most MAX_PENDING pointers is one small memmove).
         self._fifo: list[Message] | None = None
         self._by_key: OrderedDict[Hashable, Message] | None = None
+        # FIFO: responses that found no request waiting, oldest first (see the module rule).
+        self._orphans: list[Message] | None = None
 
     def add(self, msg: Message) -> list[Pair]:
         if msg.standalone or self.mode == "none":
@@ -37,6 +52,8 @@ class Matcher:
             return self._add_keyed(msg)
         fifo = self._fifo
         if msg.is_request:
+            if self._orphans:
+                return self._request_after_orphans(msg)
             if fifo is None:
                 fifo = self._fifo = []
             fifo.append(msg)
@@ -44,8 +61,31 @@ class Matcher:
                 return [(fifo.pop(0), None)]
             return []
         if fifo:
-            return [(fifo.pop(0), msg)]
-        return [(None, msg)]
+            if fifo[0].ts_first <= msg.ts_first + CLOCK_SKEW_NS:
+                return [(fifo.pop(0), msg)]
+            return [(None, msg)]  # answers a request lost before the one waiting
+        orphans = self._orphans
+        if orphans is None:
+            orphans = self._orphans = []
+        orphans.append(msg)
+        if len(orphans) > MAX_PENDING:
+            return [(None, orphans.pop(0))]
+        return []
+
+    def _request_after_orphans(self, req: Message) -> list[Pair]:
+        """A request while responses wait: those that started before it do not answer it."""
+        orphans = self._orphans
+        assert orphans is not None
+        out: list[Pair] = []
+        while orphans and orphans[0].ts_first + CLOCK_SKEW_NS < req.ts_first:
+            out.append((None, orphans.pop(0)))
+        if orphans:
+            out.append((req, orphans.pop(0)))
+        else:
+            if self._fifo is None:
+                self._fifo = []
+            self._fifo.append(req)
+        return out
 
     def _add_keyed(self, msg: Message) -> list[Pair]:
         table = self._by_key
@@ -69,6 +109,9 @@ class Matcher:
         fifo = self._fifo
         while fifo and fifo[0].ts_last < before_ns:
             out.append((fifo.pop(0), None))
+        orphans = self._orphans
+        while orphans and orphans[0].ts_last < before_ns:
+            out.append((None, orphans.pop(0)))
         table = self._by_key
         while table:
             key, first = next(iter(table.items()))
@@ -83,10 +126,12 @@ class Matcher:
         out: list[Pair] = [(m, None) for m in self._fifo or ()]
         if self._by_key:
             out.extend((m, None) for m in self._by_key.values())
+        out.extend((None, m) for m in self._orphans or ())
         self._fifo = None
         self._by_key = None
+        self._orphans = None
         return out
 
     @property
     def pending(self) -> int:
-        return len(self._fifo or ()) + len(self._by_key or ())
+        return len(self._fifo or ()) + len(self._by_key or ()) + len(self._orphans or ())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -271,16 +272,18 @@ class Pipeline:
                                     if flags & ACK:
                                         other = streams[1 - d]
                                         if other.pending:
-                                            for chunk in other.acked(ack, ts):
-                                                self._deliver(flow, 1 - d, chunk, ts)
+                                            chunks = other.acked(ack, ts)
+                                            if chunks:
+                                                self._deliver_held(flow, 1 - d, chunks, other.stamps, ts)
                                     if plen:
                                         stream = streams[d]
                                         if seq == stream.next_seq and not stream.pending:
                                             stream.next_seq = (seq + plen) & _U32_SEQ
                                             self._deliver(flow, d, bytes(buf[po : po + plen]), ts)
                                         else:
-                                            for chunk in stream.segment(seq, bytes(buf[po : po + plen])):
-                                                self._deliver(flow, d, chunk, ts)
+                                            chunks = stream.segment(seq, bytes(buf[po : po + plen]), ts)
+                                            if chunks:
+                                                self._deliver_held(flow, d, chunks, stream.stamps, ts)
                                     off = end
                                     if ts >= self._next_sweep:
                                         self._sweep(ts)
@@ -608,8 +611,9 @@ class Pipeline:
         if flags & ACK:
             other = streams[1 - d]
             if other.pending:
-                for chunk in other.acked(ack, ts):
-                    self._deliver(flow, 1 - d, chunk, ts)
+                chunks = other.acked(ack, ts)
+                if chunks:
+                    self._deliver_held(flow, 1 - d, chunks, other.stamps, ts)
         stream = streams[d]
         if plen:
             if flags & SYN:
@@ -620,8 +624,9 @@ class Pipeline:
                 stream.next_seq = (seq + plen) & _U32_SEQ
                 self._deliver(flow, d, bytes(buf[po:pe]), ts)
             else:
-                for chunk in stream.segment(seq, bytes(buf[po:pe])):
-                    self._deliver(flow, d, chunk, ts)
+                chunks = stream.segment(seq, bytes(buf[po:pe]), ts)
+                if chunks:
+                    self._deliver_held(flow, d, chunks, stream.stamps, ts)
         if flags & FIN:
             stream.fin((seq + 1) & _U32_SEQ if flags & SYN else seq, plen)
             if streams[0].fin_seq is not None and streams[1].fin_seq is not None:
@@ -798,6 +803,19 @@ class Pipeline:
                 self._give_up(flow, exc, ts)
         elif type(chunk) is int:
             self.stats["gaps"] += 1
+
+    def _deliver_held(
+        self, flow: Flow, d: int, chunks: tuple[bytes | int, ...], stamps: Sequence[int], ts: int
+    ) -> None:
+        """Chunks from reassembly, each with the capture time of its bytes (`stamps`, one per chunk)
+        when some were held behind a hole, so that a message released late keeps the time it was sent
+        — what pairing after a gap checks a response against."""
+        if len(stamps) == len(chunks):
+            for chunk, t in zip(chunks, stamps, strict=True):
+                self._deliver(flow, d, chunk, t if 0 < t <= ts else ts)
+        else:
+            for chunk in chunks:
+                self._deliver(flow, d, chunk, ts)
 
     def _give_up(self, flow: Flow, exc: Exception, ts: int) -> None:
         """A parser raised: the flow becomes a violation (counted) and is only counted from now on."""
@@ -978,8 +996,10 @@ class Pipeline:
         self.stats[f"closed_{reason}"] += 1
         if flow.streams is not None:
             for d in (0, 1):
-                for chunk in flow.streams[d].flush():
-                    self._deliver(flow, d, chunk, ts)
+                stream = flow.streams[d]
+                chunks = stream.flush()
+                if chunks:
+                    self._deliver_held(flow, d, chunks, stream.stamps, ts)
         assoc = flow.sctp
         if assoc is not None:
             for d, _, ppid, chunk, t in assoc.flush(ts):

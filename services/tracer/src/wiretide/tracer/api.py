@@ -94,9 +94,8 @@ class TracerApi(tracer_pb2_grpc.TracerServiceServicer):
         predicate = await self._predicate(request.query, context)
         if request.window_ns < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "window_ns must not be negative")
-        smap = self.engine.map
-        nodes, edges = smap.compute(request.window_ns, predicate)
-        end = smap.latest_ns
+        nodes, edges, evicted = self.engine.service_map(request.window_ns, predicate)
+        end = self.engine.map.latest_ns
         return tracer_pb2.GetServiceMapResponse(
             nodes=[
                 tracer_pb2.ServiceNode(id=n.id, name=n.name, namespace=n.namespace, kind=n.kind)
@@ -119,5 +118,5 @@ class TracerApi(tracer_pb2_grpc.TracerServiceServicer):
             ],
             start_ns=end - request.window_ns if request.window_ns else 0,
             end_ns=end,
-            records_evicted=int(smap.evicted),
+            records_evicted=evicted,
         )

@@ -14,7 +14,7 @@ from typing import Any
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
 from wiretide.tracer.causality import CausalitySource
 from wiretide.tracer.rules import SpanRule
-from wiretide.tracer.servicemap import ServiceMap
+from wiretide.tracer.servicemap import Edge, Node, ServiceMap, calls_of
 from wiretide.tracer.spans import KIND_SERVER, Span
 from wiretide.tracer.store import TraceStore
 
@@ -52,6 +52,18 @@ class Engine:
         self._last_arrival_wall_ns = wall_ns
         self._idle_base_ns = self.assembler.watermark
         return self._collect()
+
+    def service_map(
+        self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None
+    ) -> tuple[list[Node], list[Edge], int]:
+        """The service map over `window_ns` of packet time, and how many calls it no longer sees. The
+        map's records hold no entries: a KFL-filtered map is drawn from the calls whose spans the
+        trace store still holds (its evicted calls are the ones missing)."""
+        if predicate is None:
+            nodes, edges = self.map.compute(window_ns)
+            return nodes, edges, self.map.evicted
+        nodes, edges = self.map.compute(window_ns, calls_of(self.store.spans(), predicate))
+        return nodes, edges, self.store.evicted_calls
 
     def idle(self, wall_ns: int) -> list[Span]:
         """Move packet time on by the wall time since the last entry arrived, and collect what ripened."""

@@ -1,6 +1,8 @@
 """The service map and RED metrics: who calls whom, how often, how often it fails, how fast, how much.
 
-Rule: one record per entry, kept in a bounded window (oldest forgotten first, counted); the map is
+Rule: one record per entry, kept in a bounded window (oldest forgotten first, counted); a record
+holds only what the map aggregates — time, both ends (shared `Workload`s), protocol, duration, error,
+bytes — never the entry or its spans (~0.2 KB a call, not the entry's KBs). The map is
 computed from those records at query time over packet time, so it reads the same for a pcap replay as
 for live traffic — and names each end as it is known at query time: an end recorded by its address
 alone (its identity arrived after its first calls) is drawn as the workload that held that address
@@ -14,7 +16,7 @@ import bisect
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, cast
 
@@ -169,7 +171,8 @@ class Holders:
 
 
 class CallRecord(NamedTuple):
-    """One call on the map (a tuple: one is made per entry, and a frozen dataclass costs twice as much)."""
+    """One call on the map (a tuple: one is made per entry, and a frozen dataclass costs twice as much).
+    No entry: a KFL-filtered map is drawn from the calls the trace store holds (`calls_of`)."""
 
     ts_ns: int
     source: Workload
@@ -178,7 +181,6 @@ class CallRecord(NamedTuple):
     duration_ns: int
     error: bool
     bytes: int
-    entry: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,31 @@ class Edge:
     p95_ms: float
     p99_ms: float
     bytes: int
+
+
+def _span_bytes_on_wire(shared: dict[str, Any]) -> int:
+    req, resp = shared.get("wiretide.request.size", 0), shared.get("wiretide.response.size", 0)
+    return (req if isinstance(req, int) and req > 0 else 0) + (resp if isinstance(resp, int) and resp > 0 else 0)
+
+
+def calls_of(spans: Iterable[Span], predicate: Callable[[dict[str, Any]], bool] | None) -> list[CallRecord]:
+    """The map's records of the calls whose spans these are (one per call, from its server side, its
+    caller as the client side was finally named), those whose entry matches `predicate`."""
+    out = []
+    for span in spans:
+        client = span.partner
+        if client is None or "service.peer.name" in span.own:
+            continue  # a client side (only it names its peer service; the server side stands for the call)
+        if predicate is not None and not predicate(span.entry):
+            continue
+        shared = span.shared
+        out.append(
+            CallRecord(
+                span.start_ns, client.workload, span.workload, str(shared.get("wiretide.protocol", "tcp")),
+                span.end_ns - span.start_ns, span.error, _span_bytes_on_wire(shared),
+            )
+        )  # fmt: skip
+    return out
 
 
 def _str(value: Any) -> str:
@@ -262,13 +289,9 @@ class ServiceMap:
         """`add_call` for an entry already turned into spans: its times, protocol, sizes and error are
         read from the span (the same values `add_call` would work out from the entry)."""
         shared = span.shared
-        req, resp = shared.get("wiretide.request.size", 0), shared.get("wiretide.response.size", 0)
-        nbytes = (req if isinstance(req, int) and req > 0 else 0) + (
-            resp if isinstance(resp, int) and resp > 0 else 0
-        )
         self._record(
             span.entry, source, destination, span.error, span.start_ns, span.end_ns - span.start_ns,
-            str(shared["wiretide.protocol"]), nbytes,
+            str(shared["wiretide.protocol"]), _span_bytes_on_wire(shared),
         )  # fmt: skip
 
     def _record(
@@ -279,7 +302,7 @@ class ServiceMap:
         if len(records) == records.maxlen:
             self.evicted += 1
             RECORDS_EVICTED.inc()
-        records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes, entry))
+        records.append(CallRecord(ts, source, destination, protocol, duration, error, nbytes))
         if source.known and not source.learned:
             self._saw(entry.get("src"), ts, source)
         if destination.known and not destination.learned:
@@ -321,15 +344,15 @@ class ServiceMap:
         return self.holders.at(workload.address, ts) or workload
 
     def compute(
-        self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None
+        self, window_ns: int, calls: Iterable[CallRecord] | None = None
     ) -> tuple[list[Node], list[Edge]]:
+        """Nodes and edges over the last `window_ns` of packet time (0: everything held), from the
+        map's records, or from `calls` (e.g. `calls_of` the trace store's spans, for a filtered map)."""
         since = self.latest_ns - window_ns if window_ns > 0 else 0
         nodes: dict[str, Node] = {}
         groups: dict[tuple[str, str, str], list[CallRecord]] = {}
-        for rec in reversed(self.records):
+        for rec in reversed(self.records) if calls is None else calls:
             if rec.ts_ns < since:
-                continue
-            if predicate is not None and not predicate(rec.entry):
                 continue
             src = node_of(self.resolved(rec.source, rec.ts_ns))
             dst = node_of(self.resolved(rec.destination, rec.ts_ns))

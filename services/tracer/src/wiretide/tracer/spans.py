@@ -194,6 +194,9 @@ class Span:
     claimed: set[str] | None = field(default=None, repr=False)  # signatures of calls linked to it
     # A group solution's proposal for this call's parent: (parent, margin, ids of the group's requests).
     hint: tuple[Span, float, frozenset[int]] | None = field(default=None, repr=False)
+    # Estimated bytes this span holds (store.py), set once per call by the assembler: the entry is
+    # charged to the client side, the server side holds its own objects. 0: not estimated yet.
+    size: int = 0
 
     @property
     def attributes(self) -> Attributes:

@@ -1,9 +1,11 @@
 """Recent traces, kept in memory for `GetTrace` and `FindTraces`.
 
 Rule: bounded by trace count and by bytes — each span is charged what it holds (the span, its
-attributes and the entry it was built from, whose bodies may be up to the body cap each), and while
-either bound is exceeded the trace touched longest ago is forgotten; every eviction is counted. The
-store answers only from what it still holds (long-term storage is the OTLP backend's).
+attributes and the entry it was built from, whose bodies may be up to the body cap each: estimated
+once per call, when the assembler makes its spans, `Span.size`), and while either bound is exceeded
+the trace touched longest ago is forgotten; every eviction is counted, and the evicted spans let
+their entries go (a span the assembler still holds keeps only the flow id linking reads). The store
+answers only from what it still holds (long-term storage is the OTLP backend's).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from prometheus_client import Counter, Gauge
 
 from wiretide.tracer.spans import Span
@@ -68,12 +71,45 @@ def value_bytes(value: object, depth: int = 0) -> int:
     return SCALAR
 
 
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """`value_bytes` of a decoded entry, estimated from its JSON text instead of a walk in Python: the
+    text's length (every character of every string, plus quotes and punctuation: a little above) and
+    the objects its tokens become, counted in C (`"` pairs are strings, `":` the keys among them,
+    `{`/`[` containers, `,` the items after each container's first). Keys are charged like values
+    (above what orjson's key cache costs). Non-ASCII text (a string of wide characters costs up to 4
+    bytes a character, more than its UTF-8) and what orjson cannot encode are walked instead."""
+    try:
+        text = orjson.dumps(entry)
+    except (TypeError, orjson.JSONEncodeError):  # too deep, an odd key or number: walk (bounded)
+        return value_bytes(entry)
+    if not text.isascii():
+        return value_bytes(entry)
+    keys = text.count(b'":')
+    strings = text.count(b'"') >> 1  # an escaped quote counts half a string more: above, never below
+    dicts = text.count(b"{")
+    lists = text.count(b"[")
+    items = text.count(b",") + dicts + lists  # over-counts empty containers by one item each
+    scalars = max(items - strings, 0)
+    return (
+        len(text)
+        + STR_BASE * strings
+        + DICT_BASE * dicts
+        + DICT_ITEM * keys
+        + LIST_BASE * lists
+        + LIST_ITEM * max(items - keys, 0)
+        + SCALAR * scalars
+    )
+
+
 def span_bytes(span: Span, entry_counted: bool = False) -> int:
-    """Estimated bytes one span holds: its own objects, plus its entry unless already charged to the
-    other side of the same call."""
+    """Estimated bytes one span holds: its `size` when the assembler set it (the call's bytes on its
+    client side, its own objects on the other), else its objects plus its entry unless already
+    charged to the other side of the same call."""
+    if span.size:
+        return span.size
     if entry_counted:
         return SPAN_BASE
-    return SPAN_BASE + value_bytes(span.entry)
+    return SPAN_BASE + entry_bytes(span.entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +152,20 @@ class TraceStore:
         self.sizes: dict[bytes, int] = {}  # estimated bytes per held trace
         self.held_bytes = 0
         self.evicted = 0
+        self.evicted_calls = 0  # calls (entries) of the evicted traces: what a filtered map no longer sees
 
     def add(self, spans: list[Span]) -> None:
         traces = self.traces
         sizes = self.sizes
-        # Both sides of a call share one entry: charge it once (by identity, within this batch).
+        # Both sides of a call share one entry: charge it once (by identity, within this batch) when
+        # the spans came without a size (the assembler sets it, once per call).
         charged: set[int] = set()
         for span in spans:
-            entry_id = id(span.entry)
-            size = span_bytes(span, entry_id in charged)
-            charged.add(entry_id)
+            size = span.size
+            if not size:
+                entry_id = id(span.entry)
+                size = span_bytes(span, entry_id in charged)
+                charged.add(entry_id)
             key = span.trace_id
             bucket = traces.get(key)
             if bucket is None:
@@ -143,10 +183,22 @@ class TraceStore:
 
     def _evict_oldest(self) -> None:
         """Forget the trace touched longest ago (the one being added too, when it alone is too big)."""
-        key, _spans = self.traces.popitem(last=False)
+        key, spans = self.traces.popitem(last=False)
         self.held_bytes -= self.sizes.pop(key)
         self.evicted += 1
+        self.evicted_calls += len({id(s.entry) for s in spans})
+        # The assembler may still hold these spans (its timelines, for linking later calls): what
+        # linking reads of an entry is its flow id (delays.py); the rest is let go with the trace.
+        for s in spans:
+            entry = s.entry
+            if len(entry) > 1:
+                flow = entry.get("flow_id")
+                s.entry = {"flow_id": flow} if flow is not None else {}
         EVICTED.inc()
+
+    def spans(self) -> list[Span]:
+        """Every span held, newest trace last (a copy: safe while spans keep arriving)."""
+        return [s for spans in list(self.traces.values()) for s in spans]
 
     def get(self, trace_id_hex: str) -> list[Span]:
         try:

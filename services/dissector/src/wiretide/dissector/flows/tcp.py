@@ -25,6 +25,7 @@ MAX_AHEAD: Final = 1 << 30
 
 Chunk = bytes | int  # bytes = data in order; int = a gap of that many bytes
 NOTHING: Final[tuple[Chunk, ...]] = ()
+NO_STAMPS: Final[tuple[int, ...]] = ()
 
 
 class TcpStream:
@@ -35,12 +36,14 @@ class TcpStream:
         "fin_seq",
         "gap_bytes",
         "gaps",
+        "held_ts",
         "lost_at",
         "next_seq",
         "out_of_order",
         "overlaps",
         "pending",
         "retransmissions",
+        "stamps",
     )
 
     def __init__(self) -> None:
@@ -48,6 +51,12 @@ class TcpStream:
         # Out-of-order segments by sequence number; allocated by the first one (most flows never
         # reorder, and a half-open flow should cost as little as possible).
         self.pending: dict[int, bytes] | None = None
+        # Capture time of each held segment, by sequence number (allocated with `pending`): bytes
+        # released from behind a hole keep the time they were captured, not the time of their release.
+        self.held_ts: dict[int, int] | None = None
+        # Capture times of the chunks the last `segment`/`acked`/`flush` returned, one per chunk (a
+        # gap takes the time of the bytes after it); empty when they all belong to the current packet.
+        self.stamps: tuple[int, ...] | list[int] = NO_STAMPS
         self.buffered = 0
         self.fin_seq: int | None = None
         self.retransmissions = 0
@@ -70,8 +79,10 @@ class TcpStream:
     def finished(self) -> bool:
         return self.fin_seq is not None and self.next_seq == self.fin_seq and not self.pending
 
-    def segment(self, seq: int, payload: bytes) -> tuple[Chunk, ...]:
-        """Take one segment with payload; return what is now deliverable, in order."""
+    def segment(self, seq: int, payload: bytes, ts: int = 0) -> tuple[Chunk, ...]:
+        """Take one segment with payload (captured at `ts`); return what is now deliverable, in
+        order, with their capture times in `stamps`."""
+        self.stamps = NO_STAMPS
         nxt = self.next_seq
         if nxt is None:
             nxt = self.next_seq = seq
@@ -79,7 +90,7 @@ class TcpStream:
         if d == 0:
             self.next_seq = (seq + len(payload)) & SEQ_MASK
             if self.pending:
-                return (payload, *self._drain())
+                return (payload, *self._drain([ts]))
             return (payload,)
         if d >= SEQ_HALF:  # starts before what was delivered: retransmission or overlap
             back = SEQ_MOD - d
@@ -90,14 +101,16 @@ class TcpStream:
             payload = payload[back:]
             self.next_seq = (nxt + len(payload)) & SEQ_MASK
             if self.pending:
-                return (payload, *self._drain())
+                return (payload, *self._drain([ts]))
             return (payload,)
         if d > MAX_AHEAD:
             return NOTHING
         # Ahead of a hole: hold it (first copy wins).
         pending = self.pending
-        if pending is None:
+        held_ts = self.held_ts
+        if pending is None or held_ts is None:
             pending = self.pending = {}
+            held_ts = self.held_ts = {}
         old = pending.get(seq)
         if old is not None and len(old) >= len(payload):
             self.retransmissions += 1
@@ -106,6 +119,7 @@ class TcpStream:
         if old is not None:
             self.buffered -= len(old)
         pending[seq] = payload
+        held_ts[seq] = ts
         self.buffered += len(payload)
         if self.buffered > MAX_BUFFERED_BYTES or len(pending) > MAX_BUFFERED_SEGMENTS:
             return self._skip_hole()
@@ -114,6 +128,7 @@ class TcpStream:
     def acked(self, ack: int, ts: int) -> tuple[Chunk, ...]:
         """The peer acknowledged `ack`. A hole below it was received but maybe not captured: once it
         has stayed open for REORDER_WINDOW_NS of capture time, it is a gap."""
+        self.stamps = NO_STAMPS
         nxt = self.next_seq
         if nxt is None or not self.pending:
             return NOTHING
@@ -130,8 +145,11 @@ class TcpStream:
     def flush(self) -> tuple[Chunk, ...]:
         """The connection ended: deliver whatever is held, with gaps for the holes."""
         out: list[Chunk] = []
+        stamps: list[int] = []
         while self.pending:
             out.extend(self._skip_hole())
+            stamps += self.stamps
+        self.stamps = stamps
         return tuple(out)
 
     def _skip_hole(self) -> tuple[Chunk, ...]:
@@ -142,12 +160,20 @@ class TcpStream:
         self.gap_bytes += lowest
         self.lost_at = 0
         self.next_seq = (nxt + lowest) & SEQ_MASK
-        return (lowest, *self._drain())
+        stamps: list[int] = []
+        chunks = self._drain(stamps)
+        if stamps:  # the gap is known from the first bytes after it
+            stamps.insert(0, stamps[0])
+        return (lowest, *chunks)
 
-    def _drain(self) -> list[Chunk]:
+    def _drain(self, stamps: list[int]) -> list[Chunk]:
+        """Deliverable held segments, in order; their capture times are appended to `stamps`, which
+        becomes `self.stamps`."""
+        self.stamps = stamps
         out: list[Chunk] = []
         pending = self.pending
-        assert pending is not None
+        held_ts = self.held_ts
+        assert pending is not None and held_ts is not None
         while pending:
             base = self.next_seq
             assert base is not None
@@ -158,6 +184,7 @@ class TcpStream:
                 if 0 < d < SEQ_HALF:
                     break
                 data = pending.pop(seq)
+                t = held_ts.pop(seq, 0)
                 self.buffered -= len(data)
                 back = 0 if d == 0 else SEQ_MOD - d
                 if back >= len(data):
@@ -167,6 +194,7 @@ class TcpStream:
                     self.overlaps += 1
                     data = data[back:]
                 out.append(data)
+                stamps.append(t)
                 nxt = self.next_seq = (nxt + len(data)) & SEQ_MASK
                 progressed = True
                 break

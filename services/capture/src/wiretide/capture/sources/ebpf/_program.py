@@ -110,6 +110,9 @@ BPF_TABLE("lru_hash", u64, u64, sk_owner, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", struct fdkey_t, struct conn_t, fd_conn, __MAX_SOCKETS__);
 BPF_TABLE("lru_hash", struct gokey_t, struct call_t, go_active, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u32, u32, go_pids, __MAX_ACTIVE__);  // processes that entered a hooked Go call
+// Goroutines inside (*Conn).handshakeContext -> the *tls.Conn: its first syscall names the socket, so
+// that a first Read served from what the handshake already read (no syscall) is placed too.
+BPF_TABLE("lru_hash", struct gokey_t, u64, go_hs, __MAX_ACTIVE__);
 #if !GO_TASK_REGS
 BPF_TABLE("lru_hash", u64, u64, go_thread, __MAX_ACTIVE__);  // thread -> goroutine that entered on it
 #endif
@@ -187,6 +190,29 @@ static int go_enter(struct pt_regs *ctx, u32 dir) {
 
 int go_write_enter(struct pt_regs *ctx) { return go_enter(ctx, 0); }
 int go_read_enter(struct pt_regs *ctx) { return go_enter(ctx, 1); }
+
+int go_handshake_enter(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct gokey_t k = {};
+    k.g = ctx->r14;
+    k.pid = id >> 32;
+    u64 conn = ctx->ax;
+    go_hs.update(&k, &conn);
+    u32 one = 1;
+    go_pids.update(&k.pid, &one);
+#if !GO_TASK_REGS
+    go_thread.update(&id, &k.g);
+#endif
+    return 0;
+}
+
+int go_handshake_leave(struct pt_regs *ctx) {
+    struct gokey_t k = {};
+    k.g = ctx->r14;
+    k.pid = bpf_get_current_pid_tgid() >> 32;
+    go_hs.delete(&k);
+    return 0;
+}
 
 int go_leave(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
@@ -299,6 +325,15 @@ static __always_inline void note_fd(void *ctx, int fd, int writing) {
         return;
     k.g = *g;
 #endif
+    u64 *hs = go_hs.lookup(&k);
+    if (hs) {
+        struct sslkey_t sk = {};
+        sk.ssl = *hs;
+        sk.pid = pid;
+        s32 f = fd;
+        ssl_fd.update(&sk, &f);
+        go_hs.delete(&k);
+    }
     struct call_t *gc = go_active.lookup(&k);
     if (!gc)
         return;

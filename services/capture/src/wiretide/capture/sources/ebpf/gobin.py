@@ -19,7 +19,10 @@ from typing import Any, BinaryIO, Final
 
 READ: Final = "crypto/tls.(*Conn).Read"
 WRITE: Final = "crypto/tls.(*Conn).Write"
+HANDSHAKE: Final = "crypto/tls.(*Conn).handshakeContext"  # Go 1.17+; hooked when present
 FUNCTIONS: Final = (READ, WRITE)
+OPTIONAL: Final = (HANDSHAKE,)
+WANTED: Final = FUNCTIONS + OPTIONAL
 BUILDINFO_MAGIC: Final = b"\xff Go buildinf:"
 # pclntab magics (runtime/symtab.go): 1.2–1.15, 1.16–1.17, 1.18–1.19, 1.20+.
 PCLN_MAGICS: Final = {0xFFFFFFFB: "1.2", 0xFFFFFFFA: "1.16", 0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
@@ -121,7 +124,7 @@ def inspect_elf(elf: Any, f: BinaryIO) -> GoBinary | None:
         text = elf.get_section_by_name(".text")
         try:
             found, layout = pcln_functions(pclntab.data(), text["sh_addr"] if text is not None else 0)
-            entries, symbols = {k: v for k, v in found.items() if k in FUNCTIONS}, f"pclntab {layout}"
+            entries, symbols = {k: v for k, v in found.items() if k in WANTED}, f"pclntab {layout}"
         except UnknownLayout as exc:
             why = str(exc)
     elif pclntab is not None:
@@ -144,7 +147,7 @@ def inspect_elf(elf: Any, f: BinaryIO) -> GoBinary | None:
         return GoBinary(version, True, "", symbols, (), f"{', '.join(missing)} not found")
     functions: list[GoFunction] = []
     abis: set[str] = set()
-    for name in FUNCTIONS:
+    for name in FUNCTIONS + tuple(n for n in OPTIONAL if n in entries):
         entry, end = entries[name]
         code = _read_vaddr(elf, f, entry, min(end - entry, MAX_FUNCTION_BYTES))
         if not code:
@@ -169,7 +172,7 @@ def _from_symtab(elf: Any) -> tuple[dict[str, tuple[int, int]], str]:
     out: dict[str, tuple[int, int]] = {}
     if symtab is None:
         return out, ""
-    for name in FUNCTIONS:
+    for name in WANTED:
         syms = symtab.get_symbol_by_name(name)
         if syms and syms[0]["st_value"] and syms[0]["st_size"]:
             out[name] = (syms[0]["st_value"], syms[0]["st_value"] + syms[0]["st_size"])
@@ -250,7 +253,7 @@ def pcln_functions(data: bytes, text_start: int) -> tuple[dict[str, tuple[int, i
 def _name_offsets(data: bytes, nameoff: int, limit: int) -> dict[int, str]:
     """Offsets (from the name table) of the wanted names: a name is NUL-terminated, NUL-preceded."""
     out: dict[int, str] = {}
-    for name in FUNCTIONS:
+    for name in WANTED:
         needle = b"\0" + name.encode() + b"\0"
         at = data.find(needle, nameoff - 1 if nameoff else 0, limit if limit > nameoff else len(data))
         if at >= 0:
@@ -273,7 +276,7 @@ def _pcln_12(data: bytes) -> dict[str, tuple[int, int]]:
         if nameoff <= 0 or end < 0:
             continue
         name = data[nameoff:end].decode("utf-8", "replace")
-        if name in FUNCTIONS:
+        if name in WANTED:
             out[name] = (entry, word.unpack_from(data, 16 + (i + 1) * 16)[0])
     return out
 

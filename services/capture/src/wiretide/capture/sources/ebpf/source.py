@@ -47,7 +47,11 @@ FUNCTIONS: Final = (
     ("SSL_read_ex", "read_ex_enter"),
 )
 # Go crypto/tls: (function, BPF function at entry); each RET instruction gets `go_leave`.
-GO_FUNCTIONS: Final = ((gobin.WRITE, "go_write_enter"), (gobin.READ, "go_read_enter"))
+GO_FUNCTIONS: Final = (
+    (gobin.WRITE, "go_write_enter"),
+    (gobin.READ, "go_read_enter"),
+    (gobin.HANDSHAKE, "go_handshake_enter"),  # optional: names the socket before the first Read
+)
 _LIBRARY_OF_EVENT: Final = {_program.OPENSSL: "openssl", _program.GO: "go"}
 
 
@@ -349,10 +353,13 @@ class EbpfSource:
         by_name = {f.name: f for f in binary.functions}
         name = real.encode()
         for func, enter in GO_FUNCTIONS:
-            f = by_name[func]
+            f = by_name.get(func)
+            if f is None:  # an optional function this version does not have
+                continue
+            leave = b"go_handshake_leave" if func == gobin.HANDSHAKE else b"go_leave"
             try:
                 for ret in f.returns:
-                    self._bpf.attach_uprobe(name=name, addr=ret, fn_name=b"go_leave")
+                    self._bpf.attach_uprobe(name=name, addr=ret, fn_name=leave)
                     attached.append(ret)
                 self._bpf.attach_uprobe(name=name, addr=f.entry, fn_name=enter.encode())
                 attached.append(f.entry)
@@ -365,7 +372,7 @@ class EbpfSource:
                     self._bpf.detach_uprobe(name=name, addr=addr)
             hook = Hook(real, library, (), f"attaching failed: {error}")
         else:
-            hook = Hook(real, library, tuple(func for func, _ in GO_FUNCTIONS))
+            hook = Hook(real, library, tuple(func for func, _ in GO_FUNCTIONS if func in by_name))
         self.hooks[real] = hook
         return hook
 
