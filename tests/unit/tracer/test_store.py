@@ -14,7 +14,7 @@ import pytest
 from tests.unit.tracer.chains import build
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.spans import Span
-from wiretide.tracer.store import DEFAULT_MAX_BYTES, TraceStore, value_bytes
+from wiretide.tracer.store import DEFAULT_MAX_BYTES, TraceStore, entry_bytes, value_bytes
 
 BODY = 20_000  # characters of response body per call
 
@@ -91,3 +91,35 @@ def test_deeply_nested_values_are_estimated_without_walking_them_all() -> None:
     for _ in range(5_000):  # deeper than the recursion limit: the walk must stop early
         deep = [deep]
     assert value_bytes({"body": deep}) > 0
+
+
+@pytest.mark.parametrize("body", [BODY, 0, 300])
+def test_the_estimate_from_the_json_text_follows_what_decoded_entries_really_cost(body: int) -> None:
+    docs = entries(1_500, body=body)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        objs: list[dict[str, Any]] = [orjson.loads(d) for d in docs]
+        real = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    estimate = sum(entry_bytes(o) for o in objs)
+    assert 0.8 * real <= estimate <= 1.5 * real, (estimate, real)
+
+
+def test_wide_characters_and_what_json_cannot_hold_are_walked_instead() -> None:
+    wide = {"body": "\U0001f600" + "x" * 10_000}  # one emoji: 4 bytes for every character
+    assert entry_bytes(wide) == value_bytes(wide) > 40_000
+    deep: Any = "x"
+    for _ in range(1_000):  # beyond what orjson encodes
+        deep = [deep]
+    assert entry_bytes({"body": deep}) == value_bytes({"body": deep}) > 0
+    assert entry_bytes({"n": 1 << 70}) == value_bytes({"n": 1 << 70})
+
+
+def test_spans_are_charged_the_size_the_assembler_set_once_per_call() -> None:
+    engine = Engine()
+    spans = spans_of(engine, entries(20))
+    client, server = spans[0], spans[0].partner
+    assert server is not None and client.size > server.size > 0
+    assert engine.store.held_bytes == sum(s.size for s in spans)

@@ -31,7 +31,6 @@ from wiretide.tracer.causality import CausalitySource, NoCausality
 from wiretide.tracer.delays import DelayModel
 from wiretide.tracer.propagation import extract_from_entry
 from wiretide.tracer.rules import SpanRule, apply
-from wiretide.tracer.store import SPAN_BASE, entry_bytes
 from wiretide.tracer.spans import (
     KIND_NAMES,
     KIND_SERVER,
@@ -46,6 +45,7 @@ from wiretide.tracer.spans import (
     Workloads,
     spans_from_entry,
 )
+from wiretide.tracer.store import SPAN_BASE, entry_bytes
 
 SPANS_IN = Counter("wiretide_tracer_spans_total", "Spans made from entries", ["kind"])
 SPANS_DROPPED = Counter("wiretide_tracer_spans_dropped_total", "Spans not emitted, by reason", ["reason"])

@@ -207,7 +207,9 @@ class Edge:
 
 def _span_bytes_on_wire(shared: dict[str, Any]) -> int:
     req, resp = shared.get("wiretide.request.size", 0), shared.get("wiretide.response.size", 0)
-    return (req if isinstance(req, int) and req > 0 else 0) + (resp if isinstance(resp, int) and resp > 0 else 0)
+    return (req if isinstance(req, int) and req > 0 else 0) + (
+        resp if isinstance(resp, int) and resp > 0 else 0
+    )
 
 
 def calls_of(spans: Iterable[Span], predicate: Callable[[dict[str, Any]], bool] | None) -> list[CallRecord]:

@@ -10,6 +10,7 @@ answers only from what it still holds (long-term storage is the OTLP backend's).
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ DEEP: Final = 256
 def value_bytes(value: object, depth: int = 0) -> int:
     """Estimated bytes CPython holds for a decoded JSON value (dicts, lists, str, numbers)."""
     if isinstance(value, str):
-        return STR_BASE + len(value)
+        # Wider characters take 2 or 4 bytes each, for the whole string (PEP 393): asked for those.
+        return STR_BASE + len(value) if value.isascii() else sys.getsizeof(value)
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             return DEEP * (1 + len(value))
@@ -75,9 +77,9 @@ def entry_bytes(entry: dict[str, Any]) -> int:
     """`value_bytes` of a decoded entry, estimated from its JSON text instead of a walk in Python: the
     text's length (every character of every string, plus quotes and punctuation: a little above) and
     the objects its tokens become, counted in C (`"` pairs are strings, `":` the keys among them,
-    `{`/`[` containers, `,` the items after each container's first). Keys are charged like values
-    (above what orjson's key cache costs). Non-ASCII text (a string of wide characters costs up to 4
-    bytes a character, more than its UTF-8) and what orjson cannot encode are walked instead."""
+    `{`/`[` containers, `,` the items after each container's first). Non-ASCII text (a string of
+    wide characters costs up to 4 bytes a character, more than its UTF-8) and what orjson cannot
+    encode are walked instead."""
     try:
         text = orjson.dumps(entry)
     except (TypeError, orjson.JSONEncodeError):  # too deep, an odd key or number: walk (bounded)
@@ -85,13 +87,13 @@ def entry_bytes(entry: dict[str, Any]) -> int:
     if not text.isascii():
         return value_bytes(entry)
     keys = text.count(b'":')
-    strings = text.count(b'"') >> 1  # an escaped quote counts half a string more: above, never below
+    strings = max((text.count(b'"') >> 1) - keys, 0)  # an escaped quote: half a string more (above)
     dicts = text.count(b"{")
     lists = text.count(b"[")
-    items = text.count(b",") + dicts + lists  # over-counts empty containers by one item each
-    scalars = max(items - strings, 0)
+    items = text.count(b",") + dicts + lists  # each value in a container; one more per empty one
+    scalars = max(items - strings - dicts - lists + 1, 0)  # neither a string nor a container
     return (
-        len(text)
+        len(text)  # the characters of keys too, which orjson's key cache holds once: above
         + STR_BASE * strings
         + DICT_BASE * dicts
         + DICT_ITEM * keys
