@@ -218,12 +218,20 @@ def test_a_scheduled_job_records_real_calls_uploads_them_and_names_outlive_the_p
 ) -> None:
     live.put_pods()
     tag = unique("s")
-    # The resolver has the pods: a call is stored with its pod's name.
-    curl(live.checkout_ip, f"/ok?warm={tag}")
+    # The resolver has the pods once a call is stored with its pod's name: a call made before the pod
+    # reached the dissector stays unnamed, so each probe makes a new call.
+    probes = iter(range(10_000))
+
+    def warm_call() -> dict[str, Any] | None:
+        path = f"/ok?warm={tag}-{next(probes)}"
+        curl(live.checkout_ip, path)
+        return wait_for("the probe stored", lambda: _named(live, live.checkout_ip, path), timeout=30)
+
     warm = wait_for(
-        "the warm-up call is stored named",
-        lambda: _named(live, live.checkout_ip, f"/ok?warm={tag}"),
+        "a warm-up call stored named",
+        warm_call,
         lambda e: e is not None and (e["dst"].get("pod") or {}).get("name") == "checkout-1",
+        timeout=120,
     )
     assert warm is not None
 
