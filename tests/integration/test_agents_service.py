@@ -132,7 +132,12 @@ async def test_an_agent_put_over_grpc_sees_every_entry_and_posts_its_5xx_to_a_re
         await wait_for_async("every error posted", lambda: len(receiver.bodies), lambda n: n == len(errors))
         posted = sorted(orjson.loads(b)["id"] for b in receiver.bodies)
         assert posted == sorted(d["id"] for d in errors)
-        lines = await logs(stub, "five-xx")
+        # The log lines travel apart from the webhooks: wait for them, never read once.
+        lines = await wait_for_async(
+            "every 5xx line in the agent's log",
+            lambda: logs(stub, "five-xx"),
+            lambda got: sum(1 for line in got if line.startswith("5xx ")) >= len(errors),
+        )
         assert sum(1 for line in lines if line.startswith("5xx ")) == len(errors)
         http = sum(1 for d in docs if d["protocol"] == "http")
         assert REGISTRY.get_sample_value("seen_total", {"agent": "five-xx", "protocol": "http"}) == http

@@ -72,7 +72,7 @@ class Live:
         )
 
     def record(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.cli("record", "--url", self.stack.base, "--token", self.token, *args)
+        return self.cli("record", "--url", self.stack.base, f"--token={self.token}", *args)
 
 
 def curl(address: str, path: str) -> None:

@@ -662,3 +662,10 @@ def test_network_policies_let_every_service_reach_the_peers_it_calls(
     assert admits(ingress, port, d_ports, (c_labels, c_ns, d_ns, caller_on_host)), (
         f"{callee} refuses {caller}"
     )
+
+
+def test_a_service_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wiretide … --token $TOKEN` would read a leading `-` as an option (1 token in 64 did)."""
+    drawn = iter(["-starts-with-a-dash", "_fine-token"])
+    monkeypatch.setattr(certs.secrets, "token_urlsafe", lambda _n: next(drawn))
+    assert certs.new_service_token() == "_fine-token"

@@ -236,8 +236,12 @@ def secrets_yaml(namespace: str, capture_namespace: str) -> str:
 
 
 def new_service_token() -> str:
-    """A fresh service token (`wiretide up` keeps one under its data dir; a cluster, in a Secret)."""
-    return secrets.token_urlsafe(SERVICE_TOKEN_BYTES)
+    """A fresh service token (`wiretide up` keeps one under its data dir; a cluster, in a Secret).
+    Never starting with `-`: `wiretide … --token $TOKEN` would read it as an option."""
+    while True:
+        token = secrets.token_urlsafe(SERVICE_TOKEN_BYTES)
+        if not token.startswith("-"):
+            return token
 
 
 def service_token_yaml(namespace: str, capture_namespace: str) -> str:
