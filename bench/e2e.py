@@ -19,7 +19,7 @@ machine is shared, so compare CPU time, not wall time.
 
 Needs root (namespaces, AF_PACKET), nginx and ab. The namespace and veth are removed on exit.
 
-    .venv/bin/python bench/e2e.py                      # the full set (issue #15's loads)
+    .venv/bin/python bench/e2e.py                      # the full set
     .venv/bin/python bench/e2e.py --small              # CI-sized
     .venv/bin/python bench/e2e.py --loads burst --burst 200000
     .venv/bin/python bench/e2e.py --loads paced --rate 10000 --seconds 60
@@ -144,33 +144,43 @@ http {{
 """
 
 
-@contextlib.contextmanager
-def nginx(target: Target, work: Path) -> Iterator[None]:
+def site(work: Path) -> Path:
+    """nginx's directory under `work`, with www/large.json (a JSON body of about LARGE_BYTES)."""
     d = work / "nginx"
     (d / "www").mkdir(parents=True)
     item = b'{"id":1234567,"name":"a widget of some kind","tags":["x","y"],"price":12.5},'
     body = b'{"items":[' + item * ((LARGE_BYTES - 20) // len(item)) + b'{"id":0}]}'
     (d / "www" / "large.json").write_bytes(body)
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=d, small=SMALL_BODY))
+    return d
+
+
+@contextlib.contextmanager
+def run_nginx(
+    target: Target, d: Path, conf: str, probe: str, verify: bool = True, timeout: float = 10.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """nginx with configuration `conf` (written to d/nginx.conf, its log to d/nginx.log) in the target's
+    namespace, ready once `probe` answers 200; stopped on exit. Yields the master (`ip netns exec` execs
+    nginx; its worker is the master's child)."""
+    path = d / "nginx.conf"
+    path.write_text(conf)
     log = (d / "nginx.log").open("wb")
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", target.ns, "nginx", "-e", "stderr", "-c", str(conf)],
+        ["ip", "netns", "exec", target.ns, "nginx", "-e", "stderr", "-c", str(path)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"http://{target.ip}/small", timeout=1).status_code == 200:
+                if httpx.get(probe, timeout=1, verify=verify).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"nginx did not start: {(d / 'nginx.log').read_text()[-500:]}")
             time.sleep(0.1)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -179,6 +189,13 @@ def nginx(target: Target, work: Path) -> Iterator[None]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def nginx(target: Target, work: Path) -> Iterator[None]:
+    d = site(work)
+    with run_nginx(target, d, NGINX_CONF.format(dir=d, small=SMALL_BODY), f"http://{target.ip}/small"):
+        yield
 
 
 # -- processes: CPU and memory from /proc --------------------------------------------------------

@@ -49,14 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
 import orjson
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from e2e import LARGE_BYTES, SMALL_BODY, Target, namespace  # noqa: E402
+from e2e import SMALL_BODY, Target, namespace, run_nginx, site  # noqa: E402
 
 PORT: Final = 443
 # How long the source may take to compile and attach (BCC runs clang: seconds on a loaded machine).
@@ -175,41 +174,12 @@ def _certificate(d: Path) -> None:
 
 @contextlib.contextmanager
 def nginx_tls(target: Target, work: Path) -> Iterator[Nginx]:
-    d = work / "nginx"
-    (d / "www").mkdir(parents=True)
-    item = b'{"id":1234567,"name":"a widget of some kind","tags":["x","y"],"price":12.5},'
-    body = b'{"items":[' + item * ((LARGE_BYTES - 20) // len(item)) + b'{"id":0}]}'
-    (d / "www" / "large.json").write_bytes(body)
+    d = site(work)
     _certificate(d)
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_TLS_CONF.format(dir=d, small=SMALL_BODY, port=PORT))
-    log = (d / "nginx.log").open("wb")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", target.ns, "nginx", "-e", "stderr", "-c", str(conf)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    conf = NGINX_TLS_CONF.format(dir=d, small=SMALL_BODY, port=PORT)
     base = f"https://{target.ip}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"{base}/small", timeout=1, verify=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"nginx did not start: {(d / 'nginx.log').read_text()[-500:]}")
-            time.sleep(0.1)
+    with run_nginx(target, d, conf, f"{base}/small", verify=False, timeout=15) as proc:
         yield Nginx(proc.pid, base)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 # -- the source, in a process of its own -------------------------------------------------------

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from tests.helpers.netns import ip, is_root, unique
+from tests.helpers.netns import is_root, served_behind_veth
 from tests.helpers.pcaps import in_ci
 from tests.helpers.stack import Stack
 from tests.helpers.wait import wait_for
@@ -86,43 +86,14 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
         pytest.skip("needs root (network namespaces, AF_PACKET)")
     _need("nginx")
     _need("ab")
-    tag = unique("wb")
-    net = f"10.89.{os.getpid() % 250}"  # host side .1, nginx .2
-    ns, host_if = f"{tag}ns", f"{tag}h"  # not veth*: no other Wiretide's `auto` picks it up
     conf_dir = tmp_path / "nginx"
     conf_dir.mkdir()
     conf = conf_dir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=conf_dir))
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        ip("netns", "add", ns)
-        ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True)
-        ip("addr", "add", f"{net}.1/24", "dev", host_if)
-        ip("link", "set", host_if, "up")
-        ip("-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "nginx", "-e", "stderr", "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def answers() -> bool:
-            try:
-                return httpx.get(f"http://{net}.2/small", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("nginx answers", answers, timeout=20)
-        yield host_if, f"{net}.2"
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    net = f"10.89.{os.getpid() % 250}"  # host side .1, nginx .2
+    nginx = ["nginx", "-e", "stderr", "-c", str(conf)]
+    with served_behind_veth(nginx, "/small", prefix="wb", net=net, timeout=20) as server:
+        yield server.host_if, server.ip
 
 
 def _headers(stack: Stack) -> dict[str, str]:

@@ -16,11 +16,9 @@ Re-Auth-Request, large messages)."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.helpers import diameter as dia
+from tests.helpers.diameter_capture import PORT, capture_client, first_whole_capture
 from tests.helpers.netns import NetPair, veth_pair
-from tests.helpers.pcaps import REPO_ROOT
-from tests.helpers.tcpdump import Watched, dissect, tcpdump_argv
+from tests.helpers.tcpdump import Watched, dissect
 from tests.helpers.wait import wait_for
 
 pytestmark = [
@@ -45,14 +43,12 @@ pytestmark = [
     ),
 ]
 
-PORT = 3868
 # A port nothing listens on in the client's namespace: the daemon's own attempts to connect to its
 # configured peer are refused at once (and stay outside the capture filter).
 REFUSED_PORT = 3999
 TW_S = 6  # the daemon's watchdog timer, the least RFC 3539 allows: its DWR comes after 4-8 s of silence
 READY_TIMEOUT_S = 30.0
 WATCHDOG_WAIT_S = 60.0
-CAPTURE_ATTEMPTS = 3
 TSHARK = shutil.which("tshark")
 DIAMETER_NAMES = {257: "CER", 280: "DWR", 272: "CCR", 282: "DPR", dia.UNKNOWN_COMMAND: "cmd-9999-R"}
 
@@ -129,7 +125,9 @@ def _listening(pair: NetPair) -> bool:
     return bool(done.stdout.strip())
 
 
-def _session(pair: NetPair, conf: Path, pcap: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int, str]:
+def _session(pair: NetPair, conf: Path, pcap: Path) -> tuple[tuple[dict[str, Any], str], int]:
+    """The client's session against the daemon, captured: ((what the client recorded, the daemon's
+    log), drops)."""
     # The daemon logs to stdout: sent to stderr, where Watched reads it.
     daemon = Watched(
         pair.popen(
@@ -142,40 +140,22 @@ def _session(pair: NetPair, conf: Path, pcap: Path) -> tuple[dict[str, Any], lis
     try:
         daemon.wait_for(b"daemon initialized", READY_TIMEOUT_S)
         wait_for("freeDiameterd listening", lambda: _listening(pair), timeout=READY_TIMEOUT_S)
-        dump = Watched(
-            pair.popen(
-                pair.ns_b,
-                tcpdump_argv(pair.if_b, pcap, "tcp", "port", str(PORT), buffer_kib=8192),
-                stderr=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
+        args = (pair.ip_b, PORT, pair.ip_a, WATCHDOG_WAIT_S)
+        run = capture_client(
+            pair, pcap, "freediameter_client", args, timeout=180, ready_timeout=READY_TIMEOUT_S
         )
-        try:
-            dump.wait_for(b"listening on", READY_TIMEOUT_S)
-            code = (
-                "import json; from tests.helpers.diameter import freediameter_client as c; "
-                f"print(json.dumps(c({pair.ip_b!r}, {PORT}, {pair.ip_a!r}, {WATCHDOG_WAIT_S})))"
-            )
-            done = pair.run(pair.ns_a, [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            timeout=180, check=False)  # fmt: skip
-        finally:
-            dump.stop()
     finally:
         log = daemon.stop()
-    assert done.returncode == 0, done.stderr.decode()[-2000:] + log[-3000:]
-    return json.loads(done.stdout.decode().strip().splitlines()[-1]), dissect(pcap), dump.dropped(), log
+    return (run.record(log[-3000:]), log), run.dropped
 
 
 def test_freediameterd_answers_become_one_entry_per_exchange(tmp_path: Path) -> None:
     with veth_pair("10.82.0") as pair:
         conf = _config(pair, tmp_path)
-        for attempt in range(CAPTURE_ATTEMPTS):  # a capture the kernel dropped packets of is no record
-            pcap = tmp_path / f"freediameter-{attempt}.pcap"
-            record, entries, dropped, log = _session(pair, conf, pcap)
-            if not dropped:
-                break
-        else:
-            raise AssertionError(f"every capture lost packets ({dropped} dropped in the last one)")
+        (record, log), pcap = first_whole_capture(
+            tmp_path, "freediameter", lambda pcap: _session(pair, conf, pcap)
+        )
+    entries = dissect(pcap)
 
     # What the daemon did, as the client saw it (so a change in freeDiameter shows here first).
     assert record["sent"][0] == [257, dia.FD_HBH_STRANGER, 3010, True] and record["stranger_closed"]

@@ -9,7 +9,6 @@ live: this kernel has no SCTP sockets; see test_sctp.py and test_sctp_pcaps.py.)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,66 +17,40 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.diameter_capture import PORT, capture_client, first_whole_capture
 from tests.helpers.netns import NetPair, veth_pair
 from tests.helpers.pcaps import REPO_ROOT
-from tests.helpers.tcpdump import Watched, dissect, tcpdump_argv
+from tests.helpers.tcpdump import dissect
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and tcpdump"),
 ]
 
-PORT = 3868
 BIG = 200_000  # bytes of one request's AVP: beyond what the dissector keeps of a message
-READY_TIMEOUT_S = 15.0
-CAPTURE_ATTEMPTS = 3
 
 
-def _python(pair: NetPair, ns: str, code: str, **kwargs: Any) -> Any:
-    return pair.popen(ns, [sys.executable, "-c", code], cwd=REPO_ROOT, **kwargs)
-
-
-def _session(pair: NetPair, pcap: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-    peer = _python(pair, pair.ns_b, f"from tests.helpers.diameter import serve; serve({pair.ip_b!r}, {PORT})",
-                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+def _session(pair: NetPair, pcap: Path) -> tuple[dict[str, Any], int]:
+    """The client's session against the responder, captured: (what the client recorded, drops)."""
+    code = f"from tests.helpers.diameter import serve; serve({pair.ip_b!r}, {PORT})"
+    argv = [sys.executable, "-c", code]
+    peer = pair.popen(pair.ns_b, argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert peer.stdout is not None
         assert peer.stdout.readline().strip() == b"listening"  # blocks until the socket listens
-        dump = Watched(
-            pair.popen(
-                pair.ns_b,
-                tcpdump_argv(pair.if_b, pcap, "tcp", "port", str(PORT), buffer_kib=8192),
-                stderr=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        try:
-            dump.wait_for(b"listening on", READY_TIMEOUT_S)
-            code = (
-                "import json; from tests.helpers.diameter import client; "
-                f"print(json.dumps(client({pair.ip_b!r}, {PORT}, {BIG})))"
-            )
-            done = pair.run(pair.ns_a, [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            timeout=120, check=False)  # fmt: skip
-        finally:
-            dump.stop()
+        run = capture_client(pair, pcap, "client", (pair.ip_b, PORT, BIG), timeout=120)
     finally:
         peer.kill()
         peer.wait(timeout=10)
         assert peer.stdout is not None
         peer.stdout.close()
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    return json.loads(done.stdout.decode().strip().splitlines()[-1]), dissect(pcap), dump.dropped()
+    return run.record(), run.dropped
 
 
 def test_a_diameter_session_over_tcp_becomes_one_entry_per_exchange(tmp_path: Path) -> None:
     with veth_pair("10.81.0") as pair:
-        for attempt in range(CAPTURE_ATTEMPTS):  # a capture the kernel dropped packets of is no record
-            record, entries, dropped = _session(pair, tmp_path / f"diameter-{attempt}.pcap")
-            if not dropped:
-                break
-        else:
-            raise AssertionError(f"every capture lost packets ({dropped} dropped in the last one)")
+        record, pcap = first_whole_capture(tmp_path, "diameter", lambda pcap: _session(pair, pcap))
+    entries = dissect(pcap)
 
     found = [e for e in entries if e["protocol"] == "diameter"]
     assert [e for e in entries if e["transport"] == "tcp" and e["protocol"] != "diameter"] == []

@@ -23,7 +23,7 @@ import pytest
 
 from tests.helpers.kubeapi import KubeApi, namespace, pod
 from tests.helpers.nats import free_port
-from tests.helpers.netns import ip, is_root, unique
+from tests.helpers.netns import http_behind_veth, is_root, unique
 from tests.helpers.stack import Stack
 from tests.helpers.wait import wait_for
 from wiretide.gateway.recording.bundle import open_bundle
@@ -101,60 +101,30 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     if not is_root():
         pytest.skip("needs root (network namespaces, AF_PACKET)")
     tmp = tmp_path_factory.mktemp("reclive")
-    tag = unique("wr")
     net = f"10.94.{os.getpid() % 250}"
-    ns, host_if = f"{tag}ns", f"{tag}h"
-    (tmp / "www").mkdir()
-    (tmp / "www" / "ok").write_text("ok")
-    server: subprocess.Popen[bytes] | None = None
     kube = KubeApi().start()
-    stack: Stack | None = None
     try:
-        ip("netns", "add", ns)
-        ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True)
-        ip("addr", "add", f"{net}.1/24", "dev", host_if)
-        ip("link", "set", host_if, "up")
-        for last in (2, 3):
-            ip("-n", ns, "addr", "add", f"{net}.{last}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "http.server", "80", "-d", str(tmp / "www")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for("the server answers", lambda: _status(f"{net}.2"), lambda code: code == 200)
-        stack = Stack(
-            tmp / "wt",
-            None,
-            WIRETIDE_CAPTURE_INTERFACES=host_if,
-            WIRETIDE_NODE_NAME=NODE,
-            WIRETIDE_RESOLVER_KUBECONFIG=str(kube.write_kubeconfig(tmp / "kubeconfig")),
-            WIRETIDE_RECORDING_CUT_S="1",
-            WIRETIDE_RECORDING_LAG_S="1",
-        )
-        stack.wait_up()
-        token_file = stack.data_dir / "service-token"
-        token = token_file.read_text().strip() if token_file.is_file() else ""
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        yield Live(stack, kube, f"{net}.2", f"{net}.3", headers, token, host_if)
+        with http_behind_veth(tmp, prefix="wr", net=net, addresses=2) as served:
+            stack = Stack(
+                tmp / "wt",
+                None,
+                WIRETIDE_CAPTURE_INTERFACES=served.host_if,
+                WIRETIDE_NODE_NAME=NODE,
+                WIRETIDE_RESOLVER_KUBECONFIG=str(kube.write_kubeconfig(tmp / "kubeconfig")),
+                WIRETIDE_RECORDING_CUT_S="1",
+                WIRETIDE_RECORDING_LAG_S="1",
+            )
+            try:
+                stack.wait_up()
+                token_file = stack.data_dir / "service-token"
+                token = token_file.read_text().strip() if token_file.is_file() else ""
+                headers = {"authorization": f"Bearer {token}"} if token else {}
+                checkout_ip, web_ip = served.ips
+                yield Live(stack, kube, checkout_ip, web_ip, headers, token, served.host_if)
+            finally:
+                stack.stop()
     finally:
-        if stack is not None:
-            stack.stop()
         kube.stop()
-        if server is not None:
-            server.kill()
-            server.wait()
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def _status(address: str) -> int:
-    try:
-        return httpx.get(f"http://{address}/ok", timeout=2).status_code
-    except httpx.HTTPError:
-        return 0
 
 
 def tshark_requests(path: Path) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ loses nothing and stores nothing twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 
 from tests.helpers.mongo import WireMongo
 from tests.helpers.nats import free_port, nats_binary
-from tests.helpers.netns import ip, is_root, unique
+from tests.helpers.netns import http_behind_veth, is_root
 from tests.helpers.services import ServiceProcess, service_env
 from tests.helpers.wait import wait_for
 
@@ -113,52 +114,13 @@ def nodes(tmp_path: Path) -> Iterator[list[Node]]:
     """Two namespaces, each an HTTP server behind a veth whose host side a capture will watch."""
     if not is_root():
         pytest.skip("needs root (network namespaces, AF_PACKET)")
-    made: list[tuple[str, str, subprocess.Popen[bytes]]] = []
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "ok").write_text("ok")
-    out: list[Node] = []
-    try:
+    with contextlib.ExitStack() as servers:
+        out: list[Node] = []
         for i in range(2):
-            tag = unique("so")
-            ns, host_if = f"{tag}ns", f"{tag}h"
             net = f"10.{95 + i}.{os.getpid() % 250}"
-            ip("netns", "add", ns)
-            ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            subprocess.run(
-                ["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True
-            )
-            ip("addr", "add", f"{net}.1/24", "dev", host_if)
-            ip("link", "set", host_if, "up")
-            ip("-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
-            proc = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    sys.executable,
-                    "-m",
-                    "http.server",
-                    "80",
-                    "-d",
-                    str(tmp_path / "www"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            made.append((ns, host_if, proc))
-            out.append(Node(f"node-{'ab'[i]}", host_if, f"{net}.2"))
-        for node in out:
-            wait_for(f"{node.server} answers", lambda node=node: _get(node.server) == 200)
+            served = servers.enter_context(http_behind_veth(tmp_path, prefix="so", net=net))
+            out.append(Node(f"node-{'ab'[i]}", served.host_if, served.ip))
         yield out
-    finally:
-        for ns, host_if, proc in made:
-            proc.kill()
-            proc.wait()
-            subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def _get(address: str) -> int:

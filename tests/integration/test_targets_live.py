@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers.kubeapi import KubeApi, namespace, pod
-from tests.helpers.netns import ip, is_root, unique
+from tests.helpers.netns import http_behind_veth, is_root
 from tests.helpers.stack import Stack
 from tests.helpers.wait import wait_for
 
@@ -29,46 +28,9 @@ def pods(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """An HTTP server in a new namespace on two addresses behind a veth: (host interface, ip 1, ip 2)."""
     if not is_root():
         pytest.skip("needs root (network namespaces, AF_PACKET)")
-    tag = unique("wt")
     net = f"10.93.{os.getpid() % 250}"
-    ns, host_if = f"{tag}ns", f"{tag}h"
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "ok").write_text("ok")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        ip("netns", "add", ns)
-        ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host_if}.disable_ipv6=1"], capture_output=True)
-        ip("addr", "add", f"{net}.1/24", "dev", host_if)
-        ip("link", "set", host_if, "up")
-        for last in (2, 3):
-            ip("-n", ns, "addr", "add", f"{net}.{last}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-m",
-                "http.server",
-                "80",
-                "-d",
-                str(tmp_path / "www"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for("the server answers", lambda: _get(f"{net}.2") == 200)
-        yield host_if, f"{net}.2", f"{net}.3"
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with http_behind_veth(tmp_path, prefix="wt", net=net, addresses=2) as served:
+        yield served.host_if, served.ips[0], served.ips[1]
 
 
 def _get(address: str) -> int:
