@@ -28,6 +28,8 @@ from wiretide.gateway.query import Completeness, QueryService
 from wiretide.gateway.recording.manager import RecordingManager, RecordingSettings, advertise_url
 from wiretide.gateway.retention import Retention
 from wiretide.gateway.store import EntryStore, SqliteStore
+from wiretide.gateway.store.mongo_url import MongoUrl
+from wiretide.gateway.store.mongo_url import check as check_mongo_url
 from wiretide.gateway.upstream import UpstreamPoller
 from wiretide.gateway.writer import StoreWriter
 from wiretide.proto.v1 import capture_pb2, capture_pb2_grpc, gateway_pb2_grpc
@@ -43,7 +45,9 @@ class GatewaySettings(RecordingSettings):
     gateway_http: str = "127.0.0.1:8899"
     # SQLite file; empty = <data_dir>/entries.sqlite3
     gateway_db: str = ""
-    # mongodb://… — when set, entries go to MongoDB instead of SQLite.
+    # mongodb://… — when set, entries go to MongoDB instead of SQLite. TLS in the URL's own options
+    # (tls=true&tlsCAFile=…); shown only redacted. Checked in GatewayService (store/mongo_url.py), not
+    # by a validator: a validation error would quote the value, password included.
     gateway_mongo_url: str = ""
     gateway_mongo_database: str = "wiretide"
     gateway_durable: str = STORE_WRITER_DURABLE
@@ -62,13 +66,6 @@ class GatewaySettings(RecordingSettings):
     @classmethod
     def _http(cls, value: str) -> str:
         parse_hostport(value)
-        return value
-
-    @field_validator("gateway_mongo_url")
-    @classmethod
-    def _mongo(cls, value: str) -> str:
-        if value and not value.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError(f"must be a mongodb:// URL, got {value[:60]!r}")
         return value
 
 
@@ -91,6 +88,14 @@ class GatewayService(Service):
         self._http_task: asyncio.Task[None] | None = None
         self.recordings: RecordingManager | None = None
         self._capture_nodes: tuple[float, dict[str, str]] | None = None
+        if settings.gateway_mongo_url:
+            shown = MongoUrl.parse(settings.gateway_mongo_url).redacted()
+            try:
+                warnings = check_mongo_url(settings.gateway_mongo_url, settings.tls_allow_plaintext)
+            except ValueError as exc:
+                raise SettingsError(f"WIRETIDE_GATEWAY_MONGO_URL={shown}: {exc}") from None
+            for warning in warnings:
+                log.warning(warning, extra={"store": shown})
 
     @property
     def queries(self) -> QueryService:
@@ -191,7 +196,7 @@ class GatewayService(Service):
     def store_status(self) -> dict[str, Any]:
         return {
             "kind": self.store.kind if self.store else None,
-            "location": self.gs.gateway_mongo_url.split("@")[-1]
+            "location": MongoUrl.parse(self.gs.gateway_mongo_url).redacted()
             if self.gs.gateway_mongo_url
             else str(self.db_path()),
             "writing": bool(self.writer and self.writer.healthy),

@@ -3,7 +3,10 @@ the same KFL pushdown (as a MongoDB filter, with a residual evaluated in Python)
 
 Rule: the same interface and the same answers as the SQLite store — the shared store test suite
 runs against both. Verified against a MongoDB-wire-protocol server (nx-27017) on these machines,
-not against a real mongod (see the README).
+not against a real mongod (see the README); over TLS through a TLS terminator in front of it.
+
+TLS, and anything else about the connection, is set in the URL (store/mongo_url.py); the URL is
+shown and reported only redacted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from wiretide.common.bus.entries import Indexed
 from wiretide.common.kfl import compile_mongo
 from wiretide.gateway.store.base import DEFAULT_MAX_SCAN, Cursor, Page, StoreError, paged_scan
+from wiretide.gateway.store.mongo_url import (
+    DEFAULT_SELECTION_TIMEOUT_MS,
+    SELECTION_TIMEOUT_OPTION,
+    MongoUrl,
+    explain,
+)
 
 INDEXES: list[list[tuple[str, int]]] = [
     [("timestamp", DESCENDING)],
@@ -84,15 +93,27 @@ class MongoStore:
     kind = "mongodb"
 
     def __init__(self, url: str, database: str = "wiretide", collection: str = "entries") -> None:
+        self._url = MongoUrl.parse(url)
+        self.location = self._url.redacted()
+        options: dict[str, Any] = {}
+        if self._url.option(SELECTION_TIMEOUT_OPTION) is None:
+            options[SELECTION_TIMEOUT_OPTION] = DEFAULT_SELECTION_TIMEOUT_MS
         try:
-            self._client: MongoClient[dict[str, Any]] = MongoClient(
-                url, serverSelectionTimeoutMS=5000, tz_aware=False
-            )
+            self._client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=False, **options)
+        except (PyMongoError, ValueError, TypeError, OSError) as exc:  # the URL itself is wrong
+            raise StoreError(f"cannot open MongoDB store at {self.location}: {self._explain(exc)}") from None
+        try:
             self._coll = self._client[database][collection]
             for keys in INDEXES:
                 self._coll.create_index(keys)
-        except PyMongoError as exc:
-            raise StoreError(f"cannot open MongoDB store at {url}: {exc}") from exc
+        except Exception as exc:  # PyMongoError, and what the driver lets out against an odd server
+            # (a KeyError from an authentication answer without its payload)
+            self._client.close()
+            # Not chained: the driver's own message is given here, with its secrets removed.
+            raise StoreError(f"cannot open MongoDB store at {self.location}: {self._explain(exc)}") from None
+
+    def _explain(self, exc: BaseException) -> str:
+        return explain(f"{type(exc).__name__}: {exc}", self._url)
 
     def close(self) -> None:
         self._client.close()
@@ -115,7 +136,7 @@ class MongoStore:
                 return int(exc.details.get("nInserted", 0))
             raise StoreError(f"insert failed: {errors[:1]}") from exc
         except PyMongoError as exc:
-            raise StoreError(f"insert failed: {exc}") from exc
+            raise StoreError(f"insert failed: {self._url.scrub(str(exc))}") from exc
 
     def insert_indexed(self, entries: Sequence[Indexed]) -> int:
         """BSON is built from the documents: their JSON is decoded here, once per batch."""
@@ -130,7 +151,7 @@ class MongoStore:
         try:
             doc = self._coll.find_one({"_id": entry_id})
         except PyMongoError as exc:
-            raise StoreError(f"query failed: {exc}") from exc
+            raise StoreError(f"query failed: {self._url.scrub(str(exc))}") from exc
         return _out(doc) if doc is not None else None
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
@@ -163,13 +184,13 @@ class MongoStore:
         try:
             return paged_scan(fetch, residual, limit, before, max_scan)
         except PyMongoError as exc:
-            raise StoreError(f"query failed: {exc}") from exc
+            raise StoreError(f"query failed: {self._url.scrub(str(exc))}") from exc
 
     def count(self) -> int:
         try:
             return int(self._coll.count_documents({}))
         except PyMongoError as exc:
-            raise StoreError(f"count failed: {exc}") from exc
+            raise StoreError(f"count failed: {self._url.scrub(str(exc))}") from exc
 
     def used_bytes(self) -> int:
         try:
@@ -188,7 +209,7 @@ class MongoStore:
         try:
             return int(self._coll.delete_many({"timestamp": {"$lt": ts_ns}}).deleted_count)
         except PyMongoError as exc:
-            raise StoreError(f"delete failed: {exc}") from exc
+            raise StoreError(f"delete failed: {self._url.scrub(str(exc))}") from exc
 
     def delete_oldest(self, n: int) -> int:
         try:
@@ -200,4 +221,4 @@ class MongoStore:
                 return 0
             return int(self._coll.delete_many({"_id": {"$in": ids}}).deleted_count)
         except PyMongoError as exc:
-            raise StoreError(f"delete failed: {exc}") from exc
+            raise StoreError(f"delete failed: {self._url.scrub(str(exc))}") from exc
