@@ -69,3 +69,11 @@ def test_a_service_started_with_a_bad_setting_exits_2_and_says_which(tmp_path: o
     )
     assert proc.returncode == 2
     assert "WIRETIDE_BOGUS" in proc.stderr
+
+
+def test_a_malformed_url_setting_never_shows_its_credentials() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(CommonSettings, "capture", {"WIRETIDE_NATS_URL": "http://alice:hunter2@nats:4222"})
+    text = str(info.value)
+    assert "WIRETIDE_NATS_URL" in text and "http://***@nats:4222" in text
+    assert "hunter2" not in text and "alice" not in text

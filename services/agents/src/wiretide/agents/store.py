@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.api import StorageType
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from wiretide.agents.model import AgentDef, InvalidAgent, check_name
+from wiretide.common.bus.kv import open_kv
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,9 @@ class AgentStore:
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> AgentStore:
-        try:
-            kv = await js.key_value(BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=BUCKET, history=HISTORY, storage=StorageType.FILE, description="Wiretide agents"
-                )
-            )
+        kv = await open_kv(
+            js, BUCKET, history=HISTORY, storage=StorageType.FILE, description="Wiretide agents"
+        )
         return cls(kv, js)
 
     async def put(self, definition: AgentDef, expected: int | None = None) -> int:

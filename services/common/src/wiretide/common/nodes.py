@@ -24,20 +24,13 @@ def key(node: str) -> str:
 
 
 async def open_bucket(js: Any) -> Any:
-    from nats.js.api import KeyValueConfig, StorageType
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import StorageType
 
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        config = KeyValueConfig(
-            bucket=BUCKET,
-            history=1,
-            ttl=TTL_S,
-            storage=StorageType.MEMORY,
-            description="Wiretide capture nodes",
-        )
-        return await js.create_key_value(config)
+    from wiretide.common.bus.kv import open_kv
+
+    return await open_kv(
+        js, BUCKET, history=1, ttl=TTL_S, storage=StorageType.MEMORY, description="Wiretide capture nodes"
+    )
 
 
 async def advertise(kv: Any, node: str, grpc_address: str) -> None:

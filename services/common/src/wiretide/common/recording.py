@@ -302,17 +302,10 @@ def _upload(value: Any) -> UploadTarget | None:
 
 async def open_bucket(js: JetStreamContext) -> KeyValue:
     """The jobs' KV bucket, created on first use (file storage: kept across restarts)."""
-    from nats.js.api import KeyValueConfig, StorageType
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import StorageType
 
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=BUCKET,
-                history=HISTORY,
-                storage=StorageType.FILE,
-                description="Wiretide recording jobs",
-            )
-        )
+    from wiretide.common.bus.kv import open_kv
+
+    return await open_kv(
+        js, BUCKET, history=HISTORY, storage=StorageType.FILE, description="Wiretide recording jobs"
+    )

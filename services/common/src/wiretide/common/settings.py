@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -276,6 +277,16 @@ def check_environment(
         load_settings(cls, name, env)
 
 
+# A setting whose value is a secret is never quoted in an error; nor are the credentials of a URL.
+_SECRET_NAME: Final = re.compile(r"token|password|passwd|secret|key|credential", re.IGNORECASE)
+_URL_CREDENTIALS: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with every `scheme://user:password@` shown as `scheme://***@`."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 def load_settings(cls: type[S], service: str | None = None, environ: Mapping[str, str] | None = None) -> S:
     """Read, validate and freeze settings, or raise SettingsError naming the bad variable."""
     env = os.environ if environ is None else environ
@@ -294,7 +305,8 @@ def load_settings(cls: type[S], service: str | None = None, environ: Mapping[str
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+            shown = "not shown" if _SECRET_NAME.search(field) else f"got {err.get('input')!r}"
+            problems.append(redact_credentials(f"{ENV_PREFIX}{field.upper()}: {err['msg']} ({shown})"))
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
     if service in SERVICES:
         _check_plaintext(settings, service)

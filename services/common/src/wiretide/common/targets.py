@@ -190,16 +190,11 @@ def kernel_expression(spec: TargetSpec, pods: Iterable[TargetedPod]) -> tuple[st
 # -- the spec in JetStream KV ------------------------------------------------------------------------
 async def open_bucket(js: Any) -> Any:
     """The KV bucket holding the spec (made on first use; a little history for "who changed it")."""
-    from nats.js.api import KeyValueConfig, StorageType
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import StorageType
 
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        config = KeyValueConfig(
-            bucket=BUCKET, history=10, storage=StorageType.FILE, description="Wiretide targeting"
-        )
-        return await js.create_key_value(config)
+    from wiretide.common.bus.kv import open_kv
+
+    return await open_kv(js, BUCKET, history=10, storage=StorageType.FILE, description="Wiretide targeting")
 
 
 async def load(kv: Any, default: TargetSpec) -> tuple[TargetSpec, int]:

@@ -68,7 +68,8 @@ class _Cmd:
 
 
 class _LineSession:
-    """The line reader and the pairing shared by the three protocols; subclasses read the lines."""
+    """What the three protocols share: the line reader, the queue of commands awaiting their final
+    reply, authentication exchanges, STARTTLS/STLS, greetings; subclasses read the lines."""
 
     name = "mail"
 
@@ -80,6 +81,7 @@ class _LineSession:
         self.dead = False
         self.upgrading = False  # STARTTLS accepted: hand the flow to TLS after the current line
         self.greeted = False
+        self.auth: _Cmd | None = None  # an authentication exchange in progress: client lines are credentials
 
     # ---- the Session interface ---------------------------------------------------------------
 
@@ -88,6 +90,7 @@ class _LineSession:
         if self.dead or not data:
             return out
         side = self.c if from_client else self.s
+        read = self._client if from_client else self._server
         if side.buf:
             side.buf += data
             data = bytes(side.buf)
@@ -110,7 +113,7 @@ class _LineSession:
             line = data[pos:end].rstrip(b"\r")
             wire = end + 1 - pos
             pos = end + 1
-            self._line(from_client, line, wire, ts, out)
+            read(line, wire, ts, out)
             if self.upgrading and not self.dead:
                 self.dead = True
                 self._count("starttls")
@@ -142,13 +145,17 @@ class _LineSession:
     # ---- shared helpers ----------------------------------------------------------------------
 
     def _count(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
+        _bump(self.counters, key, n)
 
     def _violation(self, out: list[Event], reason: str) -> list[Event]:
         self._flush(out, 0)
         self.dead = True
         out.append(Violation(f"{self.name}: {reason}"))
         return out
+
+    def _not(self, out: list[Event], what: str, line: bytes) -> None:
+        """A line that is not `what` ("an SMTP command"…): the flow is not this protocol any more."""
+        self._violation(out, f"not {what}: {_text(line, 40)!r}")
 
     def _flush(self, out: list[Event], ts: int) -> None:
         """Commands still waiting go out unanswered (with what their replies held so far)."""
@@ -173,22 +180,74 @@ class _LineSession:
             out.append(Message(False, cmd.rts or ts, ts, cmd.rsize + size, resp))
 
     def _progress(self, cmd: _Cmd, ts: int, size: int) -> dict[str, Any]:
+        """The reply `cmd` has so far, grown by a line (or literal) of `size` bytes that is not final."""
         if cmd.resp is None:
             cmd.resp = {}
             cmd.rts = ts
         cmd.rsize += size
         return cmd.resp
 
+    def _tally(self, cmd: _Cmd, ts: int, size: int, key: str, n: int = 1) -> dict[str, Any]:
+        """`_progress`, counting the line under `key` (challenges, continuations, listing lines…)."""
+        resp = self._progress(cmd, ts, size)
+        _bump(resp, key, n)
+        return resp
+
+    def _answer(
+        self,
+        cmd: _Cmd,
+        out: list[Event],
+        fields: dict[str, Any],
+        first_ts: int,
+        ts: int,
+        size: int,
+        tls: bool,
+    ) -> None:
+        """`cmd`'s final reply (its first line at `first_ts`): the command leaves the queue and goes out
+        with it; `tls` (STARTTLS/STLS accepted) hands the flow to TLS after this line."""
+        self.cmds.remove(cmd)
+        if cmd is self.auth:
+            self.auth = None
+        if cmd.resp is None:
+            cmd.rts = first_ts
+        self._emit(cmd, out, fields, ts, size)
+        if tls:
+            self.upgrading = True
+
+    def _credentials(self, cmd: _Cmd) -> None:
+        """A client line inside `cmd`'s authentication exchange: counted, never read."""
+        _bump(cmd.req, "auth_lines")
+        self._count("auth_lines")
+
     def _greeting(self, fields: dict[str, Any], ts: int, size: int, out: list[Event]) -> None:
         self.greeted = True
         fields["greeting"] = True
         out.append(Message(False, ts, ts, size, fields, standalone=True))
 
+    def _unasked(
+        self, fields: dict[str, Any], first_ts: int, ts: int, size: int, out: list[Event], keep: bool
+    ) -> None:
+        """A reply while no command waits: the greeting when none came yet, else counted (and, with
+        `keep`, an entry of its own: an SMTP 421 closing the connection, say)."""
+        if not self.greeted:
+            self._greeting(fields, first_ts, size, out)
+            return
+        self._count("unsolicited_replies")
+        if keep:
+            out.append(Message(False, first_ts, ts, size, fields, standalone=True))
+
     def _raw(self, from_client: bool, n: int) -> None:
         self._count("client_data_bytes" if from_client else "server_data_bytes", n)
 
-    def _line(self, from_client: bool, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
+    def _client(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
         raise NotImplementedError
+
+    def _server(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
+        raise NotImplementedError
+
+
+def _bump(counts: dict[str, Any], key: str, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 def _text(raw: bytes, limit: int = TEXT_CHARS) -> str:
@@ -198,6 +257,14 @@ def _text(raw: bytes, limit: int = TEXT_CHARS) -> str:
 def _split(line: bytes) -> tuple[str, str]:
     word, _, rest = line.partition(b" ")
     return _text(word, 64).upper(), _text(rest)
+
+
+def _sasl(req: dict[str, Any], args: str) -> str:
+    """AUTH/AUTHENTICATE's arguments as shown: the mechanism kept (also in `req`), an initial response
+    (RFC 4954 §4, RFC 9051 §6.2.2, RFC 5034 §4) replaced by the marker."""
+    mechanism, _, initial = args.partition(" ")
+    req["mechanism"] = mechanism.upper()
+    return f"{mechanism} {MARKER}" if initial else mechanism
 
 
 def _angle(args: str) -> str | None:
@@ -223,13 +290,6 @@ class SmtpSession(_LineSession):
         self.data: _Cmd | None = None  # DATA accepted (354): the client sends the message
         self.in_headers = False
         self.header_lines = 0
-        self.auth: _Cmd | None = None  # AUTH in progress: client lines are credentials
-
-    def _line(self, from_client: bool, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
-        if from_client:
-            self._client(line, wire, ts, out)
-        else:
-            self._server(line, wire, ts, out)
 
     def _client(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
         data = self.data
@@ -238,27 +298,21 @@ class SmtpSession(_LineSession):
             if line == b".":
                 self.data = None
                 return
-            sent["message_size"] = sent.get("message_size", 0) + wire
-            sent["message_lines"] = sent.get("message_lines", 0) + 1
+            _bump(sent, "message_size", wire)
+            _bump(sent, "message_lines")
             if self.in_headers:
                 self._header(line, sent)
             return
         if self.auth is not None:  # an authentication exchange line (RFC 4954 §4): never read
-            self.auth.req["auth_lines"] = self.auth.req.get("auth_lines", 0) + 1
-            self._count("auth_lines")
+            self._credentials(self.auth)
             return
         command, args = _split(line)
         if not command or not command.isalpha() or len(command) > 16:
-            self._violation(out, f"not an SMTP command: {_text(line, 40)!r}")
+            self._not(out, "an SMTP command", line)
             return
         req: dict[str, Any] = {"command": command}
         if command == "AUTH":
-            mechanism, _, initial = args.partition(" ")
-            req["mechanism"] = mechanism.upper()
-            if initial:
-                req["args"] = f"{mechanism} {MARKER}"
-            else:
-                req["args"] = mechanism
+            req["args"] = _sasl(req, args)
         elif args:
             req["args"] = args
         if command == "MAIL":
@@ -299,7 +353,7 @@ class SmtpSession(_LineSession):
     def _server(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
         code = decimal(_text(line[:3], 3), 3, exact=True)
         if code is None or not 200 <= code <= 599 or (len(line) > 3 and line[3:4] not in (b" ", b"-")):
-            self._violation(out, f"not an SMTP reply: {_text(line, 40)!r}")
+            self._not(out, "an SMTP reply", line)
             return
         if not self.reply:
             self.reply_ts = ts
@@ -317,17 +371,12 @@ class SmtpSession(_LineSession):
             fields["lines"] = lines[:MAX_REPLY_LINES]
             fields["line_count"] = len(lines)
         if not self.cmds:
-            if not self.greeted:
-                self._greeting(fields, first_ts, size, out)
-            else:
-                self._count("unsolicited_replies")  # a 421 closing the connection, say
-                out.append(Message(False, first_ts, ts, size, fields, standalone=True))
+            self._unasked(fields, first_ts, ts, size, out, keep=True)
             return
         cmd = self.cmds[0]
         command = cmd.req["command"]
         if code == 334 and command == "AUTH":  # a challenge: the client answers with a line
-            resp = self._progress(cmd, first_ts, size)
-            resp["challenges"] = resp.get("challenges", 0) + 1
+            self._tally(cmd, first_ts, size, "challenges")
             return
         if code == 354 and command == "DATA":  # RFC 5321 §4.1.1.4: send the message now
             self._progress(cmd, first_ts, size)["intermediate"] = 354
@@ -335,16 +384,9 @@ class SmtpSession(_LineSession):
             self.in_headers = True
             self.header_lines = 0
             return
-        self.cmds.pop(0)
-        if cmd is self.auth:
-            self.auth = None
         if command in ("EHLO", "LHLO") and code == 250 and len(lines) > 1:
             fields["extensions"] = [x for x in lines[1:MAX_REPLY_LINES]]
-        if cmd.resp is None:
-            cmd.rts = first_ts
-        self._emit(cmd, out, fields, ts, size)
-        if command == "STARTTLS" and code == 220:
-            self.upgrading = True
+        self._answer(cmd, out, fields, first_ts, ts, size, tls=command == "STARTTLS" and code == 220)
 
 
 # ---- IMAP ---------------------------------------------------------------------------------------
@@ -391,7 +433,6 @@ class ImapSession(_LineSession):
     def __init__(self, config: SessionConfig) -> None:
         super().__init__(config)
         self.partial: dict[bool, tuple[_Cmd | None, int]] = {}  # a line continued after a literal
-        self.auth: _Cmd | None = None  # AUTHENTICATE in progress: client lines are credentials
         self.idle: _Cmd | None = None  # IDLE accepted: the client's next line is DONE
 
     def _find(self, tag: str) -> _Cmd | None:
@@ -399,12 +440,6 @@ class ImapSession(_LineSession):
             if cmd.key == tag:
                 return cmd
         return None
-
-    def _line(self, from_client: bool, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
-        if from_client:
-            self._client(line, wire, ts, out)
-        else:
-            self._server(line, wire, ts, out)
 
     def _client(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
         cont = self.partial.pop(True, None)
@@ -415,8 +450,7 @@ class ImapSession(_LineSession):
             self._client_literal(line, cmd)
             return
         if self.auth is not None:  # RFC 9051 §6.2.2: a response to a challenge; never read
-            self.auth.req["auth_lines"] = self.auth.req.get("auth_lines", 0) + 1
-            self._count("auth_lines")
+            self._credentials(self.auth)
             return
         if self.idle is not None and line.upper() == b"DONE":  # RFC 2177: ends IDLE
             self.idle.req["done"] = True
@@ -425,7 +459,7 @@ class ImapSession(_LineSession):
         tag, _, rest = line.partition(b" ")
         command, args = _split(rest)
         if not tag or not command or not command.replace("-", "").isalnum():
-            self._violation(out, f"not an IMAP command: {_text(line, 40)!r}")
+            self._not(out, "an IMAP command", line)
             return
         if command == "UID":
             sub, args = _split(args.encode("utf-8", "replace"))
@@ -438,9 +472,7 @@ class ImapSession(_LineSession):
             req["user"] = user
             literal_shown = f"{args.split(' ', 1)[0]} {MARKER}"
         elif base == "AUTHENTICATE":
-            mechanism, _, initial = args.partition(" ")
-            req["mechanism"] = mechanism.upper()
-            literal_shown = f"{mechanism} {MARKER}" if initial else mechanism
+            literal_shown = _sasl(req, args)
         if literal_shown:
             req["args"] = literal_shown
         if base in _MAILBOX_COMMANDS and args:
@@ -456,7 +488,7 @@ class ImapSession(_LineSession):
         if n is None:
             return
         if cmd is not None:
-            cmd.req["literal_bytes"] = cmd.req.get("literal_bytes", 0) + n
+            _bump(cmd.req, "literal_bytes", n)
             cmd.size += n
         self.c.raw = min(n, MAX_LITERAL)
         self.partial[True] = (cmd, n)
@@ -498,15 +530,14 @@ class ImapSession(_LineSession):
         if tag == b"+":  # a continuation request (literal, AUTHENTICATE challenge, IDLE)
             target = self.auth or (self.cmds[-1] if self.cmds else None)
             if target is not None:
-                resp = self._progress(target, ts, wire)
-                resp["continuations"] = resp.get("continuations", 0) + 1
+                self._tally(target, ts, wire, "continuations")
                 if target.req["command"] == "IDLE":
                     self.idle = target
             return
         word, text = _split(rest)
         status = _COMPLETIONS.get(word)
         if status is None:
-            self._violation(out, f"not an IMAP response: {_text(line, 40)!r}")
+            self._not(out, "an IMAP response", line)
             return
         cmd = self._find(_text(tag, 64))
         fields: dict[str, Any] = {"tag": _text(tag, 64), "completion": word, "status": status}
@@ -519,16 +550,9 @@ class ImapSession(_LineSession):
             self._count("orphan_completions")
             out.append(Message(False, ts, ts, wire, fields))
             return
-        self.cmds.remove(cmd)
-        if cmd is self.auth:
-            self.auth = None
         if cmd is self.idle:
             self.idle = None
-        if cmd.resp is None:
-            cmd.rts = ts
-        self._emit(cmd, out, fields, ts, wire)
-        if cmd.req["command"] == "STARTTLS" and status == 0:
-            self.upgrading = True
+        self._answer(cmd, out, fields, ts, ts, wire, tls=cmd.req["command"] == "STARTTLS" and status == 0)
 
     def _server_literal(self, line: bytes, target: _Cmd | None, wire: int, ts: int) -> None:
         if target is not None and wire:
@@ -537,8 +561,7 @@ class ImapSession(_LineSession):
         if n is None:
             return
         if target is not None:
-            resp = self._progress(target, ts, n)
-            resp["literal_bytes"] = resp.get("literal_bytes", 0) + n
+            self._tally(target, ts, n, "literal_bytes", n)
         self.s.raw = min(n, MAX_LITERAL)
         self.partial[False] = (target, n)
 
@@ -559,22 +582,14 @@ class Pop3Session(_LineSession):
     def __init__(self, config: SessionConfig) -> None:
         super().__init__(config)
         self.listing: _Cmd | None = None  # a multi-line reply is coming in (until ".")
-        self.auth: _Cmd | None = None
-
-    def _line(self, from_client: bool, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
-        if from_client:
-            self._client(line, wire, ts, out)
-        else:
-            self._server(line, wire, ts, out)
 
     def _client(self, line: bytes, wire: int, ts: int, out: list[Event]) -> None:
         if self.auth is not None and self.auth.resp is not None:  # RFC 5034 §4: never read
-            self.auth.req["auth_lines"] = self.auth.req.get("auth_lines", 0) + 1
-            self._count("auth_lines")
+            self._credentials(self.auth)
             return
         command, args = _split(line)
         if not command.isalpha() or len(command) > 8:
-            self._violation(out, f"not a POP3 command: {_text(line, 40)!r}")
+            self._not(out, "a POP3 command", line)
             return
         req: dict[str, Any] = {"command": command}
         if command == "PASS":
@@ -583,9 +598,7 @@ class Pop3Session(_LineSession):
             req["user"] = args.split(" ", 1)[0]
             req["args"] = f"{req['user']} {MARKER}"
         elif command == "AUTH" and args:
-            mechanism, _, initial = args.partition(" ")
-            req["mechanism"] = mechanism.upper()
-            req["args"] = f"{mechanism} {MARKER}" if initial else mechanism
+            req["args"] = _sasl(req, args)
         elif args:
             req["args"] = args
             if command == "USER":
@@ -609,19 +622,17 @@ class Pop3Session(_LineSession):
                 self.cmds.remove(listing)
                 self._emit(listing, out, None, ts, wire)
                 return
-            resp = self._progress(listing, ts, wire)
-            resp["line_count"] = resp.get("line_count", 0) + 1
+            resp = self._tally(listing, ts, wire, "line_count")
             command = listing.req["command"]
             if command in ("CAPA", "AUTH", "LIST", "UIDL") and resp["line_count"] <= MAX_REPLY_LINES:
                 resp.setdefault("lines", []).append(_text(line[1:] if line[:2] == b".." else line))
             return
         if (line.startswith(b"+ ") or line == b"+") and self.auth is not None:  # an AUTH challenge
-            resp = self._progress(self.auth, ts, wire)
-            resp["challenges"] = resp.get("challenges", 0) + 1
+            self._tally(self.auth, ts, wire, "challenges")
             return
         indicator, text = _split(line)
         if indicator not in ("+OK", "-ERR"):
-            self._violation(out, f"not a POP3 reply: {_text(line, 40)!r}")
+            self._not(out, "a POP3 reply", line)
             return
         fields: dict[str, Any] = {
             "indicator": indicator,
@@ -629,10 +640,7 @@ class Pop3Session(_LineSession):
             "text": text,
         }
         if not self.cmds:
-            if not self.greeted:
-                self._greeting(fields, ts, wire, out)
-            else:
-                self._count("unsolicited_replies")
+            self._unasked(fields, ts, ts, wire, out, keep=False)  # an unasked POP3 reply is only counted
             return
         cmd = self.cmds[0]
         if cmd is self.auth:
@@ -642,12 +650,7 @@ class Pop3Session(_LineSession):
             resp.update(fields)
             self.listing = cmd
             return
-        self.cmds.pop(0)
-        if cmd.resp is None:
-            cmd.rts = ts
-        self._emit(cmd, out, fields, ts, wire)
-        if cmd.req["command"] == "STLS" and indicator == "+OK":
-            self.upgrading = True
+        self._answer(cmd, out, fields, ts, ts, wire, tls=cmd.req["command"] == "STLS" and indicator == "+OK")
 
 
 # ---- detection ----------------------------------------------------------------------------------
