@@ -24,12 +24,11 @@ from typing import Any, Final
 
 import orjson
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from wiretide.agents.runtime import AgentRun, LogLine
 from wiretide.agents.runtime.agent import LOG_LINES
+from wiretide.common.bus.kv import open_kv
 
 log = logging.getLogger(__name__)
 
@@ -203,19 +202,14 @@ class Replicas:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replica: str) -> Replicas:
-        try:
-            kv = await js.key_value(BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=BUCKET,
-                    history=HISTORY,
-                    ttl=TTL_S,
-                    max_bytes=MAX_BYTES,
-                    storage=StorageType.FILE,
-                    description="Wiretide agents: each replica's state and log",
-                )
-            )
+        kv = await open_kv(
+            js,
+            BUCKET,
+            description="Wiretide agents: each replica's state and log",
+            history=HISTORY,
+            ttl=TTL_S,
+            max_bytes=MAX_BYTES,
+        )
         return cls(kv, replica)
 
     async def follow(self) -> None:

@@ -41,20 +41,17 @@ def replica_name() -> str:
 
 
 async def open_bucket(js: Any, ttl_s: float = TTL_S) -> Any:
-    from nats.js.api import KeyValueConfig, StorageType
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import StorageType
 
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        config = KeyValueConfig(
-            bucket=BUCKET,
-            history=1,
-            ttl=ttl_s,
-            storage=StorageType.MEMORY,
-            description="Wiretide: the gateway replica that runs recording jobs",
-        )
-        return await js.create_key_value(config)
+    from wiretide.common.bus.kv import open_kv
+
+    return await open_kv(
+        js,
+        BUCKET,
+        description="Wiretide: the gateway replica that runs recording jobs",
+        storage=StorageType.MEMORY,
+        ttl=ttl_s,
+    )
 
 
 class Lease:

@@ -29,20 +29,14 @@ def run_key(run_id: str) -> str:
 
 
 async def open_bucket(js: Any) -> Any:
-    from nats.js.api import KeyValueConfig, StorageType
-    from nats.js.errors import BucketNotFoundError
+    from wiretide.common.bus.kv import open_kv
 
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        config = KeyValueConfig(
-            bucket=BUCKET,
-            history=1,
-            max_bytes=MAX_BYTES,
-            storage=StorageType.FILE,
-            description="Wiretide recording runs, as the replica that ran them last said",
-        )
-        return await js.create_key_value(config)
+    return await open_kv(
+        js,
+        BUCKET,
+        description="Wiretide recording runs, as the replica that ran them last said",
+        max_bytes=MAX_BYTES,
+    )
 
 
 class SharedRuns:
