@@ -22,6 +22,7 @@ from nats.js.errors import (
     InvalidBucketNameError,
     KeyHistoryTooLargeError,
     NotFoundError,
+    ServerError,
     ServiceUnavailableError,
 )
 
@@ -262,3 +263,18 @@ async def test_each_store_creates_its_bucket_as_before_and_reopens_it(
     assert config.num_replicas == 1 and config.max_bytes in (None, -1)
     await opener(js)  # a second open binds the same bucket
     assert await stream_config(js, bucket) == config
+
+
+async def test_a_bucket_gets_the_connections_replica_count_unless_told(nc: Client) -> None:
+    from wiretide.common.bus.kv import use_replicas
+
+    js = nc.jetstream()
+    use_replicas(js, 3)  # as connect_with_retry does with WIRETIDE_NATS_REPLICAS=3
+    with pytest.raises(ServerError) as refused:  # one server cannot keep three copies
+        await open_kv(js, "three_copies", description="copies")
+    assert "replicas > 1" in str(refused.value)
+    told = await open_kv(js, "one_copy", description="copies", replicas=1)
+    assert told is not None and (await stream_config(js, "one_copy")).num_replicas == 1
+    plain = nc.jetstream()  # a context nobody set: one copy
+    await open_kv(plain, "default_copy", description="copies")
+    assert (await stream_config(plain, "default_copy")).num_replicas == 1

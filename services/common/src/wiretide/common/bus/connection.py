@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from wiretide.common.bus.kv import use_replicas
 from wiretide.common.bus.subjects import STREAMS, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ async def connect_with_retry(
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
     js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
+    use_replicas(js, replicas)
     for spec in STREAMS:
         await ensure_stream(js, spec, replicas)
     log.info("connected to NATS", extra={"url": url, "attempts": attempt})

@@ -9,6 +9,8 @@ configuration is not forced on it.
 
 from __future__ import annotations
 
+import weakref
+
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -36,6 +38,14 @@ class JetStreamUnavailable(ServiceUnavailableError):
         return self.description or ""
 
 
+_REPLICAS: weakref.WeakKeyDictionary[JetStreamContext, int] = weakref.WeakKeyDictionary()
+
+
+def use_replicas(js: JetStreamContext, replicas: int) -> None:
+    """Buckets created through `js` get `replicas` copies unless their caller says otherwise."""
+    _REPLICAS[js] = replicas
+
+
 async def open_kv(
     js: JetStreamContext,
     bucket: str,
@@ -45,13 +55,14 @@ async def open_kv(
     history: int = 1,
     ttl: float | None = None,
     max_bytes: int | None = None,
-    replicas: int = 1,
+    replicas: int | None = None,
 ) -> KeyValue:
     """The key-value bucket `bucket`, created with these settings when it does not exist.
 
     `history`: values kept per key (JetStream allows 1 to 64). `ttl`: seconds a key lives after its
     last write (None: forever). `max_bytes`: the bucket's size limit (None: unlimited). `replicas`:
-    copies in a JetStream cluster, usually the `nats_replicas` setting (`WIRETIDE_NATS_REPLICAS`).
+    copies in a JetStream cluster; by default the `nats_replicas` setting (`WIRETIDE_NATS_REPLICAS`)
+    the connection was made with (`use_replicas`), so a bucket outlives a NATS node as the streams do.
     `storage`: FILE survives a server restart, MEMORY does not.
     """
     try:
@@ -67,7 +78,7 @@ async def open_kv(
         ttl=ttl,
         max_bytes=max_bytes,
         storage=storage,
-        replicas=replicas,
+        replicas=_REPLICAS.get(js, 1) if replicas is None else replicas,
     )
     try:
         return await js.create_key_value(config)

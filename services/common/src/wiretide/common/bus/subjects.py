@@ -17,6 +17,14 @@ AGENT_EVENTS: Final = "wt.agents.events"
 CAPTURE_STATS: Final = "wt.capture.stats"
 
 
+def causality_subject(node: str) -> str:
+    """CausalEdgeBatches (kernel-observed causality, eBPF) of one capture node."""
+    return f"wt.causality.{_token(node)}"
+
+
+CAUSALITY_ALL: Final = "wt.causality.>"
+
+
 def _token(name: str) -> str:
     """A subject token: no dots, wildcards or whitespace."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
