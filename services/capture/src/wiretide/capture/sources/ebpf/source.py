@@ -11,6 +11,7 @@ itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import os
@@ -36,6 +37,10 @@ MAX_SCANS_PER_POLL: Final = 64
 # Processes waiting for a scan; beyond it new ones are skipped (counted) — their libraries are most
 # often one of the files already hooked, which covers them anyway.
 MAX_PENDING_EXECS: Final = 4096
+# A chunk is released once the clock is this far past its stamp: the longest a probe may take from
+# its stamp to its submit, with room for a preempted virtual CPU.
+SETTLE_NS: Final = 5_000_000
+MAX_HELD: Final = 65536
 MAX_OPEN: Final = 65536  # sockets remembered to report their close (the kernel side's bound)
 PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
 _LIBSSL = re.compile(r"/libssl\.so(\.[0-9.]+)?$")
@@ -208,6 +213,7 @@ class EbpfSource:
         self.conns = ConnectionTable(proc)
         self._bpf: Any = None
         self._out: list[Chunk] = []
+        self._held: list[Chunk] = []  # read, but stamped too recently to be in order yet (see poll)
         self._open: dict[tuple[int, int], Chunk] = {}  # (pid, fd) → its last chunk, to say it closed
         self._execs: dict[int, int] = {}  # pid → monotonic ns of its exec
         self._checked_exes: set[tuple[int, int]] = set()  # (dev, inode) of executables looked at
@@ -416,14 +422,41 @@ class EbpfSource:
     # -- events --------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int = 100) -> list[Chunk]:
-        """Wait up to `timeout_ms` for events; the chunks they carried, in kernel order."""
-        self._bpf.perf_buffer_poll(timeout=timeout_ms)
+        """Wait up to `timeout_ms` for events; the chunks stamped before the poll settled, in kernel
+        order (later ones wait for the next poll).
+
+        Per-CPU buffers are read one after another, and an event stamped on one CPU can reach its
+        buffer after a later event of another CPU was read: a Go goroutine's Read answered on CPU 1
+        can arrive one poll after the next Write on CPU 0. Sorting one poll's chunks is not enough.
+        So the poll settles: it notes the clock, drains the buffers once more without waiting, and
+        releases only the chunks stamped more than `SETTLE_NS` before that note — every event stamped
+        then was submitted before the drain (a probe runs in microseconds) — holding the rest.
+        """
+        bpf = self._bpf
+        bpf.perf_buffer_poll(timeout=timeout_ms)
         if self._execs:
             self._scan_execs(time.monotonic_ns())
-        out, self._out = self._out, []
-        # Per-CPU buffers are read one CPU after another: put the poll's chunks back in kernel order
-        # (a request written on one CPU before its answer was read on another comes first).
+        if not self._out and not self._held:
+            return []
+        settled = time.monotonic_ns()
+        bpf.perf_buffer_poll(timeout=0)
+        cutoff = settled - SETTLE_NS + self._boot_offset
+        out = self._held + self._out if self._held else self._out
+        self._out = []
         out.sort(key=_timestamp)
+        if out[-1].timestamp_ns <= cutoff:
+            self._held = []
+            return out
+        cut = bisect.bisect_right(out, cutoff, key=_timestamp)
+        self._held = out[cut:]
+        if len(self._held) > MAX_HELD:  # a clock step: never hold without bound
+            cut, self._held = len(out), []
+        return out[:cut]
+
+    def drain(self) -> list[Chunk]:
+        """Every chunk read so far, held ones included (at close)."""
+        out = sorted(self._held + self._out, key=_timestamp)
+        self._held, self._out = [], []
         return out
 
     def _on_lost(self, count: int) -> None:
