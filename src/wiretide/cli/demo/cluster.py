@@ -1,12 +1,16 @@
 """The demo mini-cluster: network namespaces as pods on one bridge, as a CNI would wire them.
 
-Three "namespaces" (shop, data, load), six pods running real servers (PostgreSQL and Redis among
-them, when installed), and a Kubernetes API emulator describing exactly these pods, their
-ReplicaSets/StatefulSets, Services and EndpointSlices.
+Three "namespaces" (shop, data, load), eight pods running real servers (PostgreSQL, Redis and a
+RabbitMQ broker among them, when installed), and a Kubernetes API emulator describing exactly these
+pods, their ReplicaSets/StatefulSets, Services and EndpointSlices. The broker takes seconds to boot, so
+the demo does not wait for it: a watcher waits for its port and says when it listens, or why it never
+will — the demo goes on without the messaging hop then.
 
 Rule: everything created is written to the state file *before* it is created, so that `down()` —
 from this process or from `wiretide demo --down` in another shell — removes all of it, even after a
-crash. The bridge carries no address; the pods' 10.x addresses exist only inside their namespaces.
+crash — and every process left in a pod's namespace (a daemon a server forked, such as epmd) is
+ended with it. The bridge carries no address; the pods' 10.x addresses exist only inside their
+namespaces.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ import contextlib
 import ctypes
 import os
 import pwd
+import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,9 +62,11 @@ class PodPlan:
 PODS: Final = (
     PodPlan("frontend-6d4cf-x7k2p", "shop", "frontend", "ReplicaSet", "frontend-6d4cf", 10, 8080),
     PodPlan("api-58b9d-m4q8z", "shop", "api", "ReplicaSet", "api-58b9d", 11, 8080),
+    PodPlan("worker-7c5f8-h2n6r", "shop", "worker", "ReplicaSet", "worker-7c5f8", 12, 0),
     PodPlan("redis-0", "data", "redis", "StatefulSet", "redis", 20, 6379),
     PodPlan("db-0", "data", "db", "StatefulSet", "db", 21, 5432),
     PodPlan("postgres-0", "data", "postgres", "StatefulSet", "postgres", 22, 5432),
+    PodPlan("rabbitmq-0", "data", "rabbitmq", "StatefulSet", "rabbitmq", 23, 5672),
     PodPlan("loadgen-7f6c8-q9w2e", "load", "loadgen", "ReplicaSet", "loadgen-7f6c8", 30, 0),
 )
 SERVICE_IPS: Final = {
@@ -65,12 +75,27 @@ SERVICE_IPS: Final = {
     "redis": "10.96.0.20",
     "db": "10.96.0.21",
     "postgres": "10.96.0.22",
+    "rabbitmq": "10.96.0.23",
 }
 # The demo's PostgreSQL: small, unlogged-fast, trusting its one client (it lives only in its namespace).
 POSTGRES_USER: Final = "demo"
 POSTGRES_SETTINGS: Final = (
     "fsync=off", "shared_buffers=16MB", "max_connections=20", "log_min_messages=fatal"
 )  # fmt: skip
+# The demo's RabbitMQ: one node named after the pod's loopback (resolvable in any namespace, whatever the
+# host is called), its data, logs and Erlang cookie in a scratch directory, its distribution port and
+# epmd on loopback only, one Erlang scheduler that does not spin (it runs beside Wiretide on a laptop).
+RABBITMQ_SCRIPT: Final = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")  # not /usr/sbin's (it resets HOME)
+RABBITMQ_USER: Final = "demo"  # apps.AMQP_USER: its broker lives only in its namespace
+RABBITMQ_NODE: Final = "rabbit@localhost"
+RABBITMQ_ERL_ARGS: Final = (
+    "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}"
+)
+# Here the node listens 14–26 s after it starts (2 loaded cores); past this it is stopped and left out.
+RABBITMQ_START_TIMEOUT_S: Final = 180.0
+RABBITMQ_NICE: Final = 10  # the broker boots in the background, behind everything else
+BROKER_POLL_S: Final = 0.1  # how often the watcher looks for the broker's listening socket
+TCP_LISTEN: Final = "0A"  # /proc/net/tcp's st column for LISTEN
 
 
 def _ip(*args: str) -> None:
@@ -125,6 +150,15 @@ def teardown(state: DemoState) -> list[str]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     for ns in state.netns:
+        strays = _stray_processes(ns)
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                removed.append(f"process {pid} (left in {ns})")
+        deadline = time.monotonic() + STOP_WAIT_S
+        while strays and time.monotonic() < deadline:  # a SIGKILL takes effect soon, not at once
+            time.sleep(0.05)
+            strays = _stray_processes(ns)
         if subprocess.run(["ip", "netns", "del", ns], capture_output=True).returncode == 0:
             removed.append(f"netns {ns}")
     for link in [*state.links, state.bridge]:
@@ -137,6 +171,45 @@ def teardown(state: DemoState) -> list[str]:
     with contextlib.suppress(OSError):
         state.path.unlink()
     return removed
+
+
+def _stray_processes(netns: str) -> list[int]:
+    """Processes still inside a namespace (`ip netns pids`): what its servers forked and left behind."""
+    done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split() if p.isdigit()] if done.returncode == 0 else []
+
+
+def rabbitmq_server() -> str | None:
+    """The broker's start script: Debian's own (the /usr/sbin wrapper switches user and resets HOME),
+    else the `rabbitmq-server` on PATH; None when RabbitMQ is not installed."""
+    return str(RABBITMQ_SCRIPT) if RABBITMQ_SCRIPT.exists() else shutil.which("rabbitmq-server")
+
+
+def listening(pid: int, ip: str, port: int) -> bool:
+    """Whether a TCP socket listens on ip:port (or the wildcard) in the network namespace of `pid`."""
+    host = f"{struct.unpack('=I', socket.inet_aton(ip))[0]:08X}"  # /proc prints the address as a u32
+    wanted = {f"{host}:{port:04X}", f"00000000:{port:04X}"}
+    try:
+        with open(f"/proc/{pid}/net/tcp") as table:
+            next(table)
+            return any(
+                (cols := line.split())[1] in wanted and cols[3] == TCP_LISTEN
+                for line in table
+                if line.strip()
+            )
+    except (OSError, StopIteration, IndexError):
+        return False
+
+
+def _last_line(path: Path) -> str:
+    """The last line a workload wrote to its log (its own reason for failing), shortened."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            lines = [ln.strip() for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
 
 
 def _alive(pid: int) -> bool:
@@ -154,12 +227,18 @@ def _alive(pid: int) -> bool:
 
 
 class DemoCluster:
-    def __init__(self, state_file: Path, tag: str = "") -> None:
+    def __init__(self, state_file: Path, tag: str = "", rabbitmq: str | None = "") -> None:
+        """`rabbitmq`: the broker's start script ("" finds the installed one, None leaves it out)."""
         self.tag = tag or f"wtd{os.getpid() % 100000}"
         self.state = DemoState(path=state_file, owner_pid=os.getpid())
         self.kube: ka.KubeApi | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = state_file.parent / "demo-logs"
+        self.rabbitmq = rabbitmq_server() if rabbitmq == "" else rabbitmq
+        # The messaging hop: "starting", then "up" or why not (also printed); `broker_settled` once known.
+        self.broker = "not started"
+        self.broker_settled = threading.Event()
+        self._stopping = threading.Event()
 
     def netns(self, pod: PodPlan) -> str:
         return f"{self.tag}-{pod.name}"
@@ -192,7 +271,9 @@ class DemoCluster:
             _ip("-n", ns, "link", "set", "lo", "up")
 
     # -- workloads -----------------------------------------------------------------------------
-    def _spawn(self, pod: PodPlan, argv: list[str]) -> None:
+    def _spawn(
+        self, pod: PodPlan, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{pod.app}.log").open("ab")
         proc = subprocess.Popen(
@@ -200,12 +281,15 @@ class DemoCluster:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - setsid + pdeathsig only
         )
         log.close()
         self.procs[pod.app] = proc
         self.state.pids.append(proc.pid)
         self.state.save()
+        return proc
 
     def start_workloads(self) -> None:
         by_app = {p.app: p for p in PODS}
@@ -214,6 +298,7 @@ class DemoCluster:
         def addr(name: str) -> str:
             return f"{by_app[name].ip}:{by_app[name].port}"
 
+        broker = self._start_rabbitmq(by_app["rabbitmq"])  # first: it takes longest to boot
         redis_bin = shutil.which("redis-server")
         if redis_bin is not None:
             redis = by_app["redis"]
@@ -229,6 +314,9 @@ class DemoCluster:
         api_up = ["--upstream", f"db={addr('db')}"]
         if redis_bin is not None:
             api_up += ["--upstream", f"redis={addr('redis')}"]
+        if broker:
+            api_up += ["--upstream", f"rabbitmq={addr('rabbitmq')}"]
+            self._spawn(by_app["worker"], [*app, "worker", "--upstream", f"rabbitmq={addr('rabbitmq')}"])
         self._spawn(by_app["api"], [*app, "api", "--listen", addr("api"), *api_up])
         self._spawn(
             by_app["frontend"],
@@ -272,6 +360,89 @@ class DemoCluster:
         )  # fmt: skip
         return True
 
+    def _start_rabbitmq(self, pod: PodPlan) -> bool:
+        """A throwaway RabbitMQ node in the pod (as the `rabbitmq` user when there is one), watched until
+        it listens; False, and the demo has no messaging hop, when RabbitMQ is not installed."""
+        if self.rabbitmq is None:
+            self._broker_outcome("not installed", "rabbitmq-server is not installed: no messaging hop")
+            return False
+        base = Path(tempfile.mkdtemp(prefix=f"{self.tag}-rmq-"))
+        self.state.dirs.append(str(base))
+        self.state.save()
+        (base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {pod.ip}:{pod.port}\n"
+            f"default_user = {RABBITMQ_USER}\ndefault_pass = {RABBITMQ_USER}\nloopback_users = none\n"
+        )
+        (base / "enabled_plugins").write_text("[].\n")
+        (base / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
+        cookie = base / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20))
+        cookie.chmod(0o400)
+        env = {
+            **os.environ,
+            "HOME": str(base),  # the Erlang cookie's home
+            "RABBITMQ_NODENAME": RABBITMQ_NODE,
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_LOGS": "-",  # to the pod's log
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": RABBITMQ_ERL_ARGS,
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),
+        }
+        argv = [self.rabbitmq]
+        runuser = shutil.which("runuser")
+        with contextlib.suppress(KeyError):
+            user = pwd.getpwnam("rabbitmq")
+            if runuser is not None:  # the Erlang VM need not run as root; HOME survives runuser via env
+                for path in (base, *base.iterdir()):
+                    os.chown(path, user.pw_uid, user.pw_gid)
+                argv = [runuser, "-u", "rabbitmq", "--", "env", f"HOME={base}", self.rabbitmq]
+        base.chmod(0o700)
+        nice = shutil.which("nice")
+        if nice is not None:  # its boot (~8 CPU-seconds here) yields to Wiretide's own start-up
+            argv = [nice, "-n", str(RABBITMQ_NICE), *argv]
+        self.broker = "starting"
+        proc = self._spawn(pod, argv, env=env, cwd=base)
+        watcher = threading.Thread(
+            target=self._watch_broker, args=(proc, pod, time.monotonic()), name="demo-broker", daemon=True
+        )
+        watcher.start()
+        return True
+
+    def _watch_broker(self, proc: subprocess.Popen[bytes], pod: PodPlan, started: float) -> None:
+        """Wait for the broker's port (never a fixed time); say when it listens, or why it never will."""
+        log = self.log_dir / f"{pod.app}.log"
+        while not self._stopping.is_set():
+            if proc.poll() is not None:
+                why = f"it exited with status {proc.returncode} before listening: {_last_line(log)}"
+                self._broker_outcome("failed", f"rabbitmq-server did not start ({why})", log)
+                return
+            if listening(proc.pid, pod.ip, pod.port):
+                took = time.monotonic() - started
+                self._broker_outcome(
+                    "up",
+                    f"rabbitmq-server listening on {pod.ip}:{pod.port} after {took:.1f} s "
+                    "(api → rabbitmq → worker: order events on the orders queue)",
+                )
+                return
+            if time.monotonic() - started > RABBITMQ_START_TIMEOUT_S:
+                proc.terminate()
+                why = f"not listening after {RABBITMQ_START_TIMEOUT_S:.0f} s: {_last_line(log)}"
+                self._broker_outcome("failed", f"rabbitmq-server did not start ({why}); stopped it", log)
+                return
+            self._stopping.wait(BROKER_POLL_S)
+
+    def _broker_outcome(self, status: str, message: str, log: Path | None = None) -> None:
+        self.broker = status if status != "failed" else message
+        if status == "failed":
+            message += f"; the demo goes on without the messaging hop (log: {log})"
+        print(f"wiretide demo: {message}", file=sys.stderr, flush=True)
+        self.broker_settled.set()
+
     # -- the API's view ------------------------------------------------------------------------
     def start_kubeapi(self) -> ka.KubeApi:
         kube = ka.KubeApi().start()
@@ -291,6 +462,7 @@ class DemoCluster:
             raise
 
     def down(self) -> list[str]:
+        self._stopping.set()
         if self.kube is not None:
             self.kube.stop()
             self.kube = None
