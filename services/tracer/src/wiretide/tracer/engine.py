@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
-from wiretide.tracer.causality import CausalitySource
+from wiretide.tracer.causality import CausalitySource, KernelCausality
 from wiretide.tracer.rules import SpanRule
 from wiretide.tracer.servicemap import Edge, Node, ServiceMap, calls_of
 from wiretide.tracer.spans import KIND_SERVER, Span
@@ -31,6 +31,7 @@ class Engine:
         export: Callable[[list[Span]], None] | None = None,
     ) -> None:
         self.assembler = Assembler(config, rules=rules, causality=causality)
+        self.kernel: KernelCausality | None = causality if isinstance(causality, KernelCausality) else None
         self.store = TraceStore(max_traces)
         self.map = ServiceMap(max_map_records)
         self.export = export
@@ -39,6 +40,8 @@ class Engine:
 
     def ingest(self, entries: list[dict[str, Any]], wall_ns: int = 0) -> list[Span]:
         add, record = self.assembler.add, self.map.add_span
+        if self.kernel is not None:  # every entry is some server's inbound request an edge may name
+            self.kernel.observe(entries)
         for entry in entries:
             spans = add(entry)
             if not spans:
@@ -52,6 +55,13 @@ class Engine:
         self._last_arrival_wall_ns = wall_ns
         self._idle_base_ns = self.assembler.watermark
         return self._collect()
+
+    def use_kernel_causality(self, source: KernelCausality) -> None:
+        """Answer parent links from kernel-observed edges from now on (the first edge batch turns it
+        on: without eBPF capture the tracer does none of this per-entry work)."""
+        self.kernel = source
+        self.assembler.causality = source
+        self.assembler._kernel = True  # its switch for indexing server spans by entry id
 
     def service_map(
         self, window_ns: int, predicate: Callable[[dict[str, Any]], bool] | None = None

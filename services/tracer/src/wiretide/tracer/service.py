@@ -14,16 +14,20 @@ import time
 from typing import Literal
 
 import grpc
+from nats.aio.msg import Msg
+from prometheus_client import Counter
 from pydantic import field_validator
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
 from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.bus.subjects import CAUSALITY_ALL
 from wiretide.common.collector import collect_rarely
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
 from wiretide.proto.v1 import tracer_pb2_grpc
 from wiretide.tracer.api import TracerApi
 from wiretide.tracer.assemble import AssemblyConfig
+from wiretide.tracer.causality import KernelCausality
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.exporter import ExportConfig, Exporter
 from wiretide.tracer.export.transport import OtlpTarget, make_transport, parse_headers
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 FETCH_BATCH = 64  # EntryBatch messages per pull (each carries up to hundreds of entries)
 FETCH_TIMEOUT_S = 0.25
 IDLE_TICK_S = 0.25  # how often packet time is moved on while no entries arrive
+CAUSALITY = Counter(
+    "wiretide_tracer_causality",
+    "Kernel-observed causality: edges and calls by outcome (causality.STAT_NAMES)",
+    ["outcome"],
+)
 
 
 class TracerSettings(CommonSettings):
@@ -49,6 +58,8 @@ class TracerSettings(CommonSettings):
     tracer_span_rules: str = ""
     # Where Wiretide's spans hang when the application propagates context (assemble.PARENT_MODES).
     tracer_parent: Literal["wiretide", "app"] = "wiretide"
+    # Parent links from the capture nodes' eBPF causality edges (`wt.causality.<node>`), when any come.
+    tracer_causality: bool = True
 
     traces_otlp_endpoint: str = ""  # empty: no export (traces stay queryable over gRPC)
     traces_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
@@ -162,6 +173,8 @@ class TracerService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._consuming = False
+        self.causality: KernelCausality | None = None  # made when the first edges arrive
+        self._causality_published: dict[str, int] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
         tracer_pb2_grpc.add_TracerServiceServicer_to_server(TracerApi(self.engine), server)
@@ -182,6 +195,8 @@ class TracerService(Service):
         self._sub = await durable_pull(
             bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, self.tsettings.tracer_durable
         )
+        if self.tsettings.tracer_causality:
+            self._causality_sub = await bus.nc.subscribe(CAUSALITY_ALL, cb=self._on_causality)
         self._consuming = True
         self._tasks = [
             asyncio.create_task(self._consume(), name="tracer-consume"),
@@ -214,8 +229,23 @@ class TracerService(Service):
                 self.entries_in += len(got.entries)
             await got.ack()
 
+    async def _on_causality(self, msg: Msg) -> None:
+        """Edges of one capture node; the first turns kernel causality on (`Engine.use_kernel_causality`)."""
+        if self.causality is None:
+            window = int(self.tsettings.tracer_window_s * 1e9)
+            self.causality = KernelCausality(horizon_ns=max(4 * window, 30_000_000_000))
+            self.engine.use_kernel_causality(self.causality)
+            log.info("kernel causality on: parent links from eBPF edges", extra={"subject": msg.subject})
+        self.causality.add_batch(msg.data, msg.subject)
+
     async def _idle(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=IDLE_TICK_S)
             self.engine.idle(time.time_ns())
+            if self.causality is not None:
+                done = self._causality_published
+                for outcome, n in self.causality.stats.items():
+                    if n > done.get(outcome, 0):
+                        CAUSALITY.labels(outcome).inc(n - done.get(outcome, 0))
+                        done[outcome] = n
