@@ -55,6 +55,7 @@ UNACKED: Final = "unacknowledged"
 # Plaintext chunks (eBPF) lost the same ways, counted apart from packets.
 PLAINTEXT_QUEUE_FULL: Final = "ebpf_queue_full"
 PLAINTEXT_UNAVAILABLE: Final = "ebpf_dissector_unavailable"
+SOCKET_OWNER_BYTES: Final = 64  # what a socket owner counts against the queue's byte bound
 
 # Queued behind an input's last batch (compared by identity): sent as an empty batch marked
 # `end_of_input`, it tells the dissector to close the input's flows.
@@ -174,17 +175,23 @@ class EndpointSender:
 
     # -- eBPF plaintext (sources/ebpf): chunks ride in batches of their own, bounded like packets --
 
-    def offer_plaintext(self, chunks: list[packets_pb2.PlaintextChunk]) -> bool:
-        """Queue a batch of plaintext chunks; False (counted in chunks) when down or full."""
+    def offer_plaintext(
+        self, chunks: list[packets_pb2.PlaintextChunk], sockets: list[packets_pb2.SocketOwner] | None = None
+    ) -> bool:
+        """Queue a batch of plaintext chunks and socket owners (both eBPF); False (counted in items)
+        when down or full. Queued with packets, so that owners reach the dissector before the packets
+        sent after them."""
+        owners = sockets or []
+        items = len(chunks) + len(owners)
         if not self.up:
-            self.drops.add(PLAINTEXT_UNAVAILABLE, len(chunks))
+            self.drops.add(PLAINTEXT_UNAVAILABLE, items)
             return False
-        size = sum(len(c.data) for c in chunks)
+        size = sum(len(c.data) for c in chunks) + SOCKET_OWNER_BYTES * len(owners)
         if len(self.queue) >= self.max_batches or self.queued_bytes + size > self.max_bytes:
-            self.drops.add(PLAINTEXT_QUEUE_FULL, len(chunks))
+            self.drops.add(PLAINTEXT_QUEUE_FULL, items)
             return False
         batch = packets_pb2.PacketBatch(
-            node=self.node, source=packets_pb2.CAPTURE_SOURCE_EBPF_TLS, plaintext=chunks
+            node=self.node, source=packets_pb2.CAPTURE_SOURCE_EBPF_TLS, plaintext=chunks, sockets=owners
         )
         self.queue.append(Queued(dissector_pb2.IngestRequest(batch=batch), 0, size, size))
         self.queued_bytes += size
@@ -401,12 +408,17 @@ class SenderPool:
             return False
         return sender.offer(cols)
 
-    def offer_plaintext(self, endpoint: str, chunks: list[packets_pb2.PlaintextChunk]) -> bool:
+    def offer_plaintext(
+        self,
+        endpoint: str,
+        chunks: list[packets_pb2.PlaintextChunk],
+        sockets: list[packets_pb2.SocketOwner] | None = None,
+    ) -> bool:
         sender = self.senders.get(endpoint)
         if sender is None:
-            self.drops.add(PLAINTEXT_UNAVAILABLE, len(chunks))
+            self.drops.add(PLAINTEXT_UNAVAILABLE, len(chunks) + len(sockets or ()))
             return False
-        return sender.offer_plaintext(chunks)
+        return sender.offer_plaintext(chunks, sockets)
 
     def end_input(self) -> None:
         """Every endpoint: the input (a replayed file) ends behind what is queued for it."""

@@ -29,6 +29,7 @@ from pydantic import ValidationInfo, field_validator
 
 from wiretide.capture import metrics
 from wiretide.capture.bpf import FilterError, OfflineFilter, combine, compile_bpf, structured_expression
+from wiretide.capture.edges import EdgePublisher
 from wiretide.capture.interfaces import Selection
 from wiretide.capture.live import LiveCapture
 from wiretide.capture.recorder import SNAPSHOT_INLINE_MAX, Recorder, RecorderLimits
@@ -43,7 +44,7 @@ from wiretide.capture.shard import HashRing, Sharder
 from wiretide.capture.sources.afpacket import DEFAULT_SNAPLEN, FANOUT_MODES, RingConfig
 from wiretide.capture.sources.ebpf.feed import EbpfFeed
 from wiretide.capture.sources.ebpf.report import Scanner
-from wiretide.capture.sources.ebpf.source import Chunk
+from wiretide.capture.sources.ebpf.source import Chunk, SocketOwner
 from wiretide.capture.sources.pcapfile import PcapError, read_batches
 from wiretide.capture.targeting import Targeting
 from wiretide.common import nodes
@@ -120,6 +121,9 @@ class CaptureSettings(CommonSettings):
     capture_recorder_max_age_s: float = 3600.0
     # TLS plaintext read from the processes' OpenSSL calls (docs/ebpf.md); live capture only, root.
     capture_ebpf: bool = False
+    # With eBPF on: which inbound request each thread was serving when it made an outbound call, for
+    # the tracer's `syscall` links (docs/ebpf.md, "Causality").
+    capture_ebpf_causality: bool = True
 
     @field_validator("capture_bpf")
     @classmethod
@@ -357,6 +361,7 @@ class CaptureService(Service):
         self.ebpf: EbpfFeed | None = None
         self.targeting: Targeting | None = None
         self.tls_scanner: Scanner | None = None
+        self.edges: EdgePublisher | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         capture_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureControl(self), server)
@@ -408,8 +413,15 @@ class CaptureService(Service):
             self._spawn(self._rescan_loop(), "rescan")
             self._spawn(self._stats_loop(), "stats")
             if s.capture_ebpf:
-                self.ebpf = EbpfFeed(self._on_plaintext, asyncio.get_running_loop())
+                self.ebpf = EbpfFeed(
+                    self._on_plaintext, asyncio.get_running_loop(), on_sockets=self._on_sockets
+                )
                 self.ebpf.start()
+                if s.capture_ebpf_causality:
+                    tls = self.ebpf  # BCC compiles one program at a time: after the TLS source's
+                    loaded = lambda: tls.running or bool(tls.error)  # noqa: E731
+                    self.edges = EdgePublisher(s.node_name, bus, asyncio.get_running_loop(), after=loaded)
+                    self.edges.start()
         self._spawn(self._flush_loop(), "flush")
         self._spawn(self._advertise_loop(bus), "advertise")
 
@@ -487,6 +499,8 @@ class CaptureService(Service):
             self.live.close()
         if self.ebpf is not None:
             await asyncio.to_thread(self.ebpf.close)
+        if self.edges is not None:
+            await asyncio.to_thread(self.edges.close)
         self._flush()
         if self.pool is not None:
             await self.pool.drain(1.0)
@@ -554,6 +568,20 @@ class CaptureService(Service):
             by_endpoint.setdefault(owner, []).append(c.to_proto())
         for endpoint, protos in by_endpoint.items():
             self.pool.offer_plaintext(endpoint, protos)
+
+    def _on_sockets(self, sockets: list[SocketOwner]) -> None:
+        """eBPF socket owners to the dissector that owns their connection's packets, queued before
+        the packets that follow (the dissector names packet entries' processes by them)."""
+        ring = self.sharder.ring
+        if not ring.endpoints or self.pool is None:
+            self._count_drop("ebpf_dissector_unavailable", len(sockets))
+            return
+        by_endpoint: dict[str, list[packets_pb2.SocketOwner]] = {}
+        for s in sockets:
+            owner = ring.owner(flow_hash(s.local_ip, s.local_port, s.remote_ip, s.remote_port, IPPROTO_TCP))
+            by_endpoint.setdefault(owner, []).append(s.to_proto())
+        for endpoint, protos in by_endpoint.items():
+            self.pool.offer_plaintext(endpoint, [], protos)
 
     # -- live --------------------------------------------------------------------------------
 

@@ -5,13 +5,16 @@ bytes are ciphertext); it is ordered per direction by the chunk offsets (a jump 
 is dropped) and fed to the pipeline's parsers as in-order TCP payload. When both ends of a connection
 are hooked, the first process seen owns the byte stream and the other end only names its process.
 The entries say `capture.source = "ebpf_tls"` and carry the packet flow's handshake metadata with
-`tls.decrypted = true`.
+`tls.decrypted = true`. A decrypted connection is one set of entries: the packet side's `tls` entry
+(its handshake) is held for `TLS_HOLD_NS` and folded away when the connection's plaintext arrives —
+its metadata is on the plaintext entries — or released as it was when none comes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -22,6 +25,14 @@ from wiretide.proto.v1 import packets_pb2
 SOURCE: Final = "ebpf_tls"
 # How the handshake metadata reads when no packet of the connection was seen (capture filtered it).
 _NO_HANDSHAKE: Final = {"sni": None, "version": None, "alpn": None, "cipher": None, "ja3": None, "ja4": None}
+# How long a packet-side `tls` entry waits for its connection's plaintext before it is released: the
+# first application bytes follow the handshake by a round trip, and reach the dissector within the
+# eBPF source's poll (100 ms) and settling (5 ms). A connection idle longer after its handshake keeps
+# its `tls` entry beside its later plaintext entries.
+TLS_HOLD_NS: Final = 1_000_000_000
+# `tls` entries held at once (beyond it the oldest is released early), and decrypted connections
+# remembered after their plaintext ended.
+MAX_HELD_TLS: Final = 16384
 
 Key = tuple[bytes, int, bytes, int]
 
@@ -44,6 +55,19 @@ def _key(c: packets_pb2.PlaintextChunk) -> Key:
     return (dst, dport, src, sport)
 
 
+def _entry_key(doc: dict[str, Any]) -> Key | None:
+    """The direction-independent 4-tuple of an entry's connection (as `_key` makes of a chunk)."""
+    try:
+        src, dst = doc["src"], doc["dst"]
+        a = (ipaddress.ip_address(src["ip"]).packed, int(src["port"]))
+        b = (ipaddress.ip_address(dst["ip"]).packed, int(dst["port"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if a[1] > b[1] or (a[1] == b[1] and a[0] >= b[0]):
+        return (a[0], a[1], b[0], b[1])
+    return (b[0], b[1], a[0], a[1])
+
+
 def _name_end(st: _State, c: packets_pb2.PlaintextChunk) -> None:
     """Record the reporting process as the end it is: the sender when it wrote the bytes."""
     side = 0 if c.from_client == c.local_is_sender else 1
@@ -57,6 +81,49 @@ class PlaintextFlows:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.flows: OrderedDict[Key, tuple[Flow, _State]] = OrderedDict()
+        self._held_tls: OrderedDict[Key, dict[str, Any]] = OrderedDict()  # packet `tls` entries (fold)
+        # Connections seen decrypted, kept past their plaintext's end: packets may come after it.
+        self._decrypted: OrderedDict[Key, int] = OrderedDict()  # → its first chunk's time
+
+    def fold(self, entries: Sequence[dict[str, Any]], now_ns: int) -> list[dict[str, Any]]:
+        """The packet entries of this node as they should leave: a `tls` entry of a connection whose
+        plaintext is known is dropped (counted `plaintext_tls_folded`), one of another connection is
+        held for its plaintext; entries held longer than `TLS_HOLD_NS` before `now_ns` are released."""
+        out: list[dict[str, Any]] = []
+        for doc in entries:
+            if doc.get("protocol") != "tls" or doc.get("capture", {}).get("source") == SOURCE:
+                out.append(doc)
+                continue
+            key = _entry_key(doc)
+            if key is None:
+                out.append(doc)
+            elif self._was_decrypted(key, int(doc.get("timestamp") or 0)):
+                self.pipeline.stats["plaintext_tls_folded"] += 1
+            elif key in self._held_tls:
+                out.append(doc)  # a second handshake entry of one connection: not held twice
+            else:
+                if len(self._held_tls) >= MAX_HELD_TLS:
+                    out.append(self._held_tls.popitem(last=False)[1])
+                self._held_tls[key] = doc
+        out += self.release_tls(now_ns)
+        return out
+
+    def _was_decrypted(self, key: Key, handshake_ns: int) -> bool:
+        """The connection's plaintext began within `TLS_HOLD_NS` of this handshake (a later connection
+        reusing the 4-tuple is another one)."""
+        first = self._decrypted.get(key)
+        return first is not None and abs(first - handshake_ns) < TLS_HOLD_NS
+
+    def release_tls(self, now_ns: int, everything: bool = False) -> list[dict[str, Any]]:
+        """The held `tls` entries whose time is up (all of them with `everything`)."""
+        out: list[dict[str, Any]] = []
+        held = self._held_tls
+        while held:
+            key = next(iter(held))
+            if not everything and now_ns - int(held[key].get("timestamp") or 0) < TLS_HOLD_NS:
+                break
+            out.append(held.pop(key))
+        return out
 
     def feed(self, chunks: Iterable[packets_pb2.PlaintextChunk]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -95,6 +162,11 @@ class PlaintextFlows:
             flow.client = d if c.from_client else 1 - d
             item = self.flows[key] = (flow, _State(c.pid, c.library or "openssl"))
             p.stats["plaintext_flows"] += 1
+            if self._held_tls.pop(key, None) is not None:  # its handshake entry: folded into these
+                p.stats["plaintext_tls_folded"] += 1
+            if len(self._decrypted) >= MAX_HELD_TLS:
+                self._decrypted.popitem(last=False)
+            self._decrypted[key] = ts
         else:
             self.flows.move_to_end(key)
         flow, st = item
@@ -168,7 +240,7 @@ class PlaintextFlows:
 
     def flush_idle(self, now_ns: int) -> list[dict[str, Any]]:
         """Close flows silent for the pipeline's TCP idle time (their process died without a close)."""
-        out: list[dict[str, Any]] = []
+        out = self.release_tls(now_ns)
         idle = self.pipeline.limits.tcp_idle_ns
         while self.flows:
             key = next(iter(self.flows))
@@ -180,7 +252,7 @@ class PlaintextFlows:
         return out
 
     def finish(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        out = self.release_tls(0, everything=True)
         while self.flows:
             _, (flow, st) = self.flows.popitem(last=False)
             self._close(flow, st, flow.last_ts, "end", out)

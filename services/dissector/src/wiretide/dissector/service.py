@@ -33,6 +33,7 @@ from wiretide.common.settings import CommonSettings
 from wiretide.dissector import redact
 from wiretide.dissector.pipeline import Limits, Pipeline
 from wiretide.dissector.plaintext import PlaintextFlows
+from wiretide.dissector.processes import ProcessTable
 from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
@@ -203,6 +204,7 @@ class DissectorService(Service):
         )
         self.pipelines: dict[str, Pipeline] = {}
         self.plaintext: dict[str, PlaintextFlows] = {}  # eBPF TLS plaintext, per node, beside its pipeline
+        self.processes: dict[str, ProcessTable] = {}  # eBPF socket owners, per node (processes.py)
         # gRPC message schemas from descriptor sets dropped into a directory (read once).
         self.schemas = (
             grpc_protocol.SchemaStore.from_directory(settings.dissector_grpc_descriptors)
@@ -336,8 +338,16 @@ class DissectorService(Service):
         if pipeline is None:
             self._count_drop("too_many_nodes", n)
             return
-        if n or not batch.plaintext:  # a plaintext-only batch names its own entries (plaintext.py)
+        if n or not (batch.plaintext or batch.sockets):  # an eBPF-only batch: plaintext.py names its own
             pipeline.source = SOURCES.get(batch.source, "af_packet")
+        if batch.sockets:  # before the packets: an owner comes before its connection's later packets
+            table = self.processes.get(node)
+            if table is None:
+                table = self.processes[node] = ProcessTable()
+            evicted = table.evicted
+            table.learn(batch.sockets)
+            if table.evicted != evicted:
+                self._count_drop("process_table_evicted", table.evicted - evicted)
         before = dict(pipeline.drops)
         counted = dict(pipeline.undissected)
         entries = pipeline.feed(cols) if n else []
@@ -351,6 +361,9 @@ class DissectorService(Service):
             if flows is None:
                 flows = self.plaintext[node] = PlaintextFlows(pipeline)
             entries = [*entries, *flows.feed(batch.plaintext)]
+        flows = self.plaintext.get(node)
+        if flows is not None and entries:  # eBPF on: a decrypted connection's `tls` entry is folded
+            entries = flows.fold(entries, time.time_ns())
         self._fed_at[node] = time.monotonic_ns()
         if batch.end_of_input:
             flows = self.plaintext.pop(node, None)
@@ -367,6 +380,9 @@ class DissectorService(Service):
     def _publish(self, node: str, entries: Sequence[dict[str, Any]]) -> None:
         if not entries:
             return
+        table = self.processes.get(node)
+        if table is not None:
+            table.name(entries)
         self.enrich(entries)
         self.entries += len(entries)
         for e in entries:

@@ -1,8 +1,12 @@
 """The BPF program of the eBPF source (compiled by BCC at start-up).
 
 Rule: the kernel side only copies what the hooked calls returned and remembers, per thread, which
-socket the call touched; naming the connection (fd → 4-tuple) is left to user space, once per socket.
-Uprobes and tracepoints only: kprobes are unavailable on some kernels this runs on.
+socket the call touched. Connections are named in the kernel from tracepoint fields only (the kernel
+headers at hand may not match the running kernel, so no kernel structure is read): a TCP socket's
+4-tuple from its transition to ESTABLISHED (keyed by its `struct sock` address), joined to a process
+and fd by the socket layer's send/recv tracepoints in the thread making the call. User space reads
+/proc only for sockets older than the program. Uprobes and tracepoints only: kprobes are unavailable
+on some kernels this runs on.
 """
 
 from __future__ import annotations
@@ -18,10 +22,20 @@ PIECES_PER_CALL: Final = 4
 MAX_ACTIVE: Final = 16384
 MAX_SOCKETS: Final = 65536
 
+# Kernel-side counters (`lost_calls`, per CPU): calls whose socket was never learnt (no socket call
+# inside them and none before on the same SSL object), not copied.
+UNPLACED: Final = 0
+
 # Event kinds.
 DATA: Final = 0
 CLOSE: Final = 1
 EXEC: Final = 2
+SOCKET: Final = 3  # a process used a TCP socket: its 4-tuple and the process (the socket table)
+
+# How an event's 4-tuple was named (`known`): not at all, the local end connected, or it accepted.
+UNKNOWN: Final = 0
+CLIENT: Final = 1
+SERVER: Final = 2
 
 # Directions (as seen by the hooked process).
 WRITE: Final = 0
@@ -37,6 +51,7 @@ SOURCE: Final = r"""
 #define CHUNK __CHUNK__
 #define PIECES __PIECES__
 #define GO_TASK_REGS __GO_TASK_REGS__
+#define SOCK_LENGTH __SOCK_LENGTH__
 
 struct call_t {
     u64 buf;
@@ -99,7 +114,15 @@ struct conn_t {
     u16 lport;
     u16 rport;
     u16 family;
-    u16 known;
+    u16 known;  // 1: the local end connected, 2: it accepted
+};
+
+// A TCP socket named at ESTABLISHED, by its struct sock address; `owner` is the last process
+// announced as using it (a SOCKET event per process that sends or receives on it).
+struct skconn_t {
+    struct conn_t conn;
+    u32 owner;
+    u32 pad;
 };
 
 BPF_TABLE("lru_hash", u64, struct call_t, active, __MAX_ACTIVE__);
@@ -108,6 +131,8 @@ BPF_TABLE("lru_hash", struct fdkey_t, u64, offsets, __MAX_SOCKETS__);
 BPF_TABLE("lru_hash", u64, u64, connecting, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u64, u64, sk_owner, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", struct fdkey_t, struct conn_t, fd_conn, __MAX_SOCKETS__);
+BPF_TABLE("lru_hash", u64, struct skconn_t, sk_conn, __MAX_SOCKETS__);
+BPF_TABLE("lru_hash", u64, s32, call_fd, __MAX_ACTIVE__);  // thread in a hooked call -> its syscall's fd
 BPF_TABLE("lru_hash", struct gokey_t, struct call_t, go_active, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u32, u32, go_pids, __MAX_ACTIVE__);  // processes that entered a hooked Go call
 // Goroutines inside (*Conn).handshakeContext -> the *tls.Conn: its first syscall names the socket, so
@@ -117,6 +142,8 @@ BPF_TABLE("lru_hash", struct gokey_t, u64, go_hs, __MAX_ACTIVE__);
 BPF_TABLE("lru_hash", u64, u64, go_thread, __MAX_ACTIVE__);  // thread -> goroutine that entered on it
 #endif
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
+// What the kernel side could not report, by reason (see UNPLACED): summed by user space.
+BPF_PERCPU_ARRAY(lost_calls, u64, 1);
 BPF_PERF_OUTPUT(events);
 
 static int enter(struct pt_regs *ctx, u32 dir, u32 ex) {
@@ -146,6 +173,7 @@ int leave(struct pt_regs *ctx) {
         return 0;
     struct call_t call = *c;
     active.delete(&id);
+    call_fd.delete(&id);  // a syscall fd not consumed by a socket tracepoint is not carried over
     int rc = (int)PT_REGS_RC(ctx);  // every hooked function returns an int (eax)
     u64 n = 0;
     if (call.ex) {
@@ -224,6 +252,7 @@ int go_leave(struct pt_regs *ctx) {
         return 0;
     struct call_t call = *c;
     go_active.delete(&k);
+    call_fd.delete(&id);
     s64 n = (s64)ctx->ax;
     if (n <= 0 || call.done)
         return 0;
@@ -253,8 +282,13 @@ static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
         u64 next = offset + n;
         offsets.update(&fk, &next);
     }
-    if (call.fd < 0)
-        return 0;  // a memory BIO (no socket call inside SSL_*): cannot be placed, not copied
+    if (call.fd < 0) {  // no socket call inside SSL_* (a memory BIO, bytes read ahead): not placed
+        u32 unplaced = 0;
+        u64 *n = lost_calls.lookup(&unplaced);
+        if (n)
+            *n += 1;
+        return 0;
+    }
     u32 zero = 0;
     struct event_t *e = scratch.lookup(&zero);
     if (!e)
@@ -282,7 +316,7 @@ static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
             e->lport = conn->lport;
             e->rport = conn->rport;
             e->family = conn->family;
-            e->known = 1;
+            e->known = conn->known;
         }
     }
     for (int i = 0; i < PIECES; i++) {
@@ -306,8 +340,12 @@ static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
 static __always_inline void note_fd(void *ctx, int fd, int writing) {
     u64 id = bpf_get_current_pid_tgid();
     struct call_t *c = active.lookup(&id);
-    if (c && c->fd < 0)
-        c->fd = fd;
+    s32 f32 = fd;
+    if (c) {
+        if (c->fd < 0)
+            c->fd = fd;
+        call_fd.update(&id, &f32);
+    }
     u32 pid = id >> 32;
     if (!go_pids.lookup(&pid))
         return;
@@ -339,6 +377,7 @@ static __always_inline void note_fd(void *ctx, int fd, int writing) {
         return;
     if (gc->fd < 0)
         gc->fd = fd;
+    call_fd.update(&id, &f32);
     if (writing && gc->dir == 0 && !gc->done && gc->outlen > 0) {
         gc->done = 1;
         struct call_t call = *gc;
@@ -383,9 +422,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     return 0;
 }
 
-// A client's connection named in the kernel, so that a process gone before user space reads /proc
-// is still placed: connect() says which fd (this thread), the SYN_SENT transition (same thread) which
-// socket, and ESTABLISHED the 4-tuple.
+// Connections named in the kernel, so that a process gone before user space reads /proc is still
+// placed. Every TCP socket reaching ESTABLISHED is remembered by its struct sock address with its
+// 4-tuple (SYN_SENT -> ESTABLISHED: the local end connected; SYN_RECV -> ESTABLISHED: a socket a
+// listener will hand to accept()). A client's fd is known at once (connect() says which fd in this
+// thread, SYN_SENT in the same thread which socket); any socket's fd, accepted ones included, is
+// joined when the socket layer's send/recv tracepoint fires in a thread inside a hooked call (its
+// syscall's fd is `call_fd`, the socket is the tracepoint's `sk`): before the call's bytes are
+// emitted at its return.
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     u64 id = bpf_get_current_pid_tgid();
     u64 fd = (u64)args->fd;
@@ -412,30 +456,87 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         }
         return 0;
     }
-    if (args->newstate == 1 && args->oldstate == 2) {  // SYN_SENT -> ESTABLISHED
-        u64 *owner = sk_owner.lookup(&sk);
-        if (!owner)
-            return 0;
-        struct fdkey_t ck = {};
-        ck.pid = *owner >> 32;
-        ck.fd_dir = (u32)*owner;
-        struct conn_t conn = {};
-        conn.family = args->family;
-        if (args->family == 2) {
-            __builtin_memcpy(conn.local, args->saddr, 4);
-            __builtin_memcpy(conn.remote, args->daddr, 4);
-        } else {
-            __builtin_memcpy(conn.local, args->saddr_v6, 16);
-            __builtin_memcpy(conn.remote, args->daddr_v6, 16);
-        }
-        conn.lport = args->sport;
-        conn.rport = args->dport;
-        conn.known = 1;
-        fd_conn.update(&ck, &conn);
+    if (args->newstate == 7) {  // TCP_CLOSE: the address may be reused by another socket
+        sk_conn.delete(&sk);
         sk_owner.delete(&sk);
+        return 0;
     }
+    if (args->newstate != 1 || (args->oldstate != 2 && args->oldstate != 3))
+        return 0;
+    struct skconn_t named = {};
+    struct conn_t *conn = &named.conn;
+    conn->family = args->family;
+    if (args->family == 2) {
+        __builtin_memcpy(conn->local, args->saddr, 4);
+        __builtin_memcpy(conn->remote, args->daddr, 4);
+    } else {
+        __builtin_memcpy(conn->local, args->saddr_v6, 16);
+        __builtin_memcpy(conn->remote, args->daddr_v6, 16);
+    }
+    conn->lport = args->sport;
+    conn->rport = args->dport;
+    conn->known = args->oldstate == 2 ? 1 : 2;
+    sk_conn.update(&sk, &named);
+    if (args->oldstate != 2)
+        return 0;
+    u64 *owner = sk_owner.lookup(&sk);  // SYN_SENT -> ESTABLISHED: our connect
+    if (!owner)
+        return 0;
+    struct fdkey_t ck = {};
+    ck.pid = *owner >> 32;
+    ck.fd_dir = (u32)*owner;
+    fd_conn.update(&ck, conn);
+    sk_owner.delete(&sk);
     return 0;
 }
+
+#if SOCK_LENGTH
+// A process sends or receives on a TCP socket (the socket layer, in the calling thread): the socket
+// table learns the process (once per socket and process), and a hooked call learns its fd's 4-tuple.
+static __always_inline void sock_used(void *ctx, u64 sk, u16 protocol) {
+    if (protocol != 6)
+        return;
+    struct skconn_t *named = sk_conn.lookup(&sk);
+    if (!named)
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    s32 *fd = call_fd.lookup(&id);
+    if (fd) {
+        struct fdkey_t ck = {};
+        ck.pid = pid;
+        ck.fd_dir = (u32)*fd;
+        struct conn_t conn = named->conn;
+        fd_conn.update(&ck, &conn);
+        call_fd.delete(&id);
+    }
+    if (named->owner == pid)
+        return;
+    named->owner = pid;
+    u32 zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return;
+    e->ts = bpf_ktime_get_ns();
+    e->cgroup = bpf_get_current_cgroup_id();
+    e->pid = pid;
+    e->tid = (u32)id;
+    e->fd = -1;
+    e->kind = 3;
+    e->len = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    __builtin_memcpy(e->local, named->conn.local, 16);
+    __builtin_memcpy(e->remote, named->conn.remote, 16);
+    e->lport = named->conn.lport;
+    e->rport = named->conn.rport;
+    e->family = named->conn.family;
+    e->known = named->conn.known;
+    events.perf_submit(ctx, e, offsetof(struct event_t, data));
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) { sock_used(args, (u64)args->sk, args->protocol); return 0; }
+TRACEPOINT_PROBE(sock, sock_recv_length) { sock_used(args, (u64)args->sk, args->protocol); return 0; }
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 zero = 0;
@@ -456,12 +557,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 """
 
 
-def program_text(go_task_regs: bool = True) -> str:
+def program_text(go_task_regs: bool = True, sock_length: bool = True) -> str:
     """The program with its limits filled in; `go_task_regs` names a Go syscall's goroutine by the
-    task's saved registers (kernel 5.15+, BTF) instead of by its thread."""
+    task's saved registers (kernel 5.15+, BTF) instead of by its thread; `sock_length` joins sockets
+    to processes by the sock:sock_send_length/sock_recv_length tracepoints (kernel 6.3+)."""
     return (
         SOURCE.replace("__CHUNK__", str(CHUNK_BYTES))
         .replace("__GO_TASK_REGS__", "1" if go_task_regs else "0")
+        .replace("__SOCK_LENGTH__", "1" if sock_length else "0")
         .replace("__PIECES__", str(PIECES_PER_CALL))
         .replace("__MAX_ACTIVE__", str(MAX_ACTIVE))
         .replace("__MAX_SOCKETS__", str(MAX_SOCKETS))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from wiretide.capture.sources.ebpf.source import EbpfUnavailable, _ensure_tracefs, _load_bcc
+from wiretide.capture.sources.ebpf.source import EbpfUnavailable, _ensure_tracefs, _load_bcc, compile_program
 
 log = logging.getLogger(__name__)
 
@@ -539,10 +539,10 @@ class CausalityProbe:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise EbpfUnavailable("eBPF needs root (or CAP_BPF + CAP_PERFMON)")
-        bcc = _load_bcc()
+        _load_bcc()
         _ensure_tracefs()
         try:
-            self._bpf = bcc.BPF(text=program_text().encode())
+            self._bpf = compile_program(program_text())  # one compilation at a time per process
         except Exception as exc:
             raise EbpfUnavailable(f"the causality program does not load: {str(exc)[:300]}") from exc
         self._bpf[b"edges"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)

@@ -1,8 +1,10 @@
 """A process's socket fd → the TCP connection it is (4-tuple, and which end listened), from /proc.
 
 Rule: /proc is read once per socket a hooked process uses (the answer is cached until the kernel side
-reports the fd closed), never per chunk. Addresses come from the process's own network namespace
-(`/proc/PID/net/tcp{,6}`), so a process in a pod's namespace is named by its pod's addresses.
+reports the fd closed), never per chunk, and only for sockets the kernel side did not name (older
+than the program, or any accepted socket on a kernel without the socket tracepoints, < 6.3).
+Addresses come from the process's own network namespace (`/proc/PID/net/tcp{,6}`), so a process in
+a pod's namespace is named by its pod's addresses.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from wiretide.capture.sources.ebpf.source import Chunk, EbpfSource, EbpfStats, Hook
+from wiretide.capture.sources.ebpf.source import Chunk, EbpfSource, EbpfStats, Hook, SocketOwner
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,18 @@ POLL_MS: Final = 100
 
 
 class EbpfFeed:
-    """Starts an `EbpfSource` and calls `on_chunks` on `loop` with every non-empty poll's chunks."""
+    """Starts an `EbpfSource` and calls `on_chunks` on `loop` with every non-empty poll's chunks, and
+    `on_sockets` (when given) with its socket owners, before the chunks of the same poll."""
 
     def __init__(
         self,
         on_chunks: Callable[[list[Chunk]], None],
         loop: asyncio.AbstractEventLoop,
         source: Callable[[], EbpfSource] = EbpfSource,
+        on_sockets: Callable[[list[SocketOwner]], None] | None = None,
     ) -> None:
         self._on_chunks = on_chunks
+        self._on_sockets = on_sockets
         self._loop = loop
         self._make = source
         self._source: EbpfSource | None = None
@@ -76,6 +79,10 @@ class EbpfFeed:
         try:
             while not self._stop.is_set():
                 chunks = source.poll(POLL_MS)
+                if self._on_sockets is not None:
+                    sockets = source.take_sockets()
+                    if sockets:
+                        self._loop.call_soon_threadsafe(self._on_sockets, sockets)
                 if chunks:
                     self._loop.call_soon_threadsafe(self._on_chunks, chunks)
         except RuntimeError as exc:  # the loop closed under us: the service is stopping

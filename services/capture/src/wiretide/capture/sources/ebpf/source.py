@@ -6,7 +6,9 @@ including ones started later); new files are found by scanning /proc at start an
 newly exec'd process shortly after it starts. Executables are examined once each (by device and
 inode): a Go binary's crypto/tls and a statically linked OpenSSL are hooked in the executable
 itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the connection's
-4-tuple; what cannot be placed or was lost is counted by reason.
+4-tuple; what cannot be placed or was lost is counted by reason. Beside the chunks, the source
+reports which process uses each TCP connection (`SocketOwner`, once per socket and process, TLS or
+not), so that packet entries name their local processes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ctypes
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,6 +45,9 @@ MAX_PENDING_EXECS: Final = 4096
 SETTLE_NS: Final = 5_000_000
 MAX_HELD: Final = 65536
 MAX_OPEN: Final = 65536  # sockets remembered to report their close (the kernel side's bound)
+# Socket owners read and not yet taken (`take_sockets`); beyond it new ones are counted and dropped.
+MAX_PENDING_SOCKETS: Final = 65536
+COUNTERS_EVERY_NS: Final = 1_000_000_000  # the kernel side's counters are summed this often at most
 PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
 _LIBSSL = re.compile(r"/libssl\.so(\.[0-9.]+)?$")
 # The OpenSSL entry points (name, BPF function at entry); each returns through `leave`.
@@ -67,6 +73,36 @@ _V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"
 def _unmap(ip: bytes) -> bytes:
     """An IPv4-mapped IPv6 address (a dual-stack socket) as the IPv4 address it carries."""
     return ip[12:] if len(ip) == 16 and ip[:12] == _V4_MAPPED else ip
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOwner:
+    """A process that sent or received on a TCP connection, and the connection as its end sees it."""
+
+    local_ip: bytes
+    local_port: int
+    remote_ip: bytes
+    remote_port: int
+    local_is_server: bool  # the local end accepted the connection
+    pid: int
+    comm: str
+    cgroup_id: int
+    timestamp_ns: int
+
+    def to_proto(self) -> packets_pb2.SocketOwner:
+        from wiretide.proto.v1 import packets_pb2
+
+        return packets_pb2.SocketOwner(
+            local_ip=self.local_ip,
+            local_port=self.local_port,
+            remote_ip=self.remote_ip,
+            remote_port=self.remote_port,
+            local_is_server=self.local_is_server,
+            pid=self.pid,
+            comm=self.comm,
+            cgroup_id=self.cgroup_id,
+            timestamp_ns=self.timestamp_ns,
+        )
 
 
 class EbpfUnavailable(RuntimeError):
@@ -157,7 +193,8 @@ class Hook:
 class EbpfStats:
     chunks: int = 0
     bytes: int = 0
-    drops: dict[str, int] = field(default_factory=dict)  # lost, unattributed, cut, exec_backlog
+    drops: dict[str, int] = field(default_factory=dict)  # lost, unattributed, cut, exec_backlog…
+    sockets: int = 0  # socket owners reported
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
@@ -180,6 +217,18 @@ def _load_bcc() -> Any:
             "and makes the venv see it)"
         ) from exc
     return bcc
+
+
+# BCC compiles with LLVM, which is not thread-safe: two programs compiled at once in one process
+# (this source and the causality probe, each on its own thread) crash it. Every compile holds this.
+COMPILE_LOCK: Final = threading.Lock()
+
+
+def compile_program(text: str) -> Any:
+    """A BCC program compiled and loaded from `text`, one compile at a time in this process."""
+    bcc = _load_bcc()
+    with COMPILE_LOCK:
+        return bcc.BPF(text=text.encode())  # bytes: BCC warns on str
 
 
 def _ensure_tracefs() -> None:
@@ -213,6 +262,7 @@ class EbpfSource:
         self.conns = ConnectionTable(proc)
         self._bpf: Any = None
         self._out: list[Chunk] = []
+        self._sockets: list[SocketOwner] = []  # read, not yet taken (see take_sockets)
         self._held: list[Chunk] = []  # read, but stamped too recently to be in order yet (see poll)
         self._open: dict[tuple[int, int], Chunk] = {}  # (pid, fd) → its last chunk, to say it closed
         self._execs: dict[int, int] = {}  # pid → monotonic ns of its exec
@@ -221,27 +271,43 @@ class EbpfSource:
         # How a Go call's socket is found: the goroutine of each syscall from the task's registers,
         # or (older kernels) the thread its call entered on.
         self.go_goroutine_of_syscall = "registers" if go_task_regs else "thread"
+        # Sockets joined to processes in the kernel (sock:sock_send_length, kernel 6.3+); without it
+        # accepted sockets are named from /proc and no socket owners are reported.
+        self.kernel_sockets = False
+        self._counted_at = 0
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         if os.geteuid() != 0:
             raise EbpfUnavailable("eBPF needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN for uprobes)")
-        bcc = _load_bcc()
+        _load_bcc()  # says why not (BCC missing) before tracefs is touched
         _ensure_tracefs()
-        try:
-            if not self._go_task_regs:
-                raise EbpfUnavailable("asked to place Go syscalls by thread")
-            self._bpf = bcc.BPF(text=_program.program_text().encode())  # bytes: BCC warns on str
-        except Exception:
-            # A kernel without bpf_task_pt_regs (< 5.15): Go syscalls are placed by their thread.
+        sock_length = all(
+            (TRACEFS / "events" / "sock" / n).is_dir() for n in ("sock_send_length", "sock_recv_length")
+        )
+        # Richest first: a kernel without bpf_task_pt_regs (< 5.15) places Go syscalls by their thread;
+        # one whose socket tracepoints do not load names accepted sockets from /proc.
+        variants = (
+            [(True, sock_length), (False, sock_length)] if self._go_task_regs else [(False, sock_length)]
+        )
+        if sock_length:
+            variants.append((False, False))
+        error: Exception | None = None
+        for task_regs, joined in variants:
             try:
-                self._bpf = bcc.BPF(text=_program.program_text(go_task_regs=False).encode())
+                text = _program.program_text(go_task_regs=task_regs, sock_length=joined)
+                self._bpf = compile_program(text)
             except Exception as exc:
-                raise EbpfUnavailable(
-                    f"the BPF program does not load: {str(exc)[:300]} (kernel headers: see docs/ebpf.md)"
-                ) from exc
-            self.go_goroutine_of_syscall = "thread"
+                error = exc
+                continue
+            self.go_goroutine_of_syscall = "registers" if task_regs else "thread"
+            self.kernel_sockets = joined
+            break
+        else:
+            raise EbpfUnavailable(
+                f"the BPF program does not load: {str(error)[:300]} (kernel headers: see docs/ebpf.md)"
+            ) from error
         self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
         for path in sorted(self._system_libraries() | self._mapped_libraries()):
             self.hook(path)
@@ -434,8 +500,12 @@ class EbpfSource:
         """
         bpf = self._bpf
         bpf.perf_buffer_poll(timeout=timeout_ms)
+        now = time.monotonic_ns()
         if self._execs:
-            self._scan_execs(time.monotonic_ns())
+            self._scan_execs(now)
+        if now - self._counted_at >= COUNTERS_EVERY_NS:
+            self._counted_at = now
+            self._read_counters()
         if not self._out and not self._held:
             return []
         settled = time.monotonic_ns()
@@ -452,6 +522,23 @@ class EbpfSource:
         if len(self._held) > MAX_HELD:  # a clock step: never hold without bound
             cut, self._held = len(out), []
         return out[:cut]
+
+    def _read_counters(self) -> None:
+        """The kernel side's own drops (`_program.UNPLACED`) into `stats`, as totals since start."""
+        try:
+            per_cpu = self._bpf[b"lost_calls"][ctypes.c_int(_program.UNPLACED)]
+        except Exception:  # a table that cannot be read says nothing; the next read tries again
+            return
+        total = sum(int(v) for v in per_cpu)
+        if total:
+            self.stats.drops["unplaced"] = total
+
+    def take_sockets(self) -> list[SocketOwner]:
+        """The socket owners read since the last call (by `poll`), in the order they were read. They
+        are not held for kernel order: each names a connection, and a later one for the same
+        connection and process is a repeat."""
+        out, self._sockets = self._sockets, []
+        return out
 
     def drain(self) -> list[Chunk]:
         """Every chunk read so far, held ones included (at close)."""
@@ -471,6 +558,9 @@ class EbpfSource:
             else:
                 self.stats.drop("exec_backlog")
             return
+        if kind == _program.SOCKET:
+            self._socket(h)
+            return
         if kind == _program.CLOSE:
             self.conns.forget(h.pid, h.fd)
             last = self._open.pop((h.pid, h.fd), None)
@@ -483,10 +573,10 @@ class EbpfSource:
         if h.pos == 0 and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:  # once per call
             self.stats.drop("cut", h.total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
         conn: Connection | None
-        if h.known:  # a client's connection the kernel side named (see _program: connect)
+        if h.known:  # a connection the kernel side named (see _program: connections)
             width = 4 if h.family == AF_INET else 16
             local, remote = bytes(h.local)[:width], bytes(h.remote)[:width]
-            conn = Connection(_unmap(local), h.lport, _unmap(remote), h.rport, False)
+            conn = Connection(_unmap(local), h.lport, _unmap(remote), h.rport, h.known == _program.SERVER)
         else:
             conn = self.conns.get(h.pid, h.fd) if h.fd >= 0 else None
         if conn is None:
@@ -522,6 +612,26 @@ class EbpfSource:
             self._open.clear()
         self._open[(h.pid, h.fd)] = chunk
         self._out.append(chunk)
+
+    def _socket(self, h: _Header) -> None:
+        if len(self._sockets) >= MAX_PENDING_SOCKETS:
+            self.stats.drop("socket_backlog")
+            return
+        width = 4 if h.family == AF_INET else 16
+        self.stats.sockets += 1
+        self._sockets.append(
+            SocketOwner(
+                _unmap(bytes(h.local)[:width]),
+                h.lport,
+                _unmap(bytes(h.remote)[:width]),
+                h.rport,
+                h.known == _program.SERVER,
+                h.pid,
+                bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+                h.cgroup,
+                h.ts + self._boot_offset,
+            )
+        )
 
 
 def _timestamp(chunk: Chunk) -> int:
