@@ -59,7 +59,16 @@ def test_one_call_comes_out_decrypted_with_the_calling_process() -> None:
     (entry,) = out
     assert entry["capture"]["source"] == "ebpf_tls"
     assert entry["tls"]["decrypted"] is True and entry["tls"]["library"] == "openssl 3"
-    assert entry["src"]["process"] == {"pid": CURL_PID, "name": "curl", "cgroup_id": 0}
+    assert entry["src"]["process"] == {"pid": CURL_PID, "name": "curl", "cgroup_id": 0, "container_id": None}
+
+
+def test_the_hooked_process_s_container_comes_with_its_chunks() -> None:
+    f = flows()
+    request, response = chunk(True, 0, REQUEST), chunk(False, 0, RESPONSE)
+    request.container_id = response.container_id = "c0" * 32
+    out = [*f.feed([request, response]), *f.finish()]
+    (entry,) = out
+    assert entry["src"]["process"]["container_id"] == "c0" * 32
 
 
 def test_a_repeated_chunk_is_ignored_and_an_overlapping_one_adds_only_its_new_bytes() -> None:

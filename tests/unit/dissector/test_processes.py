@@ -34,8 +34,8 @@ def test_both_ends_of_a_call_are_named_by_the_processes_owning_their_sockets() -
     t.learn([owner(CLIENT, SERVER, 11, "curl"), owner(SERVER, CLIENT, 22, "python")])
     e = entry()
     t.name([e])
-    assert e["src"]["process"] == {"pid": 11, "name": "curl", "cgroup_id": 7}
-    assert e["dst"]["process"] == {"pid": 22, "name": "python", "cgroup_id": 7}
+    assert e["src"]["process"] == {"pid": 11, "name": "curl", "cgroup_id": 7, "container_id": None}
+    assert e["dst"]["process"] == {"pid": 22, "name": "python", "cgroup_id": 7, "container_id": None}
 
 
 def test_an_end_whose_socket_is_not_local_stays_unnamed() -> None:
@@ -98,3 +98,14 @@ def test_random_owners_and_entries_never_raise(
     t = ProcessTable(max_sockets=8)
     t.learn(owners)
     t.name([*docs, entry()])
+
+
+def test_the_container_the_capture_node_read_for_a_socket_owner_names_the_process_s_container() -> None:
+    t = ProcessTable()
+    boxed = owner(SERVER, CLIENT, 22, "python")
+    boxed.container_id = "c0" * 32
+    t.learn([owner(CLIENT, SERVER, 11, "curl"), boxed])
+    e = entry()
+    t.name([e])
+    assert e["src"]["process"]["container_id"] is None  # a host process
+    assert e["dst"]["process"]["container_id"] == "c0" * 32

@@ -619,7 +619,10 @@ def pod(
     host_network: bool = False,
     ports: Iterable[int] = (),
     phase: str = "Running",
+    container_ids: Iterable[str] = (),
 ) -> client.V1Pod:
+    """A pod; `container_ids` are its running containers' runtime ids, reported in
+    `status.containerStatuses` as containerd reports them ("containerd://<id>")."""
     refs = None
     if owner is not None:
         refs = [
@@ -649,6 +652,18 @@ def pod(
             pod_ip=ip,
             pod_ips=[client.V1PodIP(ip=ip)] if ip else None,
             start_time=_time(created),
+            container_statuses=[
+                client.V1ContainerStatus(
+                    name="main" if i == 0 else f"c{i}",
+                    image="wiretide/demo",
+                    image_id="",
+                    ready=True,
+                    restart_count=0,
+                    container_id=f"containerd://{cid}",
+                )
+                for i, cid in enumerate(container_ids)
+            ]
+            or None,
         ),
     )
 

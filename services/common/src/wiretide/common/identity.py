@@ -2,7 +2,9 @@
 
 The resolver owns the truth and publishes it (gRPC `Snapshot`, then versioned deltas on
 `wt.identity.updates`); every dissector keeps an `IdentityTable` copy through `IdentitySync` and
-calls `IdentityTable.lookup(ip, port, ts_ns)` per entry endpoint, without I/O.
+calls `IdentityTable.lookup(ip, port, ts_ns)` per entry endpoint, without I/O. A pod is also held
+under each of its container ids (`IdentityTable.container`): an end whose process's container is
+known is named by that pod even where its address is shared (host-network pods).
 
 Rule: a lookup is answered from memory alone, by who held ip[:port] *at the entry's timestamp* —
 never by who holds it now — and the table stays within its bounds (spans per address, total spans,
@@ -23,6 +25,7 @@ from typing import Any, Final
 
 import grpc
 
+from wiretide.common import containers
 from wiretide.common.bus import IDENTITY_UPDATES, Bus, decode_or_count
 from wiretide.common.rpc import channel
 from wiretide.common.tls import PLAINTEXT, Transport
@@ -49,7 +52,7 @@ MAX_DNS_TTL_S: Final = 3600
 SNAPSHOT_TIMEOUT_S: Final = 30.0
 RESYNC_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 
-MECHANISMS: Final = ("ip", "ip-and-port", "dns", "process", "none")
+MECHANISMS: Final = ("ip", "ip-and-port", "dns", "process", "container", "none")
 # The endpoint fields of an address nobody is known to hold: every key present, all empty.
 UNRESOLVED: Final[dict[str, Any]] = dict.fromkeys(
     ("name", "namespace", "pod", "service", "workload", "node", "process")
@@ -88,7 +91,7 @@ def endpoint_fields(ident: resolver_pb2.Identity, shared: dict[Any, Any] | None 
         "node": node,
         "process": None,
     }
-    if ident.kind == "pod":
+    if ident.kind in ("pod", "container"):  # a container identity names its pod
         labels = {k: ident.labels[k] for k in ident.labels}
         labels = interned(("labels", *sorted(labels.items())), lambda: labels)
         fields["pod"] = {"name": name, "namespace": namespace or "", "labels": labels}
@@ -112,6 +115,8 @@ def endpoint_fields(ident: resolver_pb2.Identity, shared: dict[Any, Any] | None 
 def mechanism_of(ident: resolver_pb2.Identity) -> str:
     if ident.kind == "process":
         return "process"
+    if ident.kind == "container":
+        return "container"
     if ident.kind == "dns":
         return "dns"
     return "ip-and-port" if ident.port else "ip"
@@ -223,6 +228,13 @@ class IdentityTable:
             if learned is not None and learned[0] <= ts_ns < learned[1]:
                 return learned[2]
         return NONE_RESULT
+
+    def container(self, container_id: str, ts_ns: int) -> dict[str, Any] | None:
+        """The endpoint fields of the pod that ran container `container_id` at `ts_ns`, or None.
+
+        Shared like `lookup`'s answer: copy it before changing it.
+        """
+        return self.lookup(containers.key(container_id), 0, ts_ns)[0]
 
     def endpoint(self, ip: str, port: int, ts_ns: int, raw: bytes | None = None) -> dict[str, Any]:
         """A complete entry endpoint (`src`/`dst`): {ip, port, name, …, resolution}, a fresh dict.
@@ -395,9 +407,9 @@ class IdentityTable:
         return [s.ident for s in self._index.values() if s.end == 0 and s.ident.kind == kind]
 
     def stats(self) -> TableStats:
-        addresses = sum(1 for k in self._by_ip if isinstance(k, str)) + sum(
-            1 for k in self._by_port if isinstance(k, str)
-        )
+        addresses = sum(
+            1 for k in self._by_ip if isinstance(k, str) and not k.startswith(containers.KEY_PREFIX)
+        ) + sum(1 for k in self._by_port if isinstance(k, str))
         return TableStats(len(self._index), addresses, len(self._dns), self.evicted, self.version, self.stale)
 
     # -- names learned from traffic -------------------------------------------------------

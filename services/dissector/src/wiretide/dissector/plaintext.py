@@ -72,7 +72,12 @@ def _name_end(st: _State, c: packets_pb2.PlaintextChunk) -> None:
     """Record the reporting process as the end it is: the sender when it wrote the bytes."""
     side = 0 if c.from_client == c.local_is_sender else 1
     if st.processes[side] is None:
-        st.processes[side] = {"pid": c.pid, "name": c.comm, "cgroup_id": c.cgroup_id}
+        st.processes[side] = {
+            "pid": c.pid,
+            "name": c.comm,
+            "cgroup_id": c.cgroup_id,
+            "container_id": c.container_id or None,
+        }
 
 
 class PlaintextFlows:

@@ -53,7 +53,12 @@ class ProcessTable:
                 table.popitem(last=False)
                 self.evicted += 1
             # A later owner of the same connection (a forked worker, a socket handed over) wins.
-            table[key] = {"pid": o.pid, "name": o.comm, "cgroup_id": o.cgroup_id}
+            table[key] = {
+                "pid": o.pid,
+                "name": o.comm,
+                "cgroup_id": o.cgroup_id,
+                "container_id": o.container_id or None,
+            }
             self.learnt += 1
 
     def name(self, entries: Sequence[dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ from wiretide.common.bus import BatchPublisher, Bus, entries_subject
 from wiretide.common.bus.entries import encode_entries
 from wiretide.common.bus.spool import Spool, SpoolBudget, leftover
 from wiretide.common.collector import collect_rarely
-from wiretide.common.identity import IdentitySync
+from wiretide.common.identity import IdentitySync, IdentityTable
 from wiretide.common.packets import PacketColumns
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings
@@ -69,6 +69,37 @@ SOURCES: Final = {
     packets_pb2.CAPTURE_SOURCE_EBPF_TLS: "ebpf_tls",
     packets_pb2.CAPTURE_SOURCE_PCAP: "pcap",
 }
+
+
+def enrich(table: IdentityTable, entries: Sequence[dict[str, Any]]) -> None:
+    """Name both ends by who held the address at the entry's time — or, for an end whose process's
+    container is known (eBPF on its node), by that container's pod; learn names from DNS answers."""
+    for e in entries:
+        ts = e["timestamp"]
+        for side in ("src", "dst"):
+            end = e.get(side)
+            if isinstance(end, dict) and end.get("ip"):
+                named = table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)
+                process = end.get("process")
+                if process is not None:  # seen by eBPF on this node
+                    # Its container names the pod, whoever else shares the address (host network).
+                    cid = process.get("container_id") if isinstance(process, dict) else None
+                    pod = table.container(cid, ts) if isinstance(cid, str) and cid else None
+                    if pod is not None:
+                        named = {**named, **pod, "process": process, "resolution": "container"}
+                    elif named.get("process") is None:
+                        named = {**named, "process": process}
+                e[side] = {**end, **named}
+        if e["protocol"] == "dns":
+            response = e.get("response")
+            for answer in response.get("answers", ()) if isinstance(response, dict) else ():
+                if isinstance(answer, dict) and answer.get("type") in ("A", "AAAA"):
+                    table.learn_dns(
+                        str(answer.get("name", "")),
+                        str(answer.get("data", "")),
+                        ts,
+                        int(answer.get("ttl") or 0),
+                    )
 
 
 class DissectorSettings(CommonSettings):
@@ -264,29 +295,8 @@ class DissectorService(Service):
             await self.identity.stop()
 
     def enrich(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Name both ends by who held the address at the entry's time; learn names from DNS answers."""
-        if self.identity is None:
-            return
-        table = self.identity.table
-        for e in entries:
-            ts = e["timestamp"]
-            for side in ("src", "dst"):
-                end = e.get(side)
-                if isinstance(end, dict) and end.get("ip"):
-                    named = table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)
-                    if end.get("process") is not None and named.get("process") is None:
-                        named = {**named, "process": end["process"]}  # seen by eBPF on this node
-                    e[side] = {**end, **named}
-            if e["protocol"] == "dns":
-                response = e.get("response")
-                for answer in response.get("answers", ()) if isinstance(response, dict) else ():
-                    if isinstance(answer, dict) and answer.get("type") in ("A", "AAAA"):
-                        table.learn_dns(
-                            str(answer.get("name", "")),
-                            str(answer.get("data", "")),
-                            ts,
-                            int(answer.get("ttl") or 0),
-                        )
+        if self.identity is not None:
+            enrich(self.identity.table, entries)
 
     # ---- the work ---------------------------------------------------------------------------
 

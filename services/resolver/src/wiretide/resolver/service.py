@@ -21,6 +21,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 from pydantic import field_validator
 
+from wiretide.common import containers
 from wiretide.common.bus import IDENTITY_UPDATES, Bus
 from wiretide.common.collector import collect_rarely
 from wiretide.common.identity import NS
@@ -107,10 +108,15 @@ class ResolverApi(resolver_pb2_grpc.ResolverServiceServicer):
     async def Lookup(
         self, request: resolver_pb2.LookupRequest, context: grpc.aio.ServicerContext
     ) -> resolver_pb2.LookupResponse:
-        try:
-            ipaddress.ip_address(request.ip)
-        except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an IP address: {request.ip!r}")
+        cid = request.ip.removeprefix(containers.KEY_PREFIX)
+        if cid != request.ip:  # a pod by one of its containers ("container:<id>")
+            if containers.from_directory(cid) != cid:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a container id: {cid!r}")
+        else:
+            try:
+                ipaddress.ip_address(request.ip)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an IP address: {request.ip!r}")
         if request.port > 65535:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"port out of range: {request.port}")
         store = self.service.store

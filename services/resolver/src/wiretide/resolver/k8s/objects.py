@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from wiretide.common import containers
 from wiretide.proto.v1 import resolver_pb2
 from wiretide.resolver.table import Claim
 
@@ -20,6 +21,10 @@ SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 TEMPLATE_HASH_LABEL: Final = "pod-template-hash"
 NODE_ADDRESS_TYPES: Final = ("InternalIP", "ExternalIP")
 ENDED_PHASES: Final = ("Succeeded", "Failed")
+# The container statuses a pod reports: its containers, init containers and debug containers.
+CONTAINER_STATUSES: Final = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
+# Container ids kept per pod: real pods have a handful; a hostile object cannot grow the table.
+MAX_CONTAINERS_PER_POD: Final = 64
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -81,6 +86,7 @@ class PodFacts:
     owner_name: str
     since_ns: int
     ended: bool
+    containers: tuple[str, ...] = ()  # bare container ids (see wiretide.common.containers)
 
 
 def pod_facts(obj: dict[str, Any]) -> PodFacts:
@@ -99,6 +105,11 @@ def pod_facts(obj: dict[str, Any]) -> PodFacts:
     )
     owner_kind, owner_name = controller_of(obj)
     since = max(parse_time_ns(md.get("creationTimestamp")), parse_time_ns(status.get("startTime")))
+    cids = [
+        containers.from_status(_dict(c).get("containerID"))
+        for field in CONTAINER_STATUSES
+        for c in _list(status.get(field))
+    ]
     return PodFacts(
         namespace=namespace,
         name=name,
@@ -111,6 +122,7 @@ def pod_facts(obj: dict[str, Any]) -> PodFacts:
         owner_name=owner_name,
         since_ns=since,
         ended=_str(status.get("phase")) in ENDED_PHASES,
+        containers=tuple(dict.fromkeys(c for c in cids if c))[:MAX_CONTAINERS_PER_POD],
     )
 
 
@@ -149,8 +161,16 @@ def pod_claims(pod: PodFacts, workload: tuple[str, str], service: tuple[str, str
         ident.workload.kind, ident.workload.name = workload
     if pod.host_network:
         # The address is the node's: only the pod's own ports name it.
-        return [Claim(ip, port, pod.since_ns, ident) for ip in pod.ips for port in pod.ports]
-    return [Claim(ip, 0, pod.since_ns, ident) for ip in pod.ips]
+        claims = [Claim(ip, port, pod.since_ns, ident) for ip in pod.ips for port in pod.ports]
+    else:
+        claims = [Claim(ip, 0, pod.since_ns, ident) for ip in pod.ips]
+    # Each container names the pod too, whatever address its processes use (see resolver.proto).
+    for cid in pod.containers:
+        held = resolver_pb2.Identity()
+        held.CopyFrom(ident)
+        held.kind, held.container_id = "container", cid
+        claims.append(Claim(containers.key(cid), 0, pod.since_ns, held))
+    return claims
 
 
 def service_claims(obj: dict[str, Any]) -> list[Claim]:

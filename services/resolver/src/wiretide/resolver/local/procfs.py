@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import socket
 import subprocess
 from collections.abc import Iterable
@@ -18,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from wiretide.common import containers
+
 # A scan never takes more than this many sockets into account (a busy host has many more).
 MAX_SOCKETS: Final = 20_000
 # `ip -j addr` for a named namespace without processes; it answers in milliseconds.
 IP_TIMEOUT_S: Final = 5.0
 TCP_LISTEN: Final = "0A"
 TCP_ESTABLISHED: Final = "01"
-# Container ids in cgroup paths: docker-<id>.scope, cri-containerd-<id>.scope, /kubepods/…/<id>.
-CONTAINER_ID: Final = re.compile(r"([0-9a-f]{64})")
 SKIP_ADDRESSES: Final = ("127.", "::1", "fe80:")
 
 
@@ -109,8 +108,8 @@ def parse_proc_net_tcp(text: str) -> list[Socket]:
 
 
 def container_id(cgroup_text: str) -> str:
-    match = CONTAINER_ID.search(cgroup_text)
-    return match.group(1) if match else ""
+    """The container of a process from its /proc/<pid>/cgroup text, or "" (see common.containers)."""
+    return containers.from_proc_cgroup(cgroup_text)
 
 
 def _read(path: str) -> str:

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from wiretide.capture.sources.ebpf import _program, gobin
+from wiretide.capture.sources.ebpf.cgroups import ROOT as CGROUP_ROOT
+from wiretide.capture.sources.ebpf.cgroups import ContainerIds
 from wiretide.capture.sources.ebpf.conntab import Connection, ConnectionTable
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ class SocketOwner:
     comm: str
     cgroup_id: int
     timestamp_ns: int
+    container_id: str = ""  # of the cgroup, read on this node ("" outside any container)
 
     def to_proto(self) -> packets_pb2.SocketOwner:
         from wiretide.proto.v1 import packets_pb2
@@ -102,6 +105,7 @@ class SocketOwner:
             comm=self.comm,
             cgroup_id=self.cgroup_id,
             timestamp_ns=self.timestamp_ns,
+            container_id=self.container_id,
         )
 
 
@@ -156,6 +160,7 @@ class Chunk:
     library: str
     local_is_sender: bool
     closed: bool = False  # the hooked process closed the socket; `data` is empty
+    container_id: str = ""  # of the cgroup, read on this node ("" outside any container)
 
     def to_proto(self) -> packets_pb2.PlaintextChunk:
         from wiretide.proto.v1 import packets_pb2
@@ -176,6 +181,7 @@ class Chunk:
             library=self.library,
             local_is_sender=self.local_is_sender,
             closed=self.closed,
+            container_id=self.container_id,
         )
 
 
@@ -254,8 +260,12 @@ def libraries_in_maps(text: str) -> set[str]:
 class EbpfSource:
     """Loads the program, hooks the TLS libraries and turns kernel events into `Chunk`s."""
 
-    def __init__(self, proc: Path = Path("/proc"), go_task_regs: bool = True) -> None:
+    def __init__(
+        self, proc: Path = Path("/proc"), go_task_regs: bool = True, cgroup_root: str = CGROUP_ROOT
+    ) -> None:
         self.proc = proc
+        # Each event's cgroup id → its container, from this node's cgroup v2 hierarchy.
+        self.containers = ContainerIds(cgroup_root, on_truncated=lambda: self.stats.drop("cgroup_truncated"))
         self._go_task_regs = go_task_regs  # False: as on a kernel without bpf_task_pt_regs
         self.stats = EbpfStats()
         self.hooks: dict[str, Hook] = {}  # by file path as the processes map it
@@ -607,6 +617,7 @@ class EbpfSource:
             h.cgroup,
             _LIBRARY_OF_EVENT.get(h.lib, "openssl"),
             sending,
+            container_id=self.containers.get(h.cgroup),
         )
         if len(self._open) >= MAX_OPEN:
             self._open.clear()
@@ -630,6 +641,7 @@ class EbpfSource:
                 bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
                 h.cgroup,
                 h.ts + self._boot_offset,
+                self.containers.get(h.cgroup),
             )
         )
 
