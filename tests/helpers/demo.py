@@ -21,7 +21,7 @@ class Demo:
 
 
 @contextmanager
-def running_demo(tmp: Path) -> Iterator[Demo]:
+def running_demo(tmp: Path, *flags: str) -> Iterator[Demo]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIRETIDE_")}
     log_path = tmp / "demo.log"
@@ -35,6 +35,7 @@ def running_demo(tmp: Path) -> Iterator[Demo]:
         str(tmp / "wt"),
         "--ui-port",
         str(port),
+        *flags,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -2,8 +2,9 @@
 Kubernetes identity of both ends (pod, namespace, workload) from the resolver's Kubernetes path; the
 api's Redis calls are Redis entries, the db's PostgreSQL queries PostgreSQL entries, and the order
 events the api publishes to RabbitMQ and the worker consumes are AMQP entries (publish → the broker's
-ack, deliver → the worker's ack), in the service map and in the checkout's trace. One demo serves the
-module's tests."""
+ack, deliver → the worker's ack), in the service map and in the checkout's trace; the api's HTTPS
+charges at payments are TLS handshakes with the Service's name as SNI and, read through eBPF, decrypted
+HTTP entries named by pod on both ends, in the checkout's trace. One demo serves the module's tests."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ import pytest
 
 from tests.helpers.demo import Demo, running_demo
 from tests.helpers.wait import wait_for
+from wiretide.capture.sources.ebpf import probe
+from wiretide.cli.demo.apps import PAYMENTS_SNI
 from wiretide.cli.demo.cluster import PODS, RABBITMQ_START_TIMEOUT_S, rabbitmq_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
 
-# The broker listens 14–26 s after the demo starts here, and the api's first broker connection may open
-# before the capture does (its publishes then pair only once it is recycled, after 30 s).
+# The broker listens 14–26 s after the demo starts here; the api's first broker connection may open
+# before the capture does (its publishes then pair once a broker ack shows its confirm mode).
 MESSAGING_TIMEOUT_S = RABBITMQ_START_TIMEOUT_S + 60
 POD: dict[str, str] = {p.app: p.name for p in PODS}
+PAYMENTS_PORT = next(p.port for p in PODS if p.app == "payments")
+EBPF_WHY_NOT = probe()
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +200,70 @@ def test_demo_orders_cross_the_broker_as_paired_amqp_entries_named_on_both_ends(
 
     spans = wait_for("a checkout trace with the api's publish", publish_under_checkout, timeout=60)
     assert {"GET /checkout", "POST /api/orders"} <= {s["name"] for s in spans}
+
+
+def test_demo_payments_hop_is_tls_with_the_service_name_as_sni(demo: Demo) -> None:
+    # From the packets' handshakes (eBPF or not): a TLS handshake entry, or the decrypted call that took
+    # the handshake's metadata; either way the api → payments connection named on both ends.
+    def with_sni() -> list[dict[str, Any]]:
+        found = query(demo.base, f'tlsx_sni == "{PAYMENTS_SNI}"', limit=50)
+        return [e for e in found if pod_of(e, "src") != "None" and pod_of(e, "dst") != "None"]
+
+    hello = wait_for("a TLS connection from the api to payments with its SNI", with_sni, timeout=120)[0]
+    assert (pod_of(hello, "src"), pod_of(hello, "dst")) == (POD["api"], POD["payments"])
+    assert hello["dst"]["port"] == PAYMENTS_PORT and hello["dst"]["service"]["name"] == "payments"
+    assert hello["tls"]["sni"] == PAYMENTS_SNI and hello["tls"]["version"] in ("1.2", "1.3")
+
+
+@pytest.mark.skipif(EBPF_WHY_NOT is not None, reason=f"eBPF unavailable: {EBPF_WHY_NOT}")
+def test_demo_payments_calls_come_out_decrypted_named_by_pod_and_in_the_checkout_trace(demo: Demo) -> None:
+    def charges() -> list[dict[str, Any]]:
+        found = query(demo.base, 'http && path == "/v1/charges"', limit=100)
+        return [
+            e
+            for e in found
+            if (e.get("tls") or {}).get("decrypted")
+            and pod_of(e, "src") != "None"
+            and pod_of(e, "dst") != "None"
+        ]
+
+    charge = wait_for("a decrypted charge from the api to payments", charges, timeout=120)[0]
+    said = demo.log.read_text(errors="replace")
+    assert "wiretide demo: eBPF on" in said, said[-2000:]
+    assert (charge["method"], charge["path"]) == ("POST", "/v1/charges")
+    assert charge["status"] in (201, 402) and charge["capture"]["source"] == "ebpf_tls"
+    assert (pod_of(charge, "src"), pod_of(charge, "dst")) == (POD["api"], POD["payments"])
+    assert named(charge, "src") == ("shop", "Deployment", "api")
+    assert named(charge, "dst") == ("shop", "Deployment", "payments")
+    assert charge["dst"]["port"] == PAYMENTS_PORT
+    # Charged is 201 with a charge id, declined is 402: the body says which (what packets never show).
+    answer = str(((charge.get("response") or {}).get("body") or {}).get("content", ""))
+    assert ("ch_" in answer) if charge["status"] == 201 else ("declined" in answer), answer
+
+    # The charge is the api's client call under its POST /api/orders, in the checkout's trace.
+    def charge_under_checkout() -> list[dict[str, Any]]:
+        try:
+            found = httpx.get(
+                f"{demo.base}/api/traces",
+                params={"q": 'http && path == "/v1/charges"', "limit": 20},
+                timeout=10,
+            ).json()["traces"]
+            for summary in found:
+                spans = httpx.get(f"{demo.base}/api/traces/{summary['trace_id']}", timeout=10).json()["spans"]
+                by_id = {s["span_id"]: s for s in spans}
+                for s in spans:
+                    parent = by_id.get(s.get("parent_span_id") or "")
+                    if (
+                        s["name"] == "POST /v1/charges"
+                        and s["kind"] == "client"
+                        and parent is not None
+                        and parent["name"] == "POST /api/orders"
+                        and parent["kind"] == "server"
+                    ):
+                        return list(spans)
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        return []
+
+    spans = wait_for("a checkout trace with the decrypted charge", charge_under_checkout, timeout=90)
+    assert {"GET /checkout", "POST /api/orders", "POST /v1/charges"} <= {s["name"] for s in spans}

@@ -1,5 +1,8 @@
 """`wiretide demo`: a mini-cluster of network namespaces with live traffic, captured and named by Wiretide.
 
+The eBPF source is on when this host can run it (root and BCC), so the api's HTTPS calls to payments
+come out decrypted; when it cannot, the demo says why on stderr and the hop shows as TLS handshakes.
+
 Rule: whatever the demo creates it removes — on Ctrl-C, on SIGTERM, on a failed start, or from
 another shell with `wiretide demo --down` (which reads the state file in the data dir).
 """
@@ -37,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="only the namespaces, workloads and API emulator; no Wiretide",
     )
+    p.add_argument(
+        "--no-ebpf",
+        action="store_true",
+        help="do not read TLS plaintext through eBPF (on by default where root and BCC allow it)",
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -66,6 +74,19 @@ def down(data_dir: Path) -> int:
     removed = teardown(state) if state is not None else []
     print(f"wiretide demo: removed ({len(removed)} leftovers cleaned here)")
     return 0
+
+
+def ebpf_choice(no_ebpf: bool) -> tuple[bool, str]:
+    """Whether the demo runs the eBPF source, and what to say about it (on stderr)."""
+    hop = "the api → payments HTTPS calls"
+    if no_ebpf:
+        return False, f"eBPF off (--no-ebpf): {hop} show as TLS handshakes only"
+    from wiretide.capture.sources.ebpf import probe
+
+    why = probe()
+    if why is not None:
+        return False, f"eBPF unavailable ({why}): {hop} show as TLS handshakes only, not decrypted"
+    return True, f"eBPF on: {hop} come out decrypted (docs/ebpf.md; --no-ebpf turns it off)"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -120,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         args.pcap, args.pace = None, False
+        args.ebpf, said = ebpf_choice(args.no_ebpf)
+        print(f"wiretide demo: {said}", file=sys.stderr, flush=True)
         return int(up.run(args))
     except KeyboardInterrupt:
         return 0

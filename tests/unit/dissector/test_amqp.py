@@ -452,3 +452,159 @@ def test_spans_name_the_exchange_routing_key_and_delivery_tag() -> None:
     assert describe(entries[9]).attributes["messaging.rabbitmq.message.delivery_tag"] == 2
     refused = describe(entries[10])
     assert refused.client_error == refused.server_error == "PRECONDITION_FAILED"
+
+
+# ---- confirm mode picked up mid-stream --------------------------------------------------------
+
+SECOND = 1_000_000_000
+
+
+def publish(i: int) -> bytes:
+    return content(1, ps.Basic.Publish(exchange="", routing_key="orders"), f'{{"n": {i}}}'.encode())
+
+
+def feed_timed(script: list[tuple[bool, bytes, int]]) -> tuple[AmqpSession, list[tuple[int, Message]]]:
+    """Feed a session (no handshake: the capture began mid-stream) at the given capture times; every
+    message with the time of the feed that let it out."""
+    session = AmqpSession(SessionConfig())
+    out: list[tuple[int, Message]] = []
+    for from_client, data, ts in script:
+        out += [(ts, e) for e in session.feed(from_client, data, ts) if isinstance(e, Message)]
+    out += [(-1, e) for e in session.close(script[-1][2]) if isinstance(e, Message)]
+    return session, out
+
+
+def pairs(out: list[tuple[int, Message]]) -> list[tuple[str, int | None]]:
+    """Each publish with the delivery tag of the broker ack/nack it paired with (None: alone)."""
+    answers = {e.key: e for _, e in out if not e.is_request and e.key is not None}
+    got: list[tuple[str, int | None]] = []
+    for _, e in out:
+        if e.is_request and e.fields["method"] == "basic.publish":
+            ans = None if e.standalone else answers.get(e.key)
+            tag = None if ans is None else int(ans.fields["arguments"]["delivery_tag"])
+            got.append((str(e.fields["body"]["content"]), tag))
+    return got
+
+
+def test_a_confirm_mode_publisher_picked_up_mid_stream_pairs_by_order_then_by_tag() -> None:
+    ms = 1_000_000
+    script = [
+        (True, publish(1), 1 * ms),
+        (True, publish(2), 2 * ms),
+        (False, m(1, ps.Basic.Ack(delivery_tag=41)), 3 * ms),  # the first ack: publish 1 was #41
+        (False, m(1, ps.Basic.Ack(delivery_tag=42)), 4 * ms),
+        (True, publish(3), 5 * ms),
+        (True, publish(4), 6 * ms),
+        (False, m(1, ps.Basic.Nack(delivery_tag=44, multiple=True)), 7 * ms),
+    ]
+    session, out = feed_timed(script)
+    assert pairs(out) == [('{"n": 1}', 41), ('{"n": 2}', 42), ('{"n": 3}', 44), ('{"n": 4}', 44)]
+    nacked = {e.key: e.fields["method"] for _, e in out if not e.is_request}
+    assert sorted(nacked.values()) == ["basic.ack", "basic.ack", "basic.nack", "basic.nack"]
+    assert session.counters["confirms_inferred"] == 1 and session.counters["publishes_unconfirmed"] == 0
+    assert all(ts != -1 for ts, _ in out)  # nothing waited for the end of the flow
+
+
+def test_a_multiple_ack_first_seen_covers_every_earlier_publish() -> None:
+    script = [
+        *[(True, publish(i), i) for i in (1, 2, 3)],
+        (False, m(1, ps.Basic.Ack(delivery_tag=9, multiple=True)), 4),
+        (True, publish(4), 5),
+        (False, m(1, ps.Basic.Ack(delivery_tag=10)), 6),
+    ]
+    _, out = feed_timed(script)
+    assert pairs(out) == [('{"n": 1}', 9), ('{"n": 2}', 9), ('{"n": 3}', 9), ('{"n": 4}', 10)]
+
+
+def test_an_ack_of_a_publish_sent_before_the_capture_stands_alone_and_numbers_the_next() -> None:
+    script = [
+        (False, m(1, ps.Basic.Ack(delivery_tag=7)), 1),
+        (True, publish(8), 2),
+        (False, m(1, ps.Basic.Ack(delivery_tag=8)), 3),
+    ]
+    _, out = feed_timed(script)
+    assert [e.fields["method"] for _, e in out if e.standalone] == ["basic.ack"]
+    assert pairs(out) == [('{"n": 8}', 8)]
+
+
+def test_publishes_without_confirms_picked_up_mid_stream_go_alone_after_the_wait() -> None:
+    from wiretide.dissector.protocols.amqp import CONFIRM_GIVE_UP, CONFIRM_WAIT_NS
+
+    step = CONFIRM_WAIT_NS + SECOND  # each publish long after the previous one, no ack between
+    script = [(True, publish(i), i * step) for i in range(1, CONFIRM_GIVE_UP + 3)]
+    session, out = feed_timed(script)
+    assert all(answer is None for _, answer in pairs(out))
+    released = [ts for ts, e in out if e.fields["method"] == "basic.publish"]
+    # The first ones wait for the next frame past the wait; once given up, each goes out at once.
+    assert released[:CONFIRM_GIVE_UP] == [(i + 1) * step for i in range(1, CONFIRM_GIVE_UP + 1)]
+    assert released[CONFIRM_GIVE_UP:] == [(CONFIRM_GIVE_UP + 1) * step, (CONFIRM_GIVE_UP + 2) * step]
+    assert session.counters["publishes_unconfirmed"] == CONFIRM_GIVE_UP and not session.provisional
+
+
+def test_a_broker_ack_after_giving_up_turns_confirm_mode_back_on() -> None:
+    from wiretide.dissector.protocols.amqp import CONFIRM_GIVE_UP, CONFIRM_WAIT_NS
+
+    step = CONFIRM_WAIT_NS + SECOND
+    n = CONFIRM_GIVE_UP + 1
+    script = [(True, publish(i), i * step) for i in range(1, n + 1)]
+    script += [
+        (False, m(1, ps.Basic.Ack(delivery_tag=30)), (n + 1) * step),  # of publish n, which went alone
+        (True, publish(31), (n + 2) * step),
+        (False, m(1, ps.Basic.Ack(delivery_tag=31)), (n + 2) * step + 1),
+    ]
+    _, out = feed_timed(script)
+    assert pairs(out)[-1] == ('{"n": 31}', 31)
+
+
+def test_a_channel_opened_in_view_without_confirm_select_publishes_alone_at_once() -> None:
+    script = [
+        (True, m(1, ps.Channel.Open()), 1),
+        (False, m(1, ps.Channel.OpenOk()), 2),
+        (True, publish(1), 3),
+    ]
+    _, out = feed_timed(script)
+    assert [(ts, e.fields["method"], e.standalone) for ts, e in out][-1] == (3, "basic.publish", True)
+
+
+def test_held_publishes_of_a_mid_stream_channel_are_bounded_and_flushed_at_close() -> None:
+    from wiretide.dissector.protocols.amqp import MAX_UNSETTLED
+
+    script = [(True, publish(i), i) for i in range(MAX_UNSETTLED + 10)]
+    session, out = feed_timed(script)
+    assert session.counters["unsettled_evicted"] == 10
+    assert sum(1 for ts, _ in out if ts != -1) == 10  # the oldest ten, pushed out by the bound
+    assert len(out) == MAX_UNSETTLED + 10 and not session.provisional
+
+
+def test_a_confirm_mode_publisher_picked_up_mid_stream_pairs_in_the_pipeline() -> None:
+    conv = Conversation(sport=5672)  # no SYN, no protocol header, no channel.open
+    for i in (1, 2):
+        conv.send(True, publish(i))
+        conv.send(False, m(1, ps.Basic.Ack(delivery_tag=100 + i)))
+    p = Pipeline(default_registry())
+    pubs = [e for e in p.feed(conv.columns()) + p.finish() if e.get("method") == "basic.publish"]
+    assert [(e["response"]["method"], e["response"]["arguments"]["delivery_tag"]) for e in pubs] == [
+        ("basic.ack", 101),
+        ("basic.ack", 102),
+    ]
+    assert all(e["error"] is None and e["summary"].endswith("→ basic.ack") for e in pubs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.booleans(), st.integers(0, 3 * SECOND))))
+def test_any_mix_of_publishes_and_broker_acks_mid_stream_never_raises_or_loses_a_publish(
+    steps: list[tuple[bool, int, bool, int]],
+) -> None:
+    script: list[tuple[bool, bytes, int]] = []
+    ts, sent = 0, 0
+    for is_publish, tag, multiple, wait in steps:
+        ts += wait
+        if is_publish:
+            sent += 1
+            script.append((True, publish(sent), ts))
+        else:
+            script.append((False, m(1, ps.Basic.Ack(delivery_tag=tag, multiple=multiple)), ts))
+    if not script:
+        return
+    _, out = feed_timed(script)
+    assert sorted(c for c, _ in pairs(out)) == sorted(f'{{"n": {i}}}' for i in range(1, sent + 1))

@@ -2,12 +2,16 @@
 
     frontend (HTTP) → api (HTTP) → redis-server (RESP) and db (HTTP) → postgres (PostgreSQL)
                       api → rabbitmq-server (AMQP: an order event on the `orders` queue) → worker
+                      api → payments (HTTPS: a charge for each order; OpenSSL on both ends)
     loadgen → frontend: a steady mix of good, slow and failing requests, and checkouts
 
 The db reads its rows from PostgreSQL (simple queries over one kept connection, and now and then a
 query that fails, as real code has) when the demo could start one, else it makes them up. A checkout
-makes the api publish an order event (publisher confirms on) that the worker consumes and acks; until
-the broker listens (or when it never does) the api answers `queued: false` and the worker retries.
+makes the api charge the order at payments over HTTPS first (a new TLS connection per charge, with the
+Service's name as SNI, the server's certificate checked against the demo's CA; about one charge in
+eight is declined: 402, and nothing is published), then publish an order event (publisher confirms
+on) that the worker consumes and acks; until the broker listens (or when it never does) the api
+answers `queued: false` and the worker retries.
 
 Run one role per network namespace: `python -m wiretide.cli.demo.apps ROLE --listen IP:PORT [--upstream …]`.
 Rule: every role is stdlib only and exits when its parent (the demo) goes away.
@@ -18,10 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import http.client
 import json
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -51,6 +57,11 @@ MAX_POST_BODY: Final = 64 * 1024  # an order is a few dozen bytes
 # The api's broker connection is recycled after this long, as a pool with a maximum lifetime does (so a
 # capture that started after it opened soon sees a whole one: login, confirm mode, publish → ack, close).
 PUBLISHER_MAX_AGE_S: Final = 30.0
+# The TLS hop: the name the api asks for (SNI, Host) and checks the certificate against; the share of
+# charges payments declines (402), so that checkout traces hold a failed TLS call too.
+PAYMENTS_SNI: Final = "payments.shop.svc.cluster.local"
+DECLINE_EVERY: Final = 8
+TLS_HANDSHAKE_TIMEOUT_S: Final = 5.0  # a client that never finishes its handshake holds one thread
 
 
 def die_with_parent() -> None:
@@ -68,6 +79,36 @@ def http_get(url: str, headers: dict[str, str] | None = None, body: bytes | None
         return int(exc.code), exc.read()
     except (urllib.error.URLError, OSError) as exc:
         return 502, str(exc).encode()
+
+
+class TlsConnection(http.client.HTTPConnection):
+    """HTTP over TLS to an address, asking for (and checking the certificate against) `server_name`:
+    the pods have no DNS, so the address and the name are given apart."""
+
+    def __init__(self, addr: str, context: ssl.SSLContext, server_name: str) -> None:
+        host, port = addr.rsplit(":", 1)
+        super().__init__(host, int(port), timeout=UPSTREAM_TIMEOUT_S)
+        self.context = context
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.server_name)
+
+
+def https_post(
+    addr: str, context: ssl.SSLContext, server_name: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """POST over a new TLS connection; the status and the answer, 502 when nothing answered."""
+    conn = TlsConnection(addr, context, server_name)
+    try:
+        conn.request("POST", path, body, {"Host": server_name, **headers})
+        resp = conn.getresponse()
+        return int(resp.status), resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return 502, str(exc).encode()
+    finally:
+        conn.close()
 
 
 def redis_command(addr: str, *args: str) -> bytes:
@@ -399,6 +440,8 @@ class Handler(BaseHTTPRequestHandler):
     upstreams: ClassVar[dict[str, str]] = {}
     postgres: ClassVar[Postgres | None] = None
     orders: ClassVar[OrderEvents | None] = None
+    payments_tls: ClassVar[ssl.SSLContext | None] = None  # the api's client context (the demo's CA)
+    timeout = TLS_HANDSHAKE_TIMEOUT_S  # per connection: an idle or stuck client frees its thread
     body = b""
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -435,7 +478,8 @@ class Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = "application/json"
             status, body = http_get(f"http://{api}/api/orders", headers, json.dumps(order).encode())
             self.reply(
-                201 if status == 201 else 502, {"page": page, "api_status": status, "bytes": len(body)}
+                status if status in (201, 402) else 502,
+                {"page": page, "api_status": status, "bytes": len(body)},
             )
             return
         target = path.get(page)
@@ -477,8 +521,39 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(400, {"error": "an order is {item, qty}"})
             return
         order["order_id"] = f"order-{random.getrandbits(48):012x}"
+        if "payments" in self.upstreams and self.payments_tls is not None:
+            headers = {"Content-Type": "application/json", "traceparent": self.headers.get("traceparent", "")}
+            status, answer = https_post(
+                self.upstreams["payments"], self.payments_tls, PAYMENTS_SNI, "/v1/charges",
+                json.dumps(order).encode(), headers,
+            )  # fmt: skip
+            if status == 402:
+                self.reply(402, {**order, "error": "payment declined"})
+                return
+            if status != 201:
+                self.reply(502, {**order, "error": f"payments answered {status}"})
+                return
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                order["charge_id"] = str(json.loads(answer).get("charge_id", ""))
         queued = self.orders is not None and self.orders.publish(order, self.headers.get("traceparent", ""))
         self.reply(201, {**order, "queued": queued})
+
+    def _payments(self) -> None:
+        """POST /v1/charges {order_id, item, qty}: 201 with a charge id, or 402 now and then."""
+        if self.path.split("?")[0] != "/v1/charges" or self.command != "POST":
+            self.reply(404, {"error": "no such resource"})
+            return
+        try:
+            doc = json.loads(self.body or b"{}")
+            order_id, qty = str(doc["order_id"]), int(doc["qty"])
+        except (ValueError, KeyError, TypeError):
+            self.reply(400, {"error": "a charge is {order_id, item, qty}"})
+            return
+        if random.randrange(DECLINE_EVERY) == 0:
+            self.reply(402, {"order_id": order_id, "status": "declined", "reason": "insufficient_funds"})
+            return
+        charge = f"ch_{random.getrandbits(64):016x}"
+        self.reply(201, {"charge_id": charge, "order_id": order_id, "amount_cents": 1250 * qty})
 
     def _db(self) -> None:
         if not self.path.startswith("/rows"):
@@ -498,17 +573,36 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, {"rows": [{"id": int(r[0] or 0), "name": r[1]} for r in rows]})
 
 
-def serve(role: str, listen: str, upstreams: dict[str, str]) -> None:
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer that failed its TLS handshake, hung up or stalled is the peer's problem: no trace."""
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def serve(
+    role: str, listen: str, upstreams: dict[str, str], tls: tuple[str, str] | None = None, ca: str = ""
+) -> None:
+    """Serve `role` on `listen` (over TLS with `tls` = (certificate, key)); `ca` checks the upstreams
+    called over TLS."""
     host, port = listen.rsplit(":", 1)
     pg = Postgres(upstreams["postgres"]) if "postgres" in upstreams else None
     orders = OrderEvents(upstreams["rabbitmq"]) if "rabbitmq" in upstreams else None
+    client_tls = ssl.create_default_context(cafile=ca) if ca else None
     handler = type(
         f"{role.capitalize()}Handler",
         (Handler,),
-        {"role": role, "upstreams": upstreams, "postgres": pg, "orders": orders},
+        {"role": role, "upstreams": upstreams, "postgres": pg, "orders": orders, "payments_tls": client_tls},
     )
-    server = ThreadingHTTPServer((host, int(port)), handler)
-    server.daemon_threads = True
+    server = Server((host, int(port)), handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # The handshake happens in the connection's own thread (its first read), not in accept().
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     server.serve_forever()
 
 
@@ -555,9 +649,12 @@ def worker(broker: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wiretide-demo-app")
-    parser.add_argument("role", choices=["frontend", "api", "db", "loadgen", "worker"])
+    parser.add_argument("role", choices=["frontend", "api", "db", "loadgen", "worker", "payments"])
     parser.add_argument("--listen", default="", help="IP:PORT to serve on")
     parser.add_argument("--upstream", action="append", default=[], help="NAME=IP:PORT, repeatable")
+    parser.add_argument("--tls-cert", default="", help="serve over TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="… and this key (PEM)")
+    parser.add_argument("--tls-ca", default="", help="the CA that signs the upstreams called over TLS")
     args = parser.parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -567,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.role == "worker":
         worker(upstreams["rabbitmq"])
     else:
-        serve(args.role, args.listen, upstreams)
+        tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+        serve(args.role, args.listen, upstreams, tls, args.tls_ca)
     return 0
 
 

@@ -1,7 +1,8 @@
 """The demo mini-cluster: network namespaces as pods on one bridge, as a CNI would wire them.
 
-Three "namespaces" (shop, data, load), eight pods running real servers (PostgreSQL, Redis and a
-RabbitMQ broker among them, when installed), and a Kubernetes API emulator describing exactly these
+Three "namespaces" (shop, data, load), nine pods running real servers (PostgreSQL, Redis and a
+RabbitMQ broker among them, when installed, and a payments service behind HTTPS whose certificates
+are made at start in a scratch directory), and a Kubernetes API emulator describing exactly these
 pods, their ReplicaSets/StatefulSets, Services and EndpointSlices. The broker takes seconds to boot, so
 the demo does not wait for it: a watcher waits for its port and says when it listens, or why it never
 will — the demo goes on without the messaging hop then.
@@ -37,6 +38,7 @@ from typing import Any, Final
 import orjson
 
 from wiretide.cli.demo import kubeapi as ka
+from wiretide.cli.demo.apps import PAYMENTS_SNI
 
 SUBNET: Final = "10.244.0"  # pods' addresses, only ever inside the demo's namespaces
 NODE: Final = "demo-node"
@@ -63,6 +65,7 @@ PODS: Final = (
     PodPlan("frontend-6d4cf-x7k2p", "shop", "frontend", "ReplicaSet", "frontend-6d4cf", 10, 8080),
     PodPlan("api-58b9d-m4q8z", "shop", "api", "ReplicaSet", "api-58b9d", 11, 8080),
     PodPlan("worker-7c5f8-h2n6r", "shop", "worker", "ReplicaSet", "worker-7c5f8", 12, 0),
+    PodPlan("payments-5f7d9-k3v8t", "shop", "payments", "ReplicaSet", "payments-5f7d9", 13, 8443),
     PodPlan("redis-0", "data", "redis", "StatefulSet", "redis", 20, 6379),
     PodPlan("db-0", "data", "db", "StatefulSet", "db", 21, 5432),
     PodPlan("postgres-0", "data", "postgres", "StatefulSet", "postgres", 22, 5432),
@@ -72,6 +75,7 @@ PODS: Final = (
 SERVICE_IPS: Final = {
     "frontend": "10.96.0.10",
     "api": "10.96.0.11",
+    "payments": "10.96.0.13",
     "redis": "10.96.0.20",
     "db": "10.96.0.21",
     "postgres": "10.96.0.22",
@@ -291,6 +295,19 @@ class DemoCluster:
         self.state.save()
         return proc
 
+    def _payments_certificates(self, pod: PodPlan) -> tuple[Path, Path, Path]:
+        """A throwaway CA and the payments pod's certificate (its Service's DNS names and its
+        addresses), in a scratch directory removed with the demo: (CA, certificate, key)."""
+        from wiretide.cli.certs import Leaf, ensure
+
+        base = Path(tempfile.mkdtemp(prefix=f"{self.tag}-tls-"))
+        self.state.dirs.append(str(base))
+        self.state.save()
+        labels = PAYMENTS_SNI.split(".")
+        names = tuple(".".join(labels[:n]) for n in (len(labels), 3, 2, 1))  # …cluster.local … payments
+        files = ensure(base, [Leaf(pod.app, names, (pod.ip, SERVICE_IPS[pod.app]))])[pod.app]
+        return files.ca, files.cert, files.key
+
     def start_workloads(self) -> None:
         by_app = {p.app: p for p in PODS}
         app = [sys.executable, "-m", "wiretide.cli.demo.apps"]
@@ -317,6 +334,13 @@ class DemoCluster:
         if broker:
             api_up += ["--upstream", f"rabbitmq={addr('rabbitmq')}"]
             self._spawn(by_app["worker"], [*app, "worker", "--upstream", f"rabbitmq={addr('rabbitmq')}"])
+        # The TLS hop: the api charges each order at payments over HTTPS (OpenSSL on both ends).
+        ca, cert, key = self._payments_certificates(by_app["payments"])
+        self._spawn(
+            by_app["payments"],
+            [*app, "payments", "--listen", addr("payments"), "--tls-cert", str(cert), "--tls-key", str(key)],
+        )
+        api_up += ["--upstream", f"payments={addr('payments')}", "--tls-ca", str(ca)]
         self._spawn(by_app["api"], [*app, "api", "--listen", addr("api"), *api_up])
         self._spawn(
             by_app["frontend"],

@@ -5,7 +5,10 @@ taken whole up to `MAX_FRAME`; body frames stream, keeping only the body cap); a
 (publish, deliver, return, get-ok) becomes one message with its content header and body frames. On
 each channel a synchronous method waits for its reply, FIFO per initiating side (the peer's
 `channel.close` or `connection.close` answers the request it refuses); a delivery waits for the
-consumer's ack (a publish, in confirm mode, for the broker's), both bounded. Credentials
+consumer's ack (a publish, in confirm mode, for the broker's), both bounded. A channel first seen
+mid-stream (its `channel.open` and any `confirm.select` before the capture) holds its publishes for a
+while: a broker `basic.ack`/`nack` on it means confirm mode, whose numbering is then learned from that
+ack by order; no ack within `CONFIRM_WAIT_NS` lets them go alone. Credentials
 (`connection.start-ok` response, `connection.secure-ok`, `connection.update-secret`) are dropped at
 parse time: only the SASL mechanism, the PLAIN user name and the response's size are kept.
 """
@@ -51,6 +54,13 @@ MAX_CHANNELS: Final = 4096
 # Deliveries awaiting an ack (and confirm-mode publishes awaiting the broker's) per connection; the
 # oldest beyond this becomes an entry of its own, unsettled.
 MAX_UNSETTLED: Final = 4096
+# A channel first seen mid-stream may be in confirm mode unseen: its publishes wait this long (capture
+# time) for a broker ack before going alone — RabbitMQ confirms within milliseconds, a persistent
+# message to a durable queue after its fsync, batched at most every few hundred milliseconds.
+CONFIRM_WAIT_NS: Final = 2_000_000_000
+# ... and after this many publishes in a row went unconfirmed, it is taken to be out of confirm mode
+# (its publishes go alone at once) until a broker ack says otherwise.
+CONFIRM_GIVE_UP: Final = 4
 # Nested field tables and arrays deeper than this are not decoded further.
 MAX_TABLE_DEPTH: Final = 16
 # Bytes a resynchronising direction scans for a frame start (mid-stream pickup, after a gap).
@@ -176,6 +186,8 @@ _REPLIES: Final = frozenset((c, r) for (c, _m), spec in METHODS.items() for r in
 _DELIVER: Final = (60, 60)
 _PUBLISH: Final = (60, 40)
 _SETTLE: Final = frozenset({(60, 80), (60, 90), (60, 120)})  # ack, reject, nack
+_CONFIRMS: Final = frozenset({(60, 80), (60, 120)})  # what a broker sends in confirm mode: ack, nack
+_CHANNEL_OPEN: Final = (20, 10)
 _CONNECTION_CLOSE: Final = (10, 50)
 _CHANNEL_CLOSE: Final = (20, 40)
 _CLOSE_OK: Final = frozenset({(10, 51), (20, 41)})
@@ -711,9 +723,12 @@ def _frame_start(data: bytes, window: int) -> int:
 
 
 class _Channel:
-    __slots__ = ("consumers", "gen", "next_publish", "pending_no_ack", "replies", "requests")
+    __slots__ = (
+        "consumers", "gen", "maybe_confirms", "next_publish", "pending_no_ack", "replies", "requests",
+        "unconfirmed",
+    )  # fmt: skip
 
-    def __init__(self, gen: int) -> None:
+    def __init__(self, gen: int, midstream: bool = False) -> None:
         self.gen = gen
         # Synchronous requests sent and replies seen, per initiating side (0 client, 1 server).
         self.requests = [0, 0]
@@ -721,12 +736,18 @@ class _Channel:
         self.consumers: dict[str, bool] = {}  # consumer tag → no_ack
         self.pending_no_ack: list[bool] = []  # basic.consume requests awaiting consume-ok
         self.next_publish = 0  # confirm mode: the next publish's sequence number (0 = not in it)
+        # Confirm mode unknown (first seen mid-stream, or a broker ack came with no numbering known):
+        # publishes wait in the session's `provisional` for an ack that tells.
+        self.maybe_confirms = midstream
+        self.unconfirmed = 0  # publishes in a row that went alone for want of an ack
 
 
 class AmqpSession:
     """Both directions of one AMQP connection."""
 
-    __slots__ = ("cap", "channels", "client", "counters", "gens", "refused", "server", "unsettled")
+    __slots__ = (
+        "cap", "channels", "client", "counters", "gens", "provisional", "refused", "server", "unsettled",
+    )  # fmt: skip
 
     def __init__(self, config: SessionConfig) -> None:
         self.counters: dict[str, int] = {
@@ -736,6 +757,8 @@ class AmqpSession:
             "bad_frame_end": 0,
             "unsettled_evicted": 0,
             "orphan_content_frames": 0,
+            "confirms_inferred": 0,
+            "publishes_unconfirmed": 0,
         }
         self.cap = config.body_cap
         self.client = _Direction(True, config.body_cap, self.counters)
@@ -746,6 +769,8 @@ class AmqpSession:
         self.unsettled: OrderedDict[tuple[int, int, int, int], Message] = OrderedDict()
         # Closes that answered a refused request, per (closing side, channel): their close-ok stands alone.
         self.refused: dict[tuple[int, int], int] = {}
+        # Publishes on channels whose confirm mode is unknown, oldest first: (channel, generation) → them.
+        self.provisional: dict[tuple[int, int], list[Message]] = {}
 
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         parsed: list[_Parsed] = []
@@ -754,6 +779,8 @@ class AmqpSession:
         side = 0 if from_client else 1
         for item in parsed:
             self._method(side, item, out)
+        if self.provisional:
+            self._unconfirmed(ts, out)
         if problem is not None:
             out.append(Violation(problem))
         return out
@@ -764,6 +791,8 @@ class AmqpSession:
         out: list[Event] = []
         for item in parsed:
             self._method(0 if from_client else 1, item, out)
+        if self.provisional:
+            self._unconfirmed(ts, out)
         return out
 
     def close(self, ts: int) -> list[Event]:
@@ -778,13 +807,14 @@ class AmqpSession:
 
     # -- helpers
 
-    def _channel(self, number: int) -> _Channel:
+    def _channel(self, number: int, key: tuple[int, int]) -> _Channel:
         ch = self.channels.get(number)
         if ch is None:
             if len(self.channels) >= MAX_CHANNELS:
                 self.channels.pop(next(iter(self.channels)))
             self.gens += 1
-            ch = self.channels[number] = _Channel(self.gens)
+            # A channel whose first method is not its channel.open was opened before the capture.
+            ch = self.channels[number] = _Channel(self.gens, number != 0 and key != _CHANNEL_OPEN)
         return ch
 
     def _flush(self, out: list[Event], channel: int | None) -> None:
@@ -794,6 +824,67 @@ class AmqpSession:
             msg.fields["settled"] = False
             msg.standalone = True
             out.append(msg)
+        for where in [k for k in self.provisional if channel is None or k[0] == channel]:
+            for msg in self.provisional.pop(where):
+                msg.standalone = True
+                out.append(msg)
+
+    def _unconfirmed(self, ts: int, out: list[Event]) -> None:
+        """Publishes that waited `CONFIRM_WAIT_NS` for a broker ack go alone; after `CONFIRM_GIVE_UP`
+        in a row, their channel is taken to be out of confirm mode."""
+        for where in list(self.provisional):
+            held = self.provisional[where]
+            n = 0
+            while n < len(held) and held[n].ts_last + CONFIRM_WAIT_NS < ts:
+                held[n].standalone = True
+                out.append(held[n])
+                n += 1
+            if not n:
+                continue
+            del held[:n]
+            self.counters["publishes_unconfirmed"] += n
+            ch = self.channels.get(where[0])
+            if ch is not None and ch.gen == where[1]:
+                ch.unconfirmed += n
+                if ch.unconfirmed >= CONFIRM_GIVE_UP:
+                    ch.maybe_confirms = False
+                    for msg in held:
+                        msg.standalone = True
+                        out.append(msg)
+                    held.clear()
+            if not held:
+                del self.provisional[where]
+
+    def _infer_confirms(self, ch: _Channel, channel: int, msg: Message, out: list[Event]) -> bool:
+        """A broker ack/nack on a channel not known to be in confirm mode: it is (a broker acks
+        publishes only on a channel in confirm mode). Its publishes held so far pair by order — the first
+        with this ack, all of them with a `multiple` one — and the numbering goes on from its tag.
+        False when nothing was held (the ack is of a publish sent before the capture)."""
+        self.counters["confirms_inferred"] += 1
+        args = msg.fields["arguments"]
+        tag = args.get("delivery_tag", 0)
+        held = self.provisional.pop((channel, ch.gen), [])
+        ch.maybe_confirms, ch.unconfirmed = True, 0
+        if not isinstance(tag, int) or tag <= 0:
+            for old in held:  # "every outstanding one" (tag 0 with multiple): numbering still unknown
+                old.key = ("settle", 0, channel, ch.gen, -id(old))
+                out.append(old)
+                out.append(Message(False, msg.ts_first, msg.ts_last, msg.size, msg.fields, key=old.key))
+            return bool(held)
+        if not held:
+            ch.next_publish = tag + 1
+            return False
+        settled = held[: min(len(held), tag)] if args.get("multiple") else held[:1]
+        first = tag - len(settled) + 1  # by order: the settled ones end at `tag`
+        for i, old in enumerate(settled):
+            old.key = ("settle", 0, channel, ch.gen, first + i)
+            out.append(old)
+            out.append(Message(False, msg.ts_first, msg.ts_last, msg.size, msg.fields, key=old.key))
+        ch.next_publish = tag + 1
+        for old in held[len(settled) :]:
+            self._hold(0, channel, ch.gen, ch.next_publish, old, out)
+            ch.next_publish += 1
+        return True
 
     def _hold(self, holder: int, channel: int, gen: int, tag: int, msg: Message, out: list[Event]) -> None:
         msg.key = ("settle", holder, channel, gen, tag)
@@ -854,7 +945,7 @@ class AmqpSession:
             total = max(content.seen, content.body_size)
             fields["body"] = body_object(raw, total, head, self.cap, content.seen > content.kept or truncated)
         msg = Message(True, ts_first, ts_last, size, fields, truncated=truncated)
-        ch = self._channel(channel)
+        ch = self._channel(channel, key)
         if key == _DELIVER:
             tag = args.get("delivery_tag", 0)
             if ch.consumers.get(args.get("consumer_tag", ""), False):
@@ -867,11 +958,18 @@ class AmqpSession:
             if ch.next_publish:
                 self._hold(side, channel, ch.gen, ch.next_publish, msg, out)
                 ch.next_publish += 1
+            elif ch.maybe_confirms and side == 0:
+                self._provisional(channel, ch, msg, out)
             else:
                 msg.standalone = True
                 out.append(msg)
             return
         if key in _SETTLE:
+            if side == 1 and key in _CONFIRMS and not ch.next_publish:
+                if not self._infer_confirms(ch, channel, msg, out):
+                    msg.standalone = True
+                    out.append(msg)
+                return
             if not self._settle(side, ch, channel, msg, out):
                 msg.standalone = True
                 out.append(msg)
@@ -904,6 +1002,17 @@ class AmqpSession:
             ch.next_publish = ch.next_publish or 1
         msg.standalone = True
         out.append(msg)
+
+    def _provisional(self, channel: int, ch: _Channel, msg: Message, out: list[Event]) -> None:
+        held = self.provisional.setdefault((channel, ch.gen), [])
+        held.append(msg)
+        if sum(len(h) for h in self.provisional.values()) > MAX_UNSETTLED:
+            first = held.pop(0)
+            first.standalone = True
+            self.counters["unsettled_evicted"] += 1
+            out.append(first)
+            if not held:
+                del self.provisional[(channel, ch.gen)]
 
     def _refuses(self, side: int, channel: int, args: dict[str, Any], msg: Message, out: list[Event]) -> bool:
         """A close that answers the peer's pending request (the one it refuses): that request's
