@@ -38,7 +38,8 @@ def _source(groups: list[list[Chunk]]) -> EbpfSource:
 
 def test_an_event_delivered_one_poll_late_is_released_before_later_ones() -> None:
     now = time.time_ns()
-    first, second = _chunk(0, now - 50_000_000, b"HTTP/1.1 200"), _chunk(12, now - 40_000_000, b"HTTP/1.1 201")
+    first = _chunk(0, now - 50_000_000, b"HTTP/1.1 200")
+    second = _chunk(12, now - 40_000_000, b"HTTP/1.1 201")
     # The first poll's drain sees only the later event; the second drain (the settle) brings the earlier.
     s = _source([[second], [first]])
     assert [c.offset for c in s.poll(0)] == [0, 12]
