@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from wiretide.tracer.causality import CausalitySource, NoCausality
 from wiretide.tracer.delays import DelayModel
+from wiretide.tracer.names import NAMES_COLLAPSED, TABLE_EVICTIONS, SpanNames
 from wiretide.tracer.propagation import extract_from_entry
 from wiretide.tracer.rules import SpanRule, apply
 from wiretide.tracer.spans import (
@@ -192,6 +193,7 @@ class Assembler:
         self.ids = ids or SpanIds()
         self.workloads = Workloads()
         self.descriptions = Descriptions()
+        self.names = SpanNames()  # how many span names one server's calls take: bounded
         self.on_emit = on_emit
         self.watermark = 0
         self._seq = itertools.count()
@@ -213,6 +215,7 @@ class Assembler:
         # locking costs more than the rest of a span's bookkeeping).
         self._kinds: dict[int, int] = {}
         self._links: dict[str, int] = {}
+        self._published: dict[str, int] = {}  # counts already handed to prometheus_client
 
     # ---- input ----------------------------------------------------------------------------------
 
@@ -224,7 +227,7 @@ class Assembler:
             SPANS_DROPPED.labels("rule").inc()
             return []
         ctx = extract_from_entry(entry)
-        spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions)
+        spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions, self.names)
         # What the call holds, estimated once (the trace store charges the same): the entry on the
         # client side, whose wait for the window is what the pending bound weighs.
         spans[0].size = SPAN_BASE + entry_bytes(entry)
@@ -275,6 +278,15 @@ class Assembler:
         self._kinds.clear()
         self._links.clear()
         PENDING.set(len(self._pending))
+        # Deltas of counts kept per call as plain numbers since the last batch.
+        for key, n in self.names.stats.items():
+            if n > self._published.get(key, 0):
+                NAMES_COLLAPSED.labels(key).inc(n - self._published.get(key, 0))
+                self._published[key] = n
+        evicted = self.stats.get("trace_counts_evicted", 0)
+        if evicted > self._published.get("trace_counts", 0):
+            TABLE_EVICTIONS.labels("trace_span_counts").inc(evicted - self._published.get("trace_counts", 0))
+            self._published["trace_counts"] = evicted
 
     @property
     def pending(self) -> int:
@@ -627,6 +639,7 @@ class Assembler:
         counts.move_to_end(span.trace_id)
         if len(counts) > MAX_TRACKED_TRACES:
             counts.popitem(last=False)
+            self._count("trace_counts_evicted")
         if n > self.config.max_spans_per_trace:
             self._count("dropped_fanout")
             SPANS_DROPPED.labels("fanout").inc()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from wiretide.tracer.names import TABLE_EVICTIONS
 from wiretide.tracer.spans import Span
 
 # Links per (workload, endpoint, call) before their gaps are trusted to weigh a cost.
@@ -157,6 +158,7 @@ class DelayModel:
         key = (w.namespace, w.service_name, span.name)
         requests = self._requests
         if len(requests) >= MAX_KEYS and key not in requests:
+            TABLE_EVICTIONS.labels("delay_endpoints").inc(len(requests) + len(self._calls))
             requests.clear()
             self._calls.clear()
         requests[key] = requests.get(key, 0) + 1
@@ -175,6 +177,7 @@ class DelayModel:
                 pairing = table.get(mine)
                 if pairing is None:
                     if len(table) >= MAX_FLOWS:
+                        TABLE_EVICTIONS.labels("delay_connections").inc(len(table))
                         table.clear()
                     pairing = table[mine] = Pairing()
                 pairing.add(other)
@@ -186,6 +189,7 @@ class DelayModel:
         gaps = self._gaps.get(key)
         if gaps is None:
             if len(self._gaps) >= MAX_KEYS:
+                TABLE_EVICTIONS.labels("delay_gaps").inc(len(self._gaps))
                 self._gaps.clear()
                 self._endpoints.clear()
             gaps = self._gaps[key] = Gaps()

@@ -20,6 +20,7 @@ from wiretide.common.native import NativeModules
 # Compiled together into one extension (calls between them are direct C calls). No module here may
 # define a class that interpreted code subclasses (a compiled class forbids it).
 MODULES: Final = (
+    "wiretide.tracer.names",
     "wiretide.tracer.spans",
     "wiretide.tracer.propagation",
     "wiretide.tracer.delays",

@@ -27,6 +27,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from wiretide.common.protocols import server_error, status_class
+from wiretide.tracer.names import TABLE_EVICTIONS
 from wiretide.tracer.spans import Span, Workload, workload_of
 
 RECORDS_EVICTED = Counter(
@@ -147,6 +148,7 @@ class Holders:
         held = self._by_ip.get(ip)
         if held is None:
             if len(self._by_ip) >= MAX_HOLDER_ADDRESSES:
+                TABLE_EVICTIONS.labels("map_address_holders").inc(len(self._by_ip))
                 self._by_ip.clear()
             self._by_ip[ip] = [(ts, workload)]
         elif held[-1][1] != workload:

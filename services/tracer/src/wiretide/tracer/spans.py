@@ -35,6 +35,7 @@ from wiretide.common.protocols import (
     server_error,
     span_name,
 )
+from wiretide.tracer.names import TABLE_EVICTIONS, SpanNames
 from wiretide.tracer.propagation import Context
 
 AttrValue = str | int | float | bool
@@ -79,7 +80,7 @@ _EMPTY: Final[dict[str, Any]] = {}
 
 # The resolver's identity mechanisms (an entry end's `resolution`): names from these are pods,
 # services, nodes and processes. Any other named end (a name learned from a DNS answer) is `learned`.
-RESOLVER_MECHANISMS: Final = frozenset({"ip", "ip-and-port", "process"})
+RESOLVER_MECHANISMS: Final = frozenset({"ip", "ip-and-port", "process", "container"})
 
 OTHER_VALUE: Final = "_OTHER"
 # Default port of each `url.scheme` (RFC 9110 §4.2): the `server.port` of an authority without one.
@@ -327,6 +328,7 @@ class Workloads:
         if found is None:
             found = workload_of(end, node, listening)
             if len(self._known) >= self.limit:
+                TABLE_EVICTIONS.labels("workloads").inc(len(self._known))
                 self._known.clear()
             self._known[key] = found
         return found
@@ -810,6 +812,7 @@ class Descriptions:
         if shape is None:
             described, origin = _describe(entry)
             if len(self._shapes) >= self.limit:
+                TABLE_EVICTIONS.labels("descriptions").inc(len(self._shapes))
                 self._shapes.clear()
             self._shapes[key] = Shape(
                 dict(described.attributes), described.name, described.client_error,
@@ -843,8 +846,10 @@ def spans_from_entry(
     context: Context | None = None,
     workloads: Workloads | None = None,
     descriptions: Descriptions | None = None,
+    names: SpanNames | None = None,
 ) -> list[Span]:
-    """The client span (at the caller) and the server span (at the callee) of one entry.
+    """The client span (at the caller) and the server span (at the callee) of one entry (named within
+    `names`' bounds on how many names one server's calls take, when given).
 
     An end known only by its address is an anonymous workload and has its spans like any other: the
     caller named by its IP, the callee by ip:port (`workload_of`).
@@ -870,6 +875,10 @@ def spans_from_entry(
     if node:
         base["wiretide.node"] = node
     name = described.name
+    if names is not None:
+        protocol = base.get("wiretide.protocol")
+        protocol = protocol if type(protocol) is str else ""
+        name = names.name(callee.namespace, callee.service_name, name, protocol)
     signature = f"{callee.service_name}|{name}"
     span_id = ids.span_id
 

@@ -196,6 +196,16 @@ class TraceStore:
             if len(entry) > 1:
                 flow = entry.get("flow_id")
                 s.entry = {"flow_id": flow} if flow is not None else {}
+            # The two sides of a call point at each other: a cycle that only the cyclic collector
+            # frees, and these spans have lived long enough to reach its oldest generation, collected
+            # every few hundred million allocations (common/collector.py): ~2.4 KB a call kept as
+            # garbage until then. Cut on the client side: once emitted, no part reads a client's
+            # partner (the assembler reads it on undecided calls only; the exporter's cache is only
+            # skipped without it), while the server side's is read for linking (`Assembler._learn`).
+            # The server side (of any kind: a consumer too) is the one its partner is the parent of.
+            other = s.partner
+            if other is not None:
+                (other if s.parent is other else s).partner = None
         EVICTED.inc()
 
     def spans(self) -> list[Span]:
