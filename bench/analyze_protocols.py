@@ -13,10 +13,12 @@ Two kinds of workload, side by side:
   client's frames for Kafka): login, then queries / commands / produce-and-fetch / publish-deliver-ack.
 
 For each workload the bench writes one pcap, runs the whole pipeline on it in this process (reading the
-file included; `Pipeline.feed` over its batches, then `finish`) and `tshark -n -r FILE -Y <proto>
--T fields -e <one field per message>` on it, and prints the protocol messages each decoded per
-CPU-second: ours from this process's CPU time, tshark's from its child CPU time (its start-up, about
-0.3 s, included — the captures are sized so it is a small part). "Messages" are what tshark counts
+file included; `Pipeline.feed` over its batches, then `finish`; the cyclic garbage collector spaced as
+the dissector service spaces it) and `tshark -n -r FILE -Y <proto> -T fields -e <one field per
+message>` on it, and prints the protocol messages each decoded per CPU-second: ours from this
+process's CPU time, tshark's from its child CPU time (its start-up, about 0.3 s, included — at
+`--messages 40000` that is half of tshark's time on the Redis keep-alive capture; the default size
+makes it a small part). "Messages" are what tshark counts
 on the capture — Kafka requests and responses, AMQP frames, PostgreSQL and MySQL packets, MongoDB
 messages; for Redis (tshark has no per-message field, and reads RESP3 only as fragments) they are the
 commands, replies and pushes, which `test_redis_pcaps.py` holds equal to tshark's on RESP2. Both
@@ -49,6 +51,7 @@ import dpkt  # type: ignore[import-untyped]  # noqa: E402
 from tests.helpers.pcaps import PCAPS  # noqa: E402
 from tests.unit.dissector.builders import Conversation  # noqa: E402
 from wiretide.capture.sources.pcapfile import read_batches  # noqa: E402
+from wiretide.common.collector import collect_rarely  # noqa: E402
 from wiretide.dissector import native  # noqa: E402
 from wiretide.dissector.pipeline import Pipeline  # noqa: E402
 from wiretide.dissector.registry import default_registry  # noqa: E402
@@ -368,6 +371,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="write the captures into this directory (kept)")
     args = ap.parse_args()
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    collect_rarely()  # the cyclic collector spaced as the dissector service and `wiretide analyze` do
     chosen = [w for w in WORKLOADS if not wanted or w.protocol in wanted or w.name in wanted]
     print(f"native={native.ACTIVE} ({native.STATUS}); CPU seconds: user + system")
     print(f"{'workload':24} {'packets':>9} {'messages':>9} {'entries':>8} {'ours s':>7} "

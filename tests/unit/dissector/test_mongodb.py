@@ -229,3 +229,45 @@ def test_random_bytes_never_raise(data: bytes, client: bool) -> None:
     MongoSession(SessionConfig()).feed(client, data, 1)
     with contextlib.suppress(mongodb.BsonError):
         read_document(data)
+
+
+REPLIES: list[dict[str, Any]] = [
+    {"cursor": {"firstBatch": [{"_id": i, "v": [1.5, {"x": "y"}]} for i in range(40)], "id": 7, "ns": "d.c"},
+     "ok": 1.0},
+    {"n": 1, "nModified": 1, "ok": 1.0, "$clusterTime": {"clusterTime": bson.Timestamp(1, 2)}},
+    {"ok": 0.0, "errmsg": "E11000", "code": 11000, "codeName": "DuplicateKey"},
+    {"writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup", "keyValue": {"a": 1}}], "n": 0, "ok": 1},
+    {"cursor": {"id": 0, "nextBatch": [{"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": 1}}}}}}}}]}, "ok": 1},
+    {f"k{i}": i for i in range(300)} | {"ok": 1},  # beyond the element budget: ok is not reached
+    {"cursor": {"firstBatch": list(range(400)), "id": 3}, "ok": 1},  # the budget ends inside the cursor
+    {"cursor": "not a document", "ok": 1, "$err": "legacy"},
+]  # fmt: skip
+
+
+def test_a_reply_reads_only_what_its_entry_shows_and_shows_the_same() -> None:
+    for body in REPLIES:
+        raw = bson.encode(body)
+        whole, end = read_document(raw)
+        kept, kept_end = mongodb.read_reply(raw, 0)
+        assert kept_end == end == len(raw)
+        assert mongodb.reply_fields(kept, 5) == mongodb.reply_fields(whole, 5), body
+        assert set(kept) <= set(mongodb.REPLY_KEEP) | {"…"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(REPLIES), st.integers(0, 10_000), st.binary(min_size=1, max_size=6))
+def test_a_damaged_reply_fails_the_same_whether_read_whole_or_in_part(body: dict[str, Any], at: int,
+                                                                       junk: bytes) -> None:  # fmt: skip
+    raw = bytearray(bson.encode(body))
+    at %= len(raw)
+    raw[at : at + len(junk)] = junk
+    data = bytes(raw)
+
+    def outcome(read: Any) -> Any:
+        try:
+            doc, end = read(data, 0)
+        except mongodb.BsonError as exc:
+            return str(exc)
+        return mongodb.reply_fields(doc, None), end
+
+    assert outcome(mongodb.read_reply) == outcome(read_document)

@@ -318,3 +318,28 @@ def test_resp_with_random_bytes_spliced_in_never_raises(noise: bytes, at: int) -
     s = session()
     s.feed(True, STREAM_C, 0)
     s.feed(False, STREAM_S[:at] + noise + STREAM_S[at:], 0)
+
+
+def test_values_beyond_the_item_cap_are_still_checked_and_sized() -> None:
+    counted = (
+        b"*1100\r\n" + b":1\r\n+ok\r\n$2\r\nab\r\n,1.5\r\n#t\r\n_\r\n(12\r\n-E x\r\n" * 137 + b":9\r\n" * 4
+    )
+    s = session()
+    (reply,) = s.feed(False, counted, 0)
+    assert isinstance(reply, Message) and reply.size == len(counted)
+    assert reply.fields["count"] == redis.MAX_ITEMS and reply.fields["truncated"] is True
+    for bad in (b":1x\r\n", b"#x\r\n", b",one\r\n", b"(1.5\r\n"):  # past the cap, as bad as before it
+        events = session().feed(False, b"*1030\r\n" + b":1\r\n" * 1025 + bad, 0)
+        assert [type(e) for e in events] == [Violation], bad
+
+
+def test_a_value_within_the_cap_split_over_many_segments_is_read_once_whole() -> None:
+    value = "v" * 50_000
+    reply = bulk(value) + b":5\r\n"
+    s = session()
+    s.feed(True, cmd("GET", "k") + cmd("INCR", "n"), 0)
+    got: list[Any] = []
+    for i in range(0, len(reply), 1448):
+        got += s.feed(False, reply[i : i + 1448], i)
+    assert [m.fields["value"] for m in got if isinstance(m, Message)] == [value, 5]
+    assert s.server.buf == bytearray() and s.server.need == 0

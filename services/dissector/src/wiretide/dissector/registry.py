@@ -60,21 +60,25 @@ class Registry:
     def candidates(self, transport: str, sport: int, dport: int) -> tuple[list[ProtocolSpec], int]:
         """Specs to probe, in order — override, port hints, then every other one by priority — and how
         many of them lead because of the ports."""
+        # Specs are told apart by name (unique here), not by `==`: a dataclass compares every field,
+        # and this runs for each undecided flow's probe round.
         out: list[ProtocolSpec] = []
+        taken: set[str] = set()
         for port in (dport, sport):
             name = self.overrides.get(port)
-            if name is not None:
-                spec = self.by_name[name]
-                if spec not in out:
-                    out.append(spec)
+            if name is not None and name not in taken:
+                taken.add(name)
+                out.append(self.by_name[name])
         for port in (dport, sport):
             for spec in self.ports.get((transport, port), ()):
-                if spec not in out:
+                if spec.name not in taken:
+                    taken.add(spec.name)
                     out.append(spec)
         hinted = len(out)
-        for spec in self._order.get(transport, ()):
-            if spec not in out:
-                out.append(spec)
+        order = self._order.get(transport, ())
+        if not hinted:
+            return list(order), 0
+        out.extend(spec for spec in order if spec.name not in taken)
         return out, hinted
 
     def forced(self, sport: int, dport: int) -> ProtocolSpec | None:

@@ -25,7 +25,6 @@ import importlib
 import struct
 import uuid
 import zlib
-from collections.abc import Callable
 from typing import Any, Final
 
 from wiretide.common.protocols import KAFKA_ERRORS
@@ -37,8 +36,6 @@ try:  # snappy, lz4 and zstd record batches; without it such a batch is counted,
 except ImportError:  # pragma: no cover - cramjam is a dependency of the dissector
     _cramjam = None
 
-_I8 = struct.Struct("!b")
-_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _I64 = struct.Struct("!q")
 _F64 = struct.Struct("!d")
@@ -47,6 +44,7 @@ _RESP_HEAD = struct.Struct("!ii")  # size, correlation_id
 # Record batch v2 header after base offset and length (KIP-98): leader epoch, magic, crc, attributes,
 # last offset delta, first/max timestamp, producer id and epoch, base sequence, record count.
 _BATCH = struct.Struct("!ibIhiqqqhii")
+_BATCH_HEAD = struct.Struct("!qi")  # base offset, batch length
 BATCH_HEADER_LEN: Final = 61
 
 # Kafka's own default `socket.request.max.bytes` (100 MiB): a larger size prefix is not Kafka.
@@ -492,13 +490,20 @@ class _Reader:
         return p
 
     def i8(self) -> int:
-        return int(_I8.unpack_from(self.data, self.need(1))[0])
+        b = self.data[self.need(1)]
+        return b - 0x100 if b & 0x80 else b
 
     def i16(self) -> int:
-        return int(_I16.unpack_from(self.data, self.need(2))[0])
+        p = self.need(2)
+        data = self.data
+        v = data[p] << 8 | data[p + 1]
+        return v - 0x10000 if v & 0x8000 else v
 
     def i32(self) -> int:
-        return int(_I32.unpack_from(self.data, self.need(4))[0])
+        p = self.need(4)
+        data = self.data
+        v = data[p] << 24 | data[p + 1] << 16 | data[p + 2] << 8 | data[p + 3]
+        return v - 0x100000000 if v & 0x80000000 else v
 
     def i64(self) -> int:
         return int(_I64.unpack_from(self.data, self.need(8))[0])
@@ -566,10 +571,64 @@ class _Reader:
             self.need(self.uvarint())
 
 
-_SCALARS: Final[dict[str, Callable[[_Reader], Any]]] = {
-    "i8": _Reader.i8, "i16": _Reader.i16, "i32": _Reader.i32, "i64": _Reader.i64, "f64": _Reader.f64,
-    "bool": _Reader.boolean, "uuid": _Reader.uuid, "str": _Reader.string,
+# Field types as read_struct dispatches on them: scalars, then bytes, records, struct arrays; an array
+# of scalars is _K_ARRAY + the scalar's kind.
+_K_I8, _K_I16, _K_I32, _K_I64, _K_F64, _K_BOOL, _K_UUID, _K_STR = 0, 1, 2, 3, 4, 5, 6, 7
+_K_BYTES, _K_RECORDS, _K_STRUCTS, _K_ARRAY = 8, 9, 10, 16
+_SCALAR_KINDS: Final = {
+    "i8": _K_I8, "i16": _K_I16, "i32": _K_I32, "i64": _K_I64, "f64": _K_F64, "bool": _K_BOOL,
+    "uuid": _K_UUID, "str": _K_STR,
 }  # fmt: skip
+
+
+def _scalar(r: _Reader, kind: int) -> Any:
+    if kind == _K_I32:
+        return r.i32()
+    if kind == _K_I16:
+        return r.i16()
+    if kind == _K_STR:
+        return r.string()
+    if kind == _K_I64:
+        return r.i64()
+    if kind == _K_I8:
+        return r.i8()
+    if kind == _K_BOOL:
+        return r.boolean()
+    if kind == _K_UUID:
+        return r.uuid()
+    return r.f64()
+
+
+class _Field:
+    """One schema field as read_struct uses it (built once from the declarative `Field` tuples)."""
+
+    __slots__ = ("count_name", "hi", "kind", "lo", "name", "sub")
+
+    def __init__(self, field: Field) -> None:
+        name, typ, lo, hi, sub = field
+        self.name: str = name
+        self.count_name: str = name + "_count"
+        self.lo: int = lo
+        self.hi: int = hi
+        if typ == "[]":
+            self.kind = _K_STRUCTS
+        elif typ == "records":
+            self.kind = _K_RECORDS
+        elif typ == "bytes":
+            self.kind = _K_BYTES
+        elif typ[0] == "[":
+            self.kind = _K_ARRAY + _SCALAR_KINDS[typ[1:-1]]
+        else:
+            self.kind = _SCALAR_KINDS[typ]
+        self.sub: tuple[_Field, ...] = _fields(sub)
+
+
+def _fields(schema: tuple[Field, ...]) -> tuple[_Field, ...]:
+    return tuple(_Field(f) for f in schema)
+
+
+# SCHEMAS as read_struct reads them.
+_READ_SCHEMAS: Final = {key: (_fields(req), _fields(resp)) for key, (req, resp) in SCHEMAS.items()}
 
 
 class _Budget:
@@ -582,45 +641,47 @@ class _Budget:
         self.records = MAX_RECORDS_LISTED
 
 
-def read_struct(r: _Reader, fields: tuple[Field, ...], v: int, out: dict[str, Any], budget: _Budget) -> None:
+def read_struct(r: _Reader, fields: tuple[_Field, ...], v: int, out: dict[str, Any], budget: _Budget) -> None:
     """Fill `out` field by field (so that a cut frame keeps what was read before the cut)."""
-    for name, typ, lo, hi, sub in fields:
-        if v < lo or v > hi:
+    for f in fields:
+        if v < f.lo or v > f.hi:
             continue
-        if typ == "[]":
+        kind = f.kind
+        if kind < _K_BYTES:
+            out[f.name] = _scalar(r, kind)
+        elif kind == _K_STRUCTS:
             n = r.array()
             if n < 0:
-                out[name] = None
+                out[f.name] = None
                 continue
             items: list[dict[str, Any]] = []
-            out[name] = items
+            out[f.name] = items
             if n > MAX_LISTED:
-                out[name + "_count"] = n
+                out[f.count_name] = n
+            sub = f.sub
             for i in range(n):
                 item: dict[str, Any] = {}
                 if i < MAX_LISTED:
                     items.append(item)
                 read_struct(r, sub, v, item, budget)
-        elif typ == "records":
+        elif kind == _K_RECORDS:
             blob = r.blob()
             if blob is not None:
                 cut = blob[0] + blob[1] > r.end
                 out.update(read_records(r.data, blob[0], min(blob[0] + blob[1], r.end), budget, cut))
                 if cut:
                     out["records_truncated"] = True
-        elif typ == "bytes":
+        elif kind == _K_BYTES:
             blob = r.blob()
-            out[name] = None if blob is None else blob[1]
-        elif typ[0] == "[":
+            out[f.name] = None if blob is None else blob[1]
+        else:
             n = r.array()
             if n < 0:
-                out[name] = None
+                out[f.name] = None
                 continue
-            read = _SCALARS[typ[1:-1]]
-            values = [read(r) for _ in range(n)]
-            out[name] = values[:MAX_LISTED]
-        else:
-            out[name] = _SCALARS[typ](r)
+            item_kind = kind - _K_ARRAY
+            values = [_scalar(r, item_kind) for _ in range(n)]
+            out[f.name] = values[:MAX_LISTED]
     if r.flexible:
         r.skip_tags()
 
@@ -685,10 +746,10 @@ def _records_v2(data: bytes, pos: int, end: int, count: int, base: int, ts0: int
             hk, _, p = _bytes_field(data, p, stop, budget)
             hv, _, p = _bytes_field(data, p, stop, budget)
             headers.append({"key": hk, "value": hv})
-        record: dict[str, Any] = {"offset": base + off_delta, "timestamp": ts0 + ts_delta}
-        record["key"] = key
-        record["value"] = value
-        record["value_size"] = max(value_size, 0)
+        record: dict[str, Any] = {
+            "offset": base + off_delta, "timestamp": ts0 + ts_delta, "key": key, "value": value,
+            "value_size": max(value_size, 0),
+        }  # fmt: skip
         if headers:
             record["headers"] = headers
         out.append(record)
@@ -741,7 +802,7 @@ def read_records(data: bytes, pos: int, end: int, budget: _Budget, cut: bool = F
     codecs: set[str] = set()
     undecoded = False
     while pos + 17 <= end:
-        base_offset, length = struct.unpack_from("!qi", data, pos)
+        base_offset, length = _BATCH_HEAD.unpack_from(data, pos)
         magic = data[pos + 16]
         batch_end = pos + 12 + length
         if length < 14:
@@ -950,10 +1011,28 @@ class KafkaSession:
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         d = self.dirs[from_client]
         out: list[Event] = []
+        if type(data) is not bytes:
+            data = bytes(data)
         view = memoryview(data)
         pos, n = 0, len(data)
         head = MIN_REQUEST if from_client else 8
+        low = MIN_REQUEST - 4 if from_client else 4
         while True:
+            if d.synced and not d.frame and not d.skip and not d.buf and n - pos >= head:
+                # In step, and a whole frame (within the keep limit) in this segment: read it in place.
+                size = data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
+                if low <= size <= MAX_FRAME and size + 4 <= self.keep and pos + size + 4 <= n:
+                    frame = size + 4
+                    raw = data[pos : pos + frame]
+                    pos += frame
+                    d.scanned = 0
+                    d.ts = ts
+                    out.append(
+                        self._request(raw, frame, False, ts)
+                        if from_client
+                        else self._response(raw, frame, False, ts)
+                    )
+                    continue
             if d.skip:  # the rest of a frame beyond the keep limit, or after a hole
                 take = min(d.skip, n - pos)
                 d.skip -= take
@@ -1092,7 +1171,7 @@ class KafkaSession:
             fields["client_id"] = r.string()
             if flexible:
                 r.skip_tags()
-            schema = SCHEMAS.get(key)
+            schema = _READ_SCHEMAS.get(key)
             if schema is not None:
                 r.flexible = flexible
                 read_struct(r, schema[0], version, fields, budget)
@@ -1134,7 +1213,7 @@ class KafkaSession:
         fields["api_version"] = version
         flexible = is_flexible(key, version)
         budget = _Budget(self.budget_cap)
-        schema = SCHEMAS.get(key)
+        schema = _READ_SCHEMAS.get(key)
         try:
             if flexible and key != API_VERSIONS:
                 r.skip_tags()

@@ -129,13 +129,13 @@ def _string(data: bytes, i: int, end: int) -> tuple[str, int]:
 
 def _value(data: bytes, t: int, i: int, end: int, depth: int, budget: _Budget) -> tuple[Any, int]:
     """One BSON value of type `t` at `i`: (the value as JSON-able Python, the offset after it)."""
-    if t in {2, 13, 14}:  # string, JavaScript code, symbol
+    if t in (2, 13, 14):  # string, JavaScript code, symbol
         return _string(data, i, end)
     if t == 0x10:
         if i + 4 > end:
             raise BsonError("short int32")
         return _I32.unpack_from(data, i)[0], i + 4
-    if t in {3, 4}:
+    if t in (3, 4):
         if i + 4 > end:
             raise BsonError("short document")
         n = _I32.unpack_from(data, i)[0]
@@ -145,7 +145,7 @@ def _value(data: bytes, t: int, i: int, end: int, depth: int, budget: _Budget) -
             return ("[…]" if t == 0x04 else "{…}"), i + n
         doc = _document(data, i, i + n, depth + 1, budget)
         return (list(doc.values()) if t == 0x04 else doc), i + n
-    if t in {1, 18, 9, 17}:  # double, int64, datetime, timestamp
+    if t in (1, 18, 9, 17):  # double, int64, datetime, timestamp
         if i + 8 > end:
             raise BsonError("short 8-byte value")
         if t == 0x01:
@@ -160,7 +160,7 @@ def _value(data: bytes, t: int, i: int, end: int, depth: int, budget: _Budget) -
         if i + 1 > end:
             raise BsonError("short bool")
         return data[i] != 0, i + 1
-    if t in {10, 6}:  # null, undefined
+    if t in (10, 6):  # null, undefined
         return None, i
     if t == 0x07:
         if i + 12 > end:
@@ -260,6 +260,148 @@ def read_document(data: bytes, start: int = 0, partial: bool = False) -> tuple[d
     return _document(data, start, start + n, 0, _Budget(MAX_ELEMENTS)), start + n
 
 
+# ---- values no entry shows: checked as `_value` checks them, nothing built ----------------------
+
+
+def _i32(data: bytes, i: int) -> int:
+    """The little-endian int32 at `i` (the caller has checked that its 4 bytes are there)."""
+    v = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+    return v - 0x100000000 if v & 0x80000000 else v
+
+
+def _string_end(data: bytes, i: int, end: int) -> int:
+    if i + 4 > end:
+        raise BsonError("short string")
+    n = _i32(data, i)
+    if n < 1 or i + 4 + n > end:
+        raise BsonError("bad string length")
+    return i + 4 + n
+
+
+def _cstring_end(data: bytes, i: int, end: int) -> int:
+    j = data.find(b"\x00", i, end)
+    if j < 0:
+        raise BsonError("unterminated cstring")
+    return j + 1
+
+
+def _skip(data: bytes, t: int, i: int, end: int, depth: int, budget: _Budget) -> int:
+    """Where the value `_value` would read at `i` ends; raises what it raises (same budget, same depth
+    limit), builds nothing."""
+    if t in (2, 13, 14):
+        return _string_end(data, i, end)
+    if t == 0x10:
+        if i + 4 > end:
+            raise BsonError("short int32")
+        return i + 4
+    if t in (3, 4):
+        if i + 4 > end:
+            raise BsonError("short document")
+        n = _i32(data, i)
+        if n < 5 or i + n > end:
+            raise BsonError("bad document length")
+        if depth < MAX_DEPTH:
+            _skip_document(data, i, i + n, depth + 1, budget)
+        return i + n
+    if t in (1, 18, 9, 17):
+        if i + 8 > end:
+            raise BsonError("short 8-byte value")
+        return i + 8
+    if t == 0x08:
+        if i + 1 > end:
+            raise BsonError("short bool")
+        return i + 1
+    if t in (10, 6, 0xFF, 0x7F):
+        return i
+    if t == 0x07:
+        if i + 12 > end:
+            raise BsonError("short ObjectId")
+        return i + 12
+    if t == 0x05:
+        if i + 5 > end:
+            raise BsonError("short binary")
+        n = _i32(data, i)
+        if n < 0 or i + 5 + n > end:
+            raise BsonError("bad binary length")
+        return i + 5 + n
+    if t == 0x13:
+        if i + 16 > end:
+            raise BsonError("short decimal128")
+        return i + 16
+    if t == 0x0B:
+        return _cstring_end(data, _cstring_end(data, i, end), end)
+    if t == 0x0C:
+        i = _string_end(data, i, end)
+        if i + 12 > end:
+            raise BsonError("short DBPointer")
+        return i + 12
+    if t == 0x0F:
+        if i + 4 > end:
+            raise BsonError("short code with scope")
+        n = _i32(data, i)
+        if n < 14 or i + n > end:
+            raise BsonError("bad code with scope length")
+        _string_end(data, i + 4, i + n)
+        return i + n
+    raise BsonError(f"unknown BSON type 0x{t:02x}")
+
+
+def _skip_document(data: bytes, start: int, end: int, depth: int, budget: _Budget) -> None:
+    """`_document` without the document: the same checks, the same budget spent."""
+    if data[end - 1] != 0:
+        raise BsonError("document not terminated")
+    i = start + 4
+    last = end - 1
+    top = depth == 0
+    while i < last:
+        if budget.left <= 0:
+            break
+        budget.left -= 1
+        t = data[i]
+        i = _cstring_end(data, i + 1, last)
+        i = _skip(data, t, i, last, depth, _Budget(MAX_ELEMENTS) if top else budget)
+    if i > last:
+        raise BsonError("element overruns its document")
+
+
+def _selected(
+    data: bytes, start: int, end: int, depth: int, budget: _Budget, keep: dict[str, Any]
+) -> dict[str, Any]:
+    """`_document` keeping only the elements named in `keep` (a name's value: None to read it whole,
+    or the `keep` of the document it holds); the others are checked and skipped the same way."""
+    if data[end - 1] != 0:
+        raise BsonError("document not terminated")
+    out: dict[str, Any] = {}
+    i = start + 4
+    last = end - 1
+    top = depth == 0
+    while i < last:
+        if budget.left <= 0:
+            out["…"] = "truncated"
+            break
+        budget.left -= 1
+        t = data[i]
+        name, i = _cstring(data, i + 1, last)
+        inner = _Budget(MAX_ELEMENTS) if top else budget
+        if name not in keep:
+            i = _skip(data, t, i, last, depth, inner)
+            continue
+        sub = keep[name]
+        if sub is not None and t == 0x03 and depth < MAX_DEPTH:
+            if i + 4 > last:
+                raise BsonError("short document")
+            n = _i32(data, i)
+            if n < 5 or i + n > last:
+                raise BsonError("bad document length")
+            out[name] = _selected(data, i, i + n, depth + 1, inner, sub)
+            i += n
+            continue
+        out[name], i = _value(data, t, i, last, depth, inner)
+    if i > last:
+        raise BsonError("element overruns its document")
+    return out
+
+
 def count_elements(data: bytes, start: int) -> int:
     """How many elements the BSON document (or array) at `start` has — a firstBatch's size — walking
     element headers only (each nested document skipped by its length)."""
@@ -332,6 +474,26 @@ def command_fields(body: dict[str, Any], counts: dict[str, int]) -> tuple[dict[s
             fields[key] = REDACTED
             redacted.append(f"request.{key}")
     return fields, redacted
+
+
+# What reply_fields reads of a reply's body (a test holds it to what it reads of a whole one).
+REPLY_KEEP: Final[dict[str, Any]] = {
+    "ok": None, "n": None, "nModified": None, "nMatched": None, "nUpserted": None,
+    "cursor": {"id": None, "ns": None}, "writeErrors": None, "code": None, "codeName": None,
+    "errmsg": None, "$err": None,
+}  # fmt: skip
+
+
+def read_reply(data: bytes, start: int, partial: bool = False) -> tuple[dict[str, Any], int]:
+    """`read_document` for a reply body: only what REPLY_KEEP names is built (all of it is checked)."""
+    if start + 5 > len(data):
+        raise BsonError("short document")
+    n = _I32.unpack_from(data, start)[0]
+    if n < 5:
+        raise BsonError("bad document length")
+    if start + n > len(data):
+        return read_document(data, start, partial)
+    return _selected(data, start, start + n, 0, _Budget(MAX_ELEMENTS), REPLY_KEEP), start + n
 
 
 def reply_fields(body: dict[str, Any], batch: int | None) -> dict[str, Any]:
@@ -442,10 +604,11 @@ def probe(client: bytes, server: bytes) -> Verdict:
 
 
 class _Direction:
-    __slots__ = ("buf", "cut", "skip", "ts_first")
+    __slots__ = ("buf", "cut", "need", "skip", "ts_first")
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = bytearray()  # the start of a message not yet whole (parsing reads whole `bytes`)
+        self.need = 0  # bytes `buf` must hold before that message can be read (until then: appended)
         self.skip = 0  # bytes of an oversized message still to skip
         self.cut: tuple[bytes, int, int] | None = None  # kept head, full length, first ts
         self.ts_first = 0
@@ -477,41 +640,52 @@ class MongoSession:
                 self._message(from_client, head, length, first, ts, True, out)
         if not view:
             return out
-        if not d.buf:
+        held = d.buf
+        if held:
+            held += view
+            if len(held) < d.need:
+                return out  # the message in hand is not whole yet: nothing to read
+            buf = bytes(held)
+            held.clear()
+        else:
             d.ts_first = ts
-        d.buf += view
-        buf = d.buf
+            buf = data if len(view) == len(data) and type(data) is bytes else bytes(view)
+        d.need = 0
         pos = 0
-        while len(buf) - pos >= HEADER:
-            length = _I32.unpack_from(buf, pos)[0]
+        n = len(buf)
+        while n - pos >= HEADER:
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
+            if length & 0x80000000:
+                length -= 0x100000000
             if not HEADER <= length <= MAX_MESSAGE:
                 self.broken = True
                 out.append(Violation(f"mongodb: implausible messageLength {length}"))
                 d.buf = bytearray()
                 return out
             if length > self.hold:
-                have = len(buf) - pos
+                have = n - pos
                 if have >= length:
-                    self._message(
-                        from_client, bytes(buf[pos : pos + self.hold]), length, d.ts_first, ts, True, out
-                    )
+                    self._message(from_client, buf[pos : pos + self.hold], length, d.ts_first, ts, True, out)
                     pos += length
                     continue
                 if have >= self.hold:
-                    d.cut = (bytes(buf[pos : pos + self.hold]), length, d.ts_first)
+                    d.cut = (buf[pos : pos + self.hold], length, d.ts_first)
                     d.skip = length - have
-                    pos = len(buf)
+                    pos = n
+                else:
+                    d.need = self.hold
                 break
-            if len(buf) - pos < length:
+            if n - pos < length:
+                d.need = length
                 break
-            self._message(from_client, bytes(buf[pos : pos + length]), length, d.ts_first, ts, False, out)
+            self._message(from_client, buf[pos : pos + length], length, d.ts_first, ts, False, out)
             if self.broken:
                 d.buf = bytearray()
                 return out
             pos += length
             d.ts_first = ts
-        if pos:
-            del buf[:pos]
+        if pos < n:
+            held += memoryview(buf)[pos:]
         return out
 
     def gap(self, from_client: bool, size: int, ts: int) -> list[Event]:
@@ -613,7 +787,7 @@ class MongoSession:
                 kind = msg[i]
                 if kind == 0:
                     body_at = i + 1
-                    body, i = read_document(msg, i + 1, cut)
+                    body, i = read_document(msg, i + 1, cut) if client else read_reply(msg, i + 1, cut)
                 elif kind == 1:
                     size = _I32.unpack_from(msg, i + 1)[0]
                     if cut and i + 1 + size > end:

@@ -51,6 +51,15 @@ TYPE_NAMES: Final = {
     ord("("): "bignum", ord("%"): "map", ord("~"): "set", ord(">"): "push", ord("|"): "attribute",
 }  # fmt: skip
 _STAR, _DOLLAR, _MINUS, _PUSH, _ATTR, _MAP = ord("*"), ord("$"), ord("-"), ord(">"), ord("|"), ord("%")
+_CR, _LF = 13, 10
+# Each type byte's class, one table lookup per value: 1 a line, 2 a bulk string, 3 an aggregate.
+_LINE, _BULK, _AGG = 1, 2, 3
+_CLASS: Final = bytes(
+    _LINE if b in _LINE_TYPES else _BULK if b in _BULK_TYPES else _AGG if b in _AGG_TYPES else 0
+    for b in range(256)
+)
+# Digits read by the fast path of a length or integer line (more go through int()).
+_MAX_DIGITS: Final = 18
 
 # Pub/sub: commands answered by pushes (never a reply), and the pushes' kinds.
 SUBSCRIBE_COMMANDS: Final = frozenset(
@@ -156,6 +165,7 @@ class _Direction:
         "msg_size",
         "msg_started",
         "msg_type",
+        "need",
         "skipped",
         "stack",
         "synced",
@@ -164,7 +174,11 @@ class _Direction:
     def __init__(self, is_client: bool, cap: int) -> None:
         self.is_client = is_client
         self.cap = cap
+        # Bytes of an unfinished token, held until the next segment (parsing reads whole `bytes`).
         self.buf = bytearray()
+        # Bytes `buf` must hold before the token can finish (a bulk string within the cap): until
+        # then a segment is only appended, never parsed again.
+        self.need = 0
         self.stack: list[_Agg] = []
         # The bulk string being streamed: [kind, bytes kept, length, bytes still to skip (with CRLF)].
         self.bulk: list[Any] | None = None
@@ -186,6 +200,7 @@ class _Direction:
     def reset(self) -> None:
         """Forget everything in hand (a gap): the next frame boundary must be found again."""
         self.buf.clear()
+        self.need = 0
         self.stack.clear()
         self.bulk = None
         self.synced = False
@@ -199,26 +214,38 @@ class _Direction:
             data = self._stream(data, ts, out)
             if not data:
                 return
-        buf = self.buf
-        buf += data
-        if not self.synced and not self._sync():
-            return
+        held = self.buf
+        if held or not self.synced:
+            held += data
+            if len(held) < self.need:
+                return  # the bulk string in hand is not whole yet: nothing to read
+            if not self.synced and not self._sync():
+                return
+            buf = bytes(held)
+            held.clear()
+        else:
+            buf = data if type(data) is bytes else bytes(data)
+        self.need = 0
         pos = 0
         n = len(buf)
         stack = self.stack
         try:
             while pos < n:
+                t = buf[pos]
                 if not self.msg_started:
                     self.msg_started = True
                     self.msg_first = ts
-                    self.msg_type = buf[pos]
-                t = buf[pos]
-                if t in _BULK_TYPES:
-                    eol = buf.find(_CRLF, pos)
+                    self.msg_type = t
+                cls = _CLASS[t]
+                if cls == _BULK:
+                    length, eol = _number(buf, pos + 1, n)
+                    if eol == -2:  # not a plain number: as int() reads it (or rejects it)
+                        eol = buf.find(_CRLF, pos)
+                        if eol >= 0:
+                            length = int(buf[pos + 1 : eol])
                     if eol < 0:
                         self._check_line(n - pos)
                         break
-                    length = int(buf[pos + 1 : eol])
                     if length < 0:
                         if length != -1:
                             raise RespError("negative bulk length")
@@ -231,7 +258,7 @@ class _Direction:
                     start = eol + 2
                     end = start + length
                     if end + 2 <= n:
-                        if buf[end : end + 2] != _CRLF:
+                        if buf[end] != _CR or buf[end + 1] != _LF:
                             raise RespError("bulk string not followed by CRLF")
                         self.msg_size += end + 2 - pos
                         pos = end + 2
@@ -242,10 +269,11 @@ class _Direction:
                             self._value(self._bulk_value(t, raw, length), out)
                         continue
                     if length <= self.cap:
+                        self.need = end + 2 - pos
                         break  # within the cap: taken whole once it is all here
                     # Beyond the cap: keep what the budget allows and stream the rest past.
                     self.msg_size += n - pos
-                    kept = bytes(buf[start : start + min(length, self.budget, n - start)])
+                    kept = buf[start : start + min(length, self.budget, n - start)]
                     self.bulk = [t, kept, length, end + 2 - n]
                     pos = n
                     break
@@ -257,7 +285,7 @@ class _Direction:
                         self._check_line(n - pos)
                         break
                     self.msg_size += nl + 1 - pos
-                    words = inline_args(bytes(buf[pos:nl]))
+                    words = inline_args(buf[pos:nl])
                     pos = nl + 1
                     self.msg_type = 0
                     if words:
@@ -265,15 +293,17 @@ class _Direction:
                     else:
                         self._reset_message()  # an empty line: Redis ignores it
                     continue
-                eol = buf.find(_CRLF, pos)
-                if eol < 0:
-                    self._check_line(n - pos)
-                    break
-                line = buf[pos + 1 : eol]
-                self.msg_size += eol + 2 - pos
-                pos = eol + 2
-                if t in _AGG_TYPES:
-                    count = int(line)
+                if cls == _AGG:
+                    count, eol = _number(buf, pos + 1, n)
+                    if eol == -2:
+                        eol = buf.find(_CRLF, pos)
+                        if eol >= 0:
+                            count = int(buf[pos + 1 : eol])
+                    if eol < 0:
+                        self._check_line(n - pos)
+                        break
+                    self.msg_size += eol + 2 - pos
+                    pos = eol + 2
                     if count < 0:
                         if count != -1 or t not in (_STAR, _DOLLAR):
                             raise RespError("negative aggregate length")
@@ -291,12 +321,24 @@ class _Direction:
                     else:
                         stack.append(agg)
                     continue
-                if t not in _LINE_TYPES:
+                eol = buf.find(_CRLF, pos)
+                if eol < 0:
+                    self._check_line(n - pos)
+                    break
+                if cls != _LINE:
                     raise RespError(f"unknown type byte {t:#x}")
-                self._value(self._line_value(t, line), out)
+                line = buf[pos + 1 : eol]
+                self.msg_size += eol + 2 - pos
+                pos = eol + 2
+                if stack and self.items_left <= 0:
+                    _check_value(t, line)  # beyond MAX_ITEMS: checked and counted, not kept
+                    self._value(None, out)
+                else:
+                    self._value(self._line_value(t, line), out)
         except (RespError, ValueError) as exc:
             raise RespError(str(exc)) from None
-        del buf[:pos]
+        if pos < n:
+            held += memoryview(buf)[pos:]
 
     def _check_line(self, size: int) -> None:
         if size > MAX_LINE:
@@ -364,7 +406,7 @@ class _Direction:
         text = _text(raw)  # verbatim: "txt:" or "mkd:" and the text (RESP3)
         return text[4:] if len(text) >= 4 and text[3] == ":" else text
 
-    def _line_value(self, t: int, line: bytes | bytearray) -> Any:
+    def _line_value(self, t: int, line: bytes) -> Any:
         if t == ord("+"):
             return _text(line)
         if t == _MINUS:
@@ -430,6 +472,41 @@ class _Direction:
             self.cut = True
         out.append((0, values, self.cut, self.msg_first, self.msg_size))
         self._reset_message()
+
+
+def _number(buf: bytes, pos: int, n: int) -> tuple[int, int]:
+    """A plain decimal line at `pos` (`-`, then at most _MAX_DIGITS digits, then CRLF): its value and
+    where its CR is. (0, -1): the bytes end before the line does; (0, -2): some other line, for int()."""
+    i = pos
+    negative = i < n and buf[i] == _MINUS
+    if negative:
+        i += 1
+    first = i
+    value = 0
+    while i < n:
+        c = buf[i]
+        if 48 <= c <= 57:
+            value = value * 10 + (c - 48)
+            i += 1
+            continue
+        if c == _CR and first < i <= first + _MAX_DIGITS:
+            if i + 1 >= n:
+                return 0, -1
+            if buf[i + 1] == _LF:
+                return (-value if negative else value), i
+        return 0, -2
+    return 0, -1
+
+
+def _check_value(t: int, line: bytes) -> None:
+    """What `_line_value` rejects, for a value that is counted but not kept."""
+    if t in (ord(":"), ord("(")):
+        int(line)
+    elif t == ord("#"):
+        if line not in (b"t", b"f"):
+            raise RespError("boolean is neither t nor f")
+    elif t == ord(","):
+        float(line)
 
 
 class _Error:
