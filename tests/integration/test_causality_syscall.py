@@ -94,6 +94,16 @@ def edges_of(run: Run, collected: Collected) -> list[CausalEdge]:
     return mine()
 
 
+def _clean_up(procs: list[subprocess.Popen[bytes]], ns: str) -> None:
+    """The test's servers killed and reaped, then its namespace removed."""
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 @pytest.mark.parametrize(
     ("shared", "keepalive"),
     [(False, False), (False, True), (True, False)],
@@ -230,12 +240,7 @@ def test_a_process_exiting_mid_call_leaves_its_edge_and_no_thread_state(collecte
             seen.add(pid)
         assert len(seen) == 2
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        _clean_up(procs, ns)
     assert collected.probe.stats.drops.get("malformed", 0) == 0
 
 
@@ -323,12 +328,7 @@ def test_an_event_loop_serving_two_requests_at_once_yields_no_edge_but_a_count(c
         # The other call came once the loop had answered the request it last read: still no edge.
         assert not [e for e in collected.snapshot() if e.pid == loop.pid]
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        _clean_up(procs, ns)
 
 
 def test_wiretide_up_with_ebpf_carries_edges_from_the_capture_to_the_tracer(tmp_path: Path) -> None:
@@ -365,10 +365,5 @@ def test_wiretide_up_with_ebpf_carries_edges_from_the_capture_to_the_tracer(tmp_
             timeout=30,
         )
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        _clean_up(procs, ns)
         stack.stop()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.demo import Demo, running_demo
+from tests.helpers.demo import Demo, pod_of, query, running_demo, trace_with_client_call
 from tests.helpers.wait import wait_for
 from wiretide.capture.sources.ebpf import probe
 from wiretide.cli.demo.apps import PAYMENTS_SNI
@@ -42,20 +42,6 @@ def named(e: dict[str, Any], side: str) -> tuple[str, str, str]:
     end = e.get(side) or {}
     workload = end.get("workload") or {}
     return (str(end.get("namespace")), str(workload.get("kind")), str(workload.get("name")))
-
-
-def pod_of(e: dict[str, Any], side: str) -> str:
-    return str(((e.get(side) or {}).get("pod") or {}).get("name"))
-
-
-def query(base: str, q: str, limit: int = 5) -> list[dict[str, Any]]:
-    try:
-        found: list[dict[str, Any]] = httpx.get(
-            f"{base}/api/entries", params={"q": q, "limit": limit}, timeout=5
-        ).json()["entries"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return []
-    return found
 
 
 def test_demo_traffic_is_stored_with_kubernetes_names_on_both_ends(demo: Demo) -> None:
@@ -175,28 +161,8 @@ def test_demo_orders_cross_the_broker_as_paired_amqp_entries_named_on_both_ends(
     wait_for("amqp edges in the service map", amqp_edges, lambda seen: want <= seen, timeout=60)
 
     def publish_under_checkout() -> list[dict[str, Any]]:
-        try:
-            found = httpx.get(
-                f"{base}/api/traces",
-                params={"q": 'amqp && method == "basic.publish"', "limit": 20},
-                timeout=10,
-            ).json()["traces"]
-            for summary in found:
-                spans = httpx.get(f"{base}/api/traces/{summary['trace_id']}", timeout=10).json()["spans"]
-                by_id = {s["span_id"]: s for s in spans}
-                for s in spans:
-                    parent = by_id.get(s.get("parent_span_id") or "")
-                    if (
-                        s["name"].startswith("basic.publish")
-                        and s["kind"] == "client"
-                        and parent is not None
-                        and parent["name"] == "POST /api/orders"
-                        and parent["kind"] == "server"
-                    ):
-                        return list(spans)
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        return []
+        q = 'amqp && method == "basic.publish"'
+        return trace_with_client_call(base, q, lambda name: name.startswith("basic.publish"))
 
     spans = wait_for("a checkout trace with the api's publish", publish_under_checkout, timeout=60)
     assert {"GET /checkout", "POST /api/orders"} <= {s["name"] for s in spans}
@@ -242,28 +208,8 @@ def test_demo_payments_calls_come_out_decrypted_named_by_pod_and_in_the_checkout
 
     # The charge is the api's client call under its POST /api/orders, in the checkout's trace.
     def charge_under_checkout() -> list[dict[str, Any]]:
-        try:
-            found = httpx.get(
-                f"{demo.base}/api/traces",
-                params={"q": 'http && path == "/v1/charges"', "limit": 20},
-                timeout=10,
-            ).json()["traces"]
-            for summary in found:
-                spans = httpx.get(f"{demo.base}/api/traces/{summary['trace_id']}", timeout=10).json()["spans"]
-                by_id = {s["span_id"]: s for s in spans}
-                for s in spans:
-                    parent = by_id.get(s.get("parent_span_id") or "")
-                    if (
-                        s["name"] == "POST /v1/charges"
-                        and s["kind"] == "client"
-                        and parent is not None
-                        and parent["name"] == "POST /api/orders"
-                        and parent["kind"] == "server"
-                    ):
-                        return list(spans)
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        return []
+        q = 'http && path == "/v1/charges"'
+        return trace_with_client_call(demo.base, q, lambda name: name == "POST /v1/charges")
 
     spans = wait_for("a checkout trace with the decrypted charge", charge_under_checkout, timeout=90)
     assert {"GET /checkout", "POST /api/orders", "POST /v1/charges"} <= {s["name"] for s in spans}

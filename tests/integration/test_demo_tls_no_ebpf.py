@@ -8,10 +8,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers.demo import Demo, running_demo
+from tests.helpers.demo import Demo, pod_of, query, running_demo
 from tests.helpers.wait import wait_for
 from wiretide.cli.demo.apps import PAYMENTS_SNI
 from wiretide.cli.demo.cluster import PODS
@@ -26,23 +25,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield running
 
 
-def query(base: str, q: str, limit: int = 50) -> list[dict[str, Any]]:
-    try:
-        found: list[dict[str, Any]] = httpx.get(
-            f"{base}/api/entries", params={"q": q, "limit": limit}, timeout=5
-        ).json()["entries"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return []
-    return found
-
-
-def pod_of(e: dict[str, Any], side: str) -> str:
-    return str(((e.get(side) or {}).get("pod") or {}).get("name"))
-
-
 def test_without_ebpf_the_payments_hop_is_handshakes_named_by_pod_and_never_decrypted(demo: Demo) -> None:
     def handshakes() -> list[dict[str, Any]]:
-        found = query(demo.base, f'tls && tlsx_sni == "{PAYMENTS_SNI}"')
+        found = query(demo.base, f'tls && tlsx_sni == "{PAYMENTS_SNI}"', limit=50)
         return [e for e in found if pod_of(e, "src") == POD["api"] and pod_of(e, "dst") == POD["payments"]]
 
     # Several: one connection per charge (a checkout is about one call in ten).
@@ -55,4 +40,4 @@ def test_without_ebpf_the_payments_hop_is_handshakes_named_by_pod_and_never_decr
         assert hello["capture"]["source"] == "af_packet"
     said = demo.log.read_text(errors="replace")
     assert "wiretide demo: eBPF off (--no-ebpf)" in said, said[-2000:]
-    assert query(demo.base, 'http && path == "/v1/charges"') == []
+    assert query(demo.base, 'http && path == "/v1/charges"', limit=50) == []

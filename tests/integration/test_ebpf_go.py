@@ -12,21 +12,16 @@ import os
 import shutil
 import subprocess
 import textwrap
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers.netns import NetPair, veth_pair
+from tests.helpers.ebpf import Harness, cert_fixture, harness_fixture, listening, net_fixture, source_fixture
+from tests.helpers.netns import NetPair
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.ebpf import Chunk, EbpfSource, gobin, probe
+from wiretide.capture.sources.ebpf import EbpfSource, gobin, probe
 from wiretide.capture.sources.ebpf.report import Scanner, examine
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.plaintext import PlaintextFlows
-from wiretide.dissector.registry import default_registry
 
 WHY_NOT = probe()
 GO = shutil.which("go")
@@ -177,81 +172,10 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
     return out
 
 
-class Harness:
-    """The eBPF source feeding a dissector pipeline's plaintext flows (as test_ebpf_tls.py)."""
-
-    def __init__(self, source: EbpfSource) -> None:
-        self.source = source
-        self.flows = PlaintextFlows(Pipeline(default_registry(), node="test"))
-        self.entries: list[dict[str, Any]] = []
-        self.chunks: list[Chunk] = []
-        self._new: list[Chunk] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            got = self.source.poll(20)
-            with self._lock:
-                self._new += got
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def poll(self) -> list[dict[str, Any]]:
-        with self._lock:
-            chunks, self._new = self._new, []
-        self.chunks += chunks
-        self.entries += self.flows.feed(c.to_proto() for c in chunks)
-        return self.entries
-
-    def calls(self, path: str) -> list[dict[str, Any]]:
-        return [e for e in self.poll() if e["protocol"] in ("http", "http2") and e["path"] == path]
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[EbpfSource]:
-    s = EbpfSource()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def harness(source: EbpfSource) -> Iterator[Harness]:
-    source.poll(0)
-    h = Harness(source)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-         "-days", "1", "-subj", "/CN=server"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, crt
-
-
-@pytest.fixture
-def net() -> Iterator[NetPair]:
-    with veth_pair("10.92.0") as pair:
-        yield pair
-
-
-def _listening(net: NetPair) -> str:
-    return net.run(net.ns_b, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True).stdout.decode()
+source = source_fixture()
+harness = harness_fixture()
+cert = cert_fixture()
+net = net_fixture("10.92.0")
 
 
 def _serve(
@@ -261,7 +185,7 @@ def _serve(
     key, crt = cert
     argv = [str(binary), "serve", f":{PORT}", str(crt), str(key), mode]
     server = net.popen(net.ns_b, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for("the Go server listening", lambda: f":{PORT:04X} " in _listening(net))
+    wait_for("the Go server listening", lambda: listening(net, PORT))
     real = os.path.realpath(binary)
     wait_for("the source hooking the server's executable", lambda: real in harness.source.hooks)
     return server
@@ -413,7 +337,7 @@ def test_a_go_client_killed_inside_read_leaves_the_source_working(
     key, crt = cert
     silent = net.popen(net.ns_b, [str(binaries.peer), "silent", f":{PORT}", str(crt), str(key)])
     try:
-        wait_for("the silent server listening", lambda: f":{PORT:04X} " in _listening(net))
+        wait_for("the silent server listening", lambda: listening(net, PORT))
         client = net.popen(
             net.ns_a, [str(binaries.peer), "hang", f"{net.ip_b}:{PORT}"], stdout=subprocess.PIPE
         )

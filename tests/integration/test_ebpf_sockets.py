@@ -7,11 +7,8 @@ Root and BCC (python3-bpfcc) are needed; elsewhere these tests skip and say why.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,17 @@ import nats
 import orjson
 import pytest
 
+from tests.helpers.ebpf import (
+    Harness,
+    cert_fixture,
+    harness_fixture,
+    listening,
+    net_fixture,
+    s_server,
+    source_fixture,
+)
 from tests.helpers.nats import NatsServer
-from tests.helpers.netns import NetPair, veth_pair
+from tests.helpers.netns import NetPair
 from tests.helpers.tcpdump import tcpdump_argv, watch
 from tests.helpers.wait import wait_for, wait_for_async
 from wiretide.capture.sources.ebpf import Chunk, Connection, EbpfSource, probe
@@ -43,109 +49,51 @@ HTTP_PORT = 8090
 CALLS = 25
 
 
-class Reader:
-    """The source polled all the time on a thread (as the capture service does); chunks and socket
-    owners collected for the test."""
-
-    def __init__(self, source: EbpfSource) -> None:
-        self.source = source
-        self.chunks: list[Chunk] = []
-        self.sockets: list[SocketOwner] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            got = self.source.poll(20)
-            owners = self.source.take_sockets()
-            with self._lock:
-                self.chunks += got
-                self.sockets += owners
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def take(self) -> tuple[list[Chunk], list[SocketOwner]]:
-        with self._lock:
-            chunks, self.chunks = self.chunks, []
-            owners, self.sockets = self.sockets, []
-        return chunks, owners
+source = source_fixture()
+harness = harness_fixture(sockets=True)
+cert = cert_fixture()
+net = net_fixture("10.93.0")
 
 
-@pytest.fixture(scope="module")
-def source() -> Iterator[EbpfSource]:
-    s = EbpfSource()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.close()
+def _http_server(word: str, version: str, serve: str) -> str:
+    """A Python http.server script answering GET with `word` and the path, speaking `version`, then
+    `serve` (the lines that make and run the server from sys.argv)."""
+    return textwrap.dedent(
+        f"""
+        import http.server, ssl, sys
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "{version}"
+            def do_GET(self):
+                body = b"{word} " + self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *a):
+                pass
+        """
+    ) + textwrap.dedent(serve)
 
 
-@pytest.fixture
-def reader(source: EbpfSource) -> Iterator[Reader]:
-    source.poll(0)
-    source.take_sockets()
-    r = Reader(source)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-@pytest.fixture
-def net() -> Iterator[NetPair]:
-    with veth_pair("10.93.0") as pair:
-        yield pair
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-         "-days", "1", "-subj", "/CN=server"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, crt
-
-
-def _listening(net: NetPair, port: int) -> bool:
-    text = net.run(net.ns_b, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True).stdout.decode()
-    return any(
-        f":{port:04X}" in line.split()[1] and line.split()[3] == "0A"
-        for line in text.splitlines()[1:]
-        if len(line.split()) > 3 and ":" in line.split()[1]
-    )
-
-
-TLS_SERVER = textwrap.dedent(
+TLS_SERVER = _http_server(
+    "short",
+    "HTTP/1.0",
     """
-    import http.server, ssl, sys
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"short " + self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a):
-            pass
     srv = http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(sys.argv[2], sys.argv[3])
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.serve_forever()
-    """
+    """,
 )
 
 
 def test_a_server_answering_many_short_tls_calls_has_every_chunk_attributed(
-    source: EbpfSource, reader: Reader, net: NetPair, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    source: EbpfSource,
+    harness: Harness,
+    net: NetPair,
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The server closes each connection as soon as it has answered (HTTP/1.0): its accepted sockets
     are gone before /proc could be read, so only names given in the kernel place its chunks."""
@@ -154,7 +102,7 @@ def test_a_server_answering_many_short_tls_calls_has_every_chunk_attributed(
     key, crt = cert
     server = net.popen(net.ns_b, [sys.executable, "-c", TLS_SERVER, str(TLS_PORT), str(crt), str(key)])
     try:
-        wait_for("the TLS server listening", lambda: _listening(net, TLS_PORT))
+        wait_for("the TLS server listening", lambda: listening(net, TLS_PORT))
         unattributed = source.stats.drops.get("unattributed", 0)
         read_in_proc: list[int] = []
         read = source.conns._read
@@ -182,7 +130,7 @@ def test_a_server_answering_many_short_tls_calls_has_every_chunk_attributed(
         entries: list[dict[str, Any]] = []
 
         def done() -> bool:
-            chunks, _ = reader.take()
+            chunks, _ = harness.take()
             mine = [c for c in chunks if c.pid == server.pid]  # the server's view alone: its chunks placed
             entries.extend(flows.feed(c.to_proto() for c in mine))
             return len({e["path"] for e in entries if e["protocol"] == "http"}) >= CALLS
@@ -200,21 +148,12 @@ def test_a_server_answering_many_short_tls_calls_has_every_chunk_attributed(
     assert server.pid not in read_in_proc  # none of its sockets was looked up in /proc
 
 
-HTTP_SERVER = textwrap.dedent(
+HTTP_SERVER = _http_server(
+    "plain",
+    "HTTP/1.1",
     """
-    import http.server, sys
-    class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def do_GET(self):
-            body = b"plain " + self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *a):
-            pass
     http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
-    """
+    """,
 )
 
 
@@ -228,14 +167,14 @@ class PlainExchange:
     server_pid: int
 
 
-def plain_exchange(reader: Reader, net: NetPair, pcap: Path) -> PlainExchange:
+def plain_exchange(harness: Harness, net: NetPair, pcap: Path) -> PlainExchange:
     dump = watch(
         ["ip", "netns", "exec", net.ns_b, *tcpdump_argv(net.if_b, pcap, "tcp", "port", str(HTTP_PORT))]
     )
     server = net.popen(net.ns_b, [sys.executable, "-c", HTTP_SERVER, str(HTTP_PORT)])
     try:
         dump.wait_for(b"listening on")
-        wait_for("http.server listening", lambda: _listening(net, HTTP_PORT))
+        wait_for("http.server listening", lambda: listening(net, HTTP_PORT))
         clients = []
         for path in ("/first", "/second"):
             curl = net.popen(
@@ -246,7 +185,7 @@ def plain_exchange(reader: Reader, net: NetPair, pcap: Path) -> PlainExchange:
         owners: list[SocketOwner] = []
 
         def both_ends_seen() -> bool:
-            owners.extend(reader.take()[1])
+            owners.extend(harness.take()[1])
             pids = {o.pid for o in owners}
             return server.pid in pids and all(pid in pids for _, pid in clients)
 
@@ -270,11 +209,11 @@ def _assert_named(entries: list[dict[str, Any]], ex: PlainExchange) -> None:
 
 
 def test_plain_http_packet_entries_name_the_client_and_server_processes(
-    source: EbpfSource, reader: Reader, net: NetPair, tmp_path: Path
+    source: EbpfSource, harness: Harness, net: NetPair, tmp_path: Path
 ) -> None:
     if not source.kernel_sockets:
         pytest.skip("this kernel has no sock:sock_send_length/sock_recv_length tracepoints (< 6.3)")
-    ex = plain_exchange(reader, net, tmp_path / "plain.pcap")
+    ex = plain_exchange(harness, net, tmp_path / "plain.pcap")
     table = ProcessTable()
     table.learn(o.to_proto() for o in ex.owners)
     pipe = Pipeline(default_registry(), node="test")
@@ -312,13 +251,13 @@ async def stored_entries(url: str, node: str, want: int) -> list[dict[str, Any]]
 
 
 async def test_the_dissector_service_names_processes_from_owners_sent_before_the_packets(
-    source: EbpfSource, reader: Reader, net: NetPair, tmp_path: Path, nats_server: NatsServer
+    source: EbpfSource, harness: Harness, net: NetPair, tmp_path: Path, nats_server: NatsServer
 ) -> None:
     """As the capture sends them: an eBPF batch of socket owners, then the packets, on one stream;
     the entries on JetStream name both processes and still say they came from packets."""
     if not source.kernel_sockets:
         pytest.skip("this kernel has no sock:sock_send_length/sock_recv_length tracepoints (< 6.3)")
-    ex = await asyncio.to_thread(plain_exchange, reader, net, tmp_path / "plain.pcap")
+    ex = await asyncio.to_thread(plain_exchange, harness, net, tmp_path / "plain.pcap")
     settings = DissectorSettings(node_name="n1", nats_url=nats_server.url, dissector_grpc="127.0.0.1:0")
     service = DissectorService(settings)
     bus = await connect_with_retry(nats_server.url, "dissector-test")
@@ -341,23 +280,20 @@ async def test_the_dissector_service_names_processes_from_owners_sent_before_the
 
 
 def test_a_tls_connection_seen_by_packets_and_ebpf_gives_only_its_decrypted_calls(
-    reader: Reader, net: NetPair, cert: tuple[Path, Path], tmp_path: Path
+    harness: Harness, net: NetPair, cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """curl ↔ openssl s_server, captured on the wire and read by eBPF: each call is one `http` entry
     carrying the handshake the packets showed, and the packets' `tls` entry of the connection is
     folded into them, as the dissector service orders them (handshake packets before plaintext)."""
-    key, crt = cert
     pcap = tmp_path / "tls.pcap"
     dump = watch(
         ["ip", "netns", "exec", net.ns_b, *tcpdump_argv(net.if_b, pcap, "tcp", "port", str(TLS_PORT))]
     )
-    argv = ["openssl", "s_server", "-www", "-accept", str(TLS_PORT), "-cert", str(crt), "-key", str(key)]
-    server = net.popen(net.ns_b, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = s_server(net, cert, TLS_PORT)
     paths = ("/one", "/two")
     chunks: list[Chunk] = []
     try:
         dump.wait_for(b"listening on")
-        wait_for("s_server listening", lambda: _listening(net, TLS_PORT))
         for path in paths:
             curl = net.popen(
                 net.ns_a, ["curl", "-sk", "-o", "/dev/null", f"https://{net.ip_b}:{TLS_PORT}{path}"]
@@ -365,7 +301,7 @@ def test_a_tls_connection_seen_by_packets_and_ebpf_gives_only_its_decrypted_call
             assert curl.wait(timeout=30) == 0
 
         def every_call_read() -> bool:
-            chunks.extend(c for c in reader.take()[0] if TLS_PORT in (c.src_port, c.dst_port))
+            chunks.extend(c for c in harness.take()[0] if TLS_PORT in (c.src_port, c.dst_port))
             sent = b"".join(c.data for c in chunks)
             return all(f"GET {p} ".encode() in sent for p in paths)
 

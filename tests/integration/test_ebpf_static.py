@@ -13,15 +13,15 @@ import os
 import shutil
 import subprocess
 import textwrap
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.netns import NetPair, veth_pair
+from tests.helpers.ebpf import Harness, cert_fixture, harness_fixture, net_fixture, s_server, source_fixture
+from tests.helpers.netns import NetPair
 from tests.helpers.wait import wait_for
-from tests.integration.test_ebpf_tls import PORT, Harness, _s_server
-from wiretide.capture.sources.ebpf import EbpfSource, probe
+from wiretide.capture.sources.ebpf import probe
 
 WHY_NOT = probe()
 GCC = shutil.which("gcc")
@@ -31,6 +31,7 @@ pytestmark = [
     pytest.mark.skipif(GCC is None, reason="no C compiler to build the static client (Debian: gcc)"),
     pytest.mark.skipif(LIBSSL_A is None, reason="no static OpenSSL libraries (Debian: libssl-dev)"),
 ]
+PORT = 8443
 
 CLIENT = textwrap.dedent(
     r"""
@@ -96,63 +97,16 @@ def sclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def source() -> Iterator[EbpfSource]:
-    s = EbpfSource()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-class Seen(Harness):
-    """The harness, also keeping which processes reported chunks."""
-
-    def __init__(self, source: EbpfSource) -> None:
-        self.pids: set[int] = set()
-        super().__init__(source)
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            got = self.source.poll(20)
-            with self._lock:
-                self._chunks += got
-                self.pids.update(c.pid for c in got)
-
-
-@pytest.fixture
-def harness(source: EbpfSource) -> Iterator[Seen]:
-    source.poll(0)
-    h = Seen(source)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-         "-days", "1", "-subj", "/CN=server"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, crt
-
-
-@pytest.fixture
-def net() -> Iterator[NetPair]:
-    with veth_pair("10.93.0") as pair:
-        yield pair
+source = source_fixture()
+harness = harness_fixture(record_pids=True)
+cert = cert_fixture()
+net = net_fixture("10.93.0")
 
 
 def test_a_statically_linked_openssl_client_is_hooked_in_its_executable_and_its_calls_come_out(
-    harness: Seen, net: NetPair, sclient: Path, cert: tuple[Path, Path]
+    harness: Harness, net: NetPair, sclient: Path, cert: tuple[Path, Path]
 ) -> None:
-    server = _s_server(net, cert)
+    server = s_server(net, cert, PORT)
     paths = ("/static/one", "/static/two")
     client = net.popen(
         net.ns_a,
@@ -163,14 +117,14 @@ def test_a_statically_linked_openssl_client_is_hooked_in_its_executable_and_its_
     try:
         real = os.path.realpath(sclient)
         hook = wait_for("the source hooking the static executable", lambda: harness.source.hooks.get(real))
-        assert hook.library == "openssl (static)" and hook.error is None, hook
+        assert hook is not None and hook.library == "openssl (static)" and hook.error is None, hook
         assert {"SSL_write", "SSL_read"} <= set(hook.functions), hook.functions
         out, _ = client.communicate(b"go\n", timeout=60)
         assert client.returncode == 0
         records = [line.split() for line in out.decode().splitlines()]
         assert [r[1] for r in records] == list(paths)
         for method, path, status in records:
-            (entry,) = wait_for(f"the entry of {path}", lambda p=path: harness.http(p))  # type: ignore[misc]
+            (entry,) = wait_for(f"the entry of {path}", partial(harness.http, path))
             assert (entry["method"], entry["path"], entry["status"]) == (method, path, int(status))
             assert entry["tls"]["decrypted"] is True and entry["capture"]["source"] == "ebpf_tls"
             assert (entry["src"]["ip"], entry["dst"]["ip"], entry["dst"]["port"]) == (

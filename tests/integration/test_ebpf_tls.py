@@ -9,115 +9,39 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers.netns import NetPair, veth_pair
+from tests.helpers.ebpf import (
+    Harness,
+    cert_fixture,
+    harness_fixture,
+    listening,
+    net_fixture,
+    s_server,
+    source_fixture,
+)
+from tests.helpers.netns import NetPair
 from tests.helpers.stack import Stack
 from tests.helpers.wait import wait_for
-from wiretide.capture.sources.ebpf import Chunk, EbpfSource, probe
-from wiretide.dissector.pipeline import Pipeline
-from wiretide.dissector.plaintext import PlaintextFlows
-from wiretide.dissector.registry import default_registry
+from wiretide.capture.sources.ebpf import probe
 
 WHY_NOT = probe()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"eBPF unavailable: {WHY_NOT}")
 PORT = 8443
 
-
-class Harness:
-    """The eBPF source feeding a dissector pipeline's plaintext flows, polled by the test."""
-
-    def __init__(self, source: EbpfSource) -> None:
-        self.source = source
-        self.flows = PlaintextFlows(Pipeline(default_registry(), node="test"))
-        self.entries: list[dict[str, Any]] = []
-        self._chunks: list[Chunk] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        # The perf buffer is read all the time, as the capture service does (other processes' TLS
-        # traffic on a busy machine would fill it between the test's looks).
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            got = self.source.poll(20)
-            with self._lock:
-                self._chunks += got
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def poll(self) -> list[dict[str, Any]]:
-        with self._lock:
-            chunks, self._chunks = self._chunks, []
-        self.entries += self.flows.feed(c.to_proto() for c in chunks)
-        return self.entries
-
-    def http(self, path: str) -> list[dict[str, Any]]:
-        return [e for e in self.poll() if e["protocol"] == "http" and e["path"] == path]
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[EbpfSource]:
-    s = EbpfSource()
-    s.start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def harness(source: EbpfSource) -> Iterator[Harness]:
-    source.poll(0)  # whatever other processes did before this test
-    h = Harness(source)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
-         "-days", "1", "-subj", "/CN=server"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, crt
-
-
-@pytest.fixture
-def net() -> Iterator[NetPair]:
-    with veth_pair("10.91.0") as pair:
-        yield pair
-
-
-def _s_server(net: NetPair, cert: tuple[Path, Path]) -> subprocess.Popen[bytes]:
-    key, crt = cert
-    argv = ["openssl", "s_server", "-www", "-accept", str(PORT), "-cert", str(crt), "-key", str(key)]
-    server = net.popen(net.ns_b, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for("s_server listening", lambda: f":{PORT:04X} " in _listening(net))
-    return server
-
-
-def _listening(net: NetPair) -> str:
-    return net.run(net.ns_b, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True).stdout.decode()
+source = source_fixture()
+harness = harness_fixture()
+cert = cert_fixture()
+net = net_fixture("10.91.0")
 
 
 def test_curl_calls_to_openssl_s_server_come_out_decrypted_with_curls_pid(
     harness: Harness, net: NetPair, cert: tuple[Path, Path]
 ) -> None:
-    server = _s_server(net, cert)
+    server = s_server(net, cert, PORT)
     try:
         records = []
         for path in ("/one", "/two?x=1"):
@@ -129,7 +53,7 @@ def test_curl_calls_to_openssl_s_server_come_out_decrypted_with_curls_pid(
             out, _ = curl.communicate(timeout=30)
             records.append(("GET", path.split("?")[0], int(out), curl.pid))
         for method, path, status, pid in records:
-            (entry,) = wait_for(f"the entry of {path}", lambda p=path: harness.http(p))
+            (entry,) = wait_for(f"the entry of {path}", partial(harness.http, path))
             assert (entry["method"], entry["path"], entry["status"]) == (method, path, status)
             assert entry["tls"]["decrypted"] is True
             assert entry["capture"]["source"] == "ebpf_tls"
@@ -187,7 +111,7 @@ def test_python_ssl_client_and_server_give_one_entry_per_call_with_both_processe
     key, crt = cert
     server = net.popen(net.ns_b, [sys.executable, "-c", PY_SERVER, str(PORT), str(crt), str(key)])
     try:
-        wait_for("python server listening", lambda: f":{PORT:04X} " in _listening(net))
+        wait_for("python server listening", lambda: listening(net, PORT))
         client = net.popen(
             net.ns_a,
             [sys.executable, "-c", PY_CLIENT, net.ip_b, str(PORT), "/a", "/b/created"],
@@ -197,7 +121,7 @@ def test_python_ssl_client_and_server_give_one_entry_per_call_with_both_processe
         records = [line.split() for line in out.decode().splitlines()]
         assert [r[0] for r in records] == ["/a", "/b/created"]
         for path, status in records:
-            entries = wait_for(f"the entry of {path}", lambda p=path: harness.http(p))
+            entries = wait_for(f"the entry of {path}", partial(harness.http, path))
             assert len(entries) == 1  # both ends hooked: still one entry
             (entry,) = entries
             assert (entry["method"], entry["status"]) == ("GET", int(status))
@@ -243,7 +167,7 @@ def test_a_client_killed_inside_ssl_read_leaves_an_unanswered_entry_and_the_sour
     key, crt = cert
     silent = net.popen(net.ns_b, [sys.executable, "-c", SILENT_SERVER, str(PORT), str(crt), str(key)])
     try:
-        wait_for("silent server listening", lambda: f":{PORT:04X} " in _listening(net))
+        wait_for("silent server listening", lambda: listening(net, PORT))
         client = net.popen(
             net.ns_a, [sys.executable, "-c", HANGING_CLIENT, net.ip_b, str(PORT)], stdout=subprocess.PIPE
         )
@@ -256,7 +180,7 @@ def test_a_client_killed_inside_ssl_read_leaves_an_unanswered_entry_and_the_sour
         silent.kill()
         silent.wait()
     # The source goes on: the next connection is read as usual.
-    server = _s_server(net, cert)
+    server = s_server(net, cert, PORT)
     try:
         curl = net.popen(net.ns_a, ["curl", "-sk", "-o", "/dev/null", f"https://{net.ip_b}:{PORT}/after"])
         curl.wait(timeout=30)
@@ -280,7 +204,7 @@ def test_wiretide_up_with_ebpf_stores_a_curl_call_to_s_server_decrypted(
         stack.wait_up()
         log = data / "logs" / "capture.log"
         wait_for("the capture's eBPF source running", lambda: "eBPF TLS source running" in log.read_text())
-        server = _s_server(net, cert)
+        server = s_server(net, cert, PORT)
         try:
             curl = net.popen(
                 net.ns_a,

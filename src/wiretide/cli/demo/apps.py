@@ -111,6 +111,17 @@ def https_post(
         conn.close()
 
 
+def recv_exactly(sock: socket.socket, n: int, closed: OSError) -> bytes:
+    """Exactly `n` bytes from `sock`; `closed` is raised if the peer closes first."""
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise closed
+        out += chunk
+    return out
+
+
 def redis_command(addr: str, *args: str) -> bytes:
     host, port = addr.rsplit(":", 1)
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
@@ -131,13 +142,7 @@ class Postgres:
 
     def _read(self, n: int) -> bytes:
         assert self.sock is not None
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise OSError("postgres closed the connection")
-            out += chunk
-        return out
+        return recv_exactly(self.sock, n, OSError("postgres closed the connection"))
 
     def _until_ready(self) -> tuple[list[list[str | None]], str]:
         """Messages up to ReadyForQuery: the rows and the error's SQLSTATE ("" for none)."""
@@ -260,13 +265,7 @@ class Amqp:
     # -- frames ---------------------------------------------------------------------------------
     def _read(self, n: int) -> bytes:
         assert self.sock is not None
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise AmqpClosed("the broker closed the connection")
-            out += chunk
-        return out
+        return recv_exactly(self.sock, n, AmqpClosed("the broker closed the connection"))
 
     def _frame(self) -> tuple[int, int, bytes]:
         kind, channel, size = struct.unpack("!BHI", self._read(7))

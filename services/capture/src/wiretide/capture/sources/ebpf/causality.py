@@ -15,12 +15,12 @@ import logging
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from wiretide.capture.sources.ebpf.feed import SourceThread
 from wiretide.capture.sources.ebpf.source import EbpfUnavailable, _ensure_tracefs, _load_bcc, compile_program
 
 log = logging.getLogger(__name__)
@@ -589,10 +589,11 @@ class CausalityProbe:
         self._out.append(edge)
 
 
-class CausalityFeed:
+class CausalityFeed(SourceThread[CausalityProbe]):
     """Runs a `CausalityProbe` on its own thread and hands each poll's edges to `on_edges` on `loop`.
 
     Like the TLS feed, it never takes the capture down: whatever stops the probe becomes `error`.
+    When another source compiles its own program, loading waits until `after()` says it is done.
     """
 
     def __init__(
@@ -602,60 +603,21 @@ class CausalityFeed:
         probe: Callable[[], CausalityProbe] = CausalityProbe,
         after: Callable[[], bool] | None = None,
     ) -> None:
+        super().__init__(probe, loop, name="ebpf-causality", what="eBPF causality source", after=after)
         self._on_edges = on_edges
-        # Compiling a BPF program is not thread-safe in BCC (two at once crash the process): when
-        # another source compiles its own, loading waits until `after()` says it is done.
-        self._after = after
-        self._loop = loop
-        self._make = probe
-        self.probe: CausalityProbe | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ebpf-causality", daemon=True)
-        self.running = False
-        self.error = ""
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    @property
+    def probe(self) -> CausalityProbe | None:
+        return self._source
 
     @property
     def stats(self) -> CausalityStats:
-        return self.probe.stats if self.probe is not None else CausalityStats()
+        return self._source.stats if self._source is not None else CausalityStats()
 
-    def _fail(self, reason: str) -> None:
-        self.error = reason
-        self.running = False
-        log.warning("eBPF causality source unavailable: %s", reason, extra={"reason": reason})
-
-    def _run(self) -> None:
-        while self._after is not None and not self._after():
-            if self._stop.wait(POLL_MS / 1000):
-                return
-        probe = self._make()
-        try:
-            probe.start()
-        except Exception as exc:
-            self._fail(str(exc) or type(exc).__name__)
-            probe.close()
-            return
-        self.probe = probe
-        self.running = True
+    def _serve(self, probe: CausalityProbe) -> None:
         log.info("eBPF causality source running")
-        try:
-            # Read every POLL_MS, not on every event: one wake-up reads all that came meanwhile.
-            while not self._stop.wait(POLL_MS / 1000):
-                edges = probe.poll(0)
-                if edges:
-                    self._loop.call_soon_threadsafe(self._on_edges, edges)
-        except RuntimeError as exc:  # the loop closed under us: the service is stopping
-            if not self._stop.is_set():
-                self._fail(f"stopped: {exc}")
-        except Exception as exc:
-            self._fail(f"stopped: {exc}")
-        finally:
-            self.running = False
-            probe.close()
+        # Read every POLL_MS, not on every event: one wake-up reads all that came meanwhile.
+        while not self._stop.wait(POLL_MS / 1000):
+            edges = probe.poll(0)
+            if edges:
+                self._loop.call_soon_threadsafe(self._on_edges, edges)
