@@ -177,13 +177,30 @@ async def test_a_deleted_agent_takes_every_replica_s_lines_with_it(nats_server: 
             lambda ls: {("r1", "log", "tick r1"), ("r2", "log", "tick r2")} <= set(ls),
         )
         assert (await r2.DeleteAgent(agents_pb2.DeleteAgentRequest(name="ticker"))).deleted
-        with pytest.raises(grpc.aio.AioRpcError) as gone:
-            await r1.GetLogs(agents_pb2.GetLogsRequest(name="ticker"))
-        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+        async def status_at_r1() -> grpc.StatusCode:
+            try:
+                await r1.GetLogs(agents_pb2.GetLogsRequest(name="ticker"))
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        # The other replica learns of the deletion from the store's watch: a moment later, not at once.
+        await wait_for_async("r1 forgets the agent", status_at_r1, lambda c: c == grpc.StatusCode.NOT_FOUND)
         quiet = "function onItemCaptured(e) {}\n"
         put = agents_pb2.PutAgentRequest(agent=agents_pb2.Agent(name="ticker", source=quiet, enabled=True))
         assert (await r1.PutAgent(put)).stored
-        assert await lines(r1, "ticker") == [] and await lines(r2, "ticker") == []
+
+        async def both() -> tuple[list[Any], list[Any]] | None:
+            try:
+                return await lines(r1, "ticker"), await lines(r2, "ticker")
+            except grpc.aio.AioRpcError as exc:  # a replica that has not seen the new agent yet
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+                return None
+
+        # A new agent of that name starts with an empty log everywhere (no line of the deleted one
+        # comes back, even one a replica put while the deletion reached it).
+        await wait_for_async("both logs empty", both, lambda got: got == ([], []))
 
 
 async def test_listings_and_histories_never_wait_on_a_watcher_marker(

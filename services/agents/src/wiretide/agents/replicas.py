@@ -199,6 +199,8 @@ class Replicas:
         self.token = replica_token(replica)
         self.shared = Shared()
         self._progress: dict[str, _Progress] = {}
+        # A flush in flight must not put a removed agent's lines back after they were purged.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, js: JetStreamContext, replica: str) -> Replicas:
@@ -227,6 +229,10 @@ class Replicas:
     async def flush(self, runs: Iterable[AgentRun], now: float | None = None) -> None:
         """Share the new lines of every agent, and the states that are due; forget removed agents.
         What could not be put (NATS away) is tried again at the next flush, from the agent's log."""
+        async with self._lock:
+            await self._flush(runs, now)
+
+    async def _flush(self, runs: Iterable[AgentRun], now: float | None) -> None:
         t = time.monotonic() if now is None else now
         work = []
         present = set()
@@ -275,6 +281,15 @@ class Replicas:
             for kind in ("log", "state"):
                 with contextlib.suppress(Exception):
                     await self.kv.purge(f"{kind}.{agent}.{replica_token(replica)}")
+
+    async def forget_own(self, agent: str) -> None:
+        """This replica saw `agent` deleted: its own lines and state of it go, after any flush in
+        flight (which may have put lines after the deleting replica's `forget`)."""
+        async with self._lock:
+            self._progress.pop(agent, None)
+            for kind in ("log", "state"):
+                with contextlib.suppress(Exception):
+                    await self.kv.purge(f"{kind}.{agent}.{self.token}")
 
     async def leave(self) -> None:
         """This replica stops: its states go (its lines stay, for whoever reads them later)."""

@@ -552,6 +552,8 @@ class AgentsService(Service):
 
     async def _watched(self, name: str, definition: AgentDef | None) -> None:
         await self.apply(name, definition)
+        if definition is None and self.replicas is not None:
+            await self.replicas.forget_own(name)
 
     def _apply(self, name: str, definition: AgentDef | None) -> AgentRun | None:
         if definition is None:
