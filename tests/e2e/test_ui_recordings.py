@@ -101,7 +101,11 @@ def test_the_recordings_tab_starts_lists_stops_downloads_opens_and_deletes_a_rec
 
     page.click(f"{job} [data-act=open]")
     assert page.input_value("#kfl") == 'record("ui-errors")'
-    page.wait_for_function(f"window.wiretide.table.length === {len(FAILING)}")
+    # Polled from here: the UI's CSP (no eval) refuses wait_for_function's string predicates.
+    wait_for(
+        "the run's entries in the table",
+        lambda: page.evaluate("() => window.wiretide.table.length") == len(FAILING),
+    )
 
     page.click("[data-view=recordings]")
     page.once("dialog", lambda d: d.accept())
