@@ -200,11 +200,15 @@ def test_the_service_map_shows_the_edges_of_the_traffic(page: Any, ui: tuple[str
     page.goto(base + "/?q=" + "src.name%20%3D%3D%20%22web%22%20%26%26%20dst.namespace%20%3D%3D%20%22shop%22")
     page.click("[data-view=map]")
     page.wait_for_selector("#map svg")
-    names = set(page.eval_on_selector_all("#map .node text", "t => t.map(x => x.textContent)"))
     want = {
         d["dst"]["name"] for d in DOCS if d["src"]["name"] == "web" and d["dst"]["namespace"] == "shop"
     } | {"web"}
-    assert names == want
+
+    def names() -> set[str]:
+        return set(page.eval_on_selector_all("#map .node text", "t => t.map(x => x.textContent)"))
+
+    # The svg appears with the first answer; the nodes are drawn as the map's query completes.
+    assert wait_for("the map's nodes", names, lambda got: got == want) == want
     edges = page.eval_on_selector_all("#map [data-edge]", "e => e.length")
     assert edges >= len(want) - 1
     shot(page, "ui-service-map")
