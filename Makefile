@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PROTO_SRC := $(wildcard protos/wiretide/proto/v1/*.proto)
 APT_PACKAGES := iproute2 iputils-ping tcpdump tshark libpcap0.8 curl openssl procps redis-server rabbitmq-server postgresql postgresql-client mariadb-server mariadb-client chromium fonts-dejavu-core \
-  gcc libc6-dev libssl-dev python3-dev nginx apache2-utils slapd ldap-utils freeradius freeradius-utils traceroute freediameterd golang-go
+  gcc libc6-dev libssl-dev python3-dev nginx apache2-utils slapd ldap-utils freeradius freeradius-utils traceroute freediameterd golang-go android-libboringssl-dev
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy

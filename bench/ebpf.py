@@ -17,6 +17,9 @@ dropped.
    CPU per request. The loss is the median over rounds, on requests/s and on nginx CPU per request;
    the target is at most 5%. Both ends are hooked: ab links the same libssl as nginx, so the client
    pays the probes too (as two OpenSSL workloads calling each other inside a cluster would).
+   With `--parts noop`: the keep-alive load with no probes, then with uprobes and uretprobes on the
+   same libssl functions running a BPF program that does nothing (the cost of the uprobe mechanism
+   itself, which no change to the source's programs can go below), then with the source.
 2. Throughput: a flood (`ab -k`, high concurrency, small and large answers) with the source running;
    chunks and bytes per CPU-second of the source's process, chunks per second, and the chunks the
    kernel could not hand over (perf buffer full), against those delivered.
@@ -28,6 +31,7 @@ openssl; exits 2 saying which is missing. The namespace and veth are removed on 
     .venv/bin/python bench/ebpf.py                  # 3 rounds of 5k keep-alive / 500 new connection, floods
     .venv/bin/python bench/ebpf.py --small          # CI-sized
     .venv/bin/python bench/ebpf.py --rounds 5 --keepalive 20000 --newconn 2000 --flood 100000
+    .venv/bin/python bench/ebpf.py --parts overhead --bpf-stats   # and the BPF programs' own run time
 """
 
 from __future__ import annotations
@@ -224,13 +228,73 @@ def source_main() -> int:
                     break
                 ours += sum(1 for ch in got if ch.comm in LOAD_COMMS and not ch.closed)
             st = source.stats
-            doc = {"chunks": st.chunks, "ours": ours, "bytes": st.bytes, "drops": dict(st.drops)}
+            doc = {
+                "chunks": st.chunks,
+                "ours": ours,
+                "bytes": st.bytes,
+                "drops": dict(st.drops),
+                "bpf": bpf_run_time(source),
+            }
             print(orjson.dumps(doc).decode(), flush=True)
     finally:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(sys.argv[2])
         source.close()
+
+
+def bpf_run_time(source: Any) -> dict[str, list[int]]:
+    """Each loaded BPF program's [run time ns, runs] (kernel.bpf_stats_enabled; zeros when off)."""
+    out: dict[str, list[int]] = {}
+    for name, fn in source._bpf.funcs.items():
+        try:
+            info = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
+        except OSError:
+            continue
+        got = dict(re.findall(r"^(run_time_ns|run_cnt):\s+(\d+)", info, re.M))
+        if got:
+            out[name.decode()] = [int(got.get("run_time_ns", 0)), int(got.get("run_cnt", 0))]
+    return out
+
+
+@contextlib.contextmanager
+def bpf_stats(on: bool) -> Iterator[None]:
+    """kernel.bpf_stats_enabled for the run (it costs every BPF program of the machine two clock reads
+    per run, hence off unless asked), restored afterwards."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    if not on:
+        yield
+        return
+    before = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
+
+
+@contextlib.contextmanager
+def noop_probes(on: bool) -> Iterator[list[str]]:
+    """Uprobes and uretprobes whose BPF program does nothing, on the functions the source hooks in the
+    system's libssl (in this process: uprobes stay attached only while their program is loaded)."""
+    if not on:
+        yield []
+        return
+    from wiretide.capture.sources.ebpf.source import FUNCTIONS, EbpfSource, compile_program
+
+    library = sorted(EbpfSource()._system_libraries())
+    bpf = compile_program("int noop(void *ctx) { return 0; }")
+    hooked: list[str] = []
+    try:
+        for path in library[:1]:
+            for sym, _ in FUNCTIONS:
+                with contextlib.suppress(Exception):  # a function this libssl lacks
+                    bpf.attach_uprobe(name=path.encode(), sym=sym.encode(), fn_name=b"noop")
+                    bpf.attach_uretprobe(name=path.encode(), sym=sym.encode(), fn_name=b"noop")
+                    hooked.append(f"{Path(path).name}:{sym}")
+        yield hooked
+    finally:
+        bpf.cleanup()
 
 
 class Source:
@@ -311,6 +375,8 @@ class Run:
     nbytes: int = 0
     lost: int = 0
     drops: dict[str, int] | None = None
+    bpf_ns: dict[str, int] | None = None  # BPF program → run time over the run (--bpf-stats)
+    bpf_runs: dict[str, int] | None = None
 
     def per_request_us(self, cpu_s: float) -> float:
         return cpu_s * 1e6 / max(self.answered, 1)
@@ -360,6 +426,9 @@ def measure(
         drops = {k: v - s0["drops"].get(k, 0) for k, v in s1["drops"].items()}
         run.drops = {k: v for k, v in drops.items() if v}
         run.lost = run.drops.get("lost", 0)
+        b0, b1 = s0.get("bpf", {}), s1.get("bpf", {})
+        run.bpf_ns = {k: v[0] - b0.get(k, [0, 0])[0] for k, v in b1.items() if v[0] > b0.get(k, [0, 0])[0]}
+        run.bpf_runs = {k: v[1] - b0.get(k, [0, 0])[1] for k, v in b1.items()}
     return run
 
 
@@ -387,7 +456,25 @@ def print_run(r: Run) -> None:
         )
         if r.drops:
             line += ", drops: " + fmt_drops(r.drops)
+        if r.bpf_ns:
+            line += f"  BPF {r.per_request_us(sum(r.bpf_ns.values()) / 1e9):.1f} µs/req"
     print(line, flush=True)
+
+
+def print_bpf(runs: list[Run]) -> None:
+    """Per BPF program, runs and run time per request (medians over the rounds), for each load."""
+    for load in dict.fromkeys(r.load for r in runs if r.probes and r.bpf_ns):
+        on = [r for r in runs if r.load == load and r.probes and r.bpf_ns is not None]
+        names = sorted({k for r in on for k in r.bpf_ns or {}})
+        print(f"\nBPF programs, {load} (run time inside the programs, every process of the machine):")
+        print("| program | runs/req | ns/run | µs/req |\n|---|---|---|---|")
+        for k in names:
+            ns = statistics.median((r.bpf_ns or {}).get(k, 0) / max(r.answered, 1) for r in on)
+            n = statistics.median((r.bpf_runs or {}).get(k, 0) / max(r.answered, 1) for r in on)
+            if ns >= 10:  # 0.01 µs per request
+                print(f"| {k} | {n:.2f} | {ns / max(n, 1e-9):,.0f} | {ns / 1000:.2f} |")
+        total = statistics.median(sum((r.bpf_ns or {}).values()) / max(r.answered, 1) for r in on)
+        print(f"| all | | | {total / 1000:.2f} |")
 
 
 def _loss(off: float, on: float) -> float:
@@ -474,8 +561,13 @@ def main() -> int:
     p.add_argument("--flood", type=int, default=50_000, help="requests of the small-answer flood")
     p.add_argument("--flood-large", type=int, default=5_000, help="requests of the 32 KiB-answer flood")
     p.add_argument("--flood-concurrency", type=int, default=64, help="ab's -c in the flood")
-    p.add_argument("--parts", default="overhead,flood", help="comma-separated: overhead, flood")
+    p.add_argument("--parts", default="overhead,flood", help="comma-separated: overhead, noop, flood")
     p.add_argument("--profile", metavar="FILE", help="write the reader's cProfile (pstats) of the flood")
+    p.add_argument(
+        "--bpf-stats",
+        action="store_true",
+        help="time each BPF program (kernel.bpf_stats_enabled) in the runs",
+    )
     p.add_argument("--small", action="store_true", help="CI-sized: 1 round of 1k/200, floods of 5k/500")
     args = p.parse_args()
     if args.small:
@@ -491,6 +583,7 @@ def main() -> int:
         flush=True,
     )
     with (
+        bpf_stats(args.bpf_stats),
         tempfile.TemporaryDirectory(prefix="wt-ebpf-") as tmp,
         namespace() as target,
         nginx_tls(target, Path(tmp)) as server,
@@ -536,6 +629,29 @@ def main() -> int:
                             print_run(run)
                             runs.append(run)
             print_overhead(runs)
+            print_bpf(runs)
+        if "noop" in parts:
+            print("\n== the uprobe mechanism alone: keep-alive, no probes / do-nothing probes / the source")
+            floor: dict[str, list[Run]] = {}
+            for _ in range(args.rounds):
+                for kind in ("no probes", "no-op probes", "the source"):
+                    if kind == "the source":
+                        with running_source() as source:
+                            run = measure("keep-alive", small, args.keepalive, c, True, server, source)
+                    else:
+                        with noop_probes(kind == "no-op probes") as hooked:
+                            run = measure("keep-alive", small, args.keepalive, c, True, server, None)
+                    print(f"   {kind:<13}", end="")
+                    print_run(run)
+                    floor.setdefault(kind, []).append(run)
+            print(f"\n(no-op probes on {', '.join(hooked) or 'nothing'})")
+            print("| keep-alive | req/s | nginx µs CPU/req | ab µs CPU/req |\n|---|---|---|---|")
+            for kind, rs in floor.items():
+                print(
+                    f"| {kind} | {statistics.median(r.rps for r in rs):,.0f} | "
+                    f"{statistics.median(r.per_request_us(r.nginx_cpu_s) for r in rs):.1f} | "
+                    f"{statistics.median(r.per_request_us(r.ab_cpu_s) for r in rs):.1f} |"
+                )
         if "flood" in parts:
             print(f"\n== flood: ab -k -c {args.flood_concurrency} with the source running", flush=True)
             floods: list[Run] = []

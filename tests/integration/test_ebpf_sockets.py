@@ -135,7 +135,11 @@ def test_a_server_answering_many_short_tls_calls_has_every_chunk_attributed(
             entries.extend(flows.feed(c.to_proto() for c in mine))
             return len({e["path"] for e in entries if e["protocol"] == "http"}) >= CALLS
 
-        wait_for("an entry for every call", done)
+        try:
+            wait_for("an entry for every call", done)
+        except AssertionError as exc:  # say what was missing and what the source counted
+            seen = sorted({e["path"] for e in entries if e["protocol"] == "http"})
+            raise AssertionError(f"{exc}; calls seen: {seen}; source drops: {source.stats.drops}") from None
     finally:
         server.kill()
         server.wait()

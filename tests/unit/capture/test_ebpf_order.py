@@ -1,8 +1,8 @@
 """The eBPF source releases chunks in kernel order even when another CPU's buffer delivers an earlier
-event one poll late (a Go goroutine's Read answered on one CPU, its next Write on another).
+event one read late (a Go goroutine's Read answered on one CPU, its next Write on another).
 
-The kernel side is replaced by a scripted reader of per-CPU buffers: each poll of it appends the
-events that "reached their buffers" by then, as BCC's perf_buffer_poll calls the source back.
+The kernel side is replaced by a scripted reader of per-CPU buffers: each read of them appends the
+events that "reached their buffers" by then, as BCC's perf_buffer_consume calls the source back.
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ def _chunk(offset: int, ts: int, data: bytes) -> Chunk:
 
 
 class Buffers:
-    """perf_buffer_poll: every call delivers the next scripted group of events to the source."""
+    """The per-CPU buffers: a wait (`perf_buffer_poll`) that ends by its timeout, fewer events than a
+    wake-up needs having come; every read of the buffers (`perf_buffer_consume`) delivers the next
+    scripted group of events to the source."""
 
     def __init__(self, source: EbpfSource, groups: list[list[Chunk]]) -> None:
         self.source, self.groups = source, groups
 
     def perf_buffer_poll(self, timeout: int = 0) -> None:
+        pass
+
+    def perf_buffer_consume(self) -> None:
         if self.groups:
             self.source._out.extend(self.groups.pop(0))
 

@@ -46,3 +46,64 @@ def test_owners_for_an_endpoint_that_is_down_are_counted() -> None:
     s.up = False
     assert not s.offer_plaintext([], [OWNER.to_proto()])
     assert drops.counts[PLAINTEXT_UNAVAILABLE] == 1
+
+
+# -- which dissector learns an owner --------------------------------------------------------------
+
+ENDPOINTS = [f"10.1.0.{i}:50052" for i in range(1, 5)]
+
+
+def routed(owners: list[SocketOwner]) -> dict[str, list[packets_pb2.SocketOwner]]:
+    """What `_on_sockets` offers each endpoint of a four-dissector ring."""
+    from types import SimpleNamespace
+
+    from wiretide.capture.service import CaptureService
+    from wiretide.capture.shard import HashRing
+
+    offered: dict[str, list[packets_pb2.SocketOwner]] = {}
+
+    def offer(endpoint: str, _chunks: object, protos: list[packets_pb2.SocketOwner]) -> None:
+        offered.setdefault(endpoint, []).extend(protos)
+
+    pool = SimpleNamespace(offer_plaintext=offer)
+    me = SimpleNamespace(sharder=SimpleNamespace(ring=HashRing.of(ENDPOINTS)), pool=pool)
+    CaptureService._on_sockets(me, owners)  # type: ignore[arg-type]
+    return offered
+
+
+def packet_owner(src: bytes, sport: int, dst: bytes, dport: int, proto: int) -> str:
+    """The endpoint a packet of that flow goes to (as the sharder places it)."""
+    from wiretide.capture.shard import HashRing
+    from wiretide.common.packets import flow_hash
+
+    return HashRing.of(ENDPOINTS).owner(flow_hash(src, sport, dst, dport, proto))
+
+
+def test_a_tcp_owner_goes_to_the_dissector_of_its_connection_s_packets() -> None:
+    got = routed([OWNER])
+    (endpoint,) = got
+    assert endpoint == packet_owner(OWNER.remote_ip, 80, OWNER.local_ip, 40000, 6)
+    assert got[endpoint][0].protocol == 6
+
+
+def test_a_connected_udp_owner_goes_where_its_udp_packets_go() -> None:
+    # Ports picked so that the TCP and UDP hashes of the same 4-tuple land on different dissectors.
+    local, remote = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    port = next(
+        p
+        for p in range(30000, 31000)
+        if packet_owner(local, p, remote, 53, 17) != packet_owner(local, p, remote, 53, 6)
+    )
+    udp = SocketOwner(local, port, remote, 53, False, 7, "resolver", 1, 2, protocol=17)
+    got = routed([udp])
+    (endpoint,) = got
+    assert endpoint == packet_owner(remote, 53, local, port, 17)
+    assert got[endpoint][0].protocol == 17
+
+
+def test_a_udp_owner_bound_to_any_address_reaches_every_dissector() -> None:
+    server = SocketOwner(bytes(4), 53, bytes([10, 0, 0, 9]), 41000, True, 9, "dnsd", 1, 3, protocol=17)
+    got = routed([server, OWNER])
+    assert sorted(got) == sorted(ENDPOINTS)
+    assert sum(len(v) for v in got.values()) == len(ENDPOINTS) + 1
+    assert all(any(o.comm == "dnsd" for o in v) for v in got.values())

@@ -51,7 +51,7 @@ from wiretide.common import nodes
 from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
 from wiretide.common.identity import IdentitySync
-from wiretide.common.packets import IPPROTO_TCP, PacketColumns, flow_hash
+from wiretide.common.packets import IPPROTO_TCP, IPPROTO_UDP, PacketColumns, flow_hash
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
 from wiretide.common.targets import TargetSpec
@@ -578,8 +578,16 @@ class CaptureService(Service):
             return
         by_endpoint: dict[str, list[packets_pb2.SocketOwner]] = {}
         for s in sockets:
-            owner = ring.owner(flow_hash(s.local_ip, s.local_port, s.remote_ip, s.remote_port, IPPROTO_TCP))
-            by_endpoint.setdefault(owner, []).append(s.to_proto())
+            proto = s.to_proto()
+            if s.protocol == IPPROTO_UDP and not any(s.local_ip):
+                # Bound to any address: its packets carry the real local address, so their flows
+                # hash elsewhere than this owner would; every dissector learns it.
+                for endpoint in ring.endpoints:
+                    by_endpoint.setdefault(endpoint, []).append(proto)
+                continue
+            transport = IPPROTO_UDP if s.protocol == IPPROTO_UDP else IPPROTO_TCP
+            owner = ring.owner(flow_hash(s.local_ip, s.local_port, s.remote_ip, s.remote_port, transport))
+            by_endpoint.setdefault(owner, []).append(proto)
         for endpoint, protos in by_endpoint.items():
             self.pool.offer_plaintext(endpoint, [], protos)
 

@@ -1,12 +1,13 @@
 """The BPF program of the eBPF source (compiled by BCC at start-up).
 
 Rule: the kernel side only copies what the hooked calls returned and remembers, per thread, which
-socket the call touched. Connections are named in the kernel from tracepoint fields only (the kernel
-headers at hand may not match the running kernel, so no kernel structure is read): a TCP socket's
-4-tuple from its transition to ESTABLISHED (keyed by its `struct sock` address), joined to a process
-and fd by the socket layer's send/recv tracepoints in the thread making the call. User space reads
-/proc only for sockets older than the program. Uprobes and tracepoints only: kprobes are unavailable
-on some kernels this runs on.
+socket the call touched. Connections are named in the kernel from tracepoint fields (the kernel
+headers at hand may not match the running kernel): a TCP socket's 4-tuple from its transition to
+ESTABLISHED (keyed by its `struct sock` address), joined to a process and fd by the socket layer's
+send/recv tracepoints in the thread making the call. The one kernel structure read is the head of a
+UDP socket's `struct sock_common` (addresses and ports, laid out so since Linux 2.6), which no
+tracepoint names. User space reads /proc only for sockets older than the program. Uprobes and
+tracepoints only: kprobes are unavailable on some kernels this runs on.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ CLOSE: Final = 1
 EXEC: Final = 2
 SOCKET: Final = 3  # a process used a TCP socket: its 4-tuple and the process (the socket table)
 
-# How an event's 4-tuple was named (`known`): not at all, the local end connected, or it accepted.
+# How an event's 4-tuple was named (`known`): not at all, the local end connected, or it accepted;
+# or (SOCKET events only) a UDP socket, as the kernel holds it (local address 0 when unbound).
 UNKNOWN: Final = 0
 CLIENT: Final = 1
 SERVER: Final = 2
+DATAGRAM: Final = 3
 
 # Directions (as seen by the hooked process).
 WRITE: Final = 0
@@ -44,6 +47,7 @@ READ: Final = 1
 # Libraries (the `lib` of a call and of its events).
 OPENSSL: Final = 0
 GO: Final = 1
+BORINGSSL: Final = 2
 
 SOURCE: Final = r"""
 #include <uapi/linux/ptrace.h>
@@ -52,6 +56,7 @@ SOURCE: Final = r"""
 #define PIECES __PIECES__
 #define GO_TASK_REGS __GO_TASK_REGS__
 #define SOCK_LENGTH __SOCK_LENGTH__
+#define UDP_OWNERS __UDP_OWNERS__
 
 struct call_t {
     u64 buf;
@@ -141,12 +146,30 @@ BPF_TABLE("lru_hash", struct gokey_t, u64, go_hs, __MAX_ACTIVE__);
 #if !GO_TASK_REGS
 BPF_TABLE("lru_hash", u64, u64, go_thread, __MAX_ACTIVE__);  // thread -> goroutine that entered on it
 #endif
+#if SOCK_LENGTH
+// UDP sockets announced (a SOCKET event once per socket, process, local port and peer).
+struct dgram_key_t {
+    u64 sk;
+    u8 remote[16];
+    u32 pid;
+    u16 rport;
+    u16 lport;
+};
+BPF_TABLE("lru_hash", struct dgram_key_t, u8, dgram_seen, __MAX_SOCKETS__);
+// A thread inside sendto()/sendmsg() with a destination -> that user pointer (a sockaddr, or for
+// sendmsg the msghdr whose first field points to one): an unconnected UDP socket's peer.
+struct dest_t {
+    u64 ptr;
+    u64 is_msg;
+};
+BPF_TABLE("lru_hash", u64, struct dest_t, send_dest, __MAX_ACTIVE__);
+#endif
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
 // What the kernel side could not report, by reason (see UNPLACED): summed by user space.
 BPF_PERCPU_ARRAY(lost_calls, u64, 1);
 BPF_PERF_OUTPUT(events);
 
-static int enter(struct pt_regs *ctx, u32 dir, u32 ex) {
+static __always_inline int enter(struct pt_regs *ctx, u32 dir, u32 ex, u32 lib) {
     u64 id = bpf_get_current_pid_tgid();
     struct call_t c = {};
     c.ssl = PT_REGS_PARM1(ctx);
@@ -155,14 +178,18 @@ static int enter(struct pt_regs *ctx, u32 dir, u32 ex) {
     c.fd = -1;
     c.dir = dir;
     c.ex = ex;
+    c.lib = lib;
     active.update(&id, &c);
     return 0;
 }
 
-int write_enter(struct pt_regs *ctx) { return enter(ctx, 0, 0); }
-int read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0); }
-int write_ex_enter(struct pt_regs *ctx) { return enter(ctx, 0, 1); }
-int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1); }
+int write_enter(struct pt_regs *ctx) { return enter(ctx, 0, 0, 0); }
+int read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0, 0); }
+int write_ex_enter(struct pt_regs *ctx) { return enter(ctx, 0, 1, 0); }
+int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1, 0); }
+// BoringSSL: the same signatures (it has no SSL_read_ex/SSL_write_ex); told apart for `tls.library`.
+int boring_write_enter(struct pt_regs *ctx) { return enter(ctx, 0, 0, 2); }
+int boring_read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0, 2); }
 
 static int emit(void *ctx, struct call_t call, u64 n, u64 id);
 
@@ -264,12 +291,13 @@ static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
     struct sslkey_t sk = {};
     sk.ssl = call.ssl;
     sk.pid = pid;
+    // Tables are written only when their value changes (a lookup costs a fraction of an update).
+    s32 *known = ssl_fd.lookup(&sk);
     if (call.fd >= 0) {
-        ssl_fd.update(&sk, &call.fd);
-    } else {
-        s32 *known = ssl_fd.lookup(&sk);
-        if (known)
-            call.fd = *known;
+        if (!known || *known != call.fd)
+            ssl_fd.update(&sk, &call.fd);
+    } else if (known) {
+        call.fd = *known;
     }
     u64 offset = 0;
     if (call.fd >= 0) {
@@ -277,10 +305,13 @@ static __always_inline int emit(void *ctx, struct call_t call, u64 n, u64 id) {
         fk.pid = pid;
         fk.fd_dir = ((u32)call.fd << 1) | call.dir;
         u64 *seen = offsets.lookup(&fk);
-        if (seen)
+        if (seen) {
             offset = *seen;
-        u64 next = offset + n;
-        offsets.update(&fk, &next);
+            *seen = offset + n;  // one thread per call on an fd and direction: no race worth a lock
+        } else {
+            u64 next = n;
+            offsets.update(&fk, &next);
+        }
     }
     if (call.fd < 0) {  // no socket call inside SSL_* (a memory BIO, bytes read ahead): not placed
         u32 unplaced = 0;
@@ -387,9 +418,39 @@ static __always_inline void note_fd(void *ctx, int fd, int writing) {
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { note_fd(args, args->fd, 1); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { note_fd(args, args->fd, 0); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { note_fd(args, args->fd, 1); return 0; }
+#if SOCK_LENGTH
+static __always_inline void note_dest(u64 ptr, u64 is_msg) {
+    if (!ptr)
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    struct dest_t d = {};
+    d.ptr = ptr;
+    d.is_msg = is_msg;
+    send_dest.update(&id, &d);
+}
+
+static __always_inline void forget_dest(void) {
+    u64 id = bpf_get_current_pid_tgid();
+    send_dest.delete(&id);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { forget_dest(); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { forget_dest(); return 0; }
+#else
+#define note_dest(ptr, is_msg)
+#endif
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    note_fd(args, args->fd, 1);
+    note_dest((u64)args->addr, 0);
+    return 0;
+}
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { note_fd(args, args->fd, 0); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { note_fd(args, args->fd, 1); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    note_fd(args, args->fd, 1);
+    note_dest((u64)args->msg, 1);
+    return 0;
+}
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { note_fd(args, args->fd, 0); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) { note_fd(args, args->fd, 1); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) { note_fd(args, args->fd, 0); return 0; }
@@ -491,6 +552,87 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 }
 
 #if SOCK_LENGTH
+// The first 16 bytes of struct sock_common, laid out so since Linux 2.6: the one kernel structure
+// read here, for UDP sockets, which no tracepoint names. IPv4 addresses only (the IPv6 ones sit at
+// offsets that vary with the kernel's configuration).
+struct sock_head_t {
+    u32 daddr;
+    u32 rcv_saddr;
+    u32 hash;
+    u16 dport;  // network order; 0 when not connected
+    u16 num;    // the local port, host order
+};
+
+// A process sends or receives on a UDP socket: the socket table learns the process, its local port
+// and address (0 when bound to any) and its peer — the connected one, or for an unconnected socket the
+// destination its sendto()/sendmsg() names (its receives say nothing: the sender is copied out only
+// after the socket layer). Once per socket, process, local port and peer.
+static __always_inline void dgram_used(void *ctx, u64 sk, u16 family, int sending) {
+    struct sock_head_t head = {};
+    if (bpf_probe_read_kernel(&head, sizeof(head), (void *)sk) != 0 || head.num == 0)
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    struct dgram_key_t k = {};
+    k.sk = sk;
+    k.pid = id >> 32;
+    k.lport = head.num;
+    u16 peer_family = family;
+    if (family == 2 && head.dport) {
+        __builtin_memcpy(k.remote, &head.daddr, 4);
+        k.rport = ntohs(head.dport);
+    } else {
+        if (!sending)
+            return;
+        struct dest_t *d = send_dest.lookup(&id);
+        if (!d)
+            return;
+        u64 ptr = d->ptr;
+        if (d->is_msg && (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)ptr) != 0 || !ptr))
+            return;  // msghdr.msg_name
+        struct {
+            u16 family;
+            u16 port;
+            u32 v4;       // sockaddr_in's address; sockaddr_in6's flow info
+            u8 v6[16];
+        } sa = {};
+        if (bpf_probe_read_user(&sa, sizeof(sa), (void *)ptr) != 0)
+            return;
+        if (sa.family == 2)
+            __builtin_memcpy(k.remote, &sa.v4, 4);
+        else if (sa.family == 10)
+            __builtin_memcpy(k.remote, sa.v6, 16);
+        else
+            return;
+        peer_family = sa.family;
+        k.rport = ntohs(sa.port);
+    }
+    if (dgram_seen.lookup(&k))
+        return;
+    u8 one = 1;
+    dgram_seen.update(&k, &one);
+    u32 zero = 0;
+    struct event_t *e = scratch.lookup(&zero);
+    if (!e)
+        return;
+    e->ts = bpf_ktime_get_ns();
+    e->cgroup = bpf_get_current_cgroup_id();
+    e->pid = k.pid;
+    e->tid = (u32)id;
+    e->fd = -1;
+    e->kind = 3;
+    e->len = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    __builtin_memset(e->local, 0, 16);
+    if (family == 2)
+        __builtin_memcpy(e->local, &head.rcv_saddr, 4);
+    __builtin_memcpy(e->remote, k.remote, 16);
+    e->lport = k.lport;
+    e->rport = k.rport;
+    e->family = peer_family;
+    e->known = 3;
+    events.perf_submit(ctx, e, offsetof(struct event_t, data));
+}
+
 // A process sends or receives on a TCP socket (the socket layer, in the calling thread): the socket
 // table learns the process (once per socket and process), and a hooked call learns its fd's 4-tuple.
 static __always_inline void sock_used(void *ctx, u64 sk, u16 protocol) {
@@ -506,8 +648,19 @@ static __always_inline void sock_used(void *ctx, u64 sk, u16 protocol) {
         struct fdkey_t ck = {};
         ck.pid = pid;
         ck.fd_dir = (u32)*fd;
-        struct conn_t conn = named->conn;
-        fd_conn.update(&ck, &conn);
+        struct conn_t *had = fd_conn.lookup(&ck);
+        // Rewritten only when the fd names another connection (reused without a close seen here).
+        int same = 0;
+        if (had && had->lport == named->conn.lport && had->rport == named->conn.rport) {
+            u64 h[2], w[2];
+            __builtin_memcpy(h, had->remote, 16);
+            __builtin_memcpy(w, named->conn.remote, 16);
+            same = h[0] == w[0] && h[1] == w[1];
+        }
+        if (!same) {
+            struct conn_t conn = named->conn;
+            fd_conn.update(&ck, &conn);
+        }
         call_fd.delete(&id);
     }
     if (named->owner == pid)
@@ -534,8 +687,20 @@ static __always_inline void sock_used(void *ctx, u64 sk, u16 protocol) {
     events.perf_submit(ctx, e, offsetof(struct event_t, data));
 }
 
-TRACEPOINT_PROBE(sock, sock_send_length) { sock_used(args, (u64)args->sk, args->protocol); return 0; }
-TRACEPOINT_PROBE(sock, sock_recv_length) { sock_used(args, (u64)args->sk, args->protocol); return 0; }
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    if (args->protocol == 17 && UDP_OWNERS)
+        dgram_used(args, (u64)args->sk, args->family, 1);
+    else
+        sock_used(args, (u64)args->sk, args->protocol);
+    return 0;
+}
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    if (args->protocol == 17 && UDP_OWNERS)
+        dgram_used(args, (u64)args->sk, args->family, 0);
+    else
+        sock_used(args, (u64)args->sk, args->protocol);
+    return 0;
+}
 #endif
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
@@ -557,12 +722,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 """
 
 
-def program_text(go_task_regs: bool = True, sock_length: bool = True) -> str:
+def program_text(go_task_regs: bool = True, sock_length: bool = True, udp_owners: bool = True) -> str:
     """The program with its limits filled in; `go_task_regs` names a Go syscall's goroutine by the
     task's saved registers (kernel 5.15+, BTF) instead of by its thread; `sock_length` joins sockets
-    to processes by the sock:sock_send_length/sock_recv_length tracepoints (kernel 6.3+)."""
+    to processes by the sock:sock_send_length/sock_recv_length tracepoints (kernel 6.3+), and with
+    `udp_owners` names UDP sockets' processes too."""
     return (
         SOURCE.replace("__CHUNK__", str(CHUNK_BYTES))
+        .replace("__UDP_OWNERS__", "1" if udp_owners and sock_length else "0")
         .replace("__GO_TASK_REGS__", "1" if go_task_regs else "0")
         .replace("__SOCK_LENGTH__", "1" if sock_length else "0")
         .replace("__PIECES__", str(PIECES_PER_CALL))

@@ -110,7 +110,7 @@ class Scanner:
         self._hooks = hooks
         self._source_state = source_state  # "" when running, else why the source is not
         self._exes: dict[tuple[int, int, int], _Exe] = {}
-        self._versions: dict[tuple[int, int, int], str] = {}
+        self._versions: dict[tuple[int, int, int], tuple[str, str]] = {}
         self.errors: dict[str, int] = {}
 
     def scan(self) -> tuple[list[ProcessTls], bool]:
@@ -154,7 +154,7 @@ class Scanner:
                     seen.add(path)
                     real = self._real(base, path)
                     report.libraries.append(self._library(kind, real, reason, hooks, state))
-        if exe and not any(lib.kind == "openssl" for lib in report.libraries):
+        if exe and not any(lib.kind in ("openssl", "boringssl") for lib in report.libraries):
             real_exe = self._real(base, exe)
             for kind, version, reason in self._exe(base / "exe").found:
                 hooked = bool(hooks.get(real_exe)) and kind in HOOKABLE_EXECUTABLES
@@ -164,7 +164,9 @@ class Scanner:
 
     # -- pieces ---------------------------------------------------------------------------------
     def _library(self, kind: str, path: str, reason: str, hooks: Mapping[str, bool], state: str) -> Library:
-        version = self._version(path) if kind == "openssl" else ""
+        version = ""
+        if kind == "openssl":  # or BoringSSL under the same file name (Android's, Debian's android-*)
+            kind, version = self._version(path)
         if reason:
             return Library(kind, path, version, False, reason)
         hooked = bool(hooks.get(path))
@@ -193,25 +195,31 @@ class Scanner:
         m = _CONTAINER.search(text)
         return m.group(1) if m else ""
 
-    def _version(self, path: str) -> str:
+    def _version(self, path: str) -> tuple[str, str]:
+        """(kind, version) of a libssl: `openssl` and its version, or `boringssl` (which names itself
+        in its libcrypto and has no version)."""
         try:
             st = os.stat(path)
         except OSError:
-            return ""
+            return "openssl", ""
         key = (st.st_dev, st.st_ino, int(st.st_mtime))
         cached = self._versions.get(key)
         if cached is None:
-            cached = ""
+            cached = ("openssl", "")
             # libssl names its version only through libcrypto (same directory, same suffix)
             crypto = re.sub(r"/libssl\.so", "/libcrypto.so", path)
             for candidate in (path, crypto):
                 try:
                     with open(candidate, "rb") as f:
-                        m = _OPENSSL_VERSION.search(f.read(VERSION_SCAN_BYTES))
+                        blob = f.read(VERSION_SCAN_BYTES)
                 except OSError:
                     continue
+                if b"BoringSSL" in blob:
+                    cached = ("boringssl", "")
+                    break
+                m = _OPENSSL_VERSION.search(blob)
                 if m:
-                    cached = m.group(1).decode()
+                    cached = ("openssl", m.group(1).decode())
                     break
             if len(self._versions) >= MAX_EXE_CACHE:
                 self._versions.clear()

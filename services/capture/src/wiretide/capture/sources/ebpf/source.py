@@ -4,11 +4,11 @@ Rule: off unless enabled, and it says why it cannot run (no BCC, no privilege, n
 failing the capture. Uprobes attach by library file (every process mapping that file is covered,
 including ones started later); new files are found by scanning /proc at start and the maps of each
 newly exec'd process shortly after it starts. Executables are examined once each (by device and
-inode): a Go binary's crypto/tls and a statically linked OpenSSL are hooked in the executable
-itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the connection's
-4-tuple; what cannot be placed or was lost is counted by reason. Beside the chunks, the source
-reports which process uses each TCP connection (`SocketOwner`, once per socket and process, TLS or
-not), so that packet entries name their local processes.
+inode): a Go binary's crypto/tls and a statically linked OpenSSL or BoringSSL are hooked in the
+executable itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the
+connection's 4-tuple; what cannot be placed or was lost is counted by reason. Beside the chunks, the
+source reports which process uses each TCP connection and UDP socket (`SocketOwner`, once per socket
+and process, and for UDP per peer; TLS or not), so that packet entries name their local processes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import re
+import struct
 import subprocess
 import threading
 import time
@@ -51,6 +52,11 @@ MAX_OPEN: Final = 65536  # sockets remembered to report their close (the kernel 
 MAX_PENDING_SOCKETS: Final = 65536
 COUNTERS_EVERY_NS: Final = 1_000_000_000  # the kernel side's counters are summed this often at most
 PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
+# The reader is woken when a CPU's buffer holds this many events (at most ~270 KiB of full chunks, a
+# quarter of the buffer), not at each one: a wake-up from inside a probe costs the probed thread an
+# inter-processor interrupt, and the reader a pass through poll() per event. Fewer events wait for the
+# poll's timeout and are read then (`perf_buffer_consume` reads whatever the buffers hold).
+WAKEUP_EVENTS: Final = 32
 _LIBSSL = re.compile(r"/libssl\.so(\.[0-9.]+)?$")
 # The OpenSSL entry points (name, BPF function at entry); each returns through `leave`.
 FUNCTIONS: Final = (
@@ -59,16 +65,25 @@ FUNCTIONS: Final = (
     ("SSL_write_ex", "write_ex_enter"),
     ("SSL_read_ex", "read_ex_enter"),
 )
+# BoringSSL's (Envoy, Android): the same signatures, no `_ex` variants; recognised by a function
+# only it exports (`BORING_MARK`), its events tagged `boringssl`.
+BORING_FUNCTIONS: Final = (
+    ("SSL_write", "boring_write_enter"),
+    ("SSL_read", "boring_read_enter"),
+)
+BORING_MARK: Final = b"^SSL_CTX_set_grease_enabled$"
 # Go crypto/tls: (function, BPF function at entry); each RET instruction gets `go_leave`.
 GO_FUNCTIONS: Final = (
     (gobin.WRITE, "go_write_enter"),
     (gobin.READ, "go_read_enter"),
     (gobin.HANDSHAKE, "go_handshake_enter"),  # optional: names the socket before the first Read
 )
-_LIBRARY_OF_EVENT: Final = {_program.OPENSSL: "openssl", _program.GO: "go"}
+_LIBRARY_OF_EVENT: Final = {_program.OPENSSL: "openssl", _program.GO: "go", _program.BORINGSSL: "boringssl"}
 
 
 AF_INET: Final = 2
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
 _V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"
 
 
@@ -79,7 +94,9 @@ def _unmap(ip: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class SocketOwner:
-    """A process that sent or received on a TCP connection, and the connection as its end sees it."""
+    """A process that sent or received on a TCP connection, and the connection as its end sees it;
+    or on a UDP socket (`protocol` 17), with the peer it exchanged with: the local address is the
+    unspecified one (0.0.0.0 or ::) when the socket is bound to any (a server) or is IPv6."""
 
     local_ip: bytes
     local_port: int
@@ -91,6 +108,7 @@ class SocketOwner:
     cgroup_id: int
     timestamp_ns: int
     container_id: str = ""  # of the cgroup, read on this node ("" outside any container)
+    protocol: int = 6  # IPPROTO_TCP or IPPROTO_UDP
 
     def to_proto(self) -> packets_pb2.SocketOwner:
         from wiretide.proto.v1 import packets_pb2
@@ -106,6 +124,7 @@ class SocketOwner:
             cgroup_id=self.cgroup_id,
             timestamp_ns=self.timestamp_ns,
             container_id=self.container_id,
+            protocol=self.protocol,
         )
 
 
@@ -113,35 +132,21 @@ class EbpfUnavailable(RuntimeError):
     """The source cannot run here; the message says why."""
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [
-        ("ts", ctypes.c_uint64),
-        ("cgroup", ctypes.c_uint64),
-        ("offset", ctypes.c_uint64),
-        ("pid", ctypes.c_uint32),
-        ("tid", ctypes.c_uint32),
-        ("fd", ctypes.c_int32),
-        ("dir", ctypes.c_uint32),
-        ("total", ctypes.c_uint32),
-        ("pos", ctypes.c_uint32),
-        ("len", ctypes.c_uint32),
-        ("kind", ctypes.c_uint32),
-        ("comm", ctypes.c_ubyte * 16),
-        ("local", ctypes.c_ubyte * 16),
-        ("remote", ctypes.c_ubyte * 16),
-        ("lport", ctypes.c_uint16),
-        ("rport", ctypes.c_uint16),
-        ("family", ctypes.c_uint16),
-        ("known", ctypes.c_uint16),
-        ("lib", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
+# struct event_t of the program up to its data, in native order and alignment: ts, cgroup, offset,
+# pid, tid, fd, dir, total, pos, len, kind, comm, local, remote, lport, rport, family, known, lib, pad.
+# One unpack per event: reading the fields one by one through ctypes cost more than everything else
+# the reader does per chunk.
+_HEADER: Final = struct.Struct("=QQQIIiIIIII16s16s16sHHHHII")
+_HEADER_SIZE: Final = _HEADER.size
+# Where the connection's fields (local … known) sit in the header: decoded once per distinct value.
+_CONN_SLICE: Final = slice(72, 112)
+MAX_DECODED: Final = 4096  # distinct connections / command names kept decoded; then started afresh
 
 
-_HEADER_SIZE: Final = ctypes.sizeof(_Header)
-
-
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per event on the reader's hot path, and a frozen dataclass's __init__
+# (a call per field) cost several times a plain one's, the largest share of the reader's time per
+# chunk. Nothing changes a chunk once built (`replace` makes a new one).
+@dataclass(slots=True)
 class Chunk:
     """Bytes one end of a TCP connection sent, as a hooked process wrote or read them."""
 
@@ -284,7 +289,11 @@ class EbpfSource:
         # Sockets joined to processes in the kernel (sock:sock_send_length, kernel 6.3+); without it
         # accepted sockets are named from /proc and no socket owners are reported.
         self.kernel_sockets = False
+        # UDP sockets' processes reported too (`SocketOwner.protocol` 17), on the same kernels.
+        self.udp_owners = False
         self._counted_at = 0
+        self._conns_decoded: dict[bytes, Connection] = {}  # by the header's connection bytes
+        self._comms: dict[bytes, str] = {}  # by the header's 16 comm bytes
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -297,28 +306,31 @@ class EbpfSource:
             (TRACEFS / "events" / "sock" / n).is_dir() for n in ("sock_send_length", "sock_recv_length")
         )
         # Richest first: a kernel without bpf_task_pt_regs (< 5.15) places Go syscalls by their thread;
+        # one that refuses the UDP socket reader (it reads struct sock_common) names TCP sockets only;
         # one whose socket tracepoints do not load names accepted sockets from /proc.
-        variants = (
-            [(True, sock_length), (False, sock_length)] if self._go_task_regs else [(False, sock_length)]
-        )
+        regs = (True, False) if self._go_task_regs else (False,)
+        variants = [(r, sock_length, sock_length) for r in regs]
         if sock_length:
-            variants.append((False, False))
+            variants += [(False, True, False), (False, False, False)]
         error: Exception | None = None
-        for task_regs, joined in variants:
+        for task_regs, joined, udp in variants:
             try:
-                text = _program.program_text(go_task_regs=task_regs, sock_length=joined)
+                text = _program.program_text(go_task_regs=task_regs, sock_length=joined, udp_owners=udp)
                 self._bpf = compile_program(text)
             except Exception as exc:
                 error = exc
                 continue
             self.go_goroutine_of_syscall = "registers" if task_regs else "thread"
             self.kernel_sockets = joined
+            self.udp_owners = udp
             break
         else:
             raise EbpfUnavailable(
                 f"the BPF program does not load: {str(error)[:300]} (kernel headers: see docs/ebpf.md)"
             ) from error
-        self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost)
+        self._bpf[b"events"].open_perf_buffer(
+            self._on_event, page_cnt=PERF_PAGES, lost_cb=self._on_lost, wakeup_events=WAKEUP_EVENTS
+        )
         for path in sorted(self._system_libraries() | self._mapped_libraries()):
             self.hook(path)
         for entry in os.scandir(self.proc):
@@ -370,15 +382,26 @@ class EbpfSource:
 
     # -- hooking -------------------------------------------------------------------------------
 
+    def _is_boringssl(self, path: bytes) -> bool:
+        try:
+            return bool(self._bpf.get_user_functions_and_addresses(path, BORING_MARK))
+        except Exception:  # unreadable or not ELF: the attach below says why
+            return False
+
     def hook(self, path: str, library: str | None = None) -> Hook:
-        """Attach to the OpenSSL functions `path` exports; the result (and why not) is remembered."""
+        """Attach to the OpenSSL (or BoringSSL) functions `path` exports; the result (and why not) is
+        remembered."""
         real = os.path.realpath(path)
         known = self.hooks.get(real)
         if known is not None:
             return known
         attached: list[str] = []
         errors: list[str] = []
-        for sym, enter in FUNCTIONS:
+        functions: tuple[tuple[str, str], ...] = FUNCTIONS
+        if self._is_boringssl(real.encode()):
+            functions = BORING_FUNCTIONS
+            library = "boringssl (static)" if library and "static" in library else "boringssl"
+        for sym, enter in functions:
             try:
                 self._bpf.attach_uprobe(name=real.encode(), sym=sym.encode(), fn_name=enter.encode())
             except Exception as exc:
@@ -395,7 +418,7 @@ class EbpfSource:
             real,
             library or library_of(real),
             tuple(attached),
-            None if attached else ("no OpenSSL functions found: " + "; ".join(errors)[:200]),
+            None if attached else ("no SSL_read/SSL_write found: " + "; ".join(errors)[:200]),
         )
         self.hooks[real] = hook
         return hook
@@ -498,8 +521,9 @@ class EbpfSource:
     # -- events --------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int = 100) -> list[Chunk]:
-        """Wait up to `timeout_ms` for events; the chunks stamped before the poll settled, in kernel
-        order (later ones wait for the next poll).
+        """Wait `timeout_ms` for events (less when a CPU's buffer fills to `WAKEUP_EVENTS`), read all
+        the buffers hold; the chunks stamped before the poll settled, in kernel order (later ones wait
+        for the next poll).
 
         Per-CPU buffers are read one after another, and an event stamped on one CPU can reach its
         buffer after a later event of another CPU was read: a Go goroutine's Read answered on CPU 1
@@ -509,7 +533,8 @@ class EbpfSource:
         then was submitted before the drain (a probe runs in microseconds) — holding the rest.
         """
         bpf = self._bpf
-        bpf.perf_buffer_poll(timeout=timeout_ms)
+        bpf.perf_buffer_poll(timeout=timeout_ms)  # woken early only by a buffer holding WAKEUP_EVENTS
+        bpf.perf_buffer_consume()
         now = time.monotonic_ns()
         if self._execs:
             self._scan_execs(now)
@@ -519,7 +544,7 @@ class EbpfSource:
         if not self._out and not self._held:
             return []
         settled = time.monotonic_ns()
-        bpf.perf_buffer_poll(timeout=0)
+        bpf.perf_buffer_consume()
         cutoff = settled - SETTLE_NS + self._boot_offset
         out = self._held + self._out if self._held else self._out
         self._out = []
@@ -560,40 +585,47 @@ class EbpfSource:
         self.stats.drop("lost", count)
 
     def _on_event(self, _cpu: int, data: Any, size: int) -> None:
-        h = ctypes.cast(data, ctypes.POINTER(_Header)).contents
-        kind = h.kind
+        if size < _HEADER_SIZE:
+            self.stats.drop("short_event")
+            return
+        raw = ctypes.string_at(data, size)
+        (ts, cgroup, offset, pid, tid, fd, direction, total, pos, n, kind, comm, _l, _r, _lp, _rp, _f,
+         known, lib, _pad) = _HEADER.unpack_from(raw)  # fmt: skip
         if kind == _program.EXEC:
             if len(self._execs) < MAX_PENDING_EXECS:
-                self._execs[h.pid] = time.monotonic_ns()
+                self._execs[pid] = ts  # bpf_ktime_get_ns: CLOCK_MONOTONIC, as time.monotonic_ns()
             else:
                 self.stats.drop("exec_backlog")
             return
         if kind == _program.SOCKET:
-            self._socket(h)
+            self._socket(raw)
             return
         if kind == _program.CLOSE:
-            self.conns.forget(h.pid, h.fd)
-            last = self._open.pop((h.pid, h.fd), None)
+            self.conns.forget(pid, fd)
+            last = self._open.pop((pid, fd), None)
             if last is not None:
                 self._out.append(
-                    replace(last, data=b"", offset=0, timestamp_ns=h.ts + self._boot_offset, closed=True)
+                    replace(last, data=b"", offset=0, timestamp_ns=ts + self._boot_offset, closed=True)
                 )
             return
-        n = h.len
-        if h.pos == 0 and h.total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:  # once per call
-            self.stats.drop("cut", h.total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
+        if pos == 0 and total > _program.CHUNK_BYTES * _program.PIECES_PER_CALL:  # once per call
+            self.stats.drop("cut", total - _program.CHUNK_BYTES * _program.PIECES_PER_CALL)
         conn: Connection | None
-        if h.known:  # a connection the kernel side named (see _program: connections)
-            width = 4 if h.family == AF_INET else 16
-            local, remote = bytes(h.local)[:width], bytes(h.remote)[:width]
-            conn = Connection(_unmap(local), h.lport, _unmap(remote), h.rport, h.known == _program.SERVER)
+        if known:  # a connection the kernel side named (see _program: connections)
+            key = raw[_CONN_SLICE]
+            conn = self._conns_decoded.get(key)
+            if conn is None:
+                conn = self._decode_conn(raw)
+                if len(self._conns_decoded) >= MAX_DECODED:
+                    self._conns_decoded.clear()
+                self._conns_decoded[key] = conn
         else:
-            conn = self.conns.get(h.pid, h.fd) if h.fd >= 0 else None
+            conn = self.conns.get(pid, fd) if fd >= 0 else None
         if conn is None:
             self.stats.drop("unattributed")
             return
-        payload = ctypes.string_at(data + _HEADER_SIZE, min(n, size - _HEADER_SIZE))
-        sending = h.dir == _program.WRITE
+        payload = raw[_HEADER_SIZE : _HEADER_SIZE + n]
+        sending = direction == _program.WRITE
         if sending:
             src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
             from_client = not conn.local_is_server
@@ -608,40 +640,66 @@ class EbpfSource:
             dst,
             dport,
             from_client,
-            h.offset + h.pos,
+            offset + pos,
             payload,
-            h.ts + self._boot_offset,
-            h.pid,
-            h.tid,
-            bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
-            h.cgroup,
-            _LIBRARY_OF_EVENT.get(h.lib, "openssl"),
+            ts + self._boot_offset,
+            pid,
+            tid,
+            self._comm(comm),
+            cgroup,
+            _LIBRARY_OF_EVENT.get(lib, "openssl"),
             sending,
-            container_id=self.containers.get(h.cgroup),
+            container_id=self.containers.get(cgroup),
         )
         if len(self._open) >= MAX_OPEN:
             self._open.clear()
-        self._open[(h.pid, h.fd)] = chunk
+        self._open[(pid, fd)] = chunk
         self._out.append(chunk)
 
-    def _socket(self, h: _Header) -> None:
+    def _comm(self, raw: bytes) -> str:
+        name = self._comms.get(raw)
+        if name is None:
+            name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if len(self._comms) >= MAX_DECODED:
+                self._comms.clear()
+            self._comms[raw] = name
+        return name
+
+    @staticmethod
+    def _decode_conn(raw: bytes) -> Connection:
+        (*_, local, remote, lport, rport, family, known, _lib, _pad) = _HEADER.unpack_from(raw)
+        width = 4 if family == AF_INET else 16
+        return Connection(
+            _unmap(local[:width]), lport, _unmap(remote[:width]), rport, known == _program.SERVER
+        )
+
+    def _socket(self, raw: bytes) -> None:
         if len(self._sockets) >= MAX_PENDING_SOCKETS:
             self.stats.drop("socket_backlog")
             return
-        width = 4 if h.family == AF_INET else 16
+        (ts, cgroup, _o, pid, _t, _fd, _d, _tot, _pos, _n, _k, comm, local16, remote16, lport, rport,
+         family, known, _lib, _pad) = _HEADER.unpack_from(raw)  # fmt: skip
+        width = 4 if family == AF_INET else 16
+        remote = _unmap(remote16[:width])
+        datagram = known == _program.DATAGRAM
+        if datagram:  # the kernel knows only an IPv4 socket's own address; any other is unspecified
+            local = local16[:4] if family == AF_INET else bytes(len(remote))
+        else:
+            local = _unmap(local16[:width])
         self.stats.sockets += 1
         self._sockets.append(
             SocketOwner(
-                _unmap(bytes(h.local)[:width]),
-                h.lport,
-                _unmap(bytes(h.remote)[:width]),
-                h.rport,
-                h.known == _program.SERVER,
-                h.pid,
-                bytes(h.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
-                h.cgroup,
-                h.ts + self._boot_offset,
-                self.containers.get(h.cgroup),
+                local,
+                lport,
+                remote,
+                rport,
+                known == _program.SERVER,
+                pid,
+                self._comm(comm),
+                cgroup,
+                ts + self._boot_offset,
+                self.containers.get(cgroup),
+                IPPROTO_UDP if datagram else IPPROTO_TCP,
             )
         )
 
