@@ -1,22 +1,26 @@
-"""What each workload's requests do, learned from the links already made: which inbound endpoints
-make which outbound calls (the call graph), which connections serve which (a thread that serves one
-inbound connection and calls out on its own), and how long after a request starts its call goes out
-(`before`) and how long after the call returns the request is answered (`after`).
+"""What each workload's requests do, learned from the traffic and the links already made: which
+inbound endpoints make which outbound calls (the call graph), which connections serve which (a thread
+that serves one inbound connection and calls out on its own), and how long after a request starts its
+call goes out (`before`) and how long after the call returns the request is answered (`after`).
 
 Rule: the model only ever re-weighs timing costs — it never makes or refuses a link alone — and each
 part learns from evidence fit for it: the gaps only from links not in doubt (a propagated header, the
 kernel, a call with a single possible parent, a joint assignment whose winner was clear); the call
-graph and connection pairs from every link, as rates, where wrong links scatter and right ones add up.
+graph and connection pairs from every link, as rates, where wrong links scatter and right ones add up;
+the binding of connections from the traffic alone, no link needed (`Conn`); a link of a call to its
+parent's own server (the last resort of a call nothing else fits) teaches nothing.
 
 The timing cost of "request r made call c" is then the squared distance of both gaps from what that
 workload's endpoint usually shows, each in units of its own spread (a robust z-score: median and
 median absolute deviation), instead of raw milliseconds: a service whose calls go out at a steady
 point of its work but whose answers wait in a queue is weighed by the gap that is steady. Until a
-(workload, endpoint, call) has `MIN_SAMPLES` links, its cost is the raw one, in milliseconds.
+(workload, endpoint, call) has `MIN_SAMPLES` links, its cost is the raw one, in milliseconds squared,
+and what was learned about the call graph and the connections is scaled to it.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Final
 
 from wiretide.tracer.names import TABLE_EVICTIONS
@@ -51,9 +55,29 @@ MIN_PAIRINGS: Final = 3
 PAIRED_SHARE: Final = 0.75
 UNPAIRED_COST: Final = 12.0
 MAX_FLOWS: Final = 50_000
+# Connections that carry one request at a time (HTTP/1.x keep-alive, most database clients) are
+# watched for binding without any link made: a thread that serves one inbound connection and calls
+# out on its own keeps every call of that outbound connection inside some request of that inbound
+# one, while another busy inbound connection leaves a call straddling two of its requests now and
+# then. Each of the outbound connection's latest `BOUND_WINDOW` calls (within the time the inbound
+# connection was seen) that no request of the candidate's inbound connection encloses costs
+# `MISS_COST`, up to `MAX_MISSES` of them.
+BOUND_WINDOW: Final = 16
+# Connections watched so (~0.5 kB each with their requests; all forgotten at once beyond it).
+MAX_CONNS: Final = 20_000
+MISS_COST: Final = 15.0
+MAX_MISSES: Final = 4
 # A request that calls the very server it is served by: possible (recursion through the network) but
-# rare, while on a shared address its concurrent requests enclose each other's calls all the time.
-SELF_CALL_COST: Final = 30.0
+# rare, while on a shared address its concurrent requests enclose each other's calls all the time
+# (a request nested in another is a tight fit for it, while before anything is learned the true
+# parent's gaps cost their milliseconds squared). So it costs more than any real pair of gaps within
+# the assembly window (2 × 2000² ms²) — taken only when no other request fits — and less than
+# leaving the call without a parent (the assembler's 1e9).
+SELF_CALL_COST: Final = 1e7
+# Until an endpoint's gaps are learned, its costs are milliseconds squared and what the call graph
+# and the connections learned is scaled by the cost, up to this (100 ms of gap on each side): so that
+# it still counts against long gaps, and stays below `SELF_CALL_COST`.
+RAW_SCALE_CAP: Final = 2e4
 # Median absolute deviation → standard deviation of a normal distribution.
 MAD_TO_SIGMA: Final = 1.4826
 NS_PER_MS: Final = 1_000_000.0
@@ -138,10 +162,21 @@ def _flow(span: Span) -> str:
 
 
 class DelayModel:
-    """Per workload: endpoint → calls it makes, their gaps (`Gaps`), and connection pairs.
-    Bounded by `MAX_KEYS` and `MAX_FLOWS` (each table forgotten at once beyond its bound)."""
+    """Per workload: endpoint → calls it makes, their gaps (`Gaps`), and connection pairs; per
+    connection, its latest requests (`Conn`). Bounded by `MAX_KEYS`, `MAX_FLOWS` and `MAX_CONNS`
+    (each table forgotten at once beyond its bound)."""
 
-    __slots__ = ("_calls", "_endpoints", "_gaps", "_inbound_flows", "_outbound_flows", "_requests", "learned")
+    __slots__ = (
+        "_bound",
+        "_calls",
+        "_conns",
+        "_endpoints",
+        "_gaps",
+        "_inbound_flows",
+        "_outbound_flows",
+        "_requests",
+        "learned",
+    )
 
     def __init__(self) -> None:
         self._gaps: dict[tuple[str, str, str, str], Gaps] = {}
@@ -150,6 +185,8 @@ class DelayModel:
         self._calls: dict[tuple[str, str, str, str], int] = {}  # links made per (endpoint, call)
         self._inbound_flows: dict[str, Pairing] = {}  # inbound connection -> its calls' connections
         self._outbound_flows: dict[str, Pairing] = {}  # outbound connection -> its requests' connections
+        self._conns: dict[str, Conn] = {}  # connection -> its latest requests, one at a time
+        self._bound: dict[tuple[str, str], tuple[int, int, int]] = {}  # (in, out) -> versions, misses
         self.learned = 0
 
     def request(self, span: Span) -> None:
@@ -162,10 +199,26 @@ class DelayModel:
             requests.clear()
             self._calls.clear()
         requests[key] = requests.get(key, 0) + 1
+        flow = _flow(span)
+        if flow:
+            conn = self._conns.get(flow)
+            if conn is None:
+                if len(self._conns) >= MAX_CONNS:
+                    TABLE_EVICTIONS.labels("delay_connections").inc(len(self._conns))
+                    self._conns.clear()
+                    self._bound.clear()
+                conn = self._conns[flow] = Conn()
+            conn.add(span.start_ns, span.end_ns)
 
     def linked(self, parent: Span, call: Span) -> None:
-        """Record a link made by any evidence (the call graph's rates, the connections' pairs)."""
+        """Record a link made by any evidence (the call graph's rates, the connections' pairs). A
+        request taken as the maker of a call to its own server teaches neither: such links are the
+        last resort of a call nothing else fits (a client on the servers' address), and pairing a
+        server's inbound connections with each other would hide the connections its requests do
+        call out on."""
         w = parent.workload
+        if call.peer == w:
+            return
         key = (w.namespace, w.service_name, parent.name, call.signature)
         self._calls[key] = self._calls.get(key, 0) + 1
         inbound, outbound = _flow(parent), _flow(call)
@@ -183,8 +236,11 @@ class DelayModel:
                 pairing.add(other)
 
     def learn(self, parent: Span, call: Span) -> None:
-        """Record that `parent` (an inbound request) made `call` (an outbound call)."""
+        """Record that `parent` (an inbound request) made `call` (an outbound call). A call to the
+        parent's own server teaches nothing (see `linked`)."""
         w = parent.workload
+        if call.peer == w:
+            return
         key = (w.namespace, w.service_name, parent.name, call.signature)
         gaps = self._gaps.get(key)
         if gaps is None:
@@ -206,28 +262,35 @@ class DelayModel:
         endpoint = (w.namespace, w.service_name, parent.name)
         key = (w.namespace, w.service_name, parent.name, call.signature)
         gaps = self._gaps.get(key) if self._gaps else None
+        own = SELF_CALL_COST if call.peer == w else 0.0
         if gaps is not None and gaps.ready:
-            cost = gaps.cost(before_ms, after_ms)
-        else:
-            cost = before_ms * before_ms + after_ms * after_ms
-            if gaps is None and self._endpoints.get(endpoint, 0) >= MIN_ENDPOINT_SAMPLES:
-                cost += UNSEEN_CALL_COST
-        return cost + self.penalty(parent, call)
+            return gaps.cost(before_ms, after_ms) + own + self._evidence(parent, call)
+        cost = before_ms * before_ms + after_ms * after_ms
+        if gaps is None and self._endpoints.get(endpoint, 0) >= MIN_ENDPOINT_SAMPLES:
+            cost += UNSEEN_CALL_COST
+        # In milliseconds squared what was learned weighs little against a long gap: until the gaps
+        # are learned, it scales with the cost it is added to (up to `RAW_SCALE_CAP`).
+        return cost + own + self._evidence(parent, call) * min(max(1.0, cost), RAW_SCALE_CAP)
 
     def penalty(self, parent: Span, call: Span) -> float:
-        """What the call graph and the connection pairs add to the timing cost of `parent` having
-        made `call` (0 when nothing learned speaks against it)."""
+        """What a call to the parent's own server, the call graph and the connections add to the
+        timing cost of `parent` having made `call` (0 when nothing speaks against it)."""
+        own = SELF_CALL_COST if call.peer == parent.workload else 0.0
+        return own + self._evidence(parent, call)
+
+    def _evidence(self, parent: Span, call: Span) -> float:
+        """What the call graph and the connections learned add (in z² units, `Gaps.cost`)."""
         w = parent.workload
         endpoint = (w.namespace, w.service_name, parent.name)
         key = (w.namespace, w.service_name, parent.name, call.signature)
         cost = 0.0
-        if call.peer == w:
-            cost += SELF_CALL_COST
         requests = self._requests.get(endpoint, 0)
         if requests >= MIN_ENDPOINT_REQUESTS and self._calls.get(key, 0) < RARE_CALL_RATE * requests:
             cost += RARE_CALL_COST
+        inbound, outbound = _flow(parent), _flow(call)
+        if inbound and outbound and self._conns:
+            cost += MISS_COST * max(self._misses(inbound, outbound), 0)
         if self._inbound_flows:
-            inbound, outbound = _flow(parent), _flow(call)
             mine = self._inbound_flows.get(inbound)
             bound = mine.partner() if mine is not None else ""
             if not bound:
@@ -238,3 +301,58 @@ class DelayModel:
             elif bound != outbound:
                 cost += UNPAIRED_COST
         return cost
+
+    def _misses(self, inbound: str, outbound: str) -> int:
+        """Of the latest calls on `outbound`, how many no request on `inbound` enclosed (at most
+        `MAX_MISSES`); -1 when either connection carries concurrent requests or is unknown."""
+        conns = self._conns
+        inb, out = conns.get(inbound), conns.get(outbound)
+        if inb is None or out is None or inb.concurrent or out.concurrent:
+            return -1
+        key = (inbound, outbound)
+        held = self._bound.get(key)
+        if held is not None and held[0] == inb.version and held[1] == out.version:
+            return held[2]
+        misses = 0
+        starts, ends = inb.starts, inb.ends
+        # A request is seen when it ends: the request that made the outbound connection's latest
+        # call may still be in flight (on a bound pair, only that one), so that call is not judged.
+        first, last = starts[0], max(ends)
+        latest = len(out.starts) - 1
+        for i, (o_start, o_end) in enumerate(zip(out.starts, out.ends, strict=True)):
+            if o_start < first or (i == latest and o_end > last):
+                continue
+            k = bisect.bisect_right(starts, o_start) - 1
+            if k < 0 or ends[k] < o_end:
+                misses += 1
+                if misses >= MAX_MISSES:
+                    break
+        if len(self._bound) >= MAX_CONNS:
+            self._bound.clear()
+        self._bound[key] = (inb.version, out.version, misses)
+        return misses
+
+
+class Conn:
+    """The latest requests of one connection, by start (`DelayModel._misses`); `concurrent` once two
+    of them overlapped (a multiplexed or pipelined connection, whose requests bind to no thread)."""
+
+    __slots__ = ("concurrent", "ends", "starts", "version")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.version = 0
+        self.concurrent = False
+
+    def add(self, start: int, end: int) -> None:
+        starts, ends = self.starts, self.ends
+        if starts and start < ends[-1]:
+            self.concurrent = True
+        if len(starts) >= BOUND_WINDOW:
+            del starts[0]
+            del ends[0]
+        at = bisect.bisect_right(starts, start)
+        starts.insert(at, start)
+        ends.insert(at, end)
+        self.version += 1
