@@ -12,6 +12,7 @@ import nats
 from tests.helpers.nats import NatsServer
 from tests.helpers.wait import wait_for_async
 from wiretide.common.bus import BatchPublisher, connect_with_retry, entries_subject
+from wiretide.common.bus.publish import FILL
 from wiretide.common.bus.spool import Spool, SpoolBudget, leftover
 from wiretide.common.bus.subjects import ENTRIES_ALL, ENTRIES_STREAM
 
@@ -98,6 +99,59 @@ async def test_a_batch_larger_than_the_servers_max_payload_is_split_and_an_overs
     assert pub.seq >= 3  # 29 × 100 KB cannot travel in fewer than three 1 MB messages
     got = await stored_items_raw(nats_server.url)
     assert got == [i for i in range(30) if i != 13]
+
+
+def encode_10k(items: Sequence[int], seq: int) -> tuple[bytes, str]:
+    """Items of 10 KB each: a message of the default 500 would be 5 MB, five times what NATS carries."""
+    return b"".join((b"%d," % i).ljust(10_000, b" ") for i in items), f"10k-{seq}-{items[0]}"
+
+
+async def test_messages_are_filled_to_what_the_server_carries_not_cut_to_max_items(
+    nats_server: NatsServer,
+) -> None:
+    bus = await connect_with_retry(nats_server.url, "t")
+    sizes: list[int] = []
+
+    def encode(items: Sequence[int], seq: int) -> tuple[bytes, str]:
+        payload, msg_id = encode_10k(items, seq)
+        sizes.append(len(payload))
+        return payload, msg_id
+
+    pub: BatchPublisher[int] = BatchPublisher(bus, entries_subject("n1"), encode, max_items=5_000)
+    pub.start()
+    pub.extend(list(range(1000)))
+    await pub.close()
+    await bus.close()
+    limit = 1024 * 1024  # nats-server's default max_payload
+    assert pub.batch == int(limit * FILL / 10_000)  # learned from the first message that fitted
+    assert pub.published_items == 1000 and pub.dropped == 0
+    assert pub.seq == -(-1000 // pub.batch)  # full messages, then the rest
+    # One message was encoded too large (the first, before the size of an item was known); every
+    # other encoding was sent.
+    assert sum(size > limit for size in sizes) == 1 and len(sizes) == pub.seq + 1
+    assert await stored_items_raw(nats_server.url) == list(range(1000))
+
+
+async def test_a_messages_worth_is_sent_at_once_and_less_after_the_linger(nats_server: NatsServer) -> None:
+    bus = await connect_with_retry(nats_server.url, "t")
+    slow: BatchPublisher[int] = BatchPublisher(
+        bus, entries_subject("n1"), encode, max_items=100, max_delay_s=3600.0
+    )
+    slow.start()
+    slow.extend(list(range(250)))  # two messages' worth: sent without waiting out the hour
+    await wait_for_async("two full messages sent", lambda: slow.published_items, lambda n: n == 200)
+    assert slow.seq == 2 and len(slow.buffer) == 50
+    quick: BatchPublisher[int] = BatchPublisher(
+        bus, entries_subject("n2"), encode, max_items=100, max_delay_s=0.05
+    )
+    quick.start()
+    quick.extend([1000, 1001, 1002])  # far from a message's worth: sent once the linger is over
+    await wait_for_async("the few items sent", lambda: quick.published_items, lambda n: n == 3)
+    assert quick.seq == 1
+    await quick.close()
+    await slow.close()  # the 50 left are flushed on close
+    await bus.close()
+    assert sorted(await stored_items(nats_server.url)) == [*range(250), 1000, 1001, 1002]
 
 
 async def stored_items_raw(url: str) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers.entries import entries
 from wiretide.common.kfl import compile_predicate
 from wiretide.gateway.store import SqliteStore, StoreError
-from wiretide.gateway.store.sqlite import SCHEMA_VERSION, pack
+from wiretide.gateway.store.sqlite import SCHEMA_VERSION, compress_from, pack
 
 # The first layout (user_version 0), as gateways before the grouped layout wrote it.
 V0_SCHEMA = """
@@ -339,6 +339,46 @@ def test_json_handed_in_as_received_is_stored_as_is(tmp_path: Path) -> None:
     assert blob == b"j" + raw[3]
     with pytest.raises(ValueError):
         store.insert_many(docs, raw[:-1])
+    store.close()
+
+
+def _padded(doc: dict[str, Any], size: int) -> tuple[dict[str, Any], bytes]:
+    """`doc` with a response body that makes its JSON exactly `size` bytes."""
+    doc = {**doc, "path": "/" + "p" * 200, "response": {"body": ""}}
+    doc["response"]["body"] = "x" * (size - len(orjson.dumps(doc)))
+    raw = orjson.dumps(doc)
+    assert len(raw) == size
+    return doc, raw
+
+
+def test_json_that_fits_its_page_is_stored_uncompressed_and_larger_json_compressed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    threshold = compress_from(8192)
+    assert store._compress_from == threshold
+    small = [_padded(d, threshold - 1) for d in DOCS[:50]]
+    large = [_padded(d, threshold) for d in DOCS[50:60]]
+    docs = [d for d, _ in small + large]
+    assert store.insert_many(docs, [raw for _, raw in small + large]) == 60
+    blobs = dict(store._db.execute("SELECT id, doc FROM entries").fetchall())
+    assert all(blobs[d["id"]] == b"j" + raw for d, raw in small)
+    assert all(blobs[d["id"]][:1] == b"z" for d, _ in large)
+    assert all(store.get(d["id"]) == d for d in docs)
+    # Uncompressed rows at the threshold, with a long path, still fit their pages: no overflow page.
+    overflow = "SELECT count(*) FROM dbstat WHERE name = 'entries' AND pagetype = 'overflow'"
+    assert store._db.execute(overflow).fetchone()[0] == 0
+    store.close()
+
+
+def test_a_store_with_smaller_pages_compresses_from_a_smaller_size(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        c.execute("PRAGMA page_size = 4096")
+        c.execute("VACUUM")
+    store = SqliteStore(tmp_path / "s.db")
+    assert store._compress_from == compress_from(4096) < compress_from(8192)
+    doc, raw = _padded(DOCS[0], compress_from(4096))
+    store.insert_many([doc], [raw])
+    assert store._db.execute("SELECT doc FROM entries").fetchone()[0][:1] == b"z"
+    assert store.get(doc["id"]) == doc
     store.close()
 
 

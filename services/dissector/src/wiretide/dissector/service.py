@@ -57,6 +57,7 @@ FLOWS = Gauge("wiretide_dissector_flows_active", "Flows in the tables")
 
 # Batches a sender may have in flight per stream (credit-based backpressure).
 DEFAULT_CREDITS: Final = 8
+MAX_PUBLISH_LINGER_S: Final = 5.0  # an entry waits for company at most this long: beyond it, a stale UI
 # How often a held Ingest answer looks again whether the publishers caught up (a JetStream ack takes
 # about this long; the wait is per batch, never per packet).
 PUBLISH_WAIT_S: Final = 0.002
@@ -118,7 +119,13 @@ class DissectorSettings(CommonSettings):
             raise ValueError(f"not a directory: {value!r}")
         return value
 
-    dissector_publish_items: int = 500  # entries per NATS message
+    # Entries per NATS message at most: fewer when that many would not fit in one (the publisher fills a
+    # message to 80% of the server's max_payload: ~600 HTTP calls of 1.2 KB)...
+    dissector_publish_items: int = 2_000
+    # ...sent as soon as a message's worth is waiting, else once this long has passed: what publishing
+    # adds to an entry's way to the live view and the store (at most twice this: an entry left over
+    # after full messages went out at the end of a burst waits one more linger).
+    dissector_publish_linger_s: float = 0.1
     # Entries held in memory while NATS is away or slow (~3 KB each as documents: ~60 MB), then spooled.
     dissector_max_buffered: int = 20_000
     # Bytes of encoded entries spooled on disk (under the data dir) beyond that, for every capture node
@@ -165,6 +172,13 @@ class DissectorSettings(CommonSettings):
     @classmethod
     def _ports(cls, value: str) -> str:
         parse_overrides(value)
+        return value
+
+    @field_validator("dissector_publish_linger_s")
+    @classmethod
+    def _linger(cls, value: float) -> float:
+        if not 0 < value <= MAX_PUBLISH_LINGER_S:
+            raise ValueError(f"must be more than 0 and at most {MAX_PUBLISH_LINGER_S} s")
         return value
 
     @field_validator(
@@ -421,6 +435,7 @@ class DissectorService(Service):
             subject,
             encode,
             max_items=self.cfg.dissector_publish_items,
+            max_delay_s=self.cfg.dissector_publish_linger_s,
             max_buffered=self.cfg.dissector_max_buffered,
             spool=spool,
         )

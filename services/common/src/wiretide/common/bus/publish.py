@@ -1,9 +1,14 @@
 """Batched publishing: many items per NATS message, bounded buffering, counted drops.
 
-Items are appended to a buffer; a flusher sends one message per `max_items` (or every
-`max_delay_s`). While NATS is away the buffer fills up to `max_buffered` items. Without a spool the
+Items are appended to a buffer; a flusher sends a message as soon as a message's worth is buffered
+(under load: full messages) and otherwise every `max_delay_s` (the bound on what waiting adds to an
+item's latency). A message's worth is `max_items`, or fewer when that many would not fit in a NATS
+message: the publisher learns the encoded size of an item from each message it encodes and fills a
+message to FILL of the server's max_payload (a message carries a fixed cost at the server and at every
+consumer — a JetStream store, a delivery and an ack each — so fewer, fuller messages cost less per item).
+While NATS is away the buffer fills up to `max_buffered` items. Without a spool the
 oldest items are then dropped and counted (wiretide_bus_dropped_total{reason="buffer_full"}). With one,
-what comes next is encoded, `max_items` to a message, into the on-disk spool (`spool.py`) up to its
+what comes next is encoded, a message's worth at a time, into the on-disk spool (`spool.py`) up to its
 budget, and what does not fit is dropped and counted (reason "spool_full"). Order is kept: the memory
 buffer holds the oldest items, the spool the next, and items that arrive while the spool holds
 messages queue behind it; the flusher sends in that order once NATS is back.
@@ -12,7 +17,6 @@ messages queue behind it; the flusher sends in that order once NATS is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +31,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, used until the server's INFO says otherwise
+# Share of max_payload a message is filled to: items vary in size, and a message that turns out too
+# large is encoded again with fewer items (wasted work), so aim below the limit.
+FILL = 0.8
 SPOOLED_ID_SUFFIX = "-spooled"
 CLOSE_FLUSH_S = 2.0  # how long close() keeps trying to send; the rest goes to the spool (or is lost)
 
@@ -54,11 +61,12 @@ class BatchPublisher(Generic[T]):
         self.max_buffered = max_buffered
         self.spool = spool
         self.buffer: deque[T] = deque(maxlen=max_buffered if spool is None else None)
-        self._tail: list[T] = []  # items behind the spool, spooled `max_items` at a time
+        self._tail: list[T] = []  # items behind the spool, spooled a message's worth at a time
         self.spooled_items = 0
         self.seq = 0
         self.dropped = 0
         self.published_items = 0
+        self.batch = max_items  # items per message: max_items, or as many as fit (see _learn)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -70,7 +78,7 @@ class BatchPublisher(Generic[T]):
     @property
     def backed_up(self) -> bool:
         """More is waiting than a few messages' worth and nowhere else takes it: senders should slow."""
-        if len(self.buffer) <= self.max_items * 4:
+        if len(self.buffer) <= self.batch * 4:
             return False
         return self.spool is None or self.spool.budget.used >= self.spool.budget.max_bytes
 
@@ -84,14 +92,14 @@ class BatchPublisher(Generic[T]):
         if spool is not None:
             if self._tail or spool.messages or len(self.buffer) >= self.max_buffered:
                 self._tail.append(item)
-                if len(self._tail) >= self.max_items:
+                if len(self._tail) >= self.batch:
                     self._spill()
                 return
         elif len(self.buffer) == self.buffer.maxlen:
             self.dropped += 1
             BUS_DROPPED.labels(self.subject, "buffer_full").inc()
         self.buffer.append(item)
-        if len(self.buffer) >= self.max_items:
+        if len(self.buffer) >= self.batch:
             self._wake.set()
 
     def extend(self, items: Sequence[T]) -> None:
@@ -129,7 +137,7 @@ class BatchPublisher(Generic[T]):
         """`items` encoded as spooled messages (id, payload, items in it); oversized items dropped."""
         out = []
         while items:
-            fit = self._fitting(items[: self.max_items])
+            fit = self._fitting(items[: self.batch])
             if fit is None:
                 self.dropped += 1
                 BUS_DROPPED.labels(self.subject, "too_large").inc()
@@ -150,16 +158,24 @@ class BatchPublisher(Generic[T]):
         while True:
             payload, msg_id = self.encode(items[:n], self.seq + 1)
             if len(payload) <= limit:
+                if n >= self.batch or n < len(items):  # a full message, or one cut down to fit
+                    self._learn(len(payload), n, limit)
                 return payload, msg_id, n
             if n == 1:
                 return None
-            n //= 2  # halve until the message fits
+            # As many as would fill FILL of a message at this message's bytes per item (fewer each time).
+            n = max(1, min(n - 1, int(n * limit * FILL / len(payload))))
+
+    def _learn(self, size: int, n: int, limit: int) -> None:
+        """Items per message from a message of `n` items and `size` bytes: as many as fill FILL of the
+        limit, at most max_items. Only full messages teach (a small one is mostly framing)."""
+        self.batch = max(1, min(self.max_items, int(limit * FILL * n / size)))
 
     def _spill(self) -> None:
-        """The oldest `max_items` of the tail into the spool as messages; what it cannot take is counted."""
+        """A message's worth of the tail's oldest items into the spool; what it cannot take is counted."""
         assert self.spool is not None
-        items = self._tail[: self.max_items]
-        del self._tail[: self.max_items]
+        items = self._tail[: self.batch]
+        del self._tail[: self.batch]
         for msg_id, payload, n in self._messages(items):
             if self.spool.append(msg_id, payload):
                 self.spooled_items += n
@@ -167,8 +183,11 @@ class BatchPublisher(Generic[T]):
                 self.dropped += n
                 BUS_DROPPED.labels(self.subject, "spool_full").inc(n)
 
-    async def flush(self) -> None:
-        while self.buffer:
+    async def flush(self, *, whole: bool = True) -> None:
+        """Send what is buffered: all of it, or (`whole` false) the full messages' worth, the rest waiting
+        for more items or for the linger to run out."""
+        least = 1 if whole else self.batch
+        while self._unconfirmed is not None or len(self.buffer) >= least:
             await self._send_one()
         spool = self.spool
         if spool is None:
@@ -189,11 +208,16 @@ class BatchPublisher(Generic[T]):
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            lingered = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.max_delay_s)
+            except TimeoutError:
+                lingered = True
             self._wake.clear()
             try:
-                await self.flush()
+                # Woken by a message's worth: full messages only. An item left over waits at most one
+                # more linger, so none waits more than two.
+                await self.flush(whole=lingered or self._closing)
             except Exception as exc:  # NATS away: keep buffering within the bound
                 log.warning("publish failed, buffering", extra={"subject": self.subject, "error": str(exc)})
                 await asyncio.sleep(0.5)
@@ -206,7 +230,7 @@ class BatchPublisher(Generic[T]):
 
     async def _send_one(self) -> None:
         fit = self._unconfirmed or self._fitting(
-            [self.buffer[i] for i in range(min(self.max_items, len(self.buffer)))]
+            [self.buffer[i] for i in range(min(self.batch, len(self.buffer)))]
         )
         if fit is None:  # one item larger than a NATS message can carry: drop it, counted
             self.buffer.popleft()

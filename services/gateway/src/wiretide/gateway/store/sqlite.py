@@ -176,12 +176,20 @@ COLUMNS: Final[dict[str, str]] = {
 
 # zlib level 1: most of the size win for a fraction of the CPU of the default level.
 COMPRESSION_LEVEL = 1
-# Below this size compression saves little and costs more than the insert itself (zlib's set-up).
-COMPRESS_FROM = 1024
+# An entry's JSON is compressed only when its row would not otherwise fit on its page (a longer row
+# spills into overflow pages, each one more page written). Compressing a small entry costs more CPU
+# than the rest of its write (`bench/store_writer.py --size 1200`, 1.2 KB entries: 15-23 µs of CPU per
+# entry stored uncompressed, 53-91 µs compressed). So small API calls are stored as received and take
+# ~1.5x the bytes on disk (1,512 per entry against 998; the size-based retention bound counts them so).
+# The threshold: SQLite's largest row kept on a page of the table's B-tree (an index B-tree: WITHOUT
+# ROWID), less ROW_ALLOWANCE for the row's other columns (id, time, numbers, a path).
+ROW_ALLOWANCE = 256
+COMPRESS_FROM = 1024  # the threshold of a store whose page size is not known (and the floor of any)
 RAW, ZLIB = b"j", b"z"
 BUSY_TIMEOUT_S = 5.0
-# 8 KiB pages: a row (columns + up to 1 KiB of raw JSON) stays on its page instead of spilling into an
-# overflow page, which a WITHOUT ROWID table does past ~1,000 bytes with 4 KiB pages. New files only.
+# 8 KiB pages: a row (columns + up to 1,774 bytes of raw JSON, see compress_from) stays on its page
+# instead of spilling into an overflow page, which a WITHOUT ROWID table does past ~1,000 bytes with
+# 4 KiB pages. New files only.
 PAGE_SIZE = 8192
 WAL_KIB = 128 * 1024  # the write-ahead log's size between checkpoints (and what its file is cut back to)
 CACHE_KIB = 64 * 1024  # page cache: keeps the upper levels of the indexes in memory at millions of rows
@@ -199,9 +207,16 @@ REANALYZE_MIN_ROWS = 10_000  # re-sample statistics whenever the table has doubl
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE: enough for the planner, milliseconds to run
 
 
-def pack(raw: bytes) -> bytes:
-    """An entry's JSON as stored: zlib-compressed when large enough to be worth it (first byte says which)."""
-    return RAW + raw if len(raw) < COMPRESS_FROM else ZLIB + zlib.compress(raw, COMPRESSION_LEVEL)
+def compress_from(page_size: int) -> int:
+    """JSON of at least this many bytes is compressed in a store of this page size (see ROW_ALLOWANCE):
+    1,774 bytes with 8 KiB pages; the older 4 KiB pages keep the 1 KiB of earlier versions."""
+    max_local = (page_size - 12) * 64 // 255 - 23  # SQLite's file format, "B-tree Page Layout"
+    return max(COMPRESS_FROM, max_local - ROW_ALLOWANCE)
+
+
+def pack(raw: bytes, threshold: int = COMPRESS_FROM) -> bytes:
+    """An entry's JSON as stored: zlib-compressed from `threshold` bytes on (first byte says which)."""
+    return RAW + raw if len(raw) < threshold else ZLIB + zlib.compress(raw, COMPRESSION_LEVEL)
 
 
 def decode_doc(blob: bytes) -> dict[str, Any]:
@@ -238,6 +253,7 @@ class SqliteStore:
             # Checkpoint the WAL into the database every WAL_KIB, not every 1,000 pages (SQLite's
             # default): a batch dirties the same index pages, which a checkpoint then writes once.
             (page,) = self._db.execute("PRAGMA page_size").fetchone()
+            self._compress_from = compress_from(page)
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_KIB * 1024 // page}")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_KIB * 1024}")
             self._open_schema()
@@ -407,11 +423,14 @@ class SqliteStore:
         cached = self._combinations
         fresh: dict[Values, tuple[int, ...]] = {}
         rows = []
+        threshold = self._compress_from
+        compress = zlib.compress
         for (entry_id, ts, values, path, body), seg in zip(entries, segs, strict=True):
             numbers = cached.get(values) or fresh.get(values)
             if numbers is None:
                 numbers = fresh[values] = self._numbers(values, added)
-            rows.append((entry_id, ts, *numbers, path, pack(body), seg))
+            blob = RAW + body if len(body) < threshold else ZLIB + compress(body, COMPRESSION_LEVEL)
+            rows.append((entry_id, ts, *numbers, path, blob, seg))
         return rows, fresh
 
     def insert_many(self, docs: Sequence[dict[str, Any]], raw: Sequence[bytes] | None = None) -> int:
