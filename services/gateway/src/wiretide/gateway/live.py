@@ -3,12 +3,16 @@ KFL predicate and a bounded queue.
 
 Rule: a slow subscriber never blocks the others or the feed — when its queue is full it is cut off
 (with a reason that says how much it missed), never waited for. A subscriber receives only entries
-in its namespace scope, whatever its predicate says.
+in its namespace scope, whatever its predicate says. The hub reads the bus only while someone
+watches: its subscription is made for the first subscriber (confirmed by the server before that
+subscriber is told it is live) and dropped a while after the last one leaves, so a gateway nobody
+streams from spends nothing per entry on the feed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +31,8 @@ SUBSCRIBERS = Gauge("wiretide_gateway_stream_subscribers", "Live stream subscrib
 CUT_OFF = Counter("wiretide_gateway_stream_slow_subscribers_total", "Subscribers cut off for falling behind")
 
 QUEUE_BOUND = 2_000  # entries a subscriber may fall behind before it is cut off
+# How long the feed stays subscribed after its last subscriber left (a reloading UI comes back).
+IDLE_UNSUBSCRIBE_S = 30.0
 
 
 @dataclass(eq=False)
@@ -39,19 +45,59 @@ class Subscriber:
 
 
 class LiveHub:
-    def __init__(self) -> None:
+    def __init__(self, idle_unsubscribe_s: float = IDLE_UNSUBSCRIBE_S) -> None:
         self.subscribers: set[Subscriber] = set()
+        self.idle_unsubscribe_s = idle_unsubscribe_s
+        self._bus: Bus | None = None
         self._sub: Any = None
+        self._lock = asyncio.Lock()
+        self._idle: asyncio.Task[None] | None = None
+
+    @property
+    def feeding(self) -> bool:
+        """Whether the hub reads the bus now."""
+        return self._sub is not None
 
     async def start(self, bus: Bus) -> None:
-        """An ephemeral core subscription: every gateway replica sees every entry for its own clients."""
-        self._sub = await bus.nc.subscribe(ENTRIES_ALL, cb=self._on_message)
+        """Ready to feed subscribers from `bus`; nothing is read until the first one comes."""
+        self._bus = bus
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        if self._idle is not None:
+            self._idle.cancel()
+        await self._unsubscribe()
         for s in list(self.subscribers):
             self.close(s, "gateway stopping")
+
+    async def ready(self) -> None:
+        """Return once the feed's subscription is in place on the server (an ephemeral core
+        subscription: every gateway replica sees every entry for its own clients). Call it right
+        before `subscribe` (no await between them) and tell the client it is live after: nothing
+        published afterwards is missed."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._sub is not None or self._bus is None:
+            return
+        async with self._lock:
+            if self._sub is None:
+                sub = await self._bus.nc.subscribe(ENTRIES_ALL, cb=self._on_message)
+                await self._bus.nc.flush()  # the server has the subscription once it answers
+                self._sub = sub
+
+    async def _unsubscribe(self) -> None:
+        async with self._lock:
+            sub, self._sub = self._sub, None
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # the connection is gone: so is the subscription
+                    log.debug("live feed not unsubscribed", extra={"error": str(exc)})
+
+    async def _unsubscribe_when_idle(self) -> None:
+        await asyncio.sleep(self.idle_unsubscribe_s)
+        if not self.subscribers:
+            await self._unsubscribe()
 
     async def _on_message(self, msg: Any) -> None:
         if not self.subscribers:
@@ -97,7 +143,15 @@ class LiveHub:
             self.subscribers.discard(s)
             SUBSCRIBERS.set(len(self.subscribers))
             s.closed_reason = reason
+            if not self.subscribers and self._sub is not None and self._idle is None:
+                with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule
+                    self._idle = asyncio.get_running_loop().create_task(self._unsubscribe_when_idle())
+                    self._idle.add_done_callback(self._idle_done)
             # Wake the reader even when the queue is full: drop one queued entry to make room.
             if s.queue.full():
                 s.queue.get_nowait()
             s.queue.put_nowait(None)
+
+    def _idle_done(self, task: asyncio.Task[None]) -> None:
+        if self._idle is task:
+            self._idle = None

@@ -78,7 +78,12 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         except (QueryError, KflError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        sub = self.gw.live.subscribe(predicate, current_principal().scope)
+        try:
+            await self.gw.live.ready()
+        except Exception as exc:  # NATS away: say so rather than hang a stream that gets nothing
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"live feed unavailable: {exc}")
+            return
+        sub = self.gw.live.subscribe(predicate, current_principal().scope)  # no await since `ready`
         try:
             while True:
                 doc = await sub.queue.get()

@@ -194,7 +194,14 @@ def build_app(gw: GatewayService) -> Starlette:
             await ws.send_text(orjson.dumps({"type": "error", **err}).decode())
             await ws.close(code=4400, reason="invalid query")
             return
-        sub = gw.live.subscribe(predicate, scope)
+        try:
+            await gw.live.ready()
+        except Exception as exc:  # NATS away: say so rather than hang a stream that gets nothing
+            error = {"type": "error", "error": f"live feed unavailable: {exc}"}
+            await ws.send_text(orjson.dumps(error).decode())
+            await ws.close(code=1011, reason="live feed unavailable")
+            return
+        sub = gw.live.subscribe(predicate, scope)  # no await since `ready`: the feed is still there
         await ws.send_text(orjson.dumps({"type": "hello", "query": q}).decode())
 
         async def drain_client() -> None:
