@@ -97,7 +97,8 @@ def ingest(n_entries: int, version: int) -> tuple[int, float]:
     encoder, engine = Encoder(), Engine()
     c0 = time.process_time()
     for messages in fetches:
-        spans = engine.ingest(documents_in_end_order(messages, Skipped(), []))
+        texts: list[bytes] = []
+        spans = engine.ingest(documents_in_end_order(messages, Skipped(), [], texts), 0, texts)
         if spans:
             encoder.request(spans)
     encoder.request(engine.flush())
@@ -106,10 +107,11 @@ def ingest(n_entries: int, version: int) -> tuple[int, float]:
 
 def live_accuracy(
     tmp: Path, *, shared: bool, keepalive: bool, propagate: bool, concurrency: int, requests: int, seed: int
-) -> list[tuple[str, float, float, float, int, int]]:
+) -> list[tuple[str, float, float, float, int, int, float, float]]:
     """One capture of the 4-service chain, made now (tests/helpers/chain.py), scored with the names
     an inventory would give (pods only) and without any: (names, precision, recall, mean confidence,
-    links, traces that are not one connected tree)."""
+    links, traces that are not one connected tree, precision of the links made with confidence >=
+    `SURE`, their share of the links made)."""
     from tests.helpers.chain import drive_chain, entries_of, link_scores
 
     run = drive_chain(
@@ -124,11 +126,36 @@ def live_accuracy(
         assembler.flush()
         spans = assembler.drain()
         precision, recall, confidence = link_scores(run, entries, spans)
+        sure_precision, sure_share = sure_links(run, entries, spans)
         rows.append(
-            ("known" if named else "unknown", precision, recall, confidence, len(run.truth), not_trees(spans))
-        )
+            (
+                "known" if named else "unknown", precision, recall, confidence, len(run.truth),
+                not_trees(spans), sure_precision, sure_share,
+            )
+        )  # fmt: skip
     run.pcap.unlink()
     return rows
+
+
+# Links whose confidence is at least this are "sure" (`sure_links`): is the confidence honest?
+SURE = 0.7
+
+
+def sure_links(run: Any, entries: list[dict[str, Any]], spans: list[Any]) -> tuple[float, float]:
+    """(precision, share) of the call → request links made with confidence >= `SURE`."""
+    from tests.helpers.chain import call_of
+
+    call = {e["id"]: call_of(e) for e in entries}
+    by_id = {s.span_id: s for s in spans}
+    made = sure = right = 0
+    for s in spans:
+        parent = by_id.get(s.parent_span_id)
+        if s.kind == 3 and parent is not None and parent.kind == 2 and parent.entry_id != s.entry_id:
+            made += 1
+            if s.confidence >= SURE:
+                sure += 1
+                right += run.truth.get(call[s.entry_id]) == call[parent.entry_id]
+    return (right / sure if sure else 1.0), (sure / made if made else 0.0)
 
 
 def not_trees(spans: list[Any]) -> int:
@@ -151,6 +178,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput row (best and median)")
     parser.add_argument("--no-live", action="store_true", help="skip the live-traffic accuracy rows")
     parser.add_argument("--only-live", action="store_true", help="only the live-traffic accuracy rows")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="live rows at this many concurrent requests only"
+    )
     args = parser.parse_args()
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
@@ -224,11 +254,13 @@ def main() -> None:
     seed = int(time.time()) % 100_000
     rows = [(False, shared, c) for shared in (False, True) for c in (1, 4, 10, 50)]
     rows += [(True, shared, c) for shared in (False, True) for c in (10, 50)]
+    if args.concurrency:
+        rows = [row for row in rows if row[2] in args.concurrency]
     with tempfile.TemporaryDirectory() as tmp:
         for propagate, shared, concurrency in rows:
             for keepalive in (False, True):
                 seed += 1
-                for names, p, r, conf, links, bad in live_accuracy(
+                for names, p, r, conf, links, bad, sure_p, sure_share in live_accuracy(
                     Path(tmp), shared=shared, keepalive=keepalive, propagate=propagate,
                     concurrency=concurrency, requests=args.requests, seed=seed,
                 ):  # fmt: skip
@@ -238,7 +270,8 @@ def main() -> None:
                     print(
                         f"  {what:7s} {where:6s} names {names:7s} {conn:10s} c={concurrency:<3d}"
                         f" precision {p:.3f} recall {r:.3f} mean confidence {conf:.2f}"
-                        f" ({links} links; traces not one tree: {bad})",
+                        f" ({links} links; traces not one tree: {bad};"
+                        f" confidence >= {SURE}: precision {sure_p:.3f} of {sure_share:.0%} of the links)",
                         flush=True,
                     )
 

@@ -15,6 +15,7 @@ from wiretide.common.bus.entries import (
     CONTRACT_VERSION,
     NewerContract,
     Skipped,
+    count_entries,
     documents_in_end_order,
     encode_entries,
     fetch_entries,
@@ -134,3 +135,48 @@ def test_a_lifted_entry_that_is_not_an_entry_is_counted_and_skipped() -> None:
     skipped = Skipped()
     assert [d["id"] for d in documents_in_end_order([msg], skipped, [])] == [DOCS[0]["id"]]
     assert skipped.entries == 4
+
+
+class Fixed:
+    """A subscription whose one fetch returns these messages."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+
+    async def fetch(self, n: int, timeout: float) -> list[Message]:
+        return self.messages
+
+
+def test_a_fetch_that_only_counts_decodes_no_entry_and_counts_every_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[bytes] = []
+    loads = orjson.loads
+
+    def counting(data: bytes | str) -> Any:
+        decoded.append(data if isinstance(data, bytes) else data.encode())
+        return loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting)
+    messages = [
+        Message(encode_entries(DOCS[:7], "node-a", "t", 1)),
+        Message(encode_batch(DOCS[7:10], "node-a", "t", 2)),  # version 0
+        newer(),  # 3 entries: counted, never read
+        Message(b"\xff\xff not a batch"),
+    ]
+    got = asyncio.run(fetch_entries(Fixed(messages), 10, 0.1, decode=False))
+    assert decoded == []
+    assert got.count == 13 and got.entries == [] and got.messages == messages
+    # The same messages decoded: the JSON is read, the newer batch refused, the broken one skipped.
+    got = asyncio.run(fetch_entries(Fixed(messages), 10, 0.1))
+    assert len(decoded) == 10
+    assert got.count == 10 and sorted(d["id"] for d in got.entries) == sorted(d["id"] for d in DOCS[:10])
+    assert len(got.refused) == 1
+
+
+def test_counting_entries_survives_any_bytes() -> None:
+    data = encode_entries(DOCS[:5], "node-a", "t", 1)
+    assert count_entries([Message(data)]) == 5
+    for cut in range(0, len(data), 97):  # truncated batches: counted as invalid or as what they hold
+        assert 0 <= count_entries([Message(data[:cut])]) <= 5
+    assert count_entries([Message(bytes(range(256)) * 4)]) == 0

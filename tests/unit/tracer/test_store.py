@@ -105,11 +105,13 @@ def test_the_estimate_from_the_json_text_follows_what_decoded_entries_really_cos
         tracemalloc.stop()
     estimate = sum(entry_bytes(o) for o in objs)
     assert 0.8 * real <= estimate <= 1.5 * real, (estimate, real)
+    # The JSON as received gives the same estimate as the entry encoded again.
+    assert [entry_bytes(o, d) for o, d in zip(objs, docs, strict=True)] == [entry_bytes(o) for o in objs]
 
 
 def test_wide_characters_and_what_json_cannot_hold_are_walked_instead() -> None:
     wide = {"body": "\U0001f600" + "x" * 10_000}  # one emoji: 4 bytes for every character
-    assert entry_bytes(wide) == value_bytes(wide) > 40_000
+    assert entry_bytes(wide) == entry_bytes(wide, orjson.dumps(wide)) == value_bytes(wide) > 40_000
     deep: Any = "x"
     for _ in range(1_000):  # beyond what orjson encodes
         deep = [deep]

@@ -9,9 +9,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-from wiretide.tracer import delays
 from wiretide.tracer.assemble import Assembler
 from wiretide.tracer.delays import BOUND_WINDOW, MAX_MISSES, Conn, DelayModel
 from wiretide.tracer.spans import KIND_CLIENT, KIND_SERVER, Span
@@ -242,8 +239,7 @@ def test_ends_that_are_not_addresses_or_connections_never_raise() -> None:
     assert len(spans) == 6
 
 
-def test_the_connections_watched_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delays, "MAX_CONNS", 3)
+def test_the_connections_watched_stay_bounded() -> None:
     entries = [
         entry(
             f"e{i}",
@@ -257,7 +253,7 @@ def test_the_connections_watched_stay_bounded(monkeypatch: pytest.MonkeyPatch) -
         for i in range(7)
     ]
     spans, _ = assemble(entries)
-    model = DelayModel()
+    model = DelayModel(max_conns=3)
     for s in spans:
         if s.kind == KIND_SERVER:
             model.request(s)

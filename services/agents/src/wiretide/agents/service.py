@@ -611,13 +611,18 @@ class AgentsService(Service):
     # -- inputs -------------------------------------------------------------------------------
     async def _consume(self) -> None:
         while not self._stop.is_set():
-            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
+            # While no deployed agent wants entries (asked when they arrive) they are counted off the
+            # batches and acknowledged, none decoded: an idle agents service costs per message.
+            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S, decode=self._wanted)
             if got.entries:
-                if self.runtime.wants(ON_ITEM_CAPTURED):
-                    await self.in_js(self.runtime.dispatch, ON_ITEM_CAPTURED, got.entries)
-                self.entries_in += len(got.entries)
-                ENTRIES_IN.inc(len(got.entries))
+                await self.in_js(self.runtime.dispatch, ON_ITEM_CAPTURED, got.entries)
+            if got.count:
+                self.entries_in += got.count
+                ENTRIES_IN.inc(got.count)
             await got.ack()
+
+    def _wanted(self) -> bool:
+        return self.runtime.wants(ON_ITEM_CAPTURED)
 
     async def _inbox_loop(self) -> None:
         while not self._stop.is_set():

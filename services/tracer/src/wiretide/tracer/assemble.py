@@ -219,8 +219,10 @@ class Assembler:
 
     # ---- input ----------------------------------------------------------------------------------
 
-    def add(self, entry: dict[str, Any]) -> list[Span]:
-        """Turn one entry into spans and start linking them; returns the spans made (none if dropped)."""
+    def add(self, entry: dict[str, Any], text: bytes | None = None) -> list[Span]:
+        """Turn one entry into spans and start linking them; returns the spans made (none if dropped).
+        `text`, the entry's JSON as received when the caller has it, spares encoding it again to
+        estimate what the call holds."""
         verdict = apply(self.rules, entry) if self.rules else None
         if verdict is not None and verdict.drop:
             self._count("dropped_by_rule")
@@ -230,7 +232,7 @@ class Assembler:
         spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions, self.names)
         # What the call holds, estimated once (the trace store charges the same): the entry on the
         # client side, whose wait for the window is what the pending bound weighs.
-        spans[0].size = SPAN_BASE + entry_bytes(entry)
+        spans[0].size = SPAN_BASE + entry_bytes(entry, text)
         spans[-1].size = spans[-1].size or SPAN_BASE
         kinds = self._kinds
         for span in spans:

@@ -176,9 +176,11 @@ class DelayModel:
         "_outbound_flows",
         "_requests",
         "learned",
+        "max_conns",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_conns: int = MAX_CONNS) -> None:
+        self.max_conns = max_conns
         self._gaps: dict[tuple[str, str, str, str], Gaps] = {}
         self._endpoints: dict[tuple[str, str, str], int] = {}  # links learned per endpoint
         self._requests: dict[tuple[str, str, str], int] = {}  # requests seen per endpoint
@@ -203,7 +205,7 @@ class DelayModel:
         if flow:
             conn = self._conns.get(flow)
             if conn is None:
-                if len(self._conns) >= MAX_CONNS:
+                if len(self._conns) >= self.max_conns:
                     TABLE_EVICTIONS.labels("delay_connections").inc(len(self._conns))
                     self._conns.clear()
                     self._bound.clear()
@@ -327,7 +329,7 @@ class DelayModel:
                 misses += 1
                 if misses >= MAX_MISSES:
                     break
-        if len(self._bound) >= MAX_CONNS:
+        if len(self._bound) >= self.max_conns:
             self._bound.clear()
         self._bound[key] = (inb.version, out.version, misses)
         return misses

@@ -38,12 +38,18 @@ class Engine:
         self._last_arrival_wall_ns = 0
         self._idle_base_ns = 0
 
-    def ingest(self, entries: list[dict[str, Any]], wall_ns: int = 0) -> list[Span]:
+    def ingest(
+        self, entries: list[dict[str, Any]], wall_ns: int = 0, texts: list[bytes] | None = None
+    ) -> list[Span]:
+        """Spans of `entries` (in the order their calls ended), decided ones collected; `texts`, their
+        JSON as received (same order) when the caller has it, spares encoding each again."""
         add, record = self.assembler.add, self.map.add_span
         if self.kernel is not None:  # every entry is some server's inbound request an edge may name
             self.kernel.observe(entries)
-        for entry in entries:
-            spans = add(entry)
+        if texts is None or len(texts) != len(entries):
+            texts = [b""] * len(entries)
+        for entry, text in zip(entries, texts, strict=True):
+            spans = add(entry, text or None)
             if not spans:
                 self.map.add(entry)  # dropped by a span rule: still traffic on the map
             else:

@@ -225,7 +225,7 @@ class TracerService(Service):
                 self.refused = got.refused[-1]
                 self.refused_messages += len(got.refused)
             if got.entries:
-                self.engine.ingest(got.entries, time.time_ns())
+                self.engine.ingest(got.entries, time.time_ns(), got.texts)
                 self.entries_in += len(got.entries)
             await got.ack()
 

@@ -2,7 +2,8 @@
 reading what a consumer needs from it — the indexed fields alone (the store writer) or the documents
 (the tracer) — fetched from a durable pull consumer.
 
-Rule: one pass per batch, and the JSON is decoded only by a consumer that needs the document. The
+Rule: one pass per batch, and the JSON is decoded only by a consumer that needs the document (one
+that needs none, as an agents service with no agent on entries, counts them off the batches). The
 producer lifts the indexed fields out of each document (`lift`, the one rule of what they hold) and
 marks the batch `CONTRACT_VERSION`; a consumer reads every version up to its own (an older batch's
 fields are lifted here from its JSON, by the same rule) and refuses a newer one with a message naming
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -211,12 +212,13 @@ def valid_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[tuple[d
 
 
 def documents_in_end_order(
-    messages: Iterable[Any], skipped: Skipped, refused: list[str]
+    messages: Iterable[Any], skipped: Skipped, refused: list[str], texts: list[bytes] | None = None
 ) -> list[dict[str, Any]]:
     """The valid documents of these messages ordered by when their call ended (dissectors emit in
-    response order), the order read off the lifted fields where the batch has them. A message of a
-    newer version is skipped and its reason appended to `refused`."""
-    keyed: list[tuple[int, int, dict[str, Any]]] = []
+    response order), the order read off the lifted fields where the batch has them; their JSON as
+    received is appended to `texts` in the same order when it is given. A message of a newer version
+    is skipped and its reason appended to `refused`."""
+    keyed: list[tuple[int, int, dict[str, Any], bytes]] = []
     loads = orjson.loads
     n = 0
     for msg in messages:
@@ -230,10 +232,10 @@ def documents_in_end_order(
             refused.append(str(exc))
             continue
         if batch.version < CONTRACT_VERSION:
-            for doc, _ in _documents(batch, subject, skipped):
+            for doc, json in _documents(batch, subject, skipped):
                 elapsed = doc.get("elapsed_us")
                 end = doc["timestamp"] + (elapsed * 1000 if type(elapsed) is int and elapsed > 0 else 0)
-                keyed.append((end, n, doc))
+                keyed.append((end, n, doc, json))
                 n += 1
             continue
         for e in batch.entries:
@@ -241,21 +243,38 @@ def documents_in_end_order(
             if why:
                 _invalid(subject, skipped, why)
                 continue
+            json = e.json
             try:
-                doc = loads(e.json)
+                doc = loads(json)
             except orjson.JSONDecodeError as exc:
                 _invalid(subject, skipped, f"entry JSON does not parse: {exc}")
                 continue
-            keyed.append((e.timestamp_ns + e.elapsed_us * 1000, n, doc))
+            keyed.append((e.timestamp_ns + e.elapsed_us * 1000, n, doc, json))
             n += 1
-    keyed.sort()
-    return [doc for _, _, doc in keyed]
+    keyed.sort()  # by end, then arrival: n is unique, the rest is never compared
+    if texts is not None:
+        texts.extend([k[3] for k in keyed])
+    return [k[2] for k in keyed]
+
+
+def count_entries(messages: Iterable[Any]) -> int:
+    """How many entries these EntryBatch messages carry, of any version, read off each batch's framing:
+    no entry's JSON is decoded, nothing is validated (a consumer with no use for the entries counts them
+    this way). A message that does not decode is counted as such (BUS_INVALID) and adds nothing."""
+    n = 0
+    for msg in messages:
+        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
+        if batch is not None:
+            n += len(batch.entries)
+    return n
 
 
 @dataclass(slots=True)
 class Fetched:
     messages: list[Any] = field(default_factory=list)  # ack these after the entries are used
     entries: list[dict[str, Any]] = field(default_factory=list)  # in the order their calls ended
+    texts: list[bytes] = field(default_factory=list)  # the JSON of each of `entries`, as received
+    count: int = 0  # entries received: the valid ones decoded, or all of them when not decoded
     invalid: int = 0  # entries skipped as not valid Entry documents
     refused: list[str] = field(default_factory=list)  # why messages of a newer version were skipped
 
@@ -264,8 +283,12 @@ class Fetched:
             await msg.ack()
 
 
-async def fetch_entries(sub: Any, max_messages: int, timeout_s: float) -> Fetched:
-    """One fetch of up to `max_messages` EntryBatches; empty when nothing came or the fetch failed."""
+async def fetch_entries(
+    sub: Any, max_messages: int, timeout_s: float, *, decode: bool | Callable[[], bool] = True
+) -> Fetched:
+    """One fetch of up to `max_messages` EntryBatches; empty when nothing came or the fetch failed.
+    When `decode` is (or, asked once the messages are in, answers) False the entries are only counted
+    (`count_entries`) and `entries` stays empty."""
     out = Fetched()
     try:
         out.messages = await sub.fetch(max_messages, timeout=timeout_s)
@@ -275,7 +298,11 @@ async def fetch_entries(sub: Any, max_messages: int, timeout_s: float) -> Fetche
         log.warning("fetch failed", extra={"error": str(exc)})
         await asyncio.sleep(RETRY_AFTER_ERROR_S)
         return out
+    if not (decode() if callable(decode) else decode):
+        out.count = count_entries(out.messages)
+        return out
     skipped = Skipped()
-    out.entries = documents_in_end_order(out.messages, skipped, out.refused)
+    out.entries = documents_in_end_order(out.messages, skipped, out.refused, out.texts)
+    out.count = len(out.entries)
     out.invalid = skipped.entries
     return out
