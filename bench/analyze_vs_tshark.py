@@ -1,11 +1,21 @@
-"""Benchmark: `wiretide analyze --format jsonl` against `tshark -q -z http,tree` on one generated capture.
+"""Benchmark: `wiretide analyze --format jsonl` against `tshark -q -z http,tree` on generated captures.
 
-Generates an HTTP/1.1 keep-alive capture (~200k packets, ~48k exchanges over many connections), runs
-both tools on it in the same run and prints packets per wall second and per CPU second (user + sys,
-workers included), the ratios and each tool's peak RSS (for --jobs 2: the largest single process).
-Figures are printed, never asserted.
+Both captures are synthesized packet by packet (Ethernet/IPv4/TCP with handshakes, sequence numbers,
+ACKs and FIN teardowns), deterministically, so every run measures the same bytes:
 
-    .venv/bin/python bench/analyze_vs_tshark.py [--exchanges 48000] [--keep FILE]
+- `keepalive`: HTTP/1.1 keep-alive, ~400-byte JSON bodies, 200 exchanges per connection (~193k
+  packets, 48,000 exchanges);
+- `small`: small API calls in the shape of curl/`ab` against nginx — 5 GETs per connection, ~25-byte
+  JSON answers with nginx's headers, one packet per request and per response, the client's ACK
+  after each response (200,004 packets, 47,620 exchanges, 9,524 connections).
+
+Per capture the tools run alternately (wiretide, tshark, wiretide, tshark …) so that load swings hit
+all of them; it prints packets per wall second and per CPU second (user + sys, workers included),
+the ratios and each tool's peak RSS (for --jobs 2: the largest single process). Figures are printed,
+never asserted.
+
+    .venv/bin/python bench/analyze_vs_tshark.py [--workload both|keepalive|small] [--rounds 3]
+        [--jobs2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -19,12 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)  # nanosecond pcap, Ethernet
 RECORD = struct.Struct("<IIII")
 ETH = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
 EXCHANGES_PER_CONNECTION = 200
+SMALL_PER_CONNECTION = 5
 FIN, SYN, PSH, ACK = 0x01, 0x02, 0x08, 0x10
 
 
@@ -38,20 +51,27 @@ def frame(
     return ETH + ip + tcp + payload
 
 
-def generate(path: Path, exchanges: int) -> int:
-    """Write the capture; return its packet count."""
-    packets = 0
-    ts = 1_700_000_000 * 10**9
-    body = b'{"items": [' + b",".join(b'{"id": %d, "name": "item"}' % i for i in range(12)) + b"]}"
-    with path.open("wb") as fh:
+class Writer:
+    """Frames into a nanosecond pcap, 20 µs apart."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.ts = 1_700_000_000 * 10**9
+        self.packets = 0
         fh.write(PCAP_HEADER)
 
-        def put(data: bytes) -> None:
-            nonlocal ts, packets
-            ts += 20_000
-            fh.write(RECORD.pack(ts // 10**9, ts % 10**9, len(data), len(data)) + data)
-            packets += 1
+    def put(self, data: bytes) -> None:
+        self.ts += 20_000
+        self.fh.write(RECORD.pack(self.ts // 10**9, self.ts % 10**9, len(data), len(data)) + data)
+        self.packets += 1
 
+
+def generate_keepalive(path: Path, exchanges: int) -> int:
+    """Write the keep-alive capture; return its packet count."""
+    body = b'{"items": [' + b",".join(b'{"id": %d, "name": "item"}' % i for i in range(12)) + b"]}"
+    with path.open("wb") as fh:
+        w = Writer(fh)
+        put = w.put
         conn = 0
         left = exchanges
         while left > 0:
@@ -87,7 +107,65 @@ def generate(path: Path, exchanges: int) -> int:
             put(frame(cip, cport, sip, sport, c, s, FIN | ACK, b""))
             put(frame(sip, sport, cip, cport, s, c + 1, FIN | ACK, b""))
             put(frame(cip, cport, sip, sport, c + 1, s + 1, ACK, b""))
-    return packets
+        return w.packets
+
+
+def generate_small(path: Path, exchanges: int) -> int:
+    """Write the small-call capture; return its packet count.
+
+    Each connection: handshake, then per call the request (one segment), nginx's answer with a
+    ~25-byte JSON body (one segment, which acknowledges the request) and the client's ACK; the client
+    closes after the last call (FIN, FIN, ACK). 21 packets per connection of 5 calls.
+    """
+    date = "Mon, 07 Dec 2026 05:00:00 GMT"
+    with path.open("wb") as fh:
+        w = Writer(fh)
+        put = w.put
+        sip = socket.inet_aton("10.2.0.10")
+        sport = 80
+        conn = 0
+        left = exchanges
+        while left > 0:
+            n = min(SMALL_PER_CONNECTION, left)
+            left -= n
+            conn += 1
+            # Eight client pods; ephemeral ports cycle through Linux's default range (32768–60999).
+            cip = socket.inet_aton(f"10.1.0.{conn % 8 + 1}")
+            cport = 32768 + (conn // 8) % 28232
+            c, s = 1_000_000 + conn * 7919, 5_000_000 + conn * 104_729
+            put(frame(cip, cport, sip, sport, c, 0, SYN, b""))
+            put(frame(sip, sport, cip, cport, s, c + 1, SYN | ACK, b""))
+            c += 1
+            s += 1
+            put(frame(cip, cport, sip, sport, c, s, ACK, b""))
+            for i in range(n):
+                item = (conn * SMALL_PER_CONNECTION + i) % 1000
+                req = (
+                    f"GET /api/items/{item} HTTP/1.1\r\nHost: catalog.shop.svc\r\n"
+                    "User-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+                ).encode()
+                body = b'{"id":%d,"stock":%d}' % (item, item % 17)
+                body += b" " * max(0, 25 - len(body))
+                resp = (
+                    f"HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: {date}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: keep-alive\r\n\r\n"
+                ).encode() + body
+                put(frame(cip, cport, sip, sport, c, s, PSH | ACK, req))
+                c += len(req)
+                put(frame(sip, sport, cip, cport, s, c, PSH | ACK, resp))
+                s += len(resp)
+                put(frame(cip, cport, sip, sport, c, s, ACK, b""))
+            put(frame(cip, cport, sip, sport, c, s, FIN | ACK, b""))
+            put(frame(sip, sport, cip, cport, s, c + 1, FIN | ACK, b""))
+            put(frame(cip, cport, sip, sport, c + 1, s + 1, ACK, b""))
+        return w.packets
+
+
+WORKLOADS: dict[str, tuple[str, Callable[[Path, int], int], int]] = {
+    "keepalive": ("HTTP/1.1 keep-alive, large bodies", generate_keepalive, 48_000),
+    "small": ("small API calls, 5 per connection", generate_small, 47_620),
+}
 
 
 def measure(argv: list[str]) -> tuple[float, float, int, int]:
@@ -109,20 +187,74 @@ def measure(argv: list[str]) -> tuple[float, float, int, int]:
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code
 
 
+def run_workload(name: str, path: Path, args: argparse.Namespace) -> float | None:
+    """Generate, measure and print one workload; answer wiretide --jobs 1's ratio to tshark per CPU-s."""
+    title, generate, exchanges = WORKLOADS[name]
+    packets = generate(path, exchanges)
+    print(
+        f"\n== {name}: {title} — {path}: {packets} packets, {exchanges} exchanges, "
+        f"{path.stat().st_size / 1e6:.1f} MB"
+    )
+    wiretide = [sys.executable, "-m", "wiretide.cli.main", "analyze", "--format", "jsonl", "--quiet"]
+    runs: list[tuple[str, list[str]]] = [("wiretide --jobs 1", [*wiretide, str(path)])]
+    if args.jobs2:
+        runs.append(("wiretide --jobs 2", [*wiretide, "--jobs", "2", str(path)]))
+    tshark = shutil.which("tshark")
+    if tshark:
+        runs.append(("tshark -z http,tree", [tshark, "-q", "-z", "http,tree", "-r", str(path)]))
+    # Per tool: the best wall time, the best CPU time (user + sys of the tool and its workers) and the
+    # largest peak RSS over the rounds. The machine is shared, so CPU seconds are the figure to compare.
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    rss: dict[str, int] = {}
+    loads: list[float] = []
+    for _ in range(args.rounds):  # alternate the tools so that load swings hit all of them
+        for tool, argv in runs:
+            loads.append(os.getloadavg()[0])
+            secs, used, rss_kib, code = measure(argv)
+            if code != 0:
+                print(f"{tool}: exit {code}")
+            wall[tool] = min(secs, wall.get(tool, secs))
+            cpu[tool] = min(used, cpu.get(tool, used))
+            rss[tool] = max(rss_kib, rss.get(tool, 0))
+    print(
+        f"best of {args.rounds} alternated rounds; load average {min(loads):.2f}–{max(loads):.2f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    head = ("tool", "wall s", "packets/s", "CPU s", "pkts/CPU-s", "peak RSS MB")
+    print(f"{head[0]:<22} {head[1]:>7} {head[2]:>11} {head[3]:>7} {head[4]:>11} {head[5]:>12}")
+    for tool, _ in runs:
+        per_cpu = packets / cpu[tool] if cpu[tool] > 0 else 0.0
+        rate = packets / wall[tool]
+        print(
+            f"{tool:<22} {wall[tool]:7.2f} {rate:11,.0f} {cpu[tool]:7.2f} {per_cpu:11,.0f} "
+            f"{rss[tool] / 1024:12.1f}"
+        )
+    if not tshark:
+        print("tshark not found: no ratio")
+        return None
+    base = "tshark -z http,tree"
+    for tool, _ in runs[:-1]:
+        print(
+            f"ratio {tool} / tshark: per CPU-second {cpu[base] / cpu[tool]:.2f}x, "
+            f"wall {wall[base] / wall[tool]:.2f}x"
+        )
+    return cpu[base] / cpu[runs[0][0]]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    ap.add_argument("--exchanges", type=int, default=48_000)
-    ap.add_argument("--keep", type=Path, help="write the generated capture here and keep it")
+    ap.add_argument("--workload", choices=("both", *WORKLOADS), default="both")
     ap.add_argument("--rounds", type=int, default=3, help="runs per tool; the best is reported")
+    ap.add_argument("--jobs2", action="store_true", help="also measure wiretide --jobs 2")
+    ap.add_argument(
+        "--keep", type=Path, help="write the generated captures into this directory and keep them"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wiretide-bench-"))
-    path = args.keep or tmp / "keepalive.pcap"
+    folder = args.keep or tmp
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        packets = generate(path, args.exchanges)
-        print(
-            f"capture: {path} — {packets} packets, {args.exchanges} exchanges, "
-            f"{path.stat().st_size / 1e6:.1f} MB"
-        )
         mode = subprocess.run(
             [sys.executable, "-c", "from wiretide.dissector import native; print(native.STATUS)"],
             capture_output=True,
@@ -130,59 +262,14 @@ def main() -> int:
             check=False,
         ).stdout.strip()
         print(
-            f"dissector modules: {mode} (compiled: the mypyc build of `make setup`; WIRETIDE_NATIVE=0: pure)"
+            f"dissector modules: {mode} (compiled: the mypyc build of `make native`; WIRETIDE_NATIVE=0: pure)"
         )
-        wiretide = [
-            sys.executable,
-            "-m",
-            "wiretide.cli.main",
-            "analyze",
-            "--format",
-            "jsonl",
-            "--quiet",
-            str(path),
-        ]
-        runs: list[tuple[str, list[str]]] = [
-            ("wiretide --jobs 1", wiretide),
-            ("wiretide --jobs 2", [*wiretide, "--jobs", "2"]),
-        ]
-        tshark = shutil.which("tshark")
-        if tshark:
-            runs.append(("tshark -z http,tree", [tshark, "-q", "-z", "http,tree", "-r", str(path)]))
-        # Per tool: the best wall time, the best CPU time (user + sys of the tool and its workers)
-        # and the largest peak RSS over the rounds. The machine is shared, so CPU seconds are the
-        # figure to compare: the neighbours' load stretches wall time far more than CPU time.
-        wall: dict[str, float] = {}
-        cpu: dict[str, float] = {}
-        rss: dict[str, int] = {}
-        for _ in range(args.rounds):  # alternate the tools so that load swings hit all of them
-            for name, argv in runs:
-                secs, used, rss_kib, code = measure(argv)
-                if code != 0:
-                    print(f"{name}: exit {code}")
-                wall[name] = min(secs, wall.get(name, secs))
-                cpu[name] = min(used, cpu.get(name, used))
-                rss[name] = max(rss_kib, rss.get(name, 0))
-        load = os.getloadavg()[0]
-        print(f"best of {args.rounds} rounds; load average now {load:.2f} on {os.cpu_count()} CPUs")
-        head = ("tool", "wall s", "packets/s", "CPU s", "pkts/CPU-s", "peak RSS MB")
-        print(f"{head[0]:<22} {head[1]:>7} {head[2]:>11} {head[3]:>7} {head[4]:>11} {head[5]:>12}")
-        for name, _ in runs:
-            per_cpu = packets / cpu[name] if cpu[name] > 0 else 0.0
-            rate = packets / wall[name]
-            print(
-                f"{name:<22} {wall[name]:7.2f} {rate:11,.0f} {cpu[name]:7.2f} {per_cpu:11,.0f} "
-                f"{rss[name] / 1024:12.1f}"
-            )
-        if tshark:
-            base = "tshark -z http,tree"
-            for name in ("wiretide --jobs 1", "wiretide --jobs 2"):
-                print(
-                    f"ratio {name} / tshark: per CPU-second {cpu[base] / cpu[name]:.2f}x, "
-                    f"wall {wall[base] / wall[name]:.2f}x"
-                )
-            now = cpu[base] / cpu[runs[0][0]]
-            print(f"target: wiretide --jobs 1 per CPU-second >= 2.00x tshark (now {now:.2f}x)")
+        names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+        ratios = {name: run_workload(name, folder / f"{name}.pcap", args) for name in names}
+        print()
+        for name, ratio in ratios.items():
+            if ratio is not None:
+                print(f"{name}: wiretide --jobs 1 per CPU-second = {ratio:.2f}x tshark (target >= 2.00x)")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

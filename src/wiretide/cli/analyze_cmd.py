@@ -360,12 +360,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if query is not None:
         kfl_warnings("wiretide analyze", query.text, query.warnings, sys.stderr)
-    from wiretide.cli.traces_out import traces_output
+    traces = None
+    if args.traces or args.traces_endpoint or args.traces_protocol:
+        # Imported only when asked for: the tracer's assembler and OTLP transports (nats, aiohttp,
+        # httpx) take longer to import than dissecting a small capture.
+        from wiretide.cli.traces_out import traces_output
 
-    try:
-        traces = traces_output(args)
-    except (ValueError, OSError) as exc:
-        return _usage(str(exc))
+        try:
+            traces = traces_output(args)
+        except (ValueError, OSError) as exc:
+            return _usage(str(exc))
 
     fmt: str = args.format
     stdout = sys.stdout

@@ -115,8 +115,20 @@ class Limits:
     body_cap: int = 64 * 1024
 
 
+# Addresses rendered as text, remembered: a node's flows come from few addresses, and each new flow
+# (a connection per call) would otherwise format both ends again. Bounded: cleared when full.
+_IP_TEXT: Final[dict[bytes, str]] = {}
+_IP_TEXT_MAX: Final = 4096
+
+
 def _ip(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    text = _IP_TEXT.get(raw)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+        if len(_IP_TEXT) >= _IP_TEXT_MAX:
+            _IP_TEXT.clear()
+        _IP_TEXT[raw] = text
+    return text
 
 
 def _endpoint(ip: str, port: int) -> str:
