@@ -344,3 +344,44 @@ def test_dns_is_not_redacted_by_default() -> None:
     p = Pipeline(default_registry())
     (e,) = p.feed(columns(frames)) + p.finish()
     assert e["protocol"] == "dns" and e["path"] == name and "redacted" not in e
+
+
+def test_a_path_seen_before_is_redacted_as_it_was_the_first_time_and_the_cache_stays_bounded() -> None:
+    from wiretide.dissector import redact
+
+    r = Redactor()
+
+    def entry(path: str) -> dict[str, Any]:
+        return {"protocol": "redis", "path": path, "summary": f"GET {path}", "request": {"command": "GET"},
+                "response": {"value": "x", "error": None}}  # fmt: skip
+
+    secret = "session:token=0123456789abcdef"
+    for _ in range(2):
+        e = entry(secret)
+        assert r.redact(e) == ["path"] and e["path"] == f"session:token={MARKER}"
+        assert e["summary"] == f"GET session:token={MARKER}" and e["redacted"] == ["path"]
+        plain = entry("user:42")
+        assert r.redact(plain) == [] and plain["path"] == "user:42" and "redacted" not in plain
+    for i in range(redact.VALUE_CACHE_MAX + 10):
+        r.redact(entry(f"k:{i}"))
+    e = entry(secret)
+    assert r.redact(e) == ["path"] and secret not in json.dumps(e)
+
+
+def test_a_message_without_headers_bodies_or_queries_is_passed_over_but_one_with_them_is_not() -> None:
+    r = Redactor()
+    bare = {
+        "protocol": "kafka",
+        "path": "orders",
+        "request": {"api": "Produce", "acks": -1},
+        "response": None,
+    }
+    assert r.redact(bare) == [] and bare["request"] == {"api": "Produce", "acks": -1}
+    mixed = {
+        "protocol": "x",
+        "path": None,
+        "request": {"api": "P", "headers": {"authorization": "Bearer abcdefgh12345678"}},
+        "response": {"text": "password=hunter2hunter2"},
+    }
+    assert r.redact(mixed) == ["request.headers.authorization", "response.text"]
+    assert "hunter2" not in json.dumps(mixed) and "abcdefgh12345678" not in json.dumps(mixed)

@@ -343,3 +343,31 @@ def test_a_value_within_the_cap_split_over_many_segments_is_read_once_whole() ->
         got += s.feed(False, reply[i : i + 1448], i)
     assert [m.fields["value"] for m in got if isinstance(m, Message)] == [value, 5]
     assert s.server.buf == bytearray() and s.server.need == 0
+
+
+def _frames(chunks: list[bytes], is_client: bool, cap: int) -> list[tuple[int, Any, bool, int, int]]:
+    side = redis._Direction(is_client, cap)
+    out: list[tuple[int, Any, bool, int, int]] = []
+    for c in chunks:
+        side.feed(c, 7, out)
+    return [(t, v.text if isinstance(v, redis._Error) else v, cut, ts, size) for t, v, cut, ts, size in out]
+
+
+def test_a_whole_message_read_in_one_pass_equals_the_token_by_token_reading() -> None:
+    # Whole in a segment, these take the one-pass path; one byte at a time, the general one. Sizes,
+    # cuts at the cap (inside a command and inside a reply) and types must agree.
+    client = (
+        cmd("SET", "k", "v" * 40) + cmd("GET", "k") + cmd("MSET", "a", "1" * 30, "b", "2" * 30) + cmd("X")
+    )
+    server = (
+        b"+OK\r\n" + bulk("v" * 40) + b":-12\r\n" + b"-ERR wrong\r\n" + b"*2\r\n" + bulk("a") + bulk("b" * 50)
+        + b"$0\r\n\r\n" + b"$-1\r\n" + b"*0\r\n" + b":99999999999999999999\r\n" + b"*2\r\n:1\r\n$1\r\nx\r\n"
+    )  # fmt: skip
+    for is_client, data in ((True, client), (False, server)):
+        for cap in (16, 45, 64 * 1024):
+            whole = _frames([data], is_client, cap)
+            assert whole == _frames([data[i : i + 1] for i in range(len(data))], is_client, cap)
+            assert sum(f[4] for f in whole) == len(data)
+    assert [f[2] for f in _frames([client], True, 16)] == [True, False, True, False]
+    assert _frames([server], False, 16)[1] == (ord("$"), "v" * 16, True, 7, len(bulk("v" * 40)))
+    assert _frames([server], False, 16)[3][1] == "ERR wrong"

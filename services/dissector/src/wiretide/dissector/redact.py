@@ -94,12 +94,12 @@ DEFAULT_SKIPPED: Final = ("dns",)
 # Credentials in free text (any header value, query value, text body): the scheme is kept and the
 # credential replaced. RFC 9110 §11.4 (Bearer per RFC 6750 §2.1, Basic per RFC 7617), AWS SigV4, and
 # JWTs in compact form (RFC 7519). `_bearer`/`_basic` reject prose ("basic information").
-_CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC)([ \t]+)([A-Za-z0-9._~+/-]{8,}=*)")
-_AWS_SIGV4 = re.compile(r"\b(AWS4-HMAC-SHA256[ \t]+)([^\r\n]+)")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_CREDENTIAL: Final = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC)([ \t]+)([A-Za-z0-9._~+/-]{8,}=*)")
+_AWS_SIGV4: Final = re.compile(r"\b(AWS4-HMAC-SHA256[ \t]+)([^\r\n]+)")
+_JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 # Bearer tokens shorter than this, or made of letters only, are words ("Bearer authentication").
 _MIN_BEARER: Final = 16
-_CARD = re.compile(r"(?<![0-9.])[2-6][0-9](?:[ -]?[0-9]){11,17}(?![0-9])")
+_CARD: Final = re.compile(r"(?<![0-9.])[2-6][0-9](?:[ -]?[0-9]){11,17}(?![0-9])")
 # Digit runs, cheaply: digits become "0", the separators a card may be grouped by vanish, anything
 # else becomes "x"; 13 zeros in a row then mean a run worth the card regex (C-speed translate + find).
 _RUN_TABLE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
@@ -114,14 +114,14 @@ _DIGIT_PROBE_FROM: Final = 4096
 _DIGITS: Final = "0123456789"
 # `_CREDENTIAL` without its word boundary, one per case of the scheme's first letter: a pattern that
 # starts with a literal lets `re` skip to its candidates (the boundary is checked at each).
-_SCHEME_UPPER = re.compile(r"B(?:earer|EARER|asic|ASIC)[ \t]+[A-Za-z0-9._~+/-]{8}")
-_SCHEME_LOWER = re.compile(r"b(?:earer|asic)[ \t]+[A-Za-z0-9._~+/-]{8}")
+_SCHEME_UPPER: Final = re.compile(r"B(?:earer|EARER|asic|ASIC)[ \t]+[A-Za-z0-9._~+/-]{8}")
+_SCHEME_LOWER: Final = re.compile(r"b(?:earer|asic)[ \t]+[A-Za-z0-9._~+/-]{8}")
 _MIN_SCHEME: Final = len("Basic 12345678")  # the shortest text `_CREDENTIAL` matches
 # ASCII letters and digits, the rarest in text first (English letter frequencies): a name's rarest
 # letter, absent in both cases from an ASCII text, rules the name out with one memchr per case.
 _RARITY: Final = "qjzxvkwyfbgpmucldhrsnioate9876543210"
 # JSON object keys, for deciding whether a document could hold a named key before parsing it.
-_JSON_KEY = re.compile(r'"([^"\\]{0,256})"\s*:')
+_JSON_KEY: Final = re.compile(r'"([^"\\]{0,256})"\s*:')
 _FORM_MIME: Final = "x-www-form-urlencoded"
 _JSON_FIRST: Final = frozenset("{[")
 # A JSON object member whose string is a GraphQL document: its inline arguments are text to scan.
@@ -443,6 +443,15 @@ class _Marks:
             self.items[where] = None
 
 
+# The parts of a request or response `Redactor._message` reads; a message with none of them (most
+# non-HTTP protocols' fields) has nothing for it to do.
+_MESSAGE_PARTS: Final = frozenset(
+    {"headers", "trailers", "informational", "cookies", "query", "body", "messages", "variables",
+     "query_text", "text"}
+)  # fmt: skip
+_NO_MARKS: Final = _Marks()  # stands for "nothing redacted yet" (never added to)
+
+
 class Redactor:
     """A rule set compiled once (regexes, name caches); `redact(entry)` changes an entry in place."""
 
@@ -456,6 +465,7 @@ class Redactor:
         "_headers",
         "_key_stems",
         "_keys",
+        "_paths",
         "_patterns",
         "_query",
         "_set_cookie_values",
@@ -479,6 +489,7 @@ class Redactor:
         self._gates: dict[str, bool] = {}
         self._cookie_values: dict[str, str] = {}
         self._set_cookie_values: dict[str, str] = {}
+        self._paths: dict[str, str] = {}  # an entry path's redacted form (the path itself: unchanged)
         self._cards = r.cards
         self._credentials = r.credentials
         patterns = []
@@ -526,16 +537,21 @@ class Redactor:
             return ["request", "response"]
 
     def _redact(self, entry: dict[str, Any]) -> list[str]:
-        marks = _Marks()
+        # A message holding none of the parts `_message` reads (a Redis command, a Kafka request …)
+        # is passed over with one set test instead of a lookup per part.
+        marks = _NO_MARKS
         req = entry.get("request")
-        if type(req) is dict:
+        if type(req) is dict and not _MESSAGE_PARTS.isdisjoint(req):
+            marks = _Marks()
             self._message(req, "request", marks)
         resp = entry.get("response")
-        if type(resp) is dict:
+        if type(resp) is dict and not _MESSAGE_PARTS.isdisjoint(resp):
+            if marks is _NO_MARKS:
+                marks = _Marks()
             self._message(resp, "response", marks)
         path = entry.get("path")
         if type(path) is str and path:
-            new = self._free(path, True)
+            new = self._path(path)
             if new is not None:
                 entry["path"] = new
                 summary = entry.get("summary")
@@ -543,7 +559,11 @@ class Redactor:
                     entry["summary"] = summary.replace(path, new)
                 if type(req) is dict:
                     _request_path(req, path, new)
+                if marks is _NO_MARKS:
+                    marks = _Marks()
                 marks.add("path")
+        if marks is _NO_MARKS:
+            return []
         if marks.excerpts:
             summary = entry.get("summary")
             if type(summary) is str:
@@ -554,6 +574,21 @@ class Redactor:
         old = entry.get("redacted")
         entry["redacted"] = list(dict.fromkeys((*old, *found))) if type(old) is list else found
         return found
+
+    def _path(self, path: str) -> str | None:
+        """`_free(path, True)`, remembered per path (bounded): a path (a URL path, a Redis key, a Kafka
+        topic) recurs across entries, and the answer depends only on it and these rules."""
+        if len(path) > VALUE_CACHE_LEN:
+            return self._free(path, True)
+        cache = self._paths
+        known = cache.get(path)
+        if known is not None:
+            return None if known == path else known  # the path itself: nothing to redact in it
+        new = self._free(path, True)
+        if len(cache) >= VALUE_CACHE_MAX:
+            cache.clear()
+        cache[path] = path if new is None else new
+        return new
 
     def _message(self, msg: dict[str, Any], side: str, marks: _Marks) -> None:
         headers = msg.get("headers")
@@ -1035,7 +1070,7 @@ def _cookie_header(value: str, names: Names, set_cookie: bool) -> str:
     return ";".join(pieces)
 
 
-_SET_COOKIE_SPLIT = re.compile(r",\s*(?=[^;,=\s]+=)")
+_SET_COOKIE_SPLIT: Final = re.compile(r",\s*(?=[^;,=\s]+=)")
 
 
 def _rewrite_query(qs: str, changed: Mapping[str, list[str]]) -> str:

@@ -36,15 +36,15 @@ try:  # snappy, lz4 and zstd record batches; without it such a batch is counted,
 except ImportError:  # pragma: no cover - cramjam is a dependency of the dissector
     _cramjam = None
 
-_I32 = struct.Struct("!i")
-_I64 = struct.Struct("!q")
-_F64 = struct.Struct("!d")
-_REQ_HEAD = struct.Struct("!ihhih")  # size, api_key, api_version, correlation_id, client_id length
-_RESP_HEAD = struct.Struct("!ii")  # size, correlation_id
+_I32: Final = struct.Struct("!i")
+_I64: Final = struct.Struct("!q")
+_F64: Final = struct.Struct("!d")
+_REQ_HEAD: Final = struct.Struct("!ihhih")  # size, api_key, api_version, correlation_id, client_id length
+_RESP_HEAD: Final = struct.Struct("!ii")  # size, correlation_id
 # Record batch v2 header after base offset and length (KIP-98): leader epoch, magic, crc, attributes,
 # last offset delta, first/max timestamp, producer id and epoch, base sequence, record count.
-_BATCH = struct.Struct("!ibIhiqqqhii")
-_BATCH_HEAD = struct.Struct("!qi")  # base offset, batch length
+_BATCH: Final = struct.Struct("!ibIhiqqqhii")
+_BATCH_HEAD: Final = struct.Struct("!qi")  # base offset, batch length
 BATCH_HEADER_LEN: Final = 61
 
 # Kafka's own default `socket.request.max.bytes` (100 MiB): a larger size prefix is not Kafka.
@@ -573,8 +573,19 @@ class _Reader:
 
 # Field types as read_struct dispatches on them: scalars, then bytes, records, struct arrays; an array
 # of scalars is _K_ARRAY + the scalar's kind.
-_K_I8, _K_I16, _K_I32, _K_I64, _K_F64, _K_BOOL, _K_UUID, _K_STR = 0, 1, 2, 3, 4, 5, 6, 7
-_K_BYTES, _K_RECORDS, _K_STRUCTS, _K_ARRAY = 8, 9, 10, 16
+# (Final: compiled code reads them as C constants.)
+_K_I8: Final = 0
+_K_I16: Final = 1
+_K_I32: Final = 2
+_K_I64: Final = 3
+_K_F64: Final = 4
+_K_BOOL: Final = 5
+_K_UUID: Final = 6
+_K_STR: Final = 7
+_K_BYTES: Final = 8
+_K_RECORDS: Final = 9
+_K_STRUCTS: Final = 10
+_K_ARRAY: Final = 16
 _SCALAR_KINDS: Final = {
     "i8": _K_I8, "i16": _K_I16, "i32": _K_I32, "i64": _K_I64, "f64": _K_F64, "bool": _K_BOOL,
     "uuid": _K_UUID, "str": _K_STR,
@@ -647,7 +658,22 @@ def read_struct(r: _Reader, fields: tuple[_Field, ...], v: int, out: dict[str, A
         if v < f.lo or v > f.hi:
             continue
         kind = f.kind
-        if kind < _K_BYTES:
+        if kind in (_K_I32, _K_I16):  # the most common fields, read in place
+            p = r.pos
+            data = r.data
+            if kind == _K_I32:
+                if p + 4 > r.end:
+                    raise IndexError("read past the frame")
+                x = data[p] << 24 | data[p + 1] << 16 | data[p + 2] << 8 | data[p + 3]
+                out[f.name] = x - 0x100000000 if x & 0x80000000 else x
+                r.pos = p + 4
+            else:
+                if p + 2 > r.end:
+                    raise IndexError("read past the frame")
+                x = data[p] << 8 | data[p + 1]
+                out[f.name] = x - 0x10000 if x & 0x8000 else x
+                r.pos = p + 2
+        elif kind < _K_BYTES:
             out[f.name] = _scalar(r, kind)
         elif kind == _K_STRUCTS:
             n = r.array()
@@ -717,7 +743,12 @@ def _value(data: bytes, start: int, n: int, budget: _Budget) -> Any:
 
 def _bytes_field(data: bytes, pos: int, end: int, budget: _Budget) -> tuple[Any, int, int]:
     """(value, declared size, offset after) of a record key/value/header (varint length, -1 = null)."""
-    n, pos = _varint(data, pos, end)
+    if pos < end and data[pos] < 0x80:  # a one-byte length (see _records_v2)
+        b = data[pos]
+        n = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n, pos = _varint(data, pos, end)
     if n < 0:
         return None, -1, pos
     if pos + n > end:
@@ -728,19 +759,37 @@ def _bytes_field(data: bytes, pos: int, end: int, budget: _Budget) -> tuple[Any,
 def _records_v2(data: bytes, pos: int, end: int, count: int, base: int, ts0: int, budget: _Budget,
                 out: list[dict[str, Any]]) -> None:  # fmt: skip
     """Up to the budget's records of one uncompressed batch body (KIP-98 Record)."""
+    # A varint of one byte (most lengths and deltas of a record) is read in place: b >> 1 ^ -(b & 1).
     for _ in range(count):
         if budget.records <= 0:
             return
-        length, pos = _varint(data, pos, end)
+        if pos < end and data[pos] < 0x80:
+            b = data[pos]
+            length = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            length, pos = _varint(data, pos, end)
         stop = pos + length
         if length < 0 or stop > end:
             return  # the batch was cut: what was read stays
         p = pos + 1  # attributes (unused)
-        ts_delta, p = _varint(data, p, stop)
-        off_delta, p = _varint(data, p, stop)
+        if p + 1 < stop and data[p] < 0x80 and data[p + 1] < 0x80:
+            b = data[p]
+            ts_delta = (b >> 1) ^ -(b & 1)
+            b = data[p + 1]
+            off_delta = (b >> 1) ^ -(b & 1)
+            p += 2
+        else:
+            ts_delta, p = _varint(data, p, stop)
+            off_delta, p = _varint(data, p, stop)
         key, key_size, p = _bytes_field(data, p, stop, budget)
         value, value_size, p = _bytes_field(data, p, stop, budget)
-        n_headers, p = _varint(data, p, stop)
+        if p < stop and data[p] < 0x80:
+            b = data[p]
+            n_headers = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            n_headers, p = _varint(data, p, stop)
         headers: list[dict[str, Any]] = []
         for _ in range(max(0, min(n_headers, MAX_LISTED))):
             hk, _, p = _bytes_field(data, p, stop, budget)
@@ -887,8 +936,12 @@ def _message_set_count(data: bytes, pos: int, end: int, magic: int, codecs: set[
 # ---- headers and detection ----------------------------------------------------------------------
 
 
+# Printable ASCII, deleted by `bytes.translate`: whatever is left is not printable (one C pass).
+_PRINTABLE: Final = bytes(range(32, 127))
+
+
 def _printable(raw: bytes) -> bool:
-    return all(32 <= b < 127 for b in raw)
+    return not raw.translate(None, _PRINTABLE)
 
 
 def plausible_request(data: bytes, pos: int, strict: bool) -> bool:
@@ -1271,16 +1324,21 @@ def first_error(fields: dict[str, Any]) -> int:
     top = fields.get("error_code")
     if type(top) is int and top:
         return top
-    stack: list[Any] = [v for v in fields.values() if type(v) is list]
-    while stack:
-        items = stack.pop(0)
+    # Breadth first (a list's items before the lists inside them), by index: no list is shifted.
+    queue: list[Any] = [v for v in fields.values() if type(v) is list]
+    i = 0
+    while i < len(queue):
+        items = queue[i]
+        i += 1
         for item in items:
             if type(item) is not dict:
                 continue
             code = item.get("error_code")
             if type(code) is int and code:
                 return code
-            stack.extend(v for v in item.values() if type(v) is list)
+            for v in item.values():
+                if type(v) is list:
+                    queue.append(v)
     return 0
 
 

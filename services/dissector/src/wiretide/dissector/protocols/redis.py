@@ -50,10 +50,21 @@ TYPE_NAMES: Final = {
     ord("_"): "null", ord(","): "double", ord("#"): "boolean", ord("!"): "error", ord("="): "verbatim",
     ord("("): "bignum", ord("%"): "map", ord("~"): "set", ord(">"): "push", ord("|"): "attribute",
 }  # fmt: skip
-_STAR, _DOLLAR, _MINUS, _PUSH, _ATTR, _MAP = ord("*"), ord("$"), ord("-"), ord(">"), ord("|"), ord("%")
-_CR, _LF = 13, 10
+# Type bytes as constants (Final: compiled code reads them as C constants, not module lookups).
+_STAR: Final = 0x2A  # *
+_DOLLAR: Final = 0x24  # $
+_MINUS: Final = 0x2D  # -
+_PUSH: Final = 0x3E  # >
+_ATTR: Final = 0x7C  # |
+_MAP: Final = 0x25  # %
+_PLUS: Final = 0x2B  # +
+_COLON: Final = 0x3A  # :
+_CR: Final = 13
+_LF: Final = 10
 # Each type byte's class, one table lookup per value: 1 a line, 2 a bulk string, 3 an aggregate.
-_LINE, _BULK, _AGG = 1, 2, 3
+_LINE: Final = 1
+_BULK: Final = 2
+_AGG: Final = 3
 _CLASS: Final = bytes(
     _LINE if b in _LINE_TYPES else _BULK if b in _BULK_TYPES else _AGG if b in _AGG_TYPES else 0
     for b in range(256)
@@ -89,6 +100,17 @@ _SCRIPTS: Final = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"
 _STREAM_READS: Final = frozenset({"XREAD", "XREADGROUP"})
 # CONFIG SET parameters whose value is a password.
 SECRET_CONFIG: Final = frozenset({"requirepass", "masterauth"})
+# Commands that may carry a password (`redact_args` changes nothing in any other), and the methods they
+# give (`CONFIG SET`, `ACL SETUSER`) as prefixes.
+_WITH_SECRETS: Final = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL"})
+_SECRET_PREFIXES: Final = tuple(f"{name} " for name in sorted(_WITH_SECRETS))
+
+
+def _may_hold_secret(command: str) -> bool:
+    """Whether a request's `command` is one of `_WITH_SECRETS` (alone or with its subcommand)."""
+    return command in _WITH_SECRETS or command.startswith(_SECRET_PREFIXES)
+
+
 # Inline commands the probe accepts when the server answers with a plain `+`/`-` line (POP3 servers
 # answer `+OK` too, so an unknown word there is not enough).
 INLINE_COMMANDS: Final = frozenset(
@@ -229,9 +251,22 @@ class _Direction:
         pos = 0
         n = len(buf)
         stack = self.stack
+        is_client = self.is_client
         try:
             while pos < n:
                 t = buf[pos]
+                if not self.msg_started and not stack and self.attrs is None:
+                    # A whole message at a message boundary, in one pass (the usual case: a command,
+                    # a status, an integer, a string, an array of strings); anything else, or a
+                    # message not whole in `buf`, goes the general way below, which reads it the same.
+                    end = -1
+                    if t == _STAR:
+                        end = self._strings(buf, pos, n, ts, out)
+                    elif not is_client:
+                        end = self._scalar(t, buf, pos, n, ts, out)
+                    if end > 0:
+                        pos = end
+                        continue
                 if not self.msg_started:
                     self.msg_started = True
                     self.msg_first = ts
@@ -343,6 +378,70 @@ class _Direction:
     def _check_line(self, size: int) -> None:
         if size > MAX_LINE:
             raise RespError("line longer than Redis allows")
+
+    def _strings(
+        self, buf: bytes, pos: int, n: int, ts: int, out: list[tuple[int, Any, bool, int, int]]
+    ) -> int:
+        """An array of (non-null) bulk strings at `pos`, whole in `buf` — every command, and many
+        replies — read in one pass and put in `out`: where it ends, or -1 when it is anything else
+        (then the general path reads it, with the same result, or rejects it)."""
+        count, eol = _number(buf, pos + 1, n)
+        if eol < 0 or count <= 0 or count > MAX_ITEMS:
+            return -1
+        p = eol + 2
+        budget = self.budget  # a whole message's: nothing of this one is kept yet
+        cut = False
+        values: list[Any] = []
+        for _ in range(count):
+            if p >= n or buf[p] != _DOLLAR:
+                return -1
+            length, eol = _number(buf, p + 1, n)
+            if eol < 0 or length < 0:
+                return -1
+            start = eol + 2
+            end = start + length
+            if end + 2 > n or buf[end] != _CR or buf[end + 1] != _LF:
+                return -1
+            keep = length if length <= budget else max(budget, 0)
+            if keep < length:
+                cut = True
+            budget -= keep
+            values.append(buf[start : start + keep].decode("utf-8", "replace"))
+            p = end + 2
+        out.append((_STAR, values, cut, ts, p - pos))
+        return p
+
+    def _scalar(
+        self, t: int, buf: bytes, pos: int, n: int, ts: int, out: list[tuple[int, Any, bool, int, int]]
+    ) -> int:
+        """A whole status, error, integer or (non-null) bulk string reply at `pos`, put in `out`: where
+        it ends, or -1 for anything else (read by the general path)."""
+        if t in (_PLUS, _MINUS):
+            eol = buf.find(_CRLF, pos)
+            if eol < 0:
+                return -1
+            text = buf[pos + 1 : eol].decode("utf-8", "replace")
+            out.append((t, text if t == _PLUS else _Error(text), False, ts, eol + 2 - pos))
+            return eol + 2
+        if t == _COLON:
+            value, eol = _number(buf, pos + 1, n)
+            if eol < 0:
+                return -1
+            out.append((t, value, False, ts, eol + 2 - pos))
+            return eol + 2
+        if t == _DOLLAR:
+            length, eol = _number(buf, pos + 1, n)
+            if eol < 0 or length < 0:
+                return -1
+            start = eol + 2
+            end = start + length
+            if end + 2 > n or buf[end] != _CR or buf[end + 1] != _LF:
+                return -1
+            keep = length if length <= self.budget else max(self.budget, 0)
+            raw = buf[start : start + keep]
+            out.append((t, raw.decode("utf-8", "replace"), keep < length, ts, end + 2 - pos))
+            return end + 2
+        return -1
 
     def _sync(self) -> bool:
         """Find the first frame boundary (the stream may start mid-frame); False = need more bytes."""
@@ -576,7 +675,11 @@ def command_of(args: list[str]) -> tuple[str, str | None]:
     """(method, key): the command upper-case (`CLIENT SETNAME` for a subcommand) and its key, if any."""
     if not args:
         return "", None
-    name = args[0].upper()
+    return _command_of(args[0].upper(), args)
+
+
+def _command_of(name: str, args: list[str]) -> tuple[str, str | None]:
+    """`command_of` for a command whose upper-case name is `name` (told once per request)."""
     method = name
     if name in CONTAINERS and len(args) > 1:
         method = f"{name} {args[1].upper()}"
@@ -693,24 +796,34 @@ class RedisSession:
         return out
 
     def _request(self, value: Any, cut: bool, first: int, ts: int, size: int) -> Message:
-        args = [v if type(v) is str else str(v) for v in value] if type(value) is list else [str(value)]
+        args: list[str]
+        if type(value) is list:
+            args = value
+            for v in value:
+                if type(v) is not str:
+                    args = [v if type(v) is str else str(v) for v in value]
+                    break
+        else:
+            args = [str(value)]
         count = len(args)
-        redact_args(args)
-        method, key = command_of(args)
+        # Upper-cased once: the name decides redaction, the method and key, and the session's state.
+        name = args[0].upper() if count else ""
+        if name in _WITH_SECRETS:
+            redact_args(args)
+        method, key = _command_of(name, args) if count else ("", None)
         fields: dict[str, Any] = {"command": method, "args": args[1:], "args_count": max(count - 1, 0)}
         if key is not None:
             fields["key"] = key
         if cut:
             fields["truncated"] = True
-        name = args[0].upper() if args else ""
         standalone = name in SUBSCRIBE_COMMANDS
         if standalone:
             self.subscribed = self.subscribed or not name.startswith(("UN", "PUN", "SUN"))
         else:
             self.outstanding = min(self.outstanding + 1, MAX_OUTSTANDING)
-        if name == "HELLO" and len(args) > 1 and args[1] == "3":
+        if name == "HELLO" and count > 1 and args[1] == "3":
             self.resp3 = True
-        if name == "MONITOR":
+        elif name == "MONITOR":
             self.monitor = True
         return Message(True, first, ts, size, fields, standalone=standalone)
 
@@ -894,14 +1007,12 @@ def classify(request: dict[str, Any] | None, response: dict[str, Any] | None) ->
         text = response.get("error")
         if text is not None and "redirect" not in response:
             over["error"] = {"type": text.split(" ", 1)[0] or "ERR", "message": text}
-    if request is not None and request["command"].split(" ", 1)[0] in _WITH_SECRETS:
+    if request is not None and _may_hold_secret(request["command"]):
         places = [f"request.args.{i}" for i, a in enumerate(request["args"]) if REDACTED in a]
         if places:
             over["redacted"] = places
     return over
 
-
-_WITH_SECRETS: Final = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL"})
 
 SPEC: Final = ProtocolSpec(
     name="redis",
