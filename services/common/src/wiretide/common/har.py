@@ -13,7 +13,6 @@ import base64
 import binascii
 import functools
 import heapq
-import importlib.metadata
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -62,6 +61,8 @@ _SWITCHING_PROTOCOLS: Final = 101
 @functools.cache
 def creator() -> dict[str, str]:
     """The `log.creator` object: this library's distribution and version."""
+    import importlib.metadata  # here: most callers (`wiretide analyze`) never need the metadata machinery
+
     try:
         version = importlib.metadata.version("wiretide-common")
     except importlib.metadata.PackageNotFoundError:  # a source tree without metadata
