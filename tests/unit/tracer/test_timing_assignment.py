@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wiretide.tracer.assemble import Assembler
-from wiretide.tracer.delays import BOUND_WINDOW, MAX_MISSES, Conn, DelayModel
-from wiretide.tracer.spans import KIND_CLIENT, KIND_SERVER, Span
+from wiretide.tracer.delays import BOUND_WINDOW, MAX_MISSES, MISS_COST, Conn, DelayModel, Gaps
+from wiretide.tracer.spans import KIND_CLIENT, KIND_SERVER, LINK_HEADER, LINK_ROOT, LINK_TIMING, Span
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 10**9
@@ -34,12 +34,12 @@ def entry(
     }  # fmt: skip
 
 
-def bound_threads(seed: int, threads: int = 10, rounds: int = 40) -> Traffic:
+def bound_threads(seed: int, threads: int = 10, rounds: int = 40, held_back: float = 0.0) -> Traffic:
     """One server (10.0.0.1:8080), `threads` threads each serving one keep-alive inbound connection
     and calling the next server (10.0.0.2:80) on a keep-alive connection of its own; every request
     makes one call, 0.3–6 ms into it, and is answered 0.3–6 ms after the call returns; the next
     request on the connection follows 0.05–0.5 ms later. The threads run at once, so at any time
-    ~`threads` requests enclose each call."""
+    ~`threads` requests enclose each call. A `held_back` share of the responses leave 40 ms late."""
     rnd = random.Random(seed)
     out = Traffic()
     n = 0
@@ -48,6 +48,8 @@ def bound_threads(seed: int, threads: int = 10, rounds: int = 40) -> Traffic:
         for _ in range(rounds):
             n += 1
             before, work, after = (int(rnd.uniform(*r) * MS) for r in ((0.3, 6), (1, 12), (0.3, 6)))
+            if held_back and rnd.random() < held_back:
+                after += 40 * MS
             req, call = f"r{n:05d}", f"c{n:05d}"
             end = t + before + work + after
             out.entries.append(entry(req, ("192.168.1.5", 50000 + k), ("10.0.0.1", 8080), t, end,
@@ -178,7 +180,7 @@ def test_on_a_shared_address_calls_are_told_apart_by_listening_port_better_than_
         assert precision >= 0.75 and recall >= 0.75 and recall > greedy[1] + 0.05, (precision, recall, greedy)
 
 
-def test_calls_to_ones_own_server_teach_the_model_nothing() -> None:
+def test_a_call_to_its_own_server_is_no_timing_evidence() -> None:
     lo = "127.0.0.1"
     entries = [
         entry("a", (lo, 50000), (lo, 8080), T0, T0 + 20 * MS, "/x", "fa"),
@@ -186,8 +188,11 @@ def test_calls_to_ones_own_server_teach_the_model_nothing() -> None:
     ]
     spans, a = assemble(entries)
     by = {(s.entry_id, s.kind): s for s in spans}
-    # Nothing else fits, so the call is linked — but neither the gaps nor the connection pairs learn it.
-    assert by[("b", KIND_CLIENT)].parent_span_id == by[("a", KIND_SERVER)].span_id
+    # Only a request of the server it calls encloses the call: on a shared address that is a client
+    # next to the server far more often than a server calling itself, so the call stays a root.
+    assert not by[("b", KIND_CLIENT)].parent_span_id
+    assert by[("b", KIND_CLIENT)].link == LINK_ROOT
+    # And neither the gaps nor the connection pairs learn anything from it.
     assert a.delays.learned == 0
     assert not a.delays._inbound_flows
 
@@ -259,3 +264,114 @@ def test_the_connections_watched_stay_bounded() -> None:
             model.request(s)
         assert len(model._conns) <= 3
     assert model._conns  # the latest are watched again after the table was forgotten
+
+
+def traced(e: dict[str, Any], trace: int) -> dict[str, Any]:
+    e["request"]["headers"]["traceparent"] = f"00-{trace:032x}-{trace:016x}-01"
+    return e
+
+
+def test_a_server_seen_calling_itself_on_evidence_keeps_its_timing_self_calls() -> None:
+    lo = "127.0.0.1"
+    entries = [
+        # A propagated header shows the server on :8080 calling itself...
+        traced(entry("a", (lo, 50000), (lo, 8080), T0, T0 + 20 * MS, "/x", "fa"), 7),
+        traced(entry("b", (lo, 50001), (lo, 8080), T0 + 2 * MS, T0 + 10 * MS, "/y", "fb"), 7),
+        # ...so later, without headers, a call that only its own request encloses is linked to it.
+        entry("c", (lo, 50002), (lo, 8080), T0 + 100 * MS, T0 + 120 * MS, "/x", "fc"),
+        entry("d", (lo, 50003), (lo, 8080), T0 + 102 * MS, T0 + 110 * MS, "/y", "fd"),
+    ]
+    spans, _ = assemble(entries)
+    by = {(s.entry_id, s.kind): s for s in spans}
+    assert by[("b", KIND_CLIENT)].link == LINK_HEADER
+    assert by[("b", KIND_CLIENT)].parent_span_id == by[("a", KIND_SERVER)].span_id
+    assert by[("d", KIND_CLIENT)].link == LINK_TIMING
+    assert by[("d", KIND_CLIENT)].parent_span_id == by[("c", KIND_SERVER)].span_id
+
+
+def test_a_client_on_the_servers_address_is_not_made_a_child_of_their_requests() -> None:
+    # The tier-0 entries of `shared_chain` are the calls of a client on the servers' address: they
+    # have no parent, and at ~10 requests in flight most are enclosed by another request of :8080.
+    for seed in (4, 5):
+        traffic = shared_chain(seed, spacing_ms=0.5)
+        spans, _ = assemble(traffic.entries)
+        confidence = {s.entry_id: s.confidence for s in spans if s.kind == KIND_CLIENT}
+        made = links(spans)
+        client_links = [c for c in made if c.startswith("t0-")]
+        # Linked only where a request of a server it does not call happens to enclose it: rarely.
+        assert len(client_links) < 0.05 * 240, len(client_links)
+        # Left roots, they no longer cost precision, nor make the links said to be sure wrong ones
+        # (each ~0.45 and ~0.4 when they were children of the first server's other requests).
+        precision, _ = scores(traffic.parent_of, made)
+        sure = {c: r for c, r in made.items() if confidence[c] >= 0.7}
+        assert precision >= 0.6 and scores(traffic.parent_of, sure)[0] >= 0.8, (precision, len(sure))
+
+
+def test_far_out_in_the_tail_a_gap_weighs_less_than_a_missed_call() -> None:
+    gaps = Gaps()
+    for k in range(16):
+        gaps.add(2.0 + 0.1 * (k % 5), 2.0 + 0.1 * (k % 3))
+    near = gaps.cost(2.2, 2.1)
+    assert near < 1.0
+    # Both 40 and 44 ms after the call (a response held back by Nagle against a delayed ACK) are
+    # far out; which of the two it is must count for less than one call the connections say is missed.
+    assert 0 < gaps.cost(2.2, 44.0) - gaps.cost(2.2, 40.0) < MISS_COST
+    # The cost still rises with the distance, so that order is kept where nothing else speaks.
+    assert gaps.cost(2.2, 4.0) < gaps.cost(2.2, 8.0) < gaps.cost(2.2, 40.0)
+
+
+def test_threads_bound_to_keepalive_connections_are_found_when_some_responses_are_held_back() -> None:
+    # As `bound_threads`, but a fifth of the responses leave 40 ms late (Nagle's algorithm against
+    # a delayed ACK): the gaps learned from the others call every such request an outlier.
+    for seed in (1, 2):
+        traffic = bound_threads(seed, held_back=0.2)
+        spans, _ = assemble(traffic.entries)
+        precision, recall = scores(traffic.parent_of, links(spans))
+        assert precision >= 0.95 and recall >= 0.90, (seed, precision, recall)
+
+
+def test_a_real_cycle_of_services_is_still_linked_by_timing() -> None:
+    # A's /x calls B's /y, which calls back A's /z: each server calls the other as often, so neither
+    # direction goes backwards along the call graph, and both are linked (a few in flight at once).
+    rnd = random.Random(9)
+    a, b = ("10.0.0.1", 8080), ("10.0.0.2", 80)
+    traffic = Traffic()
+    t = T0
+    for i in range(120):
+        t += int(rnd.uniform(0.5, 3) * MS)
+        x0 = t
+        y0 = x0 + int(rnd.uniform(0.3, 2) * MS)
+        z0 = y0 + int(rnd.uniform(0.3, 2) * MS)
+        z1 = z0 + int(rnd.uniform(1, 4) * MS)
+        y1 = z1 + int(rnd.uniform(0.3, 2) * MS)
+        x1 = y1 + int(rnd.uniform(0.3, 2) * MS)
+        traffic.entries += [
+            entry(f"x{i}", ("192.168.1.5", 20000 + i), a, x0, x1, "/x", f"fx{i}"),
+            entry(f"y{i}", ("10.0.0.1", 30000 + i), b, y0, y1, "/y", f"fy{i}"),
+            entry(f"z{i}", ("10.0.0.2", 40000 + i), a, z0, z1, "/z", f"fz{i}"),
+        ]
+        traffic.parent_of[f"y{i}"] = f"x{i}"
+        traffic.parent_of[f"z{i}"] = f"y{i}"
+    spans, _ = assemble(traffic.entries)
+    made = links(spans)
+    precision, recall = scores(traffic.parent_of, made)
+    back = scores({c: r for c, r in traffic.parent_of.items() if c.startswith("z")}, made)[1]
+    assert precision >= 0.9 and recall >= 0.9 and back >= 0.9, (precision, recall, back)
+
+
+def test_the_links_between_servers_stay_bounded(monkeypatch: Any) -> None:
+    from wiretide.tracer import delays
+
+    monkeypatch.setattr(delays, "MAX_KEYS", 4)
+    # One server calling nine others, each call linked to a request of its own.
+    entries = []
+    for i in range(9):
+        t = T0 + i * 20 * MS
+        client, server = ("192.168.1.5", 50000 + i), ("10.0.0.1", 8080)
+        entries.append(entry(f"r{i}", client, server, t, t + 10 * MS, "/", f"i{i}"))
+        entries.append(
+            entry(f"c{i}", ("10.0.0.1", 40000 + i), (f"10.0.1.{i}", 80), t + MS, t + 9 * MS, "/", f"o{i}")
+        )
+    spans, a = assemble(entries)
+    assert len(links(spans)) == 9
+    assert 0 < len(a.delays._edges) <= 4

@@ -43,6 +43,7 @@ from wiretide.tracer.spans import (
     Descriptions,
     Span,
     SpanIds,
+    Workload,
     Workloads,
     spans_from_entry,
 )
@@ -58,6 +59,9 @@ PENDING = Gauge("wiretide_tracer_pending_spans", "Client spans waiting for their
 # Highest confidence a timing link can have: containment in time is evidence, not proof (the call
 # may come from a background task that happened to run during the request).
 TIMING_MAX_CONFIDENCE: Final = 0.9
+# Confidence of a timing link to the only request that fits when what was learned of its endpoint
+# says it seldom makes such a call (`DelayModel.rare`).
+RARE_CALL_CONFIDENCE: Final = 0.1
 # Pruning a timeline moves memory; it is done at most once per this much packet time.
 PRUNE_EVERY_NS: Final = 100_000_000
 # Traces we remember the span count of, for the fan-out cap (oldest forgotten first).
@@ -88,6 +92,9 @@ PARENT_MODES: Final = (PARENT_WIRETIDE, PARENT_APP)
 # Anonymous listening instances remembered per address (beyond it the address's list starts again).
 MAX_LISTENERS_PER_ADDRESS: Final = 256
 MAX_ADDRESSES: Final = 50_000
+# Pairs of servers remembered as seen calling, on evidence (`Assembler._unlikely`); forgotten all at
+# once beyond it.
+MAX_EVIDENT_PAIRS: Final = 10_000
 # Estimated bytes of the client spans waiting for their window (their entries included, `Span.size`):
 # beyond it the oldest is decided early, counted (`decided_early_pressure`). An eighth of the
 # tracer's 300 MB budget: a call's entry can carry bodies up to the body cap, so a count alone
@@ -204,6 +211,9 @@ class Assembler:
         # caller (named by its IP alone) may be any of them.
         self._listeners: dict[str, list[str]] = {}
         self.delays = DelayModel()
+        # (server, server it calls) seen on evidence (a header, the kernel): timing links such calls
+        # even where it alone would not (a server calling itself, or one that calls it: `_unlikely`).
+        self._evident: set[tuple[Workload, Workload]] = set()
         self._clear = False  # the last joint assignment's winner was clear (`_match`)
         self._app_parent = self.config.parent == PARENT_APP
         self._outbound: dict[str, Timeline] = {}  # instance -> its client spans (calls it made)
@@ -406,6 +416,7 @@ class Assembler:
                 or (not span.workload.known and parent.workload.address == span.workload.address)
             ):
                 self._learn(span, parent)
+                self._seen(span, parent)
                 self._link(span, parent, LINK_SYSCALL, 1.0)
                 return
         candidates = self._candidates(span)
@@ -415,6 +426,7 @@ class Assembler:
             if same:
                 parent = min(same, key=lambda s: self._slack(span, s))
                 self._learn(span, parent)
+                self._seen(span, parent)
                 self._link(span, parent, LINK_HEADER, 1.0)
             else:
                 # The application's trace enters our view here: its root (the application's span that
@@ -426,20 +438,27 @@ class Assembler:
             return
         # Inbound requests carrying another trace's context belong to that trace, not to this call.
         plain = [s for s in candidates if s.context is None]
-        if len(plain) > 1:
-            # A request calling the very server that serves it is rare (recursion through the network);
-            # concurrent requests of one server enclosing each other's calls are not.
-            others = [s for s in plain if s.workload != span.peer]
-            if others:
-                plain = others
+        if plain:
+            # A request calling the very server that serves it is rare (recursion through the network),
+            # and so is one calling a server that calls its own (a cycle of services); concurrent
+            # requests of one server enclosing each other's calls are not, and a client on the servers'
+            # own address calls them all the time. Timing alone makes neither link (`_unlikely`).
+            unlikely = self._unlikely(span.peer)
+            plain = [s for s in plain if not unlikely(s.workload)]
         if not plain:
             span.link = LINK_ROOT
             span.confidence = 1.0
             self._decided(span)
             return
         if len(plain) == 1:
-            parent, confidence = plain[0], TIMING_MAX_CONFIDENCE
-            self._learn(span, parent)
+            parent = plain[0]
+            if self.delays.rare(parent, span):
+                # The only request that fits seldom makes such a call: a guess, said to be one (and
+                # nothing learned from it).
+                confidence = RARE_CALL_CONFIDENCE
+            else:
+                confidence = TIMING_MAX_CONFIDENCE
+                self._learn(span, parent)
         else:
             self._clear = False
             parent, confidence = self._match(span, plain)
@@ -488,7 +507,7 @@ class Assembler:
         # The solution is kept as a hint for the group's other calls; of a group cut short by the
         # caps only for the earlier half of its calls, far from the edge where rivals are missing.
         horizon = max(c.end_ns for c in calls)
-        if not whole:
+        if not whole and solution:
             ends = sorted(calls[i].end_ns for i in solution)
             horizon = ends[len(ends) // 2]
         group = frozenset(id(p) for p in parents)
@@ -512,6 +531,10 @@ class Assembler:
         timelines = self._timelines(span)
         outbound = self._outbound.get(instance)
         signature = span.signature
+        # Requests timing alone takes for no parents of these calls (`_unlikely`: the called server's
+        # own, those of a server it calls) are left out: on a shared address they would fill the group
+        # and crowd out the true parents.
+        unlikely = self._unlikely(span.peer)
         parents: dict[int, Span] = {id(s): s for s in candidates}
         calls: dict[int, Span] = {id(span): span}
         hull = [min(s.start_ns for s in candidates), max(s.end_ns for s in candidates)]
@@ -551,7 +574,7 @@ class Assembler:
                 for s in inbound.open_during(reach[0], reach[1], skew + (reach[1] - reach[0]))
             ]
             for other in around:
-                if id(other) in parents or other.context is not None:
+                if id(other) in parents or other.context is not None or unlikely(other.workload):
                     continue
                 k = bisect.bisect_left(starts, other.start_ns - skew)
                 if k < len(starts) and earliest_end[k] <= other.end_ns + skew:
@@ -579,6 +602,28 @@ class Assembler:
         before = child.start_ns - parent.start_ns
         after = parent.end_ns - child.end_ns
         return (before if before >= 0 else -2 * before) + (after if after >= 0 else -2 * after)
+
+    def _unlikely(self, peer: Workload) -> Callable[[Workload], bool]:
+        """Whether a request of a server is an unlikely maker of a call to `peer`, on timing alone: it
+        is `peer`'s own, or `peer` calls its server (`DelayModel.backwards`) — unless such a call was
+        seen on evidence (`_seen`)."""
+        evident, backwards = self._evident, self.delays.backwards
+
+        def unlikely(server: Workload) -> bool:
+            if (server, peer) in evident:
+                return False
+            return server == peer or backwards(server, peer)
+
+        return unlikely
+
+    def _seen(self, span: Span, parent: Span) -> None:
+        """Remember which server was seen, on evidence, calling which (`_unlikely`)."""
+        pair = (parent.workload, span.peer)
+        if pair not in self._evident:
+            if len(self._evident) >= MAX_EVIDENT_PAIRS:
+                self._evident.clear()
+                self._count("evident_pairs_evicted")
+            self._evident.add(pair)
 
     def _learn(self, span: Span, parent: Span) -> None:
         """Teach the delay model a link made on evidence stronger than a contested timing guess."""

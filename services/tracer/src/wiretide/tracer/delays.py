@@ -8,7 +8,9 @@ part learns from evidence fit for it: the gaps only from links not in doubt (a p
 kernel, a call with a single possible parent, a joint assignment whose winner was clear); the call
 graph and connection pairs from every link, as rates, where wrong links scatter and right ones add up;
 the binding of connections from the traffic alone, no link needed (`Conn`); a link of a call to its
-parent's own server (the last resort of a call nothing else fits) teaches nothing.
+parent's own server (made only where such calls were seen on evidence) teaches nothing. The links
+between servers (`backwards`) tell a call that goes against the call graph — a client beside the
+servers on one address, enclosed by the requests of a server it calls — from a real one.
 
 The timing cost of "request r made call c" is then the squared distance of both gaps from what that
 workload's endpoint usually shows, each in units of its own spread (a robust z-score: median and
@@ -21,10 +23,11 @@ and what was learned about the call graph and the connections is scaled to it.
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Final
 
 from wiretide.tracer.names import TABLE_EVICTIONS
-from wiretide.tracer.spans import Span
+from wiretide.tracer.spans import Span, Workload
 
 # Links per (workload, endpoint, call) before their gaps are trusted to weigh a cost.
 MIN_SAMPLES: Final = 8
@@ -72,12 +75,20 @@ MAX_MISSES: Final = 4
 # (a request nested in another is a tight fit for it, while before anything is learned the true
 # parent's gaps cost their milliseconds squared). So it costs more than any real pair of gaps within
 # the assembly window (2 × 2000² ms²) — taken only when no other request fits — and less than
-# leaving the call without a parent (the assembler's 1e9).
+# leaving the call without a parent (the assembler's 1e9). Timing weighs such a link at all only for
+# a server seen calling itself on evidence (`Assembler._unlikely`).
 SELF_CALL_COST: Final = 1e7
 # Until an endpoint's gaps are learned, its costs are milliseconds squared and what the call graph
 # and the connections learned is scaled by the cost, up to this (100 ms of gap on each side): so that
 # it still counts against long gaps, and stays below `SELF_CALL_COST`.
 RAW_SCALE_CAP: Final = 2e4
+# Spreads (z) beyond which a gap's cost grows only logarithmically (`_robust`), squared.
+TAIL_Z2: Final = 9.0
+# Links of one server's requests to calls of another before the reverse — the second's requests
+# calling the first — counts as going backwards along the call graph (`DelayModel.backwards`),
+# unless the reverse was linked at least `CYCLE_SHARE` as often (a real cycle: A calls B, B calls A).
+MIN_EDGE_LINKS: Final = 8
+CYCLE_SHARE: Final = 0.5
 # Median absolute deviation → standard deviation of a normal distribution.
 MAD_TO_SIGMA: Final = 1.4826
 NS_PER_MS: Final = 1_000_000.0
@@ -118,7 +129,16 @@ class Gaps:
     def cost(self, before_ms: float, after_ms: float) -> float:
         zb = (before_ms - self.before_mid) / self.before_spread
         za = (after_ms - self.after_mid) / self.after_spread
-        return zb * zb + za * za
+        return _robust(zb * zb) + _robust(za * za)
+
+
+def _robust(z2: float) -> float:
+    """A squared z-score with heavy tails (Cauchy): z² near the centre, growing only
+    logarithmically beyond `TAIL_Z` spreads. Gaps have outliers of their own — a response held
+    back ~40 ms by Nagle's algorithm against a delayed ACK, a thread descheduled — and far out in
+    the tail one more spread says little, so that what the connections and the call graph learned
+    decides between two requests that both fit badly."""
+    return TAIL_Z2 * math.log1p(z2 / TAIL_Z2)
 
 
 def _centre(values: list[float]) -> tuple[float, float]:
@@ -170,6 +190,7 @@ class DelayModel:
         "_bound",
         "_calls",
         "_conns",
+        "_edges",
         "_endpoints",
         "_gaps",
         "_inbound_flows",
@@ -189,6 +210,7 @@ class DelayModel:
         self._outbound_flows: dict[str, Pairing] = {}  # outbound connection -> its requests' connections
         self._conns: dict[str, Conn] = {}  # connection -> its latest requests, one at a time
         self._bound: dict[tuple[str, str], tuple[int, int, int]] = {}  # (in, out) -> versions, misses
+        self._edges: dict[tuple[Workload, Workload], int] = {}  # (server, server it calls) -> links
         self.learned = 0
 
     def request(self, span: Span) -> None:
@@ -213,16 +235,20 @@ class DelayModel:
             conn.add(span.start_ns, span.end_ns)
 
     def linked(self, parent: Span, call: Span) -> None:
-        """Record a link made by any evidence (the call graph's rates, the connections' pairs). A
-        request taken as the maker of a call to its own server teaches neither: such links are the
-        last resort of a call nothing else fits (a client on the servers' address), and pairing a
-        server's inbound connections with each other would hide the connections its requests do
-        call out on."""
+        """Record a link made by any evidence (the call graph's rates, the connections' pairs, the
+        links between servers). A request taken as the maker of a call to its own server teaches
+        none of them: pairing a server's inbound connections with each other would hide the
+        connections its requests do call out on."""
         w = parent.workload
         if call.peer == w:
             return
         key = (w.namespace, w.service_name, parent.name, call.signature)
         self._calls[key] = self._calls.get(key, 0) + 1
+        edges, edge = self._edges, (w, call.peer)
+        if len(edges) >= MAX_KEYS and edge not in edges:
+            TABLE_EVICTIONS.labels("delay_edges").inc(len(edges))
+            edges.clear()
+        edges[edge] = edges.get(edge, 0) + 1
         inbound, outbound = _flow(parent), _flow(call)
         if inbound and outbound:
             for table, mine, other in (
@@ -279,6 +305,28 @@ class DelayModel:
         timing cost of `parent` having made `call` (0 when nothing speaks against it)."""
         own = SELF_CALL_COST if call.peer == parent.workload else 0.0
         return own + self._evidence(parent, call)
+
+    def backwards(self, caller: Workload, callee: Workload) -> bool:
+        """Whether `caller` calling `callee` goes backwards along the call graph learned: `callee`'s
+        requests were linked, many times, to calls of `caller` — and `caller`'s to calls of `callee`
+        much less often. On a shared address that is a client beside the servers (the first server's
+        requests enclose the calls it makes to them) far more often than a cycle of services."""
+        edges = self._edges
+        if not edges:
+            return False
+        forward = edges.get((callee, caller), 0)
+        return forward >= MIN_EDGE_LINKS and edges.get((caller, callee), 0) < CYCLE_SHARE * forward
+
+    def rare(self, parent: Span, call: Span) -> bool:
+        """Whether `parent`'s endpoint, seen many times, has rarely been linked with a call like
+        `call` (`RARE_CALL_RATE`): a link of the two is possible (a rare branch of its code) but
+        unlikely."""
+        w = parent.workload
+        requests = self._requests.get((w.namespace, w.service_name, parent.name), 0)
+        if requests < MIN_ENDPOINT_REQUESTS:
+            return False
+        key = (w.namespace, w.service_name, parent.name, call.signature)
+        return self._calls.get(key, 0) < RARE_CALL_RATE * requests
 
     def _evidence(self, parent: Span, call: Span) -> float:
         """What the call graph and the connections learned add (in z² units, `Gaps.cost`)."""
