@@ -20,7 +20,10 @@ class ItemCaptured:
     `entry` is the canonical Entry JSON (docs/protocols.md): `protocol`, `method`, `path`, `status`,
     `elapsed_us`, `src`/`dst` with their Kubernetes names, `request`/`response`, `trace`... Replicas
     of the agents service share the entries through one durable JetStream consumer, so each entry
-    reaches one replica's copy of the agent. Return values are ignored.
+    reaches one replica's copy of the agent. Return values are ignored. While no enabled agent defines
+    `onItemCaptured`, the service only counts and acknowledges the entries without decoding them
+    (`.venv/bin/python bench/consumers.py` prints the cost per entry both ways); entries that arrive
+    after such an agent is deployed reach it, earlier ones do not.
 
         function onItemCaptured(entry) {
           if (entry.status >= 500) console.log(entry.method, entry.path, entry.status);

@@ -52,6 +52,7 @@ class LiveHub:
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._idle: asyncio.Task[None] | None = None
+        self._pending: asyncio.Task[None] | None = None
 
     @property
     def feeding(self) -> bool:
@@ -59,12 +60,17 @@ class LiveHub:
         return self._sub is not None
 
     async def start(self, bus: Bus) -> None:
-        """Ready to feed subscribers from `bus`; nothing is read until the first one comes."""
+        """Ready to feed subscribers from `bus`; nothing is read until the first one comes (or,
+        when some subscribed before the bus was there, now)."""
         self._bus = bus
+        if self.subscribers:
+            await self.ready()
 
     async def stop(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        if self._pending is not None:
+            self._pending.cancel()
         await self._unsubscribe()
         for s in list(self.subscribers):
             self.close(s, "gateway stopping")
@@ -133,10 +139,27 @@ class LiveHub:
     def subscribe(
         self, predicate: Callable[[dict[str, Any]], bool], scope: NamespaceScope = ALL_NAMESPACES
     ) -> Subscriber:
+        """Add a subscriber. Streams call `ready` first (no await between); a caller that cannot
+        wait (a recording trigger, armed from synchronous code) gets the feed subscribed in the
+        background and sees what is published once the server has the subscription."""
         s = Subscriber(scope.predicate(predicate))
         self.subscribers.add(s)
         SUBSCRIBERS.set(len(self.subscribers))
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._sub is None and self._bus is not None and self._pending is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: `ready` is called later
+                self._pending = asyncio.get_running_loop().create_task(self._subscribe_in_background())
         return s
+
+    async def _subscribe_in_background(self) -> None:
+        try:
+            await self.ready()
+        except Exception as exc:  # the bus is down: the next subscriber tries again
+            log.warning("live feed not subscribed", extra={"error": str(exc)})
+        finally:
+            self._pending = None
 
     def close(self, s: Subscriber, reason: str) -> None:
         if s in self.subscribers:

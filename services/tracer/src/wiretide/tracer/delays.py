@@ -183,8 +183,8 @@ def _flow(span: Span) -> str:
 
 class DelayModel:
     """Per workload: endpoint → calls it makes, their gaps (`Gaps`), and connection pairs; per
-    connection, its latest requests (`Conn`). Bounded by `MAX_KEYS`, `MAX_FLOWS` and `MAX_CONNS`
-    (each table forgotten at once beyond its bound)."""
+    connection, its latest requests (`Conn`). Bounded by `max_keys` (`MAX_KEYS`), `MAX_FLOWS` and
+    `max_conns` (`MAX_CONNS`) (each table forgotten at once beyond its bound)."""
 
     __slots__ = (
         "_bound",
@@ -198,10 +198,12 @@ class DelayModel:
         "_requests",
         "learned",
         "max_conns",
+        "max_keys",
     )
 
-    def __init__(self, max_conns: int = MAX_CONNS) -> None:
+    def __init__(self, max_conns: int = MAX_CONNS, max_keys: int = MAX_KEYS) -> None:
         self.max_conns = max_conns
+        self.max_keys = max_keys
         self._gaps: dict[tuple[str, str, str, str], Gaps] = {}
         self._endpoints: dict[tuple[str, str, str], int] = {}  # links learned per endpoint
         self._requests: dict[tuple[str, str, str], int] = {}  # requests seen per endpoint
@@ -218,7 +220,7 @@ class DelayModel:
         w = span.workload
         key = (w.namespace, w.service_name, span.name)
         requests = self._requests
-        if len(requests) >= MAX_KEYS and key not in requests:
+        if len(requests) >= self.max_keys and key not in requests:
             TABLE_EVICTIONS.labels("delay_endpoints").inc(len(requests) + len(self._calls))
             requests.clear()
             self._calls.clear()
@@ -245,7 +247,7 @@ class DelayModel:
         key = (w.namespace, w.service_name, parent.name, call.signature)
         self._calls[key] = self._calls.get(key, 0) + 1
         edges, edge = self._edges, (w, call.peer)
-        if len(edges) >= MAX_KEYS and edge not in edges:
+        if len(edges) >= self.max_keys and edge not in edges:
             TABLE_EVICTIONS.labels("delay_edges").inc(len(edges))
             edges.clear()
         edges[edge] = edges.get(edge, 0) + 1
@@ -272,7 +274,7 @@ class DelayModel:
         key = (w.namespace, w.service_name, parent.name, call.signature)
         gaps = self._gaps.get(key)
         if gaps is None:
-            if len(self._gaps) >= MAX_KEYS:
+            if len(self._gaps) >= self.max_keys:
                 TABLE_EVICTIONS.labels("delay_gaps").inc(len(self._gaps))
                 self._gaps.clear()
                 self._endpoints.clear()

@@ -341,7 +341,7 @@ class RecordingManager:
             self._reconciled = False
             for job in self.jobs.values():
                 if job.trigger is not None and not job.stopped:
-                    self._arm(job)
+                    await self._arm(job)
         else:
             for name in list(self.triggers):
                 self._disarm(name)
@@ -366,13 +366,14 @@ class RecordingManager:
             return
         self.jobs[name] = job
         if job.trigger is not None and not job.stopped and self.leading:
-            self._arm(job)
+            await self._arm(job)
         else:
             self._disarm(name)
 
     # -- triggers -------------------------------------------------------------------------------
 
-    def _arm(self, job: RecordingJob) -> None:
+    async def _arm(self, job: RecordingJob) -> None:
+        """Watch for the trigger; returns once the live feed it counts from is subscribed."""
         assert job.trigger is not None
         self._disarm(job.name)
         if self.live is None:
@@ -407,6 +408,10 @@ class RecordingManager:
 
         state.subscriber = self.live.subscribe(tap)
         self.triggers[job.name] = state
+        try:
+            await self.live.ready()
+        except Exception as exc:  # the bus is down: the hub subscribes when the next one comes
+            log.warning("trigger's live feed not subscribed", extra={"job": job.name, "error": str(exc)})
 
     def _disarm(self, name: str) -> None:
         state = self.triggers.pop(name, None)
