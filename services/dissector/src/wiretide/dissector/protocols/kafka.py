@@ -729,6 +729,13 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
+def _int64(value: int) -> int:
+    """A sum of two int64 fields as the broker computes it (Java's long wraps): never beyond 64 bits."""
+    if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+        return value
+    return ((value + 0x8000000000000000) & 0xFFFFFFFFFFFFFFFF) - 0x8000000000000000
+
+
 def _value(data: bytes, start: int, n: int, budget: _Budget) -> Any:
     """Bytes as text when they are UTF-8, else base64; cut to what the message's budget has left."""
     keep = min(n, budget.bytes)
@@ -796,8 +803,8 @@ def _records_v2(data: bytes, pos: int, end: int, count: int, base: int, ts0: int
             hv, _, p = _bytes_field(data, p, stop, budget)
             headers.append({"key": hk, "value": hv})
         record: dict[str, Any] = {
-            "offset": base + off_delta, "timestamp": ts0 + ts_delta, "key": key, "value": value,
-            "value_size": max(value_size, 0),
+            "offset": _int64(base + off_delta), "timestamp": _int64(ts0 + ts_delta), "key": key,
+            "value": value, "value_size": max(value_size, 0),
         }  # fmt: skip
         if headers:
             record["headers"] = headers
