@@ -511,8 +511,8 @@ class _Direction:
         if t == _MINUS:
             return _Error(_text(line))
         if t == ord(":"):
-            value = int(line)  # a signed 64-bit integer; beyond that, kept as text like a big number
-            return value if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF else _text(line)
+            number = int(line)  # a signed 64-bit integer; beyond that, kept as text like a big number
+            return number if -0x8000000000000000 <= number <= 0x7FFFFFFFFFFFFFFF else _text(line)
         if t == ord("_"):
             return None
         if t == ord("#"):

@@ -124,6 +124,8 @@ class _Live(Protocol):
 
     def close(self, s: Any, reason: str) -> None: ...
 
+    async def ready(self) -> None: ...
+
 
 def advertise_url(settings: RecordingSettings, http: str) -> str:
     """Where the other replicas reach this one's HTTP API: the setting, else WIRETIDE_GATEWAY_HTTP
