@@ -91,6 +91,14 @@ def test_production_runs_two_gateways_on_the_mongodb_replica_set() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_tracer_runs_at_a_time_in_every_overlay(overlay: str) -> None:
+    # Two tracers would share one durable consumer and each assemble half of every trace.
+    tracer = workloads(overlay)["tracer"]
+    assert tracer["kind"] == "Deployment" and tracer["spec"]["replicas"] == 1
+    assert tracer["spec"]["strategy"]["type"] == "Recreate"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_passes_kubernetes_validate_strict(overlay: str, tmp_path: Path) -> None:
     built = tmp_path / "built.yaml"
     built.write_text(yaml.safe_dump_all(build(overlay)))
