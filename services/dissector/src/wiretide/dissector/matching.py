@@ -11,6 +11,12 @@ that started after it cannot be what it answers, so the response leaves as an or
 request that started after a response is not what that response answers either, so the response
 leaves as an orphan and the request goes on waiting. Times are capture times of the first byte, and
 "after" means by more than CLOCK_SKEW_NS.
+
+And a request whose response went in a hole takes no later response: when the response direction gives
+up a gap, the waiting requests after which the request direction lost bytes too (a gap it gave up
+since, or a hole it is still held behind) leave unanswered. A client that sent more after a request
+had its response (one call at a time on a connection, as HTTP/1 clients do), so that response was in
+the hole; a pipelining client loses those pairs, never gets them shifted by one.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ Pair = tuple[Message | None, Message | None]
 class Matcher:
     """Pairs messages of one flow. `add` returns finished pairs (request or response may be None)."""
 
-    __slots__ = ("_by_key", "_fifo", "_orphans", "mode")
+    __slots__ = ("_by_key", "_cut", "_fifo", "_orphans", "mode")
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -44,6 +50,8 @@ class Matcher:
         self._by_key: OrderedDict[Hashable, Message] | None = None
         # FIFO: responses that found no request waiting, oldest first (see the module rule).
         self._orphans: list[Message] | None = None
+        # FIFO: how many of the oldest waiting requests the request direction lost bytes after.
+        self._cut = 0
 
     def add(self, msg: Message) -> list[Pair]:
         if msg.standalone or self.mode == "none":
@@ -58,11 +66,11 @@ class Matcher:
                 fifo = self._fifo = []
             fifo.append(msg)
             if len(fifo) > MAX_PENDING:
-                return [(fifo.pop(0), None)]
+                return [(self._pop_head(fifo), None)]
             return []
         if fifo:
             if fifo[0].ts_first <= msg.ts_first + CLOCK_SKEW_NS:
-                return [(fifo.pop(0), msg)]
+                return [(self._pop_head(fifo), msg)]
             return [(None, msg)]  # answers a request lost before the one waiting
         orphans = self._orphans
         if orphans is None:
@@ -71,6 +79,27 @@ class Matcher:
         if len(orphans) > MAX_PENDING:
             return [(None, orphans.pop(0))]
         return []
+
+    def _pop_head(self, fifo: list[Message]) -> Message:
+        if self._cut:
+            self._cut -= 1
+        return fifo.pop(0)
+
+    def gap(self, requests: bool, other_behind: bool) -> list[Pair]:
+        """One direction gave up a gap (`requests`: the requests' direction); `other_behind`: the other
+        direction is held behind a hole of its own. Returns the requests that will get no response
+        (see the module rule)."""
+        fifo = self._fifo
+        if self.mode != "fifo" or not fifo:
+            return []
+        if requests:
+            self._cut = len(fifo)
+            return []
+        cut = len(fifo) if other_behind else self._cut
+        self._cut = 0
+        out: list[Pair] = [(m, None) for m in fifo[:cut]]
+        del fifo[:cut]
+        return out
 
     def _request_after_orphans(self, req: Message) -> list[Pair]:
         """A request while responses wait: those that started before it do not answer it."""
@@ -108,7 +137,7 @@ class Matcher:
         out: list[Pair] = []
         fifo = self._fifo
         while fifo and fifo[0].ts_last < before_ns:
-            out.append((fifo.pop(0), None))
+            out.append((self._pop_head(fifo), None))
         orphans = self._orphans
         while orphans and orphans[0].ts_last < before_ns:
             out.append((None, orphans.pop(0)))
@@ -130,6 +159,7 @@ class Matcher:
         self._fifo = None
         self._by_key = None
         self._orphans = None
+        self._cut = 0
         return out
 
     @property

@@ -43,7 +43,7 @@ from wiretide.dissector.flows.sctp import INIT as SCTP_INIT
 from wiretide.dissector.flows.sctp import PPIDS as SCTP_PPIDS
 from wiretide.dissector.flows.sctp import SctpAssociation
 from wiretide.dissector.flows.table import DETECT, PINNED, RAW, Flow
-from wiretide.dissector.flows.tcp import SEQ_MASK
+from wiretide.dissector.flows.tcp import SEQ_HALF, SEQ_MASK, TcpStream
 from wiretide.dissector.icmp import IcmpTracker
 from wiretide.dissector.matching import Matcher
 from wiretide.dissector.redact import DEFAULT_REDACTOR, Redactor
@@ -147,6 +147,12 @@ def _first_bytes(early: list[tuple[int, bytes | int, int]]) -> tuple[bytes, byte
     return b"".join(parts[0])[:PROBE_BYTES], b"".join(parts[1])[:PROBE_BYTES]
 
 
+def _ahead(stream: TcpStream, seq: int) -> bool:
+    """Whether a segment starting at `seq` lies beyond a hole of its direction."""
+    nxt = stream.next_seq
+    return nxt is not None and 0 < ((seq - nxt) & _U32_SEQ) < SEQ_HALF
+
+
 def _probe_again(seen: list[int]) -> bool:
     """Whether an undecided flow's probes should run again: a side's first bytes (as far as the probes
     look) are new, or have at least doubled, since they last ran."""
@@ -190,6 +196,9 @@ class Pipeline:
         self._out: list[dict[str, Any]] = []
         self._next_sweep = 0
         self._now = 0
+        # While an ACK gives the other direction's hole up: the acking segment's own payload lies beyond
+        # a hole of its direction (held once the ACK is dealt with), which pairing must know of.
+        self._acker_ahead = False
         self._early_total = 0  # early bytes held by undecided flows (bounded by MAX_EARLY_TOTAL)
         # Packets no dissector turns into entries, by protocol name (`sctp`, `arp`, `icmpv6`…; a bounded
         # set of names, see packets.IP_PROTOCOL_NAMES). With --jobs only the first worker counts them
@@ -286,7 +295,9 @@ class Pipeline:
                                         if other.pending:
                                             chunks = other.acked(ack, ts)
                                             if chunks:
+                                                self._acker_ahead = plen > 0 and _ahead(streams[d], seq)
                                                 self._deliver_held(flow, 1 - d, chunks, other.stamps, ts)
+                                                self._acker_ahead = False
                                     if plen:
                                         stream = streams[d]
                                         if seq == stream.next_seq and not stream.pending:
@@ -625,7 +636,9 @@ class Pipeline:
             if other.pending:
                 chunks = other.acked(ack, ts)
                 if chunks:
+                    self._acker_ahead = plen > 0 and _ahead(streams[d], seq)
                     self._deliver_held(flow, 1 - d, chunks, other.stamps, ts)
+                    self._acker_ahead = False
         stream = streams[d]
         if plen:
             if flags & SYN:
@@ -801,9 +814,15 @@ class Pipeline:
             try:
                 if isinstance(chunk, int):
                     self.stats["gaps"] += 1
+                    if from_client:  # a request the gap cuts short is not one the client sent more after
+                        self._gap_in_pairing(flow, d, True)
                     events = session.gap(from_client, chunk, ts)
-                else:
-                    events = session.feed(from_client, chunk, ts)
+                    if events:
+                        self._events(flow, events, ts)
+                    if not from_client:  # after a response the gap cuts short, which answers its request
+                        self._gap_in_pairing(flow, d, False)
+                    return
+                events = session.feed(from_client, chunk, ts)
                 if events:
                     self._events(flow, events, ts)
             except Exception as exc:  # a parser bug must not take the flow table down
@@ -815,6 +834,17 @@ class Pipeline:
                 self._give_up(flow, exc, ts)
         elif type(chunk) is int:
             self.stats["gaps"] += 1
+
+    def _gap_in_pairing(self, flow: Flow, d: int, requests: bool) -> None:
+        """Tell the flow's pairing that direction `d` gave up a gap; requests whose responses went in
+        the hole become entries without one (matching.py)."""
+        matcher = flow.matcher
+        if matcher is None or flow.state != PINNED:
+            return
+        streams = flow.streams
+        behind = streams is not None and (bool(streams[1 - d].pending) or self._acker_ahead)
+        for req, resp in matcher.gap(requests, behind):
+            self._emit(flow, req, resp, None)
 
     def _deliver_held(
         self, flow: Flow, d: int, chunks: tuple[bytes | int, ...], stamps: Sequence[int], ts: int
