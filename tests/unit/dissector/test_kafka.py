@@ -490,6 +490,20 @@ def test_a_gap_inside_a_frame_flags_it_and_one_across_frames_resyncs() -> None:
     assert [m.key for m in out if isinstance(m, Message)] == [1, 2, 5]  # 2 kept its head; 3, 4 lost
 
 
+def test_two_holes_in_one_frame_the_second_ending_it_leave_the_next_frame_whole() -> None:
+    # The fuzzer's finding: a hole inside a frame leaves the rest of that frame to drop; a second hole
+    # that ended exactly at the frame's end left that drop pending, which then ate the next frame (and
+    # read a frame head from nothing: a struct.error out of `feed`).
+    big = produce(1, "orders", batch([record(0, None, b"x" * 4000)]))
+    s = KafkaSession(SessionConfig())
+    out = s.feed(True, big[:100], 0)
+    out += s.gap(True, 1000, 0)  # inside the frame
+    out += s.gap(True, len(big) - 1100, 0)  # the rest of it, to its last byte
+    out += s.feed(True, heartbeat(2) + heartbeat(3), 0)
+    msgs = [m for m in out if isinstance(m, Message)]
+    assert [(m.key, m.truncated) for m in msgs] == [(1, True), (2, False), (3, False)]
+
+
 def test_truncated_frames_lying_lengths_and_garbage_never_raise() -> None:
     # A frame cut by the end of the capture: its head is kept and flagged.
     (cut,) = events([(True, produce(1, "orders", batch([record(0, None, b"x" * 100)]))[:60])])

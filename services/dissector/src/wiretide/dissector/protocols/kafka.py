@@ -1184,9 +1184,13 @@ class KafkaSession:
         frame, cut, ts = d.frame, d.cut, d.ts
         d.buf = bytearray()
         d.frame = 0
+        d.skip = 0  # a hole that ended this frame ended what was left of it to drop, too
         d.cut = False
         d.synced = True
         d.scanned = 0
+        if len(raw) < (MIN_REQUEST if from_client else 8):  # no header to name it: never expected
+            self.counters["skipped_bytes"] += frame
+            return
         msg = self._request(raw, frame, cut, ts) if from_client else self._response(raw, frame, cut, ts)
         out.append(msg)
 
