@@ -505,6 +505,8 @@ class Row:
     packets: int  # captured on the interface during the load (kernel drops not included)
     nbytes: int
     restarted: list[str] = field(default_factory=list)
+    machine_busy: float = 0.0  # cores the whole machine was busy, on average, from the load's start to quiet
+    load_avg: float = 0.0  # 1-minute load average when the load started
 
     @property
     def per_entry(self) -> dict[str, float]:
@@ -559,10 +561,12 @@ def run_load(name: str, target: Target, work: Path, drive: Any, env: dict[str, s
         drops_before = up.drops()
         st0 = up.capture_status()
         c0 = cpu_by_process(pids)
+        m0, t0, load_avg = machine_busy_s(), time.monotonic(), os.getloadavg()[0]
         result: LoadResult = drive()
         stored = wait_stored(up, before, result.answered)
         wait_quiet(pids, idle)
         c1 = cpu_by_process(pids)
+        busy = (machine_busy_s() - m0) / max(time.monotonic() - t0, 1e-9)
         now_pids = up.pids()
         drops = {k: v - drops_before.get(k, 0) for k, v in up.drops().items()}
         st1 = up.capture_status()
@@ -577,9 +581,19 @@ def run_load(name: str, target: Target, work: Path, drive: Any, env: dict[str, s
             st1.packets - st0.packets,
             st1.bytes - st0.bytes,
             [k for k in pids if now_pids.get(k) != pids[k]],
+            busy,
+            load_avg,
         )
     finally:
         up.stop()
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (every CPU, every process: /proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) * TICK_S
 
 
 def print_row(row: Row) -> None:
@@ -598,6 +612,11 @@ def print_row(row: Row) -> None:
         print(f"   {name:<10} {row.cpu[name]:>8.2f} {per[name]:>9.1f} {row.rss[name]:>12.0f}")
     print(f"   {'total':<10} {sum(row.cpu.values()):>8.2f} {sum(per.values()):>9.1f}")
     print(f"   idle CPU of all seven before the load: {row.idle_cpu * 100:.1f}% of a core")
+    print(
+        f"   the machine meanwhile: {row.machine_busy:.2f} of {os.cpu_count()} cores busy on average, "
+        f"load average {row.load_avg:.1f} at the start (other work inflates CPU time; compare runs made "
+        f"on a quiet machine)"
+    )
     drops = ", ".join(f"{k} {v:,}" for k, v in sorted(row.drops.items())) or "none"
     print(f"   drops during the load: {drops}")
     if row.restarted:
