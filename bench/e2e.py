@@ -14,7 +14,8 @@ For each load it prints, per Wiretide process (capture, dissector, nats, gateway
 agents; a process's children included): CPU time (utime+stime from /proc) from the load's start until
 every process is quiet again, that time in µs per stored entry, and peak RSS (VmHWM); then entries
 stored / calls answered, and the drops the capture and dissector report (kernel ring, queues, bus
-buffer). At the end, one Markdown table of all loads. Figures are printed, never asserted; the
+buffer), and how busy the whole machine was meanwhile (cores, from /proc/stat; the load average
+at the start). At the end, one Markdown table of all loads. Figures are printed, never asserted; the
 machine is shared, so compare CPU time, not wall time.
 
 Needs root (namespaces, AF_PACKET), nginx and ab. The namespace and veth are removed on exit.
