@@ -35,7 +35,11 @@ from wiretide.tracer.rules import RuleError, parse_rules
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 64  # EntryBatch messages per pull (each carries up to hundreds of entries)
+FETCH_BATCH = 64  # EntryBatch messages per pull at most (each carries up to hundreds of entries)
+# EntryBatch bytes decoded at once: a fetch is sized from the messages seen so far to carry about this
+# much. Decoded, an entry takes several times its JSON; 64 batches of a burst (256 entries of ~2 KB each)
+# were 16,000 documents held at once: 120 MB traced, half the tracer's peak RSS (docs/reliability.md).
+FETCH_BYTES = 4 << 20
 FETCH_TIMEOUT_S = 0.25
 IDLE_TICK_S = 0.25  # how often packet time is moved on while no entries arrive
 CAUSALITY = Counter(
@@ -151,6 +155,24 @@ class TracerSettings(CommonSettings):
         )
 
 
+class FetchSize:
+    """How many messages the next fetch asks for: as many as carry about `max_bytes`, judged by the
+    size of the messages of the last fetch (a message alone may exceed it: one is always asked for)."""
+
+    __slots__ = ("max_bytes", "max_messages", "messages")
+
+    def __init__(self, max_messages: int = FETCH_BATCH, max_bytes: int = FETCH_BYTES) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.messages = 1  # the first fetch, before any size is known
+
+    def seen(self, sizes: list[int]) -> None:
+        """The payload sizes of the messages one fetch brought (none: keep the size asked for)."""
+        if sizes:
+            average = max(sum(sizes) // len(sizes), 1)
+            self.messages = max(1, min(self.max_messages, self.max_bytes // average))
+
+
 class TracerService(Service):
     name = "tracer"
     settings_cls = TracerSettings
@@ -175,6 +197,7 @@ class TracerService(Service):
         self._consuming = False
         self.causality: KernelCausality | None = None  # made when the first edges arrive
         self._causality_published: dict[str, int] = {}
+        self._fetch = FetchSize()
 
     def register(self, server: grpc.aio.Server) -> None:
         tracer_pb2_grpc.add_TracerServiceServicer_to_server(TracerApi(self.engine), server)
@@ -216,7 +239,8 @@ class TracerService(Service):
         while not self._stop.is_set():
             # In the order their calls ended (dissectors emit in response order), read off the lifted
             # fields: one sort per fetch, no document looked into for it.
-            got = await fetch_entries(self._sub, FETCH_BATCH, FETCH_TIMEOUT_S)
+            got = await fetch_entries(self._sub, self._fetch.messages, FETCH_TIMEOUT_S)
+            self._fetch.seen([len(msg.data) for msg in got.messages])
             self.invalid_entries += got.invalid
             if got.refused:
                 # A newer contract than this tracer reads: skipped (traces are best effort), said once.
