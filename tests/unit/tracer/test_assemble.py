@@ -258,4 +258,36 @@ def test_a_timeline_keeps_its_spans_by_start_whatever_order_they_arrive_in() -> 
     evicted = sum(timeline.add(s) for s in arrival)
     assert evicted == len(arrival) - 50 and len(timeline.spans) == 50
     assert timeline.starts == sorted(timeline.starts) == [s.start_ns for s in timeline.spans]
-    assert timeline.max_duration == max(s.end_ns - s.start_ns for s in timeline.spans)
+    longest = max(s.end_ns - s.start_ns for s in timeline.spans)
+    assert longest <= timeline.max_duration < 2 * longest
+
+
+def test_a_timeline_bounds_its_longest_span_within_twice_it_as_spans_come_and_go() -> None:
+    import random
+
+    from wiretide.tracer.assemble import Timeline
+    from wiretide.tracer.spans import SpanIds, spans_from_entry
+
+    entry = build(1, 1, seed=3).entries[0]
+    (template,) = [s for s in spans_from_entry(entry, SpanIds(1)) if s.kind == KIND_SERVER]
+
+    def span_between(start: int, end: int) -> Span:
+        w = template.workload
+        return Span(b"\0" * 8, "GET /", KIND_SERVER, w, w, start, end, {}, {}, "", {})
+
+    rnd = random.Random(7)
+    timeline = Timeline(cap=64)
+    start = T0
+    for i in range(5_000):
+        start += rnd.randrange(0, 200_000)
+        # Mostly alike (a burst of one call), now and then a long one that later leaves the timeline.
+        duration = 1_000_000 if i % 500 else rnd.randrange(50_000_000, 900_000_000)
+        s = span_between(start, start + duration)
+        timeline.add(s)
+        if i % 97 == 0:
+            timeline.prune(start - 100_000_000)
+        held = [x.end_ns - x.start_ns for x in timeline.spans]
+        longest = max(held, default=0)
+        assert longest <= timeline.max_duration and (not held or timeline.max_duration < 2 * longest + 2)
+    # The long ones left: the bound came back down to the calls' own length.
+    assert timeline.max_duration < 2 * 1_000_000

@@ -117,10 +117,13 @@ class Timeline:
     """One instance's spans of one direction, sorted by start, for "who was open at time t" queries.
 
     Bounded: at most `cap` spans (oldest start evicted first, counted by the caller); spans that ended
-    before the horizon are pruned. `max_duration` (longest span held) bounds how far back a query looks.
+    before the horizon are pruned. `max_duration` bounds how far back a query looks: at least the
+    longest span held and less than twice it. Spans are counted by the bit length of their duration,
+    so letting the longest go costs a look at 64 counts, never a pass over the spans held (at the cap
+    in a burst, that pass ran on every call whose durations were alike).
     """
 
-    __slots__ = ("cap", "last_horizon", "max_duration", "spans", "starts")
+    __slots__ = ("_by_length", "cap", "last_horizon", "max_duration", "spans", "starts")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -128,6 +131,7 @@ class Timeline:
         self.spans: list[Span] = []
         self.max_duration = 0
         self.last_horizon = 0
+        self._by_length = [0] * 65  # spans held per bit length of their duration (ns)
 
     def add(self, span: Span) -> int:
         """Insert; returns how many spans were evicted to stay within the cap."""
@@ -141,6 +145,8 @@ class Timeline:
             starts.insert(i, start)
             self.spans.insert(i, span)
         duration = span.end_ns - start
+        duration = max(duration, 0)
+        self._by_length[min(duration.bit_length(), 64)] += 1
         self.max_duration = max(self.max_duration, duration)
         over = len(starts) - self.cap
         if over > 0:
@@ -161,11 +167,17 @@ class Timeline:
             self._cut(k)
 
     def _cut(self, k: int) -> None:
-        gone = self.spans[:k]
+        by_length = self._by_length
+        for s in self.spans[:k]:
+            duration = s.end_ns - s.start_ns
+            by_length[min(duration.bit_length(), 64) if duration > 0 else 0] -= 1
         del self.starts[:k]
         del self.spans[:k]
-        if any(s.end_ns - s.start_ns >= self.max_duration for s in gone):
-            self.max_duration = max((s.end_ns - s.start_ns for s in self.spans), default=0)
+        top = min(self.max_duration.bit_length(), 64)
+        if by_length[top] == 0:  # the longest spans' bucket emptied: the next one's upper bound
+            while top > 0 and by_length[top] == 0:
+                top -= 1
+            self.max_duration = (1 << top) - 1 if top else 0
 
     def open_during(self, start: int, end: int, slack: int) -> list[Span]:
         """Spans that may enclose [start, end] (± slack): started by `start`, long enough to reach `end`."""
