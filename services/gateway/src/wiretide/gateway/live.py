@@ -139,9 +139,10 @@ class LiveHub:
     def subscribe(
         self, predicate: Callable[[dict[str, Any]], bool], scope: NamespaceScope = ALL_NAMESPACES
     ) -> Subscriber:
-        """Add a subscriber. Streams call `ready` first (no await between); a caller that cannot
-        wait (a recording trigger, armed from synchronous code) gets the feed subscribed in the
-        background and sees what is published once the server has the subscription."""
+        """Add a subscriber. Streams await `ready` just before (no await between), recording
+        triggers just after; should a caller do neither, the feed is subscribed in the background,
+        so no subscriber is left unfed (it sees what is published once the server has the
+        subscription)."""
         s = Subscriber(scope.predicate(predicate))
         self.subscribers.add(s)
         SUBSCRIBERS.set(len(self.subscribers))
