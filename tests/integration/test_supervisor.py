@@ -71,21 +71,25 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]
     port = free_port()
     data = tmp_path / "wt"
     proc = wiretide("up", "--data-dir", str(data), "--ui-port", str(port))
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "Press Ctrl-C" in line:
-            break
-    else:
-        raise AssertionError(
-            "wiretide up did not come up:\n" + "".join(lines) + (proc.stderr.read() if proc.stderr else "")
-        )
-    assert "6/6 services SERVING" in "".join(lines)
-    yield proc, data, port
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate()  # reaps and closes the pipes
+    try:  # reaped and its pipes closed however the test ends (a failure must not leak them)
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        else:
+            raise AssertionError(
+                "wiretide up did not come up:\n"
+                + "".join(lines)
+                + (proc.stderr.read() if proc.stderr else "")
+            )
+        assert "6/6 services SERVING" in "".join(lines)
+        yield proc, data, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def test_up_serves_six_services_and_nats_and_ctrl_c_leaves_nothing_behind(

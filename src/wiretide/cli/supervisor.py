@@ -88,6 +88,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def reserve_port(port: int) -> None:
+    """Never hand out `port` (one the user chose, such as the UI's, that is bound only later)."""
+    _HANDED_OUT.add(port)
+
+
 def check_port_free(host: str, port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -262,6 +267,7 @@ class Supervisor:
     def plan(self, nats_bin: str) -> None:
         tls = self.plan_tls()
         self.ensure_service_token()
+        reserve_port(self.ui_port)  # free now, but the gateway binds it only once it starts
         nats_port = free_port()
         self.nats_url = f"{'tls' if tls else 'nats'}://127.0.0.1:{nats_port}"
         nats_dir = self.data_dir / "nats"
