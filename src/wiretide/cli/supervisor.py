@@ -41,6 +41,10 @@ STOP_TIMEOUT_S = 5.0
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 STABLE_AFTER_S = 30.0  # a child that ran this long starts its backoff from the beginning again
 NATS_START_TIMEOUT_S = 10.0
+# nats-server's soft memory limit (Go's GOMEMLIMIT), unless the user's environment sets one: near it the
+# Go runtime collects garbage sooner instead of letting its heap double. A 200k-call keep-alive burst
+# took nats-server to 374 MB without it (docs/reliability.md, "A keep-alive burst").
+NATS_GOMEMLIMIT = "200MiB"
 LOG_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
 
@@ -300,7 +304,7 @@ class Supervisor:
                 "wiretide",
                 *nats_tls,
             ],
-            env=dict(os.environ),
+            env={"GOMEMLIMIT": NATS_GOMEMLIMIT, **os.environ},  # the user's GOMEMLIMIT wins
             log_path=self.logs_dir / "nats.log",
             grpc=f"127.0.0.1:{nats_port}",
         )

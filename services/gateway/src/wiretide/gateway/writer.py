@@ -9,7 +9,8 @@ Two batches are in flight at most: while one is decoded and written in a worker 
 releases the GIL while it writes), the event loop fetches the next. Decoding happens in that thread
 too, off the event loop. It reads the fields the store indexes as the producer lifted them and keeps
 each entry's JSON as it arrived: the writer never decodes a document (nor the store, unless it needs
-the document: MongoDB).
+the document: MongoDB). A batch is sized by bytes (`FetchSize`: about FETCH_BYTES of EntryBatches, at
+most FETCH_BATCH messages), so what a burst makes the writer hold does not grow with its messages' size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import Counter
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
 from wiretide.common.bus.entries import Indexed, NewerContract, Skipped, indexed_entries
+from wiretide.common.bus.fetch import FetchSize
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
 from wiretide.gateway.store import EntryStore, StoreError
@@ -36,7 +38,11 @@ INVALID_ENTRIES = Counter(
     "wiretide_gateway_invalid_entries_total", "Entries skipped as not valid Entry documents"
 )
 
-FETCH_BATCH = 64  # NATS messages (each an EntryBatch of many entries) per fetch
+FETCH_BATCH = 64  # NATS messages (each an EntryBatch of many entries) per fetch at most
+# EntryBatch bytes per fetch, about: a fetch is sized from the messages of the last one. In a keep-alive
+# burst a batch is as full as a NATS message allows (~800 KB): two fetches of 64 were 100 MB of payload,
+# each entry's JSON copied out of them again, most of the gateway's 466 MB peak (docs/reliability.md).
+FETCH_BYTES = 4 << 20
 FETCH_TIMEOUT_S = 1.0
 RETRY_MAX_S = 5.0
 RETRY_AFTER_FETCH_ERROR_S = 0.5  # pause after a failed fetch; the client reconnects by itself meanwhile
@@ -92,6 +98,7 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._delay = 0.2
+        self.fetch_size = FetchSize(FETCH_BATCH, FETCH_BYTES)
 
     async def start(self) -> None:
         self._sub = await durable_pull(
@@ -107,13 +114,14 @@ class StoreWriter:
 
     async def _fetch(self) -> list[Any]:
         try:
-            msgs: list[Any] = await self._sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+            msgs: list[Any] = await self._sub.fetch(self.fetch_size.messages, timeout=FETCH_TIMEOUT_S)
         except (TimeoutError, NatsTimeout):
             return []
         except Exception as exc:  # connection trouble: the client reconnects by itself
             log.warning("fetch failed", extra={"error": str(exc)})
             await asyncio.sleep(RETRY_AFTER_FETCH_ERROR_S)
             return []
+        self.fetch_size.seen([len(msg.data) for msg in msgs])
         return msgs
 
     def _write(self, batch: Batch) -> int:

@@ -20,6 +20,7 @@ from pydantic import field_validator
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
 from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.bus.fetch import FetchSize
 from wiretide.common.bus.subjects import CAUSALITY_ALL
 from wiretide.common.collector import collect_rarely
 from wiretide.common.service import Service
@@ -155,24 +156,6 @@ class TracerSettings(CommonSettings):
         )
 
 
-class FetchSize:
-    """How many messages the next fetch asks for: as many as carry about `max_bytes`, judged by the
-    size of the messages of the last fetch (a message alone may exceed it: one is always asked for)."""
-
-    __slots__ = ("max_bytes", "max_messages", "messages")
-
-    def __init__(self, max_messages: int = FETCH_BATCH, max_bytes: int = FETCH_BYTES) -> None:
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.messages = 1  # the first fetch, before any size is known
-
-    def seen(self, sizes: list[int]) -> None:
-        """The payload sizes of the messages one fetch brought (none: keep the size asked for)."""
-        if sizes:
-            average = max(sum(sizes) // len(sizes), 1)
-            self.messages = max(1, min(self.max_messages, self.max_bytes // average))
-
-
 class TracerService(Service):
     name = "tracer"
     settings_cls = TracerSettings
@@ -197,7 +180,7 @@ class TracerService(Service):
         self._consuming = False
         self.causality: KernelCausality | None = None  # made when the first edges arrive
         self._causality_published: dict[str, int] = {}
-        self._fetch = FetchSize()
+        self._fetch = FetchSize(FETCH_BATCH, FETCH_BYTES)
 
     def register(self, server: grpc.aio.Server) -> None:
         tracer_pb2_grpc.add_TracerServiceServicer_to_server(TracerApi(self.engine), server)
