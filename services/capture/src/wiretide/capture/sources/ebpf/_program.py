@@ -49,6 +49,13 @@ OPENSSL: Final = 0
 GO: Final = 1
 BORINGSSL: Final = 2
 
+# OpenSSL's SSL BIO (`BIO_f_ssl`): where struct bio_st holds its method and its data (the data of an
+# SSL BIO is a BIO_SSL, whose first field is the SSL*), by OpenSSL version. 3.x puts its library
+# context first; 1.1.1 has none (1.1.0, whose BIO methods are of another shape, is not hooked). Each
+# layout has its own entry functions (`bio_read_enter_<name>`, `bio_write_enter_<name>`).
+BIO_TYPE_SSL: Final = 0x207  # 7 | BIO_TYPE_FILTER
+BIO_LAYOUTS: Final = {"3": (8, 64), "111": (0, 56)}  # name: (offset of method, offset of ptr)
+
 SOURCE: Final = r"""
 #include <uapi/linux/ptrace.h>
 
@@ -67,7 +74,8 @@ struct call_t {
     u32 ex;
     u32 lib;
     u32 done;  // a Go write already emitted (at its first syscall)
-    u32 pad;
+    u32 bio;   // entered through the SSL BIO's read/write: `sp` tells its own return
+    u64 sp;    // the stack pointer at entry (the return address's slot)
 };
 
 // A Go call is keyed by its goroutine (R14 in the register ABI), not its thread: a goroutine
@@ -191,16 +199,47 @@ int read_ex_enter(struct pt_regs *ctx) { return enter(ctx, 1, 1, 0); }
 int boring_write_enter(struct pt_regs *ctx) { return enter(ctx, 0, 0, 2); }
 int boring_read_enter(struct pt_regs *ctx) { return enter(ctx, 1, 0, 2); }
 
+// OpenSSL's SSL BIO (BIO_f_ssl): bio_ssl.c's own read/write (found through BIO_f_ssl's method table,
+// ebpf/biossl.py) call libssl's internal functions, not SSL_read/SSL_write. Their arguments are
+// SSL_read_ex's with the BIO in place of the SSL: (BIO *, buffer, length, size_t *done); the SSL* is
+// the first field of the BIO's data (a BIO_SSL). The call then counts as SSL_read_ex/SSL_write_ex on
+// that SSL*. The method's type is checked as well (a table this code misread hooks nothing).
+static __always_inline int bio_enter(struct pt_regs *ctx, u32 dir, u32 ex, u32 method_at, u32 ptr_at) {
+    u64 bio = PT_REGS_PARM1(ctx);
+    u64 method = 0;
+    u64 data = 0;
+    u64 ssl = 0;
+    int type = 0;
+    if (!bio || bpf_probe_read_user(&method, sizeof(method), (void *)(bio + method_at)) != 0 || !method)
+        return 0;
+    if (bpf_probe_read_user(&type, sizeof(type), (void *)method) != 0 || type != __BIO_TYPE_SSL__)
+        return 0;
+    if (bpf_probe_read_user(&data, sizeof(data), (void *)(bio + ptr_at)) != 0 || !data)
+        return 0;
+    if (bpf_probe_read_user(&ssl, sizeof(ssl), (void *)data) != 0 || !ssl)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t c = {};
+    c.ssl = ssl;
+    c.buf = PT_REGS_PARM2(ctx);
+    c.outlen = ex ? PT_REGS_PARM4(ctx) : 0;
+    c.fd = -1;
+    c.dir = dir;
+    c.ex = ex;
+    c.bio = 1;
+    c.sp = PT_REGS_SP(ctx);
+    active.update(&id, &c);
+    return 0;
+}
+
+#define BIO_ENTERS(name, method_at, ptr_at) \
+    int bio_write_enter_##name(struct pt_regs *ctx) { return bio_enter(ctx, 0, 1, method_at, ptr_at); } \
+    int bio_read_enter_##name(struct pt_regs *ctx) { return bio_enter(ctx, 1, 1, method_at, ptr_at); }
+__BIO_LAYOUTS__
+
 static int emit(void *ctx, struct call_t call, u64 n, u64 id);
 
-int leave(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct call_t *c = active.lookup(&id);
-    if (!c)
-        return 0;
-    struct call_t call = *c;
-    active.delete(&id);
-    call_fd.delete(&id);  // a syscall fd not consumed by a socket tracepoint is not carried over
+static __always_inline int finish(struct pt_regs *ctx, struct call_t call, u64 id) {
     int rc = (int)PT_REGS_RC(ctx);  // every hooked function returns an int (eax)
     u64 n = 0;
     if (call.ex) {
@@ -215,6 +254,30 @@ int leave(struct pt_regs *ctx) {
     if (n == 0)
         return 0;
     return emit(ctx, call, n, id);
+}
+
+int leave(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t *c = active.lookup(&id);
+    if (!c)
+        return 0;
+    struct call_t call = *c;
+    active.delete(&id);
+    call_fd.delete(&id);  // a syscall fd not consumed by a socket tracepoint is not carried over
+    return finish(ctx, call, id);
+}
+
+// The return of the SSL BIO's read/write: only that call's own return ends it (the stack pointer one
+// slot above the one it entered with: `ret` popped the return address), should a call nest in it.
+int bio_leave(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct call_t *c = active.lookup(&id);
+    if (!c || !c->bio || c->sp + 8 != PT_REGS_SP(ctx))
+        return 0;
+    struct call_t call = *c;
+    active.delete(&id);
+    call_fd.delete(&id);
+    return finish(ctx, call, id);
 }
 
 // Go crypto/tls.(*Conn).Read/Write, register ABI (Go 1.17+): receiver in RAX, the slice's data
@@ -735,4 +798,9 @@ def program_text(go_task_regs: bool = True, sock_length: bool = True, udp_owners
         .replace("__PIECES__", str(PIECES_PER_CALL))
         .replace("__MAX_ACTIVE__", str(MAX_ACTIVE))
         .replace("__MAX_SOCKETS__", str(MAX_SOCKETS))
+        .replace("__BIO_TYPE_SSL__", hex(BIO_TYPE_SSL))
+        .replace(
+            "__BIO_LAYOUTS__",
+            "\n".join(f"BIO_ENTERS({name}, {m}, {p})" for name, (m, p) in BIO_LAYOUTS.items()),
+        )
     )

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from wiretide.capture.sources.ebpf import _program, gobin
+from wiretide.capture.sources.ebpf import _program, biossl, gobin
 from wiretide.capture.sources.ebpf.cgroups import ROOT as CGROUP_ROOT
 from wiretide.capture.sources.ebpf.cgroups import ContainerIds
 from wiretide.capture.sources.ebpf.conntab import Connection, ConnectionTable
@@ -72,6 +72,13 @@ BORING_FUNCTIONS: Final = (
     ("SSL_read", "boring_read_enter"),
 )
 BORING_MARK: Final = b"^SSL_CTX_set_grease_enabled$"
+# OpenSSL's SSL BIO (`BIO_f_ssl`: `openssl s_server -www`, programs reading through BIO chains): its
+# own read/write functions, found through BIO_f_ssl's method table (ebpf/biossl.py), get
+# `bio_<dir>_enter_<layout>` and return through `bio_leave`. The layout (struct bio_st's offsets,
+# _program.BIO_LAYOUTS) by libssl's soname version; 1.1.0 (same soname as 1.1.1, no SSL_read_ex) has
+# another BIO_METHOD and is not hooked there.
+BIO_LAYOUT_OF_VERSION: Final = {"3": "3", "1.1": "111"}
+BIO_FUNCTIONS: Final = (("BIO_f_ssl read", "bio_read_enter"), ("BIO_f_ssl write", "bio_write_enter"))
 # Go crypto/tls: (function, BPF function at entry); each RET instruction gets `go_leave`.
 GO_FUNCTIONS: Final = (
     (gobin.WRITE, "go_write_enter"),
@@ -414,6 +421,8 @@ class EbpfSource:
                 errors.append(f"{sym} return: {exc}")
                 continue
             attached.append(sym)
+        if attached and functions is FUNCTIONS:
+            attached += self._hook_ssl_bio(real)
         hook = Hook(
             real,
             library or library_of(real),
@@ -422,6 +431,37 @@ class EbpfSource:
         )
         self.hooks[real] = hook
         return hook
+
+    def _hook_ssl_bio(self, real: str) -> list[str]:
+        """Attach to the SSL BIO's read/write in the OpenSSL libssl `real` (1.1.1 or 3.x, by soname);
+        the names attached (none when the library is another version or its table is not found)."""
+        m = _LIBSSL.search(real)
+        layout = BIO_LAYOUT_OF_VERSION.get(m.group(1)[1:] if m and m.group(1) else "", "")
+        name = real.encode()
+        try:
+            if not layout or (
+                layout == "111" and not self._bpf.get_user_functions_and_addresses(name, b"^SSL_read_ex$")
+            ):
+                return []
+            found = self._bpf.get_user_functions_and_addresses(name, b"^BIO_f_ssl$")
+        except Exception:  # unreadable: SSL_read/SSL_write were attached, the BIO layer is not
+            return []
+        methods = biossl.find(real, int(found[0][1]) if found else 0)
+        if methods.reason:  # not an OpenSSL this code knows the SSL BIO of: SSL_read/SSL_write still are
+            return []
+        attached: list[str] = []
+        for (what, enter), addr in zip(BIO_FUNCTIONS, (methods.bread, methods.bwrite), strict=True):
+            try:
+                self._bpf.attach_uprobe(name=name, addr=addr, fn_name=f"{enter}_{layout}".encode())
+            except Exception:
+                continue
+            try:
+                self._bpf.attach_uretprobe(name=name, addr=addr, fn_name=b"bio_leave")
+            except Exception:
+                self._bpf.detach_uprobe(name=name, addr=addr)
+                continue
+            attached.append(what)
+        return attached
 
     def _scan_execs(self, now: int) -> None:
         due = [pid for pid, t in self._execs.items() if now - t >= EXEC_SCAN_DELAY_NS]
