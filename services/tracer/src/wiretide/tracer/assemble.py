@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 from wiretide.tracer.causality import CausalitySource, NoCausality
 from wiretide.tracer.delays import DelayModel
 from wiretide.tracer.names import NAMES_COLLAPSED, TABLE_EVICTIONS, SpanNames
-from wiretide.tracer.propagation import extract_from_entry
+from wiretide.tracer.propagation import count_contexts, extract_from_entry
 from wiretide.tracer.rules import SpanRule, apply
 from wiretide.tracer.spans import (
     KIND_NAMES,
@@ -237,6 +237,7 @@ class Assembler:
         # locking costs more than the rest of a span's bookkeeping).
         self._kinds: dict[int, int] = {}
         self._links: dict[str, int] = {}
+        self._contexts: dict[str, int] = {}  # propagated contexts found, by header (`extract`)
         self._published: dict[str, int] = {}  # counts already handed to prometheus_client
 
     # ---- input ----------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Assembler:
             self._count("dropped_by_rule")
             SPANS_DROPPED.labels("rule").inc()
             return []
-        ctx = extract_from_entry(entry)
+        ctx = extract_from_entry(entry, self._contexts)
         spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions, self.names)
         # What the call holds, estimated once (the trace store charges the same): the entry on the
         # client side, whose wait for the window is what the pending bound weighs.
@@ -301,6 +302,8 @@ class Assembler:
             _LINKS_BY_NAME[link].inc(n)
         self._kinds.clear()
         self._links.clear()
+        if self._contexts:
+            count_contexts(self._contexts)
         PENDING.set(len(self._pending))
         # Deltas of counts kept per call as plain numbers since the last batch.
         for key, n in self.names.stats.items():

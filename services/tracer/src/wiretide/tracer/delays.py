@@ -97,11 +97,17 @@ NS_PER_MS: Final = 1_000_000.0
 class Gaps:
     """The recent gaps of one (workload, endpoint, call), and their robust centre and spread."""
 
-    __slots__ = ("after", "after_mid", "after_spread", "before", "before_mid", "before_spread", "fresh", "n")
+    __slots__ = (
+        "after", "after_mid", "after_sorted", "after_spread", "before", "before_mid", "before_sorted",
+        "before_spread", "fresh", "n",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.before: list[float] = []
         self.after: list[float] = []
+        # The same gaps kept in order (one insertion per link), so that no refresh sorts them again.
+        self.before_sorted: list[float] = []
+        self.after_sorted: list[float] = []
         self.n = 0
         self.fresh = 0
         self.before_mid = 0.0
@@ -111,16 +117,20 @@ class Gaps:
 
     def add(self, before_ms: float, after_ms: float) -> None:
         if len(self.before) >= MAX_SAMPLES:
+            _remove(self.before_sorted, self.before[0])
+            _remove(self.after_sorted, self.after[0])
             del self.before[0]
             del self.after[0]
         self.before.append(before_ms)
         self.after.append(after_ms)
+        bisect.insort(self.before_sorted, before_ms)
+        bisect.insort(self.after_sorted, after_ms)
         self.n += 1
         self.fresh += 1
         if self.n == MIN_SAMPLES or self.fresh >= REFRESH_EVERY:
             self.fresh = 0
-            self.before_mid, self.before_spread = _centre(self.before)
-            self.after_mid, self.after_spread = _centre(self.after)
+            self.before_mid, self.before_spread = _centre_of_sorted(self.before_sorted)
+            self.after_mid, self.after_spread = _centre_of_sorted(self.after_sorted)
 
     @property
     def ready(self) -> bool:
@@ -141,12 +151,34 @@ def _robust(z2: float) -> float:
     return TAIL_Z2 * math.log1p(z2 / TAIL_Z2)
 
 
+def _remove(ordered: list[float], value: float) -> None:
+    """Take one `value` out of an ascending list."""
+    del ordered[bisect.bisect_left(ordered, value)]
+
+
 def _centre(values: list[float]) -> tuple[float, float]:
     """Median and robust spread (scaled MAD, floored) of `values`."""
-    ordered = sorted(values)
-    mid = ordered[len(ordered) // 2]
-    deviations = sorted(abs(v - mid) for v in ordered)
-    mad = deviations[len(deviations) // 2] * MAD_TO_SIGMA
+    return _centre_of_sorted(sorted(values))
+
+
+def _centre_of_sorted(ordered: list[float]) -> tuple[float, float]:
+    """`_centre` of values already in ascending order."""
+    n = len(ordered)
+    m = n // 2
+    mid = ordered[m]
+    # The deviations from the median, in order, are two sorted runs merged: the values from the median
+    # up (v - mid) and those below it, downwards (mid - v). The median deviation is the one at index m
+    # of that merge: walked to it, with no second sort.
+    up, down = m, m - 1
+    deviation = 0.0
+    for _ in range(m + 1):
+        if down < 0 or (up < n and ordered[up] - mid <= mid - ordered[down]):
+            deviation = ordered[up] - mid
+            up += 1
+        else:
+            deviation = mid - ordered[down]
+            down -= 1
+    mad = deviation * MAD_TO_SIGMA
     return mid, max(mad, MIN_SPREAD_MS, abs(mid) * MIN_SPREAD_FRACTION)
 
 

@@ -62,6 +62,17 @@ class Context:
     sampled: bool = True
     tracestate: str = ""
 
+    # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
+    # compiled build (~20 times slower), for every entry that carries a context. Frozen all the same.
+    def __init__(
+        self, trace_id: bytes, parent_id: bytes, source: str, sampled: bool = True, tracestate: str = ""
+    ) -> None:
+        object.__setattr__(self, "trace_id", trace_id)
+        object.__setattr__(self, "parent_id", parent_id)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "sampled", sampled)
+        object.__setattr__(self, "tracestate", tracestate)
+
     @property
     def trace_hex(self) -> str:
         return self.trace_id.hex()
@@ -207,62 +218,79 @@ def _first(headers: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _attempt(name: str, parse: Callable[[], Context | None]) -> Context | None:
+def _attempt(
+    name: str, parse: Callable[[], Context | None], counts: dict[str, int] | None = None
+) -> Context | None:
     try:
         ctx = parse()
     except Invalid as exc:
         INVALID_HEADERS.labels(name, str(exc.args[0])).inc()
         return None
     if ctx is not None:
-        counter = _CONTEXTS_BY_SOURCE.get(ctx.source)
-        (counter or CONTEXTS.labels(ctx.source)).inc()
+        if counts is not None:
+            counts[ctx.source] = counts.get(ctx.source, 0) + 1
+        else:
+            counter = _CONTEXTS_BY_SOURCE.get(ctx.source)
+            (counter or CONTEXTS.labels(ctx.source)).inc()
     return ctx
 
 
-def extract(headers: Mapping[str, Any]) -> Context | None:
-    """The strongest valid context in lower-cased request headers (or gRPC metadata), else None."""
+def count_contexts(counts: dict[str, int]) -> None:
+    """Hand the contexts counted in `counts` (by `extract`, per header) to the metric, and clear it."""
+    for source, n in counts.items():
+        counter = _CONTEXTS_BY_SOURCE.get(source)
+        (counter or CONTEXTS.labels(source)).inc(n)
+    counts.clear()
+
+
+def extract(headers: Mapping[str, Any], counts: dict[str, int] | None = None) -> Context | None:
+    """The strongest valid context in lower-cased request headers (or gRPC metadata), else None.
+    The context found is counted in `wiretide_tracer_propagated_contexts_total` — or in `counts`, by
+    header, when given, for the caller to hand over per batch (`count_contexts`): prometheus_client's
+    locked increment costs more per entry than parsing the header."""
     if not headers or _HEADER_NAMES.isdisjoint(headers):  # most requests carry no context at all
         return None
     tp = _first(headers, "traceparent")
     if tp is not None:
         ts = _first(headers, "tracestate") or ""
-        ctx = _attempt("traceparent", lambda: parse_traceparent(tp, ts))
+        ctx = _attempt("traceparent", lambda: parse_traceparent(tp, ts), counts)
         if ctx is not None:
             return ctx
     b3 = _first(headers, "b3")
     if b3 is not None:
-        ctx = _attempt("b3", lambda: parse_b3_single(b3))
+        ctx = _attempt("b3", lambda: parse_b3_single(b3), counts)
         if ctx is not None:
             return ctx
     b3_trace = _first(headers, "x-b3-traceid")
     if b3_trace is not None:
         b3_span = _first(headers, "x-b3-spanid") or ""
         b3_sampled = _first(headers, "x-b3-sampled") or ""
-        ctx = _attempt("x-b3", lambda: parse_b3_multi(b3_trace, b3_span, b3_sampled))
+        ctx = _attempt("x-b3", lambda: parse_b3_multi(b3_trace, b3_span, b3_sampled), counts)
         if ctx is not None:
             return ctx
     uber = _first(headers, "uber-trace-id")
     if uber is not None:
-        ctx = _attempt("uber-trace-id", lambda: parse_uber(uber))
+        ctx = _attempt("uber-trace-id", lambda: parse_uber(uber), counts)
         if ctx is not None:
             return ctx
     gtb = _first(headers, "grpc-trace-bin")
     if gtb is not None:
-        ctx = _attempt("grpc-trace-bin", lambda: parse_grpc_trace_bin(gtb))
+        ctx = _attempt("grpc-trace-bin", lambda: parse_grpc_trace_bin(gtb), counts)
         if ctx is not None:
             return ctx
     rid = _first(headers, "x-request-id")
     if rid is not None:
-        return _attempt("x-request-id", lambda: parse_request_id(rid))
+        return _attempt("x-request-id", lambda: parse_request_id(rid), counts)
     return None
 
 
-def extract_from_entry(entry: Mapping[str, Any]) -> Context | None:
-    """The context on an entry's request (HTTP headers, HTTP/2 and gRPC metadata alike)."""
+def extract_from_entry(entry: Mapping[str, Any], counts: dict[str, int] | None = None) -> Context | None:
+    """The context on an entry's request (HTTP headers, HTTP/2 and gRPC metadata alike); counted as
+    `extract` counts it."""
     request = entry.get("request")
     if not isinstance(request, dict):
         return None
     headers = request.get("headers") or request.get("metadata")
     if not isinstance(headers, dict):
         return None
-    return extract(headers)
+    return extract(headers, counts)

@@ -134,6 +134,33 @@ class Workload:
     # listening side by ip:port, and the assembler relates the two through it.
     address: str = ""
 
+    # Written out, not generated: the dataclass's own would run interpreted even in the compiled
+    # build, and workloads are compared and hashed per entry (RED series, delay model, the map's
+    # holders, the exporter's resources). One object stands for each identity (`Workloads`): the
+    # identity test answers most comparisons. Same fields, same answers as the generated ones.
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not Workload:
+            return NotImplemented
+        return (
+            self.service_name == other.service_name and self.namespace == other.namespace
+            and self.pod == other.pod and self.node == other.node
+            and self.workload_kind == other.workload_kind and self.workload_name == other.workload_name
+            and self.pid == other.pid and self.process_name == other.process_name
+            and self.container_id == other.container_id and self.known == other.known
+            and self.learned == other.learned and self.address == other.address
+        )  # fmt: skip
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.service_name, self.namespace, self.pod, self.node, self.workload_kind,
+                self.workload_name, self.pid, self.process_name, self.container_id, self.known,
+                self.learned, self.address,
+            )
+        )  # fmt: skip
+
     @property
     def instance(self) -> str:
         """The running instance whose inbound and outbound calls can be causally related."""
@@ -198,6 +225,48 @@ class Span:
     # Estimated bytes this span holds (store.py), set once per call by the assembler: the entry is
     # charged to the client side, the server side holds its own objects. 0: not estimated yet.
     size: int = 0
+
+    # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
+    # compiled build, for the two spans of every entry. The same parameters, in field order.
+    def __init__(
+        self, span_id: bytes, name: str, kind: int, workload: Workload, peer: Workload, start_ns: int,
+        end_ns: int, shared: Attributes, own: Attributes, entry_id: str, entry: dict[str, Any],
+        node: str = "", context: Context | None = None, error: bool = False, status_message: str = "",
+        trace_id: bytes = b"", parent_span_id: bytes = b"", link: str = LINK_ROOT, confidence: float = 1.0,
+        partner: Span | None = None, signature: str = "", parent: Span | None = None, decided: bool = False,
+        emitted: bool = False, exported: bool = False, waiting: list[Span] | None = None,
+        claimed: set[str] | None = None, hint: tuple[Span, float, frozenset[int]] | None = None,
+        size: int = 0,
+    ) -> None:  # fmt: skip
+        self.span_id = span_id
+        self.name = name
+        self.kind = kind
+        self.workload = workload
+        self.peer = peer
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.shared = shared
+        self.own = own
+        self.entry_id = entry_id
+        self.entry = entry
+        self.node = node
+        self.context = context
+        self.error = error
+        self.status_message = status_message
+        self.trace_id = trace_id
+        self.parent_span_id = parent_span_id
+        self.link = link
+        self.confidence = confidence
+        self.partner = partner
+        self.signature = signature
+        self.parent = parent
+        self.decided = decided
+        self.emitted = emitted
+        self.exported = exported
+        self.waiting = waiting
+        self.claimed = claimed
+        self.hint = hint
+        self.size = size
 
     @property
     def attributes(self) -> Attributes:
@@ -840,6 +909,20 @@ class Descriptions:
         return Described(shape.name, attrs, shape.client_error, shape.server_error, url_full)
 
 
+def _own(peer_end: dict[str, Any], error: str) -> Attributes:
+    """One side's own attributes: the network peer is the other end of the entry, as this side saw it."""
+    attrs: Attributes = {}
+    ip = peer_end.get("ip")
+    if ip:
+        attrs["network.peer.address"] = ip if isinstance(ip, str) else ""
+    port = peer_end.get("port")
+    if type(port) is int:
+        attrs["network.peer.port"] = port
+    if error:
+        attrs["error.type"] = error
+    return attrs
+
+
 def spans_from_entry(
     entry: dict[str, Any],
     ids: SpanIds,
@@ -880,33 +963,25 @@ def spans_from_entry(
         protocol = protocol if type(protocol) is str else ""
         name = names.name(callee.namespace, callee.service_name, name, protocol)
     signature = f"{callee.service_name}|{name}"
-    span_id = ids.span_id
-
-    def half(peer_end: dict[str, Any], kind: int, workload: Workload, peer: Workload, error: str) -> Span:
-        """One side of the call: the network peer is the other end of the entry, as this side saw it."""
-        attrs: Attributes = {}
-        ip = peer_end.get("ip")
-        if ip:
-            attrs["network.peer.address"] = ip if isinstance(ip, str) else ""
-        port = peer_end.get("port")
-        if type(port) is int:
-            attrs["network.peer.port"] = port
-        if error:
-            attrs["error.type"] = error
-        # Positional, in field order (the per-span path: keyword matching costs more than the rest).
-        return Span(
-            span_id(), name, kind, workload, peer, start, end, base, attrs, entry_id, entry, node,
-            context, bool(error), error, b"", b"", LINK_ROOT, 1.0, None, signature,
-        )  # fmt: skip
-
-    client = half(dst, described.kind_client, caller, callee, described.client_error)
+    client_error, server_error = described.client_error, described.server_error
+    # Positional, in field order (the per-span path: keyword matching costs more than the rest); the
+    # client's id drawn first.
+    client = Span(
+        ids.span_id(), name, described.kind_client, caller, callee, start, end, base,
+        _own(dst, client_error), entry_id, entry, node, context, bool(client_error), client_error, b"", b"",
+        LINK_ROOT, 1.0, None, signature,
+    )  # fmt: skip
     own = client.own
     if described.url_full:
         own["url.full"] = described.url_full
     own["service.peer.name"] = callee.service_name  # the retired `peer.service`
     if callee.namespace:
         own["service.peer.namespace"] = callee.namespace
-    server = half(src, described.kind_server, callee, caller, described.server_error)
+    server = Span(
+        ids.span_id(), name, described.kind_server, callee, caller, start, end, base,
+        _own(src, server_error), entry_id, entry, node, context, bool(server_error), server_error, b"", b"",
+        LINK_ROOT, 1.0, None, signature,
+    )  # fmt: skip
     client.partner = server
     server.partner = client
     return [client, server]
