@@ -1,8 +1,8 @@
 """The dissector's hot modules compiled with mypyc, used only when the build matches the sources.
 
 `make setup` runs `services/dissector/build_native.py`, which compiles `MODULES` (the per-packet and
-per-message path: flow table, TCP reassembly, pairing, HTTP/1, DNS, the database and messaging
-protocols, bodies, the entry builder) into
+per-message path: flow table, TCP reassembly, pairing, HTTP/1, HTTP/2 with HPACK, gRPC and protobuf,
+DNS, the database and messaging protocols, bodies, the entry builder) into
 one extension in `build/native/dissector/`. When that build is used, and when the pure-Python modules
 run instead, is `wiretide.common.native`'s rule, the same for every service.
 
@@ -28,15 +28,20 @@ MODULES: Final = (
     "wiretide.dissector.flows.table",
     "wiretide.dissector.flows.tcp",
     "wiretide.dissector.protocols._body",
+    "wiretide.dissector.protocols._numbers",
     "wiretide.dissector.protocols.amqp",
     "wiretide.dissector.protocols.dns",
     "wiretide.dissector.protocols.graphql",
+    "wiretide.dissector.protocols.grpc",
+    "wiretide.dissector.protocols.hpack",
     "wiretide.dissector.protocols.http1",
+    "wiretide.dissector.protocols.http2",
     "wiretide.dissector.protocols.http_overlays",
     "wiretide.dissector.protocols.kafka",
     "wiretide.dissector.protocols.mongodb",
     "wiretide.dissector.protocols.mysql",
     "wiretide.dissector.protocols.postgresql",
+    "wiretide.dissector.protocols.protobuf",
     "wiretide.dissector.protocols.redis",
     "wiretide.dissector.redact",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from wiretide.dissector.api import Event, Message, Presented, ProtocolSpec, SessionConfig, Verdict, Violation
 from wiretide.dissector.protocols import graphql, grpc
@@ -231,8 +232,6 @@ def _set_cookies(fields: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _query(qs: str) -> dict[str, list[str]]:
-    from urllib.parse import parse_qs
-
     return parse_qs(qs, keep_blank_values=True, max_num_fields=None) if qs else {}
 
 
