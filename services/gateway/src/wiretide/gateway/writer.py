@@ -137,7 +137,12 @@ class StoreWriter:
 
     async def _run(self) -> None:
         in_flight: tuple[Batch, asyncio.Future[int]] | None = None
+        task = asyncio.current_task()
         while not self._stop.is_set():
+            # A cancellation the NATS client swallowed (it can surface as a fetch error or a timeout,
+            # both caught below) must still end the loop, or a process told to exit never does.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             msgs = await self._fetch()  # meanwhile the previous batch is being written
             batch = Batch(msgs) if msgs else None
             # Decoded in another thread while the previous batch is still being written: SQLite lets go
