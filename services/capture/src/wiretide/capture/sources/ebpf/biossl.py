@@ -20,7 +20,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-BIO_TYPE_SSL: Final = 0x207  # 7 | BIO_TYPE_FILTER
+from wiretide.capture.sources.ebpf._program import BIO_TYPE_SSL
+
 BWRITE_AT: Final = 16  # offsets in struct bio_method_st (x86-64)
 BREAD_AT: Final = 32
 R_X86_64_RELATIVE: Final = 8
