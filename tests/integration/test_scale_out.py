@@ -206,12 +206,23 @@ def test_two_nodes_two_dissectors_two_gateways_on_a_nats_cluster_store_everythin
         assert _stream_replicas(urls) == 3  # the entries stream has a copy on every NATS node
         expected = 0
         bases = [b for _g, b in gateways]
+        by_base = {b: g for g, b in gateways}
+
+        def count(base: str) -> int:
+            try:
+                return len(_entries(base))
+            except httpx.ConnectError:
+                gw = by_base[base]
+                state = "running" if gw.proc is not None and gw.proc.poll() is None else "exited"
+                raise AssertionError(
+                    f"{base} refused a connection; the gateway is {state}:\n{gw.log()}"
+                ) from None
 
         def settled(want: int) -> None:
             for base in bases:
                 got = wait_for(
                     f"{want} entries through {base}",
-                    lambda base=base: len(_entries(base)),
+                    lambda base=base: count(base),
                     lambda n: n >= want,
                     timeout=120,
                 )

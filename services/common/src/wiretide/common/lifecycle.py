@@ -22,6 +22,7 @@ class Lifecycle:
     grace_s: float = 5.0
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _stoppers: list[tuple[str, Stopper]] = field(default_factory=list)
+    failed: str | None = None  # why a part the process cannot run without ended; the exit is non-zero
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -32,6 +33,14 @@ class Lifecycle:
         if not self.stop_event.is_set():
             log.info("stopping", extra={"reason": reason})
             self.stop_event.set()
+
+    def fail(self, reason: str) -> None:
+        """A part the process cannot run without has ended: stop everything, then exit non-zero (so that
+        a supervisor or Kubernetes starts it again instead of leaving it half alive)."""
+        if self.failed is None:
+            self.failed = reason
+            log.error("a vital part ended, stopping", extra={"reason": reason})
+        self.request_stop(reason)
 
     def on_stop(self, name: str, stopper: Stopper) -> None:
         """Register a stopper; stoppers run in reverse order of registration."""

@@ -173,3 +173,5 @@ def main(service_cls: type[Service]) -> None:
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         raise SystemExit(1) from None
+    if service.lifecycle is not None and service.lifecycle.failed is not None:
+        raise SystemExit(1)  # stopped because a vital part ended, not because it was asked to

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 PCAP_MARGIN_NS = 2_000_000_000  # widen an entry's time window when asking the recorder for its flow
 SNAPSHOT_TIMEOUT_S = 30.0
 CAPTURE_NODES_CACHE_S = 5.0
+HTTP_BACKLOG = 2048  # uvicorn's own default
 
 
 class GatewaySettings(RecordingSettings):
@@ -133,6 +134,7 @@ class GatewayService(Service):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(HTTP_BACKLOG)  # listening from here on: a refused connection means a dead gateway
         except OSError as exc:
             sock.close()
             raise OSError(f"cannot serve HTTP on {self.gs.gateway_http}: {exc.strerror}") from None
@@ -170,15 +172,19 @@ class GatewayService(Service):
             access_log=False,
             ws="websockets-sansio",
         )
+        config.load()  # a configuration error is a start-up error, not a silently dead server task
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
+        self._http_task.add_done_callback(self._http_ended)
         log.info("HTTP listening", extra={"address": self.gs.gateway_http, "store": self.store.kind})
 
     async def stop(self) -> None:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self.live.stop()
-            await self._http_task
+            await asyncio.wait([self._http_task])  # a failure was reported when it happened (_http_ended)
+            for server in getattr(self._http, "servers", []):  # a failed server never closed its own
+                server.close()
         if self.recordings is not None:
             await self.recordings.stop()
         for part in (self.upstream, self.retention, self.writer):
@@ -187,8 +193,19 @@ class GatewayService(Service):
         if self.store is not None:
             self.store.close()
 
+    def _http_ended(self, task: asyncio.Task[None]) -> None:
+        """The HTTP server is the gateway's reason to exist: if it fails, the process must not go on
+        answering gRPC health as SERVING while every browser and API call is refused."""
+        if task.cancelled() or task.exception() is None:
+            return  # stopped (by stop() or by the signal uvicorn passes on to the lifecycle)
+        exc = task.exception()
+        log.error("HTTP server failed", exc_info=exc, extra={"address": self.gs.gateway_http})
+        if self.lifecycle is not None:
+            self.lifecycle.fail(f"HTTP server failed: {exc!r}")
+
     def ready(self) -> bool:
-        return self.writer is not None and self.writer.healthy
+        http_up = self._http_task is not None and not self._http_task.done()
+        return http_up and self.writer is not None and self.writer.healthy
 
     def recording_status(self) -> dict[str, Any] | None:
         return self.recordings.health() if self.recordings is not None else None
