@@ -43,7 +43,7 @@ async def test_a_gateway_whose_http_server_fails_stops_and_says_why(
         async def broken(counter: int) -> bool:
             raise RuntimeError("the HTTP server's loop broke")
 
-        gw._http.on_tick = broken  # type: ignore[method-assign,assignment]  # uvicorn calls it every 0.1 s
+        gw._http.on_tick = broken  # type: ignore[method-assign]  # uvicorn calls it every 0.1 s
         await asyncio.wait_for(task, 30)
         assert gw.lifecycle is not None
         assert gw.lifecycle.failed is not None and "loop broke" in gw.lifecycle.failed
