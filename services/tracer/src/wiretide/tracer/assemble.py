@@ -30,11 +30,18 @@ from prometheus_client import Counter, Gauge
 from wiretide.tracer.causality import CausalitySource, NoCausality
 from wiretide.tracer.delays import DelayModel
 from wiretide.tracer.names import NAMES_COLLAPSED, TABLE_EVICTIONS, SpanNames
+from wiretide.tracer.partition import (
+    FACT_TIMEOUT_NS,
+    MAX_EARLY_FACTS,
+    ROLE_BOTH,
+    ROLE_OWNER,
+    Partition,
+    span_id_of,
+)
 from wiretide.tracer.propagation import count_contexts, extract_from_entry
 from wiretide.tracer.rules import SpanRule, apply
 from wiretide.tracer.spans import (
     KIND_NAMES,
-    KIND_SERVER,
     LINK_ENTRY,
     LINK_HEADER,
     LINK_ROOT,
@@ -204,8 +211,17 @@ class Assembler:
         causality: CausalitySource | None = None,
         ids: SpanIds | None = None,
         on_emit: Callable[[list[Span]], None] | None = None,
+        partition: Partition | None = None,
     ) -> None:
         self.config = config or AssemblyConfig()
+        # One replica of several (partition.py): which calls are this replica's, and the copies of
+        # requests whose trace ids their owners tell (`told`).
+        self.partition = partition
+        # entry id -> (client copy, wall time it came), in arrival order
+        self._awaiting: OrderedDict[str, tuple[Span, int]] = OrderedDict()
+        self.wall_ns = 0  # the wall clock as the engine last read it (0: none, as offline)
+        self._early: OrderedDict[str, bytes] = OrderedDict()  # entry id -> trace id told before it came
+        self.facts: list[tuple[int, str, bytes]] = []  # (replica, entry id, trace id) to tell
         self.rules = rules
         self.causality: CausalitySource = causality or NoCausality()
         self._kernel = not isinstance(self.causality, NoCausality)
@@ -242,10 +258,27 @@ class Assembler:
 
     # ---- input ----------------------------------------------------------------------------------
 
-    def add(self, entry: dict[str, Any], text: bytes | None = None) -> list[Span]:
+    def role_of(self, entry: dict[str, Any]) -> tuple[int, int]:
+        """What this replica does with `entry` (partition.ROLE_*) and the callee's replica; every
+        call is all this replica's when it is the only one."""
+        part = self.partition
+        if part is None:
+            return ROLE_BOTH, -1
+        get = entry.get
+        node, src, dst = get("node"), get("src"), get("dst")
+        node = node if type(node) is str else ""
+        src = src if type(src) is dict else {}
+        dst = dst if type(dst) is dict else {}
+        workloads = self.workloads
+        return part.role(workloads.of(src, node), workloads.of(dst, node, True))
+
+    def add(
+        self, entry: dict[str, Any], text: bytes | None = None, role: int = ROLE_BOTH, callee_at: int = -1
+    ) -> list[Span]:
         """Turn one entry into spans and start linking them; returns the spans made (none if dropped).
         `text`, the entry's JSON as received when the caller has it, spares encoding it again to
-        estimate what the call holds."""
+        estimate what the call holds. `role` (`role_of`) says which sides are this replica's and
+        `callee_at` the callee's replica, when there are several."""
         verdict = apply(self.rules, entry) if self.rules else None
         if verdict is not None and verdict.drop:
             self._count("dropped_by_rule")
@@ -264,31 +297,131 @@ class Assembler:
             kinds[span.kind] = kinds.get(span.kind, 0) + 1
         # Both spans of an entry end together.
         self.watermark = max(self.watermark, spans[0].end_ns)
-        for span in spans:
-            if span.kind == KIND_SERVER:
-                self._add_server(span)
+        client, server = spans[0], spans[-1]
+        if self.partition is not None:
+            client.span_id = span_id_of(client.entry_id, b"c")
+            server.span_id = span_id_of(server.entry_id, b"s")
+        if role == ROLE_BOTH:
+            self._add_client(client)
+            self._add_server(server)
+        elif role == ROLE_OWNER:  # the callee's replica holds its request: tell it the trace id
+            client.fact_to = callee_at
+            self._add_client(client)
+            server.parent = client
+            server.link = LINK_ENTRY
+            server.confidence = 1.0
+            self._decided(server)
+        else:  # ROLE_CALLEE: a copy, the call decided and exported by the caller's replica
+            client.remote = server.remote = True
+            told = self._early.pop(client.entry_id, None)
+            if told is not None:
+                client.trace_id = told
+                self._decided(client)
             else:
-                self._add_client(span)
+                self._await(client)
+            self._add_server(server)
         pending = self._pending
         if pending and pending[0][0] <= self.watermark:
             self._ripen()
+        awaiting = self._awaiting
+        if awaiting and next(iter(awaiting.values()))[0].end_ns + FACT_TIMEOUT_NS <= self.watermark:
+            self._expire()
         return spans
 
     def add_many(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
             self.add(entry)
 
+    def passing(self, entry: dict[str, Any]) -> None:
+        """An entry of other replicas' calls: its end moves packet time on here too, exactly as `add`
+        would have, so that every replica decides each call with the same requests in view."""
+        get = entry.get
+        start, elapsed = get("timestamp"), get("elapsed_us")
+        end = (start if type(start) is int else 0) + (
+            elapsed * 1000 if type(elapsed) is int and elapsed > 0 else 0
+        )
+        if end > self.watermark:
+            self.watermark = end
+            pending = self._pending
+            if pending and pending[0][0] <= end:
+                self._ripen()
+            awaiting = self._awaiting
+            if awaiting and next(iter(awaiting.values()))[0].end_ns + FACT_TIMEOUT_NS <= end:
+                self._expire()
+
     def advance(self, packet_time_ns: int) -> None:
         """Move packet time forward (e.g. from capture stats) and decide what has become ripe."""
         self.watermark = max(self.watermark, packet_time_ns)
         self._ripen()
+        if self._awaiting:
+            self._expire()
 
-    def flush(self) -> None:
-        """Decide everything now (end of a pcap, shutdown): waiting client spans use what has arrived."""
+    def flush(self, awaiting: bool = True) -> None:
+        """Decide everything now (end of a pcap, shutdown): waiting client spans use what has arrived,
+        and (unless `awaiting` is False: other replicas may still tell) copies still waiting for their
+        owners' trace ids are decided here."""
         while self._pending:
             _, _, span = heapq.heappop(self._pending)
             self.pending_bytes -= span.size
             self._decide_client(span)
+        if awaiting:
+            self._expire(everything=True)
+
+    # ---- replicas (partition.py) ----------------------------------------------------------------
+
+    def told(self, facts: list[tuple[str, bytes]]) -> None:
+        """Trace ids that the owners of calls this replica holds copies of have decided."""
+        awaiting, early = self._awaiting, self._early
+        for entry_id, trace_id in facts:
+            found = awaiting.pop(entry_id, None)
+            if found is not None:
+                found[0].trace_id = trace_id
+                self._decided(found[0])
+                continue
+            if entry_id in early or len(early) < MAX_EARLY_FACTS:
+                early[entry_id] = trace_id
+                continue
+            early.popitem(last=False)
+            early[entry_id] = trace_id
+            self._count("early_facts_evicted")
+
+    def take_facts(self) -> list[tuple[int, str, bytes]]:
+        """The trace ids decided since the last call that other replicas wait for: (replica, entry id,
+        trace id)."""
+        out, self.facts = self.facts, []
+        return out
+
+    @property
+    def awaiting(self) -> int:
+        return len(self._awaiting)
+
+    def _await(self, span: Span) -> None:
+        awaiting = self._awaiting
+        while len(awaiting) >= self.config.max_pending:
+            _, (oldest, _since) = awaiting.popitem(last=False)
+            self._count("facts_not_awaited_pressure")
+            self._decide_here(oldest)
+        awaiting[span.entry_id] = (span, self.wall_ns)
+
+    def _expire(self, everything: bool = False) -> None:
+        """Copies whose owner never told their trace id: decided here, counted. Waited for
+        `FACT_TIMEOUT_NS` of packet time and, live, as long on the wall clock — the owner is another
+        process reading the same stream at its own pace: packet time that jumps here (traffic after
+        a pause) says nothing of what it has decided yet."""
+        awaiting, horizon = self._awaiting, self.watermark - FACT_TIMEOUT_NS
+        wall = self.wall_ns
+        while awaiting:
+            span, since = next(iter(awaiting.values()))
+            if not everything and (span.end_ns > horizon or (wall and wall - since < FACT_TIMEOUT_NS)):
+                break
+            awaiting.popitem(last=False)
+            self._count("facts_missing")
+            self._decide_here(span)
+
+    def _decide_here(self, span: Span) -> None:
+        """A copy's trace id without its owner's word: the propagated one, else a new trace."""
+        span.trace_id = span.context.trace_id if span.context is not None else self.ids.trace_id()
+        self._decided(span)
 
     def drain(self) -> list[Span]:
         out, self._out = self._out, []
@@ -684,7 +817,9 @@ class Assembler:
 
     def _emit(self, span: Span) -> None:
         parent = span.parent
-        if parent is not None:
+        if span.remote and parent is None:
+            pass  # a copy's client side: the trace id its owner told (`told`)
+        elif parent is not None:
             span.trace_id = parent.trace_id
             span.parent_span_id = parent.span_id
         elif span.context is not None:
@@ -695,6 +830,10 @@ class Assembler:
         else:
             span.trace_id = self.ids.trace_id()
         span.emitted = True
+        if span.fact_to >= 0:
+            self.facts.append((span.fact_to, span.entry_id, span.trace_id))
+        if span.remote:
+            return  # exported by the call's owner, not here
         counts = self._trace_counts
         n = counts.get(span.trace_id, 0) + 1
         counts[span.trace_id] = n

@@ -13,6 +13,7 @@ from typing import Any
 
 from wiretide.tracer.assemble import Assembler, AssemblyConfig
 from wiretide.tracer.causality import CausalitySource, KernelCausality
+from wiretide.tracer.partition import ROLE_BOTH, ROLE_NONE, ROLE_OWNER, Partition
 from wiretide.tracer.rules import SpanRule
 from wiretide.tracer.servicemap import Edge, Node, ServiceMap, calls_of
 from wiretide.tracer.spans import KIND_SERVER, Span
@@ -29,8 +30,11 @@ class Engine:
         max_traces: int = 50_000,
         max_map_records: int = 100_000,
         export: Callable[[list[Span]], None] | None = None,
+        partition: Partition | None = None,
     ) -> None:
-        self.assembler = Assembler(config, rules=rules, causality=causality)
+        self.assembler = Assembler(config, rules=rules, causality=causality, partition=partition)
+        self.partition = partition
+        self.other_replicas = 0  # entries with neither end among this replica's instances
         self.kernel: KernelCausality | None = causality if isinstance(causality, KernelCausality) else None
         self.store = TraceStore(max_traces)
         self.map = ServiceMap(max_map_records)
@@ -48,8 +52,19 @@ class Engine:
             self.kernel.observe(entries)
         if texts is None or len(texts) != len(entries):
             texts = [b""] * len(entries)
+        self.assembler.wall_ns = wall_ns
+        role_of = self.assembler.role_of if self.partition is not None else None
+        role, callee_at = ROLE_BOTH, -1
         for entry, text in zip(entries, texts, strict=True):
-            spans = add(entry, text or None)
+            if role_of is not None:
+                role, callee_at = role_of(entry)
+                if role == ROLE_NONE:
+                    self.other_replicas += 1
+                    self.assembler.passing(entry)
+                    continue
+            spans = add(entry, text or None, role, callee_at)
+            if not role & ROLE_OWNER:
+                continue  # a copy: the call is on the map of the replica that owns it
             if not spans:
                 self.map.add(entry)  # dropped by a span rule: still traffic on the map
             else:
@@ -61,6 +76,21 @@ class Engine:
         self._last_arrival_wall_ns = wall_ns
         self._idle_base_ns = self.assembler.watermark
         return self._collect()
+
+    def told(self, facts: list[tuple[str, bytes]]) -> list[Span]:
+        """Trace ids other replicas decided for calls this one holds copies of; what that lets go."""
+        self.assembler.told(facts)
+        return self._collect()
+
+    def take_facts(self) -> dict[int, list[tuple[str, bytes]]]:
+        """The trace ids other replicas wait for, by replica."""
+        out: dict[int, list[tuple[str, bytes]]] = {}
+        for replica, entry_id, trace_id in self.assembler.take_facts():
+            found = out.get(replica)
+            if found is None:
+                found = out[replica] = []
+            found.append((entry_id, trace_id))
+        return out
 
     def use_kernel_causality(self, source: KernelCausality) -> None:
         """Answer parent links from kernel-observed edges from now on (the first edge batch turns it
@@ -83,12 +113,13 @@ class Engine:
 
     def idle(self, wall_ns: int) -> list[Span]:
         """Move packet time on by the wall time since the last entry arrived, and collect what ripened."""
-        if self._last_arrival_wall_ns and self.assembler.pending:
+        self.assembler.wall_ns = wall_ns
+        if self._last_arrival_wall_ns and (self.assembler.pending or self.assembler.awaiting):
             self.assembler.advance(self._idle_base_ns + (wall_ns - self._last_arrival_wall_ns))
         return self._collect()
 
-    def flush(self) -> list[Span]:
-        self.assembler.flush()
+    def flush(self, awaiting: bool = True) -> list[Span]:
+        self.assembler.flush(awaiting)
         return self._collect()
 
     def _collect(self) -> list[Span]:

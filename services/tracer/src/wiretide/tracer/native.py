@@ -24,6 +24,7 @@ MODULES: Final = (
     "wiretide.tracer.spans",
     "wiretide.tracer.propagation",
     "wiretide.tracer.delays",
+    "wiretide.tracer.partition",
     "wiretide.tracer.assemble",
     "wiretide.tracer.servicemap",
     "wiretide.tracer.store",

@@ -21,10 +21,10 @@ from pydantic import field_validator
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
 from wiretide.common.bus.entries import fetch_entries
 from wiretide.common.bus.fetch import FetchSize
-from wiretide.common.bus.subjects import CAUSALITY_ALL
+from wiretide.common.bus.subjects import CAUSALITY_ALL, tracer_facts_subject
 from wiretide.common.collector import collect_rarely
 from wiretide.common.service import Service
-from wiretide.common.settings import CommonSettings
+from wiretide.common.settings import CommonSettings, SettingsError
 from wiretide.proto.v1 import tracer_pb2_grpc
 from wiretide.tracer.api import TracerApi
 from wiretide.tracer.assemble import AssemblyConfig
@@ -32,6 +32,7 @@ from wiretide.tracer.causality import KernelCausality
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.exporter import ExportConfig, Exporter
 from wiretide.tracer.export.transport import OtlpTarget, make_transport, parse_headers
+from wiretide.tracer.partition import FactError, Partition, decode_facts, encode_facts, replica_index
 from wiretide.tracer.rules import RuleError, parse_rules
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ FETCH_BATCH = 64  # EntryBatch messages per pull at most (each carries up to hun
 FETCH_BYTES = 4 << 20
 FETCH_TIMEOUT_S = 0.25
 IDLE_TICK_S = 0.25  # how often packet time is moved on while no entries arrive
+FACTS_PER_MESSAGE = 5_000  # ~100 bytes each: well under NATS's 1 MB message limit
+FACTS = Counter(
+    "wiretide_tracer_facts_total",
+    "Trace ids told between tracer replicas (partition.py), by direction: sent, received, invalid",
+    ["direction"],
+)
 CAUSALITY = Counter(
     "wiretide_tracer_causality",
     "Kernel-observed causality: edges and calls by outcome (causality.STAT_NAMES)",
@@ -65,6 +72,10 @@ class TracerSettings(CommonSettings):
     tracer_parent: Literal["wiretide", "app"] = "wiretide"
     # Parent links from the capture nodes' eBPF causality edges (`wt.causality.<node>`), when any come.
     tracer_causality: bool = True
+    # Several replicas (partition.py): how many, and which one this is (a number, or `auto`: the
+    # ordinal at the end of the hostname, as a StatefulSet names its pods).
+    tracer_partitions: int = 1
+    tracer_partition: str = "0"
 
     traces_otlp_endpoint: str = ""  # empty: no export (traces stay queryable over gRPC)
     traces_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
@@ -112,6 +123,7 @@ class TracerSettings(CommonSettings):
 
     @field_validator(
         "tracer_max_spans_per_trace",
+        "tracer_partitions",
         "tracer_max_pending_spans",
         "tracer_max_traces",
         "tracer_map_records",
@@ -132,6 +144,16 @@ class TracerSettings(CommonSettings):
             max_pending=self.tracer_max_pending_spans,
             parent=self.tracer_parent,
         )
+
+    def replica(self) -> Partition | None:
+        """This replica's share when there are several; SettingsError for a partition that names none."""
+        if self.tracer_partitions == 1:
+            return None
+        try:
+            index = replica_index(self.tracer_partition, self.tracer_partitions)
+        except ValueError as exc:
+            raise SettingsError(f"WIRETIDE_TRACER_PARTITION: {exc}") from None
+        return Partition(index, self.tracer_partitions)
 
     def otlp_target(self) -> OtlpTarget | None:
         if not self.traces_otlp_endpoint:
@@ -165,12 +187,16 @@ class TracerService(Service):
         assert isinstance(settings, TracerSettings)
         self.tsettings = settings
         self.exporter: Exporter | None = None
+        self.partition = settings.replica()
         self.engine = Engine(
             settings.assembly(),
             rules=parse_rules(settings.tracer_span_rules),
             max_traces=settings.tracer_max_traces,
             max_map_records=settings.tracer_map_records,
+            partition=self.partition,
         )
+        self.invalid_facts = 0
+        self.facts_error = ""  # why the latest facts message was dropped
         self.entries_in = 0
         self.invalid_entries = 0
         self.refused = ""  # why messages of a newer contract version were skipped (the latest reason)
@@ -198,9 +224,17 @@ class TracerService(Service):
             self.exporter.start()
             self.engine.export = self.exporter.offer
             log.info("exporting traces", extra={"endpoint": target.endpoint, "protocol": target.protocol})
-        self._sub = await durable_pull(
-            bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, self.tsettings.tracer_durable
-        )
+        durable = self.tsettings.tracer_durable
+        if self.partition is not None:  # every replica reads every entry, through its own consumer
+            durable = f"{durable}-{self.partition.index}"
+            self._facts_sub = await bus.nc.subscribe(
+                tracer_facts_subject(self.partition.index), cb=self._on_facts
+            )
+            log.info(
+                "tracer replica",
+                extra={"replica": self.partition.index, "replicas": self.partition.count, "durable": durable},
+            )
+        self._sub = await durable_pull(bus.js, ENTRIES_STREAM.name, ENTRIES_ALL, durable)
         if self.tsettings.tracer_causality:
             self._causality_sub = await bus.nc.subscribe(CAUSALITY_ALL, cb=self._on_causality)
         self._consuming = True
@@ -215,6 +249,7 @@ class TracerService(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.engine.flush()
+        await self._tell()
         if self.exporter is not None:
             await self.exporter.close(timeout=self.settings.shutdown_grace_s)
 
@@ -234,7 +269,33 @@ class TracerService(Service):
             if got.entries:
                 self.engine.ingest(got.entries, time.time_ns(), got.texts)
                 self.entries_in += len(got.entries)
+                await self._tell()
             await got.ack()
+
+    async def _tell(self) -> None:
+        """Send the trace ids other replicas wait for (none when this is the only replica)."""
+        if self.partition is None or self.bus is None:
+            return
+        sender = self.partition.index
+        for replica, facts in self.engine.take_facts().items():
+            subject = tracer_facts_subject(replica)
+            for i in range(0, len(facts), FACTS_PER_MESSAGE):
+                await self.bus.nc.publish(subject, encode_facts(sender, facts[i : i + FACTS_PER_MESSAGE]))
+            FACTS.labels("sent").inc(len(facts))
+
+    async def _on_facts(self, msg: Msg) -> None:
+        try:
+            facts = decode_facts(msg.data)
+        except FactError as exc:
+            self.invalid_facts += 1
+            FACTS.labels("invalid").inc()
+            if str(exc) != self.facts_error:  # said once per reason, counted always
+                log.warning("facts message dropped", extra={"error": str(exc), "subject": msg.subject})
+            self.facts_error = str(exc)
+            return
+        FACTS.labels("received").inc(len(facts))
+        self.engine.told(facts)
+        await self._tell()  # what those let go may be waited for elsewhere
 
     async def _on_causality(self, msg: Msg) -> None:
         """Edges of one capture node; the first turns kernel causality on (`Engine.use_kernel_causality`)."""
@@ -250,6 +311,7 @@ class TracerService(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=IDLE_TICK_S)
             self.engine.idle(time.time_ns())
+            await self._tell()
             if self.causality is not None:
                 done = self._causality_published
                 for outcome, n in self.causality.stats.items():

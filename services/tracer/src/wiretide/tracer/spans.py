@@ -225,6 +225,10 @@ class Span:
     # Estimated bytes this span holds (store.py), set once per call by the assembler: the entry is
     # charged to the client side, the server side holds its own objects. 0: not estimated yet.
     size: int = 0
+    # Tracer replicas (partition.py): a copy held for the callee's replica, its trace id told by the
+    # call's owner, never exported; and on the owner, the replica to tell the trace id to (-1: none).
+    remote: bool = False
+    fact_to: int = -1
 
     # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
     # compiled build, for the two spans of every entry. The same parameters, in field order.
@@ -236,7 +240,7 @@ class Span:
         partner: Span | None = None, signature: str = "", parent: Span | None = None, decided: bool = False,
         emitted: bool = False, exported: bool = False, waiting: list[Span] | None = None,
         claimed: set[str] | None = None, hint: tuple[Span, float, frozenset[int]] | None = None,
-        size: int = 0,
+        size: int = 0, remote: bool = False, fact_to: int = -1,
     ) -> None:  # fmt: skip
         self.span_id = span_id
         self.name = name
@@ -267,6 +271,8 @@ class Span:
         self.claimed = claimed
         self.hint = hint
         self.size = size
+        self.remote = remote
+        self.fact_to = fact_to
 
     @property
     def attributes(self) -> Attributes:

@@ -25,6 +25,12 @@ def causality_subject(node: str) -> str:
 CAUSALITY_ALL: Final = "wt.causality.>"
 
 
+def tracer_facts_subject(replica: int) -> str:
+    """Trace ids decided by one tracer replica for calls another replica holds copies of
+    (services/tracer/.../partition.py), addressed to the replica that waits for them."""
+    return f"wt.tracer.facts.{int(replica)}"
+
+
 def _token(name: str) -> str:
     """A subject token: no dots, wildcards or whitespace."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
