@@ -91,11 +91,21 @@ def test_production_runs_two_gateways_on_the_mongodb_replica_set() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_one_tracer_runs_at_a_time_in_every_overlay(overlay: str) -> None:
-    # Two tracers would share one durable consumer and each assemble half of every trace.
+def test_every_tracer_replica_has_its_share_and_a_name_its_callers_ask(overlay: str) -> None:
+    # Each replica holds its share of the calls (the ordinal of its pod name, as many shares as
+    # replicas); the gateway and the agents ask every replica by its name in the headless Service.
     tracer = workloads(overlay)["tracer"]
-    assert tracer["kind"] == "Deployment" and tracer["spec"]["replicas"] == 1
-    assert tracer["spec"]["strategy"]["type"] == "Recreate"
+    assert tracer["kind"] == "StatefulSet" and tracer["spec"]["serviceName"] == "tracer"
+    replicas = tracer["spec"]["replicas"]
+    assert replicas == (2 if overlay == "k8s/overlays/production" else 1)
+    env = settings_env(overlay, "tracer")
+    assert env["WIRETIDE_TRACER_PARTITIONS"] == str(replicas) and env["WIRETIDE_TRACER_PARTITION"] == "auto"
+    assert env["WIRETIDE_TRACER_GRPC"] == "0.0.0.0:50054"
+    [service] = [d for d in of_kind(build(overlay), "Service") if d["metadata"]["name"] == "tracer"]
+    assert service["spec"]["clusterIP"] == "None"
+    every = ",".join(f"tracer-{i}.tracer.{CORE_NS}:50054" for i in range(replicas))
+    for caller in ("gateway", "agents"):
+        assert settings_env(overlay, caller)["WIRETIDE_TRACER_GRPC"] == every, caller
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -50,6 +50,7 @@ from wiretide.common.llm import LlmConfig
 from wiretide.common.rpc import channel
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
+from wiretide.common.tracers import Tracers, TracersUnavailable
 from wiretide.proto.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -57,7 +58,6 @@ from wiretide.proto.v1 import (
     capture_pb2_grpc,
     resolver_pb2,
     tracer_pb2,
-    tracer_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -666,6 +666,8 @@ class AgentsService(Service):
                     self._traces_primed = False
             except grpc.aio.AioRpcError as exc:
                 log.debug("peer unavailable for agent events", extra={"error": exc.code().name})
+            except TracersUnavailable as exc:
+                log.debug("peer unavailable for agent events", extra={"error": str(exc)})
 
     async def _packet_stats(self) -> None:
         async with channel(self.settings.capture_grpc, self.settings.transport, peer="capture") as ch:
@@ -680,8 +682,9 @@ class AgentsService(Service):
         """Offer onTrace the traces completed since the previous poll, whatever their time (a replayed
         capture's traces are years old): the tracer's newest completed, less those already offered;
         the first poll only learns what was complete before (a restart offers nothing twice)."""
-        async with channel(self.settings.tracer_grpc, self.settings.transport, peer="tracer") as ch:
-            answer = await tracer_pb2_grpc.TracerServiceStub(ch).FindTraces(
+        # Every tracer replica, merged: a trace's summary counts the spans all of them hold.
+        async with Tracers(self.settings.tracer_grpc, self.settings.transport, peer="tracer") as tracers:
+            answer = await tracers.FindTraces(
                 tracer_pb2.FindTracesRequest(limit=TRACES_PER_POLL),
                 timeout=RPC_TIMEOUT_S,
                 metadata=self.auth.call_metadata(),

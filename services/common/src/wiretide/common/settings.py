@@ -72,6 +72,7 @@ class CommonSettings(BaseSettings):
     capture_grpc: str = "127.0.0.1:50051"
     dissector_grpc: str = "127.0.0.1:50052"  # comma-separated list: the dissector ring
     resolver_grpc: str = "127.0.0.1:50053"
+    # comma-separated list: every tracer replica, each holding part of the traces (common/tracers.py)
     tracer_grpc: str = "127.0.0.1:50054"
     agents_grpc: str = "127.0.0.1:50055"
     gateway_grpc: str = "127.0.0.1:50056"
@@ -127,7 +128,6 @@ class CommonSettings(BaseSettings):
     @field_validator(
         "capture_grpc",
         "resolver_grpc",
-        "tracer_grpc",
         "agents_grpc",
         "gateway_grpc",
         "capture_metrics",
@@ -149,7 +149,7 @@ class CommonSettings(BaseSettings):
             parse_hostport(value)
         return value
 
-    @field_validator("dissector_grpc")
+    @field_validator("dissector_grpc", "tracer_grpc")
     @classmethod
     def _hostport_list(cls, value: str) -> str:
         for part in value.split(","):
@@ -206,9 +206,16 @@ class CommonSettings(BaseSettings):
     def dissector_endpoints(self) -> list[str]:
         return [p.strip() for p in self.dissector_grpc.split(",") if p.strip()]
 
+    @property
+    def tracer_endpoints(self) -> list[str]:
+        """Every tracer replica's address, in replica order (one address: a single tracer)."""
+        return [p.strip() for p in self.tracer_grpc.split(",") if p.strip()]
+
     def grpc_address(self, service: str) -> str:
         if service == "dissector":
             return self.dissector_endpoints[0]
+        if service == "tracer":
+            return self.tracer_endpoints[0]
         return str(getattr(self, f"{service}_grpc"))
 
     def metrics_address(self, service: str) -> str:

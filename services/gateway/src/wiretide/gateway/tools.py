@@ -24,10 +24,11 @@ from wiretide.common.auth import Principal, Role
 from wiretide.common.auth.principal import PermissionDenied
 from wiretide.common.rpc import channel
 from wiretide.common.settings import CommonSettings
+from wiretide.common.tracers import Tracers, TracersUnavailable
 from wiretide.gateway.api.traces import BadRequest, parse_window, span_json, visible_spans
 from wiretide.gateway.query import GROUP_KEYS, QueryError, QueryService
 from wiretide.gateway.store import StoreError
-from wiretide.proto.v1 import agents_pb2, agents_pb2_grpc, tracer_pb2, tracer_pb2_grpc
+from wiretide.proto.v1 import agents_pb2, agents_pb2_grpc, tracer_pb2
 
 DEFAULT_ENTRIES: Final = 20
 MAX_ENTRIES: Final = 50  # entries per answer: a model reads a page, then narrows the query
@@ -294,6 +295,14 @@ class GrpcUpstreams:
         self.settings = settings
         self.metadata = metadata
 
+    @staticmethod
+    def _refused(service: str, exc: grpc.aio.AioRpcError) -> Exception:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return LookupError(exc.details() or "not found")
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return ToolError(exc.details() or "invalid argument")
+        return UpstreamUnavailable(f"the {service} service is unavailable: {exc.code().name}")
+
     async def _call(
         self, service: str, address: str, make: Callable[[grpc.aio.Channel], Awaitable[Any]]
     ) -> Any:
@@ -301,17 +310,21 @@ class GrpcUpstreams:
             async with channel(address, self.settings.transport, peer=service) as ch:
                 return await make(ch)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise LookupError(exc.details() or "not found") from None
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise ToolError(exc.details() or "invalid argument") from None
-            raise UpstreamUnavailable(f"the {service} service is unavailable: {exc.code().name}") from None
+            raise self._refused(service, exc) from None
+
+    async def _tracer(self, make: Callable[[Tracers], Awaitable[Any]]) -> Any:
+        """`make`'s answer from every tracer replica (common/tracers.py), merged."""
+        try:
+            async with Tracers(self.settings.tracer_grpc, self.settings.transport, peer="tracer") as tracers:
+                return await make(tracers)
+        except grpc.aio.AioRpcError as exc:
+            raise self._refused("tracer", exc) from None
+        except TracersUnavailable as exc:
+            raise UpstreamUnavailable(f"the tracer service is unavailable: {exc}") from None
 
     async def trace(self, trace_id: str) -> list[dict[str, Any]]:
-        answer = await self._call(
-            "tracer",
-            self.settings.tracer_grpc,
-            lambda ch: tracer_pb2_grpc.TracerServiceStub(ch).GetTrace(
+        answer = await self._tracer(
+            lambda tracers: tracers.GetTrace(
                 tracer_pb2.GetTraceRequest(trace_id=trace_id),
                 timeout=RPC_TIMEOUT_S,
                 metadata=tuple(self.metadata()),
@@ -320,16 +333,16 @@ class GrpcUpstreams:
         return [span_json(s) for s in answer.spans]
 
     async def service_map(self, query: str, window_ns: int) -> dict[str, Any]:
-        answer = await self._call(
-            "tracer",
-            self.settings.tracer_grpc,
-            lambda ch: tracer_pb2_grpc.TracerServiceStub(ch).GetServiceMap(
+        partial: list[str] = []
+        answer = await self._tracer(
+            lambda tracers: tracers.GetServiceMap(
                 tracer_pb2.GetServiceMapRequest(query=query, window_ns=window_ns),
                 timeout=RPC_TIMEOUT_S,
                 metadata=tuple(self.metadata()),
+                partial=partial,
             ),
         )
-        return {
+        doc = {
             "nodes": [
                 {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind} for n in answer.nodes
             ],
@@ -350,6 +363,9 @@ class GrpcUpstreams:
             "window": {"start": _iso(answer.start_ns), "end": _iso(answer.end_ns)},
             "records_evicted": answer.records_evicted,
         }
+        if partial:  # tracer replicas that did not answer: their calls are missing
+            doc["partial"] = partial
+        return doc
 
     async def agents(self) -> list[dict[str, Any]]:
         answer = await self._call(
@@ -536,6 +552,8 @@ class Tools:
             "edges_total": len(edges),
             "edges_shown": min(len(edges), MAX_EDGES),
         }
+        if doc.get("partial"):
+            completeness["tracers_not_answering"] = doc["partial"]
         shown = edges[:MAX_EDGES]
         ends = {x for e in shown for x in (e["source"], e["destination"])}
         content = {

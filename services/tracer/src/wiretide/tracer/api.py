@@ -1,4 +1,5 @@
-"""`TracerService` over gRPC: GetTrace, FindTraces (KFL), GetServiceMap (KFL, window).
+"""`TracerService` over gRPC: GetTrace, FindTraces (KFL; or the summaries of given traces),
+GetServiceMap (KFL, window).
 
 Rule: a query that does not parse is INVALID_ARGUMENT with KFL's message (position included), never
 an internal error; answers say how complete they are (evictions so far).
@@ -13,12 +14,32 @@ from wiretide.common.kfl import KflError, compile_predicate
 from wiretide.proto.v1 import tracer_pb2, tracer_pb2_grpc
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.spans import Span
+from wiretide.tracer.store import TraceSummary, summarize
 
 # Upper bound on one FindTraces answer; a larger limit is clamped.
 MAX_FIND_LIMIT = 1_000
 DEFAULT_FIND_LIMIT = 100
 # Longest query text accepted.
 MAX_QUERY_CHARS = 8_192
+# Most trace ids one FindTraces may name (a client merging replicas names what all of them found).
+MAX_TRACE_IDS = 32 * MAX_FIND_LIMIT
+
+
+def _is_trace_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def summary_message(t: TraceSummary) -> tracer_pb2.TraceSummary:
+    return tracer_pb2.TraceSummary(
+        trace_id=t.trace_id,
+        root_name=t.root_name,
+        root_service=t.root_service,
+        start_ns=t.start_ns,
+        duration_ns=t.duration_ns,
+        span_count=t.span_count,
+        error=t.error,
+        min_confidence=t.min_confidence,
+    )
 
 
 def span_message(span: Span) -> tracer_pb2.Span:
@@ -58,7 +79,7 @@ class TracerApi(tracer_pb2_grpc.TracerServiceServicer):
         self, request: tracer_pb2.GetTraceRequest, context: grpc.aio.ServicerContext
     ) -> tracer_pb2.GetTraceResponse:
         trace_id = request.trace_id.strip().lower()
-        if len(trace_id) != 32 or not all(c in "0123456789abcdef" for c in trace_id):
+        if not _is_trace_id(trace_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "trace_id must be 32 hex characters")
         spans = self.engine.store.get(trace_id)
         if not spans:
@@ -68,25 +89,31 @@ class TracerApi(tracer_pb2_grpc.TracerServiceServicer):
     async def FindTraces(
         self, request: tracer_pb2.FindTracesRequest, context: grpc.aio.ServicerContext
     ) -> tracer_pb2.FindTracesResponse:
+        if request.trace_ids:
+            return await self._summaries(request, context)
         predicate = await self._predicate(request.query, context)
         limit = min(request.limit or DEFAULT_FIND_LIMIT, MAX_FIND_LIMIT)
         found = self.engine.store.find(predicate, request.start_ns, request.end_ns, limit)
         return tracer_pb2.FindTracesResponse(
-            traces=[
-                tracer_pb2.TraceSummary(
-                    trace_id=t.trace_id,
-                    root_name=t.root_name,
-                    root_service=t.root_service,
-                    start_ns=t.start_ns,
-                    duration_ns=t.duration_ns,
-                    span_count=t.span_count,
-                    error=t.error,
-                    min_confidence=t.min_confidence,
-                )
-                for t in found
-            ],
-            traces_evicted=self.engine.store.evicted,
+            traces=[summary_message(t) for t in found], traces_evicted=self.engine.store.evicted
         )
+
+    async def _summaries(
+        self, request: tracer_pb2.FindTracesRequest, context: grpc.aio.ServicerContext
+    ) -> tracer_pb2.FindTracesResponse:
+        """The summaries of the traces `request.trace_ids` names that this tracer holds, in that order
+        (each once); the query, time range and limit do not apply."""
+        if len(request.trace_ids) > MAX_TRACE_IDS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"more than {MAX_TRACE_IDS} trace_ids")
+        wanted = list(dict.fromkeys(t.strip().lower() for t in request.trace_ids))
+        if not all(_is_trace_id(t) for t in wanted):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "trace_ids must be 32 hex characters each")
+        traces = []
+        for trace_id in wanted:
+            spans = self.engine.store.get(trace_id)
+            if spans:
+                traces.append(summary_message(summarize(bytes.fromhex(trace_id), spans)))
+        return tracer_pb2.FindTracesResponse(traces=traces, traces_evicted=self.engine.store.evicted)
 
     async def GetServiceMap(
         self, request: tracer_pb2.GetServiceMapRequest, context: grpc.aio.ServicerContext

@@ -6,6 +6,8 @@ from typing import Any
 
 from wiretide.gateway.recording.api import openapi_paths as recording_paths
 
+# With several tracer replicas (docs/deploy.md) an answer merged from those that answered says which did not.
+_PARTIAL = "; `partial` lists the tracer replicas that did not answer, when some did not (503 when none did)"
 _ERROR = {
     "description": "bad request",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -285,7 +287,7 @@ def document() -> dict[str, Any]:
                         {"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
                     "responses": {
-                        "200": {"description": "spans", "content": _JSON},
+                        "200": {"description": "spans" + _PARTIAL, "content": _JSON},
                         "400": _ERROR,
                         "404": _ERROR,
                         "503": _ERROR,
@@ -302,7 +304,7 @@ def document() -> dict[str, Any]:
                         _q("limit", "traces at most", {"type": "integer", "minimum": 0}),
                     ],
                     "responses": {
-                        "200": {"description": "trace summaries", "content": _JSON},
+                        "200": {"description": "trace summaries" + _PARTIAL, "content": _JSON},
                         "400": _ERROR,
                         "503": _ERROR,
                     },
@@ -313,7 +315,7 @@ def document() -> dict[str, Any]:
                     "summary": "Workloads and the edges between them: protocol, rate, errors, latency",
                     "parameters": [kfl, _q("window", "how far back, e.g. 15m, or ns")],
                     "responses": {
-                        "200": {"description": "nodes and edges", "content": _JSON},
+                        "200": {"description": "nodes and edges" + _PARTIAL, "content": _JSON},
                         "400": _ERROR,
                         "503": _ERROR,
                     },

@@ -1,16 +1,19 @@
 """REST routes for traces and the service map: `/api/traces/{id}`,
 `/api/traces?q=&service=&min_duration=&max_duration=&error=&start=&end=&limit=`,
-`/api/servicemap?q=&window=`. Each one calls the tracer over gRPC (`gw.settings.tracer_grpc`).
+`/api/servicemap?q=&window=`. Each one calls the tracer over gRPC (`gw.settings.tracer_grpc`: every
+replica's address, asked and merged by `Tracers`, common/tracers.py).
 A trace search's `service` becomes a KFL clause on either end of a call (a workload's, a service's
 or an end's name; `namespace/name`; an anonymous workload's `ip` or `ip:port`); its duration and error
 filters are applied to the tracer's summaries.
 
 Rule: the handlers only translate — HTTP parameters to a tracer request and the answer back to JSON;
 a bad parameter or a query the tracer refuses is a 400 with the tracer's message, a tracer that cannot
-be reached is a 503, never a 500. The tracer answers across every namespace, so a scoped caller's
-query is narrowed to its scope before it is sent, and a scoped caller sees only the spans of entries
-it may see (`visible_spans`: each looked up in the store, through the same scope) — a trace, and a
-trace search's summaries, which are computed again from those spans alone (`summarize`).
+be reached is a 503, never a 500; when some tracer replicas answer and others do not, the answer is
+what those that answered hold, with `"partial"` naming the others. The tracer answers across every
+namespace, so a scoped caller's query is narrowed to its scope before it is sent, and a scoped caller
+sees only the spans of entries it may see (`visible_spans`: each looked up in the store, through the
+same scope) — a trace, and a trace search's summaries, which are computed again from those spans
+alone (`summarize`).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from starlette.routing import Route
 
 from wiretide.common.auth import NamespaceScope, check_restricted, principal_of
 from wiretide.common.kfl import KflError
-from wiretide.common.rpc import channel
 from wiretide.common.tls import Transport
-from wiretide.proto.v1 import tracer_pb2, tracer_pb2_grpc
+from wiretide.common.tracers import Tracers
+from wiretide.proto.v1 import tracer_pb2
 
 MAX_QUERY_CHARS: Final = 8_192  # longer filters are refused, not sent
 MAX_LIMIT: Final = 1_000
@@ -76,6 +79,13 @@ class _Gateway(Protocol):
 
 class BadRequest(ValueError):
     pass
+
+
+def _noted(body: dict[str, Any], partial: list[str]) -> dict[str, Any]:
+    """`body` with `"partial"` naming the tracer replicas that did not answer, when some did not."""
+    if partial:
+        body["partial"] = partial
+    return body
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -221,19 +231,19 @@ def summarize(trace_id: str, spans: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def routes(gw: _Gateway) -> list[Route]:
-    """The trace routes, bound to `gw` (whose `settings.tracer_grpc` is the tracer's address)."""
-    state: dict[str, Any] = {}
+    """The trace routes, bound to `gw` (whose `settings.tracer_grpc` lists the tracer replicas)."""
+    state: dict[str, Tracers] = {}
 
-    def stub() -> tracer_pb2_grpc.TracerServiceStub:
-        if "stub" not in state:
-            state["channel"] = channel(gw.settings.tracer_grpc, gw.settings.transport, peer="tracer")
-            state["stub"] = tracer_pb2_grpc.TracerServiceStub(state["channel"])
-        return state["stub"]  # type: ignore[no-any-return]
+    def tracers() -> Tracers:
+        if "tracers" not in state:
+            state["tracers"] = Tracers(gw.settings.tracer_grpc, gw.settings.transport, peer="tracer")
+        return state["tracers"]
 
-    async def call(method: str, message: Any) -> Any:
+    async def call(method: str, message: Any, partial: list[str]) -> Any:
+        """The tracer's answer (merged over its replicas; those that failed are added to `partial`)."""
         try:
-            return await getattr(stub(), method)(
-                message, timeout=RPC_TIMEOUT_S, metadata=gw.auth.call_metadata()
+            return await getattr(tracers(), method)(
+                message, timeout=RPC_TIMEOUT_S, metadata=gw.auth.call_metadata(), partial=partial
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
@@ -257,22 +267,23 @@ def routes(gw: _Gateway) -> list[Route]:
         trace_id = str(request.path_params["trace_id"]).lower()
         if not _TRACE_ID.match(trace_id):
             raise BadRequest("trace id must be 32 hex characters")
-        answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id))
+        partial: list[str] = []
+        answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id), partial)
         spans = [span_json(s) for s in answer.spans]
         scope = principal_of(request.scope).scope
         if not scope.unrestricted:
             spans = await visible_spans(spans, scope, gw.queries)
             if not spans:
                 raise LookupError(f"trace {trace_id} not found")
-        return _json({"trace_id": trace_id, "spans": spans})
+        return _json(_noted({"trace_id": trace_id, "spans": spans}, partial))
 
     async def scoped_summary(
-        trace_id: str, scope: NamespaceScope, gate: asyncio.Semaphore
+        trace_id: str, scope: NamespaceScope, gate: asyncio.Semaphore, partial: list[str]
     ) -> dict[str, Any] | None:
         """The summary of what `scope` may see of a trace (None: nothing, or the trace is gone)."""
         async with gate:
             try:
-                answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id))
+                answer = await call("GetTrace", tracer_pb2.GetTraceRequest(trace_id=trace_id), partial)
             except LookupError:
                 return None
         spans = await visible_spans([span_json(s) for s in answer.spans], scope, gw.queries)
@@ -292,7 +303,8 @@ def routes(gw: _Gateway) -> list[Route]:
             # Filters on the summaries: ask for as many as one answer may hold, keep `limit` of them.
             limit=MAX_LIMIT if filtered else limit,
         )
-        answer = await call("FindTraces", message)
+        partial: list[str] = []
+        answer = await call("FindTraces", message, partial)
         if filtered:
             kept = [
                 t
@@ -307,9 +319,13 @@ def routes(gw: _Gateway) -> list[Route]:
         if not scope.unrestricted:
             # The tracer's summaries speak for every span; a scoped caller's are made from its own.
             gate = asyncio.Semaphore(SCOPED_SUMMARY_CONCURRENCY)
-            found = await asyncio.gather(*(scoped_summary(t.trace_id, scope, gate) for t in answer.traces))
+            found = await asyncio.gather(
+                *(scoped_summary(t.trace_id, scope, gate, partial) for t in answer.traces)
+            )
             scoped = [t for t in found if t is not None]
-            return _json({"traces": scoped, "completeness": {"traces_evicted": answer.traces_evicted}})
+            return _json(
+                _noted({"traces": scoped, "completeness": {"traces_evicted": answer.traces_evicted}}, partial)
+            )
         traces = [
             {
                 "trace_id": t.trace_id,
@@ -323,38 +339,39 @@ def routes(gw: _Gateway) -> list[Route]:
             }
             for t in answer.traces
         ]
-        return _json({"traces": traces, "completeness": {"traces_evicted": answer.traces_evicted}})
+        return _json(
+            _noted({"traces": traces, "completeness": {"traces_evicted": answer.traces_evicted}}, partial)
+        )
 
     async def service_map(request: Request) -> Response:
         message = tracer_pb2.GetServiceMapRequest(
             query=_query(request), window_ns=parse_window(request.query_params.get("window"))
         )
-        answer = await call("GetServiceMap", message)
-        return _json(
-            {
-                "nodes": [
-                    {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind}
-                    for n in answer.nodes
-                ],
-                "edges": [
-                    {
-                        "source": e.source,
-                        "destination": e.destination,
-                        "protocol": e.protocol,
-                        "requests": e.requests,
-                        "request_rate": e.request_rate,
-                        "error_rate": e.error_rate,
-                        "p50_ms": e.p50_ms,
-                        "p95_ms": e.p95_ms,
-                        "p99_ms": e.p99_ms,
-                        "bytes": e.bytes,
-                    }
-                    for e in answer.edges
-                ],
-                "window": {"start_ns": answer.start_ns, "end_ns": answer.end_ns},
-                "completeness": {"records_evicted": answer.records_evicted},
-            }
-        )
+        partial: list[str] = []
+        answer = await call("GetServiceMap", message, partial)
+        body: dict[str, Any] = {
+            "nodes": [
+                {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind} for n in answer.nodes
+            ],
+            "edges": [
+                {
+                    "source": e.source,
+                    "destination": e.destination,
+                    "protocol": e.protocol,
+                    "requests": e.requests,
+                    "request_rate": e.request_rate,
+                    "error_rate": e.error_rate,
+                    "p50_ms": e.p50_ms,
+                    "p95_ms": e.p95_ms,
+                    "p99_ms": e.p99_ms,
+                    "bytes": e.bytes,
+                }
+                for e in answer.edges
+            ],
+            "window": {"start_ns": answer.start_ns, "end_ns": answer.end_ns},
+            "completeness": {"records_evicted": answer.records_evicted},
+        }
+        return _json(_noted(body, partial))
 
     async def trace_route(request: Request) -> Response:
         return await guarded(get_trace, request)
