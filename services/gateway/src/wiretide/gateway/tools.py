@@ -25,7 +25,7 @@ from wiretide.common.auth.principal import PermissionDenied
 from wiretide.common.rpc import channel
 from wiretide.common.settings import CommonSettings
 from wiretide.common.tracers import Tracers, TracersUnavailable
-from wiretide.gateway.api.traces import BadRequest, parse_window, span_json, visible_spans
+from wiretide.gateway.api.traces import BadRequest, map_json, parse_window, span_json, visible_spans
 from wiretide.gateway.query import GROUP_KEYS, QueryError, QueryService
 from wiretide.gateway.store import StoreError
 from wiretide.proto.v1 import agents_pb2, agents_pb2_grpc, tracer_pb2
@@ -342,27 +342,9 @@ class GrpcUpstreams:
                 partial=partial,
             ),
         )
-        doc = {
-            "nodes": [
-                {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind} for n in answer.nodes
-            ],
-            "edges": [
-                {
-                    "source": e.source,
-                    "destination": e.destination,
-                    "protocol": e.protocol,
-                    "requests": e.requests,
-                    "request_rate": round(e.request_rate, 3),
-                    "error_rate": round(e.error_rate, 4),
-                    "p50_ms": round(e.p50_ms, 3),
-                    "p95_ms": round(e.p95_ms, 3),
-                    "p99_ms": round(e.p99_ms, 3),
-                }
-                for e in answer.edges
-            ],
-            "window": {"start": _iso(answer.start_ns), "end": _iso(answer.end_ns)},
-            "records_evicted": answer.records_evicted,
-        }
+        doc = map_json(answer, digits=True)
+        doc["window"] = {"start": _iso(answer.start_ns), "end": _iso(answer.end_ns)}
+        doc["records_evicted"] = answer.records_evicted
         if partial:  # tracer replicas that did not answer: their calls are missing
             doc["partial"] = partial
         return doc

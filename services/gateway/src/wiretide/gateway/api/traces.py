@@ -230,6 +230,35 @@ def summarize(trace_id: str, spans: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def map_json(answer: Any, digits: bool = False) -> dict[str, Any]:
+    """The service map's nodes and edges as JSON (`digits`: rates and latencies rounded, for a reader
+    that does not need every digit, such as the LLM console's tools)."""
+
+    def r(value: float, places: int) -> float:
+        return round(value, places) if digits else value
+
+    return {
+        "nodes": [
+            {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind} for n in answer.nodes
+        ],
+        "edges": [
+            {
+                "source": e.source,
+                "destination": e.destination,
+                "protocol": e.protocol,
+                "requests": e.requests,
+                "request_rate": r(e.request_rate, 3),
+                "error_rate": r(e.error_rate, 4),
+                "p50_ms": r(e.p50_ms, 3),
+                "p95_ms": r(e.p95_ms, 3),
+                "p99_ms": r(e.p99_ms, 3),
+                **({} if digits else {"bytes": e.bytes}),
+            }
+            for e in answer.edges
+        ],
+    }
+
+
 def routes(gw: _Gateway) -> list[Route]:
     """The trace routes, bound to `gw` (whose `settings.tracer_grpc` lists the tracer replicas)."""
     state: dict[str, Tracers] = {}
@@ -349,28 +378,9 @@ def routes(gw: _Gateway) -> list[Route]:
         )
         partial: list[str] = []
         answer = await call("GetServiceMap", message, partial)
-        body: dict[str, Any] = {
-            "nodes": [
-                {"id": n.id, "name": n.name, "namespace": n.namespace, "kind": n.kind} for n in answer.nodes
-            ],
-            "edges": [
-                {
-                    "source": e.source,
-                    "destination": e.destination,
-                    "protocol": e.protocol,
-                    "requests": e.requests,
-                    "request_rate": e.request_rate,
-                    "error_rate": e.error_rate,
-                    "p50_ms": e.p50_ms,
-                    "p95_ms": e.p95_ms,
-                    "p99_ms": e.p99_ms,
-                    "bytes": e.bytes,
-                }
-                for e in answer.edges
-            ],
-            "window": {"start_ns": answer.start_ns, "end_ns": answer.end_ns},
-            "completeness": {"records_evicted": answer.records_evicted},
-        }
+        body = map_json(answer)
+        body["window"] = {"start_ns": answer.start_ns, "end_ns": answer.end_ns}
+        body["completeness"] = {"records_evicted": answer.records_evicted}
         return _json(_noted(body, partial))
 
     async def trace_route(request: Request) -> Response:
