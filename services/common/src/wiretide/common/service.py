@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import ClassVar
+from collections.abc import Coroutine
+from typing import Any, ClassVar
 
 import grpc
 
@@ -67,6 +68,25 @@ class Service(abc.ABC):
 
     def listen_address(self) -> str:
         return self.settings.grpc_address(self.name)
+
+    def vital(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as a task the service cannot work without (its consumer, its HTTP server): if it
+        raises, the process stops with a non-zero exit and says why (`Lifecycle.fail`), instead of
+        answering health as SERVING with the work dead. Its cancellation, and what ends while the
+        process is stopping anyway, are not failures."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._vital_ended)
+        return task
+
+    def _vital_ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        lifecycle = self.lifecycle
+        if lifecycle is None or lifecycle.stop_event.is_set():
+            return
+        exc = task.exception()
+        log.error("a vital task failed", exc_info=exc, extra={"task": task.get_name()})
+        lifecycle.fail(f"{task.get_name()} failed: {exc!r}")
 
 
 async def _watch_health(service: Service, health: Health, stop: asyncio.Event) -> None:

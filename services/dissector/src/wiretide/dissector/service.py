@@ -11,6 +11,7 @@ closes the node's flows as `wiretide analyze` does at the end of a file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -37,6 +38,8 @@ from wiretide.dissector.processes import ProcessTable
 from wiretide.dissector.protocols import grpc as grpc_protocol
 from wiretide.dissector.registry import Registry, default_registry, parse_overrides
 from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, packets_pb2
+
+log = logging.getLogger(__name__)
 
 PACKETS = Counter("wiretide_dissector_packets_total", "Packets received over Ingest")
 BYTES = Counter("wiretide_dissector_bytes_total", "Captured bytes received over Ingest")
@@ -443,17 +446,27 @@ class DissectorService(Service):
         return pub
 
     async def _sweep_loop(self) -> None:
+        failure = ""
         while True:
             await asyncio.sleep(SWEEP_EVERY_S)
-            mono = time.monotonic_ns()
-            for node, pipeline in list(self.pipelines.items()):
-                # Capture time moves on with the wall clock since the last batch (replays keep their own).
-                now = pipeline.now + (mono - self._fed_at.get(node, mono))
-                self._publish(node, pipeline.flush_idle(now))
-                flows = self.plaintext.get(node)
-                if flows is not None:  # chunks carry the wall clock (the kernel's, moved to the epoch)
-                    self._publish(node, flows.flush_idle(time.time_ns()))
-            FLOWS.set(self.flows_active())
+            try:
+                self._sweep()
+            except Exception as exc:  # a defect met by some flow: the next sweep tries again
+                self._count_drop("sweep_failed")
+                if f"{type(exc).__name__}: {exc}" != failure:  # said once per reason, counted always
+                    log.exception("idle flows not swept")
+                failure = f"{type(exc).__name__}: {exc}"
+
+    def _sweep(self) -> None:
+        mono = time.monotonic_ns()
+        for node, pipeline in list(self.pipelines.items()):
+            # Capture time moves on with the wall clock since the last batch (replays keep their own).
+            now = pipeline.now + (mono - self._fed_at.get(node, mono))
+            self._publish(node, pipeline.flush_idle(now))
+            flows = self.plaintext.get(node)
+            if flows is not None:  # chunks carry the wall clock (the kernel's, moved to the epoch)
+                self._publish(node, flows.flush_idle(time.time_ns()))
+        FLOWS.set(self.flows_active())
 
     def flows_active(self) -> int:
         return sum(p.active_flows for p in self.pipelines.values())

@@ -174,8 +174,9 @@ class GatewayService(Service):
         )
         config.load()  # a configuration error is a start-up error, not a silently dead server task
         self._http = uvicorn.Server(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
-        self._http_task.add_done_callback(self._http_ended)
+        # If the HTTP server fails, the process must not go on answering health as SERVING while every
+        # browser and API call is refused.
+        self._http_task = self.vital(self._http.serve(sockets=[sock]), "http")
         log.info("HTTP listening", extra={"address": self.gs.gateway_http, "store": self.store.kind})
 
     async def stop(self) -> None:
@@ -192,16 +193,6 @@ class GatewayService(Service):
                 await part.stop()
         if self.store is not None:
             self.store.close()
-
-    def _http_ended(self, task: asyncio.Task[None]) -> None:
-        """The HTTP server is the gateway's reason to exist: if it fails, the process must not go on
-        answering gRPC health as SERVING while every browser and API call is refused."""
-        if task.cancelled() or task.exception() is None:
-            return  # stopped (by stop() or by the signal uvicorn passes on to the lifecycle)
-        exc = task.exception()
-        log.error("HTTP server failed", exc_info=exc, extra={"address": self.gs.gateway_http})
-        if self.lifecycle is not None:
-            self.lifecycle.fail(f"HTTP server failed: {exc!r}")
 
     def ready(self) -> bool:
         http_up = self._http_task is not None and not self._http_task.done()

@@ -196,6 +196,8 @@ class TracerService(Service):
             partition=self.partition,
         )
         self.invalid_facts = 0
+        self.failed_entries = 0  # entries whose batch the engine failed on (skipped, acknowledged)
+        self.failure = ""  # why, the latest
         self.facts_error = ""  # why the latest facts message was dropped
         self.entries_in = 0
         self.invalid_entries = 0
@@ -238,10 +240,7 @@ class TracerService(Service):
         if self.tsettings.tracer_causality:
             self._causality_sub = await bus.nc.subscribe(CAUSALITY_ALL, cb=self._on_causality)
         self._consuming = True
-        self._tasks = [
-            asyncio.create_task(self._consume(), name="tracer-consume"),
-            asyncio.create_task(self._idle(), name="tracer-idle"),
-        ]
+        self._tasks = [self.vital(self._consume(), "tracer-consume"), self.vital(self._idle(), "tracer-idle")]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -267,7 +266,14 @@ class TracerService(Service):
                 self.refused = got.refused[-1]
                 self.refused_messages += len(got.refused)
             if got.entries:
-                self.engine.ingest(got.entries, time.time_ns(), got.texts)
+                try:
+                    self.engine.ingest(got.entries, time.time_ns(), got.texts)
+                except Exception as exc:  # a defect met by some input: those entries, not the tracer
+                    self.failed_entries += len(got.entries)
+                    why = f"{type(exc).__name__}: {exc}"
+                    if why != self.failure:  # said once per reason, counted always
+                        log.exception("entries not traced", extra={"entries": len(got.entries)})
+                    self.failure = why
                 self.entries_in += len(got.entries)
                 await self._tell()
             await got.ack()
