@@ -112,9 +112,24 @@ def test_set_aliases_storage_limit_and_tag_change_what_is_applied() -> None:
     assert len(images) == 6 and all(i.endswith(":0.1.0") for i in images), images
 
 
+def test_set_tracer_replicas_changes_the_three_things_that_must_agree() -> None:
+    for overlay, n in (("local", 3), ("production", 4)):
+        docs = dry_run("--overlay", overlay, "--set", f"tracer.replicas={n}")
+        sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "tracer")
+        assert sts["spec"]["replicas"] == n
+        env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["WIRETIDE_TRACER_PARTITIONS"] == str(n)
+        assert env["WIRETIDE_TRACER_PARTITION"] == "auto"
+        assert config(docs, "wiretide-config")["WIRETIDE_TRACER_GRPC"] == ",".join(
+            f"tracer-{i}.tracer.wiretide:50054" for i in range(n)
+        )
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
+        (["--set", "tracer.replicas=0"], "number from 1 to 64"),
+        (["--set", "tracer.replicas=two"], "number from 1 to 64"),
         (["--set", "nonsense"], "expected KEY=VALUE"),
         (["--set", "tap.unknown=1"], "unknown"),
         (["--set", "tap.proxy.front.port=99999"], "not a port"),
@@ -202,3 +217,22 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 1 and "did not answer" in err
     code, _out, err = run("tap", "--no-proxy", "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and "kube context" in err
+
+
+def test_tap_applies_the_production_overlay_its_job_and_three_tracer_replicas(
+    api: tuple[KubeApi, Path],
+) -> None:
+    kube, kubeconfig = api
+    kube.auto_ready = True
+    err = io.StringIO()
+    argv = ["tap", "--overlay", "production", "--set", "tracer.replicas=3", "--no-proxy"]
+    with redirect_stderr(err):
+        code = main([*argv, "--kubeconfig", str(kubeconfig)])
+    assert code == 0, err.getvalue()
+    expected = dry_run("--overlay", "production", "--set", "tracer.replicas=3")
+    assert any(d["kind"] == "Job" for d in expected)
+    for d in expected:
+        md = d["metadata"]
+        assert kube.find(d["kind"], md.get("namespace", ""), md["name"]) is not None, (d["kind"], md)
+    tracer = kube.find("StatefulSet", "wiretide", "tracer")
+    assert tracer is not None and tracer["spec"]["replicas"] == 3

@@ -66,6 +66,7 @@ KINDS: Final[dict[str, tuple[str, str, bool]]] = {
     "ClusterIssuer": ("/apis/cert-manager.io/v1", "clusterissuers", False),
     "Certificate": ("/apis/cert-manager.io/v1", "certificates", True),
     "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "Job": ("/apis/batch/v1", "jobs", True),  # the MongoDB replica set's initiation (production overlay)
     "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers", True),
@@ -82,6 +83,7 @@ SET_ALIASES: Final[dict[str, str]] = {
     "tap.docker.tag": "tag",
     "tap.proxy.host": "proxy-host",
     "tap.proxy.front.port": "proxy-port",
+    "tracer.replicas": "tracer-replicas",  # Wiretide's own: tracer replicas (docs/deploy.md)
 }
 _QUANTITY: Final = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 _UNITS: Final = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -139,9 +141,13 @@ def customize(
     values: Mapping[str, str],
     tag: str | None,
     storage_limit: str | None,
+    tracer_replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """Targeting and `--set` values into the ConfigMaps every service reads, the image tag, the store
-    size; every object labelled as `tap`'s. Returns the documents in apply order."""
+    size, the number of tracer replicas; every object labelled as `tap`'s. Returns the documents in
+    apply order."""
+    if tracer_replicas is not None:
+        _tracer_replicas(docs, tracer_replicas)
     for cm in _config_maps(docs, "wiretide-config"):
         cm.setdefault("data", {}).update(values)
     if storage_limit is not None:
@@ -164,6 +170,33 @@ def customize(
         raise TapError(f"the manifests hold kinds `tap` does not apply: {', '.join(unknown)}")
     order = list(KINDS)
     return sorted(docs, key=lambda d: order.index(d["kind"]))
+
+
+def _tracer_replicas(docs: list[dict[str, Any]], n: int) -> None:
+    """The three things that must agree (docs/deploy.md, "Several tracer replicas"): the StatefulSet's
+    replicas, its `WIRETIDE_TRACER_PARTITIONS`, and the address of each replica that the gateway and
+    the agents ask (`WIRETIDE_TRACER_GRPC`, `tracer-<i>.<service>.<namespace>:<port>`)."""
+    sets = [d for d in docs if d.get("kind") == "StatefulSet" and d["metadata"].get("name") == "tracer"]
+    if not sets:
+        raise TapError("--set tracer.replicas: the manifests have no tracer StatefulSet")
+    for sts in sets:
+        sts["spec"]["replicas"] = n
+        for c in sts["spec"]["template"]["spec"].get("containers", []):
+            env = c.setdefault("env", [])
+            found = [e for e in env if e.get("name") == "WIRETIDE_TRACER_PARTITIONS"]
+            if found:
+                found[0]["value"] = str(n)
+                found[0].pop("valueFrom", None)
+            else:
+                env.append({"name": "WIRETIDE_TRACER_PARTITIONS", "value": str(n)})
+    for cm in _config_maps(docs, "wiretide-config"):
+        data = cm.setdefault("data", {})
+        first = str(data.get("WIRETIDE_TRACER_GRPC", "")).split(",")[0].strip()
+        host, sep, port = first.rpartition(":")
+        pod, dot, rest = host.partition(".")
+        if not sep or not dot or not re.fullmatch(r"tracer-\d+", pod):
+            raise TapError(f"--set tracer.replicas: WIRETIDE_TRACER_GRPC {first!r} names no tracer pod")
+        data["WIRETIDE_TRACER_GRPC"] = ",".join(f"tracer-{i}.{rest}:{port}" for i in range(n))
 
 
 def secrets(namespace: str, capture_namespace: str, cert_manager: bool) -> list[dict[str, Any]]:
@@ -195,16 +228,29 @@ def _secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
 
 
 def plan(args: argparse.Namespace) -> Plan:
-    values, tag, storage, proxy = _settings(args)
-    args.proxy_host, args.proxy_port = proxy
+    chosen = _settings(args)
+    args.proxy_host, args.proxy_port = chosen.proxy
     docs = customize(
-        render(Path(args.manifests), args.overlay), values=values, tag=tag, storage_limit=storage
+        render(Path(args.manifests), args.overlay),
+        values=chosen.values,
+        tag=chosen.tag,
+        storage_limit=chosen.storage,
+        tracer_replicas=chosen.tracer_replicas,
     )
     cert_manager = any(d["kind"] == "Certificate" for d in docs)
     return Plan(docs, secrets(NAMESPACE, CAPTURE_NAMESPACE, cert_manager))
 
 
-def _settings(args: argparse.Namespace) -> tuple[dict[str, str], str | None, str | None, tuple[str, int]]:
+@dataclass
+class Settings:
+    values: dict[str, str]
+    tag: str | None
+    storage: str | None
+    proxy: tuple[str, int]
+    tracer_replicas: int | None = None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
     values: dict[str, str] = {}
     if args.pod_regex:
         try:
@@ -220,6 +266,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, str], str | None, str
         values["WIRETIDE_TARGET_EXCLUDED_NAMESPACES"] = ",".join(args.excluded_namespaces)
     tag, storage = args.tag, args.storage_limit
     proxy: tuple[str, int] = (args.proxy_host, args.proxy_port)
+    tracers: int | None = None
     for item in args.set or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -235,12 +282,16 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, str], str | None, str
             if not value.isdigit() or not 0 < int(value) < 65536:
                 raise TapError(f"--set {item!r}: not a port")
             proxy = (proxy[0], int(value))
+        elif target == "tracer-replicas":
+            if not value.isdigit() or not 1 <= int(value) <= 64:
+                raise TapError(f"--set {item!r}: tracer replicas are a number from 1 to 64")
+            tracers = int(value)
         elif target.startswith("WIRETIDE_"):
             values[target] = value
         else:
             known = ", ".join([*SET_ALIASES, "WIRETIDE_<SETTING>"])
             raise TapError(f"--set {key!r}: unknown (known: {known})")
-    return values, tag, storage, proxy
+    return Settings(values, tag, storage, proxy, tracers)
 
 
 # -- talking to the cluster ------------------------------------------------------------------------------
