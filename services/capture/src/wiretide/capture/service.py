@@ -51,7 +51,7 @@ from wiretide.common import nodes
 from wiretide.common.auth import Role, current_principal
 from wiretide.common.bus import ENTRIES_STREAM, Bus
 from wiretide.common.identity import IdentitySync
-from wiretide.common.packets import IPPROTO_TCP, IPPROTO_UDP, PacketColumns, flow_hash
+from wiretide.common.packets import IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PacketColumns, flow_hash
 from wiretide.common.service import Service
 from wiretide.common.settings import CommonSettings, parse_hostport
 from wiretide.common.targets import TargetSpec
@@ -585,7 +585,9 @@ class CaptureService(Service):
                 for endpoint in ring.endpoints:
                     by_endpoint.setdefault(endpoint, []).append(proto)
                 continue
-            transport = IPPROTO_UDP if s.protocol == IPPROTO_UDP else IPPROTO_TCP
+            # Hashed as the sharder hashes the flow's packets: an SCTP owner (one per address pair of
+            # its association) goes where that pair's packets go.
+            transport = s.protocol if s.protocol in (IPPROTO_UDP, IPPROTO_SCTP) else IPPROTO_TCP
             owner = ring.owner(flow_hash(s.local_ip, s.local_port, s.remote_ip, s.remote_port, transport))
             by_endpoint.setdefault(owner, []).append(proto)
         for endpoint, protos in by_endpoint.items():

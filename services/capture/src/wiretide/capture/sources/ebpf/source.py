@@ -8,7 +8,8 @@ inode): a Go binary's crypto/tls and a statically linked OpenSSL or BoringSSL ar
 executable itself. Every chunk leaves with the process (pid, tid, comm, cgroup id) and the
 connection's 4-tuple; what cannot be placed or was lost is counted by reason. Beside the chunks, the
 source reports which process uses each TCP connection and UDP socket (`SocketOwner`, once per socket
-and process, and for UDP per peer; TLS or not), so that packet entries name their local processes.
+and process, and for UDP per peer; TLS or not), so that packet entries name their local processes;
+SCTP associations' processes are read from procfs on a timer (ebpf/sctp.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from wiretide.capture.sources.ebpf.cgroups import ContainerIds
 from wiretide.capture.sources.ebpf.conntab import Connection, ConnectionTable
 
 if TYPE_CHECKING:
+    from wiretide.capture.sources.ebpf.sctp import SctpOwners
     from wiretide.proto.v1 import packets_pb2
 
 TRACEFS: Final = Path("/sys/kernel/tracing")
@@ -50,6 +52,8 @@ MAX_HELD: Final = 65536
 MAX_OPEN: Final = 65536  # sockets remembered to report their close (the kernel side's bound)
 # Socket owners read and not yet taken (`take_sockets`); beyond it new ones are counted and dropped.
 MAX_PENDING_SOCKETS: Final = 65536
+# SCTP associations are read from procfs this often (ebpf/sctp.py; nothing when the kernel has none).
+SCTP_SCAN_EVERY_NS: Final = 2_000_000_000
 COUNTERS_EVERY_NS: Final = 1_000_000_000  # the kernel side's counters are summed this often at most
 PERF_PAGES: Final = 256  # per CPU: 1 MiB, ~120 full chunks in flight per CPU
 # The reader is woken when a CPU's buffer holds this many events (at most ~270 KiB of full chunks, a
@@ -115,7 +119,7 @@ class SocketOwner:
     cgroup_id: int
     timestamp_ns: int
     container_id: str = ""  # of the cgroup, read on this node ("" outside any container)
-    protocol: int = 6  # IPPROTO_TCP or IPPROTO_UDP
+    protocol: int = 6  # IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP (read from procfs: ebpf/sctp.py)
 
     def to_proto(self) -> packets_pb2.SocketOwner:
         from wiretide.proto.v1 import packets_pb2
@@ -280,6 +284,11 @@ class EbpfSource:
         self.containers = ContainerIds(cgroup_root, on_truncated=lambda: self.stats.drop("cgroup_truncated"))
         self._go_task_regs = go_task_regs  # False: as on a kernel without bpf_task_pt_regs
         self.stats = EbpfStats()
+        # SCTP associations' processes, from procfs (no tracepoint names an SCTP socket).
+        from wiretide.capture.sources.ebpf.sctp import SctpOwners  # it builds this module's SocketOwner
+
+        self.sctp: SctpOwners = SctpOwners(proc, cgroup_root, drop=self.stats.drop)
+        self._sctp_at: int | None = None  # monotonic ns of the last SCTP scan
         self.hooks: dict[str, Hook] = {}  # by file path as the processes map it
         self.conns = ConnectionTable(proc)
         self._bpf: Any = None
@@ -578,6 +587,9 @@ class EbpfSource:
         now = time.monotonic_ns()
         if self._execs:
             self._scan_execs(now)
+        if self._sctp_at is None or now - self._sctp_at >= SCTP_SCAN_EVERY_NS:
+            self._sctp_at = now
+            self._scan_sctp()
         if now - self._counted_at >= COUNTERS_EVERY_NS:
             self._counted_at = now
             self._read_counters()
@@ -607,6 +619,20 @@ class EbpfSource:
         total = sum(int(v) for v in per_cpu)
         if total:
             self.stats.drops["unplaced"] = total
+
+    def _scan_sctp(self) -> None:
+        """The owners of SCTP associations not reported yet, queued with the kernel side's."""
+        try:
+            owners = self.sctp.scan()
+        except Exception:  # procfs in a shape not foreseen: counted, the TLS source keeps running
+            self.stats.drop("sctp_error")
+            return
+        room = MAX_PENDING_SOCKETS - len(self._sockets)
+        if len(owners) > room:
+            self.stats.drop("socket_backlog", len(owners) - room)
+            owners = owners[: max(room, 0)]
+        self.stats.sockets += len(owners)
+        self._sockets.extend(owners)
 
     def take_sockets(self) -> list[SocketOwner]:
         """The socket owners read since the last call (by `poll`), in the order they were read. They
