@@ -194,11 +194,27 @@ def plain_exchange(harness: Harness, net: NetPair, pcap: Path) -> PlainExchange:
             return server.pid in pids and all(pid in pids for _, pid in clients)
 
         wait_for("the owners of both ends", both_ends_seen)
+        # tcpdump writes each packet as it reads it, but reads behind the traffic on a busy machine:
+        # stopped now, it could leave the last answer out of the file.
+        wait_for("both calls in the capture", lambda: _captured_paths(pcap) >= {"/first", "/second"})
     finally:
         server.kill()
         server.wait()
         dump.stop()
     return PlainExchange(pcap, clients, owners, server.pid)
+
+
+def _captured_paths(pcap: Path) -> set[str]:
+    """The HTTP calls whole in the capture so far (a record being written may cut the file short)."""
+    pipe = Pipeline(default_registry(), node="test")
+    entries: list[dict[str, Any]] = []
+    try:
+        for cols in read_batches(str(pcap), 4096):
+            entries += pipe.feed(cols)
+    except Exception:  # the last record still being written: what came before it counts
+        pass
+    entries += pipe.finish()
+    return {e["path"] for e in entries if e["protocol"] == "http" and e.get("status") == 200}
 
 
 def _assert_named(entries: list[dict[str, Any]], ex: PlainExchange) -> None:
