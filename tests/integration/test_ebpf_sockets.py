@@ -189,9 +189,13 @@ def plain_exchange(harness: Harness, net: NetPair, pcap: Path) -> PlainExchange:
         owners: list[SocketOwner] = []
 
         def both_ends_seen() -> bool:
+            """Both ends of every connection: each curl's own, and the server's of that very
+            connection (the server's owner of one connection says nothing of the other's)."""
             owners.extend(harness.take()[1])
-            pids = {o.pid for o in owners}
-            return server.pid in pids and all(pid in pids for _, pid in clients)
+            client_ports = {o.local_port for o in owners if o.pid in {pid for _, pid in clients}}
+            served = {o.remote_port for o in owners if o.pid == server.pid}
+            every_client = len(client_ports) == len(clients)
+            return every_client and client_ports <= served
 
         wait_for("the owners of both ends", both_ends_seen)
         # tcpdump writes each packet as it reads it, but reads behind the traffic on a busy machine:
