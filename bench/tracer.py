@@ -42,6 +42,7 @@ from wiretide.tracer import native
 from wiretide.tracer.assemble import Assembler
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
+from wiretide.tracer.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_TRACES
 
 BATCH = 500  # entries per EntryBatch, as the dissector publishes them
 FETCH = BATCH * 8  # entries per pull of the tracer's consumer (a few messages at a time under load)
@@ -79,10 +80,10 @@ class Message:
     subject: str = "wt.entries.bench"
 
 
-def ingest(n_entries: int, version: int) -> tuple[int, float]:
-    """(entries, CPU seconds) of the tracer's ingest as the service runs it: EntryBatch messages of one
-    contract version decoded, ordered by end, assembled into spans with the service map and store on,
-    and encoded for OTLP export."""
+def ingest(n_entries: int, version: int) -> tuple[int, float, int, int]:
+    """(entries, CPU seconds, traces the store holds at the end, calls among them) of the tracer's
+    ingest as the service runs it: EntryBatch messages of one contract version decoded, ordered by
+    end, assembled into spans with the service map and store on, and encoded for OTLP export."""
     chains = build(n_entries // 3, 4, seed=11, pods=4, propagate=True)
     encode = encode_entries if version == 2 else encode_batch
     fetches = [
@@ -102,7 +103,9 @@ def ingest(n_entries: int, version: int) -> tuple[int, float]:
         if spans:
             encoder.request(spans)
     encoder.request(engine.flush())
-    return n_entries, time.process_time() - c0
+    cpu = time.process_time() - c0
+    held = engine.store.spans()
+    return n_entries, cpu, len(engine.store.traces), len({s.entry_id for s in held})
 
 
 def live_accuracy(
@@ -218,16 +221,22 @@ def main() -> None:
             "Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):"
         )
         per_entry: dict[int, list[float]] = {1: [], 2: []}
+        held = (0, 0)
         for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
             for version in (2, 1):
-                n, cpu = ingest(args.entries, version)
+                n, cpu, traces, calls = ingest(args.entries, version)
                 per_entry[version].append(cpu / n * 1e6)
+                held = (traces, calls)
         for version, label in ((2, "contract v2 (lifted order)"), (1, "contract v1 (JSON only)")):
             per = sorted(per_entry[version])
             print(
                 f"  {label:28s} {per[0]:6.1f} µs CPU per entry"
                 f" (best of {len(per)}; median {per[len(per) // 2]:.1f})"
             )
+        print(
+            f"  the trace store holds, at the end: {held[0]:,} traces ({held[1]:,} of the {args.entries:,}"
+            f" calls; bounds {DEFAULT_MAX_TRACES:,} traces, {DEFAULT_MAX_BYTES >> 20} MiB estimated)"
+        )
         print()
         print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")
         for concurrency in (1, 4, 10, 50):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -14,7 +15,14 @@ import pytest
 from tests.unit.tracer.chains import build
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.spans import Span
-from wiretide.tracer.store import DEFAULT_MAX_BYTES, TraceStore, entry_bytes, value_bytes
+from wiretide.tracer.store import (
+    DEFAULT_MAX_BYTES,
+    SPAN_BASE,
+    TEXT_BASE,
+    TraceStore,
+    entry_bytes,
+    value_bytes,
+)
 
 BODY = 20_000  # characters of response body per call
 
@@ -125,3 +133,72 @@ def test_spans_are_charged_the_size_the_assembler_set_once_per_call() -> None:
     client, server = spans[0], spans[0].partner
     assert server is not None and client.size > server.size > 0
     assert engine.store.held_bytes == sum(s.size for s in spans)
+
+
+def ingest_as_the_service_does(engine: Engine, docs: list[bytes]) -> list[Span]:
+    """Each batch decoded, with the JSON as received beside it (the tracer service's consumer)."""
+    got: list[Span] = []
+    for i in range(0, len(docs), 200):
+        chunk = docs[i : i + 200]
+        got += engine.ingest([orjson.loads(d) for d in chunk], 0, chunk)
+    return got + engine.flush()
+
+
+def test_decided_calls_are_held_as_their_json_and_queries_read_them_as_before() -> None:
+    docs = entries(300, body=300)
+    with_text, with_docs = Engine(), Engine()
+    ingest_as_the_service_does(with_text, docs)
+    spans_of(with_docs, docs)
+    held = with_text.store.spans()
+    assert held and all(s.text and len(s.entry) <= 1 for s in held)  # no decoded document kept
+    assert all(len(s.entry) > 1 for s in with_docs.store.spans())  # (without the JSON: kept)
+    counts = []
+    for predicate in (
+        lambda e: e["method"] == "GET" and e["status"] == 200,
+        lambda e: e["path"].startswith("/api/") and e["elapsed_us"] > 2_000,
+        lambda e: e["response"]["body"]["size"] == 300,
+        lambda e: False,
+    ):
+        found = [replace(t, trace_id="") for t in with_text.store.find(predicate, limit=1_000)]
+        assert found == [replace(t, trace_id="") for t in with_docs.store.find(predicate, limit=1_000)]
+        drawn = with_text.service_map(10**12, predicate)[:2]
+        assert drawn == with_docs.service_map(10**12, predicate)[:2]
+        counts.append((len(found), len(drawn[1])))
+    assert all(n and edges for n, edges in counts[:3]) and counts[3] == (0, 0), counts
+    some = orjson.loads(docs[42])
+    found = with_text.store.find(lambda e: e["id"] == some["id"])
+    assert len(found) == 1
+    assert any(s.entry_id == some["id"] for s in with_text.store.get(found[0].trace_id))
+
+
+def test_a_call_held_as_its_json_is_charged_its_length_once_and_costs_less_than_its_document() -> None:
+    docs = entries(400, body=2_000)
+    engine = Engine(max_traces=1_000_000)
+    spans = ingest_as_the_service_does(engine, docs)
+    store = engine.store
+    assert store.evicted == 0
+    assert store.held_bytes == sum(store.sizes.values())
+    # One side of each call is charged its JSON, the other its own objects.
+    calls = {s.entry_id for s in spans}
+    text_bytes = sum(len(d) for d in docs)
+    assert store.held_bytes == len(spans) * SPAN_BASE + len(calls) * TEXT_BASE + text_bytes
+    gc.collect()
+    tracemalloc.start()
+    try:
+        as_docs = [orjson.loads(d) for d in docs]
+        decoded = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(as_docs) == len(docs) and text_bytes + len(docs) * TEXT_BASE < decoded / 2
+
+
+def test_evicting_calls_held_as_json_counts_each_call_once_and_lets_the_json_go() -> None:
+    engine = Engine(max_traces=20)
+    spans = ingest_as_the_service_does(engine, entries(100, body=0))
+    store = engine.store
+    assert store.evicted > 0
+    held = {id(s) for s in store.spans()}
+    gone = [s for s in spans if id(s) not in held]
+    assert gone and all(not s.text and len(s.entry) <= 1 for s in gone)
+    calls_gone = {s.entry_id for s in gone if s.trace_id not in store.traces}
+    assert store.evicted_calls == len(calls_gone)

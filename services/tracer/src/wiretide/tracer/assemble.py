@@ -290,6 +290,8 @@ class Assembler:
         # client side, whose wait for the window is what the pending bound weighs.
         spans[0].size = SPAN_BASE + entry_bytes(entry, text)
         spans[-1].size = spans[-1].size or SPAN_BASE
+        if text:
+            spans[0].text = spans[-1].text = text
         kinds = self._kinds
         for span in spans:
             if verdict is not None and verdict.name:

@@ -28,7 +28,7 @@ from prometheus_client.utils import floatToGoString
 
 from wiretide.common.protocols import server_error, status_class
 from wiretide.tracer.names import TABLE_EVICTIONS
-from wiretide.tracer.spans import Span, Workload, workload_of
+from wiretide.tracer.spans import Span, Workload, entry_of, workload_of
 
 RECORDS_EVICTED = Counter(
     "wiretide_tracer_servicemap_evicted_total", "Service-map records forgotten (window full)"
@@ -222,7 +222,7 @@ def calls_of(spans: Iterable[Span], predicate: Callable[[dict[str, Any]], bool] 
         client = span.partner
         if client is None or "service.peer.name" in span.own:
             continue  # a client side (only it names its peer service; the server side stands for the call)
-        if predicate is not None and not predicate(span.entry):
+        if predicate is not None and not predicate(entry_of(span)):
             continue
         shared = span.shared
         out.append(

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from wiretide.common.protocols import (
     DNS_RCODES,
     GRPC_CODES,
@@ -229,6 +231,9 @@ class Span:
     # call's owner, never exported; and on the owner, the replica to tell the trace id to (-1: none).
     remote: bool = False
     fact_to: int = -1
+    # The entry's JSON as received (both sides share it), when the consumer had it: what the trace
+    # store keeps instead of the decoded document once the call is decided (`entry_of`).
+    text: bytes = b""
 
     # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
     # compiled build, for the two spans of every entry. The same parameters, in field order.
@@ -240,7 +245,7 @@ class Span:
         partner: Span | None = None, signature: str = "", parent: Span | None = None, decided: bool = False,
         emitted: bool = False, exported: bool = False, waiting: list[Span] | None = None,
         claimed: set[str] | None = None, hint: tuple[Span, float, frozenset[int]] | None = None,
-        size: int = 0, remote: bool = False, fact_to: int = -1,
+        size: int = 0, remote: bool = False, fact_to: int = -1, text: bytes = b"",
     ) -> None:  # fmt: skip
         self.span_id = span_id
         self.name = name
@@ -273,6 +278,7 @@ class Span:
         self.size = size
         self.remote = remote
         self.fact_to = fact_to
+        self.text = text
 
     @property
     def attributes(self) -> Attributes:
@@ -281,6 +287,21 @@ class Span:
     @property
     def kind_name(self) -> str:
         return KIND_NAMES.get(self.kind, "internal")
+
+
+def entry_of(span: Span) -> dict[str, Any]:
+    """The entry a span was built from, as a document: decoded again from its JSON when the trace
+    store keeps only that (`TraceStore.add`); a span without its JSON keeps the document itself."""
+    entry = span.entry
+    text = span.text
+    if text and len(entry) <= 1:  # slimmed to its flow id (or to nothing)
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return entry
+        if isinstance(doc, dict):
+            return doc
+    return entry
 
 
 class SpanIds:

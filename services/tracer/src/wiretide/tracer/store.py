@@ -4,8 +4,10 @@ Rule: bounded by trace count and by bytes — each span is charged what it holds
 attributes and the entry it was built from, whose bodies may be up to the body cap each: estimated
 once per call, when the assembler makes its spans, `Span.size`), and while either bound is exceeded
 the trace touched longest ago is forgotten; every eviction is counted, and the evicted spans let
-their entries go (a span the assembler still holds keeps only the flow id linking reads). The store
-answers only from what it still holds (long-term storage is the OTLP backend's).
+their entries go (a span the assembler still holds keeps only the flow id linking reads). An entry
+that came with its JSON is held as that JSON, not as the decoded document (charged its length), and
+decoded again when a query reads it (`entry_of`). The store answers only from what it still holds
+(long-term storage is the OTLP backend's).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Final
 import orjson
 from prometheus_client import Counter, Gauge
 
-from wiretide.tracer.spans import Span
+from wiretide.tracer.spans import Span, entry_of
 
 EVICTED = Counter("wiretide_tracer_store_evicted_traces_total", "Traces forgotten by the in-memory store")
 HELD = Gauge("wiretide_tracer_store_traces", "Traces held by the in-memory store")
@@ -45,6 +47,8 @@ SPAN_BASE: Final = 1_500
 # deep; a decoded protobuf or JSON body can nest further, and the walk must stay cheap and bounded).
 MAX_DEPTH: Final = 12
 DEEP: Final = 256
+# A bytes object's header: what an entry held as its JSON costs beyond its characters.
+TEXT_BASE: Final = 33
 
 
 def value_bytes(value: object, depth: int = 0) -> int:
@@ -69,7 +73,7 @@ def value_bytes(value: object, depth: int = 0) -> int:
             total += LIST_ITEM + value_bytes(v, depth + 1)
         return total
     if isinstance(value, bytes):
-        return 33 + len(value)
+        return TEXT_BASE + len(value)
     return SCALAR
 
 
@@ -153,6 +157,28 @@ def summarize(trace_id: bytes, spans: list[Span]) -> TraceSummary:
     )
 
 
+def _slim(span: Span) -> None:
+    """Let the span's decoded entry go, keeping the flow id that linking reads (delays.py)."""
+    entry = span.entry
+    if len(entry) > 1:
+        flow = entry.get("flow_id")
+        span.entry = {"flow_id": flow} if flow is not None else {}
+
+
+def _any_entry(predicate: Callable[[dict[str, Any]], bool], spans: list[Span]) -> bool:
+    """Whether the entry of any of these spans matches, each entry decoded once (both sides of a
+    call share it)."""
+    seen: set[int] = set()
+    for s in spans:
+        key = id(s.text) if s.text else id(s.entry)
+        if key in seen:
+            continue
+        seen.add(key)
+        if predicate(entry_of(s)):
+            return True
+    return False
+
+
 class TraceStore:
     def __init__(self, max_traces: int = DEFAULT_MAX_TRACES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_traces < 1 or max_bytes < 1:
@@ -173,7 +199,14 @@ class TraceStore:
         charged: set[int] = set()
         for span in spans:
             size = span.size
-            if not size:
+            if span.text:
+                # Held as the JSON it came as, not as the decoded document: about two thirds fewer
+                # bytes, and no objects for the cyclic collector to walk again and again; a query that
+                # reads the entry decodes it (`entry_of`). The side the assembler charged the entry to
+                # is charged the text (both sides share it).
+                size = SPAN_BASE + TEXT_BASE + len(span.text) if size > SPAN_BASE else SPAN_BASE
+                _slim(span)
+            elif not size:
                 entry_id = id(span.entry)
                 size = span_bytes(span, entry_id in charged)
                 charged.add(entry_id)
@@ -197,14 +230,12 @@ class TraceStore:
         key, spans = self.traces.popitem(last=False)
         self.held_bytes -= self.sizes.pop(key)
         self.evicted += 1
-        self.evicted_calls += len({id(s.entry) for s in spans})
+        self.evicted_calls += len({id(s.text) if s.text else id(s.entry) for s in spans})
         # The assembler may still hold these spans (its timelines, for linking later calls): what
         # linking reads of an entry is its flow id (delays.py); the rest is let go with the trace.
         for s in spans:
-            entry = s.entry
-            if len(entry) > 1:
-                flow = entry.get("flow_id")
-                s.entry = {"flow_id": flow} if flow is not None else {}
+            _slim(s)
+            s.text = b""
             # The two sides of a call point at each other: a cycle that only the cyclic collector
             # frees, and these spans have lived long enough to reach its oldest generation, collected
             # every few hundred million allocations (common/collector.py): ~2.4 KB a call kept as
@@ -243,7 +274,7 @@ class TraceStore:
                 continue
             if end_ns and first > end_ns:
                 continue
-            if predicate is not None and not any(predicate(s.entry) for s in spans):
+            if predicate is not None and not _any_entry(predicate, spans):
                 continue
             out.append(summarize(trace_id, spans))
             if len(out) >= limit:
