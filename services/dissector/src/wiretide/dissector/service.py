@@ -75,6 +75,11 @@ SOURCES: Final = {
 }
 
 
+def _ip_and_port_only(end: dict[str, Any]) -> bool:
+    """Whether an entry end holds `ip` and `port` alone, in that order (as the pipeline writes it)."""
+    return len(end) == 2 and "port" in end and next(iter(end)) == "ip"
+
+
 def enrich(table: IdentityTable, entries: Sequence[dict[str, Any]]) -> None:
     """Name both ends by who held the address at the entry's time — or, for an end whose process's
     container is known (eBPF on its node), by that container's pod; learn names from DNS answers."""
@@ -83,7 +88,10 @@ def enrich(table: IdentityTable, entries: Sequence[dict[str, Any]]) -> None:
         for side in ("src", "dst"):
             end = e.get(side)
             if isinstance(end, dict) and end.get("ip"):
-                named = table.endpoint(str(end["ip"]), int(end.get("port") or 0), ts)
+                ip, port = end["ip"], end.get("port") or 0
+                named = table.endpoint(
+                    ip if type(ip) is str else str(ip), port if type(port) is int else int(port), ts
+                )
                 process = end.get("process")
                 if process is not None:  # seen by eBPF on this node
                     # Its container names the pod, whoever else shares the address (host network).
@@ -93,7 +101,9 @@ def enrich(table: IdentityTable, entries: Sequence[dict[str, Any]]) -> None:
                         named = {**named, **pod, "process": process, "resolution": "container"}
                     elif named.get("process") is None:
                         named = {**named, "process": process}
-                e[side] = {**end, **named}
+                # `named` is a fresh dict that begins with ip and port: when the end holds only them,
+                # it is the merge itself, and the copy is saved.
+                e[side] = named if _ip_and_port_only(end) else {**end, **named}
         if e["protocol"] == "dns":
             response = e.get("response")
             for answer in response.get("answers", ()) if isinstance(response, dict) else ():
@@ -412,8 +422,14 @@ class DissectorService(Service):
             table.name(entries)
         self.enrich(entries)
         self.entries += len(entries)
+        # Counted per protocol, then added once each: a labelled counter's increment takes a lock and
+        # a lookup (about 1 µs), which per entry was a twentieth of the entry's own dissection.
+        counts: dict[str, int] = {}
         for e in entries:
-            ENTRIES.labels(e["protocol"]).inc()
+            proto = e["protocol"]
+            counts[proto] = counts.get(proto, 0) + 1
+        for proto, n in counts.items():
+            ENTRIES.labels(proto).inc(n)
         if self.bus is None:
             self._count_drop("no_bus", len(entries))
             return
