@@ -1,7 +1,9 @@
 """Benchmark: the tracer's throughput and the accuracy of its parent links.
 
 1. Throughput — spans/s assembled (streaming, timing + header links) and encoded for OTLP export, from a
-   stream of entries on one core (target >= 20k spans/s); also with the service map and trace store on.
+   stream of entries on one core (target >= 20k spans/s); also with the service map and trace store on;
+   and the ingest as the service runs it, on 3-hop chains and on edge calls (small API calls from a
+   client with no name, as `ab` against nginx makes them), with what the trace store holds at the end.
 2. Accuracy — precision/recall of outbound-call → inbound-request links at 1, 4, 10 and 50 concurrent
    requests over fresh and keep-alive connections, on real traffic made by this run (new captures every
    time, never the ones the tracer was developed against): a 4-service chain of thread-per-request
@@ -80,20 +82,41 @@ class Message:
     subject: str = "wt.entries.bench"
 
 
-def ingest(n_entries: int, version: int) -> tuple[int, float, int, int]:
+def edge_calls(n_entries: int) -> list[dict[str, Any]]:
+    """Small API calls from a client with no name (curl/`ab` against nginx: one hop, no parents to
+    find), as the dissector makes them from `bench/analyze_vs_tshark.py`'s small-call capture."""
+    from bench.analyze_vs_tshark import SMALL_PER_CONNECTION, generate_small
+    from wiretide.capture.sources.pcapfile import read_batches
+    from wiretide.dissector.pipeline import Pipeline
+    from wiretide.dissector.registry import default_registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "small.pcap"
+        generate_small(pcap, -(-n_entries // SMALL_PER_CONNECTION) * SMALL_PER_CONNECTION)
+        pipeline = Pipeline(default_registry(plugins=False), node="bench", source="pcap")
+        out: list[dict[str, Any]] = []
+        for cols in read_batches(str(pcap), 4096):
+            out += pipeline.feed(cols)
+        out += pipeline.finish()
+    return out[:n_entries]
+
+
+def ingest(n_entries: int, version: int, workload: str = "chains") -> tuple[int, float, int, int]:
     """(entries, CPU seconds, traces the store holds at the end, calls among them) of the tracer's
     ingest as the service runs it: EntryBatch messages of one contract version decoded, ordered by
-    end, assembled into spans with the service map and store on, and encoded for OTLP export."""
-    chains = build(n_entries // 3, 4, seed=11, pods=4, propagate=True)
+    end, assembled into spans with the service map and store on, and encoded for OTLP export. The
+    workload: 3-hop `chains` with propagated context, or `edge` calls (`edge_calls`)."""
+    if workload == "edge":
+        entries = edge_calls(n_entries)
+    else:
+        entries = build(n_entries // 3, 4, seed=11, pods=4, propagate=True).entries
     encode = encode_entries if version == 2 else encode_batch
     fetches = [
-        [
-            Message(encode(chains.entries[j : j + BATCH], "bench", "bench", j))
-            for j in range(i, i + FETCH, BATCH)
-        ]
-        for i in range(0, len(chains.entries), FETCH)
+        [Message(encode(entries[j : j + BATCH], "bench", "bench", j)) for j in range(i, i + FETCH, BATCH)]
+        for i in range(0, len(entries), FETCH)
     ]
-    del chains
+    n_entries = len(entries)
+    del entries
     collect_rarely()
     encoder, engine = Encoder(), Engine()
     c0 = time.process_time()
@@ -220,23 +243,29 @@ def main() -> None:
         print(
             "Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):"
         )
-        per_entry: dict[int, list[float]] = {1: [], 2: []}
-        held = (0, 0)
+        rows = (
+            ("chains", 2, "3-hop chains, contract v2"),
+            ("chains", 1, "3-hop chains, contract v1"),
+            ("edge", 2, "edge calls, contract v2"),
+        )
+        per_entry: dict[tuple[str, int], list[float]] = {(w, v): [] for w, v, _ in rows}
+        held: dict[str, tuple[int, int, int]] = {}
         for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
-            for version in (2, 1):
-                n, cpu, traces, calls = ingest(args.entries, version)
-                per_entry[version].append(cpu / n * 1e6)
-                held = (traces, calls)
-        for version, label in ((2, "contract v2 (lifted order)"), (1, "contract v1 (JSON only)")):
-            per = sorted(per_entry[version])
+            for workload, version, _ in rows:
+                n, cpu, traces, calls = ingest(args.entries, version, workload)
+                per_entry[(workload, version)].append(cpu / n * 1e6)
+                held[workload] = (traces, calls, n)
+        for workload, version, label in rows:
+            per = sorted(per_entry[(workload, version)])
             print(
                 f"  {label:28s} {per[0]:6.1f} µs CPU per entry"
                 f" (best of {len(per)}; median {per[len(per) // 2]:.1f})"
             )
-        print(
-            f"  the trace store holds, at the end: {held[0]:,} traces ({held[1]:,} of the {args.entries:,}"
-            f" calls; bounds {DEFAULT_MAX_TRACES:,} traces, {DEFAULT_MAX_BYTES >> 20} MiB estimated)"
-        )
+        for workload, (traces, calls, n) in held.items():
+            print(
+                f"  the trace store holds, after the {workload}: {traces:,} traces ({calls:,} of the {n:,}"
+                f" calls; bounds {DEFAULT_MAX_TRACES:,} traces, {DEFAULT_MAX_BYTES >> 20} MiB estimated)"
+            )
         print()
         print("Parent-link accuracy, synthetic chains (1 pod per tier, 1500 requests):")
         for concurrency in (1, 4, 10, 50):

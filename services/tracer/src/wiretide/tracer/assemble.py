@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
+from wiretide.common.protocols import status_class
 from wiretide.tracer.causality import CausalitySource, NoCausality
 from wiretide.tracer.delays import DelayModel
 from wiretide.tracer.names import NAMES_COLLAPSED, TABLE_EVICTIONS, SpanNames
@@ -54,7 +55,7 @@ from wiretide.tracer.spans import (
     Workloads,
     spans_from_entry,
 )
-from wiretide.tracer.store import SPAN_BASE, entry_bytes
+from wiretide.tracer.store import SPAN_BASE, TEXT_BASE, entry_bytes
 
 SPANS_IN = Counter("wiretide_tracer_spans_total", "Spans made from entries", ["kind"])
 SPANS_DROPPED = Counter("wiretide_tracer_spans_dropped_total", "Spans not emitted, by reason", ["reason"])
@@ -286,12 +287,26 @@ class Assembler:
             return []
         ctx = extract_from_entry(entry, self._contexts)
         spans = spans_from_entry(entry, self.ids, ctx, self.workloads, self.descriptions, self.names)
-        # What the call holds, estimated once (the trace store charges the same): the entry on the
-        # client side, whose wait for the window is what the pending bound weighs.
-        spans[0].size = SPAN_BASE + entry_bytes(entry, text)
+        if text and not self._kernel:
+            # The decoded entry is let go now: what assembly reads of it later is the flow id (delays.py)
+            # and, for the service map, the ends and the outcome (`Span.status_class`); queries decode
+            # the JSON again (`entry_of`). So a call waiting for its window holds its JSON, not a tree
+            # of objects for the cyclic collector to walk (kernel causality reads the entry when the
+            # call is decided: it keeps it).
+            client, server = spans[0], spans[-1]
+            server.status_class = status_class(entry, server.error)
+            kept = _kept(entry)
+            for span in spans:
+                span.entry = kept
+                span.text = text
+            client.size = SPAN_BASE + TEXT_BASE + len(text)
+        else:
+            # What the call holds, estimated once (the trace store charges the same): the entry on the
+            # client side, whose wait for the window is what the pending bound weighs.
+            spans[0].size = SPAN_BASE + entry_bytes(entry, text)
+            if text:
+                spans[0].text = spans[-1].text = text
         spans[-1].size = spans[-1].size or SPAN_BASE
-        if text:
-            spans[0].text = spans[-1].text = text
         kinds = self._kinds
         for span in spans:
             if verdict is not None and verdict.name:
@@ -853,6 +868,17 @@ class Assembler:
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
+
+
+def _kept(entry: dict[str, Any]) -> dict[str, Any]:
+    """What spans keep of an entry once it is decoded no more: its flow id (linking) and its ends (the
+    service map learns who held an address from them)."""
+    kept: dict[str, Any] = {}
+    for key in ("flow_id", "src", "dst"):
+        value = entry.get(key)
+        if value is not None:
+            kept[key] = value
+    return kept
 
 
 def _hungarian(cost: list[list[float]]) -> tuple[list[int], list[float], list[float]]:

@@ -295,12 +295,12 @@ class ServiceMap:
         shared = span.shared
         self._record(
             span.entry, source, destination, span.error, span.start_ns, span.end_ns - span.start_ns,
-            str(shared["wiretide.protocol"]), _span_bytes_on_wire(shared),
+            str(shared["wiretide.protocol"]), _span_bytes_on_wire(shared), span.status_class,
         )  # fmt: skip
 
     def _record(
         self, entry: dict[str, Any], source: Workload, destination: Workload, error: bool, ts: int,
-        duration: int, protocol: str, nbytes: int,
+        duration: int, protocol: str, nbytes: int, outcome: str = "",
     ) -> None:  # fmt: skip
         records = self.records
         if len(records) == records.maxlen:
@@ -312,11 +312,11 @@ class ServiceMap:
         if destination.known and not destination.learned:
             self._saw(entry.get("dst"), ts, destination)
         self.latest_ns = max(self.latest_ns, ts + duration)
-        self._red(source, destination, protocol, entry, error, duration, nbytes)
+        self._red(source, destination, protocol, entry, error, duration, nbytes, outcome)
 
     def _red(
         self, source: Workload, destination: Workload, protocol: str, entry: dict[str, Any], error: bool,
-        duration_ns: int, nbytes: int,
+        duration_ns: int, nbytes: int, outcome: str = "",
     ) -> None:  # fmt: skip
         key = (source, destination, protocol)
         series = self._children.get(key)
@@ -334,7 +334,7 @@ class ServiceMap:
             series = RED.get(labels)
             if len(self._children) < MAX_EDGES * 4:
                 self._children[key] = series
-        series.add(status_class(entry, error), duration_ns / 1e9, nbytes)
+        series.add(outcome or status_class(entry, error), duration_ns / 1e9, nbytes)
 
     def _saw(self, end: Any, ts: int, workload: Workload) -> None:
         ip = end.get("ip") if type(end) is dict else None

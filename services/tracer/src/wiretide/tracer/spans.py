@@ -234,6 +234,9 @@ class Span:
     # The entry's JSON as received (both sides share it), when the consumer had it: what the trace
     # store keeps instead of the decoded document once the call is decided (`entry_of`).
     text: bytes = b""
+    # The call's outcome on the service map ("2xx", "error"…), worked out from the entry when the
+    # assembler let the decoded entry go (server side; "" otherwise: worked out from `entry`).
+    status_class: str = ""
 
     # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
     # compiled build, for the two spans of every entry. The same parameters, in field order.
@@ -245,7 +248,7 @@ class Span:
         partner: Span | None = None, signature: str = "", parent: Span | None = None, decided: bool = False,
         emitted: bool = False, exported: bool = False, waiting: list[Span] | None = None,
         claimed: set[str] | None = None, hint: tuple[Span, float, frozenset[int]] | None = None,
-        size: int = 0, remote: bool = False, fact_to: int = -1, text: bytes = b"",
+        size: int = 0, remote: bool = False, fact_to: int = -1, text: bytes = b"", status_class: str = "",
     ) -> None:  # fmt: skip
         self.span_id = span_id
         self.name = name
@@ -279,6 +282,7 @@ class Span:
         self.remote = remote
         self.fact_to = fact_to
         self.text = text
+        self.status_class = status_class
 
     @property
     def attributes(self) -> Attributes:
@@ -290,18 +294,18 @@ class Span:
 
 
 def entry_of(span: Span) -> dict[str, Any]:
-    """The entry a span was built from, as a document: decoded again from its JSON when the trace
-    store keeps only that (`TraceStore.add`); a span without its JSON keeps the document itself."""
-    entry = span.entry
+    """The entry a span was built from, as a document: decoded again from its JSON when the span has
+    it (the assembler and the trace store keep only that: `Assembler.add`, `TraceStore.add`); a span
+    without its JSON keeps the document itself."""
     text = span.text
-    if text and len(entry) <= 1:  # slimmed to its flow id (or to nothing)
+    if text:
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return entry
+            return span.entry
         if isinstance(doc, dict):
             return doc
-    return entry
+    return span.entry
 
 
 class SpanIds:
