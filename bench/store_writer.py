@@ -1,8 +1,8 @@
 """Store writer rate: EntryBatches on JetStream → the gateway's durable consumer → SQLite.
 
-Two figures, each for batches of the current entry contract (the indexed fields lifted, the JSON never
-decoded by the writer) and of version 1 (as older dissectors write them: the writer decodes every
-entry's JSON), in alternation in the same run:
+Two figures, each for batches of the current entry contract (version 3: entries packed, the indexed
+fields lifted, the JSON never decoded by the writer), of version 2 (the same, unpacked) and of version 1
+(as older dissectors write them: the writer decodes every entry's JSON), in alternation in the same run:
 - drain: the stream already holds N entries (a backlog: a burst, a gateway restarted after an outage)
   when the gateway starts; measured from the first stored batch to the last row committed — the
   writer's own rate (fetch, decode, validate, insert, ack), the publisher not competing for the CPU;
@@ -141,7 +141,12 @@ def main(n: int, batch: int, rounds: int, size: int) -> None:
     pad(docs, size)
     median = sorted(len(orjson.dumps(d)) for d in docs)[n // 2]
     versions = {
-        "contract v2": [encode_entries(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)],
+        "contract v3, packed": [
+            encode_entries(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)
+        ],
+        "contract v2": [
+            encode_entries(docs[i : i + batch], "bench", "bench", i, pack=False) for i in range(0, n, batch)
+        ],
         "contract v1": [encode_batch(docs[i : i + batch], "bench", "bench", i) for i in range(0, n, batch)],
     }
     # The bench's own documents are not the gateway's heap: without this, every collection the
@@ -150,6 +155,8 @@ def main(n: int, batch: int, rounds: int, size: int) -> None:
     gc.collect()
     gc.freeze()
     print(f"entries: {n:,} in batches of {batch}, {median:,} bytes of JSON each (median)")
+    for label, payloads in versions.items():
+        print(f"  {label}: {sum(map(len, payloads)) / n:,.0f} bytes per entry on the bus")
     for _ in range(rounds):  # alternated: the machine's speed drifts
         for label, payloads in versions.items():
             asyncio.run(drain(n, payloads, label))

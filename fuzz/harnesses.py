@@ -1,4 +1,5 @@
-"""Fuzz harnesses: one per dissector and one for the KFL parser, each a function of one input.
+"""Fuzz harnesses: one per dissector, one for the KFL parser and one for the entries on the bus, each a
+function of one input.
 
 Rule: a harness raises only for a bug — a parser that raises, an entry that JSON cannot encode, a
 query error that is not a `KflError`. Everything a hostile peer may legitimately cause (violations,
@@ -221,6 +222,51 @@ def fuzz_sctp(data: bytes) -> None:
 
 
 # Every harness by name: one per built-in dissector, the pieces inside them, the pipeline, and KFL.
+def fuzz_bus(data: bytes) -> None:
+    """Any bytes as an EntryBatch message off the bus, and as the entries packed in one (compressed for
+    real; the first byte sets the declared unpacked size, exact at 128, and whether the declared count
+    is the true one): decoded, refused as newer, unpacked within the bound or counted and skipped —
+    never raised, never more than declared."""
+    import cramjam
+
+    from wiretide.common.bus.entries import (
+        CONTRACT_VERSION,
+        PACKING,
+        NewerContract,
+        Skipped,
+        count_entries,
+        documents_in_end_order,
+        indexed_entries,
+    )
+    from wiretide.proto.v1 import entries_pb2
+
+    body = data[1:]
+    head = data[0] if data else 0
+    count = head  # an odd first byte: a count that may lie; an even one: the entries the body holds
+    if not head & 1:
+        try:
+            count = len(entries_pb2.EntryBatch.FromString(body).entries)
+        except Exception:
+            count = 0
+    packed = entries_pb2.EntryBatch(
+        version=CONTRACT_VERSION, packing=PACKING, packed=bytes(cramjam.zstd.compress(body)),
+        unpacked_size=max(0, len(body) + head - 128), packed_count=count,
+    ).SerializeToString()  # fmt: skip
+
+    class Message:
+        subject = "wt.entries.fuzz"
+
+        def __init__(self, payload: bytes) -> None:
+            self.data = payload
+
+    messages = [Message(data), Message(packed)]
+    count_entries(messages)
+    documents_in_end_order(messages, Skipped(), [])
+    with contextlib.suppress(NewerContract):
+        for _ in indexed_entries(messages, Skipped()):
+            pass
+
+
 HARNESSES: Final[dict[str, Callable[[bytes], None]]] = {
     "http1": _session("http"),
     "http2": _session("http2"),
@@ -249,4 +295,5 @@ HARNESSES: Final[dict[str, Callable[[bytes], None]]] = {
     "graphql": fuzz_graphql,
     "pipeline": fuzz_pipeline,
     "kfl": fuzz_kfl,
+    "bus": fuzz_bus,
 }

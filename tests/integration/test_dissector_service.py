@@ -20,6 +20,7 @@ from tests.helpers.netns import is_root, veth_pair
 from tests.helpers.pcaps import require_pcaps
 from tests.unit.dissector.pcaps import PCAPS, read_columns
 from wiretide.common.bus import connect_with_retry, entries_subject
+from wiretide.common.bus.entries import CONTRACT_VERSION, PACKING, UNPACKED_VERSION, open_batch
 from wiretide.common.bus.subjects import ENTRIES_STREAM
 from wiretide.common.rpc import create_server
 from wiretide.dissector.pipeline import Pipeline
@@ -30,7 +31,9 @@ from wiretide.proto.v1 import dissector_pb2, dissector_pb2_grpc, entries_pb2, pa
 PIPELINED = PCAPS / "http1.1" / "zeek_pipelined-requests.pcap"
 
 
-async def read_entries(url: str, node: str, want: int, timeout: float = 10.0) -> list[dict[str, object]]:
+async def read_entries(
+    url: str, node: str, want: int, timeout: float = 10.0, packings: list[tuple[int, str]] | None = None
+) -> list[dict[str, object]]:
     nc = await nats.connect(url)
     js = nc.jetstream()
     sub = await js.pull_subscribe(entries_subject(node), durable="test-reader", stream=ENTRIES_STREAM.name)
@@ -42,19 +45,26 @@ async def read_entries(url: str, node: str, want: int, timeout: float = 10.0) ->
         except TimeoutError:  # nats.errors.TimeoutError, or a bare one when fetch runs out of time
             continue
         for m in msgs:
-            batch = entries_pb2.EntryBatch.FromString(m.data)
+            if packings is not None:
+                head = entries_pb2.EntryBatch.FromString(m.data)
+                packings.append((head.version, head.packing))
+            batch = open_batch(m.data, m.subject)  # entries travel packed
+            assert batch is not None
             out.extend(orjson.loads(e.json) for e in batch.entries)
             await m.ack()
     await nc.close()
     return out
 
 
+@pytest.mark.parametrize("pack", [True, False])
 async def test_batches_sent_over_ingest_come_out_as_entries_on_jetstream(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, pack: bool
 ) -> None:
     require_pcaps(PIPELINED)
     port = free_port()
-    settings = DissectorSettings(node_name="n1", nats_url=nats_server.url, dissector_grpc=f"127.0.0.1:{port}")
+    settings = DissectorSettings(
+        node_name="n1", nats_url=nats_server.url, dissector_grpc=f"127.0.0.1:{port}", dissector_pack=pack
+    )
     service = DissectorService(settings)
     bus = await connect_with_retry(nats_server.url, "dissector-test")
     server, _, _ = create_server(f"127.0.0.1:{port}", ["wiretide.proto.v1.DissectorService"])
@@ -103,7 +113,12 @@ async def test_batches_sent_over_ingest_come_out_as_entries_on_jetstream(
             assert [a.acked_seq for a in acks[1:]] == [1, 2]
             stats = await stub.GetStats(dissector_pb2.GetStatsRequest())
             assert stats.packets == len(cols) and stats.entries == 5
-        entries = await read_entries(nats_server.url, "edge-1", want=5)
+        packings: list[tuple[int, str]] = []
+        entries = await read_entries(nats_server.url, "edge-1", want=5, packings=packings)
+        # Packed (contract version 3), or as version 2 for consumers from before packing.
+        assert packings and set(packings) == (
+            {(CONTRACT_VERSION, PACKING)} if pack else {(UNPACKED_VERSION, "")}
+        )
     finally:
         await service.stop()
         await server.stop(None)

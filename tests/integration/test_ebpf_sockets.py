@@ -34,13 +34,14 @@ from wiretide.capture.sources.ebpf import Chunk, Connection, EbpfSource, probe
 from wiretide.capture.sources.ebpf.source import SocketOwner
 from wiretide.capture.sources.pcapfile import read_batches
 from wiretide.common.bus import connect_with_retry, entries_subject
+from wiretide.common.bus.entries import open_batch
 from wiretide.common.bus.subjects import ENTRIES_STREAM
 from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.plaintext import PlaintextFlows
 from wiretide.dissector.processes import ProcessTable
 from wiretide.dissector.registry import default_registry
 from wiretide.dissector.service import DissectorService, DissectorSettings
-from wiretide.proto.v1 import entries_pb2, packets_pb2
+from wiretide.proto.v1 import packets_pb2
 
 WHY_NOT = probe()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"eBPF unavailable: {WHY_NOT}")
@@ -263,7 +264,9 @@ async def stored_entries(url: str, node: str, want: int) -> list[dict[str, Any]]
         except TimeoutError:  # nats' own TimeoutError, or a bare one when fetch runs out of time
             return len(out) >= want
         for m in msgs:
-            out.extend(orjson.loads(e.json) for e in entries_pb2.EntryBatch.FromString(m.data).entries)
+            batch = open_batch(m.data, m.subject)  # entries travel packed
+            assert batch is not None
+            out.extend(orjson.loads(e.json) for e in batch.entries)
             await m.ack()
         return len(out) >= want
 

@@ -1,5 +1,7 @@
 """The store writer holds about FETCH_BYTES of EntryBatches per fetch, however large each batch is: a
-keep-alive burst of large batches is written a few at a time, every entry stored once."""
+keep-alive burst of large batches is written a few at a time, every entry stored once. Sizes are what
+the batches hold unpacked (their entries travel packed: a batch of repetitive bodies is a few KB on the
+bus and hundreds once unpacked)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from tests.helpers.entries import entries
 from tests.helpers.nats import NatsServer
 from tests.helpers.wait import wait_for_async
 from wiretide.common.bus import STORE_WRITER_DURABLE, connect_with_retry, entries_subject
-from wiretide.common.bus.entries import encode_entries
+from wiretide.common.bus.entries import encode_entries, unpacked_bytes
 from wiretide.gateway.store.sqlite import SqliteStore
 from wiretide.gateway.writer import FETCH_BATCH, FETCH_BYTES, Batch, StoreWriter
 
@@ -20,14 +22,14 @@ BATCHES = 40  # ~24 MB waiting on the bus when the writer starts: 64 a fetch wou
 
 
 class Recording(StoreWriter):
-    """The writer as the gateway runs it, noting the EntryBatch bytes of each batch it writes."""
+    """The writer as the gateway runs it, noting the unpacked EntryBatch bytes of each batch it writes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.written: list[tuple[int, int]] = []  # (messages, bytes) per batch written
 
     def _write(self, batch: Batch) -> int:
-        self.written.append((len(batch.messages), sum(len(msg.data) for msg in batch.messages)))
+        self.written.append((len(batch.messages), sum(unpacked_bytes(msg.data) for msg in batch.messages)))
         return super()._write(batch)
 
 
@@ -42,7 +44,7 @@ async def test_a_burst_of_large_batches_is_fetched_about_fetch_bytes_at_a_time(
     sizes = []
     for seq in range(BATCHES):
         data = encode_entries(docs[seq * PER_BATCH : (seq + 1) * PER_BATCH], "node-a", "test", seq)
-        sizes.append(len(data))
+        sizes.append(unpacked_bytes(data))
         await bus.js.publish(entries_subject("node-a"), data)
     assert FETCH_BATCH * min(sizes) > 4 * FETCH_BYTES  # a fetch by messages alone would exceed the bound
     store = SqliteStore(tmp_path / "entries.sqlite3")

@@ -13,6 +13,9 @@ import pytest
 from tests.helpers.entries import entries
 from wiretide.common.bus.entries import (
     CONTRACT_VERSION,
+    MAX_UNPACKED,
+    PACKING,
+    UNPACKED_VERSION,
     NewerContract,
     Skipped,
     count_entries,
@@ -21,6 +24,8 @@ from wiretide.common.bus.entries import (
     fetch_entries,
     indexed_entries,
     indexed_of_doc,
+    open_batch,
+    unpacked_bytes,
 )
 from wiretide.common.entry import encode_batch, from_proto
 from wiretide.gateway.writer import Batch, decode
@@ -64,15 +69,16 @@ def test_batches_of_the_first_version_read_the_same_as_the_current_one() -> None
     assert documents_in_end_order([old], Skipped(), []) == documents_in_end_order([new], Skipped(), [])
 
 
-def test_a_consumer_of_the_first_version_reads_current_batches_unchanged() -> None:
-    batch = entries_pb2.EntryBatch.FromString(encode_entries(DOCS, "node-a", "t", 1))
+def test_a_consumer_of_the_first_version_reads_unpacked_batches_unchanged() -> None:
+    batch = entries_pb2.EntryBatch.FromString(encode_entries(DOCS, "node-a", "t", 1, pack=False))
+    assert batch.version == UNPACKED_VERSION
     assert [from_proto(e) for e in batch.entries] == DOCS  # what every v1 consumer runs
 
 
 def newer() -> Message:
     batch = entries_pb2.EntryBatch(node="node-a", producer="dissector-x", seq=9, version=CONTRACT_VERSION + 1)
     batch.entries.extend(
-        entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:3], "node-a", "t", 1)).entries
+        entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:3], "node-a", "t", 1, pack=False)).entries
     )
     return Message(batch.SerializeToString())
 
@@ -118,7 +124,7 @@ def test_documents_come_in_the_order_their_calls_ended() -> None:
 
 def test_a_lifted_entry_that_is_not_an_entry_is_counted_and_skipped() -> None:
     batch = entries_pb2.EntryBatch(version=CONTRACT_VERSION)
-    good = entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:1], "n", "t", 1)).entries[0]
+    good = entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:1], "n", "t", 1, pack=False)).entries[0]
     batch.entries.extend(
         [
             entries_pb2.Entry(id="", timestamp_ns=1, protocol="http", json=b"{}"),
@@ -180,3 +186,85 @@ def test_counting_entries_survives_any_bytes() -> None:
     for cut in range(0, len(data), 97):  # truncated batches: counted as invalid or as what they hold
         assert 0 <= count_entries([Message(data[:cut])]) <= 5
     assert count_entries([Message(bytes(range(256)) * 4)]) == 0
+
+
+# ---- packed entries (contract version 3) -----------------------------------------------------------
+
+
+def test_packed_batches_read_the_same_as_unpacked_ones_and_carry_a_fraction_of_the_bytes() -> None:
+    docs = [*DOCS, *ODD]
+    packed = Message(encode_entries(docs, "node-a", "t", 1))
+    plain = Message(encode_entries(docs, "node-a", "t", 1, pack=False))
+    batch = entries_pb2.EntryBatch.FromString(packed.data)
+    assert (batch.version, batch.packing, batch.packed_count, len(batch.entries)) == (
+        CONTRACT_VERSION, PACKING, len(docs), 0,
+    )  # fmt: skip
+    assert len(packed.data) < len(plain.data) / 3
+    assert unpacked_bytes(packed.data) == batch.unpacked_size > len(packed.data)
+    assert unpacked_bytes(plain.data) == len(plain.data)
+    assert list(indexed_entries([packed], Skipped())) == list(indexed_entries([plain], Skipped()))
+    texts_a: list[bytes] = []
+    texts_b: list[bytes] = []
+    assert documents_in_end_order([packed], Skipped(), [], texts_a) == documents_in_end_order(
+        [plain], Skipped(), [], texts_b
+    )
+    assert texts_a == texts_b
+    assert count_entries([packed]) == count_entries([plain]) == len(docs)
+
+
+def _packed(**change: Any) -> Message:
+    batch = entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:5], "node-a", "t", 1))
+    for name, value in change.items():
+        setattr(batch, name, value)
+    return Message(batch.SerializeToString())
+
+
+def _raw_zstd(data: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.zstd.compress(data))
+
+
+BAD_PACKINGS = {
+    "unknown packing": {"packing": "lz4"},
+    "declared size beyond the bound": {"unpacked_size": MAX_UNPACKED + 1},
+    "more bytes than declared": {"unpacked_size": 10},
+    "fewer bytes than declared": {"unpacked_size": 1 << 20},
+    "not a Zstandard frame": {"packed": b"\x28\xb5\x2f\xfd garbage"},
+    "an empty frame": {"packed": b""},
+    "a count that lies": {"packed_count": 6},
+    "bytes that are not entries": {"packed": _raw_zstd(b"\xff\xff\xff"), "unpacked_size": 3},
+    "a header field hidden in the entries": {
+        "packed": _raw_zstd(bytes([0x28, 0x63])),  # field 5 (version) = 99
+        "unpacked_size": 2,
+        "packed_count": 0,
+    },
+}
+
+
+@pytest.mark.parametrize("change", BAD_PACKINGS.values(), ids=list(BAD_PACKINGS))
+def test_a_batch_that_does_not_unpack_as_declared_is_counted_and_skipped(change: dict[str, Any]) -> None:
+    bad = _packed(**change)
+    assert open_batch(bad.data, bad.subject) is None
+    good = Message(encode_entries(DOCS[5:8], "node-a", "t", 2))
+    skipped = Skipped()
+    assert [e[0] for e in indexed_entries([bad, good], skipped)] == [d["id"] for d in DOCS[5:8]]
+    assert [d["id"] for d in documents_in_end_order([bad, good], Skipped(), [])] == [
+        d["id"] for d in DOCS[5:8]
+    ]
+
+
+def test_a_batch_both_packed_and_not_is_refused() -> None:
+    batch = entries_pb2.EntryBatch.FromString(encode_entries(DOCS[:2], "node-a", "t", 1))
+    batch.entries.extend(
+        entries_pb2.EntryBatch.FromString(encode_entries(DOCS[2:3], "n", "t", 1, pack=False)).entries
+    )
+    assert open_batch(batch.SerializeToString(), "wt.entries.node-a") is None
+
+
+def test_a_batch_too_large_to_pack_within_the_bound_goes_unpacked() -> None:
+    big = {**DOCS[0], "response": {"body": {"content": "x" * (MAX_UNPACKED // 2)}}}
+    data = encode_entries([big, {**big, "id": DOCS[1]["id"]}, {**big, "id": DOCS[2]["id"]}], "n", "t", 1)
+    batch = entries_pb2.EntryBatch.FromString(data)
+    assert not batch.packing and len(batch.entries) == 3 and batch.version == CONTRACT_VERSION
+    assert open_batch(data, "wt.entries.n") is not None

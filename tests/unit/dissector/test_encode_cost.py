@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from wiretide.common.bus.entries import CONTRACT_VERSION, encode_entries, lift
+from wiretide.common.bus.entries import CONTRACT_VERSION, UNPACKED_VERSION, encode_entries, lift, open_batch
 from wiretide.dissector.pipeline import Pipeline
 from wiretide.dissector.registry import default_registry
 from wiretide.proto.v1 import entries_pb2
@@ -18,8 +18,8 @@ from .builders import Conversation, http_get, http_ok
 
 
 def _whole_batch(docs: list[dict[str, Any]], node: str, producer: str, seq: int) -> bytes:
-    """What protobuf writes for the batch built as one message."""
-    batch = entries_pb2.EntryBatch(node=node, producer=producer, seq=seq, version=CONTRACT_VERSION)
+    """What protobuf writes for the (unpacked) batch built as one message."""
+    batch = entries_pb2.EntryBatch(node=node, producer=producer, seq=seq, version=UNPACKED_VERSION)
     batch.entries.extend([lift(d, orjson.dumps(d)) for d in docs])
     return batch.SerializeToString()
 
@@ -65,8 +65,16 @@ def test_a_batch_is_byte_for_byte_what_protobuf_writes_for_it(change: dict[str, 
     docs = _http_entries()
     docs[0] = {**docs[0], **change}
     for node, producer, seq in (("node-a", "dissector-0", 7), ("", "", 0), ("n", "p", 2**64 - 1)):
-        assert encode_entries(docs, node, producer, seq) == _whole_batch(docs, node, producer, seq)
-    assert encode_entries([], "node-a", "p", 1) == _whole_batch([], "node-a", "p", 1)
+        assert encode_entries(docs, node, producer, seq, pack=False) == _whole_batch(
+            docs, node, producer, seq
+        )
+        # Packed, the same entries come out of the consumer's side.
+        packed = open_batch(encode_entries(docs, node, producer, seq), "wt.entries.test")
+        assert packed is not None and packed.version == CONTRACT_VERSION and not packed.packed
+        whole = entries_pb2.EntryBatch.FromString(_whole_batch(docs, node, producer, seq))
+        assert list(packed.entries) == list(whole.entries)
+        assert (packed.node, packed.producer, packed.seq) == (node, producer, seq)
+    assert encode_entries([], "node-a", "p", 1, pack=False) == _whole_batch([], "node-a", "p", 1)
 
 
 def test_a_batch_message_is_never_built_out_of_entry_messages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,4 +96,4 @@ def test_a_batch_message_is_never_built_out_of_entry_messages(monkeypatch: pytes
     docs = _http_entries()
     expected = _whole_batch(docs, "node-a", "dissector-0", 3)
     monkeypatch.setattr(entries_pb2, "EntryBatch", NoEntries)
-    assert encode_entries(docs, "node-a", "dissector-0", 3) == expected
+    assert encode_entries(docs, "node-a", "dissector-0", 3, pack=False) == expected

@@ -139,6 +139,9 @@ class DissectorSettings(CommonSettings):
     # adds to an entry's way to the live view and the store (at most twice this: an entry left over
     # after full messages went out at the end of a burst waits one more linger).
     dissector_publish_linger_s: float = 0.1
+    # Entries travel packed (one Zstandard frame per message; EntryBatch version 3). false: unpacked, as
+    # version 2, which consumers from before packing read too (during a rolling upgrade).
+    dissector_pack: bool = True
     # Entries held in memory while NATS is away or slow (~3 KB each as documents: ~60 MB), then spooled.
     dissector_max_buffered: int = 20_000
     # Bytes of encoded entries spooled on disk (under the data dir) beyond that, for every capture node
@@ -443,9 +446,10 @@ class DissectorService(Service):
             return pub
         assert self.bus is not None
         producer = self.producer
+        pack = self.cfg.dissector_pack
 
         def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str]:
-            return encode_entries(items, node, producer, seq), f"{producer}-{node}-{seq}"
+            return encode_entries(items, node, producer, seq, pack), f"{producer}-{node}-{seq}"
 
         subject = entries_subject(node)
         spool = Spool(self.spool_dir, subject, self.spool_budget) if self.cfg.dissector_spool_bytes else None

@@ -24,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.entries import Indexed, NewerContract, Skipped, indexed_entries
+from wiretide.common.bus.entries import Indexed, NewerContract, Skipped, indexed_entries, unpacked_bytes
 from wiretide.common.bus.fetch import FetchSize
 from wiretide.common.telemetry import tracer
 from wiretide.gateway.query import Completeness
@@ -121,7 +121,7 @@ class StoreWriter:
             log.warning("fetch failed", extra={"error": str(exc)})
             await asyncio.sleep(RETRY_AFTER_FETCH_ERROR_S)
             return []
-        self.fetch_size.seen([len(msg.data) for msg in msgs])
+        self.fetch_size.seen([unpacked_bytes(msg.data) for msg in msgs])  # what they hold unpacked
         return msgs
 
     def _write(self, batch: Batch) -> int:

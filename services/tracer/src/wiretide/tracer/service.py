@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from pydantic import field_validator
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.entries import fetch_entries
+from wiretide.common.bus.entries import fetch_entries, unpacked_bytes
 from wiretide.common.bus.fetch import FetchSize
 from wiretide.common.bus.subjects import CAUSALITY_ALL, tracer_facts_subject
 from wiretide.common.collector import collect_rarely
@@ -257,7 +257,7 @@ class TracerService(Service):
             # In the order their calls ended (dissectors emit in response order), read off the lifted
             # fields: one sort per fetch, no document looked into for it.
             got = await fetch_entries(self._sub, self._fetch.messages, FETCH_TIMEOUT_S)
-            self._fetch.seen([len(msg.data) for msg in got.messages])
+            self._fetch.seen([unpacked_bytes(msg.data) for msg in got.messages])  # what they hold unpacked
             self.invalid_entries += got.invalid
             if got.refused:
                 # A newer contract than this tracer reads: skipped (traces are best effort), said once.

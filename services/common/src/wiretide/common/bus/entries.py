@@ -7,8 +7,9 @@ that needs none, as an agents service with no agent on entries, counts them off 
 producer lifts the indexed fields out of each document (`lift`, the one rule of what they hold) and
 marks the batch `CONTRACT_VERSION`; a consumer reads every version up to its own (an older batch's
 fields are lifted here from its JSON, by the same rule) and refuses a newer one with a message naming
-both versions. A message that does not decode and an entry that is not an Entry are counted and
-skipped, never raised; the caller acknowledges the messages once it has used their entries.
+both versions. The entries travel packed (one Zstandard frame per batch, `PACKING`) and are unpacked
+here, within a bound. A message that does not decode or unpack and an entry that is not an Entry are
+counted and skipped, never raised; the caller acknowledges the messages once it has used their entries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import cramjam
 import orjson
+from google.protobuf.message import DecodeError
 from nats.errors import TimeoutError as NatsTimeout
 
 from wiretide.common.bus.subscribe import decode_or_count
@@ -29,9 +32,20 @@ from wiretide.proto.v1 import entries_pb2
 
 log = logging.getLogger(__name__)
 
-# 2: the indexed fields are lifted into each Entry. 0 (a producer that predates the field) and 1: only
-# id, timestamp, protocol and node are, the rest is in the JSON.
-CONTRACT_VERSION: Final = 2
+# 3: the entries may travel packed (`PACKING`). 2: the indexed fields are lifted into each Entry. 0 (a
+# producer that predates the field) and 1: only id, timestamp, protocol and node are, the rest is in
+# the JSON.
+CONTRACT_VERSION: Final = 3
+# What a producer that does not pack writes (`encode_entries(pack=False)`): consumers of version 2 read it.
+UNPACKED_VERSION: Final = 2
+# How packed entries are compressed: one Zstandard frame (level `PACK_LEVEL`). Entries of one node are
+# alike (the same keys, hosts, headers): a batch of small HTTP calls packs to a tenth or less, and
+# everything on the bus — the JetStream store, each consumer's delivery — carries that much less.
+PACKING: Final = "zstd"
+PACK_LEVEL: Final = 1
+# The most a consumer unpacks from one message (a batch that would be larger is not packed: it is then
+# beyond any NATS message and the publisher cuts it down).
+MAX_UNPACKED: Final = 16 << 20
 RETRY_AFTER_ERROR_S = 0.5  # pause after a failed fetch; the client reconnects by itself meanwhile
 MAX_ID_CHARS: Final = 64  # as `validate_entry`
 INT64: Final = (-(2**63), 2**63 - 1)
@@ -117,18 +131,95 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def encode_entries(docs: Sequence[dict[str, Any]], node: str, producer: str, seq: int) -> bytes:
-    """One EntryBatch of the current contract version."""
-    # Written as protobuf would write the whole batch (its fields in number order, `entries` between
-    # `producer` and `version`), each entry serialized alone and framed here: adding built entries to
-    # a batch message copies each one (its JSON included) before serializing it: nearly twice the cost.
+def encode_entries(
+    docs: Sequence[dict[str, Any]], node: str, producer: str, seq: int, pack: bool = True
+) -> bytes:
+    """One EntryBatch: of the current contract version, its entries packed (`PACKING`); or, with `pack`
+    false, of `UNPACKED_VERSION`, which consumers of that version read too."""
+    # The entries are written as protobuf would write them in the batch (field 4, each serialized alone
+    # and framed here: adding built entries to a batch message copies each one, its JSON included,
+    # before serializing it: nearly twice the cost).
     dumps = orjson.dumps
-    parts = [entries_pb2.EntryBatch(node=node, producer=producer, seq=seq).SerializeToString()]
+    parts: list[bytes] = []
     for d in docs:
         entry = lift(d, dumps(d)).SerializeToString()
         parts += (_ENTRIES_KEY, _varint(len(entry)), entry)
-    parts.append(entries_pb2.EntryBatch(version=CONTRACT_VERSION).SerializeToString())
-    return b"".join(parts)
+    body = b"".join(parts)
+    if pack and 0 < len(body) <= MAX_UNPACKED:
+        return entries_pb2.EntryBatch(
+            node=node, producer=producer, seq=seq, version=CONTRACT_VERSION,
+            packed=bytes(cramjam.zstd.compress(body, level=PACK_LEVEL)), packing=PACKING,
+            unpacked_size=len(body), packed_count=len(docs),
+        ).SerializeToString()  # fmt: skip
+    # Unpacked: the batch's fields in number order, `entries` between `producer` and `version`.
+    version = CONTRACT_VERSION if pack else UNPACKED_VERSION
+    return b"".join(
+        (
+            entries_pb2.EntryBatch(node=node, producer=producer, seq=seq).SerializeToString(),
+            body,
+            entries_pb2.EntryBatch(version=version).SerializeToString(),
+        )
+    )
+
+
+def unpack_problem(batch: entries_pb2.EntryBatch) -> str:
+    """Unpack a packed batch's entries into `entries` (nothing to do for one not packed); "" when done,
+    else why it cannot be (the batch is then not to be used). Bounded: never more than the declared
+    size, itself at most `MAX_UNPACKED`, is allocated or written."""
+    if not batch.packing:
+        return ""
+    if batch.packing != PACKING:
+        return f"entries packed as {batch.packing!r}: this consumer unpacks {PACKING!r} only"
+    size = batch.unpacked_size
+    if size > MAX_UNPACKED:
+        return f"packed entries declare {size} bytes unpacked, beyond the {MAX_UNPACKED} this consumer takes"
+    if len(batch.entries):
+        return "entries both packed and not"
+    out = bytearray(size)
+    try:
+        written = cramjam.zstd.decompress_into(batch.packed, out) if size else 0
+    except cramjam.DecompressionError as exc:  # more bytes than declared, or not a Zstandard frame
+        return f"packed entries do not unpack to the {size} bytes declared: {exc}"
+    if written != size:
+        return f"packed entries unpack to {written} bytes, not the {size} declared"
+    head = (batch.node, batch.seq, batch.producer, batch.version, batch.packing, batch.unpacked_size)
+    count = batch.packed_count
+    try:
+        batch.MergeFromString(bytes(out))
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        return f"unpacked entries do not decode: {exc}"
+    if (batch.node, batch.seq, batch.producer, batch.version, batch.packing, batch.unpacked_size) != head:
+        return "unpacked bytes hold more than entries"
+    if len(batch.entries) != count:
+        return f"unpacked {len(batch.entries)} entries, not the {count} declared"
+    batch.ClearField("packed")
+    return ""
+
+
+def open_batch(data: bytes, subject: str) -> entries_pb2.EntryBatch | None:
+    """One EntryBatch message, its version checked (raises NewerContract) and its entries unpacked;
+    None (counted in BUS_INVALID, logged) when it does not decode or unpack."""
+    batch = decode_or_count(entries_pb2.EntryBatch, data, subject)
+    if batch is None:
+        return None
+    _check(batch, subject)
+    why = unpack_problem(batch)
+    if why:
+        BUS_INVALID.labels(subject).inc()
+        log.warning("invalid message skipped", extra={"subject": subject, "error": why, "bytes": len(data)})
+        return None
+    return batch
+
+
+def unpacked_bytes(data: bytes) -> int:
+    """What one EntryBatch message holds once unpacked (its own size when it is not packed): what a
+    consumer sizes its fetches by."""
+    batch = entries_pb2.EntryBatch()
+    try:
+        batch.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError):
+        return len(data)
+    return max(len(data), batch.unpacked_size) if batch.packing else len(data)
 
 
 def indexed_of_doc(doc: dict[str, Any], json: bytes) -> Indexed:
@@ -188,15 +279,14 @@ class Skipped:
 
 def indexed_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[Indexed]:
     """What the store needs of each valid entry of these EntryBatch messages, the JSON decoded only for
-    batches older than `CONTRACT_VERSION`. Raises NewerContract (before yielding anything of that
+    batches older than version 2. Raises NewerContract (before yielding anything of that
     message) for a batch of a newer version."""
     for msg in messages:
         subject = msg.subject
-        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, subject)
+        batch = open_batch(msg.data, subject)
         if batch is None:
             continue
-        _check(batch, subject)
-        if batch.version < CONTRACT_VERSION:
+        if batch.version < UNPACKED_VERSION:
             for doc, json in _documents(batch, subject, skipped):
                 yield indexed_of_doc(doc, json)
             continue
@@ -244,10 +334,9 @@ def valid_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[tuple[d
     """Each valid entry of these EntryBatch messages, with its JSON as received; what is not valid is
     counted (in `skipped` and BUS_INVALID) and logged. Raises NewerContract for a newer batch."""
     for msg in messages:
-        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
+        batch = open_batch(msg.data, msg.subject)
         if batch is None:
             continue
-        _check(batch, msg.subject)
         yield from _documents(batch, msg.subject, skipped)
 
 
@@ -263,15 +352,14 @@ def documents_in_end_order(
     n = 0
     for msg in messages:
         subject = msg.subject
-        batch = decode_or_count(entries_pb2.EntryBatch, msg.data, subject)
-        if batch is None:
-            continue
         try:
-            _check(batch, subject)
+            batch = open_batch(msg.data, subject)
         except NewerContract as exc:
             refused.append(str(exc))
             continue
-        if batch.version < CONTRACT_VERSION:
+        if batch is None:
+            continue
+        if batch.version < UNPACKED_VERSION:
             for doc, json in _documents(batch, subject, skipped):
                 elapsed = doc.get("elapsed_us")
                 end = doc["timestamp"] + (elapsed * 1000 if type(elapsed) is int and elapsed > 0 else 0)
@@ -305,7 +393,7 @@ def count_entries(messages: Iterable[Any]) -> int:
     for msg in messages:
         batch = decode_or_count(entries_pb2.EntryBatch, msg.data, msg.subject)
         if batch is not None:
-            n += len(batch.entries)
+            n += batch.packed_count if batch.packing else len(batch.entries)
     return n
 
 
