@@ -110,7 +110,7 @@ def ingest(n_entries: int, version: int, workload: str = "chains") -> tuple[int,
         entries = edge_calls(n_entries)
     else:
         entries = build(n_entries // 3, 4, seed=11, pods=4, propagate=True).entries
-    encode = encode_entries if version == 2 else encode_batch
+    encode = encode_entries if version >= 2 else encode_batch  # 3: packed
     fetches = [
         [Message(encode(entries[j : j + BATCH], "bench", "bench", j)) for j in range(i, i + FETCH, BATCH)]
         for i in range(0, len(entries), FETCH)
@@ -132,7 +132,15 @@ def ingest(n_entries: int, version: int, workload: str = "chains") -> tuple[int,
 
 
 def live_accuracy(
-    tmp: Path, *, shared: bool, keepalive: bool, propagate: bool, concurrency: int, requests: int, seed: int
+    tmp: Path,
+    *,
+    shared: bool,
+    keepalive: bool,
+    propagate: bool,
+    concurrency: int,
+    requests: int,
+    seed: int,
+    wrong: int = 0,
 ) -> list[tuple[str, float, float, float, int, int, float, float]]:
     """One capture of the 4-service chain, made now (tests/helpers/chain.py), scored with the names
     an inventory would give (pods only) and without any: (names, precision, recall, mean confidence,
@@ -153,6 +161,8 @@ def live_accuracy(
         spans = assembler.drain()
         precision, recall, confidence = link_scores(run, entries, spans)
         sure_precision, sure_share = sure_links(run, entries, spans)
+        if wrong and not named:
+            print_wrong(run, entries, spans, wrong)
         rows.append(
             (
                 "known" if named else "unknown", precision, recall, confidence, len(run.truth),
@@ -161,6 +171,43 @@ def live_accuracy(
         )  # fmt: skip
     run.pcap.unlink()
     return rows
+
+
+def print_wrong(run: Any, entries: list[dict[str, Any]], spans: list[Any], most: int) -> None:
+    """The gaps (ms before the call starts, after it ends) of the true parent and of the request chosen,
+    for up to `most` wrong links; and how the true gaps of all links spread (5th, 50th, 95th percentile)."""
+    from tests.helpers.chain import call_of
+
+    by_call = {call_of(e): e for e in entries}
+    call = {e["id"]: call_of(e) for e in entries}
+    by_id = {s.span_id: s for s in spans}
+
+    def gaps(parent: dict[str, Any], child: dict[str, Any]) -> tuple[float, float]:
+        p0, c0 = parent["timestamp"], child["timestamp"]
+        p1, c1 = p0 + parent["elapsed_us"] * 1000, c0 + child["elapsed_us"] * 1000
+        return (c0 - p0) / 1e6, (p1 - c1) / 1e6
+
+    true_gaps, shown = [], 0
+    for s in spans:
+        parent = by_id.get(s.parent_span_id)
+        if s.kind != 3 or parent is None or parent.kind != 2 or parent.entry_id == s.entry_id:
+            continue
+        child, truth, chosen = call[s.entry_id], run.truth.get(call[s.entry_id]), call[parent.entry_id]
+        if truth is None or truth not in by_call:
+            continue
+        true_gaps.append(gaps(by_call[truth], by_call[child]))
+        if truth != chosen and shown < most:
+            shown += 1
+            (tb, ta), (cb, ca) = true_gaps[-1], gaps(by_call[chosen], by_call[child])
+            print(
+                f"    wrong link: true parent {tb:.2f} ms before / {ta:.2f} ms after,"
+                f" chosen {cb:.2f} / {ca:.2f} (confidence {s.confidence:.2f})"
+            )
+    for i, what in ((0, "before"), (1, "after")):
+        ordered = sorted(g[i] for g in true_gaps)
+        if ordered:
+            p5, p50, p95 = (ordered[int(q * (len(ordered) - 1))] for q in (0.05, 0.5, 0.95))
+            print(f"    true gaps {what}: {p5:.2f} / {p50:.2f} / {p95:.2f} ms (5th / 50th / 95th percentile)")
 
 
 # Links whose confidence is at least this are "sure" (`sure_links`): is the confidence honest?
@@ -207,6 +254,9 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, action="append", help="live rows at this many concurrent requests only"
     )
+    parser.add_argument(
+        "--wrong", type=int, default=0, metavar="N", help="live rows: print N wrong links with their gaps"
+    )
     args = parser.parse_args()
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
@@ -244,9 +294,9 @@ def main() -> None:
             "Ingest as the service runs it (EntryBatch bytes → documents → spans, map, store → OTLP bytes):"
         )
         rows = (
-            ("chains", 2, "3-hop chains, contract v2"),
+            ("chains", 3, "3-hop chains, contract v3"),
             ("chains", 1, "3-hop chains, contract v1"),
-            ("edge", 2, "edge calls, contract v2"),
+            ("edge", 3, "edge calls, contract v3"),
         )
         per_entry: dict[tuple[str, int], list[float]] = {(w, v): [] for w, v, _ in rows}
         held: dict[str, tuple[int, int, int]] = {}
@@ -300,7 +350,7 @@ def main() -> None:
                 seed += 1
                 for names, p, r, conf, links, bad, sure_p, sure_share in live_accuracy(
                     Path(tmp), shared=shared, keepalive=keepalive, propagate=propagate,
-                    concurrency=concurrency, requests=args.requests, seed=seed,
+                    concurrency=concurrency, requests=args.requests, seed=seed, wrong=args.wrong,
                 ):  # fmt: skip
                     what = "headers" if propagate else "timing"
                     where = "shared" if shared else "pods"
