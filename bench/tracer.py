@@ -44,6 +44,7 @@ from wiretide.tracer import native
 from wiretide.tracer.assemble import Assembler
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
+from wiretide.tracer.service import GC_THRESHOLDS
 from wiretide.tracer.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_TRACES
 
 BATCH = 500  # entries per EntryBatch, as the dissector publishes them
@@ -101,7 +102,9 @@ def edge_calls(n_entries: int) -> list[dict[str, Any]]:
     return out[:n_entries]
 
 
-def ingest(n_entries: int, version: int, workload: str = "chains") -> tuple[int, float, int, int]:
+def ingest(
+    n_entries: int, version: int, workload: str = "chains", gc_gen0: int = GC_THRESHOLDS[0]
+) -> tuple[int, float, int, int]:
     """(entries, CPU seconds, traces the store holds at the end, calls among them) of the tracer's
     ingest as the service runs it: EntryBatch messages of one contract version decoded, ordered by
     end, assembled into spans with the service map and store on, and encoded for OTLP export. The
@@ -117,7 +120,7 @@ def ingest(n_entries: int, version: int, workload: str = "chains") -> tuple[int,
     ]
     n_entries = len(entries)
     del entries
-    collect_rarely()
+    collect_rarely((gc_gen0, *GC_THRESHOLDS[1:]))  # as the tracer service spaces the collector
     encoder, engine = Encoder(), Engine()
     c0 = time.process_time()
     for messages in fetches:
@@ -257,6 +260,12 @@ def main() -> None:
     parser.add_argument(
         "--wrong", type=int, default=0, metavar="N", help="live rows: print N wrong links with their gaps"
     )
+    parser.add_argument(
+        "--gc-gen0",
+        type=int,
+        default=GC_THRESHOLDS[0],
+        help=f"ingest rows: the collector's gen0 threshold (the tracer service's: {GC_THRESHOLDS[0]:,})",
+    )
     args = parser.parse_args()
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
@@ -302,7 +311,7 @@ def main() -> None:
         held: dict[str, tuple[int, int, int]] = {}
         for _ in range(max(args.repeat, 1)):  # alternated: the machine's speed drifts
             for workload, version, _ in rows:
-                n, cpu, traces, calls = ingest(args.entries, version, workload)
+                n, cpu, traces, calls = ingest(args.entries, version, workload, args.gc_gen0)
                 per_entry[(workload, version)].append(cpu / n * 1e6)
                 held[workload] = (traces, calls, n)
         for workload, version, label in rows:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Literal
+from typing import Final, Literal
 
 import grpc
 from nats.aio.msg import Msg
@@ -37,6 +37,12 @@ from wiretide.tracer.rules import RuleError, parse_rules
 
 log = logging.getLogger(__name__)
 
+# Collector thresholds (gen0 net allocations, gen1, gen2 passes). The spans of a call are not left as
+# cyclic garbage (the store cuts the pair's cycle when it lets a trace go; a few dozen objects were
+# collected in a run of 140,000 calls), so passes are spaced further than in other services: each one
+# walks every object allocated since the last that still lives — the calls waiting for their window
+# and the traces of the store — and fewer passes walk fewer of them (`bench/tracer.py --gc-gen0`).
+GC_THRESHOLDS: Final = (500_000, 20, 100)
 FETCH_BATCH = 64  # EntryBatch messages per pull at most (each carries up to hundreds of entries)
 # EntryBatch bytes decoded at once: a fetch is sized from the messages seen so far to carry about this
 # much. Decoded, an entry takes several times its JSON; 64 batches of a burst (256 entries of ~2 KB each)
@@ -217,9 +223,7 @@ class TracerService(Service):
         return self._consuming
 
     async def start(self, bus: Bus) -> None:
-        # A span's pair (client <-> server) is a reference cycle, freed only by the cyclic collector:
-        # passes every 100,000 allocations bound that garbage to a few MB and cost far less CPU.
-        collect_rarely()
+        collect_rarely(GC_THRESHOLDS)
         target = self.tsettings.otlp_target()
         if target is not None:
             self.exporter = Exporter(make_transport(target), self.tsettings.export_config())
