@@ -2,7 +2,7 @@
 
 `make setup` runs `services/dissector/build_native.py`, which compiles `MODULES` (the per-packet and
 per-message path: flow table, TCP reassembly, pairing, HTTP/1, HTTP/2 with HPACK, gRPC and protobuf,
-DNS, the database and messaging protocols, bodies, the entry builder) into
+DNS, the database and messaging protocols, bodies, the entry builder, protocol detection) into
 one extension in `build/native/dissector/`. When that build is used, and when the pure-Python modules
 run instead, is `wiretide.common.native`'s rule, the same for every service.
 
@@ -44,6 +44,7 @@ MODULES: Final = (
     "wiretide.dissector.protocols.protobuf",
     "wiretide.dissector.protocols.redis",
     "wiretide.dissector.redact",
+    "wiretide.dissector.registry",
 )
 NATIVE: Final = NativeModules("dissector", MODULES, Path(__file__).resolve().parents[2])
 GROUP: Final = NATIVE.group

@@ -236,6 +236,20 @@ class Pipeline:
         max_age = self.limits.max_age_ns
         packets = zip(cols.caplens, cols.timestamps_ns, cols.interface_ids, strict=False)
         end = 0
+        # The unpacked header fields, declared so that compiled code tests and computes them as C
+        # integers (an unpacked tuple's items are otherwise objects, each test a generic call).
+        et: int
+        vihl: int
+        total: int
+        frag: int
+        l4: int
+        s4: bytes
+        d4: bytes
+        sp: int
+        dp: int
+        seq: int
+        ack: int
+        word: int
         while True:
             # A bug below this line must not lose the batch: the packet is counted and skipped, and
             # the loop goes on with the next one (`packets` is an iterator, so nothing repeats).

@@ -434,13 +434,23 @@ class _Marks:
     __slots__ = ("excerpts", "items")
 
     def __init__(self) -> None:
-        self.items: dict[str, None] = {}
+        # Both allocated by their first use: most entries' marks stay empty.
+        self.items: dict[str, None] | None = None
         # (before, after) of message texts whose start a summary may quote (a WebSocket message's).
-        self.excerpts: list[tuple[str, str]] = []
+        self.excerpts: list[tuple[str, str]] | None = None
 
     def add(self, where: str) -> None:
-        if len(self.items) < MAX_MARKS:
-            self.items[where] = None
+        items = self.items
+        if items is None:
+            items = self.items = {}
+        if len(items) < MAX_MARKS:
+            items[where] = None
+
+    def excerpt(self, before: str, after: str) -> None:
+        excerpts = self.excerpts
+        if excerpts is None:
+            excerpts = self.excerpts = []
+        excerpts.append((before, after))
 
 
 # The parts of a request or response `Redactor._message` reads; a message with none of them (most
@@ -449,6 +459,10 @@ _MESSAGE_PARTS: Final = frozenset(
     {"headers", "trailers", "informational", "cookies", "query", "body", "messages", "variables",
      "query_text", "text"}
 )  # fmt: skip
+# Where a side's headers, trailers and body are marked: the same strings for every entry.
+_PLACES: Final = {
+    side: (side + ".headers", side + ".trailers", side + ".body") for side in ("request", "response")
+}
 _NO_MARKS: Final = _Marks()  # stands for "nothing redacted yet" (never added to)
 
 
@@ -468,6 +482,7 @@ class Redactor:
         "_paths",
         "_patterns",
         "_query",
+        "_quiet_json",
         "_set_cookie_values",
         "_skip",
         "_stems",
@@ -490,6 +505,9 @@ class Redactor:
         self._cookie_values: dict[str, str] = {}
         self._set_cookie_values: dict[str, str] = {}
         self._paths: dict[str, str] = {}  # an entry path's redacted form (the path itself: unchanged)
+        # JSON bodies (typed by the dissector) that hold nothing for a rule: small responses to the
+        # same calls repeat their bodies, and the answer depends only on the text and these rules.
+        self._quiet_json: dict[str, None] = {}
         self._cards = r.cards
         self._credentials = r.credentials
         patterns = []
@@ -564,13 +582,15 @@ class Redactor:
                 marks.add("path")
         if marks is _NO_MARKS:
             return []
-        if marks.excerpts:
+        excerpts = marks.excerpts
+        if excerpts:
             summary = entry.get("summary")
             if type(summary) is str:
-                entry["summary"] = _requote(summary, marks.excerpts)
-        if not marks.items:
+                entry["summary"] = _requote(summary, excerpts)
+        items = marks.items
+        if not items:
             return []
-        found = list(marks.items)
+        found = list(items)
         old = entry.get("redacted")
         entry["redacted"] = list(dict.fromkeys((*old, *found))) if type(old) is list else found
         return found
@@ -591,12 +611,15 @@ class Redactor:
         return new
 
     def _message(self, msg: dict[str, Any], side: str, marks: _Marks) -> None:
+        places = _PLACES.get(side)
+        if places is None:
+            places = (side + ".headers", side + ".trailers", side + ".body")
         headers = msg.get("headers")
         if type(headers) is dict and headers:
-            self._headers_of(headers, side + ".headers", marks)
+            self._headers_of(headers, places[0], marks)
         trailers = msg.get("trailers")
         if type(trailers) is dict and trailers:
-            self._headers_of(trailers, side + ".trailers", marks)
+            self._headers_of(trailers, places[1], marks)
         info = msg.get("informational")
         if type(info) is list:
             for item in info:
@@ -614,7 +637,7 @@ class Redactor:
             self._query_of(msg, query, side, marks)
         body = msg.get("body")
         if type(body) is dict:
-            self._body(body, side + ".body", marks)
+            self._body(body, places[2], marks)
         messages = msg.get("messages")  # gRPC: JSON by a schema, or schemaless protobuf fields
         if type(messages) is list:
             for item in messages:
@@ -636,7 +659,7 @@ class Redactor:
             new = self._json_text(text, side + ".text", marks)
             if new is not None:
                 msg["text"] = new
-                marks.excerpts.append((text, new))
+                marks.excerpt(text, new)
 
     # ---- headers, cookies, query ------------------------------------------------------------
 
@@ -751,7 +774,23 @@ class Redactor:
             return
         encoding = body.get("encoding")
         if encoding == "json":  # typed as JSON by the dissector (media type and first byte)
-            new = self._json_text(content, where, marks, True)
+            # `_json_text(content, where, marks, True)`, with the texts its gates pass over
+            # remembered (bounded): small responses to the same calls repeat their bodies.
+            short = len(content) <= VALUE_CACHE_LEN
+            quiet = self._quiet_json
+            if short and content in quiet:
+                return
+            if content[:1] in _JSON_FIRST or content.lstrip()[:1] in _JSON_FIRST:
+                free = self._may_free(content, False)
+                if not free and not self._may_name(content):
+                    if short:
+                        if len(quiet) >= VALUE_CACHE_MAX:
+                            quiet.clear()
+                        quiet[content] = None
+                    return
+                new = self._json_walked(content, where, marks, free)
+            else:
+                new = self._json_text(content, where, marks, True)
         elif encoding == "text":
             mime = body.get("mime")
             if type(mime) is str and _FORM_MIME in mime.lower():
@@ -773,16 +812,25 @@ class Redactor:
                 # No key the rules name and nothing a text rule reads: not even parsed. (Text that
                 # only starts like JSON is also checked for `name=value`.)
                 return None
-            try:
-                doc = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                doc = None
-            if type(doc) is dict or type(doc) is list:
-                holder: dict[str, Any] = {"$": doc}
-                if self._walk(holder, where, marks, free):
-                    return orjson.dumps(holder["$"]).decode("utf-8")
-                return None
-        new = self._free(text, True)  # text, or JSON cut by the body cap: `name: value` by regex
+            return self._json_walked(text, where, marks, free)
+        new = self._free(text, True)  # text that does not start like JSON: `name: value` by regex
+        if new is not None:
+            marks.add(where)
+        return new
+
+    def _json_walked(self, text: str, where: str, marks: _Marks, free: bool) -> str | None:
+        """`_json_text` past its gates: `text` (starting like JSON) parsed and walked, or the text
+        rules over it when it does not parse to an object or array."""
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None
+        if type(doc) is dict or type(doc) is list:
+            holder: dict[str, Any] = {"$": doc}
+            if self._walk(holder, where, marks, free):
+                return orjson.dumps(holder["$"]).decode("utf-8")
+            return None
+        new = self._free(text, True)  # JSON cut by the body cap: `name: value` by regex
         if new is not None:
             marks.add(where)
         return new

@@ -19,6 +19,24 @@ _RAW_WBITS: Final = -zlib.MAX_WBITS
 
 _JSON_START: Final = frozenset(b'{["tfn-0123456789'[i : i + 1] for i in range(17))
 _TEXT_MIME_HINTS: Final = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
+# What a Content-Type value says of a body, by the value: (may be JSON, is text). A connection sends
+# the same few values again and again; bounded like the HTTP/1 parse caches (emptied when full).
+_MIME_KINDS: Final[dict[str, tuple[bool, bool]]] = {}
+_MIME_KINDS_MAX: Final = 1024
+_MIME_KEY_LEN: Final = 256
+
+
+def _mime_kind(mime: str) -> tuple[bool, bool]:
+    """(`json` in the lowercased media type, it names text or is empty)."""
+    kind = _MIME_KINDS.get(mime)
+    if kind is None:
+        lower = mime.lower()
+        kind = ("json" in lower, not lower or any(h in lower for h in _TEXT_MIME_HINTS))
+        if len(mime) <= _MIME_KEY_LEN:
+            if len(_MIME_KINDS) >= _MIME_KINDS_MAX:
+                _MIME_KINDS.clear()
+            _MIME_KINDS[mime] = kind
+    return kind
 
 
 def _inflate(data: bytes, wbits: int, cap: int) -> tuple[bytes, bool]:
@@ -75,8 +93,8 @@ def body_object(raw: bytes, total: int, headers: dict[str, str], cap: int, trunc
                 break
             if cut:
                 body["truncated"] = True
-    lower = mime.lower()
-    if "json" in lower and not body["truncated"] and data[:1] in _JSON_START:
+    json_like, text_like = _mime_kind(mime)
+    if json_like and not body["truncated"] and data[:1] in _JSON_START:
         # Typed by its media type and first byte; a full parse per body costs more than it tells.
         try:
             body["content"] = data.decode("utf-8")
@@ -84,7 +102,7 @@ def body_object(raw: bytes, total: int, headers: dict[str, str], cap: int, trunc
             return body
         except UnicodeDecodeError:
             pass
-    if not lower or any(h in lower for h in _TEXT_MIME_HINTS):
+    if text_like:
         try:
             body["content"] = data.decode("utf-8")
             return body

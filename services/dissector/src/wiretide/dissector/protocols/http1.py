@@ -80,9 +80,10 @@ _CACHE_MAX: Final = 4096
 _CACHE_KEY_BYTES: Final = 1024
 _BLOCKS: Final[dict[bytes, tuple[dict[str, str], list[str]]]] = {}
 _LINES: Final[dict[str, tuple[str, str]]] = {}
-_TARGETS: Final[
-    dict[bytes, tuple[str, str | None, str, str, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]]
-] = {}
+_Target = tuple[str, str | None, str, str, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
+_TARGETS: Final[dict[bytes, _Target]] = {}
+# Whole request lines (method, version, target parts): a client repeats its calls line for line.
+_REQUEST_LINES: Final[dict[bytes, tuple[str, str, _Target]]] = {}
 _COOKIES: Final[dict[str, dict[str, str]]] = {}
 _STATUS_LINES: Final[dict[bytes, tuple[str, int, str]]] = {}
 # What `present` made of an exchange, by (method, path, status, version, reason): nothing assigns to a
@@ -153,7 +154,9 @@ class _Direction:
         state = self.state
         if state == DONE:
             return
-        if state == HEAD and not self.buf and data[:1] not in b"\r\n":
+        # (The first byte is tested as an integer: `bytes in bytes` first tries its needle as an
+        # integer, a raised and cleared TypeError per call.)
+        if state == HEAD and not self.buf and data and data[0] != 13 and data[0] != 10:
             # A segment that starts a message and holds its whole header block (the usual case):
             # the block is cut from `data` itself; only what follows it is buffered.
             i = data.find(b"\r\n\r\n")
@@ -162,7 +165,7 @@ class _Direction:
                 rest = data[end:] if len(data) > end else b""
                 if rest:
                     self.buf += rest
-                if self._parse_head(data[:i], end, ts, out):
+                if self._parse_head(data, i, end, ts, out):
                     if self.state == LENGTH and self.remaining == len(rest) <= self.cap:
                         self._whole_body(rest, ts, out)
                     else:
@@ -247,17 +250,18 @@ class _Direction:
             head = bytes(buf[:i])
             consumed = i + 4
         del buf[:consumed]
-        return self._parse_head(head, consumed, ts, out)
+        return self._parse_head(head, len(head), consumed, ts, out)
 
-    def _parse_head(self, head: bytes, consumed: int, ts: int, out: list[Event]) -> bool:
-        """A header block (start line + fields, without the empty line) of `consumed` wire bytes."""
-        nl = head.find(b"\n")
+    def _parse_head(self, data: bytes, n: int, consumed: int, ts: int, out: list[Event]) -> bool:
+        """The header block `data[:n]` (start line + fields, without the empty line) of `consumed`
+        wire bytes. Its start line and fields are cut from `data` itself: a segment's head is not
+        copied out whole first."""
+        nl = data.find(b"\n", 0, n)
         if nl < 0:
-            start, block = head, b""
+            start, block = data[:n], b""
         else:
-            start, block = head[:nl], head[nl + 1 :]
-            if start[-1:] == b"\r":
-                start = start[:-1]
+            start = data[: nl - 1] if nl and data[nl - 1] == 13 else data[:nl]
+            block = data[nl + 1 : n]
         if self.is_client:
             return self._request_head(start, block, consumed, ts, out)
         return self._response_head(start, block, consumed, ts, out)
@@ -344,23 +348,30 @@ class _Direction:
         return headers, cookies, dropped
 
     def _request_head(self, start: bytes, block: bytes, size: int, ts: int, out: list[Event]) -> bool:
-        method, _, rest = start.partition(b" ")
-        target, _, version = rest.rpartition(b" ")
-        ver = _VERSIONS.get(version)
-        if ver is None or not target or (method not in METHODS and _TOKEN.fullmatch(method) is None):
-            return self._violate("malformed request line", out)
+        line = _REQUEST_LINES.get(start)
+        if line is None:
+            method, _, rest = start.partition(b" ")
+            target, _, version = rest.rpartition(b" ")
+            ver = _VERSIONS.get(version)
+            if ver is None or not target or (method not in METHODS and _TOKEN.fullmatch(method) is None):
+                return self._violate("malformed request line", out)
+            known = _TARGETS.get(target)
+            if known is None:
+                known = _target(target)
+                if len(target) <= _CACHE_KEY_BYTES:
+                    if len(_TARGETS) >= _CACHE_MAX:
+                        _TARGETS.clear()
+                    _TARGETS[target] = known
+            line = (method.decode("ascii"), ver, known)
+            if len(start) <= _CACHE_KEY_BYTES:
+                if len(_REQUEST_LINES) >= _CACHE_MAX:
+                    _REQUEST_LINES.clear()
+                _REQUEST_LINES[start] = line
+        method_s, ver, known = line
         parsed = self._headers(block, out)
         if parsed is None:
             return False
         headers, cookie_lines, dropped = parsed
-        method_s = method.decode("ascii")
-        known = _TARGETS.get(target)
-        if known is None:
-            known = _target(target)
-            if len(target) <= _CACHE_KEY_BYTES:
-                if len(_TARGETS) >= _CACHE_MAX:
-                    _TARGETS.clear()
-                _TARGETS[target] = known
         target_s, url, path, qs, query_items, segments = known
         if url is None:
             url = f"http://{headers.get('host', '')}{target_s}"
@@ -368,8 +379,8 @@ class _Direction:
             cookies = _cookie_pairs(cookie_lines[0])
         else:
             cookies = {}
-            for line in cookie_lines:
-                cookies.update(_cookie_pairs(line))
+            for cookie_line in cookie_lines:
+                cookies.update(_cookie_pairs(cookie_line))
         fields: dict[str, Any] = {
             "method": method_s,
             "url": url,
@@ -679,9 +690,7 @@ _STEPS: Final = {
 }
 
 
-def _target(
-    target: bytes,
-) -> tuple[str, str | None, str, str, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]:
+def _target(target: bytes) -> _Target:
     """A request target's parts: (origin-form target, absolute URL or None, path, query string, query
     pairs, path segments). Immutable, so that it can be cached; the caller builds fresh containers."""
     target_s = target.decode("utf-8", "replace")
