@@ -132,6 +132,31 @@ async def test_messages_are_filled_to_what_the_server_carries_not_cut_to_max_ite
     assert await stored_items_raw(nats_server.url) == list(range(1000))
 
 
+async def test_packed_messages_are_filled_by_what_they_hold_unpacked_not_by_their_payload(
+    nats_server: NatsServer,
+) -> None:
+    """Items that pack to almost nothing (as entries with repetitive bodies do): a message is still cut
+    to what fills one unpacked, learned once; no message is encoded too large again and again."""
+    bus = await connect_with_retry(nats_server.url, "t")
+    weights: list[int] = []
+
+    def encode(items: Sequence[int], seq: int) -> tuple[bytes, str, int]:
+        payload, msg_id = b",".join(b"%d" % i for i in items), f"p-{seq}-{items[0]}"
+        weights.append(10_000 * len(items))  # 10 KB each unpacked, a few bytes packed
+        return payload, msg_id, weights[-1]
+
+    pub: BatchPublisher[int] = BatchPublisher(bus, entries_subject("n1"), encode, max_items=5_000)
+    pub.start()
+    pub.extend(list(range(3000)))
+    await pub.close()
+    await bus.close()
+    limit = 1024 * 1024
+    assert pub.batch == int(limit * FILL / 10_000)  # by the unpacked size, not the payload's
+    assert pub.published_items == 3000 and pub.dropped == 0
+    assert sum(w > limit for w in weights) == 1  # the first, before an item's size was known
+    assert await stored_items(nats_server.url) == list(range(3000))
+
+
 async def test_a_messages_worth_is_sent_at_once_and_less_after_the_linger(nats_server: NatsServer) -> None:
     bus = await connect_with_retry(nats_server.url, "t")
     slow: BatchPublisher[int] = BatchPublisher(

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import field_validator
 
 from wiretide.common.bus import BatchPublisher, Bus, entries_subject
-from wiretide.common.bus.entries import encode_entries
+from wiretide.common.bus.entries import encode_entries, unpacked_bytes
 from wiretide.common.bus.spool import Spool, SpoolBudget, leftover
 from wiretide.common.collector import collect_rarely
 from wiretide.common.identity import IdentitySync, IdentityTable
@@ -448,8 +448,10 @@ class DissectorService(Service):
         producer = self.producer
         pack = self.cfg.dissector_pack
 
-        def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str]:
-            return encode_entries(items, node, producer, seq, pack), f"{producer}-{node}-{seq}"
+        def encode(items: Sequence[dict[str, Any]], seq: int, node: str = node) -> tuple[bytes, str, int]:
+            # A message is filled by what its entries hold unpacked: what each consumer holds of it.
+            data = encode_entries(items, node, producer, seq, pack)
+            return data, f"{producer}-{node}-{seq}", unpacked_bytes(data)
 
         subject = entries_subject(node)
         spool = Spool(self.spool_dir, subject, self.spool_budget) if self.cfg.dissector_spool_bytes else None

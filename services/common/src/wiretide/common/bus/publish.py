@@ -43,7 +43,7 @@ class BatchPublisher(Generic[T]):
         self,
         bus: Bus,
         subject: str,
-        encode: Callable[[Sequence[T], int], tuple[bytes, str]],
+        encode: Callable[[Sequence[T], int], tuple[bytes, str] | tuple[bytes, str, int]],
         *,
         jetstream: bool = True,
         max_items: int = 500,
@@ -51,7 +51,9 @@ class BatchPublisher(Generic[T]):
         max_buffered: int = 100_000,
         spool: Spool | None = None,
     ) -> None:
-        """`encode(items, seq)` returns (payload, message id for JetStream de-duplication)."""
+        """`encode(items, seq)` returns (payload, message id for JetStream de-duplication), and for a
+        payload that packs its items, a third value: the bytes they hold unpacked. A message is filled
+        by that size (consumers hold the items unpacked), its payload only has to fit NATS."""
         self.bus = bus
         self.subject = subject
         self.encode = encode
@@ -156,15 +158,17 @@ class BatchPublisher(Generic[T]):
         n = len(items)
         limit = self.bus.nc.max_payload or DEFAULT_MAX_PAYLOAD
         while True:
-            payload, msg_id = self.encode(items[:n], self.seq + 1)
-            if len(payload) <= limit:
+            encoded = self.encode(items[:n], self.seq + 1)
+            payload, msg_id = encoded[0], encoded[1]
+            size = max(len(payload), encoded[2]) if len(encoded) == 3 else len(payload)
+            if size <= limit or (n == 1 and len(payload) <= limit):
                 if n >= self.batch or n < len(items):  # a full message, or one cut down to fit
-                    self._learn(len(payload), n, limit)
+                    self._learn(size, n, limit)
                 return payload, msg_id, n
             if n == 1:
                 return None
             # As many as would fill FILL of a message at this message's bytes per item (fewer each time).
-            n = max(1, min(n - 1, int(n * limit * FILL / len(payload))))
+            n = max(1, min(n - 1, int(n * limit * FILL / size)))
 
     def _learn(self, size: int, n: int, limit: int) -> None:
         """Items per message from a message of `n` items and `size` bytes: as many as fill FILL of the
