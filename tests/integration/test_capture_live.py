@@ -4,6 +4,7 @@ server and curl, a UDP flood for the filter test, interfaces that appear and van
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -116,6 +117,27 @@ def test_http_traffic_captured_by_wiretide_matches_tcpdump_packet_for_packet(
     assert sum(map(len, mine)) == sum(map(len, reference))
     assert same_frames(mine, reference)
     assert f"{len(mine)} packets, {sum(map(len, mine))} bytes captured, 0 dropped by kernel" in report
+
+
+def test_a_capture_started_with_sigint_ignored_still_stops_on_sigint_and_writes_its_file(
+    pair: NetPair, http_server: str, tmp_path: Path
+) -> None:
+    # A shell's background job (`wiretide capture … &` in a script) starts with SIGINT ignored.
+    out = tmp_path / "bg.pcapng"
+    proc = Watched(
+        pair.popen(
+            pair.ns_b,
+            [WIRETIDE, "capture", "-i", pair.if_b, "-w", str(out)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    )
+    proc.wait_for(b"listening on")
+    curl(pair, http_server, 2)
+    report = proc.stop()
+    assert proc.proc.returncode == 0, report
+    assert len(frames(out)) >= 2 * 8 and "packets" in report
 
 
 def test_loopback_traffic_is_seen_once_per_packet_as_tcpdump_sees_it(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if args.duration < 0 or args.count < 0:
         print("wiretide capture: --duration and --count must be >= 0", file=sys.stderr)
         return EXIT_USAGE
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a shell, which ignores SIGINT for its background jobs: SIGINT
+        # is still how a capture is told to stop, write its file out and print its summary (as tcpdump).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     to_stdout = args.write == STDOUT
     if to_stdout and sys.stdout.isatty():
         print(
