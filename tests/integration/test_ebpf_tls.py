@@ -43,6 +43,15 @@ def test_curl_calls_to_openssl_s_server_come_out_decrypted_with_curls_pid(
 ) -> None:
     server = s_server(net, cert, PORT)
     try:
+        # The module's first test: the source has just started, and a short-lived client can finish
+        # before the source has hooked the library it loads (failed once in CI, the calls unseen for
+        # 60 s). Calls until one is seen, then the calls the test checks.
+        def warm() -> bool:
+            url = f"https://{net.ip_b}:{PORT}/warm"
+            net.run(net.ns_a, ["curl", "-sk", "-o", "/dev/null", url], capture_output=True, timeout=30)
+            return bool(harness.http("/warm"))
+
+        wait_for("a first call decrypted", warm)
         records = []
         for path in ("/one", "/two?x=1"):
             curl = net.popen(
