@@ -1,7 +1,13 @@
 """Benchmark the identity path: lookups/s in a dissector's local table holding 50k pods and 5k services,
 that table's memory, and how long a resolver takes to build its state from a 50k-pod list.
 
+With `--scan N` (root): the local source's socket listing of a namespace holding N TIME_WAIT sockets
+(what a host that has just served N short connections holds for a minute), two listeners and one
+connection — CPU per listing read from /proc/<pid>/net/tcp{,6} against asked of the kernel over netlink
+(sock_diag), which the resolver uses where it may enter the namespace.
+
 Run: .venv/bin/python bench/resolve.py [--pods 50000] [--services 5000] [--lookups 2000000] [--skip-api]
+     [--scan 10000]
 Prints figures; asserts nothing.
 """
 
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import random
 import socket
 import sys
@@ -17,6 +24,8 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wiretide.cli.demo import kubeapi as ka
 from wiretide.common.identity import NS, IdentityTable, apply_update
@@ -143,6 +152,55 @@ async def bench_api(pods: list[dict[str, object]]) -> None:
     api.stop()
 
 
+def _cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def bench_scan(n: int, rounds: int = 20) -> None:
+    """CPU of one socket listing of a namespace with `n` TIME_WAIT sockets: /proc text vs netlink."""
+    from tests.helpers.netns import inside, veth_pair
+    from wiretide.resolver.local import procfs, sockdiag
+
+    with veth_pair(subnet="10.93.0") as pair:
+        holder = pair.popen(pair.ns_b, ["sleep", "600"])
+        held: list[socket.socket] = []
+        try:
+            with inside(pair.ns_b):
+                listener = socket.create_server((pair.ip_b, 8080), backlog=1024)
+                held.append(listener)
+                for _ in range(n):  # the client closes first: its end stays in TIME_WAIT, here
+                    client = socket.create_connection((pair.ip_b, 8080))
+                    accepted, _ = listener.accept()
+                    client.close()
+                    accepted.close()
+            text = Path(f"/proc/{holder.pid}/net/tcp").read_text()
+            waiting = sum(1 for line in text.splitlines()[1:] if line.split()[3] == "06")
+            print(f"socket listing of a namespace with {waiting:,} TIME_WAIT sockets:")
+            started = _cpu()
+            for _ in range(rounds):
+                by_proc = procfs.parse_proc_net_tcp(
+                    Path(f"/proc/{holder.pid}/net/tcp").read_text()
+                ) + procfs.parse_proc_net_tcp(Path(f"/proc/{holder.pid}/net/tcp6").read_text())
+            proc_ms = (_cpu() - started) / rounds * 1000
+            started = _cpu()
+            for _ in range(rounds):
+                with sockdiag.open_in(f"/proc/{holder.pid}/ns/net") as diag:
+                    by_netlink = sockdiag.tcp_sockets(diag, procfs.MAX_SOCKETS)
+            netlink_ms = (_cpu() - started) / rounds * 1000
+            print(
+                f"  /proc/<pid>/net/tcp{{,6}}: {proc_ms:.2f} ms CPU per listing ({len(by_proc)} sockets kept)"
+            )
+            print(
+                f"  netlink sock_diag:        {netlink_ms:.2f} ms CPU per listing ({len(by_netlink)} sockets)"
+            )
+        finally:
+            for sock in held:
+                sock.close()
+            holder.kill()
+            holder.wait()
+
+
 def main() -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)  # as the resolver service does
@@ -153,7 +211,11 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=5_000)
     parser.add_argument("--lookups", type=int, default=2_000_000)
     parser.add_argument("--skip-api", action="store_true", help="skip the list-over-HTTP figure")
+    parser.add_argument("--scan", type=int, default=0, help="only the socket listing, with N TIME_WAIT")
     args = parser.parse_args()
+    if args.scan:
+        bench_scan(args.scan)
+        return 0
     print(f"python {sys.version.split()[0]}; {args.pods:,} pods, {args.services:,} services")
     pods = pod_docs(args.pods)
     store, built = build_store(pods, args.services)

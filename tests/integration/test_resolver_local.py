@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.netns import veth_pair
+from tests.helpers.netns import inside, veth_pair
+from wiretide.resolver.local import procfs, sockdiag
 from wiretide.resolver.local.source import LocalSource, scan
 from wiretide.resolver.table import IdentityStore
 
@@ -80,3 +82,73 @@ def test_processes_listening_and_connected_in_namespaces_are_named_by_namespace_
     store = IdentityStore()
     LocalSource(store).apply(scan())
     assert store.table.lookup(pair.ip_b, 0, time.time_ns()) == (None, "none")
+
+
+def test_netlink_lists_the_same_sockets_as_proc_without_the_time_wait_ones() -> None:
+    """sock_diag asked inside another namespace answers what /proc/<pid>/net/tcp{,6} lists of the
+    listening and established sockets (IPv4 and IPv6), and nothing of the TIME_WAIT ones."""
+    with veth_pair(subnet="10.79.0", ipv6=True) as pair:
+        holder = pair.popen(pair.ns_b, ["sleep", "60"])
+        held: list[socket.socket] = []
+        try:
+            with inside(pair.ns_b):
+                listener = socket.create_server((pair.ip_b, 8080), backlog=64)
+                listener6 = socket.create_server(("::1", 8081), family=socket.AF_INET6)
+                held += [listener, listener6]
+                for _ in range(30):  # the client closes first: TIME_WAIT on the client's side, here
+                    client = socket.create_connection((pair.ip_b, 8080))
+                    accepted, _ = listener.accept()
+                    client.close()
+                    accepted.close()
+                client = socket.create_connection((pair.ip_b, 8080))
+                accepted, _ = listener.accept()
+                held += [client, accepted]
+            by_proc = procfs.parse_proc_net_tcp(
+                Path(f"/proc/{holder.pid}/net/tcp").read_text()
+            ) + procfs.parse_proc_net_tcp(Path(f"/proc/{holder.pid}/net/tcp6").read_text())
+            with sockdiag.open_in(f"/proc/{holder.pid}/ns/net") as diag:
+                by_netlink = [procfs.Socket(*found) for found in sockdiag.tcp_sockets(diag, 1000)]
+            assert sorted(by_netlink, key=str) == sorted(by_proc, key=str)
+            listed = {(s.ip, s.port, s.listening) for s in by_netlink}
+            assert (pair.ip_b, 8080, True) in listed and ("::1", 8081, True) in listed
+            assert (pair.ip_b, client.getsockname()[1], False) in listed
+            assert len(by_netlink) == 4  # two listeners, one connection's two ends; no TIME_WAIT
+            time_wait = Path(f"/proc/{holder.pid}/net/tcp").read_text().count(" 06 ")
+            assert time_wait >= 30
+            assert procfs.tcp_sockets(holder.pid) == by_netlink  # what a scan uses
+        finally:
+            for sock in held:
+                sock.close()
+            holder.kill()
+            holder.wait()
+
+
+def test_a_namespace_netlink_cannot_enter_is_read_from_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: str) -> socket.socket:
+        raise PermissionError(1, "setns: Operation not permitted")
+
+    with veth_pair(subnet="10.80.0") as pair:
+        server = pair.popen(
+            pair.ns_b,
+            [sys.executable, "-c", LISTENER, pair.ip_b],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+            through_netlink = procfs.tcp_sockets(server.pid)
+            monkeypatch.setattr(sockdiag, "open_in", refuse)
+            assert procfs.tcp_sockets(server.pid) == through_netlink
+            assert [(s.ip, s.port, s.listening) for s in through_netlink] == [(pair.ip_b, 8080, True)]
+        finally:
+            server.kill()
+            server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+
+
+LISTENER = """
+import socket, sys, time
+s = socket.create_server((sys.argv[1], 8080))
+print("listening", flush=True)
+time.sleep(60)
+"""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from pathlib import Path
 
 import pytest
 
-from wiretide.resolver.local import procfs
+from wiretide.resolver.local import procfs, sockdiag
 from wiretide.resolver.local.inventory import InventoryError, load_inventory
 
 FIB_TRIE = """Main:
@@ -91,3 +93,49 @@ def test_a_bad_inventory_fails_naming_the_setting(tmp_path: Path, text: str, pro
     with pytest.raises(InventoryError, match=problem) as info:
         load_inventory(path)
     assert "WIRETIDE_RESOLVER_INVENTORY" in str(info.value)
+
+
+def _diag(seq: int, family: int, state: int, src: bytes, port: int, inode: int) -> bytes:
+    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", port, 0) + src.ljust(16, b"\0")
+    body += bytes(16 + 4 + 8 + 16) + struct.pack("=I", inode)
+    return struct.pack("=IHHII", 16 + len(body), sockdiag.SOCK_DIAG_BY_FAMILY, 2, seq, 0) + body
+
+
+def _done(seq: int) -> bytes:
+    return struct.pack("=IHHII", 20, sockdiag.NLMSG_DONE, 2, seq, 0) + bytes(4)
+
+
+def test_a_sock_diag_answer_yields_addresses_ports_states_and_inodes() -> None:
+    mapped = bytes(10) + b"\xff\xff" + bytes([10, 0, 77, 2])
+    data = (
+        _diag(1, socket.AF_INET, sockdiag.TCP_LISTEN, bytes([10, 0, 77, 2]), 8080, 1111)
+        + _diag(1, socket.AF_INET6, sockdiag.TCP_ESTABLISHED, mapped, 50000, 2222)
+        + _diag(1, socket.AF_INET6, sockdiag.TCP_LISTEN, socket.inet_pton(socket.AF_INET6, "fd00::1"), 443, 3)
+        + _diag(7, socket.AF_INET, sockdiag.TCP_LISTEN, bytes(4), 1, 4)  # another request's: not ours
+    )
+    found, done = sockdiag.parse(data, 1)
+    assert found == [
+        ("10.0.77.2", 8080, True, 1111),
+        ("10.0.77.2", 50000, False, 2222),
+        ("fd00::1", 443, True, 3),
+    ]
+    assert not done
+    assert sockdiag.parse(_done(1), 1) == ([], True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        struct.pack("=IHHII", 8, sockdiag.SOCK_DIAG_BY_FAMILY, 2, 1, 0),  # shorter than its own header
+        struct.pack("=IHHII", 4000, sockdiag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + bytes(20),  # past the end
+        struct.pack("=IHHII", 20, sockdiag.NLMSG_ERROR, 2, 1, 0) + struct.pack("=i", -1),  # EPERM
+    ],
+)
+def test_a_malformed_or_refused_sock_diag_answer_is_an_oserror(data: bytes) -> None:
+    with pytest.raises(OSError):
+        sockdiag.parse(data, 1)
+
+
+def test_a_truncated_message_body_is_skipped_not_misread() -> None:
+    short = struct.pack("=IHHII", 16 + 8, sockdiag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + bytes(8)
+    assert sockdiag.parse(short + _done(1), 1) == ([], True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from wiretide.common import containers
+from wiretide.resolver.local import sockdiag
 
 # A scan never takes more than this many sockets into account (a busy host has many more).
 MAX_SOCKETS: Final = 20_000
@@ -196,15 +197,27 @@ def scan_namespaces(proc: str = "/proc", run_netns: str = "/run/netns") -> list[
     return [ns for ns in spaces.values() if ns.addresses]
 
 
+def tcp_sockets(pid: int, proc: str = "/proc") -> list[Socket]:
+    """Listening and established TCP sockets of `pid`'s network namespace (at most MAX_SOCKETS): asked of
+    the kernel over netlink (sockdiag), which skips the others before formatting them; read from
+    /proc/<pid>/net/tcp{,6} where netlink cannot be used (no privilege to enter the namespace)."""
+    if proc == "/proc":
+        try:
+            with sockdiag.open_in(f"{proc}/{pid}/ns/net") as diag:
+                return [Socket(*found) for found in sockdiag.tcp_sockets(diag, MAX_SOCKETS)]
+        except OSError:
+            pass
+    found = parse_proc_net_tcp(_read(f"{proc}/{pid}/net/tcp")) + parse_proc_net_tcp(
+        _read(f"{proc}/{pid}/net/tcp6")
+    )
+    return found[:MAX_SOCKETS]
+
+
 def sockets_of(ns: NetNs, proc: str = "/proc") -> list[tuple[Socket, Process]]:
     """Listening/established TCP sockets in `ns` with the process that holds each (bounded)."""
     if not ns.pids:
         return []
-    first = ns.pids[0]
-    found = parse_proc_net_tcp(_read(f"{proc}/{first}/net/tcp")) + parse_proc_net_tcp(
-        _read(f"{proc}/{first}/net/tcp6")
-    )
-    found = found[:MAX_SOCKETS]
+    found = tcp_sockets(ns.pids[0], proc)
     owners = socket_owners(ns.pids, proc)
     cache: dict[int, Process] = {}
     out: list[tuple[Socket, Process]] = []
