@@ -28,6 +28,8 @@ APPLICATION: Final = "wiretide"
 _EPB_HEAD = struct.Struct("<IIIIIII")  # type, total length, interface, ts high, ts low, caplen, origlen
 _U32 = struct.Struct("<I")
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+# A packet's padding (0-3 bytes) and trailing length, then the next packet's header, in one pack.
+_JOINED = tuple(struct.Struct(f"<{pad}xIIIIIIII").pack for pad in range(4))
 
 
 def _option(code: int, value: bytes) -> bytes:
@@ -83,27 +85,74 @@ class PcapngWriter:
                 parts.append(interface_block(name, link, self.node))
             local.append(idx)
         data = memoryview(cols.data)
-        head = _EPB_HEAD.pack
-        tail = _U32.pack
         written = 0
-        off = 0
-        for i, (caplen, origlen, ts, ifid) in enumerate(
-            zip(cols.caplens, cols.origlens, cols.timestamps_ns, cols.interface_ids, strict=False)
-        ):
-            start = off
-            off += caplen
-            if keep is not None and not keep[i]:
-                continue
-            if ifid >= len(local):
-                continue
-            pad = _PAD[caplen % 4]
-            total = 32 + caplen + len(pad)
-            parts.append(
-                head(BT_EPB, total, local[ifid], (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, caplen, origlen)
-            )
-            parts.append(data[start:off])
-            parts.append(pad + tail(total))
-            written += 1
+        n = len(cols.caplens)
+        if keep is None and (not n or max(cols.interface_ids) < len(local)):
+            # Every packet, every interface known: one pack per packet makes the previous packet's
+            # padding and trailing length together with this packet's header.
+            joined = _JOINED
+            off = 0
+            prev_total = -1
+            prev_pad = 0
+            for caplen, origlen, ts, ifid in zip(
+                cols.caplens, cols.origlens, cols.timestamps_ns, cols.interface_ids, strict=False
+            ):
+                pad = -caplen & 3
+                total = 32 + caplen + pad
+                if prev_total < 0:
+                    parts.append(
+                        _EPB_HEAD.pack(
+                            BT_EPB,
+                            total,
+                            local[ifid],
+                            ts >> 32 & 0xFFFFFFFF,
+                            ts & 0xFFFFFFFF,
+                            caplen,
+                            origlen,
+                        )
+                    )
+                else:
+                    parts.append(
+                        joined[prev_pad](
+                            prev_total,
+                            BT_EPB,
+                            total,
+                            local[ifid],
+                            ts >> 32 & 0xFFFFFFFF,
+                            ts & 0xFFFFFFFF,
+                            caplen,
+                            origlen,
+                        )
+                    )
+                parts.append(data[off : off + caplen])
+                off += caplen
+                prev_total, prev_pad = total, pad
+            if prev_total >= 0:
+                parts.append(bytes(prev_pad) + _U32.pack(prev_total))
+            written = n
+        else:
+            head = _EPB_HEAD.pack
+            tail = _U32.pack
+            off = 0
+            for i, (caplen, origlen, ts, ifid) in enumerate(
+                zip(cols.caplens, cols.origlens, cols.timestamps_ns, cols.interface_ids, strict=False)
+            ):
+                start = off
+                off += caplen
+                if keep is not None and not keep[i]:
+                    continue
+                if ifid >= len(local):
+                    continue
+                padding = _PAD[caplen % 4]
+                total = 32 + caplen + len(padding)
+                parts.append(
+                    head(
+                        BT_EPB, total, local[ifid], (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, caplen, origlen
+                    )
+                )
+                parts.append(data[start:off])
+                parts.append(padding + tail(total))
+                written += 1
         data.release()
         if parts:
             self._emit(b"".join(parts))
