@@ -13,6 +13,8 @@ number of entries.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import time
 from collections import Counter
@@ -22,9 +24,9 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from wiretide.cli.output import TimeColumn, add_time_format, endpoint, kfl_warnings, reader_gone
-from wiretide.common.har import HarStream
 
 if TYPE_CHECKING:
+    from wiretide.common.har import HarStream
     from wiretide.common.kfl import Query
     from wiretide.dissector.redact import Redactor
     from wiretide.dissector.registry import Registry
@@ -43,6 +45,8 @@ STDIN: Final = "-"
 # 2 for a usage error (bad option, a path that is no readable file).
 EXIT_BAD_CAPTURE: Final = 1
 EXIT_USAGE: Final = 2
+# The first two bytes of every gzip file, so of every recording bundle (RFC 1952 §2.3.1).
+GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 def add_parser(sub: Any) -> None:
@@ -206,7 +210,8 @@ def _work(
 def _jsonl(entries: list[dict[str, Any]]) -> bytes:
     """A batch of entries as JSON lines, written with one call."""
     dumps = orjson.dumps
-    return b"".join([dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in entries])
+    newline = orjson.OPT_APPEND_NEWLINE
+    return b"".join([dumps(e, option=newline) for e in entries])
 
 
 def _worker(args: tuple[str, int, int, Registry, str, int, str | None, Redactor], conn: Any) -> None:
@@ -306,6 +311,19 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
+def _maybe_bundle(path: str) -> bool:
+    """False for a regular file that does not start as gzip does (RFC 1952 §2.3.1), as a recording
+    bundle must: a capture never does, so the bundle reader and its imports are left alone for one.
+    Anything else is for `looks_like_bundle` to tell (a pipe is not opened here)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
+        with open(path, "rb") as fh:
+            return fh.read(2) == GZIP_MAGIC
+    except OSError:
+        return True
+
+
 def _capture_path(args: argparse.Namespace) -> str | None:
     """The capture to read, from FILE or -r FILE (exactly one of them)."""
     if args.file is not None and args.read_file is not None:
@@ -322,10 +340,11 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"give the capture once: FILE ({args.file}) or -r FILE ({args.read_file}), not both")
     if args.jobs < 1:
         return _usage("--jobs must be at least 1")
-    from wiretide.cli.record_cmd import analyze_bundle, looks_like_bundle
+    if path != STDIN and _maybe_bundle(path):
+        from wiretide.cli.record_cmd import analyze_bundle, looks_like_bundle
 
-    if path != STDIN and looks_like_bundle(path):  # a recording bundle: its entries, names as recorded
-        return analyze_bundle(args, path)
+        if looks_like_bundle(path):  # a recording bundle: its entries, names as recorded
+            return analyze_bundle(args, path)
     if args.body_cap < 0:
         return _usage("--body-cap must be >= 0")
     from wiretide.capture.sources.pcapfile import PcapError, check_readable
@@ -374,7 +393,11 @@ def run(args: argparse.Namespace) -> int:
     fmt: str = args.format
     stdout = sys.stdout
     binary = stdout.buffer
-    har = HarStream(binary.write)  # streamed: written as entries come, within a bounded window
+    har: HarStream | None = None
+    if fmt == "har":
+        from wiretide.common.har import HarStream
+
+        har = HarStream(binary.write)  # streamed: written as entries come, within a bounded window
     times = TimeColumn(args.time_format)
     if fmt == "table":
         _table_header(stdout, times)
@@ -384,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
             binary.write(_jsonl(entries))
         elif fmt == "table":
             _table_rows(entries, stdout, times)
-        else:
+        elif har is not None:
             har.add(entries)
 
     sink = write if traces is None else traces.wrap(write)
@@ -404,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if progress is not None:
         progress.done()
-    if fmt == "har":
+    if har is not None:
         try:
             har.close()
         except BrokenPipeError:

@@ -1,8 +1,9 @@
 """The pipeline: PacketColumns in → Entry documents (DESIGN.md §3) out.
 
-Rule: the per-packet path touches only memoryview slices, the decode tuple and the flow's slots —
-no per-packet objects beyond a tuple, no logging, no clocks; every timeout runs on capture time, and
-every table is bounded with what it evicts counted by reason in `stats`.
+Rule: the per-packet path touches only slices of the batch's bytes (a payload is copied once), the
+decode tuple and the flow's slots — no per-packet objects beyond a tuple, no logging, no clocks;
+every timeout runs on capture time, and every table is bounded with what it evicts counted by
+reason in `stats`.
 """
 
 from __future__ import annotations
@@ -216,6 +217,10 @@ class Pipeline:
         out: list[dict[str, Any]] = []
         self._out = out
         buf = memoryview(cols.data)
+        # The same bytes, sliced directly on the fast path below: one copy per payload, where a
+        # memoryview slice and `bytes()` of it cost an object and a call more.
+        data = cols.data
+        raw = data if type(data) is bytes else bytes(data)
         links = [lt for _, lt in cols.interfaces]
         names = [name for name, _ in cols.interfaces]
         nlinks = len(links)
@@ -316,9 +321,9 @@ class Pipeline:
                                         stream = streams[d]
                                         if seq == stream.next_seq and not stream.pending:
                                             stream.next_seq = (seq + plen) & _U32_SEQ
-                                            self._deliver(flow, d, bytes(buf[po : po + plen]), ts)
+                                            self._deliver(flow, d, raw[po : po + plen], ts)
                                         else:
-                                            chunks = stream.segment(seq, bytes(buf[po : po + plen]), ts)
+                                            chunks = stream.segment(seq, raw[po : po + plen], ts)
                                             if chunks:
                                                 self._deliver_held(flow, d, chunks, stream.stamps, ts)
                                     off = end
@@ -1077,8 +1082,10 @@ class Pipeline:
                     self._events(flow, events, ts)
             except Exception as exc:
                 self._give_up(flow, exc, ts)
-            for key, n in (getattr(session, "counters", None) or {}).items():
-                self.stats[f"{flow.spec.name}_{key}"] += n
+            counters = getattr(session, "counters", None)
+            if counters:
+                for key, n in counters.items():
+                    self.stats[f"{flow.spec.name}_{key}"] += n
             if flow.state == PINNED and flow.matcher is not None and flow.spec is not None:
                 unanswered = flow.spec.unanswered_error
                 for req, resp in flow.matcher.drain():
@@ -1097,7 +1104,13 @@ class Pipeline:
             flow.error = f"{flow.spec.name if flow.spec else 'protocol'}: no complete message"
             self._connection_entry(flow, reason)
         self._release(flow)
+        # A closed flow lingers in its table only to absorb stragglers, which are counted and dropped
+        # before its parser, pairing or reassembly would be reached: those are let go now, so that
+        # many lingering flows (a connection per call) hold little and give the cyclic collector
+        # little to walk.
         flow.session = None
+        flow.matcher = None
+        flow.streams = None
 
     def _sweep(self, ts: int) -> None:
         self._next_sweep = ts + SWEEP_INTERVAL_NS
@@ -1192,6 +1205,10 @@ class Pipeline:
         ):
             ends = self._endpoints(flow)
         entry_id = self.ulid.new(ts)
+        # (Each Message attribute read once: a Message is an interpreted class, so every read is a
+        # generic attribute lookup.)
+        req_fields = req.fields if req is not None else None
+        resp_fields = resp.fields if resp is not None else None
         # The canonical key order of `_base`, built in one literal on the per-entry path.
         doc = {
             "id": entry_id,
@@ -1207,8 +1224,8 @@ class Pipeline:
             "path": shown.path if shown is not None else None,
             "status": shown.status if shown is not None else None,
             "summary": shown.summary if shown is not None else "",
-            "request": req.fields if req is not None else None,
-            "response": resp.fields if resp is not None else None,
+            "request": req_fields,
+            "response": resp_fields,
             "error": error,
             "size": {"request": req.size if req else 0, "response": resp.size if resp else 0},
             "tls": flow.tls,
@@ -1224,9 +1241,7 @@ class Pipeline:
             # A spec may refine what the exchange was (gRPC-Web, GraphQL) and add its error.
             over: dict[str, Any] | None
             try:
-                over = classify(
-                    req.fields if req is not None else None, resp.fields if resp is not None else None
-                )
+                over = classify(req_fields, resp_fields)
             except Exception:
                 self.stats["classify_errors"] += 1
                 over = None

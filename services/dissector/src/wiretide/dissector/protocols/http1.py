@@ -124,6 +124,25 @@ class _Message:
         self.ordinal: int | None = None  # responses: which request (by order) this one answers
 
 
+class _Shared:
+    """What the two directions of a connection share: the pairing of responses with requests.
+
+    Held by both directions, and holding neither: a connection's objects form no reference cycle,
+    so they are freed by reference counting when its flow ends (a cycle per connection left the
+    cyclic collector a connection's worth of garbage to find for every new-connection call)."""
+
+    __slots__ = ("answered", "held", "methods", "requests_done", "resume_client")
+
+    def __init__(self) -> None:
+        # Methods of the requests not yet answered, allocated by the first request: a list, as a
+        # deque costs 600 bytes from its first item and most flows hold one method at a time.
+        self.methods: list[str] | None = None
+        self.answered = 0  # response heads matched to a request head so far
+        self.requests_done = 0  # requests completed so far
+        self.held: list[tuple[int, Message]] = []
+        self.resume_client = False
+
+
 class _Direction:
     __slots__ = (
         "buf",
@@ -131,14 +150,16 @@ class _Direction:
         "cur",
         "informational",
         "is_client",
+        "peer",
         "remaining",
         "session",
         "state",
         "upgrade_pending",
     )
 
-    def __init__(self, session: Http1Session, is_client: bool, cap: int) -> None:
+    def __init__(self, session: _Shared, is_client: bool, cap: int, peer: _Direction | None) -> None:
         self.session = session
+        self.peer = peer  # the server's direction knows the client's (upgrades); never the reverse
         self.is_client = is_client
         self.cap = cap
         self.buf = bytearray()
@@ -471,7 +492,9 @@ class _Direction:
         if method is not None:
             cur.ordinal = session.answered
             session.answered += 1
-        client = session.client
+        client = self.peer
+        if client is None:  # only the server's direction parses responses
+            return self._violate("a response from the client", out)
         if status == 101:
             cur.fields["body"] = body_object(b"", 0, headers, self.cap, False)
             self._complete(ts, out)
@@ -766,24 +789,19 @@ def _content_length(value: str) -> int | None:
 class Http1Session:
     """Both directions of one HTTP/1 connection."""
 
-    __slots__ = ("answered", "client", "held", "methods", "requests_done", "resume_client", "server")
+    __slots__ = ("client", "server", "shared")
 
     def __init__(self, config: SessionConfig) -> None:
-        # Methods of the requests not yet answered, allocated by the first request: a list, as a
-        # deque costs 600 bytes from its first item and most flows hold one method at a time.
-        self.methods: list[str] | None = None
-        self.answered = 0  # response heads matched to a request head so far
-        self.requests_done = 0  # requests completed so far
-        self.held: list[tuple[int, Message]] = []
-        self.client = _Direction(self, True, config.body_cap)
-        self.server = _Direction(self, False, config.body_cap)
-        self.resume_client = False
+        shared = self.shared = _Shared()
+        self.client = _Direction(shared, True, config.body_cap, None)
+        self.server = _Direction(shared, False, config.body_cap, self.client)
 
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         out: list[Event] = []
         (self.client if from_client else self.server).feed(data, ts, out)
-        if self.resume_client:
-            self.resume_client = False
+        shared = self.shared
+        if shared.resume_client:
+            shared.resume_client = False
             self.client.run(ts, out)
         return out
 
@@ -801,8 +819,9 @@ class Http1Session:
         out: list[Event] = []
         self.client.close(ts, out)
         self.server.close(ts, out)
-        out.extend(m for _, m in self.held)
-        self.held = []
+        shared = self.shared
+        out.extend(m for _, m in shared.held)
+        shared.held = []
         return out
 
 
@@ -830,11 +849,14 @@ def probe(client: bytes, server: bytes) -> Verdict:
 
 
 def present(req: Message | None, resp: Message | None) -> Presented:
-    method = req.fields["method"] if req is not None else None
-    path = req.fields["path"] if req is not None else None
-    status = resp.fields["status"] if resp is not None else None
-    version = (req if req is not None else resp).fields["http_version"]  # type: ignore[union-attr]
-    reason = resp.fields["reason"] if req is None and resp is not None else None
+    # (Each message's fields read once: Message is an interpreted class, every read a generic lookup.)
+    req_fields = req.fields if req is not None else None
+    resp_fields = resp.fields if resp is not None else None
+    method = req_fields["method"] if req_fields is not None else None
+    path = req_fields["path"] if req_fields is not None else None
+    status = resp_fields["status"] if resp_fields is not None else None
+    version = (req_fields if req_fields is not None else resp_fields)["http_version"]  # type: ignore[index]
+    reason = resp_fields["reason"] if req_fields is None and resp_fields is not None else None
     key = (method, path, status, version, reason)
     shown = _PRESENTED.get(key)
     if shown is not None:
