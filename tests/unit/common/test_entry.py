@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wiretide.common.entry import (
+    RANDOM_BLOCK,
     InvalidEntry,
     UlidGenerator,
     encode_batch,
@@ -44,7 +46,8 @@ def test_ulids_within_a_millisecond_count_up_through_every_carry(
 ) -> None:
     # Within one millisecond each ULID is the previous one plus one, also where the increment carries
     # out of the last digits (the cached head must be re-encoded) and where the random part wraps.
-    monkeypatch.setattr("wiretide.common.entry.os.urandom", lambda n: start.to_bytes(n, "big"))
+    # Every 10 bytes of the kernel's randomness read as `start`.
+    monkeypatch.setattr("wiretide.common.entry.os.urandom", lambda n: start.to_bytes(10, "big") * (n // 10))
     gen = UlidGenerator()
     ms = 1_700_000_000_123
     got = [_decode(gen.new(ms * 1_000_000 + i % 7)) for i in range(2050)]
@@ -81,3 +84,42 @@ def test_documents_that_are_not_entries_are_refused(doc: object) -> None:
 def test_garbage_json_never_raises_anything_but_invalid_entry(data: bytes) -> None:
     with contextlib.suppress(InvalidEntry):
         from_proto(entries_pb2.Entry(json=data))
+
+
+def test_randomness_is_read_from_the_kernel_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = os.urandom
+
+    def counted(n: int) -> bytes:
+        reads.append(n)
+        return real(n)
+
+    monkeypatch.setattr("wiretide.common.entry.os.urandom", counted)
+    gen = UlidGenerator()
+    ms = 1_700_000_000_000
+    ids = [gen.new((ms + i) * 1_000_000) for i in range(200)]  # a new millisecond every time
+    assert len(set(ids)) == 200 and ids == sorted(ids)
+    assert reads == [RANDOM_BLOCK] * -(-200 * 10 // RANDOM_BLOCK)
+    randoms = {_decode(u)[1] for u in ids}
+    assert len(randoms) == 200  # each millisecond its own random part
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ulids() -> None:
+    gen = UlidGenerator()
+    ms = 1_700_000_000_000
+    gen.new(ms * 1_000_000)  # the pool is filled before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ULID, then gone
+        try:
+            os.write(write, gen.new((ms + 1) * 1_000_000).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = gen.new((ms + 1) * 1_000_000)
+    assert len(child) == 26 and child != parent

@@ -149,12 +149,31 @@ class InvalidEntry(ValueError):
     """A document that is not an Entry."""
 
 
-class UlidGenerator:
-    """ULIDs (48-bit ms time + 80 random bits, Crockford base32), monotonic within one generator."""
+# Random bytes are read from the kernel this many at a time (64 ULIDs' worth), not 10 per millisecond:
+# one getrandom() call per ULID costs more than the rest of making it when calls are >1 ms apart.
+RANDOM_BLOCK: Final = 640
+_forks = 0  # processes forked from this one so far, as a child counts them: a child's pool is its parent's
 
-    __slots__ = ("_head", "_last_ms", "_last_rand", "_low", "_prefix")
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class UlidGenerator:
+    """ULIDs (48-bit ms time + 80 random bits, Crockford base32), monotonic within one generator.
+    A forked child draws new random bytes before its first ULID (a copied pool would repeat the
+    parent's)."""
+
+    __slots__ = ("_fork", "_head", "_last_ms", "_last_rand", "_low", "_pool", "_pool_at", "_prefix")
 
     def __init__(self) -> None:
+        self._pool = b""
+        self._pool_at = RANDOM_BLOCK
+        self._fork = _forks
         self._last_ms = -1
         # The random part of the last ULID but for its lowest 10 bits, which are `_low`: within a
         # millisecond most ULIDs step those alone (a small-int add instead of 80-bit arithmetic).
@@ -163,8 +182,17 @@ class UlidGenerator:
         self._prefix = ""  # the 10 time digits of `_last_ms`, encoded once per millisecond
         self._head = ""  # the first 24 digits of the last ULID: all but its lowest 10 random bits
 
+    def _random80(self) -> int:
+        at = self._pool_at
+        if at >= RANDOM_BLOCK:
+            self._pool, at = os.urandom(RANDOM_BLOCK), 0
+        self._pool_at = at + 10
+        return int.from_bytes(self._pool[at : at + 10], "big")
+
     def new(self, ts_ns: int | None = None) -> str:
         ms = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000
+        if self._fork != _forks:  # forked since the last ULID: nothing of the parent's state is reused
+            self._fork, self._pool_at, self._last_ms = _forks, RANDOM_BLOCK, -1
         if ms <= self._last_ms:
             low = self._low + 1
             if low < 1024:  # no carry out of the last digit pair: the rest of the ULID is as it was
@@ -173,7 +201,7 @@ class UlidGenerator:
             r = self._last_rand = ((self._last_rand | 1023) + 1) & _RAND_MASK
             p = _PAIRS
         else:
-            r = self._last_rand = int.from_bytes(os.urandom(10), "big")
+            r = self._last_rand = self._random80()
             self._last_ms = ms
             p = _PAIRS
             self._prefix = (
