@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -60,12 +59,27 @@ def is_grpc(content_type: str | None) -> bool:
     return bool(content_type) and content_type.startswith("application/grpc")  # type: ignore[union-attr]
 
 
-@dataclass(slots=True)
 class _Msg:
-    compressed: bool
-    size: int
-    data: bytearray = field(default_factory=bytearray)
-    complete: bool = False
+    """One message: its prefix (compressed flag, size), the payload bytes kept, whether it ended.
+
+    A plain class: one is built per message, and a dataclass's `__init__` is interpreted even when
+    this module is compiled."""
+
+    __slots__ = ("complete", "compressed", "data", "size")
+
+    def __init__(self, compressed: bool, size: int) -> None:
+        self.compressed = compressed
+        self.size = size
+        self.data = bytearray()
+        self.complete = False
+
+
+def _alike(a: _Msg, b: _Msg) -> bool:
+    """The same message, or one equal to it field by field: how the framer has always recognised the
+    message listed last (it compared them as values)."""
+    return a is b or (
+        a.compressed == b.compressed and a.size == b.size and a.data == b.data and a.complete == b.complete
+    )
 
 
 class MessageFramer:
@@ -109,14 +123,22 @@ class MessageFramer:
                 return
         while pos < n:
             if self.partial is None:
-                need = PREFIX - len(self.header)
-                self.header += data[pos : pos + need]
-                pos += min(need, n - pos)
-                if len(self.header) < PREFIX:
-                    return
-                size = int.from_bytes(self.header[1:5], "big")
-                msg = _Msg(bool(self.header[0] & 1), size)
-                self.header.clear()
+                if not self.header and n - pos >= PREFIX:  # the whole prefix here: read in place
+                    flag = data[pos]
+                    size = (
+                        (data[pos + 1] << 24) | (data[pos + 2] << 16) | (data[pos + 3] << 8) | data[pos + 4]
+                    )
+                    pos += PREFIX
+                else:
+                    need = PREFIX - len(self.header)
+                    self.header += data[pos : pos + need]
+                    pos += min(need, n - pos)
+                    if len(self.header) < PREFIX:
+                        return
+                    flag = self.header[0]
+                    size = int.from_bytes(self.header[1:5], "big")
+                    self.header.clear()
+                msg = _Msg(bool(flag & 1), size)
                 self.count += 1
                 if len(self.messages) < MAX_LISTED:
                     self.messages.append(msg)
@@ -130,7 +152,7 @@ class MessageFramer:
             take = min(self.remaining, n - pos)
             room = self.cap - self.kept
             kept = 0
-            if room > 0 and msg in self.messages[-1:]:
+            if room > 0 and self.messages and _alike(self.messages[-1], msg):
                 piece = data[pos : pos + min(take, room)]
                 msg.data += piece
                 kept = len(piece)
@@ -388,13 +410,14 @@ def present(req: dict[str, Any], resp: dict[str, Any], stream: int | None) -> Pr
         if "reset" in resp:
             outcome += f" RST {resp['reset']['name']}"
     call = f"{service}/{method}" if req else "(call not captured)"
+    # Positional: keywords cost a dict per call to this (interpreted) dataclass, one call per entry.
     return Presented(
-        method=method,
-        path=req.get("path"),
-        status=resp.get("status") if resp else None,
-        summary=f"{call}{outcome}",
-        version="2",
-        stream=str(stream) if stream is not None else None,
+        method,
+        req.get("path"),
+        resp.get("status") if resp else None,
+        f"{call}{outcome}",
+        "2",
+        str(stream) if stream is not None else None,
     )
 
 

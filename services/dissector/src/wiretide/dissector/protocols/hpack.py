@@ -139,16 +139,85 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
         raise HpackError("string runs past the block")
     raw = data[pos:end]
     if huffman:
-        # Imported on first use: the decoder's table costs tens of ms to load, and a run that never
-        # meets HTTP/2 (most `wiretide analyze` files) should not pay for it at start-up.
-        from hpack.exceptions import HPACKDecodingError
-        from hpack.huffman_table import decode_huffman
-
-        try:
-            raw = decode_huffman(raw)
-        except HPACKDecodingError as exc:
-            raise HpackError("bad huffman code") from exc
+        raw = _huffman(raw)
     return raw.decode("utf-8", "replace"), end
+
+
+class _HuffmanCode:
+    """RFC 7541 Appendix B as lookup tables: codes of up to 8 bits by the next 8 bits of input (the
+    usual case: every letter, digit and common punctuation), longer ones by (length, code)."""
+
+    __slots__ = ("long", "short_len", "short_sym")
+
+    def __init__(self) -> None:
+        # The code table itself comes with the `hpack` package (its encoder's), loaded on first use:
+        # a run that never meets a Huffman-coded string does not pay for it.
+        from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+        short_len = bytearray(256)
+        short_sym = bytearray(256)
+        self.long: dict[int, int] = {}
+        for sym, (code, n) in enumerate(zip(REQUEST_CODES, REQUEST_CODES_LENGTH, strict=True)):
+            if n <= 8:
+                first = code << (8 - n)
+                for p in range(first, first + (1 << (8 - n))):  # every byte this code prefixes
+                    short_len[p] = n
+                    short_sym[p] = sym
+            else:
+                self.long[(n << 32) | code] = sym
+        self.short_len = bytes(short_len)
+        self.short_sym = bytes(short_sym)
+
+
+_HUFFMAN: Final[list[_HuffmanCode]] = []  # built by the first Huffman-coded string
+# RFC 7541 Appendix B: the EOS symbol, which no string may contain (§5.2).
+EOS: Final = 256
+# RFC 7541 Appendix B: the longest code (EOS and a few control characters).
+MAX_HUFFMAN_BITS: Final = 30
+
+
+def _huffman(raw: bytes) -> bytes:
+    """RFC 7541 §5.2 Huffman-coded octets decoded; at most 7 bits of padding, all ones (the start of
+    EOS), and no EOS symbol, else an HpackError."""
+    if not raw:
+        return b""
+    if not _HUFFMAN:
+        _HUFFMAN.append(_HuffmanCode())
+    code = _HUFFMAN[0]
+    short_len = code.short_len
+    short_sym = code.short_sym
+    out = bytearray()
+    acc = 0  # the undecoded bits, `nbits` of them, in the low end
+    nbits = 0
+    for i in range(len(raw)):
+        acc = ((acc << 8) | raw[i]) & 0xFFFFFFFFFF  # never more than 30 + 7 bits are pending
+        nbits += 8
+        while nbits >= 5:  # the shortest code
+            p = (acc >> (nbits - 8)) & 0xFF if nbits >= 8 else (acc << (8 - nbits)) & 0xFF
+            n = short_len[p]
+            if n:
+                if n > nbits:
+                    break  # the end of the input so far is the start of a code
+                out.append(short_sym[p])
+                nbits -= n
+                continue
+            sym = -1
+            n = 9
+            while n <= nbits and n <= MAX_HUFFMAN_BITS:
+                sym = code.long.get((n << 32) | ((acc >> (nbits - n)) & ((1 << n) - 1)), -1)
+                if sym >= 0:
+                    break
+                n += 1
+            if sym < 0:
+                break  # more bits to come (the code is complete: 30 bits always hold a code)
+            if sym == EOS:
+                raise HpackError("bad huffman code")
+            out.append(sym)
+            nbits -= n
+    mask = (1 << nbits) - 1
+    if nbits > 7 or acc & mask != mask:
+        raise HpackError("bad huffman code")
+    return bytes(out)
 
 
 class HpackDecoder:
@@ -217,6 +286,12 @@ class HpackDecoder:
     def decode(self, block: bytes) -> Block:
         """Decode one complete header block; raises HpackError (the caller degrades the flow)."""
         fields: list[tuple[str, str]] = []
+        unknown, updates = self.decode_into(block, fields)
+        return Block(tuple(fields), unknown, updates)
+
+    def decode_into(self, block: bytes, fields: list[tuple[str, str]]) -> tuple[int, int]:
+        """`decode` into an empty list the caller keeps (no tuple, no `Block`): (unknown references,
+        table size updates). Raises HpackError as `decode` does."""
         unknown = 0
         updates = 0
         listed = 0
@@ -225,7 +300,11 @@ class HpackDecoder:
         while pos < n:
             b = block[pos]
             if b & 0x80:  # §6.1 indexed header field
-                index, pos = _integer(block, pos, 7)
+                if b != 0xFF:  # the index fits the prefix (what `_integer` reads, without a call)
+                    index = b & 0x7F
+                    pos += 1
+                else:
+                    index, pos = _integer(block, pos, 7)
                 entry = self._lookup(index)
                 if entry is None:
                     unknown += 1
@@ -262,4 +341,4 @@ class HpackDecoder:
             if listed > MAX_HEADER_LIST or len(fields) > MAX_FIELDS:
                 raise HpackError("header list too large")
         self.unknown_total += unknown
-        return Block(tuple(fields), unknown, updates)
+        return unknown, updates

@@ -11,7 +11,6 @@ that breaks framing or HPACK is a `Violation`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -114,27 +113,50 @@ SIDE_TRANSITIONS: Final[dict[tuple[str, str], str]] = {
     (OPEN, E_TRAILERS): OPEN,
     (OPEN, E_END): ENDED,
 }
+# The same table by state, then event: a step looks up two strings, not a tuple built per frame.
+_NEXT_STATE: Final[dict[str, dict[str, str]]] = {
+    state: {e: nxt for (s, e), nxt in SIDE_TRANSITIONS.items() if s == state} for state in (IDLE, OPEN, ENDED)
+}
 
 
-@dataclass(slots=True)
 class _Side:
-    """What one sender said on one stream."""
+    """What one sender said on one stream.
 
-    state: str = IDLE
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    informational: list[dict[str, Any]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    body_total: int = 0
-    wire: int = 0
-    ts_first: int = 0
-    ts_last: int = 0
-    unknown: int = 0
-    cut: bool = False  # a capture gap removed part of this side
-    grpc: grpc.MessageFramer | None = None
+    A plain class, not a dataclass: two are built per stream, and a dataclass's generated
+    `__init__` (with its default factories) is interpreted even when this module is compiled."""
+
+    __slots__ = (
+        "body",
+        "body_total",
+        "cut",
+        "grpc",
+        "headers",
+        "informational",
+        "state",
+        "trailers",
+        "ts_first",
+        "ts_last",
+        "unknown",
+        "wire",
+    )
+
+    def __init__(self) -> None:
+        self.state = IDLE
+        self.headers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] = []
+        self.informational: list[dict[str, Any]] = []
+        self.body = bytearray()
+        self.body_total = 0
+        self.wire = 0
+        self.ts_first = 0
+        self.ts_last = 0
+        self.unknown = 0
+        self.cut = False  # a capture gap removed part of this side
+        self.grpc: grpc.MessageFramer | None = None
 
     def step(self, event: str) -> bool:
-        nxt = SIDE_TRANSITIONS.get((self.state, event))
+        row = _NEXT_STATE.get(self.state)
+        nxt = row.get(event) if row is not None else None
         if nxt is None:
             return False
         self.state = nxt
@@ -147,27 +169,34 @@ class _Side:
         self.wire += size
 
 
-@dataclass(slots=True)
 class _Stream:
-    sid: int
-    req: _Side = field(default_factory=_Side)
-    resp: _Side = field(default_factory=_Side)
-    pushed: bool = False
-    upgraded: bool = False  # stream 1 after `Upgrade: h2c`: its request went as HTTP/1.1 (§3.2 of RFC 7540)
-    emitted: bool = False
+    __slots__ = ("emitted", "pushed", "req", "resp", "sid", "upgraded")
+
+    def __init__(self, sid: int, upgraded: bool = False) -> None:
+        self.sid = sid
+        self.req = _Side()
+        self.resp = _Side()
+        self.pushed = False
+        # Stream 1 after `Upgrade: h2c`: its request went as HTTP/1.1 (§3.2 of RFC 7540).
+        self.upgraded = upgraded
+        self.emitted = False
 
 
-@dataclass(slots=True)
 class _Block:
     """A header block being collected across HEADERS/PUSH_PROMISE and CONTINUATION (§6.10)."""
 
-    sid: int
-    promised: int
-    end_stream: bool
-    data: bytearray
-    frames: int
-    ts: int
-    wire: int
+    __slots__ = ("data", "end_stream", "frames", "promised", "sid", "ts", "wire")
+
+    def __init__(
+        self, sid: int, promised: int, end_stream: bool, data: bytearray, frames: int, ts: int, wire: int
+    ) -> None:
+        self.sid = sid
+        self.promised = promised
+        self.end_stream = end_stream
+        self.data = data
+        self.frames = frames
+        self.ts = ts
+        self.wire = wire
 
 
 class _Direction:
@@ -199,11 +228,12 @@ def _strip_padding(flags: int, payload: bytes) -> bytes | None:
     return payload[1 : len(payload) - pad]
 
 
-def _join(fields: list[tuple[str, str]], pseudo: bool) -> dict[str, str]:
-    """Header list → {lower-case name: value}; repeats joined (cookies with "; ", RFC 9113 §8.2.3)."""
+def _join(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Header list → {lower-case name: value} without pseudo-headers (what `:unknown-N` stand-ins are
+    kept); repeats joined (cookies with "; ", RFC 9113 §8.2.3)."""
     out: dict[str, str] = {}
     for name, value in fields:
-        if not pseudo and name.startswith(":") and not name.startswith(":unknown-"):
+        if name.startswith(":") and not name.startswith(":unknown-"):
             continue
         key = name.lower()
         old = out.get(key)
@@ -211,8 +241,27 @@ def _join(fields: list[tuple[str, str]], pseudo: bool) -> dict[str, str]:
     return out
 
 
+def _split(fields: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """(pseudo-headers, headers) in one pass: the pseudo-headers (and `:unknown-N` stand-ins) by
+    lower-case name, repeats joined with ", "; and what `_join` gives."""
+    pseudo: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for name, value in fields:
+        key = name.lower()
+        if name.startswith(":"):
+            old = pseudo.get(key)
+            pseudo[key] = value if old is None else f"{old}, {value}"
+            if not name.startswith(":unknown-"):
+                continue
+        old = headers.get(key)
+        headers[key] = value if old is None else f"{old}{'; ' if key == 'cookie' else ', '}{value}"
+    return pseudo, headers
+
+
 def _cookies(header: str) -> dict[str, str]:
     out: dict[str, str] = {}
+    if not header:
+        return out
     for pair in header.split(";"):
         k, eq, v = pair.strip().partition("=")
         if eq and k:
@@ -277,6 +326,10 @@ class Http2Session:
     def feed(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         out: list[Event] = []
         d = self.client if from_client else self.server
+        if not d.buf and d.started and not d.resync:
+            # Bytes that start on a frame boundary (most segments): framed where they are.
+            self._frames(d, bytes(data), ts, out)
+            return out
         d.buf += data
         buf = d.buf
         if not d.started:
@@ -313,30 +366,49 @@ class Http2Session:
                 del buf[:at]
             d.resync = d.trimmed = False
             d.checks = 0
-        pos = 0
         n = len(buf)
+        if n < FRAME_HEADER:
+            return out
+        length = (buf[0] << 16) | (buf[1] << 8) | buf[2]
+        if n < FRAME_HEADER + length and length <= self._limit(d):
+            return out  # the frame under way is still incomplete (and allowed): nothing to copy yet
+        work = bytes(buf)
+        buf.clear()
+        self._frames(d, work, ts, out)
+        return out
+
+    def _limit(self, d: _Direction) -> int:
+        """§4.2: the receiver's SETTINGS_MAX_FRAME_SIZE; unknown settings (pickup) leave only our own
+        buffering bound."""
+        return min(d.max_frame if d.hpack.complete else MAX_FRAME_BYTES, MAX_FRAME_BYTES)
+
+    def _frames(self, d: _Direction, work: bytes, ts: int, out: list[Event]) -> None:
+        """Every whole frame in `work` (which starts on a frame boundary, `d.buf` being empty); the
+        bytes of an incomplete last frame wait in `d.buf`."""
+        pos = 0
+        n = len(work)
         while n - pos >= FRAME_HEADER:
-            length = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
-            # §4.2: a frame above the receiver's SETTINGS_MAX_FRAME_SIZE; unknown settings (pickup)
-            # leave only our own buffering bound.
-            limit = min(d.max_frame if d.hpack.complete else MAX_FRAME_BYTES, MAX_FRAME_BYTES)
+            length = (work[pos] << 16) | (work[pos + 1] << 8) | work[pos + 2]
+            limit = self._limit(d)
             if length > limit:
                 self._count("frames_too_large")
                 out.append(Violation(f"http2: frame of {length} bytes above the allowed {limit}"))
-                buf.clear()
-                return out
-            if n - pos < FRAME_HEADER + length:
+                return
+            end = pos + FRAME_HEADER + length
+            if end > n:
                 break
-            ftype = buf[pos + 3]
-            flags = buf[pos + 4]
-            sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-            payload = bytes(buf[pos + FRAME_HEADER : pos + FRAME_HEADER + length])
-            pos += FRAME_HEADER + length
+            ftype = work[pos + 3]
+            flags = work[pos + 4]
+            sid = (
+                ((work[pos + 5] & 0x7F) << 24) | (work[pos + 6] << 16) | (work[pos + 7] << 8) | work[pos + 8]
+            )
+            payload = work[pos + FRAME_HEADER : end]
+            pos = end
             if not self._frame(d, ftype, flags, sid, payload, FRAME_HEADER + length, ts, out):
-                buf.clear()
-                return out
-        del buf[:pos]
-        return out
+                d.buf.clear()
+                return
+        if pos < n:
+            d.buf += work[pos:] if pos else work
 
     def gap(self, from_client: bool, size: int, ts: int) -> list[Event]:
         """Lost bytes: framing resumes at the next plausible frame header, the HPACK table is from then
@@ -411,8 +483,10 @@ class Http2Session:
                 if len(body) < 5:
                     return self._bad("HEADERS priority", out)
                 body = body[5:]
+            if flags & END_HEADERS:  # the whole block in this frame: decoded from it, nothing collected
+                return self._header_block(d, sid, 0, bool(flags & END_STREAM), body, ts, wire, out)
             d.block = _Block(sid, 0, bool(flags & END_STREAM), bytearray(body), 1, ts, wire)
-            return self._maybe_block(d, flags, out)
+            return True
         if ftype == CONTINUATION:
             if block is None:
                 if not d.hpack.complete:  # its HEADERS went by before the capture or in a gap
@@ -527,18 +601,34 @@ class Http2Session:
         block = d.block
         assert block is not None
         d.block = None
+        return self._header_block(
+            d, block.sid, block.promised, block.end_stream, bytes(block.data), block.ts, block.wire, out
+        )
+
+    def _header_block(
+        self,
+        d: _Direction,
+        sid: int,
+        promised: int,
+        end_stream: bool,
+        data: bytes,
+        ts: int,
+        wire: int,
+        out: list[Event],
+    ) -> bool:
+        """A complete header block (HEADERS or PUSH_PROMISE and its CONTINUATIONs) for stream `sid`."""
+        fields: list[tuple[str, str]] = []
         try:
-            decoded = d.hpack.decode(bytes(block.data))
+            unknown, _ = d.hpack.decode_into(data, fields)
         except HpackError as exc:
             self._count("hpack_errors")
             return self._bad(f"HPACK: {exc}", out)
-        if decoded.unknown:
-            self._count("hpack_unknown", decoded.unknown)
-        fields = list(decoded.fields)
-        if block.promised:
-            return self._promise(block, fields, decoded.unknown, out)
-        sid = block.sid
+        if unknown:
+            self._count("hpack_unknown", unknown)
+        if promised:
+            return self._promise(promised, ts, wire, fields, unknown, out)
         stream = self.streams.get(sid)
+        code: int | None = None
         if d.is_client:
             if sid % 2 == 0:
                 return self._bad(f"client HEADERS on even stream {sid}", out)  # §5.1.1
@@ -557,43 +647,45 @@ class Http2Session:
                     return True
                 stream = self._stream(sid, out)
             side = stream.resp
-            code = decimal(next((v for k, v in fields if k == ":status"), ""), 3, exact=True)
-            if side.state == IDLE and code is not None and 100 <= code < 200:
-                event = E_INFO
+            if side.state == IDLE:
+                code = decimal(_header(fields, ":status") or "", 3, exact=True)
+                event = E_INFO if code is not None and 100 <= code < 200 else E_HEADERS
             else:
-                event = E_HEADERS if side.state == IDLE else E_TRAILERS
+                event = E_TRAILERS
         if not side.step(event):
             self._count("stream_state_errors")
             return self._bad(f"{event} on stream {sid} in state {side.state}", out)
-        side.touch(block.ts, block.wire)
-        side.unknown += decoded.unknown
+        side.touch(ts, wire)
+        side.unknown += unknown
         if event == E_INFO:
             if len(side.informational) < MAX_INFORMATIONAL:
-                side.informational.append({"status": code, "headers": _join(fields, False)})
+                side.informational.append({"status": code, "headers": _join(fields)})
         elif event == E_HEADERS:
             side.headers = fields
             if grpc.is_grpc(_header(stream.req.headers, "content-type") or _header(fields, "content-type")):
                 side.grpc = grpc.MessageFramer(self.cap)
         else:
             side.trailers = fields
-        if block.end_stream:
+        if end_stream:
             side.step(E_END)
         self._after(stream, d.is_client, out)
         return True
 
-    def _promise(self, block: _Block, fields: list[tuple[str, str]], unknown: int, out: list[Event]) -> bool:
+    def _promise(
+        self, promised: int, ts: int, wire: int, fields: list[tuple[str, str]], unknown: int, out: list[Event]
+    ) -> bool:
         """RFC 9113 §8.4: a pushed stream's request is the promise; its response follows on it."""
-        if block.promised in self.streams:
+        if promised in self.streams:
             self._count("stream_id_reuse")
-            return self._bad(f"promised stream {block.promised} already in use", out)
-        stream = self._stream(block.promised, out)
-        self.max_push_sid = max(self.max_push_sid, block.promised)
+            return self._bad(f"promised stream {promised} already in use", out)
+        stream = self._stream(promised, out)
+        self.max_push_sid = max(self.max_push_sid, promised)
         stream.pushed = True
         req = stream.req
         req.headers = fields
         req.unknown = unknown
         req.state = ENDED
-        req.touch(block.ts, block.wire)
+        req.touch(ts, wire)
         return True
 
     def _data(
@@ -649,25 +741,24 @@ class Http2Session:
         cap = self.cap
         req_fields: dict[str, Any] | None = None
         if not stream.upgraded and (req.headers or req.ts_first):
-            req_fields = _request_fields(stream, cap)
+            req_fields = _request_fields(stream, cap, req.grpc is not None)
             if req.state != ENDED:
                 req_fields["complete"] = False
             if req.grpc is not None:
                 grpc.enrich_request(req_fields, req.grpc, self.schemas)
-                self._count("grpc_messages", len(req_fields.get("messages", ())))
+                self._count("grpc_messages", len(req_fields["messages"]))
             graphql.enrich_request(req_fields)
-            out.append(
-                Message(True, req.ts_first, req.ts_last, req.wire, req_fields, key=key, truncated=req.cut)
-            )
+            out.append(Message(True, req.ts_first, req.ts_last, req.wire, req_fields, key, False, req.cut))
         if resp.ts_first or reset is not None or req_fields is None:
             ts_first = resp.ts_first or req.ts_last
-            resp_fields = _response_fields(stream, cap)
+            is_grpc = resp.grpc is not None or req.grpc is not None
+            resp_fields = _response_fields(stream, cap, is_grpc)
             if reset is not None:
                 resp_fields["reset"] = reset
                 resp_fields["error"] = {"type": "connection", "message": _ended_by(reset, stream.sid)}
-            if resp.grpc is not None or req.grpc is not None:
+            if is_grpc:
                 grpc.enrich_response(resp_fields, resp.grpc, req_fields, self.schemas)
-                self._count("grpc_messages", len(resp_fields.get("messages", ())))
+                self._count("grpc_messages", len(resp_fields["messages"]))
             if req_fields is not None:
                 graphql.enrich_response(req_fields, resp_fields)
                 if (req_fields.get("path") or "").endswith("ServerReflectionInfo") and resp.grpc is not None:
@@ -679,9 +770,9 @@ class Http2Session:
                     resp.ts_last or ts_first,
                     resp.wire,
                     resp_fields,
-                    key=key,
-                    standalone=stream.upgraded,
-                    truncated=resp.cut,
+                    key,
+                    stream.upgraded,
+                    resp.cut,
                 )
             )
 
@@ -705,10 +796,14 @@ def _header(fields: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-def _request_fields(stream: _Stream, cap: int) -> dict[str, Any]:
+def _body(side: _Side, headers: dict[str, str], cap: int) -> dict[str, Any]:
+    return body_object(bytes(side.body), side.body_total, headers, cap, side.body_total > len(side.body))
+
+
+def _request_fields(stream: _Stream, cap: int, is_grpc: bool) -> dict[str, Any]:
+    """The request object; a gRPC one gets its body from `grpc.enrich_request` (in the same place)."""
     side = stream.req
-    pseudo = _join(side.headers, True)
-    headers = _join(side.headers, False)
+    pseudo, headers = _split(side.headers)
     method = pseudo.get(":method")
     target = pseudo.get(":path")
     scheme = pseudo.get(":scheme", "http")
@@ -723,9 +818,7 @@ def _request_fields(stream: _Stream, cap: int) -> dict[str, Any]:
         "http_version": "2",
         "headers": headers,
         "cookies": _cookies(headers.get("cookie", "")),
-        "body": body_object(
-            bytes(side.body), side.body_total, headers, cap, side.body_total > len(side.body)
-        ),
+        "body": None if is_grpc else _body(side, headers, cap),
         "stream": stream.sid,
     }
     if pseudo.get(":protocol"):  # RFC 8441 extended CONNECT
@@ -739,20 +832,18 @@ def _request_fields(stream: _Stream, cap: int) -> dict[str, Any]:
     return fields
 
 
-def _response_fields(stream: _Stream, cap: int) -> dict[str, Any]:
+def _response_fields(stream: _Stream, cap: int, is_grpc: bool) -> dict[str, Any]:
+    """The response object; a gRPC one gets its body from `grpc.enrich_response` (in the same place)."""
     side = stream.resp
-    pseudo = _join(side.headers, True)
-    headers = _join(side.headers, False)
+    pseudo, headers = _split(side.headers)
     fields: dict[str, Any] = {
         # RFC 9113 §8.3.2, RFC 9110 §15: three ASCII digits, anything else is no status at all.
         "status": decimal(pseudo.get(":status", ""), 3, exact=True),
         "http_version": "2",
         "headers": headers,
-        "trailers": _join(side.trailers, False),
+        "trailers": _join(side.trailers),
         "cookies": _set_cookies(side.headers),
-        "body": body_object(
-            bytes(side.body), side.body_total, headers, cap, side.body_total > len(side.body)
-        ),
+        "body": None if is_grpc else _body(side, headers, cap),
         "stream": stream.sid,
     }
     if side.informational:
@@ -925,14 +1016,8 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     if "reset" in sf:
         reset = sf["reset"]
         summary += f" {'GOAWAY' if reset['frame'] == 'GOAWAY' else 'RST'} {reset['name']}"
-    return Presented(
-        method=method,
-        path=path,
-        status=status,
-        summary=summary,
-        version="2",
-        stream=str(stream) if stream is not None else None,
-    )
+    # Positional: keywords cost a dict per call to this (interpreted) dataclass, one call per entry.
+    return Presented(method, path, status, summary, "2", str(stream) if stream is not None else None)
 
 
 def classify(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[str, Any]:

@@ -25,7 +25,6 @@ MAX_SHOWN: Final = 4096
 
 # Wire types (protobuf encoding, "Message Structure").
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
-WIRE_NAMES: Final = {VARINT: "varint", I64: "i64", LEN: "len", SGROUP: "group", I32: "i32"}
 
 
 class _Bad(Exception):
@@ -46,79 +45,129 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise _Bad
 
 
-class _Budget:
-    __slots__ = ("left",)
+class _Reader:
+    """One tree's decoding: the message bytes, the read position in them and the fields left to the
+    budget. Nested messages are read in place (start and end offsets), never copied out first."""
 
-    def __init__(self) -> None:
+    __slots__ = ("data", "left", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
         self.left = MAX_FIELDS
 
+    def varint(self, end: int) -> int:
+        """The varint at `pos`, which moves past it; -1 when it runs past `end` or is too long."""
+        data = self.data
+        pos = self.pos
+        if pos < end:
+            b = data[pos]
+            if b < 0x80:  # one byte: most keys, lengths and small values
+                self.pos = pos + 1
+                return b
+        value = 0
+        shift = 0
+        for i in range(MAX_VARINT_BYTES):
+            if pos + i >= end:
+                return -1
+            b = data[pos + i]
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                self.pos = pos + i + 1
+                return value & U64_MASK
+        return -1
 
-def _message(data: bytes, depth: int, budget: _Budget, end_group: int | None = None) -> tuple[list[Any], int]:
+
+def _fields(r: _Reader, end: int, depth: int, group: int) -> list[dict[str, Any]] | None:
+    """The fields from `r.pos` to `end` (or to the end of group `group`, when not 0); None when the
+    bytes are not a message. A bad message is an answer (None), not an exception: nested attempts
+    on bytes fields fail often."""
     fields: list[dict[str, Any]] = []
-    pos = 0
-    n = len(data)
-    while pos < n:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
+    data = r.data
+    while r.pos < end:
+        key = r.varint(end)
+        if key < 0:
+            return None
+        number = key >> 3
+        wire = key & 7
         if number == 0 or number > MAX_FIELD_NUMBER:
-            raise _Bad
+            return None
         if wire == EGROUP:
-            if end_group == number:
-                return fields, pos
-            raise _Bad
-        budget.left -= 1
-        if budget.left < 0:
-            raise _Bad
-        value: Any
-        entry: dict[str, Any] = {"field": number, "wire": WIRE_NAMES.get(wire, "?")}
+            return fields if group == number else None
+        r.left -= 1
+        if r.left < 0:
+            return None
+        entry: dict[str, Any]
         if wire == VARINT:
-            value, pos = _varint(data, pos)
-            entry["value"] = value
+            value = r.varint(end)
+            if value < 0:
+                return None
+            entry = {"field": number, "wire": "varint", "value": value}
             if value >> 63:  # a negative int32/int64 is sent as a 10-byte two's complement
                 entry["signed"] = value - (1 << 64)
-        elif wire == I64:
-            if pos + 8 > n:
-                raise _Bad
-            entry["value"] = int.from_bytes(data[pos : pos + 8], "little")
-            pos += 8
-        elif wire == I32:
-            if pos + 4 > n:
-                raise _Bad
-            entry["value"] = int.from_bytes(data[pos : pos + 4], "little")
-            pos += 4
         elif wire == LEN:
-            size, pos = _varint(data, pos)
-            if pos + size > n:
-                raise _Bad
-            chunk = data[pos : pos + size]
-            pos += size
-            _length_delimited(chunk, depth, budget, entry)
+            size = r.varint(end)
+            if size < 0:
+                return None
+            start = r.pos
+            if start + size > end:
+                return None
+            chunk = data[start : start + size]
+            if _printable_ascii(chunk):
+                # Text (or nothing): a nested message would be discarded as looking like text (and
+                # one byte never parses as a message), so none is attempted.
+                text = chunk.decode("ascii") if size <= MAX_SHOWN else chunk[:MAX_SHOWN].decode("ascii")
+                entry = {"field": number, "wire": "len", "size": size, "string": text}
+            else:
+                entry = {"field": number, "wire": "len", "size": size}
+                _length_delimited(r, chunk, start, depth, entry)
+            r.pos = start + size
+        elif wire == I64:
+            pos = r.pos
+            if pos + 8 > end:
+                return None
+            entry = {"field": number, "wire": "i64", "value": int.from_bytes(data[pos : pos + 8], "little")}
+            r.pos = pos + 8
+        elif wire == I32:
+            pos = r.pos
+            if pos + 4 > end:
+                return None
+            entry = {"field": number, "wire": "i32", "value": int.from_bytes(data[pos : pos + 4], "little")}
+            r.pos = pos + 4
         elif wire == SGROUP:
             if depth >= MAX_DEPTH:
-                raise _Bad
-            inner, used = _message(data[pos:], depth + 1, budget, end_group=number)
-            pos += used
-            entry["message"] = inner
+                return None
+            inner = _fields(r, end, depth + 1, number)
+            if inner is None:
+                return None
+            entry = {"field": number, "wire": "group", "message": inner}
         else:
-            raise _Bad
+            return None
         fields.append(entry)
-    if end_group is not None:
-        raise _Bad
-    return fields, pos
+    return None if group else fields
 
 
-def _length_delimited(chunk: bytes, depth: int, budget: _Budget, entry: dict[str, Any]) -> None:
-    entry["size"] = len(chunk)
-    if chunk and depth < MAX_DEPTH:
-        saved = budget.left
-        try:
-            inner, _ = _message(chunk, depth + 1, budget)
-            if inner and not _looks_like_text(chunk):
-                entry["message"] = inner
-                return
-        except _Bad:
-            pass
-        budget.left = saved
+def _printable_ascii(chunk: bytes) -> bool:
+    """Every byte a printable ASCII character (space to tilde); true of no bytes at all."""
+    for i in range(len(chunk)):
+        b = chunk[i]
+        if b < 32 or b > 126:
+            return False
+    return True
+
+
+def _length_delimited(r: _Reader, chunk: bytes, start: int, depth: int, entry: dict[str, Any]) -> None:
+    """A length-delimited field that is not printable ASCII (`chunk`, at `start` in the message): a
+    nested message when it parses as one completely, else UTF-8 text, else base64."""
+    if depth < MAX_DEPTH:
+        saved = r.left
+        r.pos = start
+        inner = _fields(r, start + len(chunk), depth + 1, 0)
+        if inner:
+            entry["message"] = inner
+            return
+        r.left = saved
     try:
         text = chunk.decode("utf-8")
         if all(c.isprintable() or c in "\r\n\t" for c in text[:256]):
@@ -129,18 +178,12 @@ def _length_delimited(chunk: bytes, depth: int, budget: _Budget, entry: dict[str
     entry["bytes"] = base64.b64encode(chunk[:MAX_SHOWN]).decode("ascii")
 
 
-def _looks_like_text(chunk: bytes) -> bool:
-    """Short printable ASCII often parses as a message by accident ("ab" is field 12, varint 98)."""
-    return len(chunk) >= 2 and all(32 <= b < 127 for b in chunk)
-
-
 def decode(data: bytes) -> list[dict[str, Any]] | None:
     """The field tree of one serialized message, or None when the bytes are not protobuf."""
     try:
-        fields, _ = _message(data, 0, _Budget())
-    except (_Bad, RecursionError):
+        return _fields(_Reader(bytes(data)), len(data), 0, 0)
+    except RecursionError:
         return None
-    return fields
 
 
 def repeated_bytes(data: bytes, path: tuple[int, ...]) -> list[bytes]:
