@@ -13,15 +13,11 @@ Rule: a compiled build is never trusted blindly — a stale build is ignored, no
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
-import time
 from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +117,11 @@ def build_main(native: NativeModules, argv: Sequence[str] | None = None) -> int:
     Without a C compiler, Python headers or mypyc it says so and returns 0 (the pure-Python modules
     run); with them, a failed build returns 1. mypy reads its settings from the checkout's
     pyproject.toml, so the build runs from the checkout's root."""
+    import argparse  # the build's own imports: every service imports this module at start-up
+    import shutil
+    import tempfile
+    import time
+
     what = f"native {native.service} modules"
     ap = argparse.ArgumentParser(description=f"Compile the {native.service}'s hot modules with mypyc.")
     ap.add_argument("--out", type=Path, default=native.build_dir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import zlib
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import brotli  # type: ignore[import-untyped]
 
@@ -24,6 +25,28 @@ _TEXT_MIME_HINTS: Final = ("text/", "json", "xml", "javascript", "x-www-form-url
 _MIME_KINDS: Final[dict[str, tuple[bool, bool]]] = {}
 _MIME_KINDS_MAX: Final = 1024
 _MIME_KEY_LEN: Final = 256
+
+
+def form_pairs(qs: str, limit: int) -> dict[str, list[str]]:
+    """application/x-www-form-urlencoded pairs (WHATWG URL §5.1) as `urllib.parse.parse_qs(qs,
+    keep_blank_values=True)` reads them, the first `limit` of them (every one when `limit` < 0);
+    names and values without `%` or `+` are taken as they are."""
+    query: dict[str, list[str]] = {}
+    pairs = qs.split("&") if limit < 0 else qs.split("&", limit)[:limit]
+    for pair in pairs:
+        if not pair:
+            continue
+        k, _, v = pair.partition("=")
+        if "%" in k or "+" in k:
+            k = unquote_plus(k)
+        if "%" in v or "+" in v:
+            v = unquote_plus(v)
+        vals = query.get(k)
+        if vals is None:
+            query[k] = [v]
+        else:
+            vals.append(v)
+    return query
 
 
 def _mime_kind(mime: str) -> tuple[bool, bool]:

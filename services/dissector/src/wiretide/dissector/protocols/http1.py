@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Final
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote
 
 from wiretide.dissector.api import (
     Event,
@@ -27,7 +27,7 @@ from wiretide.dissector.api import (
     Violation,
 )
 from wiretide.dissector.protocols import http_overlays
-from wiretide.dissector.protocols._body import body_object
+from wiretide.dissector.protocols._body import body_object, form_pairs
 from wiretide.dissector.protocols._numbers import decimal
 
 # A header block larger than this is hostile (common servers refuse beyond 8-64 KiB).
@@ -751,21 +751,7 @@ def _cookie_pairs(line: str) -> dict[str, str]:
 
 def _query(qs: str) -> dict[str, list[str]]:
     """application/x-www-form-urlencoded pairs (WHATWG URL §5.1); the first MAX_HEADERS are kept."""
-    query: dict[str, list[str]] = {}
-    for pair in qs.split("&", MAX_HEADERS)[:MAX_HEADERS]:
-        if not pair:
-            continue
-        k, _, v = pair.partition("=")
-        if "%" in k or "+" in k:
-            k = unquote_plus(k)
-        if "%" in v or "+" in v:
-            v = unquote_plus(v)
-        vals = query.get(k)
-        if vals is None:
-            query[k] = [v]
-        else:
-            vals.append(v)
-    return query
+    return form_pairs(qs, MAX_HEADERS)
 
 
 def _chunked(te: str) -> bool:

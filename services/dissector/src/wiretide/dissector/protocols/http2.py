@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 from wiretide.dissector.api import Event, Message, Presented, ProtocolSpec, SessionConfig, Verdict, Violation
 from wiretide.dissector.protocols import graphql, grpc
-from wiretide.dissector.protocols._body import body_object
+from wiretide.dissector.protocols._body import body_object, form_pairs
 from wiretide.dissector.protocols._numbers import decimal
 from wiretide.dissector.protocols.hpack import HpackDecoder, HpackError
 
@@ -281,7 +280,7 @@ def _set_cookies(fields: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _query(qs: str) -> dict[str, list[str]]:
-    return parse_qs(qs, keep_blank_values=True, max_num_fields=None) if qs else {}
+    return form_pairs(qs, -1) if qs else {}
 
 
 class Http2Session:
