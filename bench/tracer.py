@@ -37,13 +37,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.unit.tracer.chains import build, score
-from wiretide.common.bus.entries import Skipped, documents_in_end_order, encode_entries
+from wiretide.common.bus.entries import Skipped, encode_entries
 from wiretide.common.collector import collect_rarely
 from wiretide.common.entry import encode_batch
 from wiretide.tracer import native
 from wiretide.tracer.assemble import Assembler
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.otlp import Encoder
+from wiretide.tracer.intake import end_ordered, slices
 from wiretide.tracer.service import GC_THRESHOLDS
 from wiretide.tracer.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_TRACES
 
@@ -106,9 +107,10 @@ def ingest(
     n_entries: int, version: int, workload: str = "chains", gc_gen0: int = GC_THRESHOLDS[0]
 ) -> tuple[int, float, int, int]:
     """(entries, CPU seconds, traces the store holds at the end, calls among them) of the tracer's
-    ingest as the service runs it: EntryBatch messages of one contract version decoded, ordered by
-    end, assembled into spans with the service map and store on, and encoded for OTLP export. The
-    workload: 3-hop `chains` with propagated context, or `edge` calls (`edge_calls`)."""
+    ingest as the service runs it: EntryBatch messages of one contract version ordered by end and
+    decoded a slice at a time (intake.py), assembled into spans with the service map and store on,
+    and encoded for OTLP export. The workload: 3-hop `chains` with propagated context, or `edge`
+    calls (`edge_calls`)."""
     if workload == "edge":
         entries = edge_calls(n_entries)
     else:
@@ -124,10 +126,11 @@ def ingest(
     encoder, engine = Encoder(), Engine()
     c0 = time.process_time()
     for messages in fetches:
-        texts: list[bytes] = []
-        spans = engine.ingest(documents_in_end_order(messages, Skipped(), [], texts), 0, texts)
-        if spans:
-            encoder.request(spans)
+        skipped = Skipped()
+        for docs, texts in slices(end_ordered(messages, skipped, []), skipped):
+            spans = engine.ingest(docs, 0, texts)
+            if spans:
+                encoder.request(spans)
     encoder.request(engine.flush())
     cpu = time.process_time() - c0
     held = engine.store.spans()

@@ -262,6 +262,45 @@ def test_a_timeline_keeps_its_spans_by_start_whatever_order_they_arrive_in() -> 
     assert longest <= timeline.max_duration < 2 * longest
 
 
+def test_a_timeline_answers_as_a_plain_sorted_list_would_through_evictions_and_prunes() -> None:
+    import bisect
+    import random
+
+    from wiretide.tracer.assemble import PRUNE_EVERY_NS, Timeline
+    from wiretide.tracer.spans import SpanIds, spans_from_entry
+
+    entry = build(1, 1, seed=3).entries[0]
+    (template,) = [s for s in spans_from_entry(entry, SpanIds(1)) if s.kind == KIND_SERVER]
+    w = template.workload
+    rnd = random.Random(11)
+    for cap in (1, 7, 300, 2_000):
+        timeline, model, last = Timeline(cap=cap), list[Span](), 0
+        start = T0
+        for i in range(3_000):
+            start += rnd.randrange(0, 300_000)
+            begin = start - rnd.randrange(0, 3_000_000) if i % 5 == 0 else start  # now and then late
+            end = begin + rnd.randrange(0, 5_000_000)
+            s = Span(b"\0" * 8, "GET /", KIND_SERVER, w, w, begin, end, {}, {}, "", {})
+            model.insert(bisect.bisect_right([m.start_ns for m in model], begin), s)
+            evicted = max(len(model) - cap, 0)
+            del model[:evicted]
+            assert timeline.add(s) == evicted
+            if i % 13 == 0:
+                horizon = start - 4_000_000
+                if horizon - last >= PRUNE_EVERY_NS:
+                    last = horizon
+                    while model and model[0].end_ns < horizon:
+                        model.pop(0)
+                timeline.prune(horizon)
+            assert timeline.spans == model
+            a, b = start - rnd.randrange(0, 6_000_000), start
+            assert timeline.within(a, b) == [m for m in model if a <= m.start_ns <= b and m.end_ns <= b]
+            floor = b - timeline.max_duration - 1_000
+            assert timeline.open_during(a, b, 1_000) == [
+                m for m in model if floor <= m.start_ns <= a + 1_000 and m.end_ns >= b - 1_000
+            ]
+
+
 def test_a_timeline_bounds_its_longest_span_within_twice_it_as_spans_come_and_go() -> None:
     import random
 

@@ -144,10 +144,28 @@ def test_memory_per_distinct_path_stays_bounded_once_the_tables_are_full() -> No
             per_path = (tracemalloc.get_traced_memory()[0] - base) / 3_000
     finally:
         gc.set_threshold(*thresholds)
-    # What still grows per path is bounded by count far beyond this test (the assembler's span count
-    # per trace id, 200,000 of them: ~0.2 KB each; ~0.3 KB a path measured); a call whose cycle
-    # stayed (no cut in store.py) held ~2.7 KB.
+    # What still grows per path is bounded by count far beyond this test (~0.1 KB a path measured);
+    # a call whose cycle stayed (no cut in store.py) held ~2.7 KB.
     assert per_path < 600, per_path
     names = {s.name for spans in engine.store.traces.values() for s in spans}
     assert names == {"GET /c/{param}"}, sorted(names)[:5]
     assert engine.assembler.names.stats["routes_folded"] == 1
+
+
+def test_a_trace_begun_here_leaves_no_count_behind_once_its_spans_are_gone() -> None:
+    # Each call of a client with no name is a trace of its own: its fan-out count goes with its spans
+    # (a count kept per trace id stayed for 200,000 traces, ~0.15 KB each: 30 MB in a burst).
+    calls = distinct_path_calls(0, 6_000)
+    for call in calls:
+        call["path"] = call["request"]["path"] = "/c"
+    with traced():
+        engine = Engine(AssemblyConfig(max_inbound_per_instance=100), max_traces=10, max_map_records=10)
+        engine.ingest(calls[:1_000], 0)
+        engine.flush()
+        base = held()
+        for i in range(1_000, 6_000, 250):
+            engine.ingest(calls[i : i + 250], 0)
+        engine.flush()
+        per_call = (held() - base) / 5_000
+    assert len(engine.store.traces) == 10
+    assert per_call < 40, per_call

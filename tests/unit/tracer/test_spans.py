@@ -151,6 +151,22 @@ def test_an_end_known_only_by_address_is_an_anonymous_workload_with_spans_of_its
     assert memo.of({"ip": "10.0.0.7", "port": 81}, "n").service_name == "10.0.0.7"
 
 
+def test_the_memo_names_an_end_of_an_address_alone_as_the_function_does_odd_values_included() -> None:
+    ends: list[dict[str, Any]] = [
+        {}, {"ip": "10.0.0.7"}, {"port": 80}, {"ip": "10.0.0.7", "port": 80}, {"ip": "10.0.0.7", "port": 81},
+        {"ip": "10.0.0.7", "port": True}, {"ip": "10.0.0.7", "port": 1}, {"ip": "10.0.0.7", "port": None},
+        {"ip": None, "port": 80}, {"ip": 7, "port": 80}, {"ip": "fd00::2", "port": 8080}, {"ip": ""},
+        {"ip": "10.0.0.7", "name": "web"}, {"ip": "10.0.0.7", "port": 80, "name": "web"},
+    ]  # fmt: skip
+    memo = Workloads()
+    for _ in range(2):  # remembered, then found
+        for end in ends:
+            for node in ("n", "m", ""):
+                for listening in (False, True):
+                    assert memo.of(end, node, listening) == workload_of(end, node, listening), (end, node)
+    assert memo.of({"ip": "10.0.0.7"}, "n") is memo.of({"ip": "10.0.0.7", "port": 5}, "n")  # one object
+
+
 def test_a_hostile_entry_with_wrong_types_still_gives_spans_without_raising() -> None:
     entry = {"id": "x", "timestamp": 5, "protocol": "http", "src": "nope", "dst": 7, "request": [],
              "response": "x", "size": None, "tls": 3, "elapsed_us": "slow", "status": "200"}  # fmt: skip

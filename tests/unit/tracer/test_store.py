@@ -151,6 +151,8 @@ def test_decided_calls_are_held_as_their_json_and_queries_read_them_as_before() 
     spans_of(with_docs, docs)
     held = with_text.store.spans()
     assert held and all(s.text and len(s.entry) <= 1 for s in held)  # no decoded document kept
+    # What is kept of the entry (its flow id) is one object per call, shared by both sides.
+    assert len({id(s.entry) for s in held}) == len({id(s.text) for s in held}) == len(held) // 2
     assert all(len(s.entry) > 1 for s in with_docs.store.spans())  # (without the JSON: kept)
     counts = []
     for predicate in (

@@ -51,6 +51,7 @@ from wiretide.tracer.spans import (
     Descriptions,
     Span,
     SpanIds,
+    TraceTally,
     Workload,
     Workloads,
     spans_from_entry,
@@ -72,7 +73,11 @@ TIMING_MAX_CONFIDENCE: Final = 0.9
 RARE_CALL_CONFIDENCE: Final = 0.1
 # Pruning a timeline moves memory; it is done at most once per this much packet time.
 PRUNE_EVERY_NS: Final = 100_000_000
-# Traces we remember the span count of, for the fan-out cap (oldest forgotten first).
+# Spans a timeline passes over before it takes them out of its lists (`Timeline._cut`): what it holds
+# beyond its cap is at most this many references.
+COMPACT_EVERY: Final = 256
+# Trace ids from elsewhere (headers, other replicas) whose span count is remembered for the fan-out
+# cap (`Assembler._tally_of`; the least recently used forgotten first).
 MAX_TRACKED_TRACES: Final = 200_000
 # Joint assignment of competing calls (`Assembler._match`): the most calls and requests in one group,
 # and how many times the group is grown by overlap (bounds the work per ambiguous call).
@@ -128,35 +133,49 @@ class Timeline:
     before the horizon are pruned. `max_duration` bounds how far back a query looks: at least the
     longest span held and less than twice it. Spans are counted by the bit length of their duration,
     so letting the longest go costs a look at 64 counts, never a pass over the spans held (at the cap
-    in a burst, that pass ran on every call whose durations were alike).
+    in a burst, that pass ran on every call whose durations were alike). Spans that leave are first
+    only passed over (`_head`), and taken out of the lists `COMPACT_EVERY` at a time: deleting from
+    the front of a list moves all the rest (at the cap, two lists of 20,000 every call).
     """
 
-    __slots__ = ("_by_length", "cap", "last_horizon", "max_duration", "spans", "starts")
+    __slots__ = ("_by_length", "_head", "_spans", "_starts", "cap", "last_horizon", "max_duration")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.starts: list[int] = []
-        self.spans: list[Span] = []
+        self._starts: list[int] = []
+        self._spans: list[Span] = []
+        self._head = 0  # the spans before it have left the timeline
         self.max_duration = 0
         self.last_horizon = 0
         self._by_length = [0] * 65  # spans held per bit length of their duration (ns)
 
+    @property
+    def spans(self) -> list[Span]:
+        """The spans held, by start (a copy)."""
+        return self._spans[self._head :]
+
+    @property
+    def starts(self) -> list[int]:
+        """Their starts (a copy)."""
+        return self._starts[self._head :]
+
     def add(self, span: Span) -> int:
         """Insert; returns how many spans were evicted to stay within the cap."""
         start = span.start_ns
-        starts = self.starts
-        if not starts or start >= starts[-1]:  # spans mostly arrive in order of start: append
+        starts = self._starts
+        head = self._head
+        if len(starts) == head or start >= starts[-1]:  # spans mostly arrive in order of start: append
             starts.append(start)
-            self.spans.append(span)
+            self._spans.append(span)
         else:
-            i = bisect.bisect_right(starts, start)
+            i = bisect.bisect_right(starts, start, head)
             starts.insert(i, start)
-            self.spans.insert(i, span)
+            self._spans.insert(i, span)
         duration = span.end_ns - start
         duration = max(duration, 0)
         self._by_length[min(duration.bit_length(), 64)] += 1
         self.max_duration = max(self.max_duration, duration)
-        over = len(starts) - self.cap
+        over = len(starts) - head - self.cap
         if over > 0:
             self._cut(over)
             return over
@@ -167,20 +186,25 @@ class Timeline:
         if horizon - self.last_horizon < PRUNE_EVERY_NS:
             return
         self.last_horizon = horizon
-        spans = self.spans
-        k = 0
+        spans = self._spans
+        head = k = self._head
         while k < len(spans) and spans[k].end_ns < horizon:
             k += 1
-        if k:
-            self._cut(k)
+        if k > head:
+            self._cut(k - head)
 
     def _cut(self, k: int) -> None:
         by_length = self._by_length
-        for s in self.spans[:k]:
+        head = self._head
+        for s in self._spans[head : head + k]:
             duration = s.end_ns - s.start_ns
             by_length[min(duration.bit_length(), 64) if duration > 0 else 0] -= 1
-        del self.starts[:k]
-        del self.spans[:k]
+        head += k
+        if head >= COMPACT_EVERY or 2 * head >= len(self._spans):
+            del self._starts[:head]
+            del self._spans[:head]
+            head = 0
+        self._head = head
         top = min(self.max_duration.bit_length(), 64)
         if by_length[top] == 0:  # the longest spans' bucket emptied: the next one's upper bound
             while top > 0 and by_length[top] == 0:
@@ -189,16 +213,18 @@ class Timeline:
 
     def open_during(self, start: int, end: int, slack: int) -> list[Span]:
         """Spans that may enclose [start, end] (± slack): started by `start`, long enough to reach `end`."""
-        lo = bisect.bisect_left(self.starts, end - self.max_duration - slack)
-        hi = bisect.bisect_right(self.starts, start + slack)
+        starts, head = self._starts, self._head
+        lo = bisect.bisect_left(starts, end - self.max_duration - slack, head)
+        hi = bisect.bisect_right(starts, start + slack, head)
         floor = end - slack
-        return [s for s in self.spans[lo:hi] if s.end_ns >= floor]
+        return [s for s in self._spans[lo:hi] if s.end_ns >= floor]
 
     def within(self, start: int, end: int) -> list[Span]:
         """Spans that lie inside [start, end]."""
-        lo = bisect.bisect_left(self.starts, start)
-        hi = bisect.bisect_right(self.starts, end)
-        return [s for s in self.spans[lo:hi] if s.end_ns <= end]
+        starts, head = self._starts, self._head
+        lo = bisect.bisect_left(starts, start, head)
+        hi = bisect.bisect_right(starts, end, head)
+        return [s for s in self._spans[lo:hi] if s.end_ns <= end]
 
 
 class Assembler:
@@ -247,7 +273,9 @@ class Assembler:
         self._app_parent = self.config.parent == PARENT_APP
         self._outbound: dict[str, Timeline] = {}  # instance -> its client spans (calls it made)
         self._by_entry: OrderedDict[str, Span] = OrderedDict()  # entry id -> server span (for causality)
-        self._trace_counts: OrderedDict[bytes, int] = OrderedDict()
+        # Trace ids from elsewhere -> their tallies (`_tally_of`); a trace begun here holds its own
+        # on its spans, let go with them.
+        self._tallies: OrderedDict[bytes, TraceTally] = OrderedDict()
         self._out: list[Span] = []
         self.stats: dict[str, int] = {}
         # Metric increments gathered per entry and handed to prometheus_client on `drain` (its per-call
@@ -834,30 +862,33 @@ class Assembler:
 
     def _emit(self, span: Span) -> None:
         parent = span.parent
+        tally: TraceTally | None = None
         if span.remote and parent is None:
-            pass  # a copy's client side: the trace id its owner told (`told`)
+            # a copy's client side: the trace id its owner told (`told`)
+            tally = self._tally_of(span.trace_id)
         elif parent is not None:
             span.trace_id = parent.trace_id
             span.parent_span_id = parent.span_id
+            tally = parent.tally
         elif span.context is not None:
             span.trace_id = span.context.trace_id
             # The application's span that sent the call: the parent in "app" mode, else a span link
             # (export/otlp.py), so that Wiretide's spans form a tree on their own.
             span.parent_span_id = span.context.parent_id if self._app_parent else b""
+            tally = self._tally_of(span.trace_id)
         else:
             span.trace_id = self.ids.trace_id()
+            tally = TraceTally()  # a trace id of its own: only its descendants join it
+        if tally is None:  # a parent emitted without one (not by `_emit`): counted by its trace id
+            tally = self._tally_of(span.trace_id)
+        span.tally = tally
         span.emitted = True
         if span.fact_to >= 0:
             self.facts.append((span.fact_to, span.entry_id, span.trace_id))
         if span.remote:
             return  # exported by the call's owner, not here
-        counts = self._trace_counts
-        n = counts.get(span.trace_id, 0) + 1
-        counts[span.trace_id] = n
-        counts.move_to_end(span.trace_id)
-        if len(counts) > MAX_TRACKED_TRACES:
-            counts.popitem(last=False)
-            self._count("trace_counts_evicted")
+        n = tally.spans + 1
+        tally.spans = n
         if n > self.config.max_spans_per_trace:
             self._count("dropped_fanout")
             SPANS_DROPPED.labels("fanout").inc()
@@ -865,6 +896,21 @@ class Assembler:
         self._out.append(span)
         if self.on_emit is not None and len(self._out) >= 1024:
             self.on_emit(self.drain())
+
+    def _tally_of(self, trace_id: bytes) -> TraceTally:
+        """The tally of a trace id that came from elsewhere (a propagated header, another replica):
+        spans with no link between them may share it, so it is found by the id (the most recently
+        used `MAX_TRACKED_TRACES` are remembered)."""
+        tallies = self._tallies
+        tally = tallies.get(trace_id)
+        if tally is None:
+            tally = tallies[trace_id] = TraceTally()
+            if len(tallies) > MAX_TRACKED_TRACES:
+                tallies.popitem(last=False)
+                self._count("trace_counts_evicted")
+        else:
+            tallies.move_to_end(trace_id)
+        return tally
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1

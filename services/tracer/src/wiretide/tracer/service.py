@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from pydantic import field_validator
 
 from wiretide.common.bus import ENTRIES_ALL, ENTRIES_STREAM, Bus, durable_pull
-from wiretide.common.bus.entries import fetch_entries, unpacked_bytes
+from wiretide.common.bus.entries import Skipped, fetch_entries, unpacked_bytes
 from wiretide.common.bus.fetch import FetchSize
 from wiretide.common.bus.subjects import CAUSALITY_ALL, tracer_facts_subject
 from wiretide.common.collector import collect_rarely
@@ -32,6 +32,7 @@ from wiretide.tracer.causality import KernelCausality
 from wiretide.tracer.engine import Engine
 from wiretide.tracer.export.exporter import ExportConfig, Exporter
 from wiretide.tracer.export.transport import OtlpTarget, make_transport, parse_headers
+from wiretide.tracer.intake import end_ordered, slices
 from wiretide.tracer.partition import FactError, Partition, decode_facts, encode_facts, replica_index
 from wiretide.tracer.rules import RuleError, parse_rules
 
@@ -44,9 +45,10 @@ log = logging.getLogger(__name__)
 # and the traces of the store — and fewer passes walk fewer of them (`bench/tracer.py --gc-gen0`).
 GC_THRESHOLDS: Final = (500_000, 20, 100)
 FETCH_BATCH = 64  # EntryBatch messages per pull at most (each carries up to hundreds of entries)
-# EntryBatch bytes decoded at once: a fetch is sized from the messages seen so far to carry about this
-# much. Decoded, an entry takes several times its JSON; 64 batches of a burst (256 entries of ~2 KB each)
-# were 16,000 documents held at once: 120 MB traced, half the tracer's peak RSS (docs/reliability.md).
+# EntryBatch bytes unpacked at once: a fetch is sized from the messages seen so far to carry about this
+# much JSON. Decoded, an entry takes several times its JSON, so the documents are decoded a slice at a
+# time (intake.py): a burst's fetch decoded whole was thousands held at once, ~50 MB of the tracer's
+# peak RSS in a 200k keep-alive burst (bench/e2e.py).
 FETCH_BYTES = 4 << 20
 FETCH_TIMEOUT_S = 0.25
 IDLE_TICK_S = 0.25  # how often packet time is moved on while no entries arrive
@@ -258,28 +260,32 @@ class TracerService(Service):
 
     async def _consume(self) -> None:
         while not self._stop.is_set():
-            # In the order their calls ended (dissectors emit in response order), read off the lifted
-            # fields: one sort per fetch, no document looked into for it.
-            got = await fetch_entries(self._sub, self._fetch.messages, FETCH_TIMEOUT_S)
+            got = await fetch_entries(self._sub, self._fetch.messages, FETCH_TIMEOUT_S, decode=False)
             self._fetch.seen([unpacked_bytes(msg.data) for msg in got.messages])  # what they hold unpacked
-            self.invalid_entries += got.invalid
-            if got.refused:
+            # In the order their calls ended (dissectors emit in response order), read off the lifted
+            # fields: one sort per fetch, each document decoded when its slice is ingested (intake.py).
+            skipped = Skipped()
+            refused: list[str] = []
+            fetched = end_ordered(got.messages, skipped, refused)
+            if refused:
                 # A newer contract than this tracer reads: skipped (traces are best effort), said once.
-                if got.refused[-1] != self.refused:
-                    log.error("entries skipped", extra={"error": got.refused[-1]})
-                self.refused = got.refused[-1]
-                self.refused_messages += len(got.refused)
-            if got.entries:
-                try:
-                    self.engine.ingest(got.entries, time.time_ns(), got.texts)
-                except Exception as exc:  # a defect met by some input: those entries, not the tracer
-                    self.failed_entries += len(got.entries)
-                    why = f"{type(exc).__name__}: {exc}"
-                    if why != self.failure:  # said once per reason, counted always
-                        log.exception("entries not traced", extra={"entries": len(got.entries)})
-                    self.failure = why
-                self.entries_in += len(got.entries)
+                if refused[-1] != self.refused:
+                    log.error("entries skipped", extra={"error": refused[-1]})
+                self.refused = refused[-1]
+                self.refused_messages += len(refused)
+            if fetched:
+                for entries, texts in slices(fetched, skipped):
+                    try:
+                        self.engine.ingest(entries, time.time_ns(), texts)
+                    except Exception as exc:  # a defect met by some input: those entries, not the tracer
+                        self.failed_entries += len(entries)
+                        why = f"{type(exc).__name__}: {exc}"
+                        if why != self.failure:  # said once per reason, counted always
+                            log.exception("entries not traced", extra={"entries": len(entries)})
+                        self.failure = why
+                    self.entries_in += len(entries)
                 await self._tell()
+            self.invalid_entries += skipped.entries
             await got.ack()
 
     async def _tell(self) -> None:

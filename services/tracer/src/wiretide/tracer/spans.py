@@ -190,6 +190,16 @@ class Workload:
         return attrs
 
 
+class TraceTally:
+    """How many spans of one trace were emitted (the fan-out cap, `AssemblyConfig.max_spans_per_trace`):
+    one object per trace that its spans share, so the count goes when they do."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+
 @dataclass(slots=True)
 class Span:
     """One span. Mutable on purpose: assembly fills in trace id, parent, link and confidence later."""
@@ -237,6 +247,8 @@ class Span:
     # The call's outcome on the service map ("2xx", "error"…), worked out from the entry when the
     # assembler let the decoded entry go (server side; "" otherwise: worked out from `entry`).
     status_class: str = ""
+    # The count of its trace's emitted spans, shared with them (set when the span is emitted).
+    tally: TraceTally | None = field(default=None, repr=False)
 
     # Written out, not generated: the dataclass's own `__init__` would run interpreted even in the
     # compiled build, for the two spans of every entry. The same parameters, in field order.
@@ -249,6 +261,7 @@ class Span:
         emitted: bool = False, exported: bool = False, waiting: list[Span] | None = None,
         claimed: set[str] | None = None, hint: tuple[Span, float, frozenset[int]] | None = None,
         size: int = 0, remote: bool = False, fact_to: int = -1, text: bytes = b"", status_class: str = "",
+        tally: TraceTally | None = None,
     ) -> None:  # fmt: skip
         self.span_id = span_id
         self.name = name
@@ -283,6 +296,7 @@ class Span:
         self.fact_to = fact_to
         self.text = text
         self.status_class = status_class
+        self.tally = tally
 
     @property
     def attributes(self) -> Attributes:
@@ -402,14 +416,29 @@ class Workloads:
     The memo key is every field `workload_of` reads, so a hit returns exactly what it would make.
     """
 
-    __slots__ = ("_known", "limit")
+    __slots__ = ("_bare", "_known", "limit")
 
     def __init__(self, limit: int = MAX_WORKLOADS) -> None:
         self._known: dict[tuple[Any, ...], Workload] = {}
+        # Ends that hold an address and nothing else (a client nobody named, as most callers from
+        # outside the cluster are): keyed by the three values `workload_of` reads of them.
+        self._bare: dict[tuple[str, str, int | None], Workload] = {}
         self.limit = limit
 
     def of(self, end: dict[str, Any], node: str, listening: bool = False) -> Workload:
         get = end.get
+        n = len(end)
+        if n <= 2 and n == ("ip" in end) + ("port" in end):
+            ip, port = get("ip"), get("port")
+            bare = (node, ip if type(ip) is str else "", port if listening and type(port) is int else None)
+            found = self._bare.get(bare)
+            if found is None:
+                found = workload_of(end, node, listening)
+                if len(self._bare) >= self.limit:
+                    TABLE_EVICTIONS.labels("workloads").inc(len(self._bare))
+                    self._bare.clear()
+                self._bare[bare] = found
+            return found
         pod, svc, wl, proc = get("pod"), get("service"), get("workload"), get("process")
         pod = pod if isinstance(pod, dict) else _EMPTY
         svc = svc if isinstance(svc, dict) else _EMPTY

@@ -158,11 +158,16 @@ def summarize(trace_id: bytes, spans: list[Span]) -> TraceSummary:
 
 
 def _slim(span: Span) -> None:
-    """Let the span's decoded entry go, keeping the flow id that linking reads (delays.py)."""
+    """Let the span's decoded entry go, keeping the flow id that linking reads (delays.py); the other
+    side of the call, which shares the entry, is given the same (one object per call, not two)."""
     entry = span.entry
     if len(entry) > 1:
         flow = entry.get("flow_id")
-        span.entry = {"flow_id": flow} if flow is not None else {}
+        slim: dict[str, Any] = {"flow_id": flow} if flow is not None else {}
+        span.entry = slim
+        other = span.partner
+        if other is not None and other.entry is entry:
+            other.entry = slim
 
 
 def _any_entry(predicate: Callable[[dict[str, Any]], bool], spans: list[Span]) -> bool:

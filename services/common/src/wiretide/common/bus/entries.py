@@ -250,13 +250,13 @@ def _check(batch: entries_pb2.EntryBatch, subject: str) -> None:
         )
 
 
-def _invalid(subject: str, skipped: Skipped, error: str) -> None:
+def count_invalid(subject: str, skipped: Skipped, error: str) -> None:
     skipped.entries += 1
     BUS_INVALID.labels(subject).inc()
     log.warning("invalid entry skipped", extra={"error": error})
 
 
-def _lifted_ok(e: entries_pb2.Entry) -> str:
+def lifted_problem(e: entries_pb2.Entry) -> str:
     """Why a lifted entry is not an Entry ("" when it is); its JSON is trusted to be a JSON object."""
     if not 1 <= len(e.id) <= MAX_ID_CHARS:
         return "entry id must be a non-empty string of at most 64 characters"
@@ -287,13 +287,13 @@ def indexed_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[Index
         if batch is None:
             continue
         if batch.version < UNPACKED_VERSION:
-            for doc, json in _documents(batch, subject, skipped):
+            for doc, json in batch_documents(batch, subject, skipped):
                 yield indexed_of_doc(doc, json)
             continue
         for e in batch.entries:
-            why = _lifted_ok(e)
+            why = lifted_problem(e)
             if why:
-                _invalid(subject, skipped, why)
+                count_invalid(subject, skipped, why)
                 continue
             has = e.HasField
             yield (
@@ -314,7 +314,7 @@ def indexed_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[Index
             )
 
 
-def _documents(
+def batch_documents(
     batch: entries_pb2.EntryBatch, subject: str, skipped: Skipped
 ) -> Iterator[tuple[dict[str, Any], bytes]]:
     loads = orjson.loads
@@ -323,9 +323,9 @@ def _documents(
         try:
             doc = validate_entry(loads(json))
         except orjson.JSONDecodeError as exc:
-            _invalid(subject, skipped, f"entry JSON does not parse: {exc}")
+            count_invalid(subject, skipped, f"entry JSON does not parse: {exc}")
         except InvalidEntry as exc:
-            _invalid(subject, skipped, str(exc))
+            count_invalid(subject, skipped, str(exc))
         else:
             yield doc, json
 
@@ -337,7 +337,7 @@ def valid_entries(messages: Iterable[Any], skipped: Skipped) -> Iterator[tuple[d
         batch = open_batch(msg.data, msg.subject)
         if batch is None:
             continue
-        yield from _documents(batch, msg.subject, skipped)
+        yield from batch_documents(batch, msg.subject, skipped)
 
 
 def documents_in_end_order(
@@ -360,22 +360,22 @@ def documents_in_end_order(
         if batch is None:
             continue
         if batch.version < UNPACKED_VERSION:
-            for doc, json in _documents(batch, subject, skipped):
+            for doc, json in batch_documents(batch, subject, skipped):
                 elapsed = doc.get("elapsed_us")
                 end = doc["timestamp"] + (elapsed * 1000 if type(elapsed) is int and elapsed > 0 else 0)
                 keyed.append((end, n, doc, json))
                 n += 1
             continue
         for e in batch.entries:
-            why = _lifted_ok(e)
+            why = lifted_problem(e)
             if why:
-                _invalid(subject, skipped, why)
+                count_invalid(subject, skipped, why)
                 continue
             json = e.json
             try:
                 doc = loads(json)
             except orjson.JSONDecodeError as exc:
-                _invalid(subject, skipped, f"entry JSON does not parse: {exc}")
+                count_invalid(subject, skipped, f"entry JSON does not parse: {exc}")
                 continue
             keyed.append((e.timestamp_ns + e.elapsed_us * 1000, n, doc, json))
             n += 1
