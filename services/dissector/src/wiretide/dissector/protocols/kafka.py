@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import importlib
 import struct
-import uuid
 import zlib
 from typing import Any, Final
 
@@ -39,7 +38,6 @@ except ImportError:  # pragma: no cover - cramjam is a dependency of the dissect
 _I32: Final = struct.Struct("!i")
 _I64: Final = struct.Struct("!q")
 _F64: Final = struct.Struct("!d")
-_REQ_HEAD: Final = struct.Struct("!ihhih")  # size, api_key, api_version, correlation_id, client_id length
 _RESP_HEAD: Final = struct.Struct("!ii")  # size, correlation_id
 # Record batch v2 header after base offset and length (KIP-98): leader epoch, magic, crc, attributes,
 # last offset delta, first/max timestamp, producer id and epoch, base sequence, record count.
@@ -466,6 +464,18 @@ def error_name(code: int) -> str:
 # ---- primitive reading --------------------------------------------------------------------------
 
 
+def _i16_at(data: bytes, p: int) -> int:
+    """The big-endian int16 at `p` (the caller knows the bytes are there)."""
+    v = data[p] << 8 | data[p + 1]
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def _i32_at(data: bytes, p: int) -> int:
+    """The big-endian int32 at `p` (the caller knows the bytes are there)."""
+    v = data[p] << 24 | data[p + 1] << 16 | data[p + 2] << 8 | data[p + 3]
+    return v - 0x100000000 if v & 0x80000000 else v
+
+
 class KafkaError(ValueError):
     """Malformed bytes (caught inside this module; never escapes)."""
 
@@ -515,8 +525,10 @@ class _Reader:
         return self.data[self.need(1)] != 0
 
     def uuid(self) -> str:
+        """The 16 bytes as `str(uuid.UUID(bytes=...))` writes them (8-4-4-4-12 lower-case hex digits)."""
         p = self.need(16)
-        return str(uuid.UUID(bytes=bytes(self.data[p : p + 16])))
+        h = self.data[p : p + 16].hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def uvarint(self) -> int:
         data, pos, end = self.data, self.pos, self.end
@@ -613,7 +625,7 @@ def _scalar(r: _Reader, kind: int) -> Any:
 class _Field:
     """One schema field as read_struct uses it (built once from the declarative `Field` tuples)."""
 
-    __slots__ = ("count_name", "hi", "kind", "lo", "name", "sub")
+    __slots__ = ("count_name", "hi", "ints", "kind", "lo", "mixed", "name", "sub")
 
     def __init__(self, field: Field) -> None:
         name, typ, lo, hi, sub = field
@@ -632,6 +644,56 @@ class _Field:
         else:
             self.kind = _SCALAR_KINDS[typ]
         self.sub: tuple[_Field, ...] = _fields(sub)
+        # A struct array's sub-fields read at a version, as (name, int32?), when all are int16/int32
+        # (ApiVersions' keys, most of Metadata's partitions); `mixed`: the versions where they are not.
+        # Kept for versions 0.._ALL only (no field is read at any other), so bounded.
+        self.ints: dict[int, tuple[tuple[str, bool], ...]] = {}
+        self.mixed: set[int] = set()
+
+    def int_plan(self, v: int) -> tuple[tuple[str, bool], ...] | None:
+        """The sub-fields read at version `v` when all are int16/int32 (for `_int_items`), else None."""
+        plan = self.ints.get(v)
+        if plan is not None or v in self.mixed:
+            return plan
+        active = [g for g in self.sub if g.lo <= v <= g.hi]
+        known = 0 <= v <= _ALL
+        if any(g.kind not in (_K_I16, _K_I32) for g in active):
+            if known:
+                self.mixed.add(v)
+            return None
+        plan = tuple((g.name, g.kind == _K_I32) for g in active)
+        if known:
+            self.ints[v] = plan
+        return plan
+
+
+def _int_items(r: _Reader, plan: tuple[tuple[str, bool], ...], n: int, items: list[dict[str, Any]]) -> None:
+    """`n` structs of int16/int32 fields only, read as read_struct reads them (each listed, up to
+    MAX_LISTED, before its fields are read), in one loop with no call per struct."""
+    data = r.data
+    end = r.end
+    flexible = r.flexible
+    for i in range(n):
+        item: dict[str, Any] = {}
+        if i < MAX_LISTED:
+            items.append(item)
+        p = r.pos
+        for name, wide in plan:
+            if wide:
+                if p + 4 > end:
+                    raise IndexError("read past the frame")
+                x = data[p] << 24 | data[p + 1] << 16 | data[p + 2] << 8 | data[p + 3]
+                item[name] = x - 0x100000000 if x & 0x80000000 else x
+                p += 4
+            else:
+                if p + 2 > end:
+                    raise IndexError("read past the frame")
+                x = data[p] << 8 | data[p + 1]
+                item[name] = x - 0x10000 if x & 0x8000 else x
+                p += 2
+            r.pos = p
+        if flexible:
+            r.skip_tags()
 
 
 def _fields(schema: tuple[Field, ...]) -> tuple[_Field, ...]:
@@ -640,6 +702,44 @@ def _fields(schema: tuple[Field, ...]) -> tuple[_Field, ...]:
 
 # SCHEMAS as read_struct reads them.
 _READ_SCHEMAS: Final = {key: (_fields(req), _fields(resp)) for key, (req, resp) in SCHEMAS.items()}
+
+
+def _has_field(fields: tuple[_Field, ...], name: str, v: int) -> bool:
+    """Whether a field called `name` is read at version `v`, at any depth."""
+    return any(f.lo <= v <= f.hi and (f.name == name or _has_field(f.sub, name, v)) for f in fields)
+
+
+# (api key, version, request?) as one number -> whether that message may hold a topic named only by
+# its id; filled as versions are met, for the schemas' keys and versions 0.._ALL only (so bounded).
+_NAMING: Final[dict[int, bool]] = {}
+
+
+def _names_topic_ids(key: int, version: int, request: bool) -> bool:
+    """Whether `_name_topics` can find anything in this message: only a `topic_id` field makes a topic
+    without a name, and the schema says at which versions one is read."""
+    schema = _READ_SCHEMAS.get(key)
+    if schema is None or version < 0 or version > _ALL:
+        return False  # nothing is read, or no field is read at such a version
+    slot = (key * (_ALL + 1) + version) * 2 + (1 if request else 0)
+    found = _NAMING.get(slot)
+    if found is None:
+        found = _NAMING[slot] = _has_field(schema[0 if request else 1], "topic_id", version)
+    return found
+
+
+def _has_nested(fields: tuple[_Field, ...], name: str) -> bool:
+    """Whether a struct inside these fields (at any depth, at any version) has a field called `name`."""
+    for f in fields:
+        if f.kind == _K_STRUCTS and (any(g.name == name for g in f.sub) or _has_nested(f.sub, name)):
+            return True
+    return False
+
+
+# APIs whose responses may hold an error code below the top level (Produce's per partition): only
+# these need `first_error`'s walk; any other response's error is its top-level code.
+_NESTED_ERRORS: Final = frozenset(
+    key for key, (_, resp) in _READ_SCHEMAS.items() if _has_nested(resp, "error_code")
+)
 
 
 class _Budget:
@@ -684,6 +784,10 @@ def read_struct(r: _Reader, fields: tuple[_Field, ...], v: int, out: dict[str, A
             out[f.name] = items
             if n > MAX_LISTED:
                 out[f.count_name] = n
+            plan = f.int_plan(v)
+            if plan is not None:
+                _int_items(r, plan, n, items)
+                continue
             sub = f.sub
             for i in range(n):
                 item: dict[str, Any] = {}
@@ -731,6 +835,8 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 def _int64(value: int) -> int:
     """A sum of two int64 fields as the broker computes it (Java's long wraps): never beyond 64 bits."""
+    if -0x3FFFFFFFFFFFFFFF <= value <= 0x3FFFFFFFFFFFFFFF:
+        return value  # the usual offsets and timestamps: compiled, a comparison of small integers
     if -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
         return value
     return ((value + 0x8000000000000000) & 0xFFFFFFFFFFFFFFFF) - 0x8000000000000000
@@ -740,7 +846,7 @@ def _value(data: bytes, start: int, n: int, budget: _Budget) -> Any:
     """Bytes as text when they are UTF-8, else base64; cut to what the message's budget has left."""
     keep = min(n, budget.bytes)
     budget.bytes -= keep
-    raw = bytes(data[start : start + keep])
+    raw = data[start : start + keep]  # a slice of bytes is bytes
     try:
         text: Any = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -955,23 +1061,29 @@ def plausible_request(data: bytes, pos: int, strict: bool) -> bool:
     """Whether a request header starts at `pos`: size, known API key and version, non-negative
     correlation id, a printable client id that fits the frame. `strict` (a header found by scanning,
     not at a known boundary) wants a non-empty client id, whole in `data`: every client sets one."""
-    if pos < 0 or pos + MIN_REQUEST > len(data):
+    end = len(data)
+    if pos < 0 or pos + MIN_REQUEST > end:
         return False
-    size, key, version, corr, cid = _REQ_HEAD.unpack_from(data, pos)
-    api = APIS.get(key)
-    if api is None or size < MIN_REQUEST - 4 or size > MAX_FRAME or corr < 0:
+    # The header's fields (size, api key, version, correlation id, client id length), read in place.
+    api = APIS.get(_i16_at(data, pos + 4))
+    size = _i32_at(data, pos)
+    if api is None or size < MIN_REQUEST - 4 or size > MAX_FRAME or data[pos + 8] & 0x80:
         return False
+    version = _i16_at(data, pos + 6)
     if version < 0 or version > api[1] + VERSION_SLACK:
         return False
+    cid = _i16_at(data, pos + 12)
     if cid < -1 or cid > MAX_CLIENT_ID or 10 + max(cid, 0) > size:
         return False
     if strict and cid < 1:
         return False
     if cid > 0:
-        raw = data[pos + MIN_REQUEST : pos + MIN_REQUEST + cid]
-        if strict and len(raw) < cid:
-            return False
-        if not _printable(raw):
+        start = pos + MIN_REQUEST
+        if strict and start + cid > end:
+            return False  # the client id is not whole in `data`
+        if start < end and not 32 <= data[start] < 127:
+            return False  # its first byte is not printable (told before the whole id is looked at)
+        if not _printable(data[start : start + cid]):
             return False
     return True
 
@@ -985,14 +1097,30 @@ def _chained(data: bytes, pos: int) -> bool:
 def find_request(data: bytes, start: int, limit: int) -> int:
     """The first offset in [start, limit) where a plausible request header starts (scanned: strict,
     and chained to the next frame when that one is in `data`), or -1."""
-    stop = min(limit, len(data) - MIN_REQUEST + 1)
+    end = len(data)
+    stop = min(limit, end - MIN_REQUEST + 1)
     pos = start
     while pos < stop:
         # Sizes below 16 MiB have a zero first byte, and API keys a zero high byte: jump between those.
-        pos = data.find(b"\x00", pos, stop)
-        if pos < 0:
-            return -1
-        if data[pos + 4] == 0 and plausible_request(data, pos, True) and _chained(data, pos):
+        if data[pos] != 0:
+            pos = data.find(b"\x00", pos, stop)
+            if pos < 0:
+                return -1
+        # Bytes a strict header must have before it is worth reading (a binary frame is mostly zeros,
+        # so most positions end here): a zero high byte of the API key and of the version (both are
+        # below 256), a non-negative correlation id, a client id length of 1 to MAX_CLIENT_ID, and
+        # the id's first byte there and printable.
+        if (
+            data[pos + 4] == 0
+            and data[pos + 6] == 0
+            and data[pos + 8] < 0x80
+            and data[pos + 12] <= MAX_CLIENT_ID >> 8
+            and (data[pos + 12] != 0 or data[pos + 13] != 0)
+            and pos + MIN_REQUEST < end
+            and 32 <= data[pos + MIN_REQUEST] < 127
+            and plausible_request(data, pos, True)
+            and _chained(data, pos)
+        ):
             return pos
         pos += 1
     return -1
@@ -1064,7 +1192,10 @@ class KafkaSession:
         self.counters = {"resyncs": 0, "skipped_bytes": 0, "unknown_responses": 0}
         # Topic id -> name, from the Metadata responses of every flow of this pipeline: a consumer
         # fetches by id on one connection what Metadata named on another. Ids are random UUIDs.
-        self.topic_ids: dict[str, str] = config.shared.setdefault(SHARED_TOPIC_IDS, {})
+        ids: dict[str, str] | None = config.shared.get(SHARED_TOPIC_IDS)
+        if ids is None:
+            ids = config.shared[SHARED_TOPIC_IDS] = {}
+        self.topic_ids = ids
 
     # -- framing
 
@@ -1078,15 +1209,22 @@ class KafkaSession:
         head = MIN_REQUEST if from_client else 8
         low = MIN_REQUEST - 4 if from_client else 4
         while True:
-            if d.synced and not d.frame and not d.skip and not d.buf and n - pos >= head:
-                # In step, and a whole frame (within the keep limit) in this segment: read it in place.
+            if not d.frame and not d.skip and not d.buf and n - pos >= head:
+                # At a frame boundary (in step, or a first frame `_locate` would take where it is), and
+                # a whole frame (within the keep limit) in this segment: read it in place.
                 size = data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
-                if low <= size <= MAX_FRAME and size + 4 <= self.keep and pos + size + 4 <= n:
+                if (
+                    low <= size <= MAX_FRAME
+                    and size + 4 <= self.keep
+                    and pos + size + 4 <= n
+                    and (d.synced or self._starts_here(from_client, data, pos))
+                ):
                     frame = size + 4
                     raw = data[pos : pos + frame]
                     pos += frame
                     d.scanned = 0
                     d.ts = ts
+                    d.synced = True
                     out.append(
                         self._request(raw, frame, False, ts)
                         if from_client
@@ -1147,6 +1285,17 @@ class KafkaSession:
             self._finish(from_client, d, out)
             if rest:
                 d.buf += rest
+
+    def _starts_here(self, from_client: bool, data: bytes, pos: int) -> bool:
+        """Whether `_locate` would find the first frame of a direction not yet in step at `pos` (it
+        sees the header's bytes only: a request's size, key, version, correlation id and client id
+        length; a response's correlation id). The size is the caller's to check."""
+        if from_client:
+            return plausible_request(data[pos : pos + MIN_REQUEST], 0, False)
+        corr = data[pos + 4] << 24 | data[pos + 5] << 16 | data[pos + 6] << 8 | data[pos + 7]
+        if corr & 0x80000000:
+            corr -= 0x100000000
+        return corr in self.pending or (not self.pending and corr >= 0)
 
     def _locate(self, from_client: bool, d: _Direction) -> int:
         """Offset of a frame start in the buffer (0 = here), or -1 for none in what is there."""
@@ -1225,10 +1374,16 @@ class KafkaSession:
     # -- messages
 
     def _request(self, raw: bytes, frame: int, cut: bool, ts: int) -> Message:
-        _, key, version, corr, _ = _REQ_HEAD.unpack_from(raw, 0)
-        flexible = is_flexible(key, version)
+        # The header's key, version and correlation id (a frame here holds at least MIN_REQUEST bytes).
+        key = _i16_at(raw, 4)
+        version = _i16_at(raw, 6)
+        corr = _i32_at(raw, 8)
+        api = APIS.get(key)
+        name = f"ApiKey{key}" if api is None else api[0]
+        first_flexible = None if api is None else api[2]
+        flexible = first_flexible is not None and version >= first_flexible
         r = _Reader(raw, 12, False)
-        fields: dict[str, Any] = {"api_key": key, "api": api_name(key), "api_version": version,
+        fields: dict[str, Any] = {"api_key": key, "api": name, "api_version": version,
                                   "correlation_id": corr}  # fmt: skip
         budget = _Budget(self.budget_cap)
         try:
@@ -1249,20 +1404,23 @@ class KafkaSession:
             fields["truncated"] = True
             if not cut:
                 fields["malformed"] = True  # a length ran past a whole frame
-        if self.topic_ids:
+        if self.topic_ids and _names_topic_ids(key, version, True):
             self._name_topics(fields)
+        # Message's fields in order (a positional call costs less than keywords): is_request, ts_first,
+        # ts_last, size, fields, key, standalone, truncated.
         if key == PRODUCE and fields.get("acks") == 0:
             # acks=0: the broker never answers (the request is the whole exchange).
-            return Message(True, ts, ts, frame, fields, key=corr, standalone=True, truncated=truncated)
-        if corr in self.pending:
-            del self.pending[corr]
-        self.pending[corr] = (key, version)
-        if len(self.pending) > MAX_PENDING:
-            del self.pending[next(iter(self.pending))]
-        return Message(True, ts, ts, frame, fields, key=corr, truncated=truncated)
+            return Message(True, ts, ts, frame, fields, corr, True, truncated)
+        pending = self.pending
+        if corr in pending:
+            del pending[corr]
+        pending[corr] = (key, version)
+        if len(pending) > MAX_PENDING:
+            del pending[next(iter(pending))]
+        return Message(True, ts, ts, frame, fields, corr, False, truncated)
 
     def _response(self, raw: bytes, frame: int, cut: bool, ts: int) -> Message:
-        corr = _I32.unpack_from(raw, 4)[0]
+        corr = _i32_at(raw, 4)  # a frame here holds at least 8 bytes
         fields: dict[str, Any] = {"correlation_id": corr}
         waiting = self.pending.pop(corr, None)
         r = _Reader(raw, 8, False)
@@ -1270,12 +1428,14 @@ class KafkaSession:
             self.counters["unknown_responses"] += 1
             if cut:
                 fields["truncated"] = True
-            return Message(False, ts, ts, frame, fields, key=corr, truncated=cut)
+            return Message(False, ts, ts, frame, fields, corr, False, cut)
         key, version = waiting
+        api = APIS.get(key)
+        first_flexible = None if api is None else api[2]
         fields["api_key"] = key
-        fields["api"] = api_name(key)
+        fields["api"] = f"ApiKey{key}" if api is None else api[0]
         fields["api_version"] = version
-        flexible = is_flexible(key, version)
+        flexible = first_flexible is not None and version >= first_flexible
         budget = _Budget(self.budget_cap)
         schema = _READ_SCHEMAS.get(key)
         try:
@@ -1304,9 +1464,9 @@ class KafkaSession:
                 fields["malformed"] = True  # a length ran past a whole frame
         if key == METADATA:
             self._learn_topics(fields)
-        elif self.topic_ids:
+        elif self.topic_ids and _names_topic_ids(key, version, False):
             self._name_topics(fields)
-        return Message(False, ts, ts, frame, fields, key=corr, truncated=truncated)
+        return Message(False, ts, ts, frame, fields, corr, False, truncated)
 
     def _learn_topics(self, fields: dict[str, Any]) -> None:
         """Remember the names of the topic ids a Metadata response lists."""
@@ -1399,8 +1559,15 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     api = first.get("api")
     version = first.get("api_version")
     # The status is the response's error (0 = none) where its body was read; unknown otherwise.
-    read = sf is not None and sf.get("api_key") in SCHEMAS and not sf.get("malformed")
-    status = first_error(sf) if read and sf is not None else None
+    status: int | None = None
+    if sf is not None:
+        key = sf.get("api_key")
+        if key in SCHEMAS and not sf.get("malformed"):  # read
+            if key in _NESTED_ERRORS:
+                status = first_error(sf)
+            else:
+                top = sf.get("error_code")
+                status = top if type(top) is int and top else 0
     if api is None:
         return Presented(
             method=None, path=None, status=None, stream=corr,
@@ -1418,10 +1585,8 @@ def present(req: Message | None, resp: Message | None) -> Presented:
         summary += f" ({count} record{'' if count == 1 else 's'})"
     if type(status) is int and status:
         summary += f" → {error_name(status)}"
-    return Presented(
-        method=api, path=path, status=status, summary=summary,
-        version=str(version) if version is not None else None, stream=corr,
-    )  # fmt: skip
+    # In field order (method, path, status, summary, version, stream): cheaper than keywords.
+    return Presented(api, path, status, summary, str(version) if version is not None else None, corr)
 
 
 SPEC: Final = ProtocolSpec(

@@ -104,6 +104,9 @@ SECRET_CONFIG: Final = frozenset({"requirepass", "masterauth"})
 # give (`CONFIG SET`, `ACL SETUSER`) as prefixes.
 _WITH_SECRETS: Final = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "ACL"})
 _SECRET_PREFIXES: Final = tuple(f"{name} " for name in sorted(_WITH_SECRETS))
+# Commands whose method or key `_command_of` works out by a rule of their own; any other's key is its
+# first argument.
+_KEY_RULES: Final = CONTAINERS | KEYLESS | _SCRIPTS | _STREAM_READS | frozenset(KEY_AT)
 
 
 def _may_hold_secret(command: str) -> bool:
@@ -681,6 +684,8 @@ def command_of(args: list[str]) -> tuple[str, str | None]:
 
 def _command_of(name: str, args: list[str]) -> tuple[str, str | None]:
     """`command_of` for a command whose upper-case name is `name` (told once per request)."""
+    if name not in _KEY_RULES:  # most commands (GET, SET, INCR …): the key is the first argument
+        return name, args[1] if len(args) > 1 else None
     method = name
     if name in CONTAINERS and len(args) > 1:
         method = f"{name} {args[1].upper()}"
@@ -826,7 +831,9 @@ class RedisSession:
             self.resp3 = True
         elif name == "MONITOR":
             self.monitor = True
-        return Message(True, first, ts, size, fields, standalone=standalone)
+        # Message's fields in order (is_request, ts_first, ts_last, size, fields, key, standalone,
+        # truncated): a positional call costs less than keywords.
+        return Message(True, first, ts, size, fields, None, standalone, False)
 
     def _reply(
         self, t: int, value: Any, cut: bool, first: int, ts: int, size: int, attrs: Any
@@ -872,7 +879,7 @@ class RedisSession:
             fields["push"] = kind.lower()
             if kind.lower() == "subscribe" or kind.lower() in ("psubscribe", "ssubscribe"):
                 self.subscribed = True
-            return Message(False, first, ts, size, fields, standalone=True)
+            return Message(False, first, ts, size, fields, None, True, False)
         if self.orphans:
             # The answer to the command cut by the capture's start (replies come in command order).
             self.orphans -= 1
@@ -947,6 +954,7 @@ def probe(client: bytes, server: bytes) -> Verdict:
             return _reply_looks_ok(server, word in INLINE_COMMANDS)
         if word and len(client) < 64:
             return Verdict.MAYBE  # the first line is not complete yet
+        return Verdict.NO  # no frame after a line end (searched above) and no inline command
     m = _RESYNC_CLIENT.search(client)
     if m is not None and _array_of_bulk(client, m.end()) == Verdict.YES:
         return Verdict.YES
@@ -969,7 +977,13 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     version: str | None = None
     if resp is not None:
         f = resp.fields
-        version = f"RESP{f['resp']}"
+        resp_version = f["resp"]
+        if type(resp_version) is int and resp_version == 2:
+            version = "RESP2"
+        elif type(resp_version) is int and resp_version == 3:
+            version = "RESP3"
+        else:
+            version = f"RESP{resp_version}"
         status = -1 if f["error"] is not None and "redirect" not in f else (1 if "redirect" in f else 0)
         if req is None and "push" in f:
             value = f["value"]
@@ -997,7 +1011,7 @@ def present(req: Message | None, resp: Message | None) -> Presented:
     summary = f"{method} {key}" if key is not None else method
     if resp is not None and resp.fields["error"] is not None:
         summary += f" → {_short(resp.fields['error'])}"
-    return Presented(method=method, path=key, status=status, summary=summary, version=version)
+    return Presented(method, key, status, summary, version)  # in field order: cheaper than keywords
 
 
 def classify(request: dict[str, Any] | None, response: dict[str, Any] | None) -> dict[str, Any]:
