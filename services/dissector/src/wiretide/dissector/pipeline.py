@@ -116,6 +116,34 @@ class Limits:
     body_cap: int = 64 * 1024
 
 
+# Every entry's keys in their canonical order (DESIGN.md §3), each with its usual value: `_base` and
+# `_emit` start an entry as a copy of it. Never handed out itself, never changed; the values that are
+# containers (src, dst, size, capture) are set afresh on every copy, since consumers change them.
+_ENTRY: Final[dict[str, Any]] = {
+    "id": "",
+    "node": "",
+    "timestamp": 0,
+    "elapsed_us": 0,
+    "protocol": "",
+    "version": None,
+    "transport": "",
+    "src": None,
+    "dst": None,
+    "method": None,
+    "path": None,
+    "status": None,
+    "summary": "",
+    "request": None,
+    "response": None,
+    "error": None,
+    "size": None,
+    "tls": None,
+    "capture": None,
+    "flow_id": "",
+    "stream": None,
+    "trace": None,
+}
+
 # Addresses rendered as text, remembered: a node's flows come from few addresses, and each new flow
 # (a connection per call) would otherwise format both ends again. Bounded: cleared when full.
 _IP_TEXT: Final[dict[bytes, str]] = {}
@@ -193,6 +221,10 @@ class Pipeline:
         self.ulid = UlidGenerator()
         self.stats: Counter[str] = Counter()
         self.entries_by_protocol: Counter[str] = Counter()
+        # The entries made since `entries_by_protocol` was last brought up to date (`_fold`), by
+        # protocol in the order first seen: a plain dict, where a Counter's `+=` costs two
+        # Python-level slot calls per entry.
+        self._emitted: dict[str, int] = {}
         self.drops: Counter[str] = Counter()
         self._out: list[dict[str, Any]] = []
         self._next_sweep = 0
@@ -436,6 +468,7 @@ class Pipeline:
         st["bytes"] += nbytes
         if undecodable:
             st["packets_not_ip"] += undecodable
+        self._fold()
         self._out = []
         return out
 
@@ -448,6 +481,7 @@ class Pipeline:
                 _, flow = table.popitem(last=False)
                 self._close(flow, flow.last_ts, reason)
         self.icmp.finish()
+        self._fold()
         self._out = []
         return out
 
@@ -456,8 +490,18 @@ class Pipeline:
         out: list[dict[str, Any]] = []
         self._out = out
         self._sweep(now_ns)
+        self._fold()
         self._out = []
         return out
+
+    def _fold(self) -> None:
+        """Add the entries counted since the last fold to `entries_by_protocol`, before `feed`,
+        `finish` and `flush_idle` hand their entries back (the counts are read between those calls,
+        never during them; a protocol new to the Counter lands in the order it was first seen)."""
+        emitted = self._emitted
+        if emitted:
+            self.entries_by_protocol.update(emitted)
+            emitted.clear()
 
     @property
     def now(self) -> int:
@@ -523,7 +567,8 @@ class Pipeline:
 
     def _adopt(self, doc: dict[str, Any]) -> None:
         """An entry built outside the flow tables (icmp.py)."""
-        self.entries_by_protocol[doc["protocol"]] += 1
+        emitted = self._emitted
+        emitted[doc["protocol"]] = emitted.get(doc["protocol"], 0) + 1
         self._out.append(doc)
 
     def _fragment(self, h: tuple[Any, ...], buf: memoryview, ts: int) -> tuple[Any, ...] | None:
@@ -1149,30 +1194,18 @@ class Pipeline:
 
     def _base(self, flow: Flow, ts: int) -> dict[str, Any]:
         src_ip, src_port, dst_ip, dst_port, fid = self._endpoints(flow)
-        return {
-            "id": self.ulid.new(ts),
-            "node": self.node,
-            "timestamp": ts,
-            "elapsed_us": 0,
-            "protocol": flow.transport,
-            "version": None,
-            "transport": flow.transport,
-            "src": {"ip": src_ip, "port": src_port},
-            "dst": {"ip": dst_ip, "port": dst_port},
-            "method": None,
-            "path": None,
-            "status": None,
-            "summary": "",
-            "request": None,
-            "response": None,
-            "error": None,
-            "size": {"request": 0, "response": 0},
-            "tls": flow.tls,
-            "capture": {"source": self.source, "interface": flow.interface},
-            "flow_id": fid,
-            "stream": None,
-            "trace": None,
-        }
+        doc = _ENTRY.copy()
+        doc["id"] = self.ulid.new(ts)
+        doc["node"] = self.node
+        doc["timestamp"] = ts
+        doc["protocol"] = doc["transport"] = flow.transport
+        doc["src"] = {"ip": src_ip, "port": src_port}
+        doc["dst"] = {"ip": dst_ip, "port": dst_port}
+        doc["size"] = {"request": 0, "response": 0}
+        doc["tls"] = flow.tls
+        doc["capture"] = {"source": self.source, "interface": flow.interface}
+        doc["flow_id"] = fid
+        return doc
 
     def _emit(
         self, flow: Flow, req: Message | None, resp: Message | None, error: dict[str, str] | None
@@ -1209,31 +1242,39 @@ class Pipeline:
         # generic attribute lookup.)
         req_fields = req.fields if req is not None else None
         resp_fields = resp.fields if resp is not None else None
-        # The canonical key order of `_base`, built in one literal on the per-entry path.
-        doc = {
-            "id": entry_id,
-            "node": self.node,
-            "timestamp": ts,
-            "elapsed_us": max(0, end - ts) // 1000,
-            "protocol": name,
-            "version": shown.version if shown is not None else None,
-            "transport": flow.transport,
-            "src": {"ip": ends[0], "port": ends[1]},
-            "dst": {"ip": ends[2], "port": ends[3]},
-            "method": shown.method if shown is not None else None,
-            "path": shown.path if shown is not None else None,
-            "status": shown.status if shown is not None else None,
-            "summary": shown.summary if shown is not None else "",
-            "request": req_fields,
-            "response": resp_fields,
-            "error": error,
-            "size": {"request": req.size if req else 0, "response": resp.size if resp else 0},
-            "tls": flow.tls,
-            "capture": {"source": self.source, "interface": flow.interface},
-            "flow_id": ends[4],
-            "stream": shown.stream if shown is not None else None,
-            "trace": None,
+        # A copy of `_ENTRY` (its key table copied whole, not 22 insertions), then only the values
+        # that differ from its usual ones.
+        doc = _ENTRY.copy()
+        doc["id"] = entry_id
+        doc["node"] = self.node
+        doc["timestamp"] = ts
+        doc["elapsed_us"] = max(0, end - ts) // 1000
+        doc["protocol"] = name
+        doc["transport"] = flow.transport
+        doc["src"] = {"ip": ends[0], "port": ends[1]}
+        doc["dst"] = {"ip": ends[2], "port": ends[3]}
+        if shown is not None:
+            doc["version"] = shown.version
+            doc["method"] = shown.method
+            doc["path"] = shown.path
+            doc["status"] = shown.status
+            doc["summary"] = shown.summary
+            doc["stream"] = shown.stream
+        if req_fields is not None:
+            doc["request"] = req_fields
+        if resp_fields is not None:
+            doc["response"] = resp_fields
+        if error is not None:
+            doc["error"] = error
+        doc["size"] = {
+            "request": req.size if req is not None else 0,
+            "response": resp.size if resp is not None else 0,
         }
+        tls = flow.tls
+        if tls is not None:
+            doc["tls"] = tls
+        doc["capture"] = {"source": self.source, "interface": flow.interface}
+        doc["flow_id"] = ends[4]
         if flow.icmp_errors is not None:
             doc["icmp_errors"] = list(flow.icmp_errors)
         classify = spec.classify
@@ -1255,7 +1296,8 @@ class Pipeline:
         if self.redactor.enabled:  # redaction at the source (redact.py), once `protocol` is final
             self.redactor.redact(doc)
         flow.last_entry_id = entry_id
-        self.entries_by_protocol[name] += 1
+        emitted = self._emitted
+        emitted[name] = emitted.get(name, 0) + 1
         self._out.append(doc)
 
     def _connection_entry(self, flow: Flow, reason: str) -> None:
@@ -1298,7 +1340,8 @@ class Pipeline:
         if flow.icmp_errors is not None:
             doc["icmp_errors"] = list(flow.icmp_errors)
         self.stats["flows_unparsed"] += 1
-        self.entries_by_protocol[flow.transport] += 1
+        emitted = self._emitted
+        emitted[flow.transport] = emitted.get(flow.transport, 0) + 1
         self._out.append(doc)
 
     def _association_entry(self, flow: Flow, assoc: SctpAssociation, reason: str) -> None:
@@ -1347,5 +1390,6 @@ class Pipeline:
         for key, n in assoc.counters.items():
             if n:
                 self.stats[f"sctp_{key}"] += n
-        self.entries_by_protocol["sctp"] += 1
+        emitted = self._emitted
+        emitted["sctp"] = emitted.get("sctp", 0) + 1
         self._out.append(doc)

@@ -466,6 +466,16 @@ _PLACES: Final = {
 _NO_MARKS: Final = _Marks()  # stands for "nothing redacted yet" (never added to)
 
 
+def _has_parts(msg: dict[str, Any]) -> bool:
+    """Whether a message holds one of `_MESSAGE_PARTS`. A loop over its keys, each a set lookup: a
+    message has a handful of keys, and `frozenset.isdisjoint(dict)` costs a method call and an
+    iterator object more. (A loop rather than any(): the same compiled, cheaper interpreted.)"""
+    for key in msg:  # noqa: SIM110
+        if key in _MESSAGE_PARTS:
+            return True
+    return False
+
+
 class Redactor:
     """A rule set compiled once (regexes, name caches); `redact(entry)` changes an entry in place."""
 
@@ -556,14 +566,14 @@ class Redactor:
 
     def _redact(self, entry: dict[str, Any]) -> list[str]:
         # A message holding none of the parts `_message` reads (a Redis command, a Kafka request …)
-        # is passed over with one set test instead of a lookup per part.
+        # is passed over after a look at its few keys instead of a lookup per part.
         marks = _NO_MARKS
         req = entry.get("request")
-        if type(req) is dict and not _MESSAGE_PARTS.isdisjoint(req):
+        if type(req) is dict and _has_parts(req):
             marks = _Marks()
             self._message(req, "request", marks)
         resp = entry.get("response")
-        if type(resp) is dict and not _MESSAGE_PARTS.isdisjoint(resp):
+        if type(resp) is dict and _has_parts(resp):
             if marks is _NO_MARKS:
                 marks = _Marks()
             self._message(resp, "response", marks)
