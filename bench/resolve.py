@@ -18,6 +18,7 @@ import asyncio
 import gc
 import os
 import random
+import resource
 import socket
 import sys
 import tempfile
@@ -153,19 +154,25 @@ async def bench_api(pods: list[dict[str, object]]) -> None:
 
 
 def _cpu() -> float:
-    usage = os.times()
-    return usage.user + usage.system
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # microsecond resolution (os.times: 10 ms ticks)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_scan(n: int, rounds: int = 20) -> None:
     """CPU of one socket listing of a namespace with `n` TIME_WAIT sockets: /proc text vs netlink."""
     from tests.helpers.netns import inside, veth_pair
+    from tests.helpers.wait import wait_for
     from wiretide.resolver.local import procfs, sockdiag
 
     with veth_pair(subnet="10.93.0") as pair:
         holder = pair.popen(pair.ns_b, ["sleep", "600"])
         held: list[socket.socket] = []
         try:
+            inside_b = os.stat(f"/run/netns/{pair.ns_b}").st_ino  # `ip netns exec` has entered it
+            wait_for(
+                "the holder inside its namespace",
+                lambda: os.stat(f"/proc/{holder.pid}/ns/net").st_ino == inside_b,
+            )
             with inside(pair.ns_b):
                 listener = socket.create_server((pair.ip_b, 8080), backlog=1024)
                 held.append(listener)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.netns import inside, veth_pair
+from tests.helpers.wait import wait_for
 from wiretide.resolver.local import procfs, sockdiag
 from wiretide.resolver.local.source import LocalSource, scan
 from wiretide.resolver.table import IdentityStore
@@ -91,6 +92,13 @@ def test_netlink_lists_the_same_sockets_as_proc_without_the_time_wait_ones() -> 
         holder = pair.popen(pair.ns_b, ["sleep", "60"])
         held: list[socket.socket] = []
         try:
+            # `ip netns exec` enters the namespace before it runs `sleep` (the same pid): until then
+            # /proc/<pid>/net/ is this namespace's.
+            inside_b = os.stat(f"/run/netns/{pair.ns_b}").st_ino
+            wait_for(
+                "the holder inside its namespace",
+                lambda: os.stat(f"/proc/{holder.pid}/ns/net").st_ino == inside_b,
+            )
             with inside(pair.ns_b):
                 listener = socket.create_server((pair.ip_b, 8080), backlog=64)
                 listener6 = socket.create_server(("::1", 8081), family=socket.AF_INET6)
